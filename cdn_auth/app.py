@@ -1,0 +1,80 @@
+"""Assembles the cdn_auth aiohttp application from settings and injected dependencies."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__, openapi, web_edge, web_media, web_ops
+from .authorizer import Authorizer, AuthorizerConfig
+from .clock import Clock, system_clock
+from .keyset import KeySet
+from .metrics import Metrics
+from .origin import Origin
+from .redis_client import connect
+from .registry import MediaRegistry
+from .revocation import RevocationLog
+from .revocation_view import RevocationTailer, RevocationView, running
+from .session import JwksSource, SessionVerifier
+from .settings import EdgeSettings
+from .web_errors import error_middleware
+from .web_state import STATE, EdgeState
+
+ROUTES = (*web_edge.ROUTES, *web_media.ROUTES, *web_ops.ROUTES)
+MAX_HEADER_BYTES = 8190
+
+
+def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = None,
+              clock: Clock = system_clock) -> web.Application:
+    """Build the app.  Pass ``redis``/``tail_redis`` to inject clients (tests do);
+    otherwise they are created from ``settings.redis_url`` and closed on cleanup."""
+    owned = []
+    if redis is None:
+        redis = connect(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster)
+        owned.append(redis)
+    if tail_redis is None:
+        tail_redis = connect(settings.redis_url.get_secret_value(),
+                             cluster=settings.redis_cluster, socket_timeout_s=None)
+        owned.append(tail_redis)
+    metrics = Metrics()
+    view = RevocationView(settings.max_token_lifetime_s + settings.token_leeway_s, clock)
+    tailer = RevocationTailer(tail_redis, view, clock=clock,
+                              block_ms=settings.revocation_block_ms,
+                              on_lag=metrics.revocation_lag.observe)
+    sessions = SessionVerifier(
+        JwksSource(settings.session_jwks, clock=clock), issuer=settings.session_issuer,
+        audience=settings.session_audience, algorithms=settings.session_algorithms,
+        leeway_s=settings.session_leeway_s, clock=clock)
+    registry = MediaRegistry(redis)
+    authorizer = Authorizer(
+        AuthorizerConfig(settings.max_token_lifetime_s, settings.token_leeway_s,
+                         settings.staleness_bound_s, settings.media_cache_ttl_s,
+                         settings.cache_size),
+        sessions=sessions, keys=KeySet(settings.pointer_jwks, clock=clock), registry=registry,
+        tailer=tailer, metrics=metrics, clock=clock)
+    app = web.Application(middlewares=[error_middleware()], client_max_size=1024 * 1024)
+    app[STATE] = EdgeState(settings=settings, redis=redis, authorizer=authorizer,
+                           registry=registry, revocations=RevocationLog(redis),
+                           origin=Origin(settings.origin_dir), metrics=metrics, clock=clock)
+    openapi.add_routes(app, ROUTES)
+    doc = openapi.document("cdn_auth: media registry and edge authorizer", __version__, ROUTES)
+
+    async def openapi_json(_: web.Request) -> web.Response:
+        return web.json_response(doc)
+
+    app.router.add_get("/openapi.json", openapi_json, allow_head=False)
+
+    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+        async with running(tailer):
+            try:
+                yield
+            finally:
+                for client in owned:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,140 @@
+"""The edge's decision: may this session fetch this media, under this pointer?
+
+Shared by ``GET|HEAD /m/{id}`` and nginx's ``GET /auth`` so both answer
+identically.  The hot path (a video's repeat Range requests) is three dict
+lookups and the rights checks; signatures and Redis are touched only on
+cache misses.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from . import pointer as pointer_mod
+from . import rights
+from .cache import ExpiringCache
+from .clock import Clock, system_clock
+from .errors import (
+    InvalidField,
+    PointerMissing,
+    RevocationStale,
+    SessionMissing,
+    TokenUnknownKey,
+)
+from .ids import is_id
+from .keyset import KeySet
+from .media import Media
+from .metrics import Metrics
+from .pointer import Pointer
+from .registry import MediaRegistry
+from .revocation import RevocationEvent
+from .revocation_view import RevocationTailer
+from .session import Session, SessionVerifier
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    media: Media
+    session: Session
+    pointer: Pointer | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizerConfig:
+    max_token_lifetime_s: int
+    token_leeway_s: int
+    staleness_bound_s: float
+    media_cache_ttl_s: float
+    cache_size: int
+
+
+class Authorizer:
+    def __init__(self, config: AuthorizerConfig, *, sessions: SessionVerifier, keys: KeySet,
+                 registry: MediaRegistry, tailer: RevocationTailer, metrics: Metrics,
+                 clock: Clock = system_clock) -> None:
+        self.config = config
+        self._sessions = sessions
+        self._keys = keys
+        self._registry = registry
+        self.tailer = tailer
+        self._metrics = metrics
+        self._clock = clock
+        lookup = metrics.cache_lookup
+        self.session_cache: ExpiringCache[Session] = ExpiringCache(
+            "session", config.cache_size, clock, lookup)
+        self.pointer_cache: ExpiringCache[Pointer] = ExpiringCache(
+            "pointer", config.cache_size, clock, lookup)
+        self.media_cache: ExpiringCache[Media] = ExpiringCache(
+            "media", config.cache_size, clock, lookup)
+        tailer.view.listeners.append(self._on_revocation)
+
+    def _on_revocation(self, ev: RevocationEvent) -> None:
+        if ev.kind == "takedown":
+            self.media_cache.evict(ev.media_id)
+
+    def tail_fresh(self) -> bool:
+        return self.tailer.age_s() <= self.config.staleness_bound_s
+
+    async def authorize(self, media_id: str, session_token: str | None,
+                        pointer_token: str | None) -> Decision:
+        started = time.perf_counter()
+        try:
+            return await self._authorize(media_id, session_token, pointer_token)
+        finally:
+            self._metrics.decision_seconds.observe(time.perf_counter() - started)
+
+    async def _authorize(self, media_id: str, session_token: str | None,
+                         pointer_token: str | None) -> Decision:
+        if not is_id(media_id):
+            raise InvalidField("media id")
+        if not session_token:
+            raise SessionMissing()
+        session = await self.session(session_token)
+        media = await self.media(media_id)
+        view = self.tailer.view
+        if media.is_public or media.owner == session.sub:
+            rights.check_active(media, view if self.tail_fresh() else None)
+            rights.may_view(media, session)
+            return Decision(media, session, None)
+        if pointer_token is None:
+            raise PointerMissing(media_id)
+        if not self.tail_fresh():
+            raise RevocationStale(f"tail age {self.tailer.age_s():.1f}s")
+        ptr = self.pointer(pointer_token)
+        rights.check_pointer_binding(ptr, media_id, session)
+        rights.check_active(media, view)
+        rights.check_not_revoked(ptr, view)
+        rights.check_audience(media, session)
+        return Decision(media, session, ptr)
+
+    async def session(self, token: str) -> Session:
+        hit = self.session_cache.get(token)
+        if hit is not None:
+            return hit
+        s = await self._sessions.verify(token, self._clock())
+        self.session_cache.put(token, s, s.exp)
+        return s
+
+    def pointer(self, token: str) -> Pointer:
+        hit = self.pointer_cache.get(token)
+        if hit is not None:
+            return hit
+        now = self._clock()
+        kwargs = {"max_lifetime_s": self.config.max_token_lifetime_s,
+                  "leeway_s": self.config.token_leeway_s}
+        try:
+            p = pointer_mod.verify(token, self._keys.current(), now, **kwargs)
+        except TokenUnknownKey:
+            # A rotation may have published a key moments ago: re-read, then retry once.
+            p = pointer_mod.verify(token, self._keys.refresh_for_unknown_kid(), now, **kwargs)
+        self.pointer_cache.put(token, p, p.exp + self.config.token_leeway_s)
+        return p
+
+    async def media(self, media_id: str) -> Media:
+        hit = self.media_cache.get(media_id)
+        if hit is not None:
+            return hit
+        m = await self._registry.get(media_id)
+        self.media_cache.put(media_id, m, self._clock() + self.config.media_cache_ttl_s)
+        return m

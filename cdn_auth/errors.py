@@ -1,0 +1,181 @@
+"""The exception tree of cdn_auth.
+
+One root, :class:`CdnAuthError`; one leaf per failure.  Every leaf carries
+the HTTP status and a stable machine-readable ``code``; the HTTP layer maps
+them to ``{"error": {"code", "message"}}`` bodies without a lookup table of
+its own.  ``detail`` is for logs and metrics and never reaches a client.
+"""
+
+from __future__ import annotations
+
+
+class CdnAuthError(Exception):
+    """Root of every error raised by cdn_auth."""
+
+    status: int = 400
+    code: str = "bad_request"
+    public_message: str = "bad request"
+    retry_after_s: int | None = None
+    #: Whether ``detail`` may be shown to the client (input validation only).
+    expose_detail: bool = False
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.public_message)
+        self.detail = detail or self.public_message
+
+
+# -- 400: malformed input ---------------------------------------------------
+class MalformedRequest(CdnAuthError):
+    status, code, public_message = 400, "malformed_request", "the request is malformed"
+    expose_detail = True
+
+
+class InvalidField(MalformedRequest):
+    code, public_message = "invalid_field", "a field is missing or invalid"
+
+
+class InputTooLarge(CdnAuthError):
+    status, code, public_message = 413, "too_large", "the request is too large"
+    expose_detail = True
+
+
+# -- 401: the session -------------------------------------------------------
+class SessionError(CdnAuthError):
+    status, code, public_message = 401, "session_invalid", "no valid session"
+
+
+class SessionMissing(SessionError):
+    code, public_message = "session_missing", "an Authorization: Bearer session is required"
+
+
+class SessionInvalid(SessionError):
+    code, public_message = "session_invalid", "the session token is not valid"
+
+
+class SessionExpired(SessionInvalid):
+    code, public_message = "session_expired", "the session token has expired"
+
+
+# -- 403 / 410: tokens that authorize one fetch ------------------------------
+class TokenError(CdnAuthError):
+    """A pointer or grant failed verification."""
+
+    status, code, public_message = 403, "token_invalid", "the media token is not valid"
+
+
+class TokenMalformed(TokenError):
+    code, public_message = "token_malformed", "the media token is malformed"
+
+
+class TokenBadSignature(TokenError):
+    code, public_message = "token_bad_signature", "the media token signature does not verify"
+
+
+class TokenUnknownKey(TokenError):
+    code, public_message = "token_unknown_key", "the media token was signed by an unknown key"
+
+
+class TokenExpired(TokenError):
+    code, public_message = "token_expired", "the media token has expired"
+
+
+class TokenNotYetValid(TokenError):
+    code, public_message = "token_not_yet_valid", "the media token is dated in the future"
+
+
+class TokenWrongType(TokenError):
+    code, public_message = "token_wrong_type", "the media token is of the wrong type"
+
+
+class PointerMissing(TokenError):
+    code, public_message = "pointer_required", "this media needs a pointer or a grant"
+
+
+class PointerMediaMismatch(TokenError):
+    code, public_message = "pointer_media_mismatch", "the pointer is for another media item"
+
+
+class PointerWrongRecipient(TokenError):
+    code, public_message = "pointer_wrong_recipient", "the pointer was issued to another user"
+
+
+# -- rights ------------------------------------------------------------------
+class Forbidden(CdnAuthError):
+    status, code, public_message = 403, "forbidden", "not allowed"
+
+
+class NotAMember(Forbidden):
+    code, public_message = "not_a_member", "the recipient is no longer in the conversation"
+
+
+class AgeRestricted(Forbidden):
+    code, public_message = "age_restricted", "this media is restricted by age"
+
+
+class RegionRestricted(Forbidden):
+    code, public_message = "region_restricted", "this media is not available in your region"
+
+
+class ShareNotAllowed(Forbidden):
+    code, public_message = "share_not_allowed", "you may not share this media"
+
+
+class NotModerator(Forbidden):
+    code, public_message = "moderator_required", "only a moderator may do this"
+
+
+class Gone(CdnAuthError):
+    status, code, public_message = 410, "gone", "gone"
+
+
+class MessageUnsent(Gone):
+    code, public_message = "message_unsent", "the message carrying this media was unsent"
+
+
+class MediaTakenDown(Gone):
+    code, public_message = "media_taken_down", "this media has been taken down"
+
+
+class GrantRevoked(Gone):
+    code, public_message = "grant_revoked", "the grant has been revoked"
+
+
+# -- 404 / 409 / 416 -----------------------------------------------------------
+class NotFound(CdnAuthError):
+    status, code, public_message = 404, "not_found", "not found"
+
+
+class MediaNotFound(NotFound):
+    code, public_message = "media_not_found", "no such media"
+
+
+class Conflict(CdnAuthError):
+    status, code, public_message = 409, "conflict", "conflict"
+
+
+class RangeNotSatisfiable(CdnAuthError):
+    status, code, public_message = 416, "range_not_satisfiable", "the range is not satisfiable"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"range outside 0..{size}")
+        self.size = size
+
+
+# -- 503: dependencies -----------------------------------------------------------
+class Unavailable(CdnAuthError):
+    status, code, public_message = 503, "unavailable", "a dependency is unavailable"
+    retry_after_s = 1
+
+
+class RedisUnavailable(Unavailable):
+    code, public_message = "redis_unavailable", "the state store is unreachable"
+
+
+class RevocationStale(Unavailable):
+    code, public_message = "revocation_stale", "revocation state is stale; retry shortly"
+
+
+class KeyRingError(CdnAuthError):
+    """A key ring on disk is missing, corrupt or would be left unusable."""
+
+    status, code, public_message = 500, "keyring_error", "key ring error"

@@ -1,0 +1,98 @@
+"""The verifier's side of the key ring: a JWKS file, re-read when it changes.
+
+An edge holding only Ed25519 public keys can verify pointers but never
+mint one.  The file is re-read when its mtime/size change (checked at most
+every ``recheck_s``), and at once (rate-limited) when a token names an
+unknown kid, so a key added by rotation is usable on its first request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .clock import Clock, system_clock
+from .errors import KeyRingError
+from .token_format import Alg, VerifyKey
+
+
+def keys_from_jwks(doc: dict[str, Any]) -> dict[str, VerifyKey]:
+    """Parse a JWKS into verify keys; only Ed25519 (OKP) and HS256 (oct) are accepted."""
+    out: dict[str, VerifyKey] = {}
+    for raw in doc.get("keys", []):
+        kid = raw.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise KeyRingError("JWKS key without kid")
+        try:
+            jwk = jwt.PyJWK(raw)
+        except jwt.PyJWTError as exc:
+            raise KeyRingError(f"bad JWK {kid}: {exc}") from exc
+        if raw.get("kty") == "OKP" and raw.get("crv") == "Ed25519" \
+                and isinstance(jwk.key, Ed25519PublicKey):
+            out[kid] = VerifyKey(kid, Alg.ED25519, jwk.key)
+        elif raw.get("kty") == "oct" and raw.get("alg") == "HS256" and isinstance(jwk.key, bytes):
+            if len(jwk.key) < 32:
+                raise KeyRingError(f"HMAC key {kid} shorter than 256 bits")
+            out[kid] = VerifyKey(kid, Alg.HMAC_SHA256, jwk.key)
+        else:
+            raise KeyRingError(f"unsupported key type for {kid}")
+    return out
+
+
+class KeySet:
+    """Verify keys by kid, from a JWKS file kept fresh."""
+
+    def __init__(self, path: Path | str, *, clock: Clock = system_clock,
+                 recheck_s: float = 1.0, unknown_kid_recheck_s: float = 0.05) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._recheck_s = recheck_s
+        self._unknown_recheck_s = unknown_kid_recheck_s
+        self._stamp: tuple[int, int] | None = None
+        self._checked_at = float("-inf")
+        self.keys: dict[str, VerifyKey] = {}
+        self.on_change: list[Callable[[dict[str, VerifyKey]], None]] = []
+        self._reload(force=True)
+
+    def __repr__(self) -> str:
+        return f"KeySet(path={str(self.path)!r}, kids={sorted(self.keys)})"
+
+    def current(self) -> dict[str, VerifyKey]:
+        """The keys, re-reading the file if it changed since the last check."""
+        if self._clock() - self._checked_at >= self._recheck_s:
+            self._reload()
+        return self.keys
+
+    def refresh_for_unknown_kid(self) -> dict[str, VerifyKey]:
+        """Re-check the file now (rate-limited): a token named a kid we do not know."""
+        if self._clock() - self._checked_at >= self._unknown_recheck_s:
+            self._reload()
+        return self.keys
+
+    def _reload(self, *, force: bool = False) -> None:
+        self._checked_at = self._clock()
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if force:
+                raise KeyRingError(f"no JWKS at {self.path}") from None
+            return  # keep the last good keys through a transient removal
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp and not force:
+            return
+        try:
+            keys = keys_from_jwks(json.loads(self.path.read_text()))
+        except (OSError, ValueError, KeyRingError):
+            if force:
+                raise
+            return  # a bad file must not take down an edge holding good keys
+        self._stamp = stamp
+        self.keys = keys
+        for cb in self.on_change:
+            cb(keys)

@@ -1,0 +1,23 @@
+"""Redis connections: one place that knows single-server vs Cluster and the timeouts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis, RedisCluster
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+
+def connect(url: str, *, cluster: bool = False, socket_timeout_s: float | None = 2.0) -> Any:
+    """A client that fails fast (one quick retry) so callers can answer 503 promptly.
+
+    ``socket_timeout_s=None`` is for the revocation tailer, whose blocking
+    XREAD guards itself with ``asyncio.wait_for``.
+    """
+    retry = Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
+    common: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 1.0,
+                              "socket_timeout": socket_timeout_s, "retry": retry}
+    if cluster:
+        return RedisCluster.from_url(url, **common)
+    return Redis.from_url(url, health_check_interval=10, **common)

@@ -1,0 +1,29 @@
+"""Every Redis key cdn_auth touches, and every TTL, in one place.
+
+Keys that a single operation touches together share a hash tag (the part
+in braces) so the layout works unchanged on Redis Cluster.  Ids that go
+into keys are validated by :mod:`cdn_auth.ids` first, so they never hold
+braces themselves.
+"""
+
+from __future__ import annotations
+
+PREFIX = "cdn"
+
+#: The revocation stream.  One key, so it lives in one slot on a cluster.
+REVOCATION_STREAM = f"{PREFIX}:revocations"
+
+#: How long a revocation stream entry is kept (trimmed with MINID on write).
+#: Must be at least the longest token lifetime plus clock skew; the edge's
+#: in-memory view is loaded from this window when it starts.
+REVOCATION_STREAM_RETENTION_S = 24 * 3600
+
+
+def media_key(media_id: str) -> str:
+    """Hash holding one media record."""
+    return f"{PREFIX}:media:{{{media_id}}}"
+
+
+def grant_key(grant_id: str) -> str:
+    """Set of the users bound to one grant (encrypted-pointer mode)."""
+    return f"{PREFIX}:grant:{{{grant_id}}}:redeemers"

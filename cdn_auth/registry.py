@@ -1,0 +1,43 @@
+"""The media registry in Redis: one hash per media item, keyed with a hash tag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from . import redis_keys
+from .errors import MediaNotFound, RedisUnavailable
+from .media import Media, from_redis, to_redis
+
+
+class MediaRegistry:
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+
+    async def put(self, media: Media) -> None:
+        try:
+            await self._redis.hset(redis_keys.media_key(media.id), mapping=to_redis(media))
+        except RedisError as exc:
+            raise RedisUnavailable(str(exc)) from exc
+
+    async def get(self, media_id: str) -> Media:
+        try:
+            h = await self._redis.hgetall(redis_keys.media_key(media_id))
+        except RedisError as exc:
+            raise RedisUnavailable(str(exc)) from exc
+        if not h:
+            raise MediaNotFound(media_id)
+        return from_redis({_s(k): _s(v) for k, v in h.items()})
+
+    async def set_status(self, media_id: str, status: str) -> Media:
+        media = await self.get(media_id)
+        try:
+            await self._redis.hset(redis_keys.media_key(media_id), "status", status)
+        except RedisError as exc:
+            raise RedisUnavailable(str(exc)) from exc
+        return media.taken_down() if status == "taken_down" else media
+
+
+def _s(v: str | bytes) -> str:
+    return v.decode() if isinstance(v, bytes) else v

@@ -1,0 +1,87 @@
+"""Revocation events in a Redis Stream, and the publisher that writes them.
+
+Event kinds and their fields (all strings)::
+
+    unsent         conversation_id, message_id      -> the message's pointers: 410
+    left           conversation_id, user_id          -> that user's pointers minted before: 403
+    takedown       media_id                           -> every fetch of the media: 410
+    grant_revoked  grant_id                           -> the grant: 410
+
+A stream, not pub/sub: an edge that reconnects reads on from its last id
+and misses nothing; a starting edge reads the retention window.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from . import redis_keys
+from .errors import InvalidField, RedisUnavailable
+
+KINDS = ("unsent", "left", "takedown", "grant_revoked")
+_FIELDS = ("conversation_id", "message_id", "user_id", "media_id", "grant_id")
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationEvent:
+    kind: str
+    conversation_id: str = ""
+    message_id: str = ""
+    user_id: str = ""
+    media_id: str = ""
+    grant_id: str = ""
+    at_ms: int = 0  # from the stream id when read back
+
+    def fields(self) -> dict[str, str]:
+        out = {"kind": self.kind}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if value:
+                out[name] = value
+        return out
+
+    @classmethod
+    def from_stream(cls, entry_id: str, fields: dict[str, str]) -> RevocationEvent:
+        kind = fields.get("kind", "")
+        if kind not in KINDS:
+            raise InvalidField(f"unknown revocation kind {kind!r}")
+        values = {n: fields.get(n, "") for n in _FIELDS}
+        return cls(kind, **values, at_ms=int(entry_id.split("-", 1)[0]))
+
+
+def unsent(conversation_id: str, message_id: str) -> RevocationEvent:
+    return RevocationEvent("unsent", conversation_id=conversation_id, message_id=message_id)
+
+
+def left(conversation_id: str, user_id: str) -> RevocationEvent:
+    return RevocationEvent("left", conversation_id=conversation_id, user_id=user_id)
+
+
+def takedown(media_id: str) -> RevocationEvent:
+    return RevocationEvent("takedown", media_id=media_id)
+
+
+def grant_revoked(grant_id: str) -> RevocationEvent:
+    return RevocationEvent("grant_revoked", grant_id=grant_id)
+
+
+class RevocationLog:
+    """Appends events; trims entries older than the retention window on each write."""
+
+    def __init__(self, redis: Any,
+                 retention_s: int = redis_keys.REVOCATION_STREAM_RETENTION_S) -> None:
+        self._redis = redis
+        self._retention_ms = retention_s * 1000
+
+    async def publish(self, event: RevocationEvent) -> str:
+        minid = int(time.time() * 1000) - self._retention_ms
+        try:
+            entry_id = await self._redis.xadd(redis_keys.REVOCATION_STREAM, event.fields(),
+                                              minid=minid, approximate=True)
+        except RedisError as exc:
+            raise RedisUnavailable(str(exc)) from exc
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

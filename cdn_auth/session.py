@@ -1,0 +1,202 @@
+"""Session tokens: JWTs from an identity provider, verified against its JWKS.
+
+pyjwt checks the signature, ``iss`` and ``aud`` with the algorithms pinned by
+configuration (never the token's ``alg`` alone); this module checks the
+times itself against an injected ``now``, so tests and the edge's decision
+cache share one clock.  The JWKS comes from a file (re-read on change) or a
+URL (fetched with aiohttp, refreshed periodically and on an unknown kid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+
+from .clock import Clock, system_clock
+from .errors import SessionExpired, SessionInvalid
+
+log = logging.getLogger(__name__)
+
+MAX_SESSION_TOKEN_CHARS = 4096
+DEFAULT_SESSION_LEEWAY_S = 5
+ADULT_AGE = 18
+#: The youngest age the platform admits, used for an unspecific "minor" claim.
+MINOR_AGE_FLOOR = 13
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    sub: str
+    dev: str
+    age: int | None  # the lowest age consistent with the claim; None if unknown
+    region: str | None  # ISO 3166-1 alpha-2, upper case
+    roles: frozenset[str]
+    iat: int
+    exp: int
+
+    @property
+    def is_moderator(self) -> bool:
+        return "moderator" in self.roles
+
+
+def age_from_claim(claim: object, now: float) -> int | None:
+    """Map the ``age`` claim to the lowest age it allows: "adult", "minor" or a birth year."""
+    if claim == "adult":
+        return ADULT_AGE
+    if claim == "minor":
+        return MINOR_AGE_FLOOR
+    if isinstance(claim, int) and not isinstance(claim, bool) and 1900 <= claim <= 2200:
+        year = time.gmtime(now).tm_year
+        return max(0, year - claim - 1)  # not yet had this year's birthday: the safe side
+    return None
+
+
+def region_from_claim(claim: object) -> str | None:
+    if isinstance(claim, str) and len(claim) == 2 and claim.isascii() and claim.isalpha():
+        return claim.upper()
+    return None
+
+
+class JwksSource:
+    """Holds the identity provider's keys as PyJWK objects by kid."""
+
+    def __init__(self, location: str, *, clock: Clock = system_clock,
+                 refresh_s: float = 300.0, min_refetch_s: float = 5.0) -> None:
+        self.location = location
+        self._is_url = location.startswith(("http://", "https://"))
+        self._clock = clock
+        self._refresh_s = refresh_s
+        self._min_refetch_s = min_refetch_s
+        self._fetched_at = float("-inf")
+        self._stamp: tuple[int, int] | None = None
+        self._lock = asyncio.Lock()
+        self.keys: dict[str, jwt.PyJWK] = {}
+        if not self._is_url:
+            self._load_file()
+
+    def _parse(self, doc: dict[str, Any]) -> dict[str, jwt.PyJWK]:
+        keys: dict[str, jwt.PyJWK] = {}
+        for raw in doc.get("keys", []):
+            if not isinstance(raw, dict) or raw.get("use", "sig") != "sig":
+                continue
+            kid = raw.get("kid")
+            if not isinstance(kid, str):
+                continue
+            try:
+                keys[kid] = jwt.PyJWK(raw)
+            except jwt.PyJWTError as exc:
+                log.warning("skipping unusable session JWK", extra={"kid": kid, "err": str(exc)})
+        return keys
+
+    def _load_file(self) -> None:
+        st = os.stat(self.location)
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            self.keys = self._parse(json.loads(Path(self.location).read_text()))
+            self._stamp = stamp
+        self._fetched_at = self._clock()
+
+    async def get(self, kid: str) -> jwt.PyJWK | None:
+        key = self.keys.get(kid)
+        stale = self._clock() - self._fetched_at >= self._refresh_s
+        if key is not None and not stale:
+            return key
+        if key is None and self._clock() - self._fetched_at < self._min_refetch_s:
+            return None  # an unknown kid must not let anyone hammer the IdP
+        await self.refresh()
+        return self.keys.get(kid)
+
+    async def refresh(self) -> None:
+        if not self._is_url:
+            try:
+                self._load_file()
+            except (OSError, ValueError) as exc:
+                log.warning("session JWKS reload failed; keeping old keys", extra={"err": str(exc)})
+            return
+        async with self._lock:
+            if self._clock() - self._fetched_at < self._min_refetch_s and self.keys:
+                return
+            try:
+                timeout = aiohttp.ClientTimeout(total=5)
+                async with aiohttp.ClientSession(timeout=timeout) as http, \
+                        http.get(self.location) as resp:
+                    resp.raise_for_status()
+                    self.keys = self._parse(await resp.json(content_type=None))
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.warning("session JWKS fetch failed; keeping old keys", extra={"err": str(exc)})
+            finally:
+                self._fetched_at = self._clock()
+
+
+class SessionVerifier:
+    """Verifies session JWTs: pinned algorithms, issuer, audience, times at ``now``."""
+
+    def __init__(self, jwks: JwksSource, *, issuer: str, audience: str,
+                 algorithms: Sequence[str] = ("EdDSA",),
+                 leeway_s: int = DEFAULT_SESSION_LEEWAY_S, clock: Clock = system_clock) -> None:
+        if not algorithms or any(a.lower() == "none" for a in algorithms):
+            raise ValueError("session algorithms must be pinned and never 'none'")
+        self.jwks = jwks
+        self.issuer = issuer
+        self.audience = audience
+        self.algorithms = tuple(algorithms)
+        self.leeway_s = leeway_s
+        self._clock = clock
+
+    async def verify(self, token: str, now: float | None = None) -> Session:
+        now = self._clock() if now is None else now
+        if not token or len(token) > MAX_SESSION_TOKEN_CHARS:
+            raise SessionInvalid("token empty or too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise SessionInvalid(f"header: {exc}") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in self.algorithms:
+            raise SessionInvalid(f"alg {alg!r} not allowed")
+        if not isinstance(kid, str):
+            raise SessionInvalid("no kid")
+        jwk = await self.jwks.get(kid)
+        if jwk is None:
+            raise SessionInvalid(f"unknown kid {kid!r}")
+        if jwk.algorithm_name != alg:
+            raise SessionInvalid(f"alg {alg!r} does not match the key's {jwk.algorithm_name!r}")
+        try:
+            claims = jwt.decode(
+                token, key=jwk.key, algorithms=[alg], audience=self.audience, issuer=self.issuer,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"], "verify_exp": False,
+                         "verify_iat": False, "verify_nbf": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise SessionInvalid(f"{type(exc).__name__}: {exc}") from None
+        return self._check_claims(claims, now)
+
+    def _check_claims(self, claims: dict[str, Any], now: float) -> Session:
+        exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", claims.get("iat"))
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat, nbf)):
+            raise SessionInvalid("exp/iat/nbf must be integers")
+        assert isinstance(exp, int) and isinstance(iat, int) and isinstance(nbf, int)
+        if max(iat, nbf) > now + self.leeway_s:
+            raise SessionInvalid("session dated in the future")
+        if exp <= now - self.leeway_s:
+            raise SessionExpired(f"exp {exp}")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > 255:
+            raise SessionInvalid("bad sub")
+        dev = claims.get("dev", "")
+        roles = claims.get("roles", [])
+        if not isinstance(dev, str) or not isinstance(roles, list):
+            raise SessionInvalid("bad dev or roles")
+        return Session(sub=sub, dev=dev, age=age_from_claim(claims.get("age"), now),
+                       region=region_from_claim(claims.get("region")),
+                       roles=frozenset(r for r in roles if isinstance(r, str)), iat=iat, exp=exp)

@@ -1,0 +1,48 @@
+"""cdn_auth configuration, parsed once from the environment (prefix ``CDN_AUTH_``) and flags.
+
+Nothing else in the package reads ``os.environ``.  Secrets (the Redis URL
+may carry a password) are ``SecretStr`` so ``repr`` never prints them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EdgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CDN_AUTH_", frozen=True, extra="forbid")
+
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    redis_cluster: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    origin_dir: Path = Path("var/origin")
+    #: JWKS of pointer/grant verify keys (exported by the key ring).
+    pointer_jwks: Path = Path("var/keys/pointer/verify.jwks.json")
+    #: The key ring itself; needed only where grants are minted (the media API).
+    keyring_dir: Path | None = None
+    #: Session JWKS: a file path or an http(s) URL of the identity provider.
+    session_jwks: str = "var/keys/session/jwks.json"
+    session_issuer: str = "pointer-dm-dev"
+    session_audience: str = "pointer-dm"
+    session_algorithms: tuple[str, ...] = ("EdDSA",)
+    session_leeway_s: int = Field(5, ge=0, le=300)
+    token_leeway_s: int = Field(5, ge=0, le=300)
+    #: Longest lifetime of any pointer or grant; revocations are remembered this long.
+    max_token_lifetime_s: int = Field(900, ge=10, le=7 * 24 * 3600)
+    #: How long the revocation tail may be broken before pointer requests fail closed.
+    staleness_bound_s: float = Field(5.0, gt=0, le=300)
+    media_cache_ttl_s: float = Field(30.0, ge=0, le=3600)
+    cache_size: int = Field(100_000, ge=16)
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    revocation_block_ms: int = Field(1000, ge=10, le=60_000)
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, **overrides: Any) -> EdgeSettings:
+        """Environment first, then explicit overrides (flags) on top; ``None`` means unset."""
+        return cls(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,102 @@
+"""The edge: ``GET|HEAD /m/{media_id}`` streams bytes; ``GET /auth`` answers nginx.
+
+Both ask :class:`cdn_auth.authorizer.Authorizer` and so decide alike.  The
+pointer comes as the ``pointer`` query parameter or the ``X-Pointer`` header.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from urllib.parse import parse_qs, urlsplit
+
+from aiohttp import web
+
+from . import ranges
+from .authorizer import Decision
+from .byte_response import ByteRangeResponse, open_origin
+from .errors import CdnAuthError, InputTooLarge, InvalidField, RangeNotSatisfiable, Unavailable
+from .openapi import Route
+from .web_errors import bearer_token, error_response
+from .web_state import STATE, EdgeState
+
+MAX_URI_CHARS = 2048
+POINTER_PARAMS = (("pointer", "query", "pointer token"), ("X-Pointer", "header", "pointer token"))
+
+
+class OriginUnavailable(Unavailable):
+    code, public_message = "origin_unavailable", "the media bytes are unavailable"
+
+
+async def _decide(state: EdgeState, media_id: str, session: str | None,
+                  pointer: str | None) -> Decision:
+    try:
+        decision = await state.authorizer.authorize(media_id, session, pointer)
+    except CdnAuthError as exc:
+        state.metrics.decisions.labels("deny", exc.code).inc()
+        raise
+    state.metrics.decisions.labels("allow", "pointer" if decision.pointer else "public").inc()
+    return decision
+
+
+def _pointer_from(request: web.Request) -> str | None:
+    return request.query.get("pointer") or request.headers.get("X-Pointer") or None
+
+
+async def media(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    d = await _decide(state, request.match_info["media_id"], bearer_token(request),
+                      _pointer_from(request))
+    m = d.media
+    last_modified = email.utils.formatdate(m.created_at, usegmt=True)
+    plan = ranges.plan(request.headers, size=m.size, etag=m.etag, last_modified=last_modified)
+    headers = {**plan.headers, "Cache-Control": "private, max-age=0, must-revalidate",
+               "Vary": "Authorization"}
+    if plan.status == 304:
+        return web.Response(status=304, headers=headers)
+    if plan.status == 416:
+        resp = error_response(RangeNotSatisfiable(m.size))
+        resp.headers.update(headers)
+        return resp
+    headers["Content-Type"] = m.content_type
+    try:
+        fobj = open_origin(state.origin.path_of(m.origin), m.size)
+    except OSError as exc:
+        raise OriginUnavailable(str(exc)) from exc
+    state.metrics.bytes_served.inc(plan.length if request.method == "GET" else 0)
+    return ByteRangeResponse(fobj=fobj, offset=plan.start, count=plan.length,
+                             status=plan.status, headers=headers)
+
+
+async def auth(request: web.Request) -> web.StreamResponse:
+    """nginx ``auth_request``: 204 allow, else the edge's status and error body.
+
+    The decision headers tell nginx where the bytes are (``X-Origin-Path``)
+    and the representation's validators, so nginx can serve the file itself.
+    """
+    state = request.app[STATE]
+    uri = request.headers.get("X-Original-URI", "")
+    if not uri:
+        raise InvalidField("X-Original-URI is required")
+    if len(uri) > MAX_URI_CHARS:
+        raise InputTooLarge("X-Original-URI too long")
+    parts = urlsplit(uri)
+    prefix = "/m/"
+    if not parts.path.startswith(prefix):
+        raise InvalidField("X-Original-URI is not a media path")
+    query = parse_qs(parts.query, max_num_fields=16)
+    pointer = (query.get("pointer") or [""])[0] or request.headers.get("X-Pointer")
+    d = await _decide(state, parts.path[len(prefix):], bearer_token(request), pointer)
+    return web.Response(status=204, headers={
+        "X-Origin-Path": d.media.origin, "X-Media-ETag": d.media.etag,
+        "X-Media-Content-Type": d.media.content_type, "Cache-Control": "private"})
+
+
+ROUTES = (
+    Route("GET", "/m/{media_id}", media, "Fetch media bytes (Range, ETag, If-Range)", "edge",
+          responses=(200, 206, 304, 400, 401, 403, 404, 410, 416, 503), params=POINTER_PARAMS),
+    Route("HEAD", "/m/{media_id}", media, "Media headers only", "edge",
+          responses=(200, 206, 304, 400, 401, 403, 404, 410, 416, 503), params=POINTER_PARAMS),
+    Route("GET", "/auth", auth, "Decision for nginx auth_request (reads X-Original-URI)", "edge",
+          responses=(204, 400, 401, 403, 404, 410, 503),
+          params=(("X-Original-URI", "header", "the original request URI"),)),
+)

@@ -1,0 +1,144 @@
+"""The media API: register a hosted video, read its record, take it down.
+
+``POST /v1/media`` takes either JSON naming a file already in the origin
+directory (``origin_path``; for sessions with the ``publisher`` role, as a
+content pipeline would be) or a ``multipart/form-data`` upload with a
+``metadata`` JSON part followed by a ``file`` part, streamed to disk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from . import revocation
+from .errors import Forbidden, InvalidField, MalformedRequest, NotModerator, SessionMissing
+from .ids import check_id, new_id
+from .media import Media, check_content_type, parse_rules
+from .openapi import Route
+from .origin import StoredObject
+from .session import Session
+from .web_errors import bearer_token, read_json
+from .web_state import STATE, EdgeState
+
+_META_FIELDS = {"origin_path", "content_type", "visibility", "allow_reshare", "min_age",
+                "allowed_regions", "blocked_regions", "owner"}
+MAX_META_BYTES = 16 * 1024
+
+
+async def _session(request: web.Request) -> Session:
+    token = bearer_token(request)
+    if token is None:
+        raise SessionMissing()
+    return await request.app[STATE].authorizer.session(token)
+
+
+async def create_media(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    session = await _session(request)
+    ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
+    media_id = new_id("m")
+    if ctype == "multipart/form-data":
+        meta, stored = await _from_upload(request, state, media_id)
+    else:
+        meta = await read_json(request, max_bytes=MAX_META_BYTES, allowed=_META_FIELDS)
+        if "publisher" not in session.roles:
+            raise Forbidden("registering an origin path needs the publisher role")
+        if not isinstance(meta.get("origin_path"), str):
+            raise InvalidField("origin_path is required (or upload the bytes as multipart)")
+        stored = await state.origin.describe(meta["origin_path"])
+    media = _record(meta, session, media_id, stored, int(state.clock()))
+    await state.registry.put(media)
+    return web.json_response(media.public_view(), status=201,
+                             headers={"Location": f"/v1/media/{media.id}"})
+
+
+def _record(meta: dict[str, Any], session: Session, media_id: str, stored: StoredObject,
+            now: int) -> Media:
+    visibility, allow_reshare, rules = parse_rules(meta)
+    owner = session.sub
+    if "owner" in meta:
+        if "publisher" not in session.roles:
+            raise Forbidden("only a publisher may register media for another owner")
+        if not isinstance(meta["owner"], str) or not 0 < len(meta["owner"]) <= 255:
+            raise InvalidField("owner must be a user id")
+        owner = meta["owner"]
+    return Media(id=media_id, owner=owner, visibility=visibility, allow_reshare=allow_reshare,
+                 audience=rules, status="active",
+                 content_type=check_content_type(meta.get("content_type", "video/mp4")),
+                 size=stored.size, sha256=stored.sha256, origin=stored.relpath, created_at=now)
+
+
+async def _from_upload(request: web.Request, state: EdgeState,
+                       media_id: str) -> tuple[dict[str, Any], StoredObject]:
+    try:
+        reader = await request.multipart()
+        part = await reader.next()
+        if not isinstance(part, BodyPartReader) or part.name != "metadata":
+            raise MalformedRequest("the first part must be 'metadata' (JSON)")
+        raw = await part.read()
+        if len(raw) > MAX_META_BYTES:
+            raise MalformedRequest("metadata part too large")
+        meta = json.loads(raw)
+        if not isinstance(meta, dict) or set(meta) - _META_FIELDS or "origin_path" in meta:
+            raise InvalidField("metadata must be an object of known fields, without origin_path")
+        check_content_type(meta.get("content_type", "video/mp4"))
+        parse_rules(meta)  # validate before writing any bytes
+        part = await reader.next()
+        if not isinstance(part, BodyPartReader) or part.name != "file":
+            raise MalformedRequest("the second part must be 'file'")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedRequest(f"bad multipart body: {exc}") from None
+
+    file_part = part
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while chunk := await file_part.read_chunk(256 * 1024):
+            yield chunk
+
+    stored = await state.origin.store(media_id, chunks(), state.settings.max_upload_bytes)
+    return meta, stored
+
+
+async def get_media(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    session = await _session(request)
+    media_id = check_id(request.match_info["media_id"], "media_id")
+    media = await state.registry.get(media_id)
+    if not (media.is_public or media.owner == session.sub or session.is_moderator):
+        raise Forbidden("not your media")
+    return web.json_response(media.public_view())
+
+
+async def takedown(request: web.Request) -> web.Response:
+    """A moderator takes media down: the registry says so and every edge hears it."""
+    state = request.app[STATE]
+    session = await _session(request)
+    if not session.is_moderator:
+        raise NotModerator()
+    doc = await read_json(request, allowed={"media_id", "reason"})
+    media_id = check_id(doc.get("media_id"), "media_id")
+    reason = doc.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 1000:
+        raise InvalidField("reason must be a string of at most 1000 characters")
+    media = await state.registry.set_status(media_id, "taken_down")
+    entry = await state.revocations.publish(revocation.takedown(media_id))
+    return web.json_response({"media_id": media.id, "status": media.status,
+                              "revocation_id": entry, "at": int(time.time())})
+
+
+ROUTES = (
+    Route("POST", "/v1/media", create_media, "Register a hosted video (JSON origin_path, or "
+          "multipart metadata+file)", "media", responses=(201, 400, 401, 403, 413, 503),
+          body="metadata: content_type, visibility, allow_reshare, min_age, allowed_regions, "
+               "blocked_regions, origin_path | multipart file"),
+    Route("GET", "/v1/media/{media_id}", get_media, "A media record", "media",
+          responses=(200, 401, 403, 404, 503)),
+    Route("POST", "/v1/takedowns", takedown, "Take media down at every edge (moderator)",
+          "media", auth="moderator", responses=(200, 401, 403, 404, 503),
+          body="media_id, reason"),
+)

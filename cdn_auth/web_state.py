@@ -1,0 +1,33 @@
+"""Typed application state shared by cdn_auth's handlers (one AppKey, no globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from .authorizer import Authorizer
+from .clock import Clock
+from .keyring import KeyRing
+from .metrics import Metrics
+from .origin import Origin
+from .registry import MediaRegistry
+from .revocation import RevocationLog
+from .settings import EdgeSettings
+
+
+@dataclass
+class EdgeState:
+    settings: EdgeSettings
+    redis: Any
+    authorizer: Authorizer
+    registry: MediaRegistry
+    revocations: RevocationLog
+    origin: Origin
+    metrics: Metrics
+    clock: Clock
+    keyring_dir: KeyRing | None = None
+
+
+STATE: web.AppKey[EdgeState] = web.AppKey("cdn_auth_state", EdgeState)
