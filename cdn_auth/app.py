@@ -68,13 +68,13 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
     app.router.add_get("/openapi.json", openapi_json, allow_head=False)
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
-        async with running(tailer):
-            try:
+        try:
+            async with running(tailer):
                 yield
-            finally:
-                for client in owned:
-                    with contextlib.suppress(Exception):
-                        await client.aclose()
+        finally:
+            for client in owned:  # only after the tailer has stopped using them
+                with contextlib.suppress(Exception):
+                    await client.aclose()
 
     app.cleanup_ctx.append(lifecycle)
     return app

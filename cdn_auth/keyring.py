@@ -136,7 +136,7 @@ class KeyRing:
     def switch(self, kid: str | None = None, *, now: float | None = None) -> KeyRing:
         """Step 2: make ``kid`` (default: the newest key) sign; the old signer is superseded."""
         ts = int(time.time() if now is None else now)
-        target = kid or max(self.keys, key=lambda k: (k.created_at, k.kid)).kid
+        target = kid or self.keys[-1].kid  # keys are kept in the order they were added
         self._info(target)
         if target == self.signing_kid:
             return self

@@ -1,0 +1,1 @@
+"""loadtests: the local stack, the demo, benchmarks, Locust scenarios and the comparison report."""

@@ -1,0 +1,20 @@
+"""``python -m loadtests <command>``: demo (the main job), bench."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    commands = {"demo": "loadtests.demo", "bench": "loadtests.bench"}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(f"usage: python -m loadtests {{{','.join(commands)}}} [args]", file=sys.stderr)
+        return 2
+    import importlib
+
+    module = importlib.import_module(commands[sys.argv[1]])
+    return int(module.main(sys.argv[2:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
