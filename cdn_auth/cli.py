@@ -59,6 +59,8 @@ def _keys(args: argparse.Namespace) -> int:
             ring = KeyRing.load(d)
             if args.action == "rotate":
                 ring = ring.add()
+                # Give every edge time to re-read the JWKS before anything signs with the key.
+                time.sleep(args.publish_wait_s)
                 ring = ring.switch(ring.keys[-1].kid)
                 print(f"rotated: now signing with {ring.signing_kid}")
             ring, gone = ring.retire(args.max_token_lifetime_s)
@@ -103,6 +105,8 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--max-token-lifetime-s", type=int, default=900,
                    help="for retire/rotate: keep superseded keys this long")
     k.add_argument("--include-secrets", action="store_true")
+    k.add_argument("--publish-wait-s", type=float, default=2.0,
+                   help="for rotate: wait between publishing and signing with the new key")
     k.set_defaults(func=_keys)
     return p
 

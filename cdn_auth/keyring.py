@@ -181,6 +181,35 @@ class KeyRing:
         raise KeyRingError(f"no key {kid!r} in the ring")
 
 
+class KeyRingSource:
+    """The minting side's view of a ring directory, re-read when ``ring.json`` changes.
+
+    Long-running minters (dm, the media API) hold one of these so a
+    ``cdn-auth keys switch`` takes effect without a restart.
+    """
+
+    def __init__(self, path: Path | str, *, recheck_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self._recheck_s = recheck_s
+        self._checked_at = float("-inf")
+        self._stamp: tuple[int, int, int] | None = None
+        self._ring = KeyRing.load(self.path)
+
+    def current(self) -> KeyRing:
+        now = time.monotonic()
+        if now - self._checked_at >= self._recheck_s:
+            self._checked_at = now
+            st = os.stat(self.path / RING_FILE)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if stamp != self._stamp:
+                self._ring = KeyRing.load(self.path)
+                self._stamp = stamp
+        return self._ring
+
+    def signer(self) -> SigningKey:
+        return self.current().signer()
+
+
 def _write_secret(path: Path, info: KeyInfo) -> None:
     if info.alg is Alg.ED25519:
         data = Ed25519PrivateKey.generate().private_bytes(

@@ -2,8 +2,9 @@
 
 An edge holding only Ed25519 public keys can verify pointers but never
 mint one.  The file is re-read when its mtime/size change (checked at most
-every ``recheck_s``), and at once (rate-limited) when a token names an
-unknown kid, so a key added by rotation is usable on its first request.
+every ``recheck_s``), and at once when a token names an
+unknown kid (a stat, parsed again only if changed), so a key added by
+rotation is usable on its first request.
 """
 
 from __future__ import annotations
@@ -49,12 +50,11 @@ class KeySet:
     """Verify keys by kid, from a JWKS file kept fresh."""
 
     def __init__(self, path: Path | str, *, clock: Clock = system_clock,
-                 recheck_s: float = 1.0, unknown_kid_recheck_s: float = 0.05) -> None:
+                 recheck_s: float = 1.0) -> None:
         self.path = Path(path)
         self._clock = clock
         self._recheck_s = recheck_s
-        self._unknown_recheck_s = unknown_kid_recheck_s
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._checked_at = float("-inf")
         self.keys: dict[str, VerifyKey] = {}
         self.on_change: list[Callable[[dict[str, VerifyKey]], None]] = []
@@ -70,9 +70,13 @@ class KeySet:
         return self.keys
 
     def refresh_for_unknown_kid(self) -> dict[str, VerifyKey]:
-        """Re-check the file now (rate-limited): a token named a kid we do not know."""
-        if self._clock() - self._checked_at >= self._unknown_recheck_s:
-            self._reload()
+        """Re-check the file now: a token named a kid we do not know.
+
+        Not rate-limited by time: a stat(2) costs microseconds and the file is
+        parsed again only if it changed, so a flood of unknown kids stays cheap,
+        while a key published a millisecond ago is found at once.
+        """
+        self._reload()
         return self.keys
 
     def _reload(self, *, force: bool = False) -> None:
@@ -83,7 +87,7 @@ class KeySet:
             if force:
                 raise KeyRingError(f"no JWKS at {self.path}") from None
             return  # keep the last good keys through a transient removal
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp == self._stamp and not force:
             return
         try:

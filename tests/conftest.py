@@ -1,0 +1,143 @@
+"""Fixtures: real redis-server processes on free ports, keys, and a running edge.
+
+No fakes: every test that touches Redis talks to a redis-server this file
+started (never the machine's own 127.0.0.1:6379).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from cdn_auth.app import build_app
+from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
+from cdn_auth.media import AudienceRules, Media
+from cdn_auth.redis_client import connect
+from cdn_auth.redis_process import RedisProcess
+from cdn_auth.registry import MediaRegistry
+from cdn_auth.settings import EdgeSettings
+from cdn_auth.token_format import Alg
+from cdn_auth.web_state import STATE, EdgeState
+from dm.identity import JWKS_FILE, DevIssuer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One redis-server for the session; each test gets it flushed."""
+    proc = RedisProcess(tmp_path_factory.mktemp("redis"), appendonly=False).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisProcess) -> AsyncIterator[Any]:
+    client = connect(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def issuer(tmp_path: Path) -> DevIssuer:
+    return DevIssuer.load_or_create(tmp_path / "session-keys")
+
+
+@pytest.fixture
+def ring(tmp_path: Path) -> KeyRing:
+    return KeyRing.create(tmp_path / "ring", Alg.ED25519)
+
+
+def make_settings(tmp_path: Path, redis_url: str, ring: KeyRing, **overrides: Any) -> EdgeSettings:
+    base: dict[str, Any] = {
+        "redis_url": redis_url, "origin_dir": tmp_path / "origin",
+        "pointer_jwks": ring.path / VERIFY_JWKS_FILE, "keyring_dir": ring.path,
+        "session_jwks": str(tmp_path / "session-keys" / JWKS_FILE)}
+    return EdgeSettings.load(**{**base, **overrides})
+
+
+@dataclass
+class Edge:
+    client: TestClient[web.Request, web.Application]
+    app: web.Application
+    tmp: Path
+
+    @property
+    def state(self) -> EdgeState:
+        return self.app[STATE]
+
+    async def add_media(self, owner: str = "alice", *, size: int = 100_000,
+                        visibility: str = "private", allow_reshare: bool = False,
+                        min_age: int = 0, allowed: frozenset[str] = frozenset(),
+                        blocked: frozenset[str] = frozenset(),
+                        content_type: str = "video/mp4") -> tuple[Media, bytes]:
+        """Put bytes in the origin directory and a record in the registry (as a pipeline does)."""
+        data = bytes((i * 7 + 3) % 251 for i in range(size))
+        media_id = f"m_{hashlib.sha256(os.urandom(8)).hexdigest()[:20]}"
+        rel = f"videos/{media_id}.mp4"
+        path = self.state.origin.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        media = Media(id=media_id, owner=owner, visibility=visibility,
+                      allow_reshare=allow_reshare,
+                      audience=AudienceRules(min_age, allowed, blocked), status="active",
+                      content_type=content_type, size=size,
+                      sha256=hashlib.sha256(data).hexdigest(), origin=rel,
+                      created_at=int(time.time()))
+        await MediaRegistry(self.state.redis).put(media)
+        return media, data
+
+
+EdgeFactory = Callable[..., Awaitable[Edge]]
+
+
+@pytest.fixture
+async def make_edge(tmp_path: Path, redis_server: RedisProcess, redis: Any, issuer: DevIssuer,
+                    ring: KeyRing) -> AsyncIterator[EdgeFactory]:
+    """Start edges (real aiohttp servers on free ports) with settings overrides."""
+    started: list[TestClient[web.Request, web.Application]] = []
+
+    async def factory(redis_url: str | None = None, **overrides: Any) -> Edge:
+        settings = make_settings(tmp_path, redis_url or redis_server.url, ring, **overrides)
+        app = build_app(settings)
+        client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
+        await client.start_server()
+        started.append(client)
+        await wait_until(lambda: app[STATE].authorizer.tailer.loaded.is_set(), 5)
+        return Edge(client, app, tmp_path)
+
+    yield factory
+    for c in started:
+        await c.close()
+
+
+@pytest.fixture
+async def edge(make_edge: EdgeFactory) -> Edge:
+    return await make_edge()
+
+
+async def wait_until(cond: Callable[[], Any], timeout_s: float, interval_s: float = 0.01) -> None:
+    """Poll ``cond`` until true; raise AssertionError if it is not true by the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = cond()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(interval_s)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
