@@ -8,6 +8,13 @@ from redis.asyncio import Redis, RedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+try:
+    from redis.maint_notifications import MaintNotificationsConfig
+
+    _MAINT_OFF: Any = MaintNotificationsConfig(enabled=False)
+except ImportError:  # older redis-py
+    _MAINT_OFF = None
+
 
 def connect(url: str, *, cluster: bool = False, socket_timeout_s: float | None = 2.0) -> Any:
     """A client that fails fast (one quick retry) so callers can answer 503 promptly.
@@ -20,4 +27,6 @@ def connect(url: str, *, cluster: bool = False, socket_timeout_s: float | None =
                               "socket_timeout": socket_timeout_s, "retry": retry}
     if cluster:
         return RedisCluster.from_url(url, **common)
+    if _MAINT_OFF is not None:  # redis-py >= 7 asks servers for maintenance pushes; 6.2/7.0 lack it
+        common["maint_notifications_config"] = _MAINT_OFF
     return Redis.from_url(url, health_check_interval=10, **common)

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from . import redis_keys
 from .clock import Clock, system_clock
+from .errors import CdnAuthError
 from .revocation import RevocationEvent
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ class RevocationTailer:
                    (v.decode() if isinstance(v, bytes) else v) for k, v in fields.items()}
         try:
             ev = RevocationEvent.from_stream(eid, decoded)
-        except (ValueError, KeyError):
+        except (CdnAuthError, ValueError, KeyError):
             log.error("skipping malformed revocation event", extra={"id": eid})
             return eid
         self.view.apply(ev)

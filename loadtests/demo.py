@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import io
 import json
 import shutil
 import time
@@ -51,7 +52,7 @@ async def demo(root: Path) -> int:
         form.add_field("metadata", json.dumps({"content_type": "video/mp4",
                                                "visibility": "private", "min_age": 16}),
                        content_type="application/json")
-        form.add_field("file", data, filename="clip.mp4", content_type="video/mp4")
+        form.add_field("file", io.BytesIO(data), filename="clip.mp4", content_type="video/mp4")
         async with http.post(f"{st.edge_url}/v1/media", data=form,
                              headers={"Authorization": f"Bearer {alice}"}) as r:
             media = await r.json()

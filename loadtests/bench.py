@@ -1,0 +1,41 @@
+"""``python -m loadtests.bench <name> [args]``: run one benchmark.
+
+Each benchmark lives in its own module with a ``main(argv) -> int``; this
+dispatcher only maps names to modules and imports the chosen one lazily, so
+a benchmark's dependencies (and its import time) never burden the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: name -> (module, one-line description).  New benchmarks add a line here.
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "edge": ("loadtests.bench_edge",
+             "edge authorization throughput (warm, cold Ed25519, cold HMAC) vs a bare file server"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m loadtests.bench <benchmark> [args]  (<benchmark> --help for its flags)",
+             "", "benchmarks:"]
+    lines += [f"  {name:<8} {desc}" for name, (_, desc) in BENCHMARKS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to the named benchmark; 2 (usage) for a missing or unknown name."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    if args[0] not in BENCHMARKS:
+        print(f"unknown benchmark {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(BENCHMARKS[args[0]][0])
+    return int(module.main(args[1:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
