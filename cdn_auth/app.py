@@ -17,9 +17,10 @@ from .origin import Origin
 from .redis_client import connect
 from .registry import MediaRegistry
 from .revocation import RevocationLog
-from .revocation_view import RevocationTailer, RevocationView, running
+from .revocation_view import RevocationTailer, RevocationView
 from .session import JwksSource, SessionVerifier
 from .settings import EdgeSettings
+from .stream_tail import running
 from .web_errors import error_middleware
 from .web_state import STATE, EdgeState
 
@@ -59,17 +60,12 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
     app[STATE] = EdgeState(settings=settings, redis=redis, authorizer=authorizer,
                            registry=registry, revocations=RevocationLog(redis),
                            origin=Origin(settings.origin_dir), metrics=metrics, clock=clock)
-    openapi.add_routes(app, ROUTES)
-    doc = openapi.document("cdn_auth: media registry and edge authorizer", __version__, ROUTES)
-
-    async def openapi_json(_: web.Request) -> web.Response:
-        return web.json_response(doc)
-
-    app.router.add_get("/openapi.json", openapi_json, allow_head=False)
+    openapi.serve_document(app, "cdn_auth: media registry and edge authorizer", __version__,
+                           ROUTES)
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
         try:
-            async with running(tailer):
+            async with running(tailer.stream):
                 yield
         finally:
             for client in owned:  # only after the tailer has stopped using them

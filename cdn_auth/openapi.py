@@ -85,3 +85,14 @@ def document(title: str, version: str, routes: Iterable[Route]) -> dict[str, Any
 
 def _slug(path: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", re.sub(r":[^}]*", "", path.lower())).strip("_")
+
+
+def serve_document(app: web.Application, title: str, version: str, routes: Iterable[Route]) -> None:
+    """Register ``routes`` and ``GET /openapi.json`` describing them."""
+    add_routes(app, routes)
+    doc = document(title, version, routes)
+
+    async def openapi_json(_: web.Request) -> web.Response:
+        return web.json_response(doc)
+
+    app.router.add_get("/openapi.json", openapi_json, allow_head=False)

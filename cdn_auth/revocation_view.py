@@ -11,18 +11,16 @@ state fail closed when that is older than the staleness bound.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from . import redis_keys
 from .clock import Clock, system_clock
 from .errors import CdnAuthError
 from .revocation import RevocationEvent
+from .stream_tail import Entry, StreamTailer, read_range
 
 log = logging.getLogger(__name__)
 
@@ -95,88 +93,50 @@ class RevocationView:
 
 
 class RevocationTailer:
-    """Background task: load the window, then XREAD BLOCK from the last id, forever."""
+    """Loads the retention window into the view, then tails the stream from there."""
 
     def __init__(self, redis: Any, view: RevocationView, *, clock: Clock = system_clock,
                  block_ms: int = 1000, on_lag: Callable[[float], None] | None = None) -> None:
         self._redis = redis
         self.view = view
         self._clock = clock
-        self._block_ms = block_ms
         self._on_lag = on_lag
-        self.last_id: str | None = None
-        self.fresh_at = float("-inf")  # last time Redis answered the tail
-        self.loaded = asyncio.Event()
+        self._live = False
         self.events_applied = 0
+        self.stream = StreamTailer(redis, redis_keys.REVOCATION_STREAM, self._apply_batch,
+                                   start=self._load_window, clock=clock, block_ms=block_ms)
+
+    @property
+    def loaded(self) -> asyncio.Event:
+        return self.stream.loaded
 
     def age_s(self) -> float:
-        return self._clock() - self.fresh_at
+        return self.stream.age_s()
 
     async def run(self) -> None:
-        backoff = 0.05
-        while True:
+        await self.stream.run()
+
+    async def _load_window(self) -> str:
+        start_ms = max(int((self._clock() - self.view.window_s) * 1000), 0)
+        last = f"{start_ms}-0"
+        self._live = False
+        batch: list[Entry] = []
+        async for entry in read_range(self._redis, redis_keys.REVOCATION_STREAM, last):
+            batch.append(entry)
+            last = entry[0]
+        self._apply_batch(batch)
+        self._live = True
+        return last
+
+    def _apply_batch(self, entries: list[Entry]) -> None:
+        for eid, fields in entries:
             try:
-                if self.last_id is None:
-                    await self._load_window()
-                await self._tail_once()
-                backoff = 0.05
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("revocation tail broken; retrying",
-                            extra={"err": type(exc).__name__, "last_id": self.last_id})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
-
-    async def _load_window(self) -> None:
-        start_ms = int((self._clock() - self.view.window_s) * 1000)
-        cursor, last = f"{max(start_ms, 0)}-0", None
-        while True:
-            batch = await self._redis.xrange(redis_keys.REVOCATION_STREAM, min=cursor, count=1000)
-            for entry_id, fields in batch:
-                last = self._apply(entry_id, fields, live=False)
-            if len(batch) < 1000:
-                break
-            cursor = "(" + str(last)
-        self.last_id = last or f"{max(start_ms, 0)}-0"
-        self.fresh_at = self._clock()
-        self.loaded.set()
-
-    async def _tail_once(self) -> None:
-        assert self.last_id is not None
-        timeout = self._block_ms / 1000 + 2.0  # a silent partition must not block forever
-        reply = await asyncio.wait_for(
-            self._redis.xread({redis_keys.REVOCATION_STREAM: self.last_id},
-                              block=self._block_ms, count=1000),
-            timeout,
-        )
-        for _stream, entries in reply or ():
-            for entry_id, fields in entries:
-                self.last_id = self._apply(entry_id, fields, live=True)
-        self.fresh_at = self._clock()
+                ev = RevocationEvent.from_stream(eid, fields)
+            except (CdnAuthError, ValueError, KeyError):
+                log.error("skipping malformed revocation event", extra={"id": eid})
+                continue
+            self.view.apply(ev)
+            self.events_applied += 1
+            if self._live and self._on_lag is not None:
+                self._on_lag(max(0.0, self._clock() - ev.at_ms / 1000))
         self.view.expire()
-
-    def _apply(self, entry_id: Any, fields: dict[Any, Any], *, live: bool) -> str:
-        eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        decoded = {(k.decode() if isinstance(k, bytes) else k):
-                   (v.decode() if isinstance(v, bytes) else v) for k, v in fields.items()}
-        try:
-            ev = RevocationEvent.from_stream(eid, decoded)
-        except (CdnAuthError, ValueError, KeyError):
-            log.error("skipping malformed revocation event", extra={"id": eid})
-            return eid
-        self.view.apply(ev)
-        self.events_applied += 1
-        if live and self._on_lag is not None:
-            self._on_lag(max(0.0, self._clock() - ev.at_ms / 1000))
-        return eid
-
-
-@contextlib.asynccontextmanager
-async def running(tailer: RevocationTailer) -> Any:
-    """Run a tailer for the duration of a ``with`` block (used by app cleanup contexts)."""
-    task = asyncio.create_task(tailer.run(), name="revocation-tailer")
-    try:
-        yield tailer
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -93,10 +93,18 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
 async def read_json(request: web.Request, *, max_bytes: int = 64 * 1024,
                     allowed: Collection[str] | None = None) -> dict[str, Any]:
     """Parse a JSON object body; 400 for bad JSON or unknown fields, 413 for size."""
+    require_json(request)
+    return parse_json(await read_body(request, max_bytes), allowed)
+
+
+def require_json(request: web.Request) -> None:
     ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
     if ctype != "application/json":
         raise MalformedRequest("Content-Type must be application/json")
-    raw = await read_body(request, max_bytes)
+
+
+def parse_json(raw: bytes, allowed: Collection[str] | None = None) -> dict[str, Any]:
+    """Parse a JSON object; 400 for bad JSON, a non-object, or fields outside ``allowed``."""
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

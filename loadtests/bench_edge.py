@@ -201,6 +201,13 @@ class Testbed:
     session: str  # Bob's session token: every request carries it
     data: bytes
     signers: dict[Alg, SigningKey]
+    children: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
+
+    def check_alive(self) -> None:
+        """A server that died mid-benchmark is a setup failure, not a slow measurement."""
+        for name, proc, log in self.children:
+            if proc.poll() is not None:
+                raise BenchError(f"{name} exited with {proc.returncode}:\n{log_tail(log)}")
 
 
 def clip_bytes(size: int = FILE_BYTES) -> bytes:
@@ -272,7 +279,8 @@ def testbed(root: Path) -> Iterator[Testbed]:
         wait_ready("baseline", baseline, baseline_port, "/healthz", baseline_log)
         media_id = register_media(edge_port, issuer)
         yield Testbed(root, edge_port, baseline_port, media_id,
-                      issuer.mint("bob", age="adult", region="GB", ttl_s=6 * 3600), data, signers)
+                      issuer.mint("bob", age="adult", region="GB", ttl_s=6 * 3600), data, signers,
+                      [("edge", edge, edge_log), ("baseline", baseline, baseline_log)])
 
 
 # -- what each path requests ------------------------------------------------------------------
@@ -311,7 +319,7 @@ class PointerPool:
         return self.targets[self.used:self.used + count]
 
     def retire(self, sent: int) -> None:
-        self.used += sent
+        self.used = min(self.used + sent, len(self.targets))
 
 
 @dataclass
@@ -416,7 +424,8 @@ def wrk_generator(wrk: str, script: Path) -> Generator:
     """wrk, one thread, driven by a Lua script that cycles through a file of targets."""
     script.write_text(LUA_SCRIPT.replace("__MARKER__", MARKER))
     probe = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
-    version = (probe.stdout or probe.stderr).split("\n", 1)[0].strip() or "wrk"
+    banner = (probe.stdout or probe.stderr).split("\n", 1)[0]  # "wrk 4.1.0 [epoll] Copyright..."
+    version = banner.split(" [", 1)[0].strip() or "wrk"
 
     def run(spec: LoadSpec) -> RawRun:
         cmd = [wrk, "-t1", f"-c{spec.connections}", f"-d{spec.duration_s}s", "--timeout", "10s",
@@ -525,7 +534,10 @@ _LABEL_RE = re.compile(r'(\w+)="([^"]*)"')
 
 
 def edge_counters(port: int) -> EdgeCounters:
-    _, _, body = fetch(port, "GET", "/metrics")
+    try:
+        _, _, body = fetch(port, "GET", "/metrics")
+    except (OSError, http.client.HTTPException) as exc:
+        raise BenchError(f"the edge did not answer /metrics: {exc}") from exc
     sums = {"allow": 0.0, "deny": 0.0, "hit": 0.0, "miss": 0.0}
     for line in body.decode().splitlines():
         m = _SAMPLE_RE.match(line)
@@ -596,8 +608,10 @@ def run_once(w: Workload, bed: Testbed, gen: Generator, *, round_no: int, second
     targets = w.targets(int(max(rps_hint, MIN_RPS_HINT) * (seconds + 2) * 1.3))
     targets_file = bed.root / "targets" / f"{w.name}-{round_no}.txt"
     targets_file.write_text("\n".join(targets) + "\n")
+    bed.check_alive()
     before = edge_counters(bed.edge_port) if w.is_edge else None
     raw = gen.run(LoadSpec(w.port, targets_file, bed.root / "auth.txt", seconds, connections))
+    bed.check_alive()
     if w.pool is not None:
         w.pool.retire(raw.sent)
     problems = generator_problems(raw, cold=w.pool is not None)
@@ -697,10 +711,10 @@ def summarize(results: list[RunResult], gen: Generator, opts: Options,
 
 
 def render_table(report: dict[str, Any]) -> str:
-    head = (f"edge benchmark: {report['generator_version']} ({report['threads']} thread, "
-            f"{report['connections']} connections), {report['rounds']} rounds x "
-            f"{report['duration_s']} s, medians; Range {report['range']} of a "
-            f"{report['file_bytes']}-byte file; {report['cpus']} CPUs")
+    head = (f"edge benchmark: generator {report['generator']} ({report['generator_version']}), "
+            f"{report['threads']} thread, {report['connections']} connections; "
+            f"median of {report['rounds']} interleaved rounds x {report['duration_s']} s; "
+            f"Range {report['range']} of a {report['file_bytes']}-byte file; {report['cpus']} CPUs")
     lines = [head, "",
              f"{'path':<14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
              f"{'ratio':>8}  {'target':<9}{'met':<5}{'valid':<6}"]
@@ -723,8 +737,9 @@ def render_table(report: dict[str, Any]) -> str:
     else:
         lines.append("INVALID measurement; problems:")
         lines += [f"  {path}: {msg}" for path in PATHS for msg in report["paths"][path]["problems"]]
-    lines.append("targets: " + ("all met" if report["targets_met"] else "NOT all met")
-                 + " (a missed target does not fail the run)")
+    verdict = "all met" if report["targets_met"] else "NOT all met"
+    lines.append(f"targets: {verdict} (a missed target does not fail the run)" if report["valid"]
+                 else f"targets: {verdict} by the figures above, but they are not trustworthy")
     return "\n".join(lines)
 
 
@@ -753,11 +768,21 @@ def options(argv: list[str] | None) -> Options:
     return Options(a.duration, a.connections, a.rounds, a.warmup, a.json, a.generator, a.dir)
 
 
+WORKDIR_MARK = ".bench-edge"
+
+
 def workdir(stack: contextlib.ExitStack, wanted: Path | None) -> Path:
-    """A fresh directory; a temporary one is removed after every process in it has stopped."""
+    """A fresh directory; a temporary one is removed after every process in it has stopped.
+
+    A given ``--dir`` is only ever wiped if it is empty or an earlier run made it
+    (it carries a marker file), so a mistyped path cannot delete someone's files.
+    """
     if wanted is not None:
+        if wanted.exists() and any(wanted.iterdir()) and not (wanted / WORKDIR_MARK).exists():
+            raise BenchError(f"{wanted} is not empty and was not made by this benchmark")
         shutil.rmtree(wanted, ignore_errors=True)
         wanted.mkdir(parents=True)
+        (wanted / WORKDIR_MARK).touch()
         return wanted.resolve()
     root = Path(tempfile.mkdtemp(prefix="bench-edge-"))
     stack.callback(shutil.rmtree, root, ignore_errors=True)

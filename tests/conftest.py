@@ -141,3 +141,71 @@ async def wait_until(cond: Callable[[], Any], timeout_s: float, interval_s: floa
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# -- the dm service -------------------------------------------------------------------------
+
+
+@dataclass
+class DmStack:
+    edge: Edge
+    dm_url: str
+    app: web.Application
+    clients: list[Any]
+
+    def client(self) -> Any:
+        from dm.client import DmClient
+
+        c = DmClient(self.dm_url)
+        self.clients.append(c)
+        return c
+
+    async def user(self, **kw: Any) -> Any:
+        c = self.client()
+        await c.__aenter__()
+        await c.create_user(**kw)
+        return c
+
+
+DmFactory = Callable[..., Awaitable[DmStack]]
+
+
+@pytest.fixture
+async def make_dm(make_edge: EdgeFactory, tmp_path: Path, redis_server: RedisProcess,
+                  ring: KeyRing) -> AsyncIterator[DmFactory]:
+    from dm.app import build_app as build_dm
+    from dm.settings import DmSettings
+
+    servers: list[TestServer] = []
+    stacks: list[DmStack] = []
+
+    async def factory(redis_url: str | None = None, edge: Edge | None = None,
+                      **overrides: Any) -> DmStack:
+        url = redis_url or redis_server.url
+        edge = edge or await make_edge(redis_url=url)
+        base: dict[str, Any] = {
+            "redis_url": url, "keyring_dir": ring.path, "issuer_dir": tmp_path / "session-keys",
+            "edge_base_url": str(edge.client.make_url("")).rstrip("/")}
+        app = build_dm(DmSettings.load(**{**base, **overrides}))
+        server = TestServer(app)
+        await server.start_server()
+        servers.append(server)
+        await wait_until(lambda: app[STATE_DM].hub.tailer.loaded.is_set(), 5)
+        stack = DmStack(edge, str(server.make_url("")).rstrip("/"), app, [])
+        stacks.append(stack)
+        return stack
+
+    yield factory
+    for st in stacks:
+        for c in st.clients:
+            await c.close()
+    for s in servers:
+        await s.close()
+
+
+@pytest.fixture
+async def dm(make_dm: DmFactory) -> DmStack:
+    return await make_dm()
+
+
+from dm.web_state import STATE as STATE_DM  # noqa: E402

@@ -1,0 +1,110 @@
+"""Tail a Redis Stream forever: blocking XREAD from the last id, reconnecting after errors.
+
+Shared by the edge's revocation view and dm's push delivery.  A reader
+that reconnects resumes from ``last_id`` and so misses nothing that is
+still in the stream; ``fresh_at`` is the last time Redis answered, which
+callers compare against their staleness bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from .clock import Clock, system_clock
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[str, dict[str, str]]
+
+
+def decode_entry(entry_id: Any, fields: dict[Any, Any]) -> Entry:
+    def s(v: Any) -> str:
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    return s(entry_id), {s(k): s(v) for k, v in fields.items()}
+
+
+class StreamTailer:
+    """Calls ``on_entries`` with each batch read; ``start`` picks the first id to read after."""
+
+    def __init__(self, redis: Any, key: str, on_entries: Callable[[list[Entry]], None], *,
+                 start: Callable[[], Awaitable[str]] | None = None, clock: Clock = system_clock,
+                 block_ms: int = 1000, batch: int = 1000) -> None:
+        self._redis = redis
+        self.key = key
+        self._on_entries = on_entries
+        self._start = start
+        self._clock = clock
+        self._block_ms = block_ms
+        self._batch = batch
+        self.last_id: str | None = None
+        self.fresh_at = float("-inf")
+        self.loaded = asyncio.Event()
+
+    def age_s(self) -> float:
+        return self._clock() - self.fresh_at
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                if self.last_id is None:
+                    self.last_id = await self._start() if self._start else await self._tail_id()
+                    self.fresh_at = self._clock()
+                    self.loaded.set()
+                await self._read_once()
+                backoff = 0.05
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("stream tail broken; retrying",
+                            extra={"stream": self.key, "err": type(exc).__name__})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    async def _tail_id(self) -> str:
+        """The id of the newest entry (read only what comes after it), or 0-0."""
+        newest = await self._redis.xrevrange(self.key, count=1)
+        return decode_entry(*newest[0])[0] if newest else "0-0"
+
+    async def _read_once(self) -> None:
+        assert self.last_id is not None
+        timeout = self._block_ms / 1000 + 2.0  # a silent partition must not block forever
+        reply = await asyncio.wait_for(
+            self._redis.xread({self.key: self.last_id}, block=self._block_ms, count=self._batch),
+            timeout)
+        for _stream, raw in reply or ():
+            entries = [decode_entry(i, f) for i, f in raw]
+            if entries:
+                self.last_id = entries[-1][0]
+                self._on_entries(entries)
+        self.fresh_at = self._clock()
+
+
+async def read_range(redis: Any, key: str, after: str, batch: int = 1000) -> AsyncIterator[Entry]:
+    """Every entry after ``after`` (exclusive) up to the current end, in batches."""
+    cursor = f"({after}" if after != "0-0" else "-"
+    while True:
+        raw = await redis.xrange(key, min=cursor, count=batch)
+        for i, f in raw:
+            entry = decode_entry(i, f)
+            cursor = "(" + entry[0]
+            yield entry
+        if len(raw) < batch:
+            return
+
+
+@contextlib.asynccontextmanager
+async def running(tailer: StreamTailer) -> AsyncIterator[StreamTailer]:
+    """Run a tailer for the duration of a ``with`` block (app cleanup contexts use this)."""
+    task = asyncio.create_task(tailer.run(), name=f"tail:{tailer.key}")
+    try:
+        yield tailer
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

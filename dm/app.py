@@ -1,0 +1,123 @@
+"""Assembles the dm aiohttp application from settings and injected dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from cdn_auth import openapi
+from cdn_auth.clock import Clock, system_clock
+from cdn_auth.errors import CdnAuthError
+from cdn_auth.keyring import KeyRingSource
+from cdn_auth.openapi import Route
+from cdn_auth.redis_client import connect
+from cdn_auth.registry import MediaRegistry
+from cdn_auth.revocation import RevocationLog
+from cdn_auth.session import JwksSource, SessionVerifier
+from cdn_auth.stream_tail import Entry, running
+from cdn_auth.web_errors import error_middleware
+
+from . import __version__, web_conversations, web_messages, web_reports, web_stream, web_users
+from .delivery import PointerMinter
+from .errors import DmError
+from .identity import DevIssuer
+from .notify import Hub, NotifyLog
+from .safety import SafetyCheck, TakedownListCheck
+from .settings import DmSettings
+from .store import DmStore
+from .web_state import STATE, DmState
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    redis_ok = True
+    try:
+        await asyncio.wait_for(state.redis.ping(), 1.0)
+    except (RedisError, OSError, TimeoutError):
+        redis_ok = False
+    fresh = state.hub.tailer.age_s() < 5.0
+    ready = redis_ok and fresh
+    return web.json_response({"status": "ready" if ready else "not_ready", "redis": redis_ok,
+                              "notify_tail_fresh": fresh, "websockets": state.hub.connected},
+                             status=200 if ready else 503,
+                             headers=None if ready else {"Retry-After": "1"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(request.app[STATE].metrics.registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+OPS_ROUTES = (
+    Route("GET", "/healthz", healthz, "Liveness", "ops", auth="none"),
+    Route("GET", "/readyz", readyz, "Readiness: Redis and the notify tail", "ops", auth="none",
+          responses=(200, 503)),
+    Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none"),
+)
+ROUTES = (*web_users.ROUTES, *web_conversations.ROUTES, *web_messages.ROUTES,
+          *web_stream.ROUTES, *web_reports.ROUTES, *OPS_ROUTES)
+
+
+def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_clock,
+              safety: Sequence[SafetyCheck] | None = None,
+              issuer: DevIssuer | None = None) -> web.Application:
+    owned = []
+    if redis is None:
+        redis = connect(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster)
+        owned.append(redis)
+    tail_redis = connect(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster,
+                         socket_timeout_s=None)
+    owned.append(tail_redis)
+    if settings.dev_issuer and issuer is None:
+        issuer = DevIssuer.load_or_create(settings.issuer_dir, issuer=settings.session_issuer,
+                                          audience=settings.session_audience)
+    sessions = SessionVerifier(
+        JwksSource(settings.session_jwks_location, clock=clock), issuer=settings.session_issuer,
+        audience=settings.session_audience, algorithms=settings.session_algorithms,
+        leeway_s=settings.session_leeway_s, clock=clock)
+    hub = Hub(tail_redis)
+    state = DmState(
+        settings=settings, redis=redis,
+        store=DmStore(redis, idempotency_ttl_s=settings.idempotency_ttl_s,
+                      send_rate_per_s=settings.send_rate_per_s),
+        hub=hub, notify=NotifyLog(redis),
+        minter=PointerMinter(KeyRingSource(settings.keyring_dir), ttl_s=settings.pointer_ttl_s,
+                             edge_base_url=settings.edge_base_url),
+        sessions=sessions, registry=MediaRegistry(redis), revocations=RevocationLog(redis),
+        safety=list(safety) if safety is not None else [TakedownListCheck()],
+        issuer=issuer if settings.dev_issuer else None, clock=clock)
+
+    def evict(entry: Entry) -> None:
+        kind, fields = entry[1].get("type"), entry[1]
+        if kind in ("member_left", "joined"):
+            state.conv_cache.evict(fields.get("conversation_id", ""))
+        elif kind == "blocks_changed":
+            state.block_cache.evict(fields.get("user_id", ""))
+
+    hub.listeners.append(evict)
+    app = web.Application(middlewares=[error_middleware((DmError, CdnAuthError))],
+                          client_max_size=settings.max_body_bytes)
+    app[STATE] = state
+    openapi.serve_document(app, "dm: direct messages with video pointers", __version__, ROUTES)
+
+    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+        try:
+            async with running(hub.tailer):
+                yield
+        finally:
+            for client in owned:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

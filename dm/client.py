@@ -1,0 +1,201 @@
+"""The Python client SDK (async, aiohttp) for the dm service and the edge.
+
+    async with DmClient("http://127.0.0.1:8090") as alice:
+        await alice.create_user(age="adult", region="GB")
+        conv = await alice.create_conversation([bob_id])
+        msg = await alice.send(conv["id"], media_id=media_id, text="look")
+    async for event in bob.stream():           # reconnects, resumes by cursor
+        ...
+    data = await bob.fetch_media(event["message"]["media"]["url"], range_=(0, 65535))
+
+Every non-2xx answer raises :class:`DmClientError` with the service's
+error code, the HTTP status and ``Retry-After`` when given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+
+class DmClientError(Exception):
+    def __init__(self, status: int, code: str, message: str, retry_after_s: float | None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class MediaResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def _raise_for(resp: aiohttp.ClientResponse) -> None:
+    if resp.status < 400:
+        return
+    try:
+        err = (await resp.json(content_type=None))["error"]
+        code, message = str(err["code"]), str(err["message"])
+    except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
+        code, message = "http_error", resp.reason or ""
+    retry = resp.headers.get("Retry-After")
+    raise DmClientError(resp.status, code, message, float(retry) if retry else None)
+
+
+class DmClient:
+    def __init__(self, base_url: str, *, session_token: str | None = None,
+                 http: aiohttp.ClientSession | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session_token = session_token
+        self.user_id: str | None = None
+        self.device_id: str | None = None
+        self._http = http
+        self._own_http = http is None
+
+    async def __aenter__(self) -> DmClient:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_http and self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        h = dict(extra or {})
+        if self.session_token:
+            h["Authorization"] = f"Bearer {self.session_token}"
+        return h
+
+    async def request(self, method: str, path: str, *, json_body: Any = None,
+                      headers: dict[str, str] | None = None,
+                      params: dict[str, str] | None = None) -> Any:
+        async with self.http.request(method, self.base_url + path, json=json_body,
+                                     params=params, headers=self._headers(headers)) as resp:
+            await _raise_for(resp)
+            return await resp.json()
+
+    # -- identity ---------------------------------------------------------------------
+    async def create_user(self, *, age: str | int = "adult", region: str = "GB",
+                          roles: list[str] | None = None) -> dict[str, Any]:
+        """Dev issuer: create a user and adopt its session."""
+        doc = await self.request("POST", "/v1/users",
+                                 json_body={"age": age, "region": region, "roles": roles or []})
+        self.session_token, self.user_id = doc["session_token"], doc["user_id"]
+        self.device_id = doc["device_id"]
+        return dict(doc)
+
+    # -- conversations ------------------------------------------------------------------
+    async def create_conversation(self, members: list[str], mode: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"members": members}
+        if mode:
+            body["mode"] = mode
+        return dict(await self.request("POST", "/v1/conversations", json_body=body))
+
+    async def leave(self, cid: str, user_id: str | None = None) -> dict[str, Any]:
+        target = user_id or self.user_id
+        return dict(await self.request("DELETE", f"/v1/conversations/{cid}/members/{target}"))
+
+    async def block(self, user_id: str) -> dict[str, Any]:
+        return dict(await self.request("POST", f"/v1/blocks/{user_id}"))
+
+    # -- messages ------------------------------------------------------------------------
+    async def send(self, cid: str, *, text: str | None = None, media_id: str | None = None,
+                   idempotency_key: str | None = None, body: dict[str, Any] | None = None,
+                   retries: int = 3) -> dict[str, Any]:
+        """Send; retries 503/429 answers with the same Idempotency-Key, so never twice."""
+        payload = dict(body or {})
+        if text is not None:
+            payload["text"] = text
+        if media_id is not None:
+            payload["media_id"] = media_id
+        key = idempotency_key or uuid.uuid4().hex
+        for attempt in range(retries + 1):
+            try:
+                return dict(await self.request("POST", f"/v1/conversations/{cid}/messages",
+                                               json_body=payload,
+                                               headers={"Idempotency-Key": key}))
+            except DmClientError as err:
+                if err.status not in (429, 503) or attempt == retries:
+                    raise
+                await asyncio.sleep(min(err.retry_after_s or 0.2, 2.0))
+            except aiohttp.ClientConnectionError:
+                if attempt == retries:
+                    raise
+                await asyncio.sleep(0.2)
+        raise AssertionError("unreachable")
+
+    async def read(self, cid: str, *, after: str | None = None, limit: int = 50) -> dict[str, Any]:
+        params = {"limit": str(limit)}
+        if after:
+            params["after"] = after
+        return dict(await self.request("GET", f"/v1/conversations/{cid}/messages", params=params))
+
+    async def unsend(self, cid: str, message_id: str) -> dict[str, Any]:
+        return dict(await self.request("DELETE", f"/v1/conversations/{cid}/messages/{message_id}"))
+
+    async def report(self, cid: str, message_id: str, reason: str = "",
+                     **extra: Any) -> dict[str, Any]:
+        return dict(await self.request("POST", "/v1/reports", json_body={
+            "conversation_id": cid, "message_id": message_id, "reason": reason, **extra}))
+
+    async def stream(self, *, cursor: str | None = None,
+                     reconnect: bool = True) -> AsyncIterator[dict[str, Any]]:
+        """Yield pushed events forever; on a drop, reconnect with the last cursor seen."""
+        delay = 0.05
+        while True:
+            params = {"cursor": cursor} if cursor else {}
+            try:
+                async with self.http.ws_connect(self.base_url + "/v1/stream", params=params,
+                                                headers=self._headers(), heartbeat=20) as ws:
+                    delay = 0.05
+                    async for msg in ws:
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        event = json.loads(msg.data)
+                        cursor = event.get("cursor", cursor)
+                        yield event
+            except aiohttp.WSServerHandshakeError as err:
+                if err.status in (400, 401, 403):
+                    raise DmClientError(err.status, "stream_refused", err.message, None) from err
+            except (TimeoutError, aiohttp.ClientConnectionError):
+                pass
+            if not reconnect:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    # -- the edge -------------------------------------------------------------------------
+    async def fetch_media(self, url: str, *, range_: tuple[int, int | None] | None = None,
+                          headers: dict[str, str] | None = None,
+                          method: str = "GET") -> MediaResponse:
+        """Fetch through the edge with this session, as a player would (optionally a Range)."""
+        h = self._headers(headers)
+        if range_ is not None:
+            start, end = range_
+            h["Range"] = f"bytes={start}-{'' if end is None else end}"
+        async with self.http.request(method, url, headers=h) as resp:
+            await _raise_for(resp)
+            return MediaResponse(resp.status, dict(resp.headers), await resp.read())

@@ -1,0 +1,71 @@
+"""The exception tree of dm: one root, one leaf per failure, status and code on the leaf."""
+
+from __future__ import annotations
+
+
+class DmError(Exception):
+    status: int = 400
+    code: str = "bad_request"
+    public_message: str = "bad request"
+    retry_after_s: int | None = None
+    expose_detail: bool = False
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.public_message)
+        self.detail = detail or self.public_message
+
+
+class BadRequest(DmError):
+    status, code, public_message, expose_detail = 400, "malformed_request", "malformed", True
+
+
+class BadCursor(BadRequest):
+    code, public_message = "bad_cursor", "the cursor is not valid"
+
+
+class SealedNeedsEnvelopes(BadRequest):
+    code, public_message = "sealed_conversation", \
+        "a sealed conversation accepts only envelopes, never plaintext media ids or text"
+
+
+class TooLarge(DmError):
+    status, code, public_message, expose_detail = 413, "too_large", "too large", True
+
+
+class NotMember(DmError):
+    status, code, public_message = 403, "not_a_member", "you are not in this conversation"
+
+
+class Blocked(DmError):
+    status, code, public_message = 403, "blocked", "you cannot message this user"
+
+
+class NotAllowed(DmError):
+    status, code, public_message = 403, "forbidden", "not allowed"
+
+
+class DevIssuerDisabled(DmError):
+    status, code, public_message = 404, "dev_issuer_disabled", \
+        "this deployment trusts an external identity provider"
+
+
+class NotFound(DmError):
+    status, code, public_message = 404, "not_found", "not found"
+
+
+class ConversationNotFound(NotFound):
+    code, public_message = "conversation_not_found", "no such conversation"
+
+
+class MessageNotFound(NotFound):
+    code, public_message = "message_not_found", "no such message"
+
+
+class IdempotencyConflict(DmError):
+    status, code, public_message = 409, "idempotency_conflict", \
+        "this Idempotency-Key was used with a different request"
+
+
+class RateLimited(DmError):
+    status, code, public_message = 429, "rate_limited", "too many messages; slow down"
+    retry_after_s = 1

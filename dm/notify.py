@@ -1,0 +1,89 @@
+"""Push delivery: a notification stream every dm process tails, and a local subscriber hub.
+
+A send appends the message to its conversation's stream (the record) and
+then an event to ``dm:notify`` naming the recipients.  Every dm process
+tails that one stream and hands each event to the WebSocket subscribers it
+holds locally.  The event id is the client's cursor: a client that
+reconnects with its last cursor is replayed everything after it, merged
+with the live queue so that nothing arrives twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdn_auth.stream_tail import Entry, StreamTailer
+
+from . import redis_keys as k
+
+QUEUE_MAX = 1000
+
+
+def id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class NotifyLog:
+    def __init__(self, redis: Any, retention_s: int = k.NOTIFY_RETENTION_S) -> None:
+        self._redis = redis
+        self._retention_ms = retention_s * 1000
+
+    def event(self, kind: str, cid: str, to: Iterable[str], payload: dict[str, str]) -> dict[str, str]:
+        return {"type": kind, "conversation_id": cid, "to": ",".join(to), **payload}
+
+    def add_to(self, pipe: Any, fields: dict[str, str]) -> None:
+        """Queue the XADD in ``pipe`` so callers batch it with their other writes."""
+        minid = int(time.time() * 1000) - self._retention_ms
+        pipe.xadd(k.NOTIFY_STREAM, fields, minid=minid, approximate=True)
+
+    async def publish(self, fields: dict[str, str]) -> str:
+        minid = int(time.time() * 1000) - self._retention_ms
+        return str(await self._redis.xadd(k.NOTIFY_STREAM, fields, minid=minid, approximate=True))
+
+
+@dataclass(eq=False)
+class Subscription:
+    user: str
+    queue: asyncio.Queue[Entry] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
+    overflowed: bool = False
+
+
+class Hub:
+    """Fans events out to this process's subscribers; other code may listen for cache upkeep."""
+
+    def __init__(self, redis: Any, *, block_ms: int = 1000) -> None:
+        self._subs: dict[str, set[Subscription]] = {}
+        self.listeners: list[Callable[[Entry], None]] = []
+        self.tailer = StreamTailer(redis, k.NOTIFY_STREAM, self._dispatch, block_ms=block_ms)
+
+    @property
+    def connected(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    def subscribe(self, user: str) -> Subscription:
+        sub = Subscription(user)
+        self._subs.setdefault(user, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.user)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.user]
+
+    def _dispatch(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            for cb in self.listeners:
+                cb(entry)
+            for user in entry[1].get("to", "").split(","):
+                for sub in self._subs.get(user, ()):
+                    try:
+                        sub.queue.put_nowait(entry)
+                    except asyncio.QueueFull:
+                        sub.overflowed = True  # the socket is closed; the client resumes by cursor

@@ -1,0 +1,63 @@
+"""Every Redis key dm touches, and every TTL, in one place.
+
+A conversation's keys share the hash tag ``{c_...}`` so the send script
+(idempotency check, membership, rate limit and append in one round trip)
+runs on one Redis Cluster slot.  Per-user keys share ``{u_...}``.
+"""
+
+from __future__ import annotations
+
+PREFIX = "dm"
+
+#: Every new message, unsend and membership change, for push delivery; the
+#: entry id is the WebSocket cursor.  Trimmed by time on each write.
+NOTIFY_STREAM = f"{PREFIX}:notify"
+NOTIFY_RETENTION_S = 24 * 3600
+
+#: Reports waiting for a moderator.
+REPORTS_STREAM = f"{PREFIX}:reports"
+
+
+def conv_meta(cid: str) -> str:
+    return f"{PREFIX}:conv:{{{cid}}}:meta"
+
+
+def conv_members(cid: str) -> str:
+    """Hash: user id -> joined-at (ms)."""
+    return f"{PREFIX}:conv:{{{cid}}}:members"
+
+
+def conv_messages(cid: str) -> str:
+    """Stream of the conversation's messages; the entry id is the message id."""
+    return f"{PREFIX}:conv:{{{cid}}}:msgs"
+
+
+def conv_unsent(cid: str) -> str:
+    """Set of unsent message ids (tombstones, so unsend is idempotent)."""
+    return f"{PREFIX}:conv:{{{cid}}}:unsent"
+
+
+def conv_idempotency(cid: str, sender: str, key: str) -> str:
+    return f"{PREFIX}:conv:{{{cid}}}:idem:{sender}:{key}"
+
+
+def conv_rate(cid: str, sender: str) -> str:
+    return f"{PREFIX}:conv:{{{cid}}}:rate:{sender}"
+
+
+def user_conversations(uid: str) -> str:
+    return f"{PREFIX}:user:{{{uid}}}:convs"
+
+
+def user_blocks(uid: str) -> str:
+    """Set of users this user has blocked."""
+    return f"{PREFIX}:user:{{{uid}}}:blocks"
+
+
+def user_received(uid: str) -> str:
+    """Set of media ids this user has received (re-share rights)."""
+    return f"{PREFIX}:user:{{{uid}}}:received"
+
+
+def user_profile(uid: str) -> str:
+    return f"{PREFIX}:user:{{{uid}}}:profile"

@@ -1,0 +1,46 @@
+"""Lua scripts (EVALSHA; Redis >= 6.2, no Functions): each touches one conversation's slot."""
+
+from __future__ import annotations
+
+#: KEYS: idempotency, members, messages, rate.
+#: ARGV: sender, request hash ("" = no Idempotency-Key), idempotency ttl s,
+#:       rate limit per second, then the message's field/value pairs.
+#: Returns {status, value}: ok/id, dup/"id|hash", not_member/"", rate/pttl-ms.
+SEND = """
+if ARGV[2] ~= '' then
+  local seen = redis.call('GET', KEYS[1])
+  if seen then return {'dup', seen} end
+end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {'not_member', ''} end
+local n = redis.call('INCR', KEYS[4])
+if n == 1 then redis.call('PEXPIRE', KEYS[4], 1000) end
+if n > tonumber(ARGV[4]) then return {'rate', tostring(redis.call('PTTL', KEYS[4]))} end
+local fields = {}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[3], '*', unpack(fields))
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[1], id .. '|' .. ARGV[2], 'EX', tonumber(ARGV[3]))
+end
+return {'ok', id}
+"""
+
+#: KEYS: messages, unsent.  ARGV: message id, requester.
+#: Returns {status, media_id, grant_id}: ok, already (idempotent), missing, forbidden.
+UNSEND = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  return {'already', '', ''}
+end
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #e == 0 then return {'missing', '', ''} end
+local f = e[1][2]
+local sender, media, grant = '', '', ''
+for i = 1, #f, 2 do
+  if f[i] == 'sender' then sender = f[i + 1] end
+  if f[i] == 'media_id' then media = f[i + 1] end
+  if f[i] == 'grant_id' then grant = f[i + 1] end
+end
+if sender ~= ARGV[2] then return {'forbidden', '', ''} end
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+return {'ok', media, grant}
+"""

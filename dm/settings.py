@@ -1,0 +1,50 @@
+"""dm configuration, parsed once from the environment (prefix ``DM_``) and flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DmSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DM_", frozen=True, extra="forbid")
+
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    redis_cluster: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8090, ge=0, le=65535)
+    #: Public base URL of the edge, used to build the ready-to-play media URLs.
+    edge_base_url: str = "http://127.0.0.1:8080"
+    #: The pointer key ring (dm mints pointers; it needs the private keys).
+    keyring_dir: Path = Path("var/keys/pointer")
+    pointer_ttl_s: int = Field(300, ge=10, le=3600)
+    #: Dev issuer on: POST /v1/users mints sessions from keys in issuer_dir.
+    dev_issuer: bool = True
+    issuer_dir: Path = Path("var/keys/session")
+    #: Session JWKS (file or URL); defaults to the dev issuer's when empty.
+    session_jwks: str = ""
+    session_issuer: str = "pointer-dm-dev"
+    session_audience: str = "pointer-dm"
+    session_algorithms: tuple[str, ...] = ("EdDSA",)
+    session_leeway_s: int = Field(5, ge=0, le=300)
+    default_mode: Literal["plain", "sealed"] = "plain"
+    max_group_size: int = Field(64, ge=2, le=1024)
+    max_text_bytes: int = Field(4096, ge=1)
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    #: Sends per sender per conversation per second (429 beyond).
+    send_rate_per_s: int = Field(50, ge=1)
+    idempotency_ttl_s: int = Field(24 * 3600, ge=60)
+    media_cache_ttl_s: float = Field(5.0, ge=0)
+    page_limit_max: int = Field(200, ge=1)
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, **overrides: Any) -> DmSettings:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def session_jwks_location(self) -> str:
+        return self.session_jwks or str(self.issuer_dir / "jwks.json")

@@ -1,0 +1,111 @@
+"""Conversations, membership and blocks."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cdn_auth import revocation
+from cdn_auth.errors import InvalidField
+from cdn_auth.ids import check_id, new_id
+from cdn_auth.openapi import Route
+from cdn_auth.web_errors import read_json
+
+from .errors import Blocked, NotAllowed, NotMember
+from .web_state import STATE
+
+MAX_USER_ID = 255
+
+
+def _user_id(value: object, field: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_USER_ID or "," in value:
+        raise InvalidField(f"{field} must be a user id")
+    return value
+
+
+async def create_conversation(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    me = await state.session(request)
+    doc = await read_json(request, allowed={"members", "mode"})
+    members = doc.get("members")
+    if not isinstance(members, list) or not members:
+        raise InvalidField("members must be a non-empty list of user ids")
+    others = sorted({_user_id(m, "members") for m in members} - {me.sub})
+    if not others or len(others) + 1 > state.settings.max_group_size:
+        raise InvalidField(f"a conversation has 2..{state.settings.max_group_size} members")
+    mode = doc.get("mode", state.settings.default_mode)
+    if mode not in ("plain", "sealed"):
+        raise InvalidField("mode must be 'plain' or 'sealed'")
+    if len(others) == 1 and me.sub in await state.blocks_of(others[0]):
+        raise Blocked(others[0])
+    conv = await state.store.create_conversation(new_id("c"), me.sub, others, mode)
+    await state.notify.publish(state.notify.event("joined", conv.id, conv.members, {}))
+    return web.json_response(conv.view(), status=201,
+                             headers={"Location": f"/v1/conversations/{conv.id}"})
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    me = await state.session(request)
+    return web.json_response({"conversations": await state.store.conversations_of(me.sub)})
+
+
+async def get_conversation(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    me = await state.session(request)
+    conv = await state.store.conversation(check_id(request.match_info["cid"], "cid"))
+    if me.sub not in conv.members:
+        raise NotMember(conv.id)
+    return web.json_response(conv.view())
+
+
+async def remove_member(request: web.Request) -> web.Response:
+    """Leave (yourself) or remove (the creator removes someone); the edge refuses their pointers."""
+    state = request.app[STATE]
+    me = await state.session(request)
+    cid = check_id(request.match_info["cid"], "cid")
+    target = _user_id(request.match_info["user_id"], "user_id")
+    conv = await state.store.conversation(cid)
+    if me.sub not in conv.members:
+        raise NotMember(cid)
+    if target != me.sub and me.sub != conv.created_by:
+        raise NotAllowed("only the conversation's creator may remove others")
+    if target not in conv.members:
+        raise NotMember(f"{target} is not in {cid}")
+    await state.store.remove_member(cid, target)
+    # The revocation goes out even on a retry, so a failure after the removal is repaired.
+    await state.revocations.publish(revocation.left(cid, target))
+    await state.notify.publish(state.notify.event("member_left", cid, conv.members,
+                                                  {"user_id": target}))
+    state.conv_cache.evict(cid)
+    return web.json_response({"conversation_id": cid, "removed": target})
+
+
+async def block(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    me = await state.session(request)
+    target = _user_id(request.match_info["user_id"], "user_id")
+    if target == me.sub:
+        raise InvalidField("you cannot block yourself")
+    if request.method == "DELETE":
+        await state.store.unblock(me.sub, target)
+    else:
+        await state.store.block(me.sub, target)
+    await state.notify.publish(state.notify.event("blocks_changed", "", [], {"user_id": me.sub}))
+    state.block_cache.evict(me.sub)
+    return web.json_response({"user_id": target, "blocked": request.method != "DELETE"})
+
+
+ROUTES = (
+    Route("POST", "/v1/conversations", create_conversation, "Open a conversation",
+          "conversations", responses=(201, 400, 401, 403, 503), body="members, mode"),
+    Route("GET", "/v1/conversations", list_conversations, "My conversations", "conversations",
+          responses=(200, 401)),
+    Route("GET", "/v1/conversations/{cid}", get_conversation, "One conversation",
+          "conversations", responses=(200, 401, 403, 404)),
+    Route("DELETE", "/v1/conversations/{cid}/members/{user_id}", remove_member,
+          "Leave, or remove a member", "conversations", responses=(200, 401, 403, 404, 503)),
+    Route("POST", "/v1/blocks/{user_id}", block, "Block a user", "conversations",
+          responses=(200, 400, 401)),
+    Route("DELETE", "/v1/blocks/{user_id}", block, "Unblock a user", "conversations",
+          responses=(200, 400, 401)),
+)

@@ -1,0 +1,157 @@
+"""Messages: send (idempotent), read (cursor pages, a pointer per reader), unsend."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from aiohttp import web
+
+from cdn_auth import revocation, rights
+from cdn_auth.errors import InvalidField
+from cdn_auth.ids import check_id
+from cdn_auth.openapi import Route
+from cdn_auth.session import Session
+from cdn_auth.web_errors import parse_json, read_body, require_json
+
+from . import redis_keys as k
+from .delivery import render
+from .errors import BadCursor, Blocked, NotMember, SealedNeedsEnvelopes, TooLarge
+from .store import Conversation
+from .web_state import STATE, DmState
+
+_CURSOR_RE = re.compile(r"\d{1,15}-\d{1,10}")
+_PLAIN_FIELDS = {"text", "media_id"}
+
+
+def check_cursor(value: str) -> str:
+    if _CURSOR_RE.fullmatch(value) is None:
+        raise BadCursor(value[:40])
+    return value
+
+
+async def member_conversation(state: DmState, request: web.Request) -> tuple[Session, Conversation]:
+    me = await state.session(request)
+    conv = await state.conversation(check_id(request.match_info["cid"], "cid"))
+    if me.sub not in conv.members:
+        raise NotMember(conv.id)
+    return me, conv
+
+
+async def send(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    me, conv = await member_conversation(state, request)
+    require_json(request)
+    raw = await read_body(request, state.settings.max_body_bytes)
+    idem = request.headers.get("Idempotency-Key")
+    if idem is not None:
+        check_id(idem, "Idempotency-Key")
+    if conv.mode == "sealed":
+        raise SealedNeedsEnvelopes()
+    doc = parse_json(raw, _PLAIN_FIELDS)
+    fields = await _plain_fields(state, me, conv, doc)
+    result = await state.store.append(conv.id, me.sub, fields, idempotency_key=idem,
+                                      request_hash=hashlib.sha256(raw).hexdigest()[:32])
+    if not result.replayed:
+        await _announce(state, conv, result.message_id, fields)
+    state.metrics.sends.labels(conv.mode, str(result.replayed).lower()).inc()
+    body = render(state.minter, conv.id, result.message_id, fields, me.sub)
+    return web.json_response(body, status=200 if result.replayed else 201,
+                             headers={"Idempotent-Replayed": "true"} if result.replayed else None)
+
+
+async def _plain_fields(state: DmState, me: Session, conv: Conversation,
+                        doc: dict[str, Any]) -> dict[str, str]:
+    text, media_id = doc.get("text"), doc.get("media_id")
+    if text is None and media_id is None:
+        raise InvalidField("a message needs text, media_id or both")
+    if text is not None and not isinstance(text, str):
+        raise InvalidField("text must be a string")
+    if text is not None and len(text.encode()) > state.settings.max_text_bytes:
+        raise TooLarge(f"text over {state.settings.max_text_bytes} bytes")
+    if conv.is_direct:
+        other = next(u for u in conv.members if u != me.sub)
+        if me.sub in await state.blocks_of(other):
+            raise Blocked(other)
+    media = None
+    if media_id is not None:
+        media = await state.media(check_id(media_id, "media_id"))
+        rights.check_audience(media, me)  # the sender must be allowed to view it too
+        received = (not media.is_public and media.owner != me.sub and media.allow_reshare
+                    and await state.store.has_received(me.sub, media.id))
+        rights.may_share(media, me.sub, received_from_owner_chain=received)
+    for check in state.safety:
+        await check.check(me.sub, media, text or "")
+    fields = {"sender": me.sub, "kind": "plain"}
+    if text:
+        fields["text"] = text
+    if media is not None:
+        fields["media_id"] = media.id
+    return fields
+
+
+async def _announce(state: DmState, conv: Conversation, message_id: str,
+                    fields: dict[str, str]) -> None:
+    """Notify every member's devices; record who received private media (re-share rights)."""
+    async with state.redis.pipeline(transaction=False) as p:
+        state.notify.add_to(p, state.notify.event("message", conv.id, conv.members,
+                                                  {"message_id": message_id, **fields}))
+        media_id = fields.get("media_id")
+        if media_id:
+            for u in conv.members:
+                if u != fields["sender"]:
+                    p.sadd(k.user_received(u), media_id)
+        await p.execute()
+
+
+async def read(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    me, conv = await member_conversation(state, request)
+    after = request.query.get("after")
+    if after is not None:
+        check_cursor(after)
+    try:
+        limit = int(request.query.get("limit", "50"))
+    except ValueError:
+        raise BadCursor("limit must be an integer") from None
+    if not 1 <= limit <= state.settings.page_limit_max:
+        raise BadCursor(f"limit must be 1..{state.settings.page_limit_max}")
+    entries = await state.store.page(conv.id, after, limit)
+    blocked = await state.blocks_of(me.sub)
+    messages = [render(state.minter, conv.id, mid, f, me.sub) for mid, f in entries
+                if f.get("sender") not in blocked]
+    next_cursor = entries[-1][0] if entries else after
+    return web.json_response({"messages": messages, "next_cursor": next_cursor,
+                              "more": len(entries) == limit})
+
+
+async def unsend(request: web.Request) -> web.Response:
+    """Only the sender may unsend; the edge refuses the message's pointers (410) within a second."""
+    state = request.app[STATE]
+    me, conv = await member_conversation(state, request)
+    message_id = check_cursor(request.match_info["message_id"])
+    gone = await state.store.unsend(conv.id, message_id, me.sub)
+    # Published on every call, so a retry after a failure here still reaches the edges.
+    await state.revocations.publish(revocation.unsent(conv.id, message_id))
+    if gone.grant_id:
+        await state.revocations.publish(revocation.grant_revoked(gone.grant_id))
+    await state.notify.publish(state.notify.event("unsent", conv.id, conv.members,
+                                                  {"message_id": message_id}))
+    return web.json_response({"conversation_id": conv.id, "message_id": message_id,
+                              "unsent": True})
+
+
+ROUTES = (
+    Route("POST", "/v1/conversations/{cid}/messages", send,
+          "Send a message (honours Idempotency-Key)", "messages",
+          responses=(200, 201, 400, 401, 403, 404, 409, 410, 413, 429, 503),
+          body="text and/or media_id (plain); envelopes (sealed)",
+          params=(("Idempotency-Key", "header", "retry-safe key, [A-Za-z0-9_-]{1,64}"),)),
+    Route("GET", "/v1/conversations/{cid}/messages", read, "Read a page of messages", "messages",
+          responses=(200, 400, 401, 403, 404, 503),
+          params=(("after", "query", "cursor: the last message id seen"),
+                  ("limit", "query", "page size"))),
+    Route("DELETE", "/v1/conversations/{cid}/messages/{message_id}", unsend, "Unsend a message",
+          "messages", responses=(200, 401, 403, 404, 503)),
+)

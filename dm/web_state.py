@@ -1,0 +1,104 @@
+"""Typed state of the dm app, and the session/media lookups every handler shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from cdn_auth.cache import ExpiringCache
+from cdn_auth.clock import Clock
+from cdn_auth.errors import SessionMissing
+from cdn_auth.media import Media
+from cdn_auth.registry import MediaRegistry
+from cdn_auth.revocation import RevocationLog
+from cdn_auth.session import Session, SessionVerifier
+from cdn_auth.web_errors import bearer_token
+
+from .delivery import PointerMinter
+from .identity import DevIssuer
+from .notify import Hub, NotifyLog
+from .safety import SafetyCheck
+from .settings import DmSettings
+from .store import Conversation, DmStore
+
+
+class DmMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sends = Counter("dm_sends", "Messages accepted", ["mode", "replayed"], registry=r)
+        self.pushes = Counter("dm_pushes", "Events pushed to WebSockets", registry=r)
+        self.push_lag = Histogram("dm_push_lag_seconds", "Send accepted to pushed by this process",
+                                  buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+                                  registry=r)
+
+
+@dataclass
+class DmState:
+    settings: DmSettings
+    redis: Any
+    store: DmStore
+    hub: Hub
+    notify: NotifyLog
+    minter: PointerMinter
+    sessions: SessionVerifier
+    registry: MediaRegistry
+    revocations: RevocationLog
+    safety: list[SafetyCheck]
+    issuer: DevIssuer | None
+    clock: Clock
+    metrics: DmMetrics = field(default_factory=DmMetrics)
+    session_cache: ExpiringCache[Session] = field(init=False)
+    media_cache: ExpiringCache[Media] = field(init=False)
+    conv_cache: ExpiringCache[Conversation] = field(init=False)
+    block_cache: ExpiringCache[frozenset[str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.session_cache = ExpiringCache("session", 100_000, self.clock)
+        self.media_cache = ExpiringCache("media", 100_000, self.clock)
+        self.conv_cache = ExpiringCache("conversation", 100_000, self.clock)
+        self.block_cache = ExpiringCache("blocks", 100_000, self.clock)
+
+    async def session(self, request: web.Request) -> Session:
+        """The caller's verified session (``Authorization: Bearer``, or ``access_token`` for
+        WebSockets, which browsers cannot give headers)."""
+        token = bearer_token(request) or request.query.get("access_token")
+        if not token:
+            raise SessionMissing()
+        hit = self.session_cache.get(token)
+        if hit is not None:
+            return hit
+        s = await self.sessions.verify(token, self.clock())
+        self.session_cache.put(token, s, s.exp)
+        return s
+
+    async def media(self, media_id: str) -> Media:
+        hit = self.media_cache.get(media_id)
+        if hit is not None:
+            return hit
+        m = await self.registry.get(media_id)
+        self.media_cache.put(media_id, m, self.clock() + self.settings.media_cache_ttl_s)
+        return m
+
+    async def conversation(self, cid: str) -> Conversation:
+        """Cached; membership events on the notify stream evict it (see app.py)."""
+        hit = self.conv_cache.get(cid)
+        if hit is not None:
+            return hit
+        conv = await self.store.conversation(cid)
+        self.conv_cache.put(cid, conv, self.clock() + 2.0)
+        return conv
+
+    async def blocks_of(self, uid: str) -> frozenset[str]:
+        hit = self.block_cache.get(uid)
+        if hit is not None:
+            return hit
+        blocks = frozenset(await self.store.blocks_of(uid))
+        self.block_cache.put(uid, blocks, self.clock() + 2.0)
+        return blocks
+
+
+STATE: web.AppKey[DmState] = web.AppKey("dm_state", DmState)

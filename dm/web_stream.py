@@ -1,0 +1,109 @@
+"""``GET /v1/stream``: a WebSocket that pushes each new event to every member's devices.
+
+Frames are JSON: ``{"type": "message" | "unsent" | "member_left" | "joined",
+"cursor": "<id>", ...}``.  Connect with ``?cursor=<last cursor seen>`` to be
+replayed everything missed, exactly once, before live events continue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from cdn_auth.openapi import Route
+from cdn_auth.stream_tail import Entry, read_range
+
+from . import redis_keys as k
+from .delivery import render
+from .notify import id_key
+from .web_messages import check_cursor
+from .web_state import STATE, DmState
+
+PUSHED_TYPES = {"message", "unsent", "member_left", "joined"}
+
+
+def frame(state: DmState, entry: Entry, reader: str) -> dict[str, Any] | None:
+    eid, f = entry
+    kind = f.get("type")
+    if kind not in PUSHED_TYPES or reader not in f.get("to", "").split(","):
+        return None
+    cid = f.get("conversation_id", "")
+    out: dict[str, Any] = {"type": kind, "cursor": eid, "conversation_id": cid}
+    if kind == "message":
+        out["message"] = render(state.minter, cid, f["message_id"], f, reader)
+    elif kind == "unsent":
+        out["message_id"] = f.get("message_id")
+    elif kind == "member_left":
+        out["user_id"] = f.get("user_id")
+    return out
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    me = await state.session(request)
+    cursor = request.query.get("cursor")
+    if cursor is not None:
+        check_cursor(cursor)
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096)
+    await ws.prepare(request)
+    sub = state.hub.subscribe(me.sub)  # subscribe first: live events queue while we replay
+    reader_task = asyncio.create_task(_drain_client(ws))
+    try:
+        last = cursor or state.hub.tailer.last_id or "0-0"
+        if cursor is not None:
+            async for entry in read_range(state.redis, k.NOTIFY_STREAM, cursor):
+                last = entry[0]
+                await _send(state, ws, entry, me.sub)
+        while not ws.closed and not reader_task.done():
+            if sub.overflowed:
+                await ws.close(code=aiohttp.WSCloseCode.TRY_AGAIN_LATER,
+                               message=b"slow consumer: reconnect with your cursor")
+                break
+            get = asyncio.ensure_future(sub.queue.get())
+            done, _ = await asyncio.wait({get, reader_task}, return_when=asyncio.FIRST_COMPLETED)
+            if get not in done:
+                get.cancel()
+                break
+            entry = get.result()
+            if id_key(entry[0]) <= id_key(last):
+                continue  # already sent during the replay
+            last = entry[0]
+            await _send(state, ws, entry, me.sub)
+    finally:
+        state.hub.unsubscribe(sub)
+        reader_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader_task
+        await ws.close()
+    return ws
+
+
+async def _send(state: DmState, ws: web.WebSocketResponse, entry: Entry, reader: str) -> None:
+    out = frame(state, entry, reader)
+    if out is None:
+        return
+    await ws.send_str(json.dumps(out))
+    state.metrics.pushes.inc()
+    if out["type"] == "message":
+        state.metrics.push_lag.observe(max(0.0, time.time() - id_key(entry[0])[0] / 1000))
+
+
+async def _drain_client(ws: web.WebSocketResponse) -> None:
+    """Clients send nothing but pings; reading keeps close frames and heartbeats flowing."""
+    async for msg in ws:
+        if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+            return
+
+
+ROUTES = (
+    Route("GET", "/v1/stream", stream, "WebSocket: new messages pushed as they arrive",
+          "messages", responses=(101, 400, 401),
+          params=(("cursor", "query", "resume after this cursor"),
+                  ("access_token", "query", "session, for clients that cannot set headers"))),
+)

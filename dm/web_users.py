@@ -1,0 +1,60 @@
+"""Identity routes: the dev issuer's ``POST /v1/users`` and the JWKS every service trusts."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cdn_auth.errors import InvalidField
+from cdn_auth.ids import new_id
+from cdn_auth.openapi import Route
+from cdn_auth.session import region_from_claim
+from cdn_auth.web_errors import read_json
+
+from .errors import DevIssuerDisabled
+from .web_state import STATE
+
+ROLES = {"moderator", "publisher"}
+
+
+async def create_user(request: web.Request) -> web.Response:
+    """Dev only: create a user and device and return an EdDSA session carrying age and region."""
+    state = request.app[STATE]
+    if state.issuer is None:
+        raise DevIssuerDisabled()
+    doc = await read_json(request, allowed={"age", "region", "roles", "ttl_s"}) \
+        if request.can_read_body else {}
+    age = doc.get("age", "adult")
+    if not (age in ("adult", "minor") or (isinstance(age, int) and not isinstance(age, bool)
+                                          and 1900 <= age <= 2100)):
+        raise InvalidField("age must be 'adult', 'minor' or a birth year")
+    region = region_from_claim(doc.get("region", "GB"))
+    if region is None:
+        raise InvalidField("region must be an ISO 3166-1 alpha-2 code")
+    roles = doc.get("roles", [])
+    if not isinstance(roles, list) or not set(roles) <= ROLES:
+        raise InvalidField(f"roles must be a subset of {sorted(ROLES)}")
+    ttl_s = doc.get("ttl_s", 3600)
+    if not isinstance(ttl_s, int) or not 60 <= ttl_s <= 7 * 24 * 3600:
+        raise InvalidField("ttl_s must be 60..604800")
+    user_id, device_id = new_id("u"), new_id("d")
+    token = state.issuer.mint(user_id, dev=device_id, age=age, region=region, roles=roles,
+                              ttl_s=ttl_s)
+    await state.store.save_profile(user_id, {"age": str(age), "region": region,
+                                             "roles": ",".join(roles)})
+    return web.json_response({"user_id": user_id, "device_id": device_id,
+                              "session_token": token, "expires_in": ttl_s}, status=201)
+
+
+async def jwks(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.issuer is None:
+        raise DevIssuerDisabled()
+    return web.json_response(state.issuer.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
+ROUTES = (
+    Route("POST", "/v1/users", create_user, "Dev issuer: create a user, device and session",
+          "identity", auth="none", responses=(201, 400, 404), body="age, region, roles, ttl_s"),
+    Route("GET", "/.well-known/jwks.json", jwks, "Session verification keys (JWKS)", "identity",
+          auth="none", responses=(200, 404)),
+)
