@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -76,6 +76,13 @@ class DmClient:
         if self._own_http and self._http is not None:
             await self._http.close()
             self._http = None
+
+    @property
+    def uid(self) -> str:
+        """This client's user id (after :meth:`create_user`, or set by the caller)."""
+        if self.user_id is None:
+            raise RuntimeError("no user yet: call create_user() or set user_id")
+        return self.user_id
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -162,7 +169,7 @@ class DmClient:
             "conversation_id": cid, "message_id": message_id, "reason": reason, **extra}))
 
     async def stream(self, *, cursor: str | None = None,
-                     reconnect: bool = True) -> AsyncIterator[dict[str, Any]]:
+                     reconnect: bool = True) -> AsyncGenerator[dict[str, Any], None]:
         """Yield pushed events forever; on a drop, reconnect with the last cursor seen."""
         delay = 0.05
         while True:

@@ -14,8 +14,8 @@ from .conftest import DmStack, wait_until
 
 async def _share(dm: DmStack, **media_kw: Any) -> tuple[DmClient, DmClient, dict[str, Any], Any]:
     alice, bob = await dm.user(age="adult", region="GB"), await dm.user(age="adult", region="GB")
-    media, data = await dm.edge.add_media(owner=alice.user_id, **media_kw)
-    conv = await alice.create_conversation([bob.user_id])
+    media, data = await dm.edge.add_media(owner=alice.uid, **media_kw)
+    conv = await alice.create_conversation([bob.uid])
     return alice, bob, conv, (media, data)
 
 
@@ -65,7 +65,7 @@ async def test_alice_shares_private_video_bob_streams_carol_refused_unsend_410(
 async def test_read_mints_a_pointer_for_each_reader(dm: DmStack) -> None:
     alice, bob, _, (media, _) = await _share(dm)
     carol = await dm.user()
-    group = await alice.create_conversation([bob.user_id, carol.user_id])
+    group = await alice.create_conversation([bob.uid, carol.uid])
     await alice.send(group["id"], media_id=media.id)
     b = (await bob.read(group["id"]))["messages"][0]["media"]
     c = (await carol.read(group["id"]))["messages"][0]["media"]
@@ -79,8 +79,8 @@ async def test_read_mints_a_pointer_for_each_reader(dm: DmStack) -> None:
 async def test_minor_refused_adult_only_media(dm: DmStack) -> None:
     alice = await dm.user(age="adult")
     teen = await dm.user(age="minor")
-    media, _ = await dm.edge.add_media(owner=alice.user_id, min_age=18)
-    conv = await alice.create_conversation([teen.user_id])
+    media, _ = await dm.edge.add_media(owner=alice.uid, min_age=18)
+    conv = await alice.create_conversation([teen.uid])
     await alice.send(conv["id"], media_id=media.id)
     url = (await teen.read(conv["id"]))["messages"][0]["media"]["url"]
     with pytest.raises(DmClientError) as info:
@@ -120,7 +120,7 @@ async def test_bob_reshares_alices_private_video_only_if_allowed(
     alice, bob, conv, (media, _) = await _share(dm, allow_reshare=allow_reshare)
     carol = await dm.user()
     await alice.send(conv["id"], media_id=media.id)
-    conv2 = await bob.create_conversation([carol.user_id])
+    conv2 = await bob.create_conversation([carol.uid])
     if expected == 201:
         sent = await bob.send(conv2["id"], media_id=media.id)
         url = (await carol.read(conv2["id"]))["messages"][0]["media"]["url"]
@@ -132,15 +132,15 @@ async def test_bob_reshares_alices_private_video_only_if_allowed(
         assert (info.value.status, info.value.code) == (403, "share_not_allowed")
     # A stranger who never received it may not share it either way.
     dave = await dm.user()
-    conv3 = await dave.create_conversation([carol.user_id])
+    conv3 = await dave.create_conversation([carol.uid])
     with pytest.raises(DmClientError):
         await dave.send(conv3["id"], media_id=media.id)
 
 
 async def test_leaving_refuses_pointers_at_the_edge(dm: DmStack) -> None:
-    alice, bob, conv, (media, _) = await _share(dm)
+    alice, bob, _conv, (media, _) = await _share(dm)
     carol = await dm.user()
-    group = await alice.create_conversation([bob.user_id, carol.user_id])
+    group = await alice.create_conversation([bob.uid, carol.uid])
     await alice.send(group["id"], media_id=media.id)
     url = (await carol.read(group["id"]))["messages"][0]["media"]["url"]
     await carol.leave(group["id"])
@@ -157,13 +157,13 @@ async def test_leaving_refuses_pointers_at_the_edge(dm: DmStack) -> None:
         await carol.read(group["id"])
     assert info.value.status == 403
     with pytest.raises(DmClientError) as info:
-        await bob.leave(group["id"], alice.user_id)  # only the creator removes others
+        await bob.leave(group["id"], alice.uid)  # only the creator removes others
     assert info.value.status == 403
 
 
 async def test_blocked_user_cannot_message_blocker(dm: DmStack) -> None:
     alice, bob, conv, _ = await _share(dm)
-    await bob.block(alice.user_id)
+    await bob.block(alice.uid)
 
     async def refused() -> bool:
         try:
@@ -174,7 +174,7 @@ async def test_blocked_user_cannot_message_blocker(dm: DmStack) -> None:
 
     await wait_until(refused, timeout_s=3.0)
     with pytest.raises(DmClientError) as info:
-        await alice.create_conversation([bob.user_id])
+        await alice.create_conversation([bob.uid])
     assert info.value.code == "blocked"
     await bob.send(conv["id"], text="the blocker may still write")
 
@@ -192,7 +192,7 @@ async def test_idempotency_key_replays_and_conflicts(dm: DmStack) -> None:
 
 async def test_rate_limit_is_429_with_retry_after(make_dm: Any) -> None:
     dm = await make_dm(send_rate_per_s=3)
-    alice, bob, conv, _ = await _share(dm)
+    alice, _bob, conv, _ = await _share(dm)
     statuses = []
     for i in range(6):
         try:
@@ -236,7 +236,7 @@ async def test_report_goes_to_the_moderation_queue(dm: DmStack, redis: Any) -> N
     alice, bob, conv, (media, _) = await _share(dm)
     sent = await alice.send(conv["id"], media_id=media.id, text="bad")
     rep = await bob.report(conv["id"], sent["id"], "abuse")
-    assert rep["media_id"] == media.id and rep["sender"] == alice.user_id
+    assert rep["media_id"] == media.id and rep["sender"] == alice.uid
     entries = await redis.xrange("dm:reports")
     assert entries[-1][1]["text"] == "bad" and entries[-1][1]["media_id"] == media.id
     outsider = await dm.user()
@@ -258,7 +258,7 @@ async def test_report_goes_to_the_moderation_queue(dm: DmStack, redis: Any) -> N
 ])
 async def test_bad_send_bodies_are_4xx_json(dm: DmStack, body: bytes, ctype: str, status: int,
                                             code: str) -> None:
-    alice, bob, conv, _ = await _share(dm)
+    alice, _bob, conv, _ = await _share(dm)
     async with alice.http.post(f"{dm.dm_url}/v1/conversations/{conv['id']}/messages", data=body,
                                headers={**alice._headers(), "Content-Type": ctype}) as r:
         assert r.status == status
@@ -268,7 +268,7 @@ async def test_bad_send_bodies_are_4xx_json(dm: DmStack, body: bytes, ctype: str
 @pytest.mark.parametrize("query", ["after=nope", "after=1-2-3", "limit=0", "limit=9999",
                                    "limit=abc", "after=" + "9" * 40])
 async def test_bad_cursors_are_400(dm: DmStack, query: str) -> None:
-    alice, bob, conv, _ = await _share(dm)
+    alice, _bob, conv, _ = await _share(dm)
     async with alice.http.get(f"{dm.dm_url}/v1/conversations/{conv['id']}/messages?{query}",
                               headers=alice._headers()) as r:
         assert r.status == 400
@@ -290,7 +290,7 @@ async def test_cursor_pagination(dm: DmStack) -> None:
 
 
 async def test_non_member_cannot_send_or_read(dm: DmStack) -> None:
-    alice, bob, conv, _ = await _share(dm)
+    _alice, _bob, conv, _ = await _share(dm)
     eve = await dm.user()
     for call in (eve.send(conv["id"], text="hi", retries=0), eve.read(conv["id"])):
         with pytest.raises(DmClientError) as info:
@@ -300,9 +300,10 @@ async def test_non_member_cannot_send_or_read(dm: DmStack) -> None:
 
 async def test_bad_conversation_requests(dm: DmStack) -> None:
     alice = await dm.user()
-    for body in ({"members": []}, {"members": [alice.user_id]}, {"members": "x"},
-                 {"members": ["b"], "mode": "secret"}, {"members": ["b" * 300]},
-                 {"members": [f"u{i}" for i in range(100)]}):
+    bodies: list[dict[str, Any]] = [{"members": []}, {"members": [alice.uid]}, {"members": "x"},
+              {"members": ["b"], "mode": "secret"}, {"members": ["b" * 300]},
+              {"members": [f"u{i}" for i in range(100)]}]
+    for body in bodies:
         with pytest.raises(DmClientError) as info:
             await alice.request("POST", "/v1/conversations", json_body=body)
         assert info.value.status == 400
