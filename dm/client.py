@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 
 
 class DmClientError(Exception):
@@ -37,7 +38,7 @@ class DmClientError(Exception):
 @dataclass
 class MediaResponse:
     status: int
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # case-insensitive, as HTTP headers are
     body: bytes
 
 
@@ -205,4 +206,4 @@ class DmClient:
             h["Range"] = f"bytes={start}-{'' if end is None else end}"
         async with self.http.request(method, url, headers=h) as resp:
             await _raise_for(resp)
-            return MediaResponse(resp.status, dict(resp.headers), await resp.read())
+            return MediaResponse(resp.status, CIMultiDict(resp.headers), await resp.read())

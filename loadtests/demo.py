@@ -1,9 +1,10 @@
-"""The main job on the embedded default: share a private video by pointer and watch the edge decide.
+"""The main job on the embedded default: share a private video in a DM and watch the edge decide.
 
-Starts a private Redis and the cdn_auth edge, registers a private video for
-Alice, mints a pointer for Bob (the library call dm uses), and then:
-Bob plays it with Range requests as a player would; Carol, holding Bob's
-link, is refused; Alice unsends and Bob is refused within moments.
+Starts a private Redis, the cdn_auth edge and the dm service, then with the
+Python SDK: Alice registers a private video and sends it to Bob; Bob gets
+it pushed over the WebSocket and plays it with Range requests as a player
+would; Carol, holding Bob's link, is refused; a minor is refused
+adult-only media; Alice unsends and Bob is refused within moments.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from cdn_auth import pointer, revocation
-from cdn_auth.revocation import RevocationLog
+from dm.client import DmClient, DmClientError
 
 from .stack import local_stack
 
@@ -38,73 +39,91 @@ def _video() -> bytes:
 
 
 def say(step: str, detail: str) -> None:
-    print(f"  {step:<38} {detail}", flush=True)
+    print(f"  {step:<40} {detail}", flush=True)
+
+
+async def register(http: aiohttp.ClientSession, edge_url: str, session: str, data: bytes,
+                   meta: dict[str, Any]) -> dict[str, Any]:
+    form = aiohttp.FormData()
+    form.add_field("metadata", json.dumps(meta), content_type="application/json")
+    form.add_field("file", io.BytesIO(data), filename="clip.mp4", content_type="video/mp4")
+    async with http.post(f"{edge_url}/v1/media", data=form,
+                         headers={"Authorization": f"Bearer {session}"}) as r:
+        body = await r.json()
+        if r.status != 201:
+            raise RuntimeError(f"registration failed: {r.status} {body}")
+        return dict(body)
+
+
+async def _refusal(client: DmClient, url: str) -> str:
+    try:
+        await client.fetch_media(url, range_=(0, 1023))
+    except DmClientError as err:
+        return f"{err.status} {err.code}"
+    return "200 (allowed)"
 
 
 async def demo(root: Path) -> int:
-    print(f"Starting Redis and the edge under {root} ...", flush=True)
+    print(f"Starting Redis, the edge and dm under {root} ...", flush=True)
     async with local_stack(root) as st, aiohttp.ClientSession() as http:
-        alice = st.issuer.mint("alice", age="adult", region="GB")
-        bob = st.issuer.mint("bob", age="adult", region="GB")
-        carol = st.issuer.mint("carol", age="adult", region="GB")
+        alice, bob, carol, teen = (DmClient(st.dm_url, http=http) for _ in range(4))
+        for c, age in ((alice, "adult"), (bob, "adult"), (carol, "adult"), (teen, "minor")):
+            await c.create_user(age=age, region="GB")
+        say("Users created (dev issuer)", f"alice={alice.uid} bob={bob.uid}")
         data = _video()
-        form = aiohttp.FormData()
-        form.add_field("metadata", json.dumps({"content_type": "video/mp4",
-                                               "visibility": "private", "min_age": 16}),
-                       content_type="application/json")
-        form.add_field("file", io.BytesIO(data), filename="clip.mp4", content_type="video/mp4")
-        async with http.post(f"{st.edge_url}/v1/media", data=form,
-                             headers={"Authorization": f"Bearer {alice}"}) as r:
-            media = await r.json()
-            assert r.status == 201, media
+        assert alice.session_token is not None
+        media = await register(http, st.edge_url, alice.session_token, data,
+                               {"content_type": "video/mp4", "visibility": "private",
+                                "min_age": 16})
         say("Alice registers a private video", f"{media['id']} ({media['size']} bytes, "
             f"min_age {media['audience']['min_age']})")
-        ptr = pointer.mint(st.ring.signer(), media_id=media["id"], sub="bob",
-                           conversation_id="c_demo", message_id="msg_1", now=time.time())
-        url = f"{st.edge_url}/m/{media['id']}?pointer={ptr}"
-        say("Pointer minted for Bob", f"{len(ptr)} chars, kid {st.ring.signing_kid}")
+        conv = await alice.create_conversation([bob.uid])
+        events = bob.stream()
+        pushed = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(0.1)
+        t0 = time.perf_counter()
+        sent = await alice.send(conv["id"], media_id=media["id"], text="watch this")
+        event = await asyncio.wait_for(pushed, 5)
+        say("Alice sends it to Bob; Bob's socket gets it",
+            f"message {sent['id']} pushed in {(time.perf_counter() - t0) * 1000:.1f} ms")
+        url = event["message"]["media"]["url"]
+        say("Bob's pointer (minted for Bob only)",
+            f"{len(event['message']['media']['pointer'])} chars, expires in "
+            f"{event['message']['media']['expires_at'] - int(time.time())} s")
 
-        bob_h = {"Authorization": f"Bearer {bob}"}
-        async with http.head(url, headers=bob_h) as r:
-            say("Bob: HEAD", f"{r.status} {r.headers['Content-Type']} "
-                f"len={r.headers['Content-Length']} etag={r.headers['ETag']}")
+        head = await bob.fetch_media(url, method="HEAD")
+        say("Bob: HEAD", f"{head.status} {head.headers['Content-Type']} "
+            f"len={head.headers['Content-Length']} etag={head.headers['ETag']}")
         got, t0 = bytearray(), time.perf_counter()
         for start in range(0, VIDEO_BYTES, SEGMENT):
-            rng = f"bytes={start}-{start + SEGMENT - 1}"
-            async with http.get(url, headers={**bob_h, "Range": rng}) as r:
-                got += await r.read()
-                say(f"Bob: GET Range {rng}", f"{r.status} {r.headers['Content-Range']}")
-        ms = (time.perf_counter() - t0) * 1000
+            r = await bob.fetch_media(url, range_=(start, start + SEGMENT - 1))
+            got += r.body
+            say(f"Bob: GET Range bytes={start}-{start + SEGMENT - 1}",
+                f"{r.status} {r.headers['Content-Range']}")
         ok = hashlib.sha256(got).hexdigest() == media["sha256"]
-        say("Bob streamed the whole video", f"{len(got)} bytes in {ms:.1f} ms, sha256 "
-            f"{'matches' if ok else 'MISMATCH'}")
+        say("Bob streamed the whole video", f"{len(got)} bytes in "
+            f"{(time.perf_counter() - t0) * 1000:.1f} ms, sha256 {'matches' if ok else 'MISMATCH'}")
+        say("Carol uses Bob's link", await _refusal(carol, url))
 
-        async with http.get(url, headers={"Authorization": f"Bearer {carol}",
-                                          "Range": "bytes=0-1023"}) as r:
-            err = (await r.json())["error"]
-            say("Carol uses Bob's link", f"{r.status} {err['code']}")
-        minor = st.issuer.mint("bob", age="minor", region="GB")
-        async with http.get(url, headers={"Authorization": f"Bearer {minor}"}) as r:
-            say("Bob's session says minor (min_age 16)",
-                f"{r.status} {(await r.json())['error']['code']}")
+        teen_conv = await alice.create_conversation([teen.uid])
+        await alice.send(teen_conv["id"], media_id=media["id"])
+        teen_url = (await teen.read(teen_conv["id"]))["messages"][0]["media"]["url"]
+        say("A minor gets it (min_age 16)", await _refusal(teen, teen_url))
 
-        await RevocationLog(st.redis).publish(revocation.unsent("c_demo", "msg_1"))
+        await alice.unsend(conv["id"], sent["id"])
         t0 = time.perf_counter()
-        while True:
-            async with http.get(url, headers={**bob_h, "Range": "bytes=0-0"}) as r:
-                if r.status == 410:
-                    code = (await r.json())["error"]["code"]
-                    break
-            await asyncio.sleep(0.005)
-        say("Alice unsends; Bob fetches again", f"410 {code} after "
-            f"{(time.perf_counter() - t0) * 1000:.1f} ms")
+        while (outcome := await _refusal(bob, url)).startswith("200"):
+            await asyncio.sleep(0.002)
+        say("Alice unsends; Bob fetches again",
+            f"{outcome} after {(time.perf_counter() - t0) * 1000:.1f} ms")
+        await events.aclose()
         async with http.get(f"{st.edge_url}/metrics") as r:
             lines = [ln for ln in (await r.text()).splitlines()
                      if ln.startswith("cdn_auth_decisions_total")]
         print("Edge decisions (from /metrics):")
         for ln in lines:
             print("   ", ln)
-        return 0 if ok and r.status == 200 else 1
+        return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

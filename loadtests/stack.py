@@ -1,6 +1,7 @@
-"""A whole local stack in one process: embedded Redis, keys, the cdn_auth edge.
+"""A whole local stack in one process: embedded Redis, keys, the cdn_auth edge and dm.
 
-Used by the demo and the benchmarks; tests build the same pieces from fixtures.
+Used by the demo, the benchmarks and the load-test runner; tests build the
+same pieces from fixtures.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from typing import Any
 
 from aiohttp import web
 
-from cdn_auth.app import build_app
+from cdn_auth.app import build_app as build_edge
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
 from cdn_auth.redis_client import connect
 from cdn_auth.redis_process import RedisProcess, free_port
 from cdn_auth.settings import EdgeSettings
 from cdn_auth.token_format import Alg
+from dm.app import build_app as build_dm
 from dm.identity import JWKS_FILE, DevIssuer
+from dm.settings import DmSettings
 
 
 @dataclass
@@ -27,6 +30,7 @@ class Stack:
     root: Path
     redis_url: str
     edge_url: str
+    dm_url: str
     issuer: DevIssuer
     ring: KeyRing
     settings: EdgeSettings
@@ -35,34 +39,47 @@ class Stack:
 
 def edge_settings(root: Path, redis_url: str, ring_dir: Path, session_dir: Path,
                   **overrides: Any) -> EdgeSettings:
-    return EdgeSettings.load(
-        redis_url=redis_url, origin_dir=root / "origin",
-        pointer_jwks=ring_dir / VERIFY_JWKS_FILE, keyring_dir=ring_dir,
-        session_jwks=str(session_dir / JWKS_FILE), **overrides)
+    base: dict[str, Any] = {
+        "redis_url": redis_url, "origin_dir": root / "origin",
+        "pointer_jwks": ring_dir / VERIFY_JWKS_FILE, "keyring_dir": ring_dir,
+        "session_jwks": str(session_dir / JWKS_FILE)}
+    return EdgeSettings.load(**{**base, **overrides})
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}"
 
 
 @contextlib.asynccontextmanager
 async def local_stack(root: Path, *, alg: Alg = Alg.ED25519, redis_url: str | None = None,
                       **overrides: Any) -> AsyncIterator[Stack]:
-    """Start Redis (unless ``redis_url`` is given) and one edge on a free port."""
+    """Start Redis (unless ``redis_url`` is given), one edge and one dm on free ports."""
     root.mkdir(parents=True, exist_ok=True)
     redis_proc = None
     if redis_url is None:
         redis_proc = RedisProcess(root / "redis").start()
         redis_url = redis_proc.url
-    issuer = DevIssuer.load_or_create(root / "keys" / "session")
+    session_dir = root / "keys" / "session"
+    issuer = DevIssuer.load_or_create(session_dir)
     ring = KeyRing.load_or_create(root / "keys" / f"pointer-{alg.name.lower()}", alg)
-    settings = edge_settings(root, redis_url, ring.path, root / "keys" / "session", **overrides)
-    port = free_port()
-    runner = web.AppRunner(build_app(settings), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    settings = edge_settings(root, redis_url, ring.path, session_dir, **overrides)
+    runners: list[web.AppRunner] = []
     redis = connect(redis_url)
     try:
-        yield Stack(root, redis_url, f"http://127.0.0.1:{port}", issuer, ring, settings, redis)
+        edge_runner, edge_url = await _serve(build_edge(settings))
+        runners.append(edge_runner)
+        dm_runner, dm_url = await _serve(build_dm(DmSettings.load(
+            redis_url=redis_url, edge_base_url=edge_url, keyring_dir=ring.path,
+            issuer_dir=session_dir)))
+        runners.append(dm_runner)
+        yield Stack(root, redis_url, edge_url, dm_url, issuer, ring, settings, redis)
     finally:
         await redis.aclose()
-        await runner.cleanup()
+        for r in reversed(runners):
+            await r.cleanup()
         if redis_proc is not None:
             redis_proc.stop()
