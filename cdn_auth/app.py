@@ -25,7 +25,6 @@ from .web_errors import error_middleware
 from .web_state import STATE, EdgeState
 
 ROUTES = (*web_edge.ROUTES, *web_media.ROUTES, *web_ops.ROUTES)
-MAX_HEADER_BYTES = 8190
 
 
 def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = None,

@@ -10,6 +10,7 @@ rotation is usable on its first request.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from .clock import Clock, system_clock
 from .errors import KeyRingError
 from .token_format import Alg, VerifyKey
+
+log = logging.getLogger(__name__)
 
 
 def keys_from_jwks(doc: dict[str, Any]) -> dict[str, VerifyKey]:
@@ -92,10 +95,13 @@ class KeySet:
             return
         try:
             keys = keys_from_jwks(json.loads(self.path.read_text()))
-        except (OSError, ValueError, KeyRingError):
+        except (OSError, ValueError, KeyRingError) as exc:
             if force:
                 raise
-            return  # a bad file must not take down an edge holding good keys
+            # A bad file must not take down an edge holding good keys; say so loudly.
+            log.error("pointer JWKS unreadable; keeping the previous keys",
+                      extra={"path": str(self.path), "err": str(exc)[:200]})
+            return
         self._stamp = stamp
         self.keys = keys
         for cb in self.on_change:

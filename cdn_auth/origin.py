@@ -55,7 +55,7 @@ class Origin:
 
     async def store(self, media_id: str, chunks: AsyncIterator[bytes],
                     max_bytes: int) -> StoredObject:
-        """Write an upload to ``uploads/<id[:2]>/<id>``, hashing as it goes; 413 past max_bytes."""
+        """Write an upload to ``uploads/<id[-2:]>/<id>``, hashing as it goes; 413 past max_bytes."""
         rel = Path("uploads") / media_id[-2:] / media_id
         final = self.root / rel
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +77,11 @@ class Origin:
         return StoredObject(str(rel), size, h.hexdigest())
 
     def path_of(self, relpath: str) -> Path:
+        """The file for a registry record's path.  Records were checked by :meth:`resolve` at
+        registration; this lexical check (no syscalls: it is on the hot path) keeps a
+        tampered record from naming a file outside the root."""
+        if relpath.startswith("/") or ".." in Path(relpath).parts or "\x00" in relpath:
+            raise OSError("origin path escapes the origin directory")
         return self.root / relpath
 
 

@@ -14,8 +14,8 @@ PREFIX = "cdn"
 REVOCATION_STREAM = f"{PREFIX}:revocations"
 
 #: How long a revocation stream entry is kept (trimmed with MINID on write).
-#: Must be at least the longest token lifetime plus clock skew; the edge's
-#: in-memory view is loaded from this window when it starts.
+#: Must exceed the longest token lifetime plus clock skew (settings cap that
+#: at 12 h); a starting edge loads the last max-token-lifetime of it.
 REVOCATION_STREAM_RETENTION_S = 24 * 3600
 
 

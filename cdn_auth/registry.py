@@ -30,10 +30,13 @@ class MediaRegistry:
             raise MediaNotFound(media_id)
         return from_redis({_s(k): _s(v) for k, v in h.items()})
 
-    async def set_status(self, media_id: str, status: str) -> Media:
+    async def set_status(self, media_id: str, status: str, *, reason: str = "",
+                         by: str = "") -> Media:
+        """Change the status; the moderator and reason are kept on the record for audit."""
         media = await self.get(media_id)
         try:
-            await self._redis.hset(redis_keys.media_key(media_id), "status", status)
+            await self._redis.hset(redis_keys.media_key(media_id), mapping={
+                "status": status, "status_reason": reason, "status_by": by})
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
         return media.taken_down() if status == "taken_down" else media

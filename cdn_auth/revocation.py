@@ -8,7 +8,7 @@ Event kinds and their fields (all strings)::
     grant_revoked  grant_id                           -> the grant: 410
 
 A stream, not pub/sub: an edge that reconnects reads on from its last id
-and misses nothing; a starting edge reads the retention window.
+and misses nothing; a starting edge reads the last max-token-lifetime of it.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ class RevocationView:
 
 
 class RevocationTailer:
-    """Loads the retention window into the view, then tails the stream from there."""
+    """Loads the last window (max token lifetime + leeway) into the view, then tails on."""
 
     def __init__(self, redis: Any, view: RevocationView, *, clock: Clock = system_clock,
                  block_ms: int = 1000, on_lag: Callable[[float], None] | None = None) -> None:
@@ -104,7 +104,8 @@ class RevocationTailer:
         self._live = False
         self.events_applied = 0
         self.stream = StreamTailer(redis, redis_keys.REVOCATION_STREAM, self._apply_batch,
-                                   start=self._load_window, clock=clock, block_ms=block_ms)
+                                   start=self._load_window, clock=clock, block_ms=block_ms,
+                                   on_tick=view.expire)
 
     @property
     def loaded(self) -> asyncio.Event:
@@ -139,4 +140,3 @@ class RevocationTailer:
             self.events_applied += 1
             if self._live and self._on_lag is not None:
                 self._on_lag(max(0.0, self._clock() - ev.at_ms / 1000))
-        self.view.expire()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,7 +23,7 @@ class EdgeSettings(BaseSettings):
     origin_dir: Path = Path("var/origin")
     #: JWKS of pointer/grant verify keys (exported by the key ring).
     pointer_jwks: Path = Path("var/keys/pointer/verify.jwks.json")
-    #: The key ring itself; needed only where grants are minted (the media API).
+    #: The key ring itself (private keys); only where grants are minted (the media API).
     keyring_dir: Path | None = None
     #: Session JWKS: a file path or an http(s) URL of the identity provider.
     session_jwks: str = "var/keys/session/jwks.json"
@@ -32,8 +32,9 @@ class EdgeSettings(BaseSettings):
     session_algorithms: tuple[str, ...] = ("EdDSA",)
     session_leeway_s: int = Field(5, ge=0, le=300)
     token_leeway_s: int = Field(5, ge=0, le=300)
-    #: Longest lifetime of any pointer or grant; revocations are remembered this long.
-    max_token_lifetime_s: int = Field(900, ge=10, le=7 * 24 * 3600)
+    #: Longest lifetime of any pointer or grant; revocations are remembered this long,
+    #: so it must stay well inside the revocation stream's retention (24 h).
+    max_token_lifetime_s: int = Field(900, ge=10, le=12 * 3600)
     #: How long the revocation tail may be broken before pointer requests fail closed.
     staleness_bound_s: float = Field(5.0, gt=0, le=300)
     media_cache_ttl_s: float = Field(30.0, ge=0, le=3600)
@@ -41,6 +42,13 @@ class EdgeSettings(BaseSettings):
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
     revocation_block_ms: int = Field(1000, ge=10, le=60_000)
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _tail_blocks_inside_the_staleness_bound(self) -> EdgeSettings:
+        if self.revocation_block_ms >= self.staleness_bound_s * 1000:
+            raise ValueError("revocation_block_ms must be shorter than staleness_bound_s, or "
+                             "a healthy but idle tail would look stale")
+        return self
 
     @classmethod
     def load(cls, **overrides: Any) -> EdgeSettings:

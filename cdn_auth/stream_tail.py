@@ -35,7 +35,8 @@ class StreamTailer:
 
     def __init__(self, redis: Any, key: str, on_entries: Callable[[list[Entry]], None], *,
                  start: Callable[[], Awaitable[str]] | None = None, clock: Clock = system_clock,
-                 block_ms: int = 1000, batch: int = 1000) -> None:
+                 block_ms: int = 1000, batch: int = 1000,
+                 on_tick: Callable[[], object] | None = None) -> None:
         self._redis = redis
         self.key = key
         self._on_entries = on_entries
@@ -43,6 +44,7 @@ class StreamTailer:
         self._clock = clock
         self._block_ms = block_ms
         self._batch = batch
+        self._on_tick = on_tick  # after every read, events or not (periodic upkeep)
         self.last_id: str | None = None
         self.fresh_at = float("-inf")
         self.loaded = asyncio.Event()
@@ -83,6 +85,8 @@ class StreamTailer:
                 self.last_id = entries[-1][0]
                 self._on_entries(entries)
         self.fresh_at = self._clock()
+        if self._on_tick is not None:
+            self._on_tick()
 
 
 async def read_range(redis: Any, key: str, after: str, batch: int = 1000) -> AsyncIterator[Entry]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -46,6 +47,7 @@ MAX_TOKEN_CHARS = 1024
 MAX_KID_LEN = 32
 #: Clock skew tolerated between the minting service and an edge.
 DEFAULT_LEEWAY_S = 5
+_KID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 class TokenType(IntEnum):
@@ -129,10 +131,15 @@ class Envelope:
 
 
 def encode(type_: TokenType, key: SigningKey, iat: int, exp: int, fields: bytes) -> str:
+    if _KID_RE.fullmatch(key.kid) is None:
+        raise ValueError("kid must match [A-Za-z0-9_-]{1,32}")
     kid = key.kid.encode("ascii")
     body = struct.pack(">BBBB", VERSION, type_, key.alg, len(kid)) + kid
     body += struct.pack(">QQ", iat, exp) + fields
-    return b64url_encode(body) + "." + b64url_encode(key.sign(SIGNING_CONTEXT + body))
+    token = b64url_encode(body) + "." + b64url_encode(key.sign(SIGNING_CONTEXT + body))
+    if len(token) > MAX_TOKEN_CHARS:
+        raise ValueError("token longer than any verifier accepts; shorten the ids")
+    return token
 
 
 def parse_unverified(token: str) -> Envelope:
@@ -156,10 +163,9 @@ def parse_unverified(token: str) -> Envelope:
         raise TokenMalformed("unknown type or alg") from None
     if not 1 <= kid_len <= MAX_KID_LEN or len(body) < 4 + kid_len + 16:
         raise TokenMalformed("kid length")
-    try:
-        kid = body[4 : 4 + kid_len].decode("ascii")
-    except UnicodeDecodeError:
-        raise TokenMalformed("kid not ascii") from None
+    kid = body[4 : 4 + kid_len].decode("latin-1")
+    if _KID_RE.fullmatch(kid) is None:
+        raise TokenMalformed("kid syntax")
     iat, exp = struct.unpack_from(">QQ", body, 4 + kid_len)
     return Envelope(type_, alg, kid, iat, exp, body[20 + kid_len :], SIGNING_CONTEXT + body,
                     signature)

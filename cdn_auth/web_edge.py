@@ -7,7 +7,7 @@ pointer comes as the ``pointer`` query parameter or the ``X-Pointer`` header.
 from __future__ import annotations
 
 import email.utils
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from aiohttp import web
 
@@ -80,12 +80,16 @@ async def auth(request: web.Request) -> web.StreamResponse:
     if len(uri) > MAX_URI_CHARS:
         raise InputTooLarge("X-Original-URI too long")
     parts = urlsplit(uri)
+    path = unquote(parts.path)  # as aiohttp's router decodes /m/{media_id}
     prefix = "/m/"
-    if not parts.path.startswith(prefix):
+    if not path.startswith(prefix):
         raise InvalidField("X-Original-URI is not a media path")
-    query = parse_qs(parts.query, max_num_fields=16)
+    try:
+        query = parse_qs(parts.query, max_num_fields=16)
+    except ValueError:
+        raise InvalidField("too many query fields in X-Original-URI") from None
     pointer = (query.get("pointer") or [""])[0] or request.headers.get("X-Pointer")
-    d = await _decide(state, parts.path[len(prefix):], bearer_token(request), pointer)
+    d = await _decide(state, path[len(prefix):], bearer_token(request), pointer)
     return web.Response(status=204, headers={
         "X-Origin-Path": d.media.origin, "X-Media-ETag": d.media.etag,
         "X-Media-Content-Type": d.media.content_type, "Cache-Control": "private"})

@@ -9,7 +9,6 @@ content pipeline would be) or a ``multipart/form-data`` upload with a
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,7 +42,7 @@ async def create_media(request: web.Request) -> web.Response:
     ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
     media_id = new_id("m")
     if ctype == "multipart/form-data":
-        meta, stored = await _from_upload(request, state, media_id)
+        meta, stored = await _from_upload(request, state, session, media_id)
     else:
         meta = await read_json(request, max_bytes=MAX_META_BYTES, allowed=_META_FIELDS)
         if "publisher" not in session.roles:
@@ -73,7 +72,7 @@ def _record(meta: dict[str, Any], session: Session, media_id: str, stored: Store
                  size=stored.size, sha256=stored.sha256, origin=stored.relpath, created_at=now)
 
 
-async def _from_upload(request: web.Request, state: EdgeState,
+async def _from_upload(request: web.Request, state: EdgeState, session: Session,
                        media_id: str) -> tuple[dict[str, Any], StoredObject]:
     try:
         reader = await request.multipart()
@@ -86,8 +85,8 @@ async def _from_upload(request: web.Request, state: EdgeState,
         meta = json.loads(raw)
         if not isinstance(meta, dict) or set(meta) - _META_FIELDS or "origin_path" in meta:
             raise InvalidField("metadata must be an object of known fields, without origin_path")
-        check_content_type(meta.get("content_type", "video/mp4"))
-        parse_rules(meta)  # validate before writing any bytes
+        # Validate everything before writing a byte, so a refusal leaves nothing on disk.
+        _record(meta, session, media_id, StoredObject("", 0, ""), 0)
         part = await reader.next()
         if not isinstance(part, BodyPartReader) or part.name != "file":
             raise MalformedRequest("the second part must be 'file'")
@@ -125,10 +124,12 @@ async def takedown(request: web.Request) -> web.Response:
     reason = doc.get("reason", "")
     if not isinstance(reason, str) or len(reason) > 1000:
         raise InvalidField("reason must be a string of at most 1000 characters")
-    media = await state.registry.set_status(media_id, "taken_down")
+    media = await state.registry.set_status(media_id, "taken_down", reason=reason,
+                                            by=session.sub)
+    # Published on every call, so a retry after a failure here still reaches every edge.
     entry = await state.revocations.publish(revocation.takedown(media_id))
     return web.json_response({"media_id": media.id, "status": media.status,
-                              "revocation_id": entry, "at": int(time.time())})
+                              "revocation_id": entry, "at": int(state.clock())})
 
 
 ROUTES = (

@@ -9,7 +9,6 @@ from aiohttp import web
 
 from .authorizer import Authorizer
 from .clock import Clock
-from .keyring import KeyRing
 from .metrics import Metrics
 from .origin import Origin
 from .registry import MediaRegistry
@@ -27,7 +26,6 @@ class EdgeState:
     origin: Origin
     metrics: Metrics
     clock: Clock
-    keyring_dir: KeyRing | None = None
 
 
 STATE: web.AppKey[EdgeState] = web.AppKey("cdn_auth_state", EdgeState)

@@ -223,3 +223,33 @@ async def test_hmac_ring_edge(make_edge: EdgeFactory, issuer: DevIssuer, tmp_pat
     media, data = await edge.add_media()
     assert await fetch(edge, media.id, issuer.mint("bob"), mint(hring, media)) == (200, data)
     assert (hring.path / VERIFY_JWKS_FILE).stat().st_mode & 0o077 == 0  # secrets: owner only
+
+
+async def test_nginx_auth_many_query_fields_is_400_not_500(edge: Edge, issuer: DevIssuer,
+                                                           ring: KeyRing) -> None:
+    media, _ = await edge.add_media()
+    junk = "&".join(f"f{i}=x" for i in range(40))
+    headers = {"X-Original-URI": f"/m/{media.id}?{junk}", **bearer(issuer.mint("bob"))}
+    async with edge.client.get("/auth", headers=headers) as r:
+        assert r.status == 400
+
+
+async def test_nginx_auth_decodes_the_path_like_the_edge(edge: Edge, issuer: DevIssuer,
+                                                         ring: KeyRing) -> None:
+    media, _ = await edge.add_media()
+    encoded = media.id.replace("_", "%5F")
+    headers = {"X-Original-URI": f"/m/{encoded}?pointer={mint(ring, media)}",
+               **bearer(issuer.mint("bob"))}
+    async with edge.client.get("/auth", headers=headers) as r:
+        assert r.status == 204
+    status, _ = await fetch(edge, encoded, issuer.mint("bob"), mint(ring, media))
+    assert status == 200
+
+
+async def test_tampered_origin_record_cannot_escape_the_origin(edge: Edge, issuer: DevIssuer,
+                                                               redis: Any) -> None:
+    media, _ = await edge.add_media(visibility="public")
+    await redis.hset(f"cdn:media:{{{media.id}}}", "origin", "../../../etc/passwd")
+    edge.state.authorizer.media_cache.evict(media.id)
+    status, body = await fetch(edge, media.id, issuer.mint("bob"))
+    assert (status, body["error"]["code"]) == (503, "origin_unavailable")

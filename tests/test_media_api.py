@@ -105,3 +105,11 @@ async def test_takedown_validation(edge: Edge, issuer: DevIssuer) -> None:
         assert r.status == 404
     async with edge.client.post("/v1/takedowns", json={"media_id": "../x"}, headers=mod) as r:
         assert r.status == 400
+
+
+async def test_refused_upload_leaves_no_bytes(edge: Edge, issuer: DevIssuer) -> None:
+    async with edge.client.post("/v1/media", data=_form({"owner": "someone-else"}, bytes(5000)),
+                                headers=bearer(issuer.mint("alice"))) as r:
+        assert r.status == 403
+    uploads = edge.state.origin.root / "uploads"
+    assert not uploads.exists() or not any(p.is_file() for p in uploads.rglob("*"))
