@@ -8,12 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__, openapi, web_edge, web_media, web_ops
+from . import __version__, openapi, web_edge, web_grants, web_media, web_ops
 from .authorizer import Authorizer, AuthorizerConfig
 from .clock import Clock, system_clock
+from .keyring import KeyRingSource
 from .keyset import KeySet
 from .metrics import Metrics
 from .origin import Origin
+from .redemption import Redemptions
 from .redis_client import connect
 from .registry import MediaRegistry
 from .revocation import RevocationLog
@@ -24,7 +26,7 @@ from .stream_tail import running
 from .web_errors import error_middleware
 from .web_state import STATE, EdgeState
 
-ROUTES = (*web_edge.ROUTES, *web_media.ROUTES, *web_ops.ROUTES)
+ROUTES = (*web_edge.ROUTES, *web_media.ROUTES, *web_grants.ROUTES, *web_ops.ROUTES)
 
 
 def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = None,
@@ -54,11 +56,14 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
                          settings.staleness_bound_s, settings.media_cache_ttl_s,
                          settings.cache_size),
         sessions=sessions, keys=KeySet(settings.pointer_jwks, clock=clock), registry=registry,
-        tailer=tailer, metrics=metrics, clock=clock)
+        tailer=tailer, metrics=metrics,
+        redemptions=Redemptions(redis, settings.token_leeway_s), clock=clock)
     app = web.Application(middlewares=[error_middleware()], client_max_size=1024 * 1024)
     app[STATE] = EdgeState(settings=settings, redis=redis, authorizer=authorizer,
                            registry=registry, revocations=RevocationLog(redis),
-                           origin=Origin(settings.origin_dir), metrics=metrics, clock=clock)
+                           origin=Origin(settings.origin_dir), metrics=metrics, clock=clock,
+                           minter=KeyRingSource(settings.keyring_dir)
+                           if settings.keyring_dir is not None else None)
     openapi.serve_document(app, "cdn_auth: media registry and edge authorizer", __version__,
                            ROUTES)
 

@@ -9,28 +9,38 @@ cache misses.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from . import grant as grant_mod
 from . import pointer as pointer_mod
 from . import rights
 from .cache import ExpiringCache
 from .clock import Clock, system_clock
 from .errors import (
+    GrantMediaMismatch,
+    GrantRevoked,
     InvalidField,
     PointerMissing,
     RevocationStale,
     SessionMissing,
+    TokenAmbiguous,
     TokenUnknownKey,
 )
+from .grant import Grant
 from .ids import is_id
 from .keyset import KeySet
 from .media import Media
 from .metrics import Metrics
 from .pointer import Pointer
+from .redemption import Redemptions
 from .registry import MediaRegistry
 from .revocation import RevocationEvent
 from .revocation_view import RevocationTailer
 from .session import Session, SessionVerifier
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +48,7 @@ class Decision:
     media: Media
     session: Session
     pointer: Pointer | None
+    grant: Grant | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +63,12 @@ class AuthorizerConfig:
 class Authorizer:
     def __init__(self, config: AuthorizerConfig, *, sessions: SessionVerifier, keys: KeySet,
                  registry: MediaRegistry, tailer: RevocationTailer, metrics: Metrics,
-                 clock: Clock = system_clock) -> None:
+                 redemptions: Redemptions, clock: Clock = system_clock) -> None:
         self.config = config
         self._sessions = sessions
         self._keys = keys
         self._registry = registry
+        self.redemptions = redemptions
         self.tailer = tailer
         self._metrics = metrics
         self._clock = clock
@@ -67,6 +79,11 @@ class Authorizer:
             "pointer", config.cache_size, clock, lookup)
         self.media_cache: ExpiringCache[Media] = ExpiringCache(
             "media", config.cache_size, clock, lookup)
+        self.grant_cache: ExpiringCache[Grant] = ExpiringCache(
+            "grant", config.cache_size, clock, lookup)
+        #: (grant id, user) pairs already bound in Redis: repeat fetches skip the round trip.
+        self.bound_cache: ExpiringCache[bool] = ExpiringCache(
+            "grant_binding", config.cache_size, clock, lookup)
         tailer.view.listeners.append(self._on_revocation)
 
     def _on_revocation(self, ev: RevocationEvent) -> None:
@@ -77,15 +94,15 @@ class Authorizer:
         return self.tailer.age_s() <= self.config.staleness_bound_s
 
     async def authorize(self, media_id: str, session_token: str | None,
-                        pointer_token: str | None) -> Decision:
+                        pointer_token: str | None, grant_token: str | None = None) -> Decision:
         started = time.perf_counter()
         try:
-            return await self._authorize(media_id, session_token, pointer_token)
+            return await self._authorize(media_id, session_token, pointer_token, grant_token)
         finally:
             self._metrics.decision_seconds.observe(time.perf_counter() - started)
 
     async def _authorize(self, media_id: str, session_token: str | None,
-                         pointer_token: str | None) -> Decision:
+                         pointer_token: str | None, grant_token: str | None) -> Decision:
         if not is_id(media_id):
             raise InvalidField("media id")
         if not session_token:
@@ -97,16 +114,54 @@ class Authorizer:
             rights.check_active(media, view if self.tail_fresh() else None)
             rights.may_view(media, session)
             return Decision(media, session, None)
-        if pointer_token is None:
+        if pointer_token is not None and grant_token is not None:
+            raise TokenAmbiguous()
+        if pointer_token is None and grant_token is None:
             raise PointerMissing(media_id)
         if not self.tail_fresh():
             raise RevocationStale(f"tail age {self.tailer.age_s():.1f}s")
+        if grant_token is not None:
+            return await self._by_grant(media, session, grant_token)
+        assert pointer_token is not None
         ptr = self.pointer(pointer_token)
         rights.check_pointer_binding(ptr, media_id, session)
         rights.check_active(media, view)
         rights.check_not_revoked(ptr, view)
         rights.check_audience(media, session)
         return Decision(media, session, ptr)
+
+    async def _by_grant(self, media: Media, session: Session, token: str) -> Decision:
+        g = self.grant(token)
+        if g.media_id != media.id:
+            raise GrantMediaMismatch(g.grant_id)
+        view = self.tailer.view
+        if view.is_grant_revoked(g.grant_id):
+            raise GrantRevoked(g.grant_id)
+        rights.check_active(media, view)
+        rights.check_audience(media, session)  # before binding: a refusal must not use a slot
+        binding = f"{g.grant_id}\x00{session.sub}"
+        if self.bound_cache.get(binding) is None:
+            await self.redemptions.bind(g, session.sub)
+            self.bound_cache.put(binding, True, g.exp + self.config.token_leeway_s)
+        return Decision(media, session, None, g)
+
+    def grant(self, token: str) -> Grant:
+        hit = self.grant_cache.get(token)
+        if hit is not None:
+            return hit
+        g = self._verify(grant_mod.verify, token)
+        self.grant_cache.put(token, g, g.exp + self.config.token_leeway_s)
+        return g
+
+    def _verify(self, verify: Callable[..., T], token: str) -> T:
+        now = self._clock()
+        kwargs = {"max_lifetime_s": self.config.max_token_lifetime_s,
+                  "leeway_s": self.config.token_leeway_s}
+        try:
+            return verify(token, self._keys.current(), now, **kwargs)
+        except TokenUnknownKey:
+            # A rotation may have published a key moments ago: re-read, then retry once.
+            return verify(token, self._keys.refresh_for_unknown_kid(), now, **kwargs)
 
     async def session(self, token: str) -> Session:
         hit = self.session_cache.get(token)
@@ -120,14 +175,7 @@ class Authorizer:
         hit = self.pointer_cache.get(token)
         if hit is not None:
             return hit
-        now = self._clock()
-        kwargs = {"max_lifetime_s": self.config.max_token_lifetime_s,
-                  "leeway_s": self.config.token_leeway_s}
-        try:
-            p = pointer_mod.verify(token, self._keys.current(), now, **kwargs)
-        except TokenUnknownKey:
-            # A rotation may have published a key moments ago: re-read, then retry once.
-            p = pointer_mod.verify(token, self._keys.refresh_for_unknown_kid(), now, **kwargs)
+        p = self._verify(pointer_mod.verify, token)
         self.pointer_cache.put(token, p, p.exp + self.config.token_leeway_s)
         return p
 

@@ -91,6 +91,10 @@ class PointerMissing(TokenError):
     code, public_message = "pointer_required", "this media needs a pointer or a grant"
 
 
+class TokenAmbiguous(TokenError):
+    code, public_message = "token_ambiguous", "send a pointer or a grant, not both"
+
+
 class PointerMediaMismatch(TokenError):
     code, public_message = "pointer_media_mismatch", "the pointer is for another media item"
 
@@ -118,6 +122,14 @@ class RegionRestricted(Forbidden):
 
 class ShareNotAllowed(Forbidden):
     code, public_message = "share_not_allowed", "you may not share this media"
+
+
+class GrantExhausted(Forbidden):
+    code, public_message = "grant_exhausted", "this grant has been redeemed by all it allows"
+
+
+class GrantMediaMismatch(Forbidden):
+    code, public_message = "grant_media_mismatch", "the grant is for another media item"
 
 
 class NotModerator(Forbidden):

@@ -25,5 +25,11 @@ def media_key(media_id: str) -> str:
 
 
 def grant_key(grant_id: str) -> str:
-    """Set of the users bound to one grant (encrypted-pointer mode)."""
+    """Set of the users bound to one grant (encrypted-pointer mode); expires with the grant."""
     return f"{PREFIX}:grant:{{{grant_id}}}:redeemers"
+
+
+def grant_meta_key(grant_id: str) -> str:
+    """Hash: who minted the grant (so only they, or a moderator, revoke it).  No media id:
+    which media a sealed message carries is kept out of Redis."""
+    return f"{PREFIX}:grant:{{{grant_id}}}:meta"

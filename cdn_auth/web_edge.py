@@ -20,7 +20,9 @@ from .web_errors import bearer_token, error_response
 from .web_state import STATE, EdgeState
 
 MAX_URI_CHARS = 2048
-POINTER_PARAMS = (("pointer", "query", "pointer token"), ("X-Pointer", "header", "pointer token"))
+POINTER_PARAMS = (("pointer", "query", "pointer token"), ("X-Pointer", "header", "pointer token"),
+                  ("grant", "query", "grant token (sealed mode)"),
+                  ("X-Grant", "header", "grant token (sealed mode)"))
 
 
 class OriginUnavailable(Unavailable):
@@ -28,24 +30,25 @@ class OriginUnavailable(Unavailable):
 
 
 async def _decide(state: EdgeState, media_id: str, session: str | None,
-                  pointer: str | None) -> Decision:
+                  pointer: str | None, grant: str | None) -> Decision:
     try:
-        decision = await state.authorizer.authorize(media_id, session, pointer)
+        decision = await state.authorizer.authorize(media_id, session, pointer, grant)
     except CdnAuthError as exc:
         state.metrics.decisions.labels("deny", exc.code).inc()
         raise
-    state.metrics.decisions.labels("allow", "pointer" if decision.pointer else "public").inc()
+    reason = "pointer" if decision.pointer else "grant" if decision.grant else "public"
+    state.metrics.decisions.labels("allow", reason).inc()
     return decision
 
 
-def _pointer_from(request: web.Request) -> str | None:
-    return request.query.get("pointer") or request.headers.get("X-Pointer") or None
+def _token(request: web.Request, query: str, header: str) -> str | None:
+    return request.query.get(query) or request.headers.get(header) or None
 
 
 async def media(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     d = await _decide(state, request.match_info["media_id"], bearer_token(request),
-                      _pointer_from(request))
+                      _token(request, "pointer", "X-Pointer"), _token(request, "grant", "X-Grant"))
     m = d.media
     last_modified = email.utils.formatdate(m.created_at, usegmt=True)
     plan = ranges.plan(request.headers, size=m.size, etag=m.etag, last_modified=last_modified)
@@ -89,7 +92,9 @@ async def auth(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise InvalidField("too many query fields in X-Original-URI") from None
     pointer = (query.get("pointer") or [""])[0] or request.headers.get("X-Pointer")
-    d = await _decide(state, path[len(prefix):], bearer_token(request), pointer)
+    grant = (query.get("grant") or [""])[0] or request.headers.get("X-Grant")
+    d = await _decide(state, path[len(prefix):], bearer_token(request), pointer or None,
+                      grant or None)
     return web.Response(status=204, headers={
         "X-Origin-Path": d.media.origin, "X-Media-ETag": d.media.etag,
         "X-Media-Content-Type": d.media.content_type, "Cache-Control": "private"})

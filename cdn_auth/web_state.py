@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .authorizer import Authorizer
 from .clock import Clock
+from .keyring import KeyRingSource
 from .metrics import Metrics
 from .origin import Origin
 from .registry import MediaRegistry
@@ -26,6 +27,8 @@ class EdgeState:
     origin: Origin
     metrics: Metrics
     clock: Clock
+    #: The key ring's minting side; None on edges that only verify (they cannot mint grants).
+    minter: KeyRingSource | None = None
 
 
 STATE: web.AppKey[EdgeState] = web.AppKey("cdn_auth_state", EdgeState)

@@ -1,0 +1,99 @@
+"""Grants for the encrypted-pointer mode: ``POST /v1/grants`` mints, ``DELETE`` revokes.
+
+cdn_auth checks that the requester may share the media and learns that it
+is being shared and how widely, never with whom: the grant names a count
+of redeemers, not users.  Re-sharing private media needs the owner's
+permission and proof of receipt: a grant for the same media that the
+requester has redeemed (``via_grant``).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import grant as grant_mod
+from . import redis_keys, revocation, rights
+from .errors import (
+    Forbidden,
+    GrantMediaMismatch,
+    InvalidField,
+    NotFound,
+    Unavailable,
+)
+from .ids import check_id, new_id
+from .openapi import Route
+from .web_errors import read_json
+from .web_media import _session
+from .web_state import STATE
+
+
+class GrantNotFound(NotFound):
+    code, public_message = "grant_not_found", "no such grant"
+
+
+class MintingDisabled(Unavailable):
+    code, public_message = "minting_disabled", "this node verifies only; it holds no signing key"
+
+
+async def create_grant(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    session = await _session(request)
+    doc = await read_json(request, allowed={"media_id", "redeemers", "via_grant", "ttl_s"})
+    media = await state.registry.get(check_id(doc.get("media_id"), "media_id"))
+    redeemers = doc.get("redeemers")
+    if not isinstance(redeemers, int) or isinstance(redeemers, bool) \
+            or not 1 <= redeemers <= grant_mod.MAX_REDEEMERS:
+        raise InvalidField(f"redeemers must be an integer 1..{grant_mod.MAX_REDEEMERS}")
+    max_ttl = state.settings.max_token_lifetime_s
+    ttl_s = doc.get("ttl_s", min(grant_mod.DEFAULT_GRANT_TTL_S, max_ttl))
+    if not isinstance(ttl_s, int) or not 10 <= ttl_s <= max_ttl:
+        raise InvalidField(f"ttl_s must be 10..{max_ttl}")
+    rights.check_active(media, state.authorizer.tailer.view)
+    rights.check_audience(media, session)  # the sharer must be allowed to view it
+    received = False
+    via = doc.get("via_grant")
+    if via is not None and not (media.is_public or media.owner == session.sub):
+        if not isinstance(via, str):
+            raise InvalidField("via_grant must be a grant token")
+        prior = state.authorizer.grant(via)
+        if prior.media_id != media.id:
+            raise GrantMediaMismatch(prior.grant_id)
+        received = await state.authorizer.redemptions.is_bound(prior.grant_id, session.sub)
+    rights.may_share(media, session.sub, received_from_owner_chain=received)
+    if state.minter is None:
+        raise MintingDisabled()
+    grant_id = new_id("g")
+    now = state.clock()
+    token = grant_mod.mint(state.minter.signer(), grant_id=grant_id, media_id=media.id,
+                           max_redeemers=redeemers, sharer=session.sub, now=now, ttl_s=ttl_s)
+    meta = redis_keys.grant_meta_key(grant_id)
+    async with state.redis.pipeline(transaction=True) as p:
+        p.hset(meta, mapping={"sharer": session.sub})
+        p.expireat(meta, int(now) + ttl_s + state.settings.token_leeway_s)
+        await p.execute()
+    return web.json_response({"grant": token, "grant_id": grant_id, "media_id": media.id,
+                              "max_redeemers": redeemers, "expires_at": int(now) + ttl_s},
+                             status=201)
+
+
+async def revoke_grant(request: web.Request) -> web.Response:
+    """The sharer (or a moderator) revokes a grant; every edge answers 410 for it."""
+    state = request.app[STATE]
+    session = await _session(request)
+    grant_id = check_id(request.match_info["grant_id"], "grant_id")
+    sharer = await state.redis.hget(redis_keys.grant_meta_key(grant_id), "sharer")
+    if sharer is None:
+        raise GrantNotFound(grant_id)
+    if sharer != session.sub and not session.is_moderator:
+        raise Forbidden("only the grant's sharer or a moderator may revoke it")
+    entry = await state.revocations.publish(revocation.grant_revoked(grant_id))
+    return web.json_response({"grant_id": grant_id, "revoked": True, "revocation_id": entry})
+
+
+ROUTES = (
+    Route("POST", "/v1/grants", create_grant, "Mint a grant for sharing media in sealed mode",
+          "grants", responses=(201, 400, 401, 403, 404, 410, 503),
+          body="media_id, redeemers, via_grant (re-share), ttl_s"),
+    Route("DELETE", "/v1/grants/{grant_id}", revoke_grant, "Revoke a grant", "grants",
+          responses=(200, 401, 403, 404, 503)),
+)
