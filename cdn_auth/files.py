@@ -22,3 +22,18 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def load_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
+    """A random secret kept in ``path`` (created mode 0600); refuses a file others can read."""
+    import secrets
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(path, secrets.token_bytes(nbytes), 0o600)
+    if path.stat().st_mode & 0o077:
+        raise PermissionError(f"{path} is readable by others; chmod 600 it")
+    data = path.read_bytes()
+    if len(data) != nbytes:
+        raise ValueError(f"{path} does not hold a {nbytes}-byte secret")
+    return data

@@ -30,14 +30,15 @@ _STATUS_CODES = {400: "malformed_request", 401: "session_missing", 403: "forbidd
 
 
 def json_error(status: int, code: str, message: str, *, retry_after_s: int | None = None,
-               headers: dict[str, str] | None = None) -> web.Response:
+               headers: dict[str, str] | None = None,
+               extra: dict[str, Any] | None = None) -> web.Response:
     hdrs = dict(headers or {})
     if retry_after_s is not None:
         hdrs["Retry-After"] = str(retry_after_s)
     if status == 401:
         hdrs.setdefault("WWW-Authenticate", 'Bearer realm="pointer-dm"')
-    return web.json_response({"error": {"code": code, "message": message}}, status=status,
-                             headers=hdrs)
+    return web.json_response({"error": {"code": code, "message": message, **(extra or {})}},
+                             status=status, headers=hdrs)
 
 
 def error_response(exc: Exception) -> web.Response:
@@ -47,7 +48,8 @@ def error_response(exc: Exception) -> web.Response:
     message = str(exc) if getattr(exc, "expose_detail", False) else \
         str(getattr(exc, "public_message", "internal error"))
     return json_error(status, str(getattr(exc, "code", "internal")), message,
-                      retry_after_s=getattr(exc, "retry_after_s", None), headers=headers)
+                      retry_after_s=getattr(exc, "retry_after_s", None), headers=headers,
+                      extra=getattr(exc, "body_extra", None))
 
 
 def error_middleware(roots: tuple[type[Exception], ...] = (CdnAuthError,)) -> Any:

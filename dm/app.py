@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from cdn_auth import openapi
 from cdn_auth.clock import Clock, system_clock
 from cdn_auth.errors import CdnAuthError
+from cdn_auth.files import load_or_create_secret
 from cdn_auth.keyring import KeyRingSource
 from cdn_auth.openapi import Route
 from cdn_auth.redis_client import connect
@@ -23,7 +24,15 @@ from cdn_auth.session import JwksSource, SessionVerifier
 from cdn_auth.stream_tail import Entry, running
 from cdn_auth.web_errors import error_middleware
 
-from . import __version__, web_conversations, web_messages, web_reports, web_stream, web_users
+from . import (
+    __version__,
+    web_conversations,
+    web_devices,
+    web_messages,
+    web_reports,
+    web_stream,
+    web_users,
+)
 from .delivery import PointerMinter
 from .errors import DmError
 from .identity import DevIssuer
@@ -64,7 +73,7 @@ OPS_ROUTES = (
           responses=(200, 503)),
     Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none"),
 )
-ROUTES = (*web_users.ROUTES, *web_conversations.ROUTES, *web_messages.ROUTES,
+ROUTES = (*web_users.ROUTES, *web_devices.ROUTES, *web_conversations.ROUTES, *web_messages.ROUTES,
           *web_stream.ROUTES, *web_reports.ROUTES, *OPS_ROUTES)
 
 
@@ -95,7 +104,8 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
                              edge_base_url=settings.edge_base_url),
         sessions=sessions, registry=MediaRegistry(redis), revocations=RevocationLog(redis),
         safety=list(safety) if safety is not None else [TakedownListCheck()],
-        issuer=issuer if settings.dev_issuer else None, clock=clock)
+        issuer=issuer if settings.dev_issuer else None, clock=clock,
+        franking_key=load_or_create_secret(settings.franking_key_path))
 
     def evict(entry: Entry) -> None:
         kind, fields = entry[1].get("type"), entry[1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -24,6 +25,11 @@ from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
+
+from cdn_auth.encoding import b64url_decode, b64url_encode
+
+from . import envelope
+from .envelope import DeviceKey
 
 
 class DmClientError(Exception):
@@ -63,6 +69,7 @@ class DmClient:
         self.device_id: str | None = None
         self._http = http
         self._own_http = http is None
+        self.device_key: DeviceKey | None = None
 
     async def __aenter__(self) -> DmClient:
         if self._http is None:
@@ -114,6 +121,13 @@ class DmClient:
         self.session_token, self.user_id = doc["session_token"], doc["user_id"]
         self.device_id = doc["device_id"]
         return dict(doc)
+
+    async def link_device(self) -> DmClient:
+        """Dev issuer: a second device of this user, as a new client sharing the HTTP session."""
+        doc = await self.request("POST", "/v1/devices")
+        other = DmClient(self.base_url, session_token=doc["session_token"], http=self.http)
+        other.user_id, other.device_id = doc["user_id"], doc["device_id"]
+        return other
 
     # -- conversations ------------------------------------------------------------------
     async def create_conversation(self, members: list[str], mode: str | None = None) -> dict[str, Any]:
@@ -195,12 +209,131 @@ class DmClient:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
+    # -- sealed mode -------------------------------------------------------------------------
+    def use_device_key(self, key: DeviceKey) -> None:
+        self.device_key = key
+
+    async def publish_key(self) -> dict[str, Any]:
+        """Publish this device's HPKE public key in the directory."""
+        if self.device_key is None or self.device_id is None:
+            raise RuntimeError("set a device key (use_device_key) after create_user")
+        body = {"suite": self.device_key.suite,
+                "public_key": b64url_encode(self.device_key.public_bytes())}
+        return dict(await self.request("PUT", f"/v1/devices/{self.device_id}/key",
+                                       json_body=body))
+
+    async def devices_of(self, user_id: str) -> list[dict[str, Any]]:
+        return list((await self.request("GET", f"/v1/users/{user_id}/devices"))["devices"])
+
+    async def conversation(self, cid: str) -> dict[str, Any]:
+        return dict(await self.request("GET", f"/v1/conversations/{cid}"))
+
+    async def request_grant(self, edge_url: str, media_id: str, redeemers: int,
+                            via_grant: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"media_id": media_id, "redeemers": redeemers}
+        if via_grant:
+            body["via_grant"] = via_grant
+        async with self.http.post(f"{edge_url.rstrip('/')}/v1/grants", json=body,
+                                  headers=self._headers()) as resp:
+            await _raise_for(resp)
+            return dict(await resp.json())
+
+    async def revoke_grant(self, edge_url: str, grant_id: str) -> None:
+        async with self.http.delete(f"{edge_url.rstrip('/')}/v1/grants/{grant_id}",
+                                    headers=self._headers()) as resp:
+            await _raise_for(resp)
+
+    async def send_sealed(self, cid: str, *, edge_url: str, media_id: str | None = None,
+                          text: str | None = None, via_grant: str | None = None,
+                          timings: dict[str, float] | None = None) -> dict[str, Any]:
+        """Seal ``{media_id, grant, text, franking key}`` to every other device and send.
+
+        Gets a grant for the media first (redeemers = the other members); on a
+        409 device mismatch, refreshes the device list and seals again, once.
+        ``timings`` (if given) receives the seconds spent in grant, seal and send.
+        """
+        t = timings if timings is not None else {}
+        members = [u for u in (await self.conversation(cid))["members"] if u != self.uid]
+        grant = grant_id = None
+        if media_id is not None:
+            t0 = time.perf_counter()
+            g = await self.request_grant(edge_url, media_id, max(1, len(members)), via_grant)
+            t["grant"] = time.perf_counter() - t0
+            grant, grant_id = g["grant"], g["grant_id"]
+        payload = envelope.Payload(media_id, grant, text, envelope.new_franking_key())
+        cmid = "s_" + uuid.uuid4().hex
+        for attempt in (0, 1):
+            devices = {u: await self.devices_of(u) for u in [*members, self.uid]}
+            t0 = time.perf_counter()
+            body = self._seal_all(cid, cmid, payload, devices)
+            t["seal"] = time.perf_counter() - t0
+            if grant_id:
+                body["grant_id"] = grant_id
+            t0 = time.perf_counter()
+            try:
+                sent = await self.request("POST", f"/v1/conversations/{cid}/messages",
+                                          json_body=body)
+                t["send"] = time.perf_counter() - t0
+                return dict(sent)
+            except DmClientError as err:
+                if err.code != "device_mismatch" or attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _seal_all(self, cid: str, cmid: str, payload: envelope.Payload,
+                  devices: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        envelopes = []
+        for user, devs in devices.items():
+            for d in devs:
+                if user == self.uid and d["device_id"] == self.device_id:
+                    continue
+                binding = envelope.Binding(cid, self.uid, cmid, user, d["device_id"])
+                ct = envelope.seal(d["suite"], b64url_decode(d["public_key"]), binding, payload)
+                envelopes.append({"user_id": user, "device_id": d["device_id"],
+                                  "suite": d["suite"], "ciphertext": b64url_encode(ct)})
+        commitment = envelope.commit(payload, cid, self.uid, cmid)
+        return {"client_message_id": cmid, "envelopes": envelopes,
+                "franking_commitment": b64url_encode(commitment)}
+
+    def open_message(self, message: dict[str, Any]) -> envelope.Payload:
+        """Open this device's envelope and check the franking commitment; raise if either fails."""
+        if self.device_key is None or self.device_id is None:
+            raise RuntimeError("no device key")
+        if not message.get("envelope"):
+            raise envelope.EnvelopeError("no envelope for this device")
+        binding = envelope.Binding(message["conversation_id"], message["sender"],
+                                   message["client_message_id"], self.uid, self.device_id)
+        payload = envelope.open_envelope(self.device_key, binding,
+                                         b64url_decode(message["envelope"]))
+        envelope.check_commitment(b64url_decode(message["franking"]["commitment"]), payload,
+                                  message["conversation_id"], message["sender"],
+                                  message["client_message_id"])
+        return payload
+
+    async def report_sealed(self, message: dict[str, Any], payload: envelope.Payload,
+                            reason: str = "") -> dict[str, Any]:
+        """Reveal one message's plaintext and franking key to the moderators, verifiably."""
+        f = message["franking"]
+        sealed = {"client_message_id": message["client_message_id"],
+                  "sender": message["sender"], "ts_ms": f["ts_ms"],
+                  "commitment": f["commitment"], "countersignature": f["countersignature"],
+                  "franking_key": b64url_encode(payload.franking_key),
+                  "media_id": payload.media_id, "grant": payload.grant, "text": payload.text}
+        return dict(await self.request("POST", "/v1/reports", json_body={
+            "conversation_id": message["conversation_id"], "sealed": sealed, "reason": reason}))
+
     # -- the edge -------------------------------------------------------------------------
     async def fetch_media(self, url: str, *, range_: tuple[int, int | None] | None = None,
-                          headers: dict[str, str] | None = None,
-                          method: str = "GET") -> MediaResponse:
-        """Fetch through the edge with this session, as a player would (optionally a Range)."""
+                          headers: dict[str, str] | None = None, method: str = "GET",
+                          grant: str | None = None) -> MediaResponse:
+        """Fetch through the edge with this session, as a player would (optionally a Range).
+
+        ``url`` is a pointer URL from a plain message, or ``{edge}/m/{media_id}``
+        with ``grant`` from an opened sealed message.
+        """
         h = self._headers(headers)
+        if grant is not None:
+            h["X-Grant"] = grant
         if range_ is not None:
             start, end = range_
             h["Range"] = f"bytes={start}-{'' if end is None else end}"

@@ -7,6 +7,7 @@ messages never hold pointers: each read and each push mints fresh ones.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 from urllib.parse import quote
@@ -33,8 +34,12 @@ class PointerMinter:
 
 
 def render(minter: PointerMinter, cid: str, message_id: str, fields: dict[str, str],
-           reader: str) -> dict[str, Any]:
-    """The JSON a reader receives for one message, over HTTP or the WebSocket."""
+           reader: str, device: str = "") -> dict[str, Any]:
+    """The JSON a reader's device receives for one message, over HTTP or the WebSocket.
+
+    Plain: text and media with a pointer minted for this reader.  Sealed: only
+    this device's envelope and the franking values; the server cannot do more.
+    """
     out: dict[str, Any] = {
         "id": message_id, "conversation_id": cid, "sender": fields.get("sender", ""),
         "sent_at_ms": id_key(message_id)[0], "kind": fields.get("kind", "plain"),
@@ -43,4 +48,11 @@ def render(minter: PointerMinter, cid: str, message_id: str, fields: dict[str, s
         out["text"] = fields.get("text") or None
         media_id = fields.get("media_id")
         out["media"] = minter.media_for(media_id, reader, cid, message_id) if media_id else None
+    elif out["kind"] == "sealed":
+        envelopes = json.loads(fields.get("envelopes", "{}"))
+        out["client_message_id"] = fields.get("client_message_id")
+        out["envelope"] = envelopes.get(f"{reader}/{device}")
+        out["franking"] = {"commitment": fields.get("commitment"),
+                           "countersignature": fields.get("countersignature"),
+                           "ts_ms": int(fields.get("ts_ms", "0"))}
     return out

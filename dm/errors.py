@@ -61,6 +61,22 @@ class MessageNotFound(NotFound):
     code, public_message = "message_not_found", "no such message"
 
 
+class DeviceMismatch(DmError):
+    """Like Signal's mismatched-devices answer: the sender's device list is stale."""
+
+    status, code, public_message = 409, "device_mismatch", \
+        "envelopes do not match the conversation's current devices"
+
+    def __init__(self, missing: list[str], extra: list[str]) -> None:
+        super().__init__(f"missing {len(missing)}, extra {len(extra)}")
+        self.body_extra = {"missing_devices": missing, "extra_devices": extra}
+
+
+class ReportUnverified(DmError):
+    status, code, public_message = 403, "report_unverified", \
+        "the report does not match the franking commitment or countersignature"
+
+
 class IdempotencyConflict(DmError):
     status, code, public_message = 409, "idempotency_conflict", \
         "this Idempotency-Key was used with a different request"

@@ -59,5 +59,10 @@ def user_received(uid: str) -> str:
     return f"{PREFIX}:user:{{{uid}}}:received"
 
 
+def user_devices(uid: str) -> str:
+    """Hash: device id -> JSON {suite, public_key, fingerprint, updated_at_ms}."""
+    return f"{PREFIX}:user:{{{uid}}}:devices"
+
+
 def user_profile(uid: str) -> str:
     return f"{PREFIX}:user:{{{uid}}}:profile"

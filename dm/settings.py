@@ -31,6 +31,9 @@ class DmSettings(BaseSettings):
     session_algorithms: tuple[str, ...] = ("EdDSA",)
     session_leeway_s: int = Field(5, ge=0, le=300)
     default_mode: Literal["plain", "sealed"] = "plain"
+    #: HMAC key the server countersigns franking commitments with (created, mode 0600).
+    franking_key_path: Path = Path("var/keys/franking.key")
+    max_devices_per_user: int = Field(8, ge=1, le=64)
     max_group_size: int = Field(64, ge=2, le=1024)
     max_text_bytes: int = Field(4096, ge=1)
     max_body_bytes: int = Field(256 * 1024, ge=1024)

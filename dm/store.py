@@ -8,6 +8,7 @@ idempotent set additions sent in one pipeline.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -160,6 +161,23 @@ class DmStore:
 
     async def has_received(self, uid: str, media_id: str) -> bool:
         return bool(await self.redis.sismember(k.user_received(uid), media_id))
+
+    async def put_device(self, uid: str, device_id: str, record: dict[str, Any],
+                         max_devices: int) -> None:
+        key = k.user_devices(uid)
+        if not await self.redis.hexists(key, device_id) and \
+                await self.redis.hlen(key) >= max_devices:
+            raise NotAllowed(f"at most {max_devices} devices per user")
+        await self.redis.hset(key, device_id, json.dumps(record, sort_keys=True))
+
+    async def devices_of(self, users: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """user -> device id -> record, in one pipeline."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for u in users:
+                p.hgetall(k.user_devices(u))
+            rows = await p.execute()
+        return {u: {d: json.loads(v) for d, v in row.items()} for u, row in zip(users, rows,
+                                                                                strict=True)}
 
     async def save_profile(self, uid: str, profile: dict[str, str]) -> None:
         await self.redis.hset(k.user_profile(uid), mapping=profile)

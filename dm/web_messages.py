@@ -17,7 +17,8 @@ from cdn_auth.web_errors import parse_json, read_body, require_json
 
 from . import redis_keys as k
 from .delivery import render
-from .errors import BadCursor, Blocked, NotMember, SealedNeedsEnvelopes, TooLarge
+from .errors import BadCursor, NotMember, SealedNeedsEnvelopes, TooLarge
+from .sealed_send import SEALED_FIELDS, sealed_fields
 from .store import Conversation
 from .web_state import STATE, DmState
 
@@ -48,15 +49,19 @@ async def send(request: web.Request) -> web.Response:
     if idem is not None:
         check_id(idem, "Idempotency-Key")
     if conv.mode == "sealed":
-        raise SealedNeedsEnvelopes()
-    doc = parse_json(raw, _PLAIN_FIELDS)
-    fields = await _plain_fields(state, me, conv, doc)
+        doc = parse_json(raw)
+        if _PLAIN_FIELDS & set(doc):
+            raise SealedNeedsEnvelopes()
+        fields = await sealed_fields(state, me, conv, parse_json(raw, SEALED_FIELDS))
+        idem = idem or fields["client_message_id"]  # a sealed send is retry-safe by itself
+    else:
+        fields = await _plain_fields(state, me, conv, parse_json(raw, _PLAIN_FIELDS))
     result = await state.store.append(conv.id, me.sub, fields, idempotency_key=idem,
                                       request_hash=hashlib.sha256(raw).hexdigest()[:32])
     if not result.replayed:
         await _announce(state, conv, result.message_id, fields)
     state.metrics.sends.labels(conv.mode, str(result.replayed).lower()).inc()
-    body = render(state.minter, conv.id, result.message_id, fields, me.sub)
+    body = render(state.minter, conv.id, result.message_id, fields, me.sub, me.dev)
     return web.json_response(body, status=200 if result.replayed else 201,
                              headers={"Idempotent-Replayed": "true"} if result.replayed else None)
 
@@ -70,10 +75,7 @@ async def _plain_fields(state: DmState, me: Session, conv: Conversation,
         raise InvalidField("text must be a string")
     if text is not None and len(text.encode()) > state.settings.max_text_bytes:
         raise TooLarge(f"text over {state.settings.max_text_bytes} bytes")
-    if conv.is_direct:
-        other = next(u for u in conv.members if u != me.sub)
-        if me.sub in await state.blocks_of(other):
-            raise Blocked(other)
+    await state.check_not_blocked(me, conv)
     media = None
     if media_id is not None:
         media = await state.media(check_id(media_id, "media_id"))
@@ -119,7 +121,7 @@ async def read(request: web.Request) -> web.Response:
         raise BadCursor(f"limit must be 1..{state.settings.page_limit_max}")
     entries = await state.store.page(conv.id, after, limit)
     blocked = await state.blocks_of(me.sub)
-    messages = [render(state.minter, conv.id, mid, f, me.sub) for mid, f in entries
+    messages = [render(state.minter, conv.id, mid, f, me.sub, me.dev) for mid, f in entries
                 if f.get("sender") not in blocked]
     next_cursor = entries[-1][0] if entries else after
     return web.json_response({"messages": messages, "next_cursor": next_cursor,

@@ -18,6 +18,7 @@ from cdn_auth.session import Session, SessionVerifier
 from cdn_auth.web_errors import bearer_token
 
 from .delivery import PointerMinter
+from .errors import Blocked
 from .identity import DevIssuer
 from .notify import Hub, NotifyLog
 from .safety import SafetyCheck
@@ -50,6 +51,7 @@ class DmState:
     safety: list[SafetyCheck]
     issuer: DevIssuer | None
     clock: Clock
+    franking_key: bytes
     metrics: DmMetrics = field(default_factory=DmMetrics)
     session_cache: ExpiringCache[Session] = field(init=False)
     media_cache: ExpiringCache[Media] = field(init=False)
@@ -91,6 +93,13 @@ class DmState:
         conv = await self.store.conversation(cid)
         self.conv_cache.put(cid, conv, self.clock() + 2.0)
         return conv
+
+    async def check_not_blocked(self, me: Session, conv: Conversation) -> None:
+        """In a one-to-one conversation, a user the other has blocked cannot write."""
+        if conv.is_direct:
+            other = next(u for u in conv.members if u != me.sub)
+            if me.sub in await self.blocks_of(other):
+                raise Blocked(other)
 
     async def blocks_of(self, uid: str) -> frozenset[str]:
         hit = self.block_cache.get(uid)

@@ -28,7 +28,7 @@ from .web_state import STATE, DmState
 PUSHED_TYPES = {"message", "unsent", "member_left", "joined"}
 
 
-def frame(state: DmState, entry: Entry, reader: str) -> dict[str, Any] | None:
+def frame(state: DmState, entry: Entry, reader: str, device: str) -> dict[str, Any] | None:
     eid, f = entry
     kind = f.get("type")
     if kind not in PUSHED_TYPES or reader not in f.get("to", "").split(","):
@@ -36,7 +36,7 @@ def frame(state: DmState, entry: Entry, reader: str) -> dict[str, Any] | None:
     cid = f.get("conversation_id", "")
     out: dict[str, Any] = {"type": kind, "cursor": eid, "conversation_id": cid}
     if kind == "message":
-        out["message"] = render(state.minter, cid, f["message_id"], f, reader)
+        out["message"] = render(state.minter, cid, f["message_id"], f, reader, device)
     elif kind == "unsent":
         out["message_id"] = f.get("message_id")
     elif kind == "member_left":
@@ -59,7 +59,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         if cursor is not None:
             async for entry in read_range(state.redis, k.NOTIFY_STREAM, cursor):
                 last = entry[0]
-                await _send(state, ws, entry, me.sub)
+                await _send(state, ws, entry, me.sub, me.dev)
         while not ws.closed and not reader_task.done():
             if sub.overflowed:
                 await ws.close(code=aiohttp.WSCloseCode.TRY_AGAIN_LATER,
@@ -74,7 +74,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
             if id_key(entry[0]) <= id_key(last):
                 continue  # already sent during the replay
             last = entry[0]
-            await _send(state, ws, entry, me.sub)
+            await _send(state, ws, entry, me.sub, me.dev)
     finally:
         state.hub.unsubscribe(sub)
         reader_task.cancel()
@@ -84,8 +84,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _send(state: DmState, ws: web.WebSocketResponse, entry: Entry, reader: str) -> None:
-    out = frame(state, entry, reader)
+async def _send(state: DmState, ws: web.WebSocketResponse, entry: Entry, reader: str,
+                device: str) -> None:
+    out = frame(state, entry, reader, device)
     if out is None:
         return
     await ws.send_str(json.dumps(out))

@@ -45,6 +45,20 @@ async def create_user(request: web.Request) -> web.Response:
                               "session_token": token, "expires_in": ttl_s}, status=201)
 
 
+async def link_device(request: web.Request) -> web.Response:
+    """Dev only: a signed-in user adds a device; it gets its own id and session."""
+    state = request.app[STATE]
+    if state.issuer is None:
+        raise DevIssuerDisabled()
+    me = await state.session(request)
+    device_id = new_id("d")
+    age: str | int = "adult" if me.age is not None and me.age >= 18 else "minor"
+    token = state.issuer.mint(me.sub, dev=device_id, age=age, region=me.region or "GB",
+                              roles=sorted(me.roles))
+    return web.json_response({"user_id": me.sub, "device_id": device_id,
+                              "session_token": token}, status=201)
+
+
 async def jwks(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if state.issuer is None:
@@ -55,6 +69,8 @@ async def jwks(request: web.Request) -> web.Response:
 ROUTES = (
     Route("POST", "/v1/users", create_user, "Dev issuer: create a user, device and session",
           "identity", auth="none", responses=(201, 400, 404), body="age, region, roles, ttl_s"),
+    Route("POST", "/v1/devices", link_device, "Dev issuer: add a device to my account",
+          "identity", responses=(201, 401, 404)),
     Route("GET", "/.well-known/jwks.json", jwks, "Session verification keys (JWKS)", "identity",
           auth="none", responses=(200, 404)),
 )

@@ -28,6 +28,7 @@ from cdn_auth.registry import MediaRegistry
 from cdn_auth.settings import EdgeSettings
 from cdn_auth.token_format import Alg
 from cdn_auth.web_state import STATE, EdgeState
+from dm.client import DmClient
 from dm.identity import JWKS_FILE, DevIssuer
 
 
@@ -151,16 +152,14 @@ class DmStack:
     edge: Edge
     dm_url: str
     app: web.Application
-    clients: list[Any]
+    clients: list[DmClient]
 
-    def client(self) -> Any:
-        from dm.client import DmClient
-
+    def client(self) -> DmClient:
         c = DmClient(self.dm_url)
         self.clients.append(c)
         return c
 
-    async def user(self, **kw: Any) -> Any:
+    async def user(self, **kw: Any) -> DmClient:
         c = self.client()
         await c.__aenter__()
         await c.create_user(**kw)
@@ -185,6 +184,7 @@ async def make_dm(make_edge: EdgeFactory, tmp_path: Path, redis_server: RedisPro
         edge = edge or await make_edge(redis_url=url)
         base: dict[str, Any] = {
             "redis_url": url, "keyring_dir": ring.path, "issuer_dir": tmp_path / "session-keys",
+            "franking_key_path": tmp_path / "franking.key",
             "edge_base_url": str(edge.client.make_url("")).rstrip("/")}
         app = build_dm(DmSettings.load(**{**base, **overrides}))
         server = TestServer(app)
