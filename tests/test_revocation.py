@@ -14,7 +14,7 @@ from cdn_auth.revocation import RevocationEvent, RevocationLog
 from cdn_auth.revocation_view import RevocationView
 from dm.identity import DevIssuer
 
-from .conftest import Edge, EdgeFactory, wait_until
+from .conftest import Edge, EdgeFactory, RedisBackend, wait_until
 from .tcp_proxy import TcpProxy
 from .test_edge_authorization import fetch, mint
 
@@ -103,7 +103,7 @@ async def test_redis_stopped_serves_cache_within_bound_then_503(
 
 async def test_edge_catches_up_on_revocations_written_while_cut_off(
         make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing, redis: Any,
-        redis_server: RedisProcess) -> None:
+        redis_server: RedisBackend) -> None:
     proxy = await TcpProxy(redis_server.port).start()
     edge = await make_edge(redis_url=proxy.url, staleness_bound_s=1.0, revocation_block_ms=100)
     media, _ = await edge.add_media()
