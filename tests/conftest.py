@@ -212,7 +212,8 @@ async def make_dm(make_edge: EdgeFactory, tmp_path: Path, redis_server: RedisBac
         url = redis_url or redis_server.url
         edge = edge or await make_edge(redis_url=redis_url)
         base: dict[str, Any] = {
-            "redis_url": url, "redis_cluster": redis_url is None and redis_server.cluster, "keyring_dir": ring.path, "issuer_dir": tmp_path / "session-keys",
+            "redis_url": url, "redis_cluster": redis_url is None and redis_server.cluster,
+            "keyring_dir": ring.path, "issuer_dir": tmp_path / "session-keys",
             "franking_key_path": tmp_path / "franking.key",
             "edge_base_url": str(edge.client.make_url("")).rstrip("/")}
         app = build_dm(DmSettings.load(**{**base, **overrides}))
