@@ -1,0 +1,109 @@
+"""Run nginx in front of the authorizer with deploy/nginx/edge.conf.template.
+
+Used by the integration test and the benchmark; operators render the same
+template (docs/operations.md).  ``secure_link`` URLs for the benchmark's
+baseline are made here too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "edge.conf.template"
+
+
+class NginxUnavailable(RuntimeError):
+    pass
+
+
+def find_nginx() -> str:
+    for candidate in (shutil.which("nginx"), "/usr/sbin/nginx"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise NginxUnavailable("nginx is not installed (Debian: apt-get install nginx)")
+
+
+def render(*, prefix: Path, port: int, authorizer: str, origin: Path, auth_cache_s: int,
+           secure_link_secret: str, workers: int = 1) -> str:
+    user = "user root;" if os.geteuid() == 0 else ""  # workers must read the test's files
+    values = {"USER_DIRECTIVE": user, "WORKERS": str(workers), "PREFIX": str(prefix),
+              "PORT": str(port), "AUTHORIZER": authorizer, "ORIGIN": str(origin),
+              "AUTH_CACHE_S": str(auth_cache_s), "SECURE_LINK_SECRET": secure_link_secret}
+    text = TEMPLATE.read_text()
+    for name, value in values.items():
+        text = text.replace("{{" + name + "}}", value)
+    if "{{" in text:
+        raise ValueError("unfilled placeholder in the nginx template")
+    return text
+
+
+def secure_link(path: str, secret: str, expires: int) -> str:
+    """A URL nginx's secure_link accepts: md5(expires + uri + " " + secret), base64url."""
+    digest = hashlib.md5(f"{expires}{path} {secret}".encode()).digest()  # noqa: S324 - nginx's scheme
+    md5 = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return f"{path}?md5={md5}&expires={expires}"
+
+
+class NginxFront:
+    def __init__(self, prefix: Path, *, port: int, authorizer: str, origin: Path,
+                 auth_cache_s: int = 5, secure_link_secret: str = "bench-secret",
+                 workers: int = 1) -> None:
+        self.prefix = prefix
+        self.port = port
+        self.secure_link_secret = secure_link_secret
+        self.proc: subprocess.Popen[bytes] | None = None
+        prefix.mkdir(parents=True, exist_ok=True)
+        self.conf = prefix / "nginx.conf"
+        self.conf.write_text(render(prefix=prefix, port=port, authorizer=authorizer,
+                                    origin=origin, auth_cache_s=auth_cache_s,
+                                    secure_link_secret=secure_link_secret, workers=workers))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> NginxFront:
+        nginx = find_nginx()
+        check = subprocess.run([nginx, "-t", "-c", str(self.conf), "-p", str(self.prefix)],
+                               capture_output=True, timeout=timeout_s, check=False)
+        if check.returncode != 0:
+            raise NginxUnavailable(check.stderr.decode(errors="replace")[-800:])
+        self.proc = subprocess.Popen([nginx, "-c", str(self.conf), "-p", str(self.prefix)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.02)
+        self.stop()
+        raise NginxUnavailable(f"nginx did not start: {self.error_log()}")
+
+    def error_log(self) -> str:
+        log = self.prefix / "error.log"
+        return log.read_text()[-800:] if log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def __enter__(self) -> NginxFront:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
