@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -53,17 +54,18 @@ def secure_link(path: str, secret: str, expires: int) -> str:
 
 class NginxFront:
     def __init__(self, prefix: Path, *, port: int, authorizer: str, origin: Path,
-                 auth_cache_s: int = 5, secure_link_secret: str = "bench-secret",
+                 auth_cache_s: int = 5, secure_link_secret: str | None = None,
                  workers: int = 1) -> None:
         self.prefix = prefix
         self.port = port
-        self.secure_link_secret = secure_link_secret
+        self.secure_link_secret = secure_link_secret or secrets.token_urlsafe(16)
         self.proc: subprocess.Popen[bytes] | None = None
         prefix.mkdir(parents=True, exist_ok=True)
         self.conf = prefix / "nginx.conf"
         self.conf.write_text(render(prefix=prefix, port=port, authorizer=authorizer,
                                     origin=origin, auth_cache_s=auth_cache_s,
-                                    secure_link_secret=secure_link_secret, workers=workers))
+                                    secure_link_secret=self.secure_link_secret,
+                                    workers=workers))
 
     @property
     def url(self) -> str:
