@@ -31,11 +31,17 @@ def find_nginx() -> str:
     raise NginxUnavailable("nginx is not installed (Debian: apt-get install nginx)")
 
 
-def render(*, prefix: Path, port: int, authorizer: str, origin: Path, auth_cache_s: int,
-           secure_link_secret: str, workers: int = 1) -> str:
-    user = "user root;" if os.geteuid() == 0 else ""  # workers must read the test's files
-    values = {"USER_DIRECTIVE": user, "WORKERS": str(workers), "PREFIX": str(prefix),
-              "PORT": str(port), "AUTHORIZER": authorizer, "ORIGIN": str(origin),
+def render(*, prefix: Path, port: int, authorizer: str | list[str], origin: Path,
+           auth_cache_s: int, secure_link_secret: str, workers: int | str = 1,
+           listen: str = "127.0.0.1", user: str | None = None) -> str:
+    """The nginx config; ``authorizer`` is one ``host:port`` or several (load-balanced)."""
+    if user is None:
+        user = "root" if os.geteuid() == 0 else ""  # workers must read the test's files
+    servers = [authorizer] if isinstance(authorizer, str) else authorizer
+    values = {"USER_DIRECTIVE": f"user {user};" if user else "", "WORKERS": str(workers),
+              "PREFIX": str(prefix), "PORT": str(port), "LISTEN": listen,
+              "UPSTREAM_SERVERS": "\n".join(f"        server {s};" for s in servers),
+              "ORIGIN": str(origin),
               "AUTH_CACHE_S": str(auth_cache_s), "SECURE_LINK_SECRET": secure_link_secret}
     text = TEMPLATE.read_text()
     for name, value in values.items():
@@ -109,3 +115,31 @@ class NginxFront:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Render the config for a deployment: ``python -m loadtests.nginx_front --authorizer ...``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m loadtests.nginx_front", description=main.__doc__)
+    p.add_argument("--authorizer", action="append", required=True, help="host:port, repeatable")
+    p.add_argument("--origin", required=True)
+    p.add_argument("--prefix", default="/tmp/nginx")  # noqa: S108 - nginx's own scratch dir
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--listen", default="0.0.0.0")  # noqa: S104 - a front door listens widely
+    p.add_argument("--auth-cache-s", type=int, default=5)
+    p.add_argument("--secure-link-secret", default=None)
+    p.add_argument("--workers", default="auto")
+    p.add_argument("--user", default="nginx")
+    a = p.parse_args(argv)
+    print(render(prefix=Path(a.prefix), port=a.port, authorizer=a.authorizer,
+                 origin=Path(a.origin), auth_cache_s=a.auth_cache_s,
+                 secure_link_secret=a.secure_link_secret or secrets.token_urlsafe(16),
+                 workers=a.workers, listen=a.listen, user=a.user))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

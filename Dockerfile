@@ -1,0 +1,35 @@
+# One image, every role: the command picks it.
+#   docker run IMAGE cdn-auth serve            # edge + media API
+#   docker run IMAGE dm-service serve          # DM service
+#   docker run IMAGE cdn-auth keys init --dir /keys/pointer
+#   docker run IMAGE locust -f /app/loadtests/locustfile.py --master
+# Configuration is by environment (CDN_AUTH_*, DM_*): see docs/operations.md.
+
+# ---- build: wheels for the project and its dependencies ----------------------------------
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY cdn_auth ./cdn_auth
+COPY dm ./dm
+COPY loadtests ./loadtests
+RUN pip wheel --wheel-dir /wheels ".[load]"
+
+# ---- runtime: no compiler, no root --------------------------------------------------------
+FROM python:3.11-slim AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+RUN groupadd --system app && useradd --system --gid app --home-dir /app --create-home app
+COPY --from=build /wheels /wheels
+RUN pip install --no-index --find-links /wheels "pointer-dm[load]" && rm -rf /wheels
+WORKDIR /app
+COPY --chown=app:app loadtests/locustfile.py deploy/ ./
+RUN mkdir -p /data /keys && chown app:app /data /keys
+USER app
+# Listening on 0.0.0.0 inside the container; publish ports explicitly.
+ENV CDN_AUTH_HOST=0.0.0.0 DM_HOST=0.0.0.0 HEALTHCHECK_URL=""
+EXPOSE 8080 8090
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD python -c "import os,sys,urllib.request as u; url=os.environ.get('HEALTHCHECK_URL'); sys.exit(0 if not url or u.urlopen(url, timeout=2).status == 200 else 1)"
+CMD ["cdn-auth", "serve"]
