@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -50,8 +51,9 @@ def say(msg: str) -> None:
 
 
 def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile: an observed value, never an interpolation."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 async def _status(http: aiohttp.ClientSession, port: int, path: str, auth: str) -> int:
