@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -17,7 +19,8 @@ except ImportError:  # older redis-py
 
 
 def connect(url: str, *, cluster: bool = False, socket_timeout_s: float | None = 2.0) -> Any:
-    """A client that fails fast (one quick retry) so callers can answer 503 promptly.
+    """A client for ``url`` (with ``cluster``: one node's URL, or a comma-separated list of
+    seed nodes).  It fails fast (one quick retry) so callers can answer 503 promptly.
 
     ``socket_timeout_s=None`` is for the revocation tailer, whose blocking
     XREAD guards itself with ``asyncio.wait_for``.
@@ -26,6 +29,13 @@ def connect(url: str, *, cluster: bool = False, socket_timeout_s: float | None =
     common: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 1.0,
                               "socket_timeout": socket_timeout_s, "retry": retry}
     if cluster:
+        urls = [u.strip() for u in url.split(",") if u.strip()]
+        if len(urls) > 1:  # a list of seed nodes: any reachable one discovers the rest
+            nodes = [ClusterNode(p.hostname or "127.0.0.1", p.port or 6379)
+                     for p in map(urlsplit, urls)]
+            first = urlsplit(urls[0])
+            return RedisCluster(startup_nodes=nodes, password=first.password,
+                                username=first.username, **common)
         return RedisCluster.from_url(url, **common)
     if _MAINT_OFF is not None:  # redis-py >= 7 asks servers for maintenance pushes; 6.2/7.0 lack it
         common["maint_notifications_config"] = _MAINT_OFF

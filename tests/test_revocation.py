@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cdn_auth import revocation
 from cdn_auth.keyring import KeyRing
 from cdn_auth.redis_client import connect
@@ -166,3 +168,15 @@ async def test_malformed_stream_entry_is_skipped(edge: Edge, issuer: DevIssuer, 
 def test_redis_client_factory_builds_cluster_client() -> None:
     client = connect("redis://127.0.0.1:1/0", cluster=True)
     assert type(client).__name__ == "RedisCluster"
+
+
+async def test_cluster_client_accepts_a_list_of_seed_nodes(redis_server: RedisBackend) -> None:
+    if not redis_server.cluster:
+        pytest.skip("seed-node lists are a cluster feature; a single server takes one URL")
+    seeds = f"redis://127.0.0.1:1/0,{redis_server.url}"  # the first seed is down: still works
+    client = connect(seeds, cluster=True)
+    try:
+        await client.set("k:{x}", "v")
+        assert await client.get("k:{x}") == "v"
+    finally:
+        await client.aclose()
