@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -22,8 +20,8 @@ from .revocation import RevocationLog
 from .revocation_view import RevocationTailer, RevocationView
 from .session import JwksSource, SessionVerifier
 from .settings import EdgeSettings
-from .stream_tail import running
 from .web_errors import error_middleware
+from .web_lifecycle import tail_while_running
 from .web_state import STATE, EdgeState
 
 ROUTES = (*web_edge.ROUTES, *web_media.ROUTES, *web_grants.ROUTES, *web_ops.ROUTES)
@@ -67,14 +65,5 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
     openapi.serve_document(app, "cdn_auth: media registry and edge authorizer", __version__,
                            ROUTES)
 
-    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
-        try:
-            async with running(tailer.stream):
-                yield
-        finally:
-            for client in owned:  # only after the tailer has stopped using them
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-
-    app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(tail_while_running(tailer.stream, owned))
     return app

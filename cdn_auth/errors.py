@@ -9,8 +9,12 @@ its own.  ``detail`` is for logs and metrics and never reaches a client.
 from __future__ import annotations
 
 
-class CdnAuthError(Exception):
-    """Root of every error raised by cdn_auth."""
+class ServiceError(Exception):
+    """What every service's exception root shares: an HTTP status and a stable code.
+
+    Each package keeps its own root below this (:class:`CdnAuthError`,
+    ``dm.errors.DmError``) so callers can catch one package's errors.
+    """
 
     status: int = 400
     code: str = "bad_request"
@@ -22,6 +26,10 @@ class CdnAuthError(Exception):
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.public_message)
         self.detail = detail or self.public_message
+
+
+class CdnAuthError(ServiceError):
+    """Root of every error raised by cdn_auth."""
 
 
 # -- 400: malformed input ---------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from .errors import CdnAuthError, InputTooLarge, InvalidField, MalformedRequest
+from .errors import InputTooLarge, InvalidField, MalformedRequest, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def error_response(exc: Exception) -> web.Response:
                       extra=getattr(exc, "body_extra", None))
 
 
-def error_middleware(roots: tuple[type[Exception], ...] = (CdnAuthError,)) -> Any:
+def error_middleware(roots: tuple[type[Exception], ...] = (ServiceError,)) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:

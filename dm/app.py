@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from cdn_auth import openapi
 from cdn_auth.clock import Clock, system_clock
-from cdn_auth.errors import CdnAuthError
 from cdn_auth.files import load_or_create_secret
 from cdn_auth.keyring import KeyRingSource
 from cdn_auth.openapi import Route
@@ -21,8 +17,9 @@ from cdn_auth.redis_client import connect
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.session import JwksSource, SessionVerifier
-from cdn_auth.stream_tail import Entry, running
+from cdn_auth.stream_tail import Entry
 from cdn_auth.web_errors import error_middleware
+from cdn_auth.web_lifecycle import readiness, tail_while_running
 
 from . import (
     __version__,
@@ -34,7 +31,6 @@ from . import (
     web_users,
 )
 from .delivery import PointerMinter
-from .errors import DmError
 from .identity import DevIssuer
 from .notify import Hub, NotifyLog
 from .safety import SafetyCheck, TakedownListCheck
@@ -49,17 +45,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    redis_ok = True
-    try:
-        await asyncio.wait_for(state.redis.ping(), 1.0)
-    except (RedisError, OSError, TimeoutError):
-        redis_ok = False
     fresh = state.hub.tailer.age_s() < 5.0
-    ready = redis_ok and fresh
-    return web.json_response({"status": "ready" if ready else "not_ready", "redis": redis_ok,
-                              "notify_tail_fresh": fresh, "websockets": state.hub.connected},
-                             status=200 if ready else 503,
-                             headers=None if ready else {"Retry-After": "1"})
+    return await readiness(state.redis, fresh, notify_tail_fresh=fresh,
+                           websockets=state.hub.connected)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -115,19 +103,10 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
             state.block_cache.evict(fields.get("user_id", ""))
 
     hub.listeners.append(evict)
-    app = web.Application(middlewares=[error_middleware((DmError, CdnAuthError))],
+    app = web.Application(middlewares=[error_middleware()],
                           client_max_size=settings.max_body_bytes)
     app[STATE] = state
     openapi.serve_document(app, "dm: direct messages with video pointers", __version__, ROUTES)
 
-    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
-        try:
-            async with running(hub.tailer):
-                yield
-        finally:
-            for client in owned:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-
-    app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(tail_while_running(hub.tailer, owned))
     return app

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
+from cdn_auth.errors import ServiceError
 
-class DmError(Exception):
-    status: int = 400
-    code: str = "bad_request"
-    public_message: str = "bad request"
-    retry_after_s: int | None = None
-    expose_detail: bool = False
 
-    def __init__(self, detail: str = "") -> None:
-        super().__init__(detail or self.public_message)
-        self.detail = detail or self.public_message
+class DmError(ServiceError):
+    """Root of every error raised by dm."""
 
 
 class BadRequest(DmError):
