@@ -31,20 +31,36 @@ def find_nginx() -> str:
     raise NginxUnavailable("nginx is not installed (Debian: apt-get install nginx)")
 
 
+SECURE_LINK_LOCATION = """
+        # Benchmark baseline only: the same files behind nginx secure_link (no authorizer).
+        # Never render this into a deployment: anyone with the secret reads any origin file.
+        location /sl/ {
+            secure_link $arg_md5,$arg_expires;
+            secure_link_md5 "$secure_link_expires$uri {{SECURE_LINK_SECRET}}";
+            if ($secure_link = "") { return 403; }
+            if ($secure_link = "0") { return 410; }
+            alias {{ORIGIN}}/;
+        }"""
+
+
 def render(*, prefix: Path, port: int, authorizer: str | list[str], origin: Path,
-           auth_cache_s: int, secure_link_secret: str, workers: int | str = 1,
+           auth_cache_s: int, secure_link_secret: str | None = None, workers: int | str = 1,
            listen: str = "127.0.0.1", user: str | None = None) -> str:
-    """The nginx config; ``authorizer`` is one ``host:port`` or several (load-balanced)."""
+    """The nginx config; ``authorizer`` is one ``host:port`` or several (load-balanced).
+
+    With ``secure_link_secret`` the benchmark's ``/sl/`` baseline location is added.
+    """
     if user is None:
         user = "root" if os.geteuid() == 0 else ""  # workers must read the test's files
     servers = [authorizer] if isinstance(authorizer, str) else authorizer
     values = {"USER_DIRECTIVE": f"user {user};" if user else "", "WORKERS": str(workers),
               "PREFIX": str(prefix), "PORT": str(port), "LISTEN": listen,
               "UPSTREAM_SERVERS": "\n".join(f"        server {s};" for s in servers),
+              "SECURE_LINK_LOCATION": SECURE_LINK_LOCATION if secure_link_secret else "",
               "ORIGIN": str(origin),
-              "AUTH_CACHE_S": str(auth_cache_s), "SECURE_LINK_SECRET": secure_link_secret}
+              "AUTH_CACHE_S": str(auth_cache_s), "SECURE_LINK_SECRET": secure_link_secret or ""}
     text = TEMPLATE.read_text()
-    for name, value in values.items():
+    for name, value in values.items():  # the location block first: it holds placeholders too
         text = text.replace("{{" + name + "}}", value)
     if "{{" in text:
         raise ValueError("unfilled placeholder in the nginx template")
@@ -128,13 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--listen", default="0.0.0.0")  # noqa: S104 - a front door listens widely
     p.add_argument("--auth-cache-s", type=int, default=5)
-    p.add_argument("--secure-link-secret", default=None)
+    p.add_argument("--secure-link-secret", default=None,
+                   help="benchmarks only: add the /sl/ secure_link baseline location")
     p.add_argument("--workers", default="auto")
     p.add_argument("--user", default="nginx")
     a = p.parse_args(argv)
     print(render(prefix=Path(a.prefix), port=a.port, authorizer=a.authorizer,
                  origin=Path(a.origin), auth_cache_s=a.auth_cache_s,
-                 secure_link_secret=a.secure_link_secret or secrets.token_urlsafe(16),
+                 secure_link_secret=a.secure_link_secret,
                  workers=a.workers, listen=a.listen, user=a.user))
     return 0
 

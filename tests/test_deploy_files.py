@@ -40,6 +40,7 @@ def test_compose_nginx_config_is_rendered_from_the_template() -> None:
 
     rendered = render(prefix=Path("/var/cache/nginx/edge"), port=8000,
                       authorizer=["edge1:8080", "edge2:8080"], origin=Path("/data/origin"),
-                      auth_cache_s=5, secure_link_secret="CHANGE-ME", workers="auto",
+                      auth_cache_s=5, workers="auto",
                       listen="0.0.0.0", user="nginx")  # noqa: S104 - the compose front door
     assert rendered.rstrip() == (ROOT / "deploy" / "nginx" / "compose.conf").read_text().rstrip()
+    assert "secure_link" not in rendered  # the benchmark-only location never ships

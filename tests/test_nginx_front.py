@@ -84,3 +84,19 @@ async def test_secure_link_baseline_location(front: NginxFront, edge: Edge) -> N
     status, body, _ = await _get(front.url + good, Range="bytes=0-99")
     assert (status, body) == (206, data[:100])
     assert (await _get(front.url + good.replace("md5=", "md5=x")))[0] == 403
+
+
+async def test_decision_cache_is_keyed_by_media_and_token(front: NginxFront, edge: Edge,
+                                                          issuer: DevIssuer,
+                                                          ring: KeyRing) -> None:
+    a, _ = await edge.add_media()
+    b, _ = await edge.add_media()
+    auth = bearer(issuer.mint("bob"))
+    assert (await _get(f"{front.url}/m/{a.id}?pointer={mint(ring, a)}", **auth))[0] == 200
+    # Same session, cached allow for A: B without a pointer and an unknown id stay refused.
+    status, body, headers = await _get(f"{front.url}/m/{b.id}", **auth)
+    assert status == 403 and b'"error"' in body
+    assert headers["Content-Type"].startswith("application/json")
+    assert (await _get(f"{front.url}/m/{b.id}?pointer={mint(ring, a)}", **auth))[0] == 403
+    status, body, _ = await _get(f"{front.url}/m/m_nope", **auth)
+    assert status == 404 and b"media_not_found" in body
