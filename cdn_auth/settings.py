@@ -34,7 +34,9 @@ class EdgeSettings(BaseSettings):
     token_leeway_s: int = Field(5, ge=0, le=300)
     #: Longest lifetime of any pointer or grant; revocations are remembered this long,
     #: so it must stay well inside the revocation stream's retention (24 h).
-    max_token_lifetime_s: int = Field(900, ge=10, le=12 * 3600)
+    #: 6 h by default: a sealed message's grant must outlive the hours a recipient may
+    #: take to open it; pointers stay short (their own TTL, minted per read).
+    max_token_lifetime_s: int = Field(6 * 3600, ge=10, le=12 * 3600)
     #: How long the revocation tail may be broken before pointer requests fail closed.
     staleness_bound_s: float = Field(5.0, gt=0, le=300)
     media_cache_ttl_s: float = Field(30.0, ge=0, le=3600)

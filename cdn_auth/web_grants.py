@@ -22,6 +22,7 @@ from .errors import (
 )
 from .ids import check_id, new_id
 from .openapi import Route
+from .redemption import grant_sharer
 from .web_errors import read_json
 from .web_media import _session
 from .web_state import STATE
@@ -81,7 +82,7 @@ async def revoke_grant(request: web.Request) -> web.Response:
     state = request.app[STATE]
     session = await _session(request)
     grant_id = check_id(request.match_info["grant_id"], "grant_id")
-    sharer = await state.redis.hget(redis_keys.grant_meta_key(grant_id), "sharer")
+    sharer = await grant_sharer(state.redis, grant_id)
     if sharer is None:
         raise GrantNotFound(grant_id)
     if sharer != session.sub and not session.is_moderator:

@@ -73,7 +73,8 @@ _HPKE = {
 }
 
 _TAG_BYTES = 16  # ChaCha20-Poly1305
-_MIN_PAYLOAD = len(b'{"fk":"","grant":null,"media_id":null,"text":null,"v":1}') + 43
+# The shortest plaintext: empty strings (2 bytes) are shorter than nulls (4 bytes).
+_MIN_PAYLOAD = len(b'{"fk":"","grant":"","media_id":"","text":"","v":1}') + 43
 _MIN_SEALED = {name: suite_kem.enc_length() + _TAG_BYTES + _MIN_PAYLOAD
                for name, suite_kem in (("x25519", KEM.X25519),
                                        ("mlkem768-x25519", KEM.MLKEM768_X25519))}

@@ -33,7 +33,7 @@ def conv_messages(cid: str) -> str:
 
 
 def conv_unsent(cid: str) -> str:
-    """Set of unsent message ids (tombstones, so unsend is idempotent)."""
+    """Hash: unsent message id -> its grant id or "" (tombstones: unsend is idempotent)."""
     return f"{PREFIX}:conv:{{{cid}}}:unsent"
 
 

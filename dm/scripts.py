@@ -24,11 +24,13 @@ end
 return {'ok', id}
 """
 
-#: KEYS: messages, unsent.  ARGV: message id, requester.
-#: Returns {status, media_id, grant_id}: ok, already (idempotent), missing, forbidden.
+#: KEYS: messages, unsent (hash: message id -> grant id).  ARGV: message id, requester.
+#: Returns {status, media_id, grant_id}: ok, already (idempotent: the grant id again, so a
+#: retry re-publishes its revocation), missing, forbidden.
 UNSEND = """
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
-  return {'already', '', ''}
+local seen = redis.call('HGET', KEYS[2], ARGV[1])
+if seen then
+  return {'already', '', seen}
 end
 local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #e == 0 then return {'missing', '', ''} end
@@ -41,6 +43,6 @@ for i = 1, #f, 2 do
 end
 if sender ~= ARGV[2] then return {'forbidden', '', ''} end
 redis.call('XDEL', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], grant)
 return {'ok', media, grant}
 """

@@ -16,10 +16,11 @@ from typing import Any
 from cdn_auth.encoding import b64url_decode, b64url_encode
 from cdn_auth.errors import InvalidField, TokenMalformed
 from cdn_auth.ids import check_id
+from cdn_auth.redemption import grant_sharer
 from cdn_auth.session import Session
 
 from . import envelope
-from .errors import DeviceMismatch
+from .errors import DeviceMismatch, NotAllowed
 from .store import Conversation
 from .web_state import DmState
 
@@ -45,7 +46,11 @@ async def sealed_fields(state: DmState, me: Session, conv: Conversation,
         raise InvalidField("franking_commitment must be 32 bytes (HMAC-SHA256)")
     grant_id = doc.get("grant_id")
     if grant_id is not None:
-        check_id(grant_id, "grant_id")
+        # dm revokes this grant on unsend, so it must be the sender's own: otherwise a
+        # recipient could attach someone else's grant and revoke it for everybody.
+        sharer = await grant_sharer(state.redis, check_id(grant_id, "grant_id"))
+        if sharer != me.sub:
+            raise NotAllowed("grant_id names a grant this sender did not mint")
     devices = await state.store.devices_of(sorted(conv.members))
     expected = {f"{u}/{d}" for u, devs in devices.items() for d in devs} - {f"{me.sub}/{me.dev}"}
     given = _check_envelopes(doc.get("envelopes"), devices,

@@ -170,6 +170,9 @@ class DmStore:
             raise NotAllowed(f"at most {max_devices} devices per user")
         await self.redis.hset(key, device_id, json.dumps(record, sort_keys=True))
 
+    async def remove_device(self, uid: str, device_id: str) -> bool:
+        return bool(await self.redis.hdel(k.user_devices(uid), device_id))
+
     async def devices_of(self, users: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
         """user -> device id -> record, in one pipeline."""
         async with self.redis.pipeline(transaction=False) as p:

@@ -12,7 +12,7 @@ from cdn_auth.openapi import Route
 from cdn_auth.web_errors import read_json
 
 from . import envelope
-from .errors import NotAllowed
+from .errors import NotAllowed, NotFound
 from .web_conversations import _user_id
 from .web_state import STATE
 
@@ -42,6 +42,18 @@ async def put_key(request: web.Request) -> web.Response:
     return web.json_response({"user_id": me.sub, "device_id": device_id, **record})
 
 
+async def delete_key(request: web.Request) -> web.Response:
+    """Withdraw a device's key (a lost or retired device): senders stop sealing to it."""
+    state = request.app[STATE]
+    me = await state.session(request)
+    device_id = request.match_info["device_id"]
+    if len(device_id) > 255:
+        raise InvalidField("device_id too long")
+    if not await state.store.remove_device(me.sub, device_id):
+        raise NotFound(f"no key for device {device_id}")
+    return web.json_response({"user_id": me.sub, "device_id": device_id, "removed": True})
+
+
 async def list_devices(request: web.Request) -> web.Response:
     state = request.app[STATE]
     await state.session(request)
@@ -54,6 +66,8 @@ async def list_devices(request: web.Request) -> web.Response:
 ROUTES = (
     Route("PUT", "/v1/devices/{device_id}/key", put_key, "Publish this device's HPKE key",
           "devices", responses=(200, 400, 401, 403), body="suite, public_key (base64url)"),
+    Route("DELETE", "/v1/devices/{device_id}/key", delete_key,
+          "Withdraw one of my devices' keys", "devices", responses=(200, 401, 404)),
     Route("GET", "/v1/users/{user_id}/devices", list_devices, "A user's device keys",
           "devices", responses=(200, 401)),
 )

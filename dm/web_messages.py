@@ -58,7 +58,9 @@ async def send(request: web.Request) -> web.Response:
         fields = await _plain_fields(state, me, conv, parse_json(raw, _PLAIN_FIELDS))
     result = await state.store.append(conv.id, me.sub, fields, idempotency_key=idem,
                                       request_hash=hashlib.sha256(raw).hexdigest()[:32])
-    if not result.replayed:
+    if result.replayed:
+        fields = await state.store.message(conv.id, result.message_id)  # what was stored
+    else:
         await _announce(state, conv, result.message_id, fields)
     state.metrics.sends.labels(conv.mode, str(result.replayed).lower()).inc()
     body = render(state.minter, conv.id, result.message_id, fields, me.sub, me.dev)

@@ -89,6 +89,8 @@ async def _send(state: DmState, ws: web.WebSocketResponse, entry: Entry, reader:
     out = frame(state, entry, reader, device)
     if out is None:
         return
+    if out["type"] == "message" and entry[1].get("sender") in await state.blocks_of(reader):
+        return  # as on reads: messages from users the reader blocked are not shown
     await ws.send_str(json.dumps(out))
     state.metrics.pushes.inc()
     if out["type"] == "message":

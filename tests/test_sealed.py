@@ -339,3 +339,61 @@ async def test_malformed_sealed_sends_are_4xx(dm: DmStack) -> None:
             await alice.request("POST", f"/v1/conversations/{conv['id']}/messages",
                                 json_body=body)
         assert info.value.status == status, (body.keys(), info.value)
+
+
+@pytest.mark.parametrize("text", ["k", ""])
+async def test_shortest_sealed_texts_are_accepted(dm: DmStack, text: str) -> None:
+    alice, bob = await sealed_user(dm), await sealed_user(dm, "mlkem768-x25519")
+    conv = await alice.create_conversation([bob.uid], mode="sealed")
+    await alice.send_sealed(conv["id"], edge_url=edge_url(dm), text=text)
+    assert bob.open_message(await first_message(bob, conv["id"])).text == text
+
+
+async def test_recipient_cannot_attach_someone_elses_grant(dm: DmStack) -> None:
+    """Unsend revokes the message's grant, so a message may only carry its sender's grant."""
+    alice, bob = await sealed_user(dm), await sealed_user(dm)
+    media, _ = await dm.edge.add_media(owner=alice.uid)
+    conv = await alice.create_conversation([bob.uid], mode="sealed")
+    alices = await alice.request_grant(edge_url(dm), media.id, 1)
+    payload = envelope.Payload(None, None, "x", envelope.new_franking_key())
+    body = bob._seal_all(conv["id"], "s_steal", payload,
+                         {alice.uid: await bob.devices_of(alice.uid)})
+    body["grant_id"] = alices["grant_id"]
+    with pytest.raises(DmClientError) as info:
+        await bob.request("POST", f"/v1/conversations/{conv['id']}/messages", json_body=body)
+    assert info.value.status == 403
+
+
+async def test_retried_unsend_revokes_the_grant_again(dm: DmStack, redis: Any) -> None:
+    alice, bob = await sealed_user(dm), await sealed_user(dm)
+    media, _ = await dm.edge.add_media(owner=alice.uid)
+    conv = await alice.create_conversation([bob.uid], mode="sealed")
+    sent = await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id)
+    await alice.unsend(conv["id"], sent["id"])
+    await alice.unsend(conv["id"], sent["id"])  # e.g. a retry after a lost answer
+    kinds = [f["kind"] for _, f in await redis.xrange("cdn:revocations")]
+    assert kinds.count("grant_revoked") == 2 and kinds.count("unsent") == 2
+
+
+async def test_idempotent_sealed_replay_returns_the_stored_franking(dm: DmStack) -> None:
+    alice, bob = await sealed_user(dm), await sealed_user(dm)
+    conv = await alice.create_conversation([bob.uid], mode="sealed")
+    payload = envelope.Payload(None, None, "once", envelope.new_franking_key())
+    body = alice._seal_all(conv["id"], "s_once", payload,
+                           {bob.uid: await alice.devices_of(bob.uid)})
+    path = f"/v1/conversations/{conv['id']}/messages"
+    first = await alice.request("POST", path, json_body=body)
+    await asyncio.sleep(0.01)
+    again = await alice.request("POST", path, json_body=body)
+    assert again["id"] == first["id"] and again["franking"] == first["franking"]
+    assert len((await bob.read(conv["id"]))["messages"]) == 1
+
+
+async def test_device_key_can_be_withdrawn(dm: DmStack) -> None:
+    alice, bob = await sealed_user(dm), await sealed_user(dm)
+    assert len(await alice.devices_of(bob.uid)) == 1
+    await bob.request("DELETE", f"/v1/devices/{bob.device_id}/key")
+    assert await alice.devices_of(bob.uid) == []
+    with pytest.raises(DmClientError) as info:
+        await bob.request("DELETE", f"/v1/devices/{bob.device_id}/key")
+    assert info.value.status == 404
