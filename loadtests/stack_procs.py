@@ -1,0 +1,199 @@
+"""The stack for load tests, as separate processes: embedded Redis, N edges, N dm services.
+
+loadtests.stack runs everything in one asyncio process, which suits the
+demo but not a load test: Locust runs on gevent (which cannot share a
+process with asyncio), and a service sharing the generator's process and
+core would measure the generator.  Here each service is its production
+entry point (``python -m cdn_auth serve``, ``python -m dm serve``), ``procs``
+of each listening on one port with SO_REUSEPORT, configured by environment
+as an operator would, with access logs off (level WARNING).  Everything
+binds to 127.0.0.1 only.
+
+``python -m loadtests.stack_procs --dir DIR [--procs N]`` runs one until
+interrupted and prints its URLs, for Locust runs by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from cdn_auth.files import load_or_create_secret
+from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
+from cdn_auth.redis_process import RedisProcess, free_port
+from cdn_auth.token_format import Alg
+from dm.identity import JWKS_FILE, DevIssuer
+
+from .scenarios import ORIGIN_RELPATH
+from .seed import video_bytes
+
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class StackError(Exception):
+    """A service did not start, or died."""
+
+
+@dataclass
+class ProcStack:
+    root: Path
+    redis_url: str
+    edge_url: str
+    dm_url: str
+    procs: int
+    origin_path: str = ORIGIN_RELPATH
+    children: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
+
+    def check_alive(self) -> None:
+        for name, proc, log in self.children:
+            if proc.poll() is not None:
+                raise StackError(f"{name} exited with {proc.returncode}:\n{_tail(log)}")
+
+    def describe(self) -> dict[str, object]:
+        return {"redis_url": self.redis_url, "edge_url": self.edge_url, "dm_url": self.dm_url,
+                "procs": self.procs, "origin_path": self.origin_path, "root": str(self.root),
+                "pids": {name: proc.pid for name, proc, _ in self.children}}
+
+
+def _tail(path: Path, chars: int = 1500) -> str:
+    with contextlib.suppress(OSError):
+        return path.read_text(errors="replace")[-chars:]
+    return ""
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()  # aiohttp shuts down gracefully on SIGTERM
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout_s)
+
+
+def _listeners(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:port (SO_REUSEPORT shows one line per process)."""
+    want = f"0100007F:{port:04X}"
+    n = 0
+    with contextlib.suppress(OSError), open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if len(cols) > 3 and cols[1] == want and cols[3] == "0A":
+                n += 1
+    return n
+
+
+def _ready(port: int, path: str) -> bool:
+    conn = http.client.HTTPConnection(HOST, port, timeout=1.0)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def _clean_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CDN_AUTH_", "DM_"))}
+    env.update(values)
+    return env
+
+
+@contextlib.contextmanager
+def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
+                  timeout_s: float = 60.0) -> Iterator[ProcStack]:
+    """Start Redis (unless ``redis_url``), ``procs`` edges and ``procs`` dm services."""
+    if procs < 1:
+        raise ValueError("procs must be >= 1")
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    origin = root / "origin"
+    clip = origin / ORIGIN_RELPATH
+    clip.parent.mkdir(parents=True, exist_ok=True)
+    clip.write_bytes(video_bytes())
+    session_dir = root / "keys" / "session"
+    DevIssuer.load_or_create(session_dir)
+    ring = KeyRing.load_or_create(root / "keys" / "pointer", Alg.ED25519)
+    franking = root / "keys" / "franking.key"
+    load_or_create_secret(franking)  # before the dm processes, so they do not race to create it
+    edge_port, dm_port = free_port(), free_port()
+    with contextlib.ExitStack() as stack:
+        if redis_url is None:
+            redis_url = stack.enter_context(RedisProcess(root / "redis")).url
+        st = ProcStack(root, redis_url, f"http://{HOST}:{edge_port}", f"http://{HOST}:{dm_port}",
+                       procs)
+        edge_env = _clean_env(
+            CDN_AUTH_POINTER_JWKS=str(ring.path / VERIFY_JWKS_FILE),
+            CDN_AUTH_KEYRING_DIR=str(ring.path), CDN_AUTH_SESSION_JWKS=str(session_dir / JWKS_FILE),
+            CDN_AUTH_LOG_LEVEL="WARNING")
+        dm_env = _clean_env(DM_ISSUER_DIR=str(session_dir), DM_FRANKING_KEY_PATH=str(franking),
+                            DM_LOG_LEVEL="WARNING")
+        commands = []
+        for i in range(procs):
+            commands.append((f"edge-{i}", [
+                sys.executable, "-m", "cdn_auth", "serve", "--host", HOST, "--port", str(edge_port),
+                "--redis-url", redis_url, "--origin-dir", str(origin), "--reuse-port"], edge_env))
+        for i in range(procs):
+            commands.append((f"dm-{i}", [
+                sys.executable, "-m", "dm", "serve", "--host", HOST, "--port", str(dm_port),
+                "--redis-url", redis_url, "--edge-url", st.edge_url,
+                "--keyring-dir", str(ring.path), "--reuse-port"], dm_env))
+        for name, args, env in commands:
+            log = root / f"{name}.log"
+            out = stack.enter_context(open(log, "wb"))
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+            stack.callback(_stop, proc)
+            st.children.append((name, proc, log))
+        deadline = time.monotonic() + timeout_s
+        for port, path in ((edge_port, "/readyz"), (dm_port, "/readyz")):
+            while not (_listeners(port) >= procs and _ready(port, path)):
+                st.check_alive()
+                if time.monotonic() > deadline:
+                    raise StackError(f"port {port} not ready after {timeout_s:.0f}s")
+                time.sleep(0.05)
+        yield st
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtests.stack_procs", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dir", type=Path, default=Path("var/loadstack"), help="working directory")
+    p.add_argument("--procs", type=int, default=1, help="edge and dm processes each (1)")
+    p.add_argument("--redis-url", help="use this Redis instead of starting one")
+    a = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with process_stack(a.dir, procs=a.procs, redis_url=a.redis_url) as st:
+            print(json.dumps(st.describe()), flush=True)
+            while True:
+                st.check_alive()
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        return 0
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
