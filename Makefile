@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit bench-edge clean
+.PHONY: demo share-demo loadtest-quick loadtest test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,9 +13,18 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-## The main job on the embedded default: a private video shared by pointer, end to end.
-demo: $(STAMP)
+## The main job on the embedded default: a private video shared end to end, then a short
+## load test comparing plain, sealed and post-quantum sealed, with its report.
+demo: share-demo loadtest-quick
+
+share-demo: $(STAMP)
 	$(PY) -m loadtests demo
+
+loadtest-quick: $(STAMP)
+	$(PY) -m loadtests run --quick
+
+loadtest: $(STAMP)
+	$(PY) -m loadtests run
 
 ## Everything CI checks: lint, strict types, the whole test suite.
 test: lint typecheck unit
@@ -29,8 +38,9 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest
 
-bench-edge: $(STAMP)
-	$(PY) -m loadtests.bench edge
+## make bench B=edge  (edge, dm, sealed, revocation, nginx)
+bench: $(STAMP)
+	$(PY) -m loadtests.bench $(or $(B),edge)
 
 clean:
 	rm -rf var .mypy_cache .ruff_cache .pytest_cache
