@@ -8,10 +8,11 @@ cache misses.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from . import grant as grant_mod
 from . import pointer as pointer_mod
@@ -72,23 +73,28 @@ class Authorizer:
         self.tailer = tailer
         self._metrics = metrics
         self._clock = clock
-        lookup = metrics.cache_lookup
-        self.session_cache: ExpiringCache[Session] = ExpiringCache(
-            "session", config.cache_size, clock, lookup)
-        self.pointer_cache: ExpiringCache[Pointer] = ExpiringCache(
-            "pointer", config.cache_size, clock, lookup)
-        self.media_cache: ExpiringCache[Media] = ExpiringCache(
-            "media", config.cache_size, clock, lookup)
-        self.grant_cache: ExpiringCache[Grant] = ExpiringCache(
-            "grant", config.cache_size, clock, lookup)
+
+        def cache(name: str) -> ExpiringCache[Any]:
+            counters = metrics.cache_counters(name)  # bound once, not .labels() per lookup
+            return ExpiringCache(name, config.cache_size, clock,
+                                 on_hit=counters.hit, on_miss=counters.miss)
+
+        self.session_cache: ExpiringCache[Session] = cache("session")
+        self.pointer_cache: ExpiringCache[Pointer] = cache("pointer")
+        self.media_cache: ExpiringCache[Media] = cache("media")
+        self.grant_cache: ExpiringCache[Grant] = cache("grant")
         #: (grant id, user) pairs already bound in Redis: repeat fetches skip the round trip.
-        self.bound_cache: ExpiringCache[bool] = ExpiringCache(
-            "grant_binding", config.cache_size, clock, lookup)
+        self.bound_cache: ExpiringCache[bool] = cache("grant_binding")
+        #: Media records being read from Redis: concurrent misses for one id share the read.
+        self._media_fetches: dict[str, asyncio.Task[Media]] = {}
         tailer.view.listeners.append(self._on_revocation)
 
     def _on_revocation(self, ev: RevocationEvent) -> None:
         if ev.kind == "takedown":
             self.media_cache.evict(ev.media_id)
+            # A read already in flight may predate the takedown: let its waiters have it,
+            # but do not cache it, and let the next miss read afresh.
+            self._media_fetches.pop(ev.media_id, None)
 
     def tail_fresh(self) -> bool:
         return self.tailer.age_s() <= self.config.staleness_bound_s
@@ -183,6 +189,34 @@ class Authorizer:
         hit = self.media_cache.get(media_id)
         if hit is not None:
             return hit
-        m = await self._registry.get(media_id)
-        self.media_cache.put(media_id, m, self._clock() + self.config.media_cache_ttl_s)
-        return m
+        # Single flight: when a popular video's record expires, every request in flight for
+        # it misses at once; they share one Redis read instead of each sending its own.
+        # The read runs as its own task and each waiter awaits it through shield(), so a
+        # waiter that is cancelled (a client gone) neither cancels the read for the others
+        # nor leaves them without an answer.  An error reaches every waiter and is not
+        # cached: the task leaves the in-flight map when it finishes, and the next miss
+        # reads again.
+        task = self._media_fetches.get(media_id)
+        if task is None:
+            # Registered before it first runs (a task starts on the next loop iteration).
+            task = asyncio.get_running_loop().create_task(self._fetch_media(media_id))
+            self._media_fetches[media_id] = task
+            task.add_done_callback(_retrieve_exception)
+        return await asyncio.shield(task)
+
+    async def _fetch_media(self, media_id: str) -> Media:
+        me = asyncio.current_task()
+        try:
+            m = await self._registry.get(media_id)
+            if self._media_fetches.get(media_id) is me:  # no takedown while reading
+                self.media_cache.put(media_id, m, self._clock() + self.config.media_cache_ttl_s)
+            return m
+        finally:
+            if self._media_fetches.get(media_id) is me:
+                del self._media_fetches[media_id]
+
+
+def _retrieve_exception(task: asyncio.Task[Any]) -> None:
+    """Mark a shared read's error as retrieved: every waiter may have been cancelled."""
+    if not task.cancelled():
+        task.exception()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import email.utils
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidField
+
+if TYPE_CHECKING:
+    from .origin import Origin
 
 VISIBILITIES = ("public", "private")
 STATUSES = ("active", "taken_down")
@@ -37,6 +42,13 @@ class Media:
     sha256: str
     origin: str  # path relative to the origin directory
     created_at: int
+    # Derived values, computed at most once per record and kept on it: the edge needs them
+    # on every request, and a cached record serves many.  Not part of the record: not in
+    # the constructor, equality, hash, repr or public view; ``replace`` starts them afresh.
+    _etag: str | None = field(default=None, init=False, repr=False, compare=False)
+    _last_modified: str | None = field(default=None, init=False, repr=False, compare=False)
+    _origin_file: tuple[Path, Path] | None = field(default=None, init=False, repr=False,
+                                                   compare=False)
 
     @property
     def is_public(self) -> bool:
@@ -45,7 +57,30 @@ class Media:
     @property
     def etag(self) -> str:
         """Strong ETag from the content hash: the same on every edge and origin copy."""
-        return f'"{self.sha256[:32]}"'
+        etag = self._etag
+        if etag is None:
+            etag = f'"{self.sha256[:32]}"'
+            object.__setattr__(self, "_etag", etag)
+        return etag
+
+    @property
+    def last_modified(self) -> str:
+        """``created_at`` as an HTTP-date (the representation's Last-Modified)."""
+        value = self._last_modified
+        if value is None:
+            value = email.utils.formatdate(self.created_at, usegmt=True)
+            object.__setattr__(self, "_last_modified", value)
+        return value
+
+    def origin_file(self, origin: Origin) -> Path:
+        """The absolute path of the bytes under ``origin``: :meth:`Origin.path_of` (with its
+        containment check) once per record and origin root; a refusal is not remembered."""
+        memo = self._origin_file
+        if memo is not None and memo[0] is origin.root:
+            return memo[1]
+        path = origin.path_of(self.origin)
+        object.__setattr__(self, "_origin_file", (origin.root, path))
+        return path
 
     def taken_down(self) -> Media:
         return replace(self, status="taken_down")
@@ -55,8 +90,12 @@ class Media:
         d["audience"] = {"min_age": self.audience.min_age,
                          "allowed_regions": sorted(self.audience.allowed_regions),
                          "blocked_regions": sorted(self.audience.blocked_regions)}
-        del d["origin"]
+        for name in ("origin", *_DERIVED):
+            del d[name]
         return d
+
+
+_DERIVED = ("_etag", "_last_modified", "_origin_file")
 
 
 def parse_regions(value: object, name: str) -> frozenset[str]:

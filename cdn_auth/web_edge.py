@@ -6,7 +6,6 @@ pointer comes as the ``pointer`` query parameter or the ``X-Pointer`` header.
 
 from __future__ import annotations
 
-import email.utils
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from aiohttp import web
@@ -31,13 +30,18 @@ class OriginUnavailable(Unavailable):
 
 async def _decide(state: EdgeState, media_id: str, session: str | None,
                   pointer: str | None, grant: str | None) -> Decision:
+    metrics = state.metrics
     try:
         decision = await state.authorizer.authorize(media_id, session, pointer, grant)
     except CdnAuthError as exc:
-        state.metrics.decisions.labels("deny", exc.code).inc()
+        metrics.deny(exc.code)
         raise
-    reason = "pointer" if decision.pointer else "grant" if decision.grant else "public"
-    state.metrics.decisions.labels("allow", reason).inc()
+    if decision.pointer:
+        metrics.allow_pointer.inc()
+    elif decision.grant:
+        metrics.allow_grant.inc()
+    else:
+        metrics.allow_public.inc()
     return decision
 
 
@@ -50,8 +54,7 @@ async def media(request: web.Request) -> web.StreamResponse:
     d = await _decide(state, request.match_info["media_id"], bearer_token(request),
                       _token(request, "pointer", "X-Pointer"), _token(request, "grant", "X-Grant"))
     m = d.media
-    last_modified = email.utils.formatdate(m.created_at, usegmt=True)
-    plan = ranges.plan(request.headers, size=m.size, etag=m.etag, last_modified=last_modified)
+    plan = ranges.plan(request.headers, size=m.size, etag=m.etag, last_modified=m.last_modified)
     headers = {**plan.headers, "Cache-Control": "private, max-age=0, must-revalidate",
                "Vary": "Authorization"}
     if plan.status == 304:
@@ -62,10 +65,10 @@ async def media(request: web.Request) -> web.StreamResponse:
         return resp
     headers["Content-Type"] = m.content_type
     try:
-        fobj = open_origin(state.origin.path_of(m.origin), m.size)
+        fobj = open_origin(m.origin_file(state.origin), m.size)
     except OSError as exc:
         raise OriginUnavailable(str(exc)) from exc
-    state.metrics.bytes_served.inc(plan.length if request.method == "GET" else 0)
+    state.metrics.served.inc(plan.length if request.method == "GET" else 0)
     return ByteRangeResponse(fobj=fobj, offset=plan.start, count=plan.length,
                              status=plan.status, headers=headers)
 

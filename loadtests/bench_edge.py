@@ -1,16 +1,25 @@
 """Edge benchmark: what does authorization cost, next to serving the same bytes bare?
 
-Four paths are driven by one load generator, one after another, on this machine:
+Five paths are driven by one load generator, one after another, on this machine:
 
-``baseline``      aiohttp ``web.FileResponse`` on the same origin file, no authorization,
-                  in its own server process (the floor any Python edge is measured against)
-``warm``          the edge's hot path: repeat Range requests under ONE pointer and session,
-                  so every decision is three cache hits and the rights checks
-``cold_ed25519``  a pointer never seen before on every request: Ed25519 verification each time
-``cold_hmac``     the same with an HMAC-SHA256 key ring
+``baseline``               the edge's own byte path with NO authorization: an aiohttp route
+                           (same app shell: the edge's error middleware) that plans the
+                           response with :func:`cdn_auth.ranges.plan` and streams it with
+                           :func:`cdn_auth.byte_response.open_origin` and
+                           :class:`cdn_auth.byte_response.ByteRangeResponse`, with the same
+                           response headers, in its own server process.  The ratios are taken
+                           against this, so they isolate what authorization costs.
+``baseline_fileresponse``  aiohttp's ``web.FileResponse`` on the same file, no authorization,
+                           in its own process: a reference for how the edge's byte path
+                           compares with aiohttp's stock file server (``*_vs_fileresponse``)
+``warm``                   the edge's hot path: repeat Range requests under ONE pointer and
+                           session, so every decision is three cache hits and the rights checks
+``cold_ed25519``           a pointer never seen before on every request: Ed25519 verification
+                           each time
+``cold_hmac``              the same with an HMAC-SHA256 key ring
 
 Every path sends byte-identical request shapes (same ``/m/{id}?pointer=...`` target
-length, same ``Authorization`` and ``Range`` headers; the baseline ignores them), so
+length, same ``Authorization`` and ``Range`` headers; the baselines ignore them), so
 the only difference the generator sees is what the server does.  The edge runs as
 ``python -m cdn_auth serve`` (its production entry point) in its own process, with its
 own Redis, and verifies pointers of both algorithms from one combined JWKS.
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import email.utils
 import hashlib
 import http.client
 import json
@@ -54,14 +64,19 @@ from dm.identity import JWKS_FILE, DevIssuer
 
 HOST = "127.0.0.1"  # the benchmark never targets anything else
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PATHS = ("baseline", "warm", "cold_ed25519", "cold_hmac")
+#: The unauthorized reference servers: path name -> ``serve-baseline --kind`` value.
+BASELINES = {"baseline": "bytes", "baseline_fileresponse": "fileresponse"}
+PATHS = ("baseline", "baseline_fileresponse", "warm", "cold_ed25519", "cold_hmac")
 COLD_ALGS = {"cold_ed25519": Alg.ED25519, "cold_hmac": Alg.HMAC_SHA256}
-#: ratio name -> (path, minimum of path rps / baseline rps)
+#: ratio name -> (path, minimum of path rps / baseline rps); ``baseline`` is the edge's
+#: byte path without authorization, so these are the cost of authorization alone.
 TARGETS: dict[str, tuple[str, float]] = {
     "warm_ratio": ("warm", 0.85),
     "cold_ratio_ed25519": ("cold_ed25519", 0.35),
     "cold_ratio_hmac": ("cold_hmac", 0.70),
 }
+#: The same ratios against aiohttp's FileResponse (reported, no target): ratio name -> path.
+FILERESPONSE_RATIOS = {f"{name}_vs_fileresponse": path for name, (path, _) in TARGETS.items()}
 FILE_BYTES = 4 * 1024 * 1024
 #: One 64 KiB segment: a realistic small player request, and small enough that
 #: per-request work (not copying bytes) dominates, which is what is measured.
@@ -196,7 +211,7 @@ def wait_ready(name: str, proc: subprocess.Popen[bytes], port: int, target: str,
 class Testbed:
     root: Path
     edge_port: int
-    baseline_port: int
+    baseline_ports: dict[str, int]  # path name -> port
     media_id: str
     session: str  # Bob's session token: every request carries it
     data: bytes
@@ -234,6 +249,11 @@ def edge_command(port: int, redis_url: str, origin: Path) -> list[str]:
             "--redis-url", redis_url, "--origin-dir", str(origin)]
 
 
+def baseline_command(kind: str, origin_file: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "loadtests.bench_edge", "serve-baseline", "--kind", kind,
+            "--file", str(origin_file), "--port", str(port)]
+
+
 def edge_env(pointer_jwks: Path, session_jwks: Path) -> dict[str, str]:
     """The edge's settings, as an operator would give them; no inherited CDN_AUTH_* leaks in.
 
@@ -260,27 +280,35 @@ def register_media(port: int, issuer: DevIssuer) -> str:
 
 @contextlib.contextmanager
 def testbed(root: Path) -> Iterator[Testbed]:
-    """Start Redis, the edge and the baseline server; stop all three on exit, whatever happens."""
+    """Start Redis, the edge and the baseline servers; stop them all on exit, whatever happens."""
     data = clip_bytes()
     origin_file = root / "origin" / ORIGIN_RELPATH
     origin_file.parent.mkdir(parents=True)
     origin_file.write_bytes(data)
     issuer = DevIssuer.load_or_create(root / "keys" / "session")
     signers, pointer_jwks = write_keys(root)
-    edge_port, baseline_port = free_port(), free_port()
-    edge_log, baseline_log = root / "edge.log", root / "baseline.log"
-    with RedisProcess(root / "redis") as redis, \
-            child_process(edge_command(edge_port, redis.url, root / "origin"), edge_log,
-                          edge_env(pointer_jwks, root / "keys" / "session" / JWKS_FILE)) as edge, \
-            child_process([sys.executable, "-m", "loadtests.bench_edge", "serve-baseline",
-                           "--file", str(origin_file), "--port", str(baseline_port)],
-                          baseline_log) as baseline:
+    edge_port = free_port()
+    edge_log = root / "edge.log"
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(RedisProcess(root / "redis"))
+        edge = stack.enter_context(child_process(
+            edge_command(edge_port, redis.url, root / "origin"), edge_log,
+            edge_env(pointer_jwks, root / "keys" / "session" / JWKS_FILE)))
+        children = [("edge", edge, edge_log)]
+        ports: dict[str, int] = {}
+        for name, kind in BASELINES.items():
+            ports[name] = free_port()
+            log = root / f"{name}.log"
+            proc = stack.enter_context(child_process(
+                baseline_command(kind, origin_file, ports[name]), log))
+            children.append((name, proc, log))
         wait_ready("edge", edge, edge_port, "/readyz", edge_log)
-        wait_ready("baseline", baseline, baseline_port, "/healthz", baseline_log)
+        for name, proc, log in children[1:]:
+            wait_ready(name, proc, ports[name], "/healthz", log)
         media_id = register_media(edge_port, issuer)
-        yield Testbed(root, edge_port, baseline_port, media_id,
+        yield Testbed(root, edge_port, ports, media_id,
                       issuer.mint("bob", age="adult", region="GB", ttl_s=6 * 3600), data, signers,
-                      [("edge", edge, edge_log), ("baseline", baseline, baseline_log)])
+                      children)
 
 
 # -- what each path requests ------------------------------------------------------------------
@@ -333,7 +361,7 @@ class Workload:
 
     @property
     def is_edge(self) -> bool:
-        return self.name != "baseline"
+        return self.name not in BASELINES
 
     def targets(self, expected_requests: int) -> list[str]:
         if self.pool is not None:
@@ -343,11 +371,12 @@ class Workload:
 
 
 def workloads(bed: Testbed) -> list[Workload]:
-    """Baseline and warm share one target, so their requests are byte-identical."""
+    """The baselines and warm share one target, so their requests are byte-identical."""
     warm_target = media_target(bed.media_id, mint_pointer(bed.signers[Alg.ED25519],
                                                           bed.media_id, "msg_warm"))
-    out = [Workload("baseline", bed.baseline_port, fixed_target=warm_target),
-           Workload("warm", bed.edge_port, fixed_target=warm_target)]
+    out = [Workload(name, bed.baseline_ports[name], fixed_target=warm_target)
+           for name in BASELINES]
+    out.append(Workload("warm", bed.edge_port, fixed_target=warm_target))
     for name, alg in COLD_ALGS.items():
         out.append(Workload(name, bed.edge_port,
                             pool=PointerPool(bed.signers[alg], bed.media_id, f"msg_{name}")))
@@ -629,7 +658,7 @@ def run_once(w: Workload, bed: Testbed, gen: Generator, *, round_no: int, second
 
 def progress(r: RunResult, label: str) -> None:
     verdict = "ok" if not r.problems else "INVALID: " + "; ".join(r.problems)
-    say(f"{label} {r.path:<13} {r.rps:9.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+    say(f"{label} {r.path:<21} {r.rps:9.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
         f"p99 {r.p99_ms:7.2f} ms  errors {r.errors}  {verdict}")
 
 
@@ -700,6 +729,10 @@ def summarize(results: list[RunResult], gen: Generator, opts: Options,
                           "met": value is not None and value >= minimum}
     report["targets"] = targets
     report["targets_met"] = all(t["met"] for t in targets.values())
+    fr = paths["baseline_fileresponse"]["rps"]
+    for ratio, path in FILERESPONSE_RATIOS.items():
+        report[ratio] = round(paths[path]["rps"] / fr, 3) if fr else None
+    report["baseline_vs_fileresponse"] = round(base / fr, 3) if fr else None
     report["paths"] = paths
     report["runs"] = [{"path": r.path, "round": r.round, "rps": round(r.rps, 1),
                        "p50_ms": round(r.p50_ms, 3), "p99_ms": round(r.p99_ms, 3),
@@ -716,21 +749,35 @@ def render_table(report: dict[str, Any]) -> str:
             f"median of {report['rounds']} interleaved rounds x {report['duration_s']} s; "
             f"Range {report['range']} of a {report['file_bytes']}-byte file; {report['cpus']} CPUs")
     lines = [head, "",
-             f"{'path':<14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
-             f"{'ratio':>8}  {'target':<9}{'met':<5}{'valid':<6}"]
+             f"{'path':<23}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
+             f"{'ratio':>8}{'vs FR':>8}  {'target':<9}{'met':<5}{'valid':<6}"]
     ratio_of = {path: (name, minimum) for name, (path, minimum) in TARGETS.items()}
+    fr_of = {path: name for name, path in FILERESPONSE_RATIOS.items()}
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
     for path in PATHS:
         p = report["paths"][path]
-        ratio, target, met = "1.000", "", ""
+        ratio, target, met = "", "", ""
+        vs_fr = fmt(report["baseline_vs_fileresponse"]) if path == "baseline" else ""
+        if path == "baseline":
+            ratio = "1.000"
+        elif path == "baseline_fileresponse":
+            vs_fr = "1.000"
         if path in ratio_of:
             name, minimum = ratio_of[path]
             t = report["targets"][name]
-            ratio = "n/a" if t["value"] is None else f"{t['value']:.3f}"
+            ratio = fmt(t["value"])
             target, met = f">= {minimum:.2f}", "yes" if t["met"] else "NO"
-        lines.append(f"{path:<14}{p['rps']:>10.0f}{p['p50_ms']:>10.2f}{p['p99_ms']:>10.2f}"
-                     f"{p['errors']:>8}{ratio:>8}  {target:<9}{met:<5}"
+        if path in fr_of:
+            vs_fr = fmt(report[fr_of[path]])
+        lines.append(f"{path:<23}{p['rps']:>10.0f}{p['p50_ms']:>10.2f}{p['p99_ms']:>10.2f}"
+                     f"{p['errors']:>8}{ratio:>8}{vs_fr:>8}  {target:<9}{met:<5}"
                      f"{'yes' if p['valid'] else 'NO':<6}")
     lines.append("")
+    lines.append("ratio: req/s over `baseline` (the edge's byte path, no authorization); "
+                 "vs FR: over `baseline_fileresponse` (aiohttp FileResponse)")
     if report["valid"]:
         lines.append("VALID: every response a 206 of the range, no edge denials, "
                      "no pointer reused in the cold runs")
@@ -832,23 +879,63 @@ def main(argv: list[str] | None = None) -> int:
 # -- child roles: ``python -m loadtests.bench_edge serve-baseline|loadgen`` -------------------
 
 def serve_baseline(argv: list[str]) -> int:
-    """The baseline server: aiohttp's own FileResponse, no authorization, no access log."""
+    """A baseline server: no authorization, no access log.
+
+    ``--kind bytes`` (the ``baseline`` path) serves the file exactly as the edge's
+    ``GET /m/{id}`` does once a request is allowed: the same app shell (the edge's error
+    middleware), :func:`cdn_auth.ranges.plan` for the conditional/Range decision,
+    :func:`cdn_auth.byte_response.open_origin` (open + size check per request) and
+    :class:`cdn_auth.byte_response.ByteRangeResponse` (sendfile), with the same response
+    headers.  The representation's validators (content-hash ETag, Last-Modified) are
+    computed once at start-up, as a registry record would carry them, so the route does
+    only per-request work.  ``--kind fileresponse`` is aiohttp's ``web.FileResponse``.
+    """
     from aiohttp import web
 
+    from cdn_auth import ranges
+    from cdn_auth.byte_response import ByteRangeResponse, open_origin
+    from cdn_auth.errors import RangeNotSatisfiable
+    from cdn_auth.web_errors import error_middleware, error_response
+
     p = argparse.ArgumentParser(prog="bench_edge serve-baseline")
+    p.add_argument("--kind", choices=sorted(set(BASELINES.values())), default="bytes")
     p.add_argument("--file", type=Path, required=True)
     p.add_argument("--port", type=int, required=True)
     a = p.parse_args(argv)
-    file: Path = a.file
+    file: Path = a.file.resolve()
+    size = file.stat().st_size
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    etag = f'"{digest[:32]}"'  # as Media.etag
+    last_modified = email.utils.formatdate(int(file.stat().st_mtime), usegmt=True)
 
-    async def media(_: web.Request) -> web.FileResponse:
+    async def fileresponse(_: web.Request) -> web.StreamResponse:
         return web.FileResponse(file)
+
+    async def edge_bytes(request: web.Request) -> web.StreamResponse:
+        # Mirrors cdn_auth.web_edge.media after the decision; keep the two in step.
+        plan = ranges.plan(request.headers, size=size, etag=etag, last_modified=last_modified)
+        headers = {**plan.headers, "Cache-Control": "private, max-age=0, must-revalidate",
+                   "Vary": "Authorization"}
+        if plan.status == 304:
+            return web.Response(status=304, headers=headers)
+        if plan.status == 416:
+            resp = error_response(RangeNotSatisfiable(size))
+            resp.headers.update(headers)
+            return resp
+        headers["Content-Type"] = "video/mp4"
+        fobj = open_origin(file, size)
+        return ByteRangeResponse(fobj=fobj, offset=plan.start, count=plan.length,
+                                 status=plan.status, headers=headers)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_get("/m/{media_id}", media)
+    if a.kind == "bytes":
+        app = web.Application(middlewares=[error_middleware()], client_max_size=1024 * 1024)
+        app.router.add_get("/m/{media_id}", edge_bytes)
+    else:
+        app = web.Application()
+        app.router.add_get("/m/{media_id}", fileresponse)
     app.router.add_get("/healthz", healthz)
     web.run_app(app, host=HOST, port=a.port, access_log=None, print=None)
     return 0
