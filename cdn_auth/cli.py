@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 import time
@@ -22,55 +21,18 @@ from .token_format import Alg
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import logs
     from .app import build_app
-    from .redis_process import RedisProcess
+    from .serving import serve
     from .settings import EdgeSettings
 
-    embedded = None
-    redis_url = args.redis_url
-    if args.embedded_redis:
-        embedded = RedisProcess(args.embedded_redis).start()
-        redis_url = embedded.url
-    settings = EdgeSettings.load(host=args.host, port=args.port, redis_url=redis_url,
-                                 origin_dir=args.origin_dir)
-    logs.configure(settings.log_level)
-    try:
-        app = build_app(settings)
-        tune_gc()
-        web.run_app(app, host=settings.host, port=settings.port,
-                    access_log_class=logs.AccessLogger, print=None, reuse_port=args.reuse_port)
-    finally:
-        if embedded is not None:
-            embedded.stop()
-    return 0
+    def build(redis_url: str | None) -> tuple[web.Application, str, int, str]:
+        settings = EdgeSettings.load(host=args.host, port=args.port, redis_url=redis_url,
+                                     origin_dir=args.origin_dir)
+        return build_app(settings), settings.host, settings.port, settings.log_level
 
-
-#: Collect the youngest generation after this many net allocations (CPython's default: 700).
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def tune_gc() -> None:
-    """Keep the cyclic GC's pauses short and rare in a long-running edge process.
-
-    Why: CPython's full (oldest-generation) collection walks every tracked object, and
-    the edge holds up to ``cache_size`` verified pointers and sessions per cache, so each
-    full pass is a stop-the-world pause that grows with the cache (tens of ms at 10^5
-    entries), landing on whichever requests are in flight: it is the p99 tail.  Almost
-    nothing the hot path allocates is cyclic; reference counting frees it.  So:
-
-    * ``gc.freeze()`` once the app is built moves everything allocated so far (modules,
-      classes, the app, settings, keys: the bulk of the heap) to the permanent
-      generation, which collections never scan again.  A collection first, so garbage is
-      not frozen with it.
-    * Higher thresholds: a young collection every 50 000 net allocations instead of 700,
-      and full collections 100 middle ones apart instead of 10, so the cache's long-lived
-      entries are walked far less often.  Real cycles are still collected; memory held by
-      cyclic garbage waits a little longer.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    return serve(build, argv=["-m", "cdn_auth", *args.raw_argv], workers=args.workers,
+                 embedded_redis=args.embedded_redis, redis_url=args.redis_url,
+                 reuse_port=args.reuse_port)
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -126,13 +88,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--embedded-redis", metavar="DIR",
                    help="start a private redis-server with its data in DIR")
     s.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several processes")
+    s.add_argument("--workers", type=int, default=1,
+                   help="run this many processes sharing the port (each tails revocations)")
     s.set_defaults(func=_serve)
     k = sub.add_parser("keys", help="manage the pointer/grant key ring")
     k.add_argument("action", choices=["init", "add", "switch", "retire", "rotate", "list", "jwks"])
     k.add_argument("--dir", required=True, help="key ring directory")
     k.add_argument("--alg", default="ed25519", choices=["ed25519", "hmac"])
     k.add_argument("--kid", help="for switch: the kid to sign with (default: newest)")
-    k.add_argument("--max-token-lifetime-s", type=int, default=900,
+    k.add_argument("--max-token-lifetime-s", type=int, default=6 * 3600,
                    help="for retire/rotate: keep superseded keys this long")
     k.add_argument("--include-secrets", action="store_true")
     k.add_argument("--publish-wait-s", type=float, default=2.0,
@@ -142,7 +106,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(raw)
+    args.raw_argv = raw
     return int(args.func(args))
 
 

@@ -10,27 +10,19 @@ from aiohttp import web
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from cdn_auth import logs
-    from cdn_auth.redis_process import RedisProcess
+    from cdn_auth.serving import serve
 
     from .app import build_app
     from .settings import DmSettings
 
-    embedded = None
-    redis_url = args.redis_url
-    if args.embedded_redis:
-        embedded = RedisProcess(args.embedded_redis).start()
-        redis_url = embedded.url
-    settings = DmSettings.load(host=args.host, port=args.port, redis_url=redis_url,
-                               edge_base_url=args.edge_url, keyring_dir=args.keyring_dir)
-    logs.configure(settings.log_level)
-    try:
-        web.run_app(build_app(settings), host=settings.host, port=settings.port,
-                    access_log_class=logs.AccessLogger, print=None, reuse_port=args.reuse_port)
-    finally:
-        if embedded is not None:
-            embedded.stop()
-    return 0
+    def build(redis_url: str | None) -> tuple[web.Application, str, int, str]:
+        settings = DmSettings.load(host=args.host, port=args.port, redis_url=redis_url,
+                                   edge_base_url=args.edge_url, keyring_dir=args.keyring_dir)
+        return build_app(settings), settings.host, settings.port, settings.log_level
+
+    return serve(build, argv=["-m", "dm", *args.raw_argv], workers=args.workers,
+                 embedded_redis=args.embedded_redis, redis_url=args.redis_url,
+                 reuse_port=args.reuse_port)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,12 +36,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--edge-url", help="public base URL of the edge (for media URLs)")
     s.add_argument("--keyring-dir", help="pointer key ring (dm mints pointers)")
     s.add_argument("--reuse-port", action="store_true")
+    s.add_argument("--workers", type=int, default=1,
+                   help="run this many processes sharing the port")
     s.set_defaults(func=_serve)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(raw)
+    args.raw_argv = raw
     return int(args.func(args))
 
 
