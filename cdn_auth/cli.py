@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .errors import KeyRingError
 from .keyring import KeyRing
+from .serving import add_serve_arguments, run_cli
 from .token_format import Alg
 
 
@@ -81,15 +82,8 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the media API and edge (settings: CDN_AUTH_* env)")
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
-    s.add_argument("--redis-url")
+    add_serve_arguments(s)
     s.add_argument("--origin-dir")
-    s.add_argument("--embedded-redis", metavar="DIR",
-                   help="start a private redis-server with its data in DIR")
-    s.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several processes")
-    s.add_argument("--workers", type=int, default=1,
-                   help="run this many processes sharing the port (each tails revocations)")
     s.set_defaults(func=_serve)
     k = sub.add_parser("keys", help="manage the pointer/grant key ring")
     k.add_argument("action", choices=["init", "add", "switch", "retire", "rotate", "list", "jwks"])
@@ -106,10 +100,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    raw = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(raw)
-    args.raw_argv = raw
-    return int(args.func(args))
+    return run_cli(parser(), argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ worker's code, so systemd or the container runtime restarts the unit.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import signal
 import subprocess
@@ -50,6 +51,26 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags every service's ``serve`` takes (settings come from the environment)."""
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--redis-url")
+    p.add_argument("--embedded-redis", metavar="DIR",
+                   help="start a private redis-server (append-only file) with its data in DIR")
+    p.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several processes")
+    p.add_argument("--workers", type=int, default=1,
+                   help="run this many processes sharing the port (each tails its stream)")
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse and dispatch to ``args.func``, keeping the raw argv for ``--workers`` re-runs."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(raw)
+    args.raw_argv = raw
+    return int(args.func(args))
 
 
 def serve(build: Callable[[str | None], tuple[web.Application, str, int, str]], *,

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from cdn_auth.serving import add_serve_arguments, run_cli
+
 
 def _serve(args: argparse.Namespace) -> int:
     from cdn_auth.serving import serve
@@ -29,24 +31,15 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dm-service", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the DM service")
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
-    s.add_argument("--redis-url")
-    s.add_argument("--embedded-redis", metavar="DIR")
+    add_serve_arguments(s)
     s.add_argument("--edge-url", help="public base URL of the edge (for media URLs)")
     s.add_argument("--keyring-dir", help="pointer key ring (dm mints pointers)")
-    s.add_argument("--reuse-port", action="store_true")
-    s.add_argument("--workers", type=int, default=1,
-                   help="run this many processes sharing the port")
     s.set_defaults(func=_serve)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    raw = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(raw)
-    args.raw_argv = raw
-    return int(args.func(args))
+    return run_cli(parser(), argv)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ import sys
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "edge": ("loadtests.bench_edge",
              "edge authorization throughput (warm, cold Ed25519, cold HMAC) vs a bare file server"),
+    "dm": ("loadtests.bench_dm",
+           "one dm process: send throughput (wrk) and send-to-push latency at fixed rates"),
+    "sealed": ("loadtests.bench_sealed",
+               "sealed vs plain per operation: grants, HPKE seal/open, sends, edge fetches"),
 }
 
 
