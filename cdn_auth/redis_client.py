@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -37,6 +37,14 @@ def connect(url: str, *, cluster: bool = False, socket_timeout_s: float | None =
             return RedisCluster(startup_nodes=nodes, password=first.password,
                                 username=first.username, **common)
         return RedisCluster.from_url(url, **common)
+    # A request waits (up to 1 s) for a free connection instead of failing at once: redis-py's
+    # default pool raises MaxConnectionsError beyond 100 in flight, which under load turned
+    # into 503s although Redis itself was idle.
+    pool = BlockingConnectionPool.from_url(url, max_connections=512, timeout=1.0,
+                                           health_check_interval=10, **common)
+    extra: dict[str, Any] = {}
     if _MAINT_OFF is not None:  # redis-py >= 7 asks servers for maintenance pushes; 6.2/7.0 lack it
-        common["maint_notifications_config"] = _MAINT_OFF
-    return Redis.from_url(url, health_check_interval=10, **common)
+        extra["maint_notifications_config"] = _MAINT_OFF
+    client = Redis(connection_pool=pool, **extra)
+    client.auto_close_connection_pool = True  # as Redis.from_pool does: aclose() closes the pool
+    return client

@@ -33,7 +33,7 @@ class PointerMinter:
                 "url": f"{self._edge}/m/{quote(media_id)}?pointer={token}"}
 
 
-def render(minter: PointerMinter, cid: str, message_id: str, fields: dict[str, str],
+def render(minter: PointerMinter | None, cid: str, message_id: str, fields: dict[str, str],
            reader: str, device: str = "") -> dict[str, Any]:
     """The JSON a reader's device receives for one message, over HTTP or the WebSocket.
 
@@ -47,7 +47,12 @@ def render(minter: PointerMinter, cid: str, message_id: str, fields: dict[str, s
     if out["kind"] == "plain":
         out["text"] = fields.get("text") or None
         media_id = fields.get("media_id")
-        out["media"] = minter.media_for(media_id, reader, cid, message_id) if media_id else None
+        if not media_id:
+            out["media"] = None
+        elif minter is None:
+            out["media"] = {"id": media_id}  # no pointer: read the message to get one
+        else:
+            out["media"] = minter.media_for(media_id, reader, cid, message_id)
     elif out["kind"] == "sealed":
         envelopes = json.loads(fields.get("envelopes", "{}"))
         out["client_message_id"] = fields.get("client_message_id")

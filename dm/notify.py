@@ -11,6 +11,7 @@ with the live queue so that nothing arrives twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from cdn_auth.stream_tail import Entry, StreamTailer
 from . import redis_keys as k
 
 QUEUE_MAX = 1000
+#: Put in a subscriber's queue to wake its sender loop: the client left, or it overflowed.
+CLIENT_GONE: Entry = ("", {})
 
 
 def id_key(entry_id: str) -> tuple[int, int]:
@@ -39,17 +42,31 @@ class NotifyLog:
     def add_to(self, pipe: Any, fields: dict[str, str]) -> None:
         """Queue the XADD in ``pipe`` so callers batch it with their other writes."""
         minid = int(time.time() * 1000) - self._retention_ms
-        pipe.xadd(k.NOTIFY_STREAM, fields, minid=minid, approximate=True)
+        pipe.xadd(k.NOTIFY_STREAM, {"e": _encode(fields)}, minid=minid, approximate=True)
 
     async def publish(self, fields: dict[str, str]) -> str:
         minid = int(time.time() * 1000) - self._retention_ms
-        return str(await self._redis.xadd(k.NOTIFY_STREAM, fields, minid=minid, approximate=True))
+        return str(await self._redis.xadd(k.NOTIFY_STREAM, {"e": _encode(fields)}, minid=minid,
+                                          approximate=True))
+
+
+def _encode(fields: dict[str, str]) -> str:
+    # One field, not one per key: redis-py packs each argument in Python, per command.
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def decode(entry: Entry) -> Entry:
+    """A notify stream entry as the event's fields."""
+    eid, raw = entry
+    return eid, {str(key): str(v) for key, v in json.loads(raw.get("e", "{}")).items()}
 
 
 @dataclass(eq=False)
 class Subscription:
+    """One WebSocket's queue.  Bounded by hand (QUEUE_MAX) so a wake-up sentinel always fits."""
+
     user: str
-    queue: asyncio.Queue[Entry] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
+    queue: asyncio.Queue[Entry] = field(default_factory=asyncio.Queue)
     overflowed: bool = False
 
 
@@ -78,12 +95,15 @@ class Hub:
                 del self._subs[sub.user]
 
     def _dispatch(self, entries: list[Entry]) -> None:
-        for entry in entries:
+        for entry in map(decode, entries):
             for cb in self.listeners:
                 cb(entry)
             for user in entry[1].get("to", "").split(","):
                 for sub in self._subs.get(user, ()):
-                    try:
-                        sub.queue.put_nowait(entry)
-                    except asyncio.QueueFull:
+                    if sub.overflowed:
+                        continue
+                    if sub.queue.qsize() >= QUEUE_MAX:
                         sub.overflowed = True  # the socket is closed; the client resumes by cursor
+                        sub.queue.put_nowait(CLIENT_GONE)
+                    else:
+                        sub.queue.put_nowait(entry)

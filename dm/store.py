@@ -57,6 +57,13 @@ class Unsent:
     grant_id: str
 
 
+def _message(entry_id: Any, fields: dict[Any, Any]) -> tuple[str, dict[str, str]]:
+    """A conversation stream entry: the message is one JSON object in field ``m``."""
+    eid, raw = decode_entry(entry_id, fields)
+    doc = json.loads(raw.get("m", "{}"))
+    return eid, {str(key): str(value) for key, value in doc.items()}
+
+
 class DmStore:
     def __init__(self, redis: Any, *, idempotency_ttl_s: int, send_rate_per_s: int) -> None:
         self.redis = redis
@@ -103,13 +110,10 @@ class DmStore:
     async def append(self, cid: str, sender: str, fields: dict[str, str], *,
                      idempotency_key: str | None, request_hash: str) -> SendResult:
         key = k.conv_idempotency(cid, sender, idempotency_key or "-")
-        flat: list[str] = []
-        for name, value in fields.items():
-            flat += [name, value]
         status, value = await self._send(
             keys=[key, k.conv_members(cid), k.conv_messages(cid), k.conv_rate(cid, sender)],
             args=[sender, request_hash if idempotency_key else "", self._idem_ttl_s, self._rate,
-                  *flat])
+                  json.dumps(fields, separators=(",", ":"))])
         if status == "ok":
             return SendResult(value, replayed=False)
         if status == "dup":
@@ -126,13 +130,13 @@ class DmStore:
     async def page(self, cid: str, after: str | None, limit: int) -> list[tuple[str, dict[str, str]]]:
         start = f"({after}" if after else "-"
         raw = await self.redis.xrange(k.conv_messages(cid), min=start, count=limit)
-        return [decode_entry(i, f) for i, f in raw]
+        return [_message(i, f) for i, f in raw]
 
     async def message(self, cid: str, message_id: str) -> dict[str, str]:
         raw = await self.redis.xrange(k.conv_messages(cid), min=message_id, max=message_id)
         if not raw:
             raise MessageNotFound(message_id)
-        return decode_entry(*raw[0])[1]
+        return _message(*raw[0])[1]
 
     async def unsend(self, cid: str, message_id: str, requester: str) -> Unsent:
         status, media, grant = await self._unsend(

@@ -63,7 +63,9 @@ async def send(request: web.Request) -> web.Response:
     else:
         await _announce(state, conv, result.message_id, fields)
     state.metrics.sends.labels(conv.mode, str(result.replayed).lower()).inc()
-    body = render(state.minter, conv.id, result.message_id, fields, me.sub, me.dev)
+    # The sender's copy carries no pointer (minting one costs a signature per send and the
+    # sender rarely plays it back); readers get theirs on read and on push.
+    body = render(None, conv.id, result.message_id, fields, me.sub, me.dev)
     return web.json_response(body, status=200 if result.replayed else 201,
                              headers={"Idempotent-Replayed": "true"} if result.replayed else None)
 

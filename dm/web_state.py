@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from redis.exceptions import RedisError
 
 from cdn_auth.cache import ExpiringCache
 from cdn_auth.clock import Clock
@@ -101,12 +102,21 @@ class DmState:
             if me.sub in await self.blocks_of(other):
                 raise Blocked(other)
 
-    async def blocks_of(self, uid: str) -> frozenset[str]:
+    async def blocks_of(self, uid: str, *, fallback_on_error: bool = False) -> frozenset[str]:
+        """The users ``uid`` blocked.  Cached for a minute: every dm process evicts the
+        entry when the notify stream says the list changed, so the TTL is only a backstop.
+        ``fallback_on_error`` (push filtering) answers "none" rather than failing when
+        Redis is unreachable; sends still check authoritatively."""
         hit = self.block_cache.get(uid)
         if hit is not None:
             return hit
-        blocks = frozenset(await self.store.blocks_of(uid))
-        self.block_cache.put(uid, blocks, self.clock() + 2.0)
+        try:
+            blocks = frozenset(await self.store.blocks_of(uid))
+        except RedisError:
+            if fallback_on_error:
+                return frozenset()
+            raise
+        self.block_cache.put(uid, blocks, self.clock() + 60.0)
         return blocks
 
 

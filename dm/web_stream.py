@@ -21,7 +21,7 @@ from cdn_auth.stream_tail import Entry, read_range
 
 from . import redis_keys as k
 from .delivery import render
-from .notify import id_key
+from .notify import CLIENT_GONE, Subscription, decode, id_key
 from .web_messages import check_cursor
 from .web_state import STATE, DmState
 
@@ -53,24 +53,24 @@ async def stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096)
     await ws.prepare(request)
     sub = state.hub.subscribe(me.sub)  # subscribe first: live events queue while we replay
-    reader_task = asyncio.create_task(_drain_client(ws))
+    reader_task = asyncio.create_task(_drain_client(ws, sub))
     try:
         last = cursor or state.hub.tailer.last_id or "0-0"
         if cursor is not None:
-            async for entry in read_range(state.redis, k.NOTIFY_STREAM, cursor):
+            async for raw in read_range(state.redis, k.NOTIFY_STREAM, cursor):
+                entry = decode(raw)
                 last = entry[0]
                 await _send(state, ws, entry, me.sub, me.dev)
-        while not ws.closed and not reader_task.done():
+        while not ws.closed:
             if sub.overflowed:
                 await ws.close(code=aiohttp.WSCloseCode.TRY_AGAIN_LATER,
                                message=b"slow consumer: reconnect with your cursor")
                 break
-            get = asyncio.ensure_future(sub.queue.get())
-            done, _ = await asyncio.wait({get, reader_task}, return_when=asyncio.FIRST_COMPLETED)
-            if get not in done:
-                get.cancel()
+            entry = await sub.queue.get()
+            if entry is CLIENT_GONE:
+                if sub.overflowed:
+                    continue  # the loop head closes the socket with TRY_AGAIN_LATER
                 break
-            entry = get.result()
             if id_key(entry[0]) <= id_key(last):
                 continue  # already sent during the replay
             last = entry[0]
@@ -89,7 +89,8 @@ async def _send(state: DmState, ws: web.WebSocketResponse, entry: Entry, reader:
     out = frame(state, entry, reader, device)
     if out is None:
         return
-    if out["type"] == "message" and entry[1].get("sender") in await state.blocks_of(reader):
+    if out["type"] == "message" and entry[1].get("sender") in await state.blocks_of(
+            reader, fallback_on_error=True):
         return  # as on reads: messages from users the reader blocked are not shown
     await ws.send_str(json.dumps(out))
     state.metrics.pushes.inc()
@@ -97,11 +98,16 @@ async def _send(state: DmState, ws: web.WebSocketResponse, entry: Entry, reader:
         state.metrics.push_lag.observe(max(0.0, time.time() - id_key(entry[0])[0] / 1000))
 
 
-async def _drain_client(ws: web.WebSocketResponse) -> None:
-    """Clients send nothing but pings; reading keeps close frames and heartbeats flowing."""
-    async for msg in ws:
-        if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
-            return
+async def _drain_client(ws: web.WebSocketResponse, sub: Subscription) -> None:
+    """Clients send nothing but pings; reading keeps close frames and heartbeats flowing.
+    When the client goes, a sentinel wakes the sender loop (cheaper than racing two
+    futures for every pushed event)."""
+    try:
+        async for msg in ws:
+            if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+                return
+    finally:
+        sub.queue.put_nowait(CLIENT_GONE)
 
 
 ROUTES = (
