@@ -18,13 +18,17 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
            "one dm process: send throughput (wrk) and send-to-push latency at fixed rates"),
     "sealed": ("loadtests.bench_sealed",
                "sealed vs plain per operation: grants, HPKE seal/open, sends, edge fetches"),
+    "revocation": ("loadtests.bench_revocation",
+                   "time from an unsend until every one of N edge processes refuses (p50/p99)"),
+    "nginx": ("loadtests.bench_nginx",
+              "nginx + authorizer (cached decisions) vs nginx secure_link on the same file"),
 }
 
 
 def usage() -> str:
     lines = ["usage: python -m loadtests.bench <benchmark> [args]  (<benchmark> --help for its flags)",
              "", "benchmarks:"]
-    lines += [f"  {name:<8} {desc}" for name, (_, desc) in BENCHMARKS.items()]
+    lines += [f"  {name:<10} {desc}" for name, (_, desc) in BENCHMARKS.items()]
     return "\n".join(lines)
 
 

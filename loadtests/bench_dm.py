@@ -47,7 +47,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -69,7 +68,15 @@ from dm.client import DmClient
 from dm.envelope import DeviceKey
 from dm.identity import DevIssuer
 
-from .bench_edge import HOST, REPO_ROOT, BenchError, child_process, fetch, wait_ready
+from .bench_edge import (
+    HOST,
+    REPO_ROOT,
+    BenchError,
+    child_process,
+    fetch,
+    run_and_report,
+    wait_ready,
+)
 
 TARGET_SEND_RPS = 2000.0
 TARGET_PUSH_P99_MS = 20.0
@@ -1248,21 +1255,7 @@ def run(opts: Options) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 on a valid measurement (targets met or not), 1 if invalid or failed."""
     opts = options(argv)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        report = run(opts)
-    except KeyboardInterrupt:
-        say("interrupted; every process was stopped")
-        return 130
-    except BenchError as exc:
-        say(f"error: {exc}")
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    print(render_table(report), file=sys.stderr if opts.json else sys.stdout, flush=True)
-    if opts.json:
-        print(json.dumps(report, indent=2))
-    return 0 if report["valid"] else 1
+    return run_and_report(lambda: run(opts), render_table, as_json=opts.json, say=say)
 
 
 def child_main(argv: list[str]) -> int:

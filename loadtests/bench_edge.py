@@ -856,12 +856,15 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; 0 on a valid measurement (targets met or not), 1 if invalid or failed."""
-    opts = options(argv)
+def run_and_report(run: Callable[[], dict[str, Any]], render: Callable[[dict[str, Any]], str], *,
+                   as_json: bool, say: Callable[[str], None]) -> int:
+    """What every benchmark's ``main`` does once its options are parsed: run with SIGTERM
+    unwinding like Ctrl-C (so every child process is stopped), print the table (to stderr
+    when stdout carries the JSON), and exit 0 on a valid measurement, 1 if invalid or
+    failed, 130 if interrupted.  A missed target is not a failure."""
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        report = run(opts)
+        report = run()
     except KeyboardInterrupt:
         say("interrupted; every process was stopped")
         return 130
@@ -870,10 +873,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(render_table(report), file=sys.stderr if opts.json else sys.stdout, flush=True)
-    if opts.json:
+    print(render(report), file=sys.stderr if as_json else sys.stdout, flush=True)
+    if as_json:
         print(json.dumps(report, indent=2))
     return 0 if report["valid"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; 0 on a valid measurement (targets met or not), 1 if invalid or failed."""
+    opts = options(argv)
+    return run_and_report(lambda: run(opts), render_table, as_json=opts.json, say=say)
 
 
 # -- child roles: ``python -m loadtests.bench_edge serve-baseline|loadgen`` -------------------

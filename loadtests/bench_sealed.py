@@ -46,7 +46,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import statistics
 import sys
 import time
@@ -90,7 +89,6 @@ from .bench_dm import (
     workdir,
     write_lines,
 )
-from .bench_dm import _interrupt as interrupt
 from .bench_edge import (
     BenchError,
     child_process,
@@ -98,6 +96,7 @@ from .bench_edge import (
     edge_command,
     edge_env,
     fetch,
+    run_and_report,
     wait_ready,
 )
 
@@ -826,21 +825,7 @@ def run(opts: Options) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 on a valid measurement, 1 if invalid or failed."""
     opts = options(argv)
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        report = run(opts)
-    except KeyboardInterrupt:
-        say("interrupted; every process was stopped")
-        return 130
-    except BenchError as exc:
-        say(f"error: {exc}")
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    print(render_table(report), file=sys.stderr if opts.json else sys.stdout, flush=True)
-    if opts.json:
-        print(json.dumps(report, indent=2))
-    return 0 if report["valid"] else 1
+    return run_and_report(lambda: run(opts), render_table, as_json=opts.json, say=say)
 
 
 if __name__ == "__main__":
