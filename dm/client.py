@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict
 
-from cdn_auth.encoding import b64url_decode, b64url_encode
+from cdn_auth.encoding import b64url_encode
 
 from . import envelope
 from .envelope import DeviceKey
@@ -261,7 +261,7 @@ class DmClient:
             t["grant"] = time.perf_counter() - t0
             grant, grant_id = g["grant"], g["grant_id"]
         payload = envelope.Payload(media_id, grant, text, envelope.new_franking_key())
-        cmid = "s_" + uuid.uuid4().hex
+        cmid = envelope.new_client_message_id()
         for attempt in (0, 1):
             devices = {u: await self.devices_of(u) for u in [*members, self.uid]}
             t0 = time.perf_counter()
@@ -282,33 +282,14 @@ class DmClient:
 
     def _seal_all(self, cid: str, cmid: str, payload: envelope.Payload,
                   devices: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-        envelopes = []
-        for user, devs in devices.items():
-            for d in devs:
-                if user == self.uid and d["device_id"] == self.device_id:
-                    continue
-                binding = envelope.Binding(cid, self.uid, cmid, user, d["device_id"])
-                ct = envelope.seal(d["suite"], b64url_decode(d["public_key"]), binding, payload)
-                envelopes.append({"user_id": user, "device_id": d["device_id"],
-                                  "suite": d["suite"], "ciphertext": b64url_encode(ct)})
-        commitment = envelope.commit(payload, cid, self.uid, cmid)
-        return {"client_message_id": cmid, "envelopes": envelopes,
-                "franking_commitment": b64url_encode(commitment)}
+        assert self.device_id is not None
+        return envelope.seal_body(cid, self.uid, self.device_id, cmid, payload, devices)
 
     def open_message(self, message: dict[str, Any]) -> envelope.Payload:
         """Open this device's envelope and check the franking commitment; raise if either fails."""
         if self.device_key is None or self.device_id is None:
             raise RuntimeError("no device key")
-        if not message.get("envelope"):
-            raise envelope.EnvelopeError("no envelope for this device")
-        binding = envelope.Binding(message["conversation_id"], message["sender"],
-                                   message["client_message_id"], self.uid, self.device_id)
-        payload = envelope.open_envelope(self.device_key, binding,
-                                         b64url_decode(message["envelope"]))
-        envelope.check_commitment(b64url_decode(message["franking"]["commitment"]), payload,
-                                  message["conversation_id"], message["sender"],
-                                  message["client_message_id"])
-        return payload
+        return envelope.open_message(self.device_key, self.uid, self.device_id, message)
 
     async def report_sealed(self, message: dict[str, Any], payload: envelope.Payload,
                             reason: str = "") -> dict[str, Any]:

@@ -40,6 +40,7 @@ import hmac
 import json
 import secrets
 import struct
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,3 +274,51 @@ def check_countersignature(server_key: bytes, signature: bytes, commitment: byte
 
 def new_franking_key() -> bytes:
     return secrets.token_bytes(FK_BYTES)
+
+
+# -- whole messages: what a client does around the primitives above -----------------------
+# One definition for the async SDK (dm.client) and the gevent-based load test, which
+# cannot share the SDK's event loop but must send byte-for-byte the same bodies.
+
+
+def new_client_message_id() -> str:
+    return "s_" + uuid.uuid4().hex
+
+
+def new_payload(media_id: str | None, grant: str | None, text: str | None) -> Payload:
+    return Payload(media_id, grant, text, new_franking_key())
+
+
+def seal_body(cid: str, sender: str, sender_device: str, cmid: str, payload: Payload,
+              devices: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One envelope per device of every member but the sending device, and the commitment.
+
+    ``devices`` maps user id to its published device keys (as
+    ``GET /v1/users/{id}/devices`` returns them), the sender included.
+    """
+    envelopes = []
+    for user, devs in devices.items():
+        for d in devs:
+            if user == sender and d["device_id"] == sender_device:
+                continue
+            binding = Binding(cid, sender, cmid, user, d["device_id"])
+            ct = seal(d["suite"], b64url_decode(d["public_key"]), binding, payload)
+            envelopes.append({"user_id": user, "device_id": d["device_id"], "suite": d["suite"],
+                              "ciphertext": b64url_encode(ct)})
+    commitment = commit(payload, cid, sender, cmid)
+    return {"client_message_id": cmid, "envelopes": envelopes,
+            "franking_commitment": b64url_encode(commitment)}
+
+
+def open_message(key: DeviceKey, user_id: str, device_id: str,
+                 message: dict[str, Any]) -> Payload:
+    """Open this device's envelope and check the franking commitment; raise if either fails."""
+    if not message.get("envelope"):
+        raise EnvelopeError("no envelope for this device")
+    binding = Binding(message["conversation_id"], message["sender"],
+                               message["client_message_id"], user_id, device_id)
+    payload = open_envelope(key, binding, b64url_decode(message["envelope"]))
+    check_commitment(b64url_decode(message["franking"]["commitment"]), payload,
+                              message["conversation_id"], message["sender"],
+                              message["client_message_id"])
+    return payload

@@ -37,7 +37,7 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from dm import envelope
-from loadtests import push, sealing, seed
+from loadtests import push, seed
 from loadtests.lt_process import STATE, Setup
 from loadtests.recorder import LATE_MS
 from loadtests.scenarios import (
@@ -357,16 +357,16 @@ class _ShareUser(_FlowUser):
             return
         g = self.call("POST", f"{t.edge_url}/v1/grants", "grant", token=p.sender.token,
                       expect=(200, 201), json_body={"media_id": p.media_id, "redeemers": 1})
-        cmid = sealing.new_client_message_id()
-        body = self.crypto("seal", lambda: sealing.seal_body(
+        cmid = envelope.new_client_message_id()
+        body = self.crypto("seal", lambda: envelope.seal_body(
             p.conversation_id, p.sender.user_id, p.sender.device_id, cmid,
-            sealing.new_payload(p.media_id, g["grant"], SHARE_TEXT), self.devices))
+            envelope.new_payload(p.media_id, g["grant"], SHARE_TEXT), self.devices))
         body["grant_id"] = g["grant_id"]
         sent_at = time.perf_counter()
         sent = self.call("POST", messages, "send", token=p.sender.token, expect=(201,),
                          json_body=body)
         message = self._delivered(sent["id"], sent_at)
-        payload = self.crypto("open", lambda: sealing.open_message(
+        payload = self.crypto("open", lambda: envelope.open_message(
             self.recipient_key, p.recipient.user_id, p.recipient.device_id, message))
         if payload.media_id is None:
             raise FlowFailed("opened envelope carries no media")
@@ -412,7 +412,7 @@ class VideoViewer(_FlowUser):
         if mode_of(self.scenario) == "plain":
             self.play(message["media"]["url"], p.recipient.token, None)
             return
-        payload = self.crypto("open", lambda: sealing.open_message(
+        payload = self.crypto("open", lambda: envelope.open_message(
             self.recipient_key, p.recipient.user_id, p.recipient.device_id, message))
         self.play(f"{t.edge_url}/m/{payload.media_id}", p.recipient.token, payload.grant)
 

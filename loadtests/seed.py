@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 from cdn_auth.encoding import b64url_decode, b64url_encode
 from dm import envelope
 
-from . import sealing
 from .scenarios import CONVERSATION_MODE, SUITE_OF, VIDEO_BYTES, is_view, mode_of
 
 SESSION_TTL_S = 24 * 3600
@@ -200,9 +199,9 @@ def share_once(t: Targets, pair: Pair) -> str:
     else:
         g = call("POST", f"{t.edge_url}/v1/grants", token=s.token,
                  json_body={"media_id": pair.media_id, "redeemers": 1})
-        cmid = sealing.new_client_message_id()
-        body = sealing.seal_body(pair.conversation_id, s.user_id, s.device_id, cmid,
-                                 sealing.new_payload(pair.media_id, g["grant"], None),
+        cmid = envelope.new_client_message_id()
+        body = envelope.seal_body(pair.conversation_id, s.user_id, s.device_id, cmid,
+                                 envelope.new_payload(pair.media_id, g["grant"], None),
                                  devices_of(t, s, pair.recipient.user_id, s.user_id))
         doc = call("POST", url, token=s.token, json_body={**body, "grant_id": g["grant_id"]})
     pair.read_after = pair.message_id
