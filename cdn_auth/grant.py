@@ -9,7 +9,7 @@ distinct users to fetch with it are bound to it in Redis, atomically.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import token_format as tf
 from .errors import TokenMalformed
@@ -19,8 +19,9 @@ DEFAULT_GRANT_TTL_S = 6 * 3600
 MAX_REDEEMERS = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(NamedTuple):
+    """Verified grant claims (immutable)."""
+
     grant_id: str
     media_id: str
     max_redeemers: int
