@@ -42,6 +42,7 @@ from .revocation_view import RevocationTailer
 from .session import Session, SessionVerifier
 
 T = TypeVar("T")
+C = TypeVar("C", Pointer, Grant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +153,19 @@ class Authorizer:
         return Decision(media, session, None, g)
 
     def grant(self, token: str) -> Grant:
-        hit = self.grant_cache.get(token)
+        return self._verified(self.grant_cache, grant_mod.verify, token)
+
+    def pointer(self, token: str) -> Pointer:
+        return self._verified(self.pointer_cache, pointer_mod.verify, token)
+
+    def _verified(self, cache: ExpiringCache[C], verify: Callable[..., C], token: str) -> C:
+        """A token's claims from the cache, or verified once and cached until it expires."""
+        hit = cache.get(token)
         if hit is not None:
             return hit
-        g = self._verify(grant_mod.verify, token)
-        self.grant_cache.put(token, g, g.exp + self.config.token_leeway_s)
-        return g
+        claims = self._verify(verify, token)
+        cache.put(token, claims, claims.exp + self.config.token_leeway_s)
+        return claims
 
     def _verify(self, verify: Callable[..., T], token: str) -> T:
         now = self._clock()
@@ -176,14 +184,6 @@ class Authorizer:
         s = await self._sessions.verify(token, self._clock())
         self.session_cache.put(token, s, s.exp)
         return s
-
-    def pointer(self, token: str) -> Pointer:
-        hit = self.pointer_cache.get(token)
-        if hit is not None:
-            return hit
-        p = self._verify(pointer_mod.verify, token)
-        self.pointer_cache.put(token, p, p.exp + self.config.token_leeway_s)
-        return p
 
     async def media(self, media_id: str) -> Media:
         hit = self.media_cache.get(media_id)
