@@ -47,7 +47,8 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
     sessions = SessionVerifier(
         JwksSource(settings.session_jwks, clock=clock), issuer=settings.session_issuer,
         audience=settings.session_audience, algorithms=settings.session_algorithms,
-        leeway_s=settings.session_leeway_s, clock=clock)
+        leeway_s=settings.session_leeway_s, max_lifetime_s=settings.session_max_lifetime_s,
+        clock=clock)
     registry = MediaRegistry(redis)
     authorizer = Authorizer(
         AuthorizerConfig(settings.max_token_lifetime_s, settings.token_leeway_s,
@@ -59,7 +60,8 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
     app = web.Application(middlewares=[error_middleware()], client_max_size=1024 * 1024)
     app[STATE] = EdgeState(settings=settings, redis=redis, authorizer=authorizer,
                            registry=registry, revocations=RevocationLog(redis),
-                           origin=Origin(settings.origin_dir), metrics=metrics, clock=clock,
+                           origin=Origin(settings.origin_dir, settings.ingest_subdir),
+                           metrics=metrics, clock=clock,
                            minter=KeyRingSource(settings.keyring_dir)
                            if settings.keyring_dir is not None else None)
     openapi.serve_document(app, "cdn_auth: media registry and edge authorizer", __version__,

@@ -127,9 +127,18 @@ def parse_rules(doc: dict[str, Any]) -> tuple[str, bool, AudienceRules]:
     return visibility, allow_reshare, rules
 
 
+#: Top-level types the edge serves.  Anything else (text/html, application/javascript,
+#: image/svg+xml...) could run script in the edge's origin if a browser sniffed or
+#: rendered it, so it is refused at registration (and the edge sends nosniff).
+MEDIA_TOP_TYPES = ("video", "audio", "image")
+_SCRIPTABLE = frozenset({"image/svg+xml"})
+
+
 def check_content_type(value: object) -> str:
     if not isinstance(value, str) or _CONTENT_TYPE_RE.fullmatch(value) is None:
         raise InvalidField("content_type must be a MIME type such as video/mp4")
+    if value.split("/", 1)[0] not in MEDIA_TOP_TYPES or value in _SCRIPTABLE:
+        raise InvalidField("content_type must be a video, audio or image type (not svg)")
     return value
 
 

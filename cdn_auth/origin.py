@@ -2,8 +2,11 @@
 
 Nothing here reads a whole file into memory: uploads are hashed chunk by
 chunk as they are written, and registered files are hashed the same way in
-a worker thread.  Paths from clients are resolved and must stay inside the
-origin directory (no ``..``, no symlink escapes).
+a worker thread.  Paths from clients (publishers' ``origin_path``) are
+resolved inside the *ingest* root only, a subdirectory that never holds
+uploads, and must stay there (no ``..``, no symlink escapes): a publisher
+can register files a content pipeline put there, never another record's
+upload.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from .errors import InputTooLarge, InvalidField
 
 CHUNK = 256 * 1024
 MAX_ORIGIN_PATH_CHARS = 512
+UPLOADS_DIR = "uploads"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,34 +33,44 @@ class StoredObject:
 
 
 class Origin:
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, ingest_subdir: str = "ingest") -> None:
+        if ingest_subdir in ("", ".", "..", UPLOADS_DIR) or "/" in ingest_subdir:
+            raise ValueError("the ingest root must be its own subdirectory, not uploads")
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.ingest = self.root / ingest_subdir
+        self.ingest.mkdir(exist_ok=True)
 
     def __repr__(self) -> str:
         return f"Origin({str(self.root)!r})"
 
     def resolve(self, relpath: str) -> Path:
-        """Map a client-supplied relative path to a file inside the root, or raise."""
+        """Map a publisher's ``origin_path`` (relative to the ingest root) to a file inside
+        the ingest root, or raise.  Symlinks are resolved first, so a link in the ingest
+        root pointing at an upload (or anywhere else) is refused too."""
         if not relpath or len(relpath) > MAX_ORIGIN_PATH_CHARS or "\x00" in relpath:
             raise InvalidField("origin_path is empty, too long or has NUL")
-        candidate = (self.root / relpath).resolve()
-        if not candidate.is_relative_to(self.root) or candidate == self.root:
-            raise InvalidField("origin_path escapes the origin directory")
+        try:
+            candidate = (self.ingest / relpath).resolve()
+        except (OSError, RuntimeError, ValueError):  # symlink loops, odd bytes
+            raise InvalidField("origin_path does not resolve") from None
+        ingest = self.ingest.resolve()
+        if not candidate.is_relative_to(ingest) or candidate == ingest:
+            raise InvalidField("origin_path escapes the ingest directory")
         return candidate
 
     async def describe(self, relpath: str) -> StoredObject:
-        """Hash an existing file under the root (streamed, in a worker thread)."""
+        """Hash an existing file under the ingest root (streamed, in a worker thread)."""
         path = self.resolve(relpath)
         if not path.is_file():
-            raise InvalidField("origin_path is not a file under the origin directory")
+            raise InvalidField("origin_path is not a file under the ingest directory")
         size, digest = await asyncio.to_thread(_hash_file, path)
         return StoredObject(str(path.relative_to(self.root)), size, digest)
 
     async def store(self, media_id: str, chunks: AsyncIterator[bytes],
                     max_bytes: int) -> StoredObject:
         """Write an upload to ``uploads/<id[-2:]>/<id>``, hashing as it goes; 413 past max_bytes."""
-        rel = Path("uploads") / media_id[-2:] / media_id
+        rel = Path(UPLOADS_DIR) / media_id[-2:] / media_id
         final = self.root / rel
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{media_id}.part")

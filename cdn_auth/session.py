@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 MAX_SESSION_TOKEN_CHARS = 4096
 DEFAULT_SESSION_LEEWAY_S = 5
+DEFAULT_SESSION_MAX_LIFETIME_S = 24 * 3600
+#: JOSE ``typ`` values a session may carry (RFC 8725 section 3.11: explicit typing, so a
+#: JWT minted for another purpose by the same IdP key cannot pass as a session).
+SESSION_TYPES = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 ADULT_AGE = 18
 #: The youngest age the platform admits, used for an unspecific "minor" claim.
 MINOR_AGE_FLOOR = 13
@@ -143,9 +147,12 @@ class SessionVerifier:
 
     def __init__(self, jwks: JwksSource, *, issuer: str, audience: str,
                  algorithms: Sequence[str] = ("EdDSA",),
-                 leeway_s: int = DEFAULT_SESSION_LEEWAY_S, clock: Clock = system_clock) -> None:
+                 leeway_s: int = DEFAULT_SESSION_LEEWAY_S,
+                 max_lifetime_s: int = DEFAULT_SESSION_MAX_LIFETIME_S,
+                 clock: Clock = system_clock) -> None:
         if not algorithms or any(a.lower() == "none" for a in algorithms):
             raise ValueError("session algorithms must be pinned and never 'none'")
+        self.max_lifetime_s = max_lifetime_s
         self.jwks = jwks
         self.issuer = issuer
         self.audience = audience
@@ -161,7 +168,9 @@ class SessionVerifier:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise SessionInvalid(f"header: {exc}") from None
-        alg, kid = header.get("alg"), header.get("kid")
+        alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in SESSION_TYPES:
+            raise SessionInvalid(f"typ {typ!r} is not a session type")
         if alg not in self.algorithms:
             raise SessionInvalid(f"alg {alg!r} not allowed")
         if not isinstance(kid, str):
@@ -190,6 +199,8 @@ class SessionVerifier:
             raise SessionInvalid("session dated in the future")
         if exp <= now - self.leeway_s:
             raise SessionExpired(f"exp {exp}")
+        if exp - iat > self.max_lifetime_s:
+            raise SessionInvalid(f"lifetime {exp - iat}s over {self.max_lifetime_s}s")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > 255:
             raise SessionInvalid("bad sub")

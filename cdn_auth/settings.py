@@ -21,6 +21,10 @@ class EdgeSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     origin_dir: Path = Path("var/origin")
+    #: Where publishers put files to register by ``origin_path`` (relative to this root):
+    #: a subdirectory of ``origin_dir`` that never holds uploads (those go to ``uploads/``),
+    #: so no record can be made to alias another record's bytes.
+    ingest_subdir: str = Field("ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     #: JWKS of pointer/grant verify keys (exported by the key ring).
     pointer_jwks: Path = Path("var/keys/pointer/verify.jwks.json")
     #: The key ring itself (private keys); only where grants are minted (the media API).
@@ -31,6 +35,8 @@ class EdgeSettings(BaseSettings):
     session_audience: str = "pointer-dm"
     session_algorithms: tuple[str, ...] = ("EdDSA",)
     session_leeway_s: int = Field(5, ge=0, le=300)
+    #: Sessions whose ``exp - iat`` exceeds this are refused (RFC 8725: bounded lifetimes).
+    session_max_lifetime_s: int = Field(24 * 3600, ge=60, le=7 * 24 * 3600)
     token_leeway_s: int = Field(5, ge=0, le=300)
     #: Longest lifetime of any pointer or grant; revocations are remembered this long,
     #: so it must stay well inside the revocation stream's retention (24 h).
@@ -44,6 +50,12 @@ class EdgeSettings(BaseSettings):
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
     revocation_block_ms: int = Field(1000, ge=10, le=60_000)
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _ingest_is_not_uploads(self) -> EdgeSettings:
+        if self.ingest_subdir == "uploads":
+            raise ValueError("ingest_subdir must not be the uploads directory")
+        return self
 
     @model_validator(mode="after")
     def _tail_blocks_inside_the_staleness_bound(self) -> EdgeSettings:

@@ -56,7 +56,7 @@ async def media(request: web.Request) -> web.StreamResponse:
     m = d.media
     plan = ranges.plan(request.headers, size=m.size, etag=m.etag, last_modified=m.last_modified)
     headers = {**plan.headers, "Cache-Control": "private, max-age=0, must-revalidate",
-               "Vary": "Authorization"}
+               "Vary": "Authorization", "X-Content-Type-Options": "nosniff"}
     if plan.status == 304:
         return web.Response(status=304, headers=headers)
     if plan.status == 416:

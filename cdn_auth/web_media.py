@@ -15,7 +15,14 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from . import revocation
-from .errors import Forbidden, InvalidField, MalformedRequest, NotModerator, SessionMissing
+from .errors import (
+    Forbidden,
+    InputTooLarge,
+    InvalidField,
+    MalformedRequest,
+    NotModerator,
+    SessionMissing,
+)
 from .ids import check_id, new_id
 from .media import Media, check_content_type, parse_rules
 from .openapi import Route
@@ -79,9 +86,7 @@ async def _from_upload(request: web.Request, state: EdgeState, session: Session,
         part = await reader.next()
         if not isinstance(part, BodyPartReader) or part.name != "metadata":
             raise MalformedRequest("the first part must be 'metadata' (JSON)")
-        raw = await part.read()
-        if len(raw) > MAX_META_BYTES:
-            raise MalformedRequest("metadata part too large")
+        raw = await _read_bounded(part, MAX_META_BYTES)
         meta = json.loads(raw)
         if not isinstance(meta, dict) or set(meta) - _META_FIELDS or "origin_path" in meta:
             raise InvalidField("metadata must be an object of known fields, without origin_path")
@@ -101,6 +106,18 @@ async def _from_upload(request: web.Request, state: EdgeState, session: Session,
 
     stored = await state.origin.store(media_id, chunks(), state.settings.max_upload_bytes)
     return meta, stored
+
+
+async def _read_bounded(part: BodyPartReader, max_bytes: int) -> bytes:
+    """A part's bytes, refusing (413) past ``max_bytes`` without reading further:
+    ``BodyPartReader.read()`` would buffer the whole part, however large."""
+    chunks, size = [], 0
+    while chunk := await part.read_chunk(8192):
+        size += len(chunk)
+        if size > max_bytes:
+            raise InputTooLarge(f"metadata part over {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def get_media(request: web.Request) -> web.Response:

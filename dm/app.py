@@ -81,7 +81,8 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
     sessions = SessionVerifier(
         JwksSource(settings.session_jwks_location, clock=clock), issuer=settings.session_issuer,
         audience=settings.session_audience, algorithms=settings.session_algorithms,
-        leeway_s=settings.session_leeway_s, clock=clock)
+        leeway_s=settings.session_leeway_s, max_lifetime_s=settings.session_max_lifetime_s,
+        clock=clock)
     hub = Hub(tail_redis)
     state = DmState(
         settings=settings, redis=redis,

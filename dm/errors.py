@@ -43,6 +43,11 @@ class DevIssuerDisabled(DmError):
         "this deployment trusts an external identity provider"
 
 
+class DevIssuerRolesDisabled(DmError):
+    status, code, public_message = 403, "dev_issuer_roles_disabled", \
+        "the dev issuer grants no roles here (DM_DEV_ISSUER_ROLES is off)"
+
+
 class NotFound(DmError):
     status, code, public_message = 404, "not_found", "not found"
 

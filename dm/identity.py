@@ -45,6 +45,11 @@ class DevIssuer:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         key_path = d / KEY_FILE
         if key_path.exists():
+            # The same rule as every other key file: a key others can read is refused.
+            mode = key_path.stat().st_mode & 0o777
+            if mode & 0o077:
+                raise PermissionError(f"{key_path} is readable by others (mode {mode:o}); "
+                                      "chmod 600 it")
             loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             if not isinstance(loaded, Ed25519PrivateKey):
                 raise ValueError(f"{key_path} is not an Ed25519 key")
@@ -88,6 +93,7 @@ class DevIssuer:
             claims["roles"] = roles
         if extra:
             claims.update(extra)
-        return jwt.encode(claims, self._key, algorithm="EdDSA", headers={"kid": self.kid})
+        return jwt.encode(claims, self._key, algorithm="EdDSA",
+                          headers={"kid": self.kid, "typ": "JWT"})
 
 

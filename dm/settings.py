@@ -21,8 +21,15 @@ class DmSettings(BaseSettings):
     #: The pointer key ring (dm mints pointers; it needs the private keys).
     keyring_dir: Path = Path("var/keys/pointer")
     pointer_ttl_s: int = Field(300, ge=10, le=3600)
-    #: Dev issuer on: POST /v1/users mints sessions from keys in issuer_dir.
-    dev_issuer: bool = True
+    #: Dev issuer: POST /v1/users mints sessions from keys in issuer_dir.  Off unless
+    #: explicitly enabled (demo, local stacks, tests): anyone who reaches dm could mint
+    #: sessions.  Production points session_jwks at a real identity provider instead.
+    dev_issuer: bool = False
+    #: A second, separate switch: honour ``roles`` (moderator, publisher, ...) asked of the
+    #: dev issuer.  Off, a request naming roles is refused (403 dev_issuer_roles_disabled).
+    dev_issuer_roles: bool = False
+    #: Longest session the dev issuer mints (and the verifier accepts), RFC 8725 hygiene.
+    session_max_lifetime_s: int = Field(24 * 3600, ge=60, le=7 * 24 * 3600)
     issuer_dir: Path = Path("var/keys/session")
     #: Session JWKS (file or URL); defaults to the dev issuer's when empty.
     session_jwks: str = ""

@@ -10,7 +10,7 @@ from cdn_auth.openapi import Route
 from cdn_auth.session import region_from_claim
 from cdn_auth.web_errors import read_json
 
-from .errors import DevIssuerDisabled
+from .errors import DevIssuerDisabled, DevIssuerRolesDisabled
 from .web_state import STATE
 
 ROLES = {"moderator", "publisher"}
@@ -31,11 +31,15 @@ async def create_user(request: web.Request) -> web.Response:
     if region is None:
         raise InvalidField("region must be an ISO 3166-1 alpha-2 code")
     roles = doc.get("roles", [])
-    if not isinstance(roles, list) or not set(roles) <= ROLES:
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles) \
+            or not set(roles) <= ROLES:
         raise InvalidField(f"roles must be a subset of {sorted(ROLES)}")
+    if roles and not state.settings.dev_issuer_roles:
+        raise DevIssuerRolesDisabled()
     ttl_s = doc.get("ttl_s", 3600)
-    if not isinstance(ttl_s, int) or not 60 <= ttl_s <= 7 * 24 * 3600:
-        raise InvalidField("ttl_s must be 60..604800")
+    max_ttl = state.settings.session_max_lifetime_s
+    if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 60 <= ttl_s <= max_ttl:
+        raise InvalidField(f"ttl_s must be 60..{max_ttl}")
     user_id, device_id = new_id("u"), new_id("d")
     token = state.issuer.mint(user_id, dev=device_id, age=age, region=region, roles=roles,
                               ttl_s=ttl_s)
@@ -68,7 +72,8 @@ async def jwks(request: web.Request) -> web.Response:
 
 ROUTES = (
     Route("POST", "/v1/users", create_user, "Dev issuer: create a user, device and session",
-          "identity", auth="none", responses=(201, 400, 404), body="age, region, roles, ttl_s"),
+          "identity", auth="none", responses=(201, 400, 403, 404),
+          body="age, region, roles (only with DM_DEV_ISSUER_ROLES), ttl_s"),
     Route("POST", "/v1/devices", link_device, "Dev issuer: add a device to my account",
           "identity", responses=(201, 401, 404)),
     Route("GET", "/.well-known/jwks.json", jwks, "Session verification keys (JWKS)", "identity",

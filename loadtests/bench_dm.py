@@ -452,7 +452,8 @@ def dm_env(root: Path, *, send_rate_per_s: int | None, log_level: str) -> dict[s
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DM_")}
     env.update(DM_ISSUER_DIR=str(root / "keys" / "session"),
-               DM_FRANKING_KEY_PATH=str(root / "keys" / "franking.key"), DM_LOG_LEVEL=log_level)
+               DM_FRANKING_KEY_PATH=str(root / "keys" / "franking.key"), DM_LOG_LEVEL=log_level,
+               DM_DEV_ISSUER="true")
     if send_rate_per_s is not None:
         env["DM_SEND_RATE_PER_S"] = str(send_rate_per_s)
     return env

@@ -83,6 +83,8 @@ FILE_BYTES = 4 * 1024 * 1024
 RANGE_BYTES = 64 * 1024
 RANGE_HEADER = f"bytes=0-{RANGE_BYTES - 1}"
 ORIGIN_RELPATH = "bench/clip.mp4"
+#: The edge's ingest root under its origin directory: where ``origin_path`` registrations live.
+INGEST = "ingest"
 POINTER_TTL_S = 900  # the edge's default max_token_lifetime_s: covers any sane run
 MIN_RPS_HINT = 8000.0  # sizes the first cold pointer pool before any rate is known
 SETTLE_S = 0.5  # lets in-flight requests drain before the edge's counters are read
@@ -282,7 +284,7 @@ def register_media(port: int, issuer: DevIssuer) -> str:
 def testbed(root: Path) -> Iterator[Testbed]:
     """Start Redis, the edge and the baseline servers; stop them all on exit, whatever happens."""
     data = clip_bytes()
-    origin_file = root / "origin" / ORIGIN_RELPATH
+    origin_file = root / "origin" / INGEST / ORIGIN_RELPATH
     origin_file.parent.mkdir(parents=True)
     origin_file.write_bytes(data)
     issuer = DevIssuer.load_or_create(root / "keys" / "session")

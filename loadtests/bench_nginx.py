@@ -28,6 +28,7 @@ from cdn_auth.token_format import Alg
 from dm.identity import JWKS_FILE, DevIssuer
 
 from .bench_edge import (
+    INGEST,
     ORIGIN_RELPATH,
     RANGE_BYTES,
     LoadSpec,
@@ -55,8 +56,8 @@ def run(root: Path, *, rounds: int, duration_s: int, connections: int,
     keys, jwks = write_keys(root)
     issuer = DevIssuer.load_or_create(root / "keys" / "session")
     origin = root / "origin"
-    (origin / ORIGIN_RELPATH).parent.mkdir(parents=True, exist_ok=True)
-    (origin / ORIGIN_RELPATH).write_bytes(clip_bytes())
+    (origin / INGEST / ORIGIN_RELPATH).parent.mkdir(parents=True, exist_ok=True)
+    (origin / INGEST / ORIGIN_RELPATH).write_bytes(clip_bytes())
     gen = choose_generator("wrk", root)
     with RedisProcess(root / "redis", appendonly=False) as redis:
         port = free_port()
@@ -72,7 +73,7 @@ def run(root: Path, *, rounds: int, duration_s: int, connections: int,
             from .nginx_front import secure_link
 
             paths = {"nginx_auth": f"/m/{media_id}?pointer={ptr}",
-                     "secure_link": secure_link(f"/sl/{ORIGIN_RELPATH}",
+                     "secure_link": secure_link(f"/sl/{INGEST}/{ORIGIN_RELPATH}",
                                                 front.secure_link_secret,
                                                 int(time.time()) + 3600)}
             auth = root / "auth.txt"

@@ -33,6 +33,7 @@ from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE, DevIssuer
 
 from .bench_edge import (
+    INGEST,
     ORIGIN_RELPATH,
     child_process,
     clip_bytes,
@@ -106,8 +107,8 @@ def run(edges: int, trials: int, root: Path) -> dict[str, object]:
     keys, jwks = write_keys(root)
     issuer = DevIssuer.load_or_create(root / "keys" / "session")
     origin = root / "origin"
-    (origin / ORIGIN_RELPATH).parent.mkdir(parents=True, exist_ok=True)
-    (origin / ORIGIN_RELPATH).write_bytes(clip_bytes(256 * 1024))
+    (origin / INGEST / ORIGIN_RELPATH).parent.mkdir(parents=True, exist_ok=True)
+    (origin / INGEST / ORIGIN_RELPATH).write_bytes(clip_bytes(256 * 1024))
     env = edge_env(jwks, root / "keys" / "session" / JWKS_FILE)
     with RedisProcess(root / "redis", appendonly=False) as redis, contextlib.ExitStack() as stack:
         ports = [free_port() for _ in range(edges)]

@@ -295,7 +295,7 @@ def build_pairs(dm: Server, count: int) -> dict[str, list[Pair]]:
 @contextlib.contextmanager
 def testbed(root: Path, opts: Options) -> Iterator[Bed]:
     """Origin file, keys, both servers with their Redis; all stopped on exit."""
-    origin = root / "origin" / ORIGIN_RELPATH
+    origin = root / "origin" / "ingest" / ORIGIN_RELPATH
     origin.parent.mkdir(parents=True)
     origin.write_bytes(clip_bytes(FILE_BYTES))
     issuer = session_issuer(root)

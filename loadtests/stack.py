@@ -74,7 +74,8 @@ async def local_stack(root: Path, *, alg: Alg = Alg.ED25519, redis_url: str | No
         runners.append(edge_runner)
         dm_runner, dm_url = await _serve(build_dm(DmSettings.load(
             redis_url=redis_url, edge_base_url=edge_url, keyring_dir=ring.path,
-            issuer_dir=session_dir, franking_key_path=root / "keys" / "franking.key")))
+            issuer_dir=session_dir, franking_key_path=root / "keys" / "franking.key",
+            dev_issuer=True, dev_issuer_roles=True)))
         runners.append(dm_runner)
         yield Stack(root, redis_url, edge_url, dm_url, issuer, ring, settings, redis)
     finally:

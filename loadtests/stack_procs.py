@@ -123,7 +123,7 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     origin = root / "origin"
-    clip = origin / ORIGIN_RELPATH
+    clip = origin / "ingest" / ORIGIN_RELPATH  # the edge's ingest root (origin_path)
     clip.parent.mkdir(parents=True, exist_ok=True)
     clip.write_bytes(video_bytes())
     session_dir = root / "keys" / "session"
@@ -141,8 +141,11 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
             CDN_AUTH_POINTER_JWKS=str(ring.path / VERIFY_JWKS_FILE),
             CDN_AUTH_KEYRING_DIR=str(ring.path), CDN_AUTH_SESSION_JWKS=str(session_dir / JWKS_FILE),
             CDN_AUTH_LOG_LEVEL="WARNING")
+        # A local stack for load tests and demos: the dev issuer (and its roles, for the
+        # seeding publisher) switched on explicitly; production leaves both off.
         dm_env = _clean_env(DM_ISSUER_DIR=str(session_dir), DM_FRANKING_KEY_PATH=str(franking),
-                            DM_LOG_LEVEL="WARNING")
+                            DM_LOG_LEVEL="WARNING", DM_DEV_ISSUER="true",
+                            DM_DEV_ISSUER_ROLES="true")
         commands = []
         for i in range(procs):
             commands.append((f"edge-{i}", [

@@ -215,7 +215,9 @@ async def make_dm(make_edge: EdgeFactory, tmp_path: Path, redis_server: RedisBac
             "redis_url": url, "redis_cluster": redis_url is None and redis_server.cluster,
             "keyring_dir": ring.path, "issuer_dir": tmp_path / "session-keys",
             "franking_key_path": tmp_path / "franking.key",
-            "edge_base_url": str(edge.client.make_url("")).rstrip("/")}
+            "edge_base_url": str(edge.client.make_url("")).rstrip("/"),
+            # Off by default (production-safe); tests enable both switches explicitly.
+            "dev_issuer": True, "dev_issuer_roles": True}
         app = build_dm(DmSettings.load(**{**base, **overrides}))
         server = TestServer(app)
         await server.start_server()

@@ -41,7 +41,7 @@ async def test_upload_registers_and_hashes(edge: Edge, issuer: DevIssuer) -> Non
 
 
 async def test_publisher_registers_origin_path(edge: Edge, issuer: DevIssuer) -> None:
-    root = edge.state.origin.root
+    root = edge.state.origin.ingest
     (root / "catalog").mkdir(parents=True)
     (root / "catalog" / "a.mp4").write_bytes(b"abc" * 1000)
     body = {"origin_path": "catalog/a.mp4", "owner": "alice", "visibility": "public"}

@@ -55,8 +55,8 @@ async def test_workers_share_the_port_and_all_apply_revocations(
                 await asyncio.sleep(0.1)
         assert len(pids) == 3
         redis = connect(redis_url)
-        (tmp_path / "origin" / "w").mkdir(parents=True)
-        (tmp_path / "origin" / "w" / "v.mp4").write_bytes(b"x" * 1000)
+        (tmp_path / "origin" / "ingest" / "w").mkdir(parents=True)
+        (tmp_path / "origin" / "ingest" / "w" / "v.mp4").write_bytes(b"x" * 1000)
         token = issuer.mint("svc", roles=["publisher"])
         async with http.post(f"{url}/v1/media", json={"origin_path": "w/v.mp4", "owner": "alice"},
                              headers={"Authorization": f"Bearer {token}"}) as r:
