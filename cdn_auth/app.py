@@ -17,7 +17,7 @@ from .redemption import Redemptions
 from .redis_client import connect
 from .registry import MediaRegistry
 from .revocation import RevocationLog
-from .revocation_view import RevocationTailer, RevocationView
+from .revocation_view import REMINT_MARGIN_S, RevocationTailer, RevocationView
 from .session import JwksSource, SessionVerifier
 from .settings import EdgeSettings
 from .web_errors import error_middleware
@@ -40,7 +40,8 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
                              cluster=settings.redis_cluster, socket_timeout_s=None)
         owned.append(tail_redis)
     metrics = Metrics()
-    view = RevocationView(settings.max_token_lifetime_s + settings.token_leeway_s, clock)
+    view = RevocationView(settings.max_token_lifetime_s + settings.token_leeway_s
+                          + REMINT_MARGIN_S, clock)
     tailer = RevocationTailer(tail_redis, view, clock=clock,
                               block_ms=settings.revocation_block_ms,
                               on_lag=metrics.revocation_lag.observe)

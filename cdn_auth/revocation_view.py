@@ -1,8 +1,13 @@
 """Each edge's in-memory view of revocations, fed by tailing the stream.
 
 The view answers "is this pointer revoked?" without a Redis round trip.
-Entries are forgotten once every token they could affect has expired
-(the longest token lifetime plus leeway after the event).  The tailer
+Entries are forgotten once every token they could affect has expired: the
+longest token lifetime plus leeway after the event, plus
+:data:`REMINT_MARGIN_S`.  That bound holds because no path mints a token
+for a revoked thing after its event (dm re-checks membership and unsend
+tombstones on every read, push and replay; grants are not minted from a
+revoked grant), except a dm process whose cached conversation is a few
+seconds stale: the margin covers that.  The tailer
 keeps the view fresh with blocking XREADs from its last id; ``fresh_at``
 is the last time Redis answered, and requests that depend on revocation
 state fail closed when that is older than the staleness bound.
@@ -23,6 +28,11 @@ from .revocation import RevocationEvent
 from .stream_tail import Entry, StreamTailer, read_range
 
 log = logging.getLogger(__name__)
+
+#: Extra memory beyond the longest token lifetime: covers tokens minted just after an event
+#: by a process whose cached view of it was briefly stale (dm caches a conversation for at
+#: most a few seconds, and evicts it on the membership event itself).
+REMINT_MARGIN_S = 60.0
 
 
 class RevocationView:

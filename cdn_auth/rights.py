@@ -48,10 +48,12 @@ def check_pointer_binding(pointer: Pointer, media_id: str, session: Session) -> 
 
 
 def check_not_revoked(pointer: Pointer, view: RevocationView) -> None:
+    """Unsent message: 410.  Recipient left or was removed: 403, whatever the pointer's
+    ``iat`` (conversations have no re-add, so a pointer minted after the leave, e.g. by
+    a replay or a stale cache, is as dead as one minted before it)."""
     if view.is_unsent(pointer.conversation_id, pointer.message_id):
         raise MessageUnsent(pointer.message_id)
-    left_at = view.left_at(pointer.conversation_id, pointer.sub)
-    if left_at is not None and pointer.iat <= left_at:
+    if view.left_at(pointer.conversation_id, pointer.sub) is not None:
         raise NotAMember(pointer.conversation_id)
 
 

@@ -16,8 +16,10 @@ from . import redis_keys, revocation, rights
 from .errors import (
     Forbidden,
     GrantMediaMismatch,
+    GrantRevoked,
     InvalidField,
     NotFound,
+    RevocationStale,
     Unavailable,
 )
 from .ids import check_id, new_id
@@ -59,6 +61,12 @@ async def create_grant(request: web.Request) -> web.Response:
         prior = state.authorizer.grant(via)
         if prior.media_id != media.id:
             raise GrantMediaMismatch(prior.grant_id)
+        # Re-share rights come from holding the media *now*: a revoked grant (revoked by
+        # its sharer, or by the unsend of the message that carried it) gives none.
+        if not state.authorizer.tail_fresh():
+            raise RevocationStale(f"tail age {state.authorizer.tailer.age_s():.1f}s")
+        if state.authorizer.tailer.view.is_grant_revoked(prior.grant_id):
+            raise GrantRevoked(prior.grant_id)
         received = await state.authorizer.redemptions.is_bound(prior.grant_id, session.sub)
     rights.may_share(media, session.sub, received_from_owner_chain=received)
     if state.minter is None:

@@ -64,6 +64,8 @@ FRANKING_LABEL = b"pointer-dm/franking/v1\x00"
 COUNTERSIGN_LABEL = b"pointer-dm/countersign/v1\x00"
 MAX_ENVELOPE_BYTES = 16 * 1024
 FK_BYTES = 32
+#: ``ts_ms`` travels as an unsigned 64-bit integer; anything outside is refused, not packed.
+MAX_TS_MS = 2**64 - 1
 
 SUITES = {"x25519": 0x01, "mlkem768-x25519": 0x02}
 SUITE_NAMES = {v: k for k, v in SUITES.items()}
@@ -261,6 +263,8 @@ def check_commitment(commitment: bytes, payload: Payload, cid: str, sender: str,
 
 def countersign(server_key: bytes, commitment: bytes, cid: str, sender: str, cmid: str,
                 ts_ms: int) -> bytes:
+    if not 0 <= ts_ms <= MAX_TS_MS:
+        raise EnvelopeError("ts_ms out of range")
     msg = COUNTERSIGN_LABEL + commitment + lp(cid) + lp(sender) + lp(cmid) + struct.pack(">Q", ts_ms)
     return hmac.new(server_key, msg, hashlib.sha256).digest()
 

@@ -60,6 +60,10 @@ class MessageNotFound(NotFound):
     code, public_message = "message_not_found", "no such message"
 
 
+class MessageUnsent(DmError):
+    status, code, public_message = 410, "message_unsent", "the message was unsent"
+
+
 class DeviceMismatch(DmError):
     """Like Signal's mismatched-devices answer: the sender's device list is stale."""
 

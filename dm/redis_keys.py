@@ -54,9 +54,18 @@ def user_blocks(uid: str) -> str:
     return f"{PREFIX}:user:{{{uid}}}:blocks"
 
 
-def user_received(uid: str) -> str:
-    """Set of media ids this user has received (re-share rights)."""
-    return f"{PREFIX}:user:{{{uid}}}:received"
+def user_received(uid: str, media_id: str) -> str:
+    """Set of ``"<cid>|<message id>"``: the plain messages that brought ``media_id`` to
+    ``uid``.  Re-share rights are re-checked against these sources (still a member, message
+    not unsent) at every re-share, so an unsend or a removal also ends the right to re-share.
+    Expires ``RECEIVED_TTL_S`` after the last delivery."""
+    return f"{PREFIX}:user:{{{uid}}}:received:{media_id}"
+
+
+#: How long a user's record of having received a media item is kept after the last delivery.
+RECEIVED_TTL_S = 30 * 24 * 3600
+#: Sources kept per (user, media); older ones beyond this are dropped at the next check.
+RECEIVED_SOURCES_MAX = 16
 
 
 def user_devices(uid: str) -> str:

@@ -6,11 +6,20 @@ from __future__ import annotations
 #: ARGV: sender, request hash ("" = no Idempotency-Key), idempotency ttl s,
 #:       rate limit per second, the message as one JSON object (stored as field "m": one
 #:       argument instead of a dozen keeps the client's command encoding cheap).
-#: Returns {status, value}: ok/id, dup/"id|hash", not_member/"", rate/pttl-ms.
+#: Returns {status, value, members...}: ok/id, dup/"id|hash|announced", not_member/"",
+#: rate/pttl-ms.  ``members`` (ok and dup) are the conversation's members read in the same
+#: script as the append: the message's recipients are exactly who was a member when it was
+#: stored, so a removal racing the send cannot leave the removed user on the push list.
+#: The idempotency record ends in "|0" until the send's announce step is done ("|1"), so a
+#: retry can finish an announce that failed (see ``MARK_ANNOUNCED``).
 SEND = """
 if ARGV[2] ~= '' then
   local seen = redis.call('GET', KEYS[1])
-  if seen then return {'dup', seen} end
+  if seen then
+    local out = {'dup', seen}
+    for _, u in ipairs(redis.call('HKEYS', KEYS[2])) do out[#out + 1] = u end
+    return out
+  end
 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {'not_member', ''} end
 local n = redis.call('INCR', KEYS[4])
@@ -18,9 +27,21 @@ if n == 1 then redis.call('PEXPIRE', KEYS[4], 1000) end
 if n > tonumber(ARGV[4]) then return {'rate', tostring(redis.call('PTTL', KEYS[4]))} end
 local id = redis.call('XADD', KEYS[3], '*', 'm', ARGV[5])
 if ARGV[2] ~= '' then
-  redis.call('SET', KEYS[1], id .. '|' .. ARGV[2], 'EX', tonumber(ARGV[3]))
+  redis.call('SET', KEYS[1], id .. '|' .. ARGV[2] .. '|0', 'EX', tonumber(ARGV[3]))
 end
-return {'ok', id}
+local out = {'ok', id}
+for _, u in ipairs(redis.call('HKEYS', KEYS[2])) do out[#out + 1] = u end
+return out
+"""
+
+#: KEYS: idempotency.  ARGV: message id.  Marks the send's announce step as done, keeping
+#: the record's TTL (a record of another message id is left alone).
+MARK_ANNOUNCED = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '|' and string.sub(v, -2) == '|0' then
+  redis.call('SET', KEYS[1], string.sub(v, 1, -2) .. '1', 'KEEPTTL')
+end
+return 1
 """
 
 #: KEYS: messages, unsent (hash: message id -> grant id).  ARGV: message id, requester.

@@ -26,6 +26,7 @@ from .errors import (
     NotMember,
     RateLimited,
 )
+from .notify import NotifyLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,10 @@ class Conversation:
 class SendResult:
     message_id: str
     replayed: bool
+    #: The conversation's members when the message was stored (on a replay: now).
+    members: tuple[str, ...] = ()
+    #: False when the original send stored the message but its announce step did not finish.
+    announced: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,7 @@ class DmStore:
         self._idem_ttl_s = idempotency_ttl_s
         self._rate = send_rate_per_s
         self._send = redis.register_script(scripts.SEND)
+        self._mark_announced = redis.register_script(scripts.MARK_ANNOUNCED)
         self._unsend = redis.register_script(scripts.UNSEND)
 
     # -- conversations ------------------------------------------------------------
@@ -110,17 +116,20 @@ class DmStore:
     async def append(self, cid: str, sender: str, fields: dict[str, str], *,
                      idempotency_key: str | None, request_hash: str) -> SendResult:
         key = k.conv_idempotency(cid, sender, idempotency_key or "-")
-        status, value = await self._send(
+        status, value, *members = await self._send(
             keys=[key, k.conv_members(cid), k.conv_messages(cid), k.conv_rate(cid, sender)],
             args=[sender, request_hash if idempotency_key else "", self._idem_ttl_s, self._rate,
                   json.dumps(fields, separators=(",", ":"))])
         if status == "ok":
-            return SendResult(value, replayed=False)
+            return SendResult(value, replayed=False, members=tuple(members), announced=False)
         if status == "dup":
-            message_id, _, seen_hash = value.partition("|")
+            message_id, _, rest = value.partition("|")
+            seen_hash, _, flag = rest.partition("|")
             if seen_hash != request_hash:
                 raise IdempotencyConflict(idempotency_key or "")
-            return SendResult(message_id, replayed=True)
+            # Records written before the flag existed ("id|hash") count as announced.
+            return SendResult(message_id, replayed=True, members=tuple(members),
+                              announced=flag != "0")
         if status == "not_member":
             raise NotMember(cid)
         err = RateLimited(f"retry in {value} ms")
@@ -137,6 +146,10 @@ class DmStore:
         if not raw:
             raise MessageNotFound(message_id)
         return _message(*raw[0])[1]
+
+    async def is_unsent(self, cid: str, message_id: str) -> bool:
+        """Whether the message was unsent (its tombstone; read from Redis, never cached)."""
+        return bool(await self.redis.hexists(k.conv_unsent(cid), message_id))
 
     async def unsend(self, cid: str, message_id: str, requester: str) -> Unsent:
         status, media, grant = await self._unsend(
@@ -157,14 +170,43 @@ class DmStore:
     async def blocks_of(self, uid: str) -> set[str]:
         return set(await self.redis.smembers(k.user_blocks(uid)))
 
-    async def note_received(self, users: Iterable[str], media_id: str) -> None:
+    async def announce(self, notify: NotifyLog, event: dict[str, str], *, cid: str,
+                       message_id: str, received_by: Iterable[str], media_id: str | None,
+                       idempotency_key: str | None, sender: str) -> None:
+        """Push the message to its recipients and record, per recipient, which message brought
+        them the media (re-share rights); then mark the send announced, so an idempotent retry
+        knows whether it must finish this step.  Every write here is idempotent."""
         async with self.redis.pipeline(transaction=False) as p:
-            for u in users:
-                p.sadd(k.user_received(u), media_id)
+            notify.add_to(p, event)
+            if media_id:
+                source = f"{cid}|{message_id}"
+                for u in received_by:
+                    key = k.user_received(u, media_id)
+                    p.sadd(key, source)
+                    p.expire(key, k.RECEIVED_TTL_S)
             await p.execute()
+        if idempotency_key:
+            await self._mark_announced(
+                keys=[k.conv_idempotency(cid, sender, idempotency_key)], args=[message_id])
 
-    async def has_received(self, uid: str, media_id: str) -> bool:
-        return bool(await self.redis.sismember(k.user_received(uid), media_id))
+    async def holds_media(self, uid: str, media_id: str) -> bool:
+        """Whether ``uid`` currently holds ``media_id`` through a plain message: one that
+        brought it to them, is not unsent, in a conversation they are still a member of.
+        Checked afresh at every re-share (dead sources are dropped as they are found)."""
+        key = k.user_received(uid, media_id)
+        sources = sorted(await self.redis.smembers(key))[-k.RECEIVED_SOURCES_MAX:]
+        if not sources:
+            return False
+        pairs = [s.split("|", 1) for s in sources]
+        async with self.redis.pipeline(transaction=False) as p:
+            for cid, mid in pairs:
+                p.hexists(k.conv_members(cid), uid)
+                p.hexists(k.conv_unsent(cid), mid)
+            flags = await p.execute()
+        dead = [src for i, src in enumerate(sources) if not flags[2 * i] or flags[2 * i + 1]]
+        if dead:
+            await self.redis.srem(key, *dead)
+        return len(dead) < len(sources)
 
     async def put_device(self, uid: str, device_id: str, record: dict[str, Any],
                          max_devices: int) -> None:

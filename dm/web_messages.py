@@ -15,21 +15,28 @@ from cdn_auth.openapi import Route
 from cdn_auth.session import Session
 from cdn_auth.web_errors import parse_json, read_body, require_json
 
-from . import redis_keys as k
 from .delivery import render
-from .errors import BadCursor, NotMember, SealedNeedsEnvelopes, TooLarge
+from .errors import BadCursor, MessageUnsent, NotMember, SealedNeedsEnvelopes, TooLarge
 from .sealed_send import SEALED_FIELDS, sealed_fields
-from .store import Conversation
+from .store import Conversation, SendResult
 from .web_state import STATE, DmState
 
-_CURSOR_RE = re.compile(r"\d{1,15}-\d{1,10}")
+_CURSOR_RE = re.compile(r"([0-9]{1,15})-([0-9]{1,10})", re.ASCII)
 _PLAIN_FIELDS = {"text", "media_id"}
 
 
 def check_cursor(value: str) -> str:
-    if _CURSOR_RE.fullmatch(value) is None:
+    """A message id or stream cursor in its one canonical spelling.
+
+    Redis reads ``017-0`` as ``17-0``, so a padded id would reach the same message under
+    another string: an unsend would then publish its revocation under the padded id (that
+    no pointer carries) and the pointer would keep working.  Ids are ASCII digits only and
+    re-rendered from their numbers, so every path sees one string per message.
+    """
+    m = _CURSOR_RE.fullmatch(value)
+    if m is None:
         raise BadCursor(value[:40])
-    return value
+    return f"{int(m.group(1))}-{int(m.group(2))}"
 
 
 async def member_conversation(state: DmState, request: web.Request) -> tuple[Session, Conversation]:
@@ -59,9 +66,13 @@ async def send(request: web.Request) -> web.Response:
     result = await state.store.append(conv.id, me.sub, fields, idempotency_key=idem,
                                       request_hash=hashlib.sha256(raw).hexdigest()[:32])
     if result.replayed:
+        if await state.store.is_unsent(conv.id, result.message_id):
+            raise MessageUnsent(result.message_id)
         fields = await state.store.message(conv.id, result.message_id)  # what was stored
-    else:
-        await _announce(state, conv, result.message_id, fields)
+    if not result.announced:
+        # A first attempt that stored the message but failed before announcing it (e.g. a
+        # 503 from Redis) is completed by its idempotent retry, never skipped for good.
+        await _announce(state, conv.id, result, fields, idem)
     state.metrics.sends.labels(conv.mode, str(result.replayed).lower()).inc()
     # The sender's copy carries no pointer (minting one costs a signature per send and the
     # sender rarely plays it back); readers get theirs on read and on push.
@@ -85,7 +96,7 @@ async def _plain_fields(state: DmState, me: Session, conv: Conversation,
         media = await state.media(check_id(media_id, "media_id"))
         rights.check_audience(media, me)  # the sender must be allowed to view it too
         received = (not media.is_public and media.owner != me.sub and media.allow_reshare
-                    and await state.store.has_received(me.sub, media.id))
+                    and await state.store.holds_media(me.sub, media.id))
         rights.may_share(media, me.sub, received_from_owner_chain=received)
     for check in state.safety:
         await check.check(me.sub, media, text or "")
@@ -97,18 +108,17 @@ async def _plain_fields(state: DmState, me: Session, conv: Conversation,
     return fields
 
 
-async def _announce(state: DmState, conv: Conversation, message_id: str,
-                    fields: dict[str, str]) -> None:
-    """Notify every member's devices; record who received private media (re-share rights)."""
-    async with state.redis.pipeline(transaction=False) as p:
-        state.notify.add_to(p, state.notify.event("message", conv.id, conv.members,
-                                                  {"message_id": message_id, **fields}))
-        media_id = fields.get("media_id")
-        if media_id:
-            for u in conv.members:
-                if u != fields["sender"]:
-                    p.sadd(k.user_received(u), media_id)
-        await p.execute()
+async def _announce(state: DmState, cid: str, result: SendResult, fields: dict[str, str],
+                    idempotency_key: str | None) -> None:
+    """Notify the members the message was stored for; record who received private media."""
+    recipients = result.members
+    event = state.notify.event("message", cid, recipients,
+                               {"message_id": result.message_id, **fields})
+    await state.store.announce(
+        state.notify, event, cid=cid, message_id=result.message_id,
+        received_by=[u for u in recipients if u != fields.get("sender")],
+        media_id=fields.get("media_id"), idempotency_key=idempotency_key,
+        sender=fields.get("sender", ""))
 
 
 async def read(request: web.Request) -> web.Response:
@@ -116,7 +126,7 @@ async def read(request: web.Request) -> web.Response:
     me, conv = await member_conversation(state, request)
     after = request.query.get("after")
     if after is not None:
-        check_cursor(after)
+        after = check_cursor(after)
     try:
         limit = int(request.query.get("limit", "50"))
     except ValueError:

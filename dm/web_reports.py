@@ -65,8 +65,9 @@ def _verified_sealed(state: DmState, cid: str, sealed: Any) -> dict[str, str]:
         raise InvalidField(f"sealed must hold {sorted(_SEALED)}")
     cmid = check_id(sealed["client_message_id"], "client_message_id")
     sender, ts_ms = sealed["sender"], sealed["ts_ms"]
-    if not isinstance(sender, str) or not isinstance(ts_ms, int) or isinstance(ts_ms, bool):
-        raise InvalidField("sender must be a string and ts_ms an integer")
+    if not isinstance(sender, str) or not isinstance(ts_ms, int) or isinstance(ts_ms, bool) \
+            or not 0 <= ts_ms <= envelope.MAX_TS_MS:
+        raise InvalidField(f"sender must be a string and ts_ms an integer 0..{envelope.MAX_TS_MS}")
     try:
         commitment = b64url_decode(str(sealed["commitment"]))
         signature = b64url_decode(str(sealed["countersignature"]))

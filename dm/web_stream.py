@@ -21,6 +21,7 @@ from cdn_auth.stream_tail import Entry, read_range
 
 from . import redis_keys as k
 from .delivery import render
+from .errors import NotFound
 from .notify import CLIENT_GONE, Subscription, decode, id_key
 from .web_messages import check_cursor
 from .web_state import STATE, DmState
@@ -49,7 +50,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     me = await state.session(request)
     cursor = request.query.get("cursor")
     if cursor is not None:
-        check_cursor(cursor)
+        cursor = check_cursor(cursor)
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096)
     await ws.prepare(request)
     sub = state.hub.subscribe(me.sub)  # subscribe first: live events queue while we replay
@@ -60,7 +61,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
             async for raw in read_range(state.redis, k.NOTIFY_STREAM, cursor):
                 entry = decode(raw)
                 last = entry[0]
-                await _send(state, ws, entry, me.sub, me.dev)
+                if await _still_deliverable(state, entry, me.sub):
+                    await _send(state, ws, entry, me.sub, me.dev)
         while not ws.closed:
             if sub.overflowed:
                 await ws.close(code=aiohttp.WSCloseCode.TRY_AGAIN_LATER,
@@ -82,6 +84,24 @@ async def stream(request: web.Request) -> web.StreamResponse:
             await reader_task
         await ws.close()
     return ws
+
+
+async def _still_deliverable(state: DmState, entry: Entry, reader: str) -> bool:
+    """A replayed message event is pushed (and a pointer minted for it) only under the rights
+    an HTTP read checks *now*: the reader is still a member, and the message was not unsent
+    since.  The notify stream keeps events for 24 h, longer than any edge remembers a
+    revocation, so a replay must never mint what a read would refuse."""
+    _, f = entry
+    if f.get("type") != "message" or reader not in f.get("to", "").split(","):
+        return True  # other events carry no pointer; frame() drops events for others
+    cid = f.get("conversation_id", "")
+    try:
+        conv = await state.conversation(cid)
+    except NotFound:
+        return False
+    if reader not in conv.members:
+        return False
+    return not await state.store.is_unsent(cid, f.get("message_id", ""))
 
 
 async def _send(state: DmState, ws: web.WebSocketResponse, entry: Entry, reader: str,

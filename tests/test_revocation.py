@@ -37,8 +37,8 @@ async def test_unsend_visible_at_edge_within_one_second(edge: Edge, issuer: DevI
     assert (await fetch(edge, media.id, bob, other))[0] == 200
 
 
-async def test_member_left_denies_older_pointers_only(edge: Edge, issuer: DevIssuer,
-                                                      ring: KeyRing, redis: Any) -> None:
+async def test_member_left_denies_pointers_minted_before_and_after(
+        edge: Edge, issuer: DevIssuer, ring: KeyRing, redis: Any) -> None:
     media, _ = await edge.add_media()
     bob, ptr = issuer.mint("bob"), mint(ring, media, now=time.time() - 5)
     await RevocationLog(redis).publish(revocation.left("c_1", "bob"))
@@ -48,8 +48,13 @@ async def test_member_left_denies_older_pointers_only(edge: Edge, issuer: DevIss
         return status == 403 and body["error"]["code"] == "not_a_member"
 
     await wait_until(refused, timeout_s=1.0)
-    # Re-added later: a pointer minted after the leave is good again.
-    assert (await fetch(edge, media.id, bob, mint(ring, media, now=time.time() + 2)))[0] == 200
+    # Conversations have no re-add: a pointer minted after the leave (a replay, a stale
+    # cache) is refused too (issue 9, finding 2: the old rule compared iat with the leave).
+    status, body = await fetch(edge, media.id, bob, mint(ring, media, now=time.time() + 2))
+    assert (status, body["error"]["code"]) == (403, "not_a_member")
+    # Another member of the same conversation is unaffected.
+    carol = issuer.mint("carol")
+    assert (await fetch(edge, media.id, carol, mint(ring, media, sub="carol")))[0] == 200
 
 
 async def test_starting_edge_loads_the_window(make_edge: EdgeFactory, issuer: DevIssuer,
