@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__, openapi, web_edge, web_grants, web_media, web_ops
+from . import __version__, logs, openapi, web_edge, web_grants, web_media, web_ops
 from .authorizer import Authorizer, AuthorizerConfig
 from .clock import Clock, system_clock
 from .keyring import KeyRingSource
@@ -58,6 +58,7 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
         sessions=sessions, keys=KeySet(settings.pointer_jwks, clock=clock), registry=registry,
         tailer=tailer, metrics=metrics,
         redemptions=Redemptions(redis, settings.token_leeway_s), clock=clock)
+    logs.redact_bad_requests()
     app = web.Application(middlewares=[error_middleware()], client_max_size=1024 * 1024)
     app[STATE] = EdgeState(settings=settings, redis=redis, authorizer=authorizer,
                            registry=registry, revocations=RevocationLog(redis),

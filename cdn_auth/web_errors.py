@@ -8,7 +8,6 @@ are read with a hard size cap and parsed strictly (unknown fields are a 400).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from . import strict_json
 from .errors import InputTooLarge, InvalidField, MalformedRequest, ServiceError
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,9 @@ def require_json(request: web.Request) -> None:
 
 
 def parse_json(raw: bytes, allowed: Collection[str] | None = None) -> dict[str, Any]:
-    """Parse a JSON object; 400 for bad JSON, a non-object, or fields outside ``allowed``."""
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedRequest("body is not valid JSON") from None
+    """Parse a JSON object; 400 for bad JSON (deeply nested, lone surrogates, NaN included),
+    a non-object, or fields outside ``allowed``."""
+    doc = strict_json.loads(raw)
     if not isinstance(doc, dict):
         raise MalformedRequest("body must be a JSON object")
     if allowed is not None:

@@ -8,7 +8,6 @@ content pipeline would be) or a ``multipart/form-data`` upload with a
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,7 +27,7 @@ from .media import Media, check_content_type, parse_rules
 from .openapi import Route
 from .origin import StoredObject
 from .session import Session
-from .web_errors import bearer_token, read_json
+from .web_errors import bearer_token, parse_json, read_json
 from .web_state import STATE, EdgeState
 
 _META_FIELDS = {"origin_path", "content_type", "visibility", "allow_reshare", "min_age",
@@ -87,8 +86,8 @@ async def _from_upload(request: web.Request, state: EdgeState, session: Session,
         if not isinstance(part, BodyPartReader) or part.name != "metadata":
             raise MalformedRequest("the first part must be 'metadata' (JSON)")
         raw = await _read_bounded(part, MAX_META_BYTES)
-        meta = json.loads(raw)
-        if not isinstance(meta, dict) or set(meta) - _META_FIELDS or "origin_path" in meta:
+        meta = parse_json(raw)
+        if set(meta) - _META_FIELDS or "origin_path" in meta:
             raise InvalidField("metadata must be an object of known fields, without origin_path")
         # Validate everything before writing a byte, so a refusal leaves nothing on disk.
         _record(meta, session, media_id, StoredObject("", 0, ""), 0)

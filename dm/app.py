@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cdn_auth import openapi
+from cdn_auth import logs, openapi
 from cdn_auth.clock import Clock, system_clock
 from cdn_auth.files import load_or_create_secret
 from cdn_auth.keyring import KeyRingSource
@@ -104,6 +104,7 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
             state.block_cache.evict(fields.get("user_id", ""))
 
     hub.listeners.append(evict)
+    logs.redact_bad_requests()
     app = web.Application(middlewares=[error_middleware()],
                           client_max_size=settings.max_body_bytes)
     app[STATE] = state
