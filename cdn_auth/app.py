@@ -6,23 +6,34 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__, openapi, web_edge, web_grants, web_media, web_ops
+from . import __version__, logs, openapi, web_edge, web_grants, web_media, web_ops
 from .authorizer import Authorizer, AuthorizerConfig
+from .body_deadline import BODY_DEADLINE, BodyDeadline
 from .clock import Clock, system_clock
+from .errors import SessionMissing
 from .keyring import KeyRingSource
 from .keyset import KeySet
 from .metrics import Metrics
 from .origin import Origin
+from .rate_limit import RATE_LIMITER, Limit, RateLimiter, parse_limits
 from .redemption import Redemptions
 from .redis_client import connect
 from .registry import MediaRegistry
 from .revocation import RevocationLog
 from .revocation_view import REMINT_MARGIN_S, RevocationTailer, RevocationView
 from .session import JwksSource, SessionVerifier
-from .settings import EdgeSettings
-from .web_errors import error_middleware
+from .settings import DEFAULT_RATE_LIMITS, EdgeSettings
+from .web_errors import bearer_token, error_middleware
 from .web_lifecycle import tail_while_running
 from .web_state import STATE, EdgeState
+
+
+async def _caller(authorizer: Authorizer, request: web.Request) -> str:
+    token = bearer_token(request)
+    if token is None:
+        raise SessionMissing()
+    return (await authorizer.session(token)).sub
+
 
 ROUTES = (*web_edge.ROUTES, *web_media.ROUTES, *web_grants.ROUTES, *web_ops.ROUTES)
 
@@ -58,6 +69,7 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
         sessions=sessions, keys=KeySet(settings.pointer_jwks, clock=clock), registry=registry,
         tailer=tailer, metrics=metrics,
         redemptions=Redemptions(redis, settings.token_leeway_s), clock=clock)
+    logs.redact_bad_requests()
     app = web.Application(middlewares=[error_middleware()], client_max_size=1024 * 1024)
     app[STATE] = EdgeState(settings=settings, redis=redis, authorizer=authorizer,
                            registry=registry, revocations=RevocationLog(redis),
@@ -65,6 +77,12 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
                            metrics=metrics, clock=clock,
                            minter=KeyRingSource(settings.keyring_dir)
                            if settings.keyring_dir is not None else None)
+    app[BODY_DEADLINE] = BodyDeadline(settings.body_grace_s, settings.body_min_rate_bps)
+    app[RATE_LIMITER] = RateLimiter(
+        redis, parse_limits(settings.rate_limits, {
+            n: Limit(*v) for n, v in DEFAULT_RATE_LIMITS.items()}),
+        identify=lambda request: _caller(authorizer, request),
+        enabled=settings.rate_limits_enabled)
     openapi.serve_document(app, "cdn_auth: media registry and edge authorizer", __version__,
                            ROUTES)
 

@@ -181,6 +181,21 @@ class RangeNotSatisfiable(CdnAuthError):
         self.size = size
 
 
+class BodyTimeout(CdnAuthError):
+    """The request body arrived too slowly (see :mod:`cdn_auth.body_deadline`)."""
+
+    status, code, public_message = 408, "body_timeout", "the request body arrived too slowly"
+    expose_detail = True
+
+
+# -- 429: rate limits -------------------------------------------------------------
+class RateLimited(CdnAuthError):
+    """A per-user (or per-address) limit of :mod:`cdn_auth.rate_limit` was reached."""
+
+    status, code, public_message = 429, "rate_limited", "too many requests; slow down"
+    retry_after_s = 1
+
+
 # -- 503: dependencies -----------------------------------------------------------
 class Unavailable(CdnAuthError):
     status, code, public_message = 503, "unavailable", "a dependency is unavailable"

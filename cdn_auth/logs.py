@@ -29,6 +29,7 @@ from logging.handlers import QueueHandler, QueueListener
 from typing import IO, Any
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -181,3 +182,36 @@ class AccessLogger(AbstractAccessLogger):
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
+
+
+class RedactBadRequests(logging.Filter):
+    """Keep the bytes of unparseable requests out of the log.
+
+    aiohttp logs a request it cannot parse (a request line over 8 KiB, a bad
+    header) at ERROR with the parser's exception, whose message quotes the first
+    ~100 bytes of the offending line: the start of a URL whose query string can
+    hold a pointer or an ``access_token``.  This filter rewrites such a record to
+    the exception's class name and the peer address, at WARNING, with no
+    traceback: the client learnt its own mistake from the 400; the operator needs
+    to know it happened, not what it said.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else ""
+            record.msg, record.args = "unparseable request from %s: %s", (
+                peer, type(exc).__name__)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_REDACTOR = RedactBadRequests()
+
+
+def redact_bad_requests() -> None:
+    """Install :class:`RedactBadRequests` on aiohttp's server logger (idempotent)."""
+    server = logging.getLogger("aiohttp.server")
+    if _REDACTOR not in server.filters:
+        server.addFilter(_REDACTOR)

@@ -105,7 +105,8 @@ def parse_regions(value: object, name: str) -> frozenset[str]:
         raise InvalidField(f"{name} must be a list of ISO 3166-1 alpha-2 codes")
     out = set()
     for v in value:
-        if not isinstance(v, str) or _REGION_RE.fullmatch(v.upper()) is None:
+        # isascii first: "ß".upper() is "SS", which would pass as a region.
+        if not isinstance(v, str) or not v.isascii() or _REGION_RE.fullmatch(v.upper()) is None:
             raise InvalidField(f"{name} must be a list of ISO 3166-1 alpha-2 codes")
         out.add(v.upper())
     return frozenset(out)

@@ -13,7 +13,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-_RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*", re.IGNORECASE)
+_RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*",
+                       re.IGNORECASE | re.ASCII)  # ASCII: int() also reads Arabic-Indic digits
 _ETAG_RE = re.compile(r'\s*(W/)?("[^"]*")\s*')
 
 

@@ -19,6 +19,12 @@ REVOCATION_STREAM = f"{PREFIX}:revocations"
 REVOCATION_STREAM_RETENTION_S = 24 * 3600
 
 
+def rate_limit(subject: str, name: str) -> str:
+    """One GCRA timestamp per (subject, limit); expires after at most ``burst`` intervals.
+    Both services use it (subjects are ``u:<user>`` or ``ip:<address>``)."""
+    return f"{PREFIX}:rl:{{{subject}}}:{name}"
+
+
 def media_key(media_id: str) -> str:
     """Hash holding one media record."""
     return f"{PREFIX}:media:{{{media_id}}}"

@@ -5,19 +5,23 @@
 (SO_REUSEPORT: the kernel spreads connections).  Each is a whole service:
 it tails the revocation or notify stream itself, so no state is shared
 between them but Redis.  The parent only supervises: it forwards SIGTERM
-and SIGINT, and if one worker dies it stops the rest and exits with that
-worker's code, so systemd or the container runtime restarts the unit.
+and SIGINT, and replaces a worker that dies (with a crash-loop backoff, as
+gunicorn and uvicorn do) while the others keep serving; only a worker that
+keeps dying at start-up makes it stop everything and exit, so systemd or the
+container runtime sees a broken unit.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -25,6 +29,8 @@ from aiohttp import web
 
 from . import logs
 from .redis_process import RedisProcess
+
+log = logging.getLogger(__name__)
 
 #: Collect the youngest generation after this many net allocations (CPython's default: 700).
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -119,33 +125,88 @@ def _worker_argv(argv: Sequence[str], redis_url: str | None) -> list[str]:
     return out
 
 
-def _supervise(argv: list[str], workers: int) -> int:
-    procs = [subprocess.Popen([sys.executable, *argv]) for _ in range(workers)]
+#: A worker that dies sooner than this after starting counts as a crash loop (backoff grows).
+MIN_UPTIME_S = 10.0
+#: First and largest wait before respawning a worker that crash-loops.
+BACKOFF_S = (0.5, 30.0)
+#: After this many consecutive quick deaths of one worker slot, give up: stop all workers
+#: and exit, so the runtime (systemd, the container orchestrator) sees a broken unit.
+MAX_QUICK_DEATHS = 8
+
+
+@dataclass
+class _Slot:
+    """One worker position: its current process, and its crash-loop state."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    quick_deaths: int = 0
+    respawn_at: float = 0.0
+
+
+def _supervise(argv: list[str], workers: int, *, clock: Callable[[], float] = time.monotonic
+               ) -> int:
+    """Run ``workers`` processes; replace any that dies, as gunicorn's arbiter does.
+
+    The other workers keep serving (their sockets and streams are untouched).  A worker
+    that dies within MIN_UPTIME_S of starting is respawned after a doubling backoff
+    (BACKOFF_S), so a crash loop does not spin; after MAX_QUICK_DEATHS in a row the
+    supervisor stops everything and exits with the worker's code.  SIGTERM/SIGINT are
+    forwarded to every worker and end supervision.
+    """
+    slots = [_Slot() for _ in range(workers)]
     stopping = False
+
+    def spawn(slot: _Slot) -> None:
+        slot.proc = subprocess.Popen([sys.executable, *argv])
+        slot.started = clock()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
+        for slot in slots:
+            if slot.proc is not None and slot.proc.poll() is None:
+                slot.proc.send_signal(signum)
 
     previous: dict[int, Any] = {s: signal.signal(s, forward)
                                 for s in (signal.SIGTERM, signal.SIGINT)}
+    exit_code = 0
     try:
-        while True:
-            for p in procs:
-                code = p.poll()
-                if code is not None:
-                    if not stopping:
-                        forward(signal.SIGTERM, None)
-                    for q in procs:
-                        try:
-                            q.wait(10)
-                        except subprocess.TimeoutExpired:
-                            q.kill()
-                    return 0 if stopping else (code or 1)
-            time.sleep(0.2)
+        for slot in slots:
+            spawn(slot)
+        while not stopping:
+            now = clock()
+            for slot in slots:
+                if slot.proc is None:
+                    if now >= slot.respawn_at:
+                        spawn(slot)
+                    continue
+                code = slot.proc.poll()
+                if code is None:
+                    continue
+                if now - slot.started < MIN_UPTIME_S:
+                    slot.quick_deaths += 1
+                else:
+                    slot.quick_deaths = 0
+                if slot.quick_deaths >= MAX_QUICK_DEATHS:
+                    log.error("worker crash loop: giving up", extra={"code": code})
+                    exit_code = code or 1
+                    forward(signal.SIGTERM, None)
+                    break
+                delay = 0.0 if slot.quick_deaths == 0 else \
+                    min(BACKOFF_S[1], BACKOFF_S[0] * 2 ** (slot.quick_deaths - 1))
+                log.warning("worker died; respawning", extra={
+                    "pid": slot.proc.pid, "code": code, "delay_s": delay})
+                slot.proc, slot.respawn_at = None, now + delay
+            time.sleep(0.1)
+        for slot in slots:
+            if slot.proc is None:
+                continue
+            try:
+                slot.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                slot.proc.kill()
+        return exit_code
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -12,6 +12,16 @@ from typing import Any
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Per-user limits (rate per second, burst) by name, as routes declare them
+#: (``Route(limit=...)``); docs/operations.md lists them.  ``CDN_AUTH_RATE_LIMITS`` (JSON,
+#: e.g. ``{"grant": [20, 200]}``) overrides some or all.
+DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
+    "media_create": (1.0, 30),   # registrations and uploads (each may write up to 512 MiB)
+    "media_lookup": (20.0, 200),
+    "grant": (10.0, 100),        # mint and revoke (each revoke is a revocation event)
+    "takedown": (10.0, 100),     # moderators: each is a revocation event on every edge
+}
+
 
 class EdgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CDN_AUTH_", frozen=True, extra="forbid")
@@ -50,6 +60,12 @@ class EdgeSettings(BaseSettings):
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
     revocation_block_ms: int = Field(1000, ge=10, le=60_000)
     log_level: str = "INFO"
+    #: Overrides of DEFAULT_RATE_LIMITS; ``rate_limits_enabled=false`` turns all off.
+    rate_limits: dict[str, tuple[float, int]] = Field(default_factory=dict)
+    rate_limits_enabled: bool = True
+    #: Request bodies: after body_grace_s, at least body_min_rate_bps on average (408 below).
+    body_grace_s: float = Field(10.0, gt=0)
+    body_min_rate_bps: int = Field(16 * 1024, ge=1)
 
     @model_validator(mode="after")
     def _ingest_is_not_uploads(self) -> EdgeSettings:

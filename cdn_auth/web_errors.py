@@ -8,7 +8,6 @@ are read with a hard size cap and parsed strictly (unknown fields are a 400).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from . import body_deadline, strict_json
 from .errors import InputTooLarge, InvalidField, MalformedRequest, ServiceError
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATUS_CODES = {400: "malformed_request", 401: "session_missing", 403: "forbidden",
                  404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
+                 408: "body_timeout",
                  409: "conflict", 413: "too_large", 415: "unsupported_media_type",
                  416: "range_not_satisfiable", 429: "rate_limited", 431: "headers_too_large",
                  503: "unavailable"}
@@ -80,12 +81,15 @@ def error_middleware(roots: tuple[type[Exception], ...] = (ServiceError,)) -> An
 
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
-    """Read the whole body, refusing (413) anything larger than ``max_bytes``."""
+    """Read the whole body, refusing anything larger than ``max_bytes`` (413) or slower
+    than the app's :class:`~cdn_auth.body_deadline.BodyDeadline` (408)."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise InputTooLarge(f"body over {max_bytes} bytes")
     chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
+    clock = body_deadline.for_request(request)  # 408 for a body that trickles in
+    while chunk := await clock.read(request.content.read(64 * 1024)):
         size += len(chunk)
+        clock.got(len(chunk))
         if size > max_bytes:
             raise InputTooLarge(f"body over {max_bytes} bytes")
         chunks.append(chunk)
@@ -106,11 +110,9 @@ def require_json(request: web.Request) -> None:
 
 
 def parse_json(raw: bytes, allowed: Collection[str] | None = None) -> dict[str, Any]:
-    """Parse a JSON object; 400 for bad JSON, a non-object, or fields outside ``allowed``."""
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedRequest("body is not valid JSON") from None
+    """Parse a JSON object; 400 for bad JSON (deeply nested, lone surrogates, NaN included),
+    a non-object, or fields outside ``allowed``."""
+    doc = strict_json.loads(raw)
     if not isinstance(doc, dict):
         raise MalformedRequest("body must be a JSON object")
     if allowed is not None:

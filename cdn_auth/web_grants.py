@@ -102,7 +102,7 @@ async def revoke_grant(request: web.Request) -> web.Response:
 ROUTES = (
     Route("POST", "/v1/grants", create_grant, "Mint a grant for sharing media in sealed mode",
           "grants", responses=(201, 400, 401, 403, 404, 410, 503),
-          body="media_id, redeemers, via_grant (re-share), ttl_s"),
+          body="media_id, redeemers, via_grant (re-share), ttl_s", limit="grant"),
     Route("DELETE", "/v1/grants/{grant_id}", revoke_grant, "Revoke a grant", "grants",
-          responses=(200, 401, 403, 404, 503)),
+          responses=(200, 401, 403, 404, 503), limit="grant"),
 )

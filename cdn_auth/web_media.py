@@ -8,13 +8,12 @@ content pipeline would be) or a ``multipart/form-data`` upload with a
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from . import revocation
+from . import body_deadline, revocation
 from .errors import (
     Forbidden,
     InputTooLarge,
@@ -28,7 +27,7 @@ from .media import Media, check_content_type, parse_rules
 from .openapi import Route
 from .origin import StoredObject
 from .session import Session
-from .web_errors import bearer_token, read_json
+from .web_errors import bearer_token, parse_json, read_json
 from .web_state import STATE, EdgeState
 
 _META_FIELDS = {"origin_path", "content_type", "visibility", "allow_reshare", "min_age",
@@ -81,18 +80,19 @@ def _record(meta: dict[str, Any], session: Session, media_id: str, stored: Store
 
 async def _from_upload(request: web.Request, state: EdgeState, session: Session,
                        media_id: str) -> tuple[dict[str, Any], StoredObject]:
+    clock = body_deadline.for_request(request)  # 408 for an upload that trickles in
     try:
         reader = await request.multipart()
-        part = await reader.next()
+        part = await clock.read(reader.next())
         if not isinstance(part, BodyPartReader) or part.name != "metadata":
             raise MalformedRequest("the first part must be 'metadata' (JSON)")
-        raw = await _read_bounded(part, MAX_META_BYTES)
-        meta = json.loads(raw)
-        if not isinstance(meta, dict) or set(meta) - _META_FIELDS or "origin_path" in meta:
+        raw = await clock.read(_read_bounded(part, MAX_META_BYTES))
+        meta = parse_json(raw)
+        if set(meta) - _META_FIELDS or "origin_path" in meta:
             raise InvalidField("metadata must be an object of known fields, without origin_path")
         # Validate everything before writing a byte, so a refusal leaves nothing on disk.
         _record(meta, session, media_id, StoredObject("", 0, ""), 0)
-        part = await reader.next()
+        part = await clock.read(reader.next())
         if not isinstance(part, BodyPartReader) or part.name != "file":
             raise MalformedRequest("the second part must be 'file'")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -101,7 +101,8 @@ async def _from_upload(request: web.Request, state: EdgeState, session: Session,
     file_part = part
 
     async def chunks() -> AsyncIterator[bytes]:
-        while chunk := await file_part.read_chunk(256 * 1024):
+        while chunk := await clock.read(file_part.read_chunk(256 * 1024)):
+            clock.got(len(chunk))
             yield chunk
 
     stored = await state.origin.store(media_id, chunks(), state.settings.max_upload_bytes)
@@ -153,10 +154,10 @@ ROUTES = (
     Route("POST", "/v1/media", create_media, "Register a hosted video (JSON origin_path, or "
           "multipart metadata+file)", "media", responses=(201, 400, 401, 403, 413, 503),
           body="metadata: content_type, visibility, allow_reshare, min_age, allowed_regions, "
-               "blocked_regions, origin_path | multipart file"),
+               "blocked_regions, origin_path | multipart file", limit="media_create"),
     Route("GET", "/v1/media/{media_id}", get_media, "A media record", "media",
-          responses=(200, 401, 403, 404, 503)),
+          responses=(200, 401, 403, 404, 503), limit="media_lookup"),
     Route("POST", "/v1/takedowns", takedown, "Take media down at every edge (moderator)",
           "media", auth="moderator", responses=(200, 401, 403, 404, 503),
-          body="media_id, reason"),
+          body="media_id, reason", limit="takedown"),
 )

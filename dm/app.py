@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cdn_auth import openapi
+from cdn_auth import logs, openapi
+from cdn_auth.body_deadline import BODY_DEADLINE, BodyDeadline
 from cdn_auth.clock import Clock, system_clock
 from cdn_auth.files import load_or_create_secret
 from cdn_auth.keyring import KeyRingSource
 from cdn_auth.openapi import Route
+from cdn_auth.rate_limit import RATE_LIMITER, Limit, RateLimiter, parse_limits
 from cdn_auth.redis_client import connect
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
@@ -34,13 +37,14 @@ from .delivery import PointerMinter
 from .identity import DevIssuer
 from .notify import Hub, NotifyLog
 from .safety import SafetyCheck, TakedownListCheck
-from .settings import DmSettings
+from .settings import DEFAULT_RATE_LIMITS, DmSettings
 from .store import DmStore
 from .web_state import STATE, DmState
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """Alive; the pid tells which of several ``--workers`` processes answered."""
+    return web.json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -104,9 +108,19 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
             state.block_cache.evict(fields.get("user_id", ""))
 
     hub.listeners.append(evict)
+    logs.redact_bad_requests()
     app = web.Application(middlewares=[error_middleware()],
                           client_max_size=settings.max_body_bytes)
     app[STATE] = state
+
+    async def caller(request: web.Request) -> str:
+        return (await state.session(request)).sub
+
+    app[BODY_DEADLINE] = BodyDeadline(settings.body_grace_s, settings.body_min_rate_bps)
+    app[RATE_LIMITER] = RateLimiter(
+        redis, parse_limits(settings.rate_limits, {
+            n: Limit(*v) for n, v in DEFAULT_RATE_LIMITS.items()}),
+        identify=caller, enabled=settings.rate_limits_enabled)
     openapi.serve_document(app, "dm: direct messages with video pointers", __version__, ROUTES)
 
     app.cleanup_ctx.append(tail_while_running(hub.tailer, owned))

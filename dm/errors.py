@@ -52,6 +52,11 @@ class NotFound(DmError):
     status, code, public_message = 404, "not_found", "not found"
 
 
+class UnknownUser(NotFound):
+    code, public_message = "user_not_found", "no such user"
+    expose_detail = True
+
+
 class ConversationNotFound(NotFound):
     code, public_message = "conversation_not_found", "no such conversation"
 
@@ -87,4 +92,16 @@ class IdempotencyConflict(DmError):
 
 class RateLimited(DmError):
     status, code, public_message = 429, "rate_limited", "too many messages; slow down"
+    retry_after_s = 1
+
+
+class TooManySockets(DmError):
+    status, code, public_message = 429, "too_many_streams", \
+        "too many open streams for this user; close one"
+    retry_after_s = 5
+
+
+class StreamsFull(DmError):
+    status, code, public_message = 503, "streams_full", \
+        "this server holds all the streams it can; retry (another may have room)"
     retry_after_s = 1

@@ -82,6 +82,9 @@ class Hub:
     def connected(self) -> int:
         return sum(len(s) for s in self._subs.values())
 
+    def connected_of(self, user: str) -> int:
+        return len(self._subs.get(user, ()))
+
     def subscribe(self, user: str) -> Subscription:
         sub = Subscription(user)
         self._subs.setdefault(user, set()).add(sub)

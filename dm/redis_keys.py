@@ -75,3 +75,27 @@ def user_devices(uid: str) -> str:
 
 def user_profile(uid: str) -> str:
     return f"{PREFIX}:user:{{{uid}}}:profile"
+
+
+def user_seen(uid: str) -> str:
+    """Set when dm verifies a session of this user (or the dev issuer creates them): a
+    conversation may only name users who exist, and with an external identity provider
+    dm learns who exists only from sessions it sees.  Refreshed per verified token."""
+    return f"{PREFIX}:user:{{{uid}}}:seen"
+
+
+#: How long a user counts as existing after dm last verified a session of theirs.
+USER_SEEN_TTL_S = 90 * 24 * 3600
+
+
+def report_dedup(reporter: str, cid: str, message_id: str) -> str:
+    """The report id a reporter filed for one message: a repeat report files nothing."""
+    return f"{PREFIX}:user:{{{reporter}}}:reported:{cid}:{message_id}"
+
+
+#: A repeat report of the same message by the same reporter is a no-op this long.
+REPORT_DEDUP_TTL_S = 30 * 24 * 3600
+
+#: The moderation queue keeps at most about this many reports (XADD MAXLEN ~): with
+#: per-user limits and de-duplication, reaching it means moderators are far behind.
+REPORTS_MAXLEN = 1_000_000

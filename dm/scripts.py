@@ -44,12 +44,17 @@ end
 return 1
 """
 
-#: KEYS: messages, unsent (hash: message id -> grant id).  ARGV: message id, requester.
-#: Returns {status, media_id, grant_id}: ok, already (idempotent: the grant id again, so a
-#: retry re-publishes its revocation), missing, forbidden.
+#: KEYS: messages, unsent (hash: message id -> grant id, and "<id>:announced" -> "1" once
+#: the unsend's revocations and push went out).  ARGV: message id, requester.
+#: Returns {status, media_id, grant_id}: ok, already (the grant id again, so a retry whose
+#: first attempt failed before announcing re-publishes), announced (a repeat of a finished
+#: unsend: nothing to do), missing, forbidden.
 UNSEND = """
 local seen = redis.call('HGET', KEYS[2], ARGV[1])
 if seen then
+  if redis.call('HEXISTS', KEYS[2], ARGV[1] .. ':announced') == 1 then
+    return {'announced', '', seen}
+  end
   return {'already', '', seen}
 end
 local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
@@ -64,4 +69,16 @@ if sender ~= ARGV[2] then return {'forbidden', '', ''} end
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], grant)
 return {'ok', media, grant}
+"""
+
+#: KEYS: the user's device hash.  ARGV: device id, record JSON, max devices.
+#: Returns 1 when stored, 0 when the user is at the cap (a replacement always fits).
+#: One script, so concurrent publishes cannot all pass a check made before any write.
+PUT_DEVICE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+    and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
 """

@@ -8,6 +8,25 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Per-user limits (rate per second, burst) by name, as routes declare them
+#: (``Route(limit=...)``); ``signup`` is per client address (no session yet).
+#: docs/operations.md lists them; ``DM_RATE_LIMITS`` (JSON, e.g. ``{"send": [20, 40]}``)
+#: overrides some or all.
+DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
+    "signup": (2.0, 50),               # dev issuer only, per address
+    "device_link": (1.0, 10),
+    "device_key": (1.0, 20),
+    "lookup": (20.0, 200),             # conversation and device directory reads
+    "conversation_create": (1.0, 30),
+    "membership": (5.0, 50),           # leave / remove: each is a revocation event
+    "block": (2.0, 50),
+    "send": (50.0, 100),               # across all conversations (send_rate_per_s is per one)
+    "read": (20.0, 100),               # a page mints up to page_limit_max pointers
+    "unsend": (10.0, 100),
+    "connect": (1.0, 20),              # WebSocket connects, replays included
+    "report": (0.5, 20),
+}
+
 
 class DmSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DM_", frozen=True, extra="forbid")
@@ -50,6 +69,18 @@ class DmSettings(BaseSettings):
     media_cache_ttl_s: float = Field(5.0, ge=0)
     page_limit_max: int = Field(200, ge=1)
     log_level: str = "INFO"
+    #: Overrides of DEFAULT_RATE_LIMITS; ``rate_limits_enabled=false`` turns all off.
+    rate_limits: dict[str, tuple[float, int]] = Field(default_factory=dict)
+    rate_limits_enabled: bool = True
+    #: WebSockets: a push not written within ws_write_timeout_s closes the socket (1013,
+    #: resume by cursor); at most ws_max_per_user sockets per user and ws_max_total per
+    #: process (each socket costs a queue and, per pushed message, a pointer).
+    ws_write_timeout_s: float = Field(5.0, gt=0)
+    ws_max_per_user: int = Field(10, ge=1)
+    ws_max_total: int = Field(20_000, ge=1)
+    #: Request bodies: after body_grace_s, at least body_min_rate_bps on average (408 below).
+    body_grace_s: float = Field(10.0, gt=0)
+    body_min_rate_bps: int = Field(16 * 1024, ge=1)
 
     @classmethod
     def load(cls, **overrides: Any) -> DmSettings:

@@ -60,6 +60,8 @@ class SendResult:
 class Unsent:
     media_id: str
     grant_id: str
+    #: A repeat of an unsend whose revocations and push already went out.
+    announced: bool = False
 
 
 def _message(entry_id: Any, fields: dict[Any, Any]) -> tuple[str, dict[str, str]]:
@@ -77,6 +79,7 @@ class DmStore:
         self._send = redis.register_script(scripts.SEND)
         self._mark_announced = redis.register_script(scripts.MARK_ANNOUNCED)
         self._unsend = redis.register_script(scripts.UNSEND)
+        self._put_device = redis.register_script(scripts.PUT_DEVICE)
 
     # -- conversations ------------------------------------------------------------
     async def create_conversation(self, cid: str, creator: str, members: Sequence[str],
@@ -158,14 +161,39 @@ class DmStore:
             raise MessageNotFound(message_id)
         if status == "forbidden":
             raise NotAllowed("only the sender may unsend a message")
-        return Unsent(media, grant)
+        return Unsent(media, grant, announced=status == "announced")
+
+    async def mark_unsend_announced(self, cid: str, message_id: str) -> None:
+        """Recorded after the unsend's revocations and push are published, so a repeat
+        publishes nothing while a retry after a failure still repairs (see UNSEND)."""
+        await self.redis.hset(k.conv_unsent(cid), f"{message_id}:announced", "1")
 
     # -- users ------------------------------------------------------------------------
-    async def block(self, uid: str, target: str) -> None:
-        await self.redis.sadd(k.user_blocks(uid), target)
+    async def block(self, uid: str, target: str) -> bool:
+        """True if this changed the list (a repeat block changes and announces nothing)."""
+        return bool(await self.redis.sadd(k.user_blocks(uid), target))
 
-    async def unblock(self, uid: str, target: str) -> None:
-        await self.redis.srem(k.user_blocks(uid), target)
+    async def unblock(self, uid: str, target: str) -> bool:
+        return bool(await self.redis.srem(k.user_blocks(uid), target))
+
+    async def blocked_by_any(self, users: Sequence[str], uid: str) -> list[str]:
+        """Those of ``users`` who blocked ``uid``, in one pipeline."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for u in users:
+                p.sismember(k.user_blocks(u), uid)
+            rows = await p.execute()
+        return [u for u, hit in zip(users, rows, strict=True) if hit]
+
+    async def mark_seen(self, uid: str) -> None:
+        await self.redis.set(k.user_seen(uid), "1", ex=k.USER_SEEN_TTL_S)
+
+    async def unknown_users(self, users: Sequence[str]) -> list[str]:
+        """Those of ``users`` dm has never seen a session of (or not for USER_SEEN_TTL_S)."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for u in users:
+                p.exists(k.user_seen(u))
+            rows = await p.execute()
+        return [u for u, n in zip(users, rows, strict=True) if not n]
 
     async def blocks_of(self, uid: str) -> set[str]:
         return set(await self.redis.smembers(k.user_blocks(uid)))
@@ -210,11 +238,10 @@ class DmStore:
 
     async def put_device(self, uid: str, device_id: str, record: dict[str, Any],
                          max_devices: int) -> None:
-        key = k.user_devices(uid)
-        if not await self.redis.hexists(key, device_id) and \
-                await self.redis.hlen(key) >= max_devices:
+        stored = await self._put_device(keys=[k.user_devices(uid)], args=[
+            device_id, json.dumps(record, sort_keys=True), max_devices])
+        if not stored:
             raise NotAllowed(f"at most {max_devices} devices per user")
-        await self.redis.hset(key, device_id, json.dumps(record, sort_keys=True))
 
     async def remove_device(self, uid: str, device_id: str) -> bool:
         return bool(await self.redis.hdel(k.user_devices(uid), device_id))
@@ -229,7 +256,26 @@ class DmStore:
                                                                                 strict=True)}
 
     async def save_profile(self, uid: str, profile: dict[str, str]) -> None:
-        await self.redis.hset(k.user_profile(uid), mapping=profile)
+        """Dev issuer: the new user's profile; they exist from now on (see user_seen)."""
+        async with self.redis.pipeline(transaction=False) as p:
+            p.hset(k.user_profile(uid), mapping=profile)
+            p.expire(k.user_profile(uid), k.USER_SEEN_TTL_S)
+            p.set(k.user_seen(uid), "1", ex=k.USER_SEEN_TTL_S)
+            await p.execute()
 
-    async def add_report(self, fields: dict[str, str]) -> str:
-        return str(await self.redis.xadd(k.REPORTS_STREAM, fields))
+    async def add_report(self, fields: dict[str, str]) -> tuple[str, bool]:
+        """File a report; ``(report id, True)`` for a repeat of the reporter's earlier report
+        of the same message, which files nothing.  The claim is taken before the XADD, so
+        concurrent repeats file one report (an id of "" means the first is in flight)."""
+        dedup = k.report_dedup(fields["reporter"], fields["conversation_id"],
+                               fields["message_id"])
+        if not await self.redis.set(dedup, "", nx=True, ex=k.REPORT_DEDUP_TTL_S):
+            return str(await self.redis.get(dedup) or ""), True
+        try:
+            report_id = str(await self.redis.xadd(k.REPORTS_STREAM, fields,
+                                                  maxlen=k.REPORTS_MAXLEN, approximate=True))
+        except BaseException:
+            await self.redis.delete(dedup)  # let the retry file it
+            raise
+        await self.redis.set(dedup, report_id, ex=k.REPORT_DEDUP_TTL_S)
+        return report_id, False

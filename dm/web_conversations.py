@@ -10,7 +10,7 @@ from cdn_auth.ids import check_id, new_id
 from cdn_auth.openapi import Route
 from cdn_auth.web_errors import read_json
 
-from .errors import Blocked, NotAllowed, NotMember
+from .errors import NotAllowed, NotMember
 from .web_state import STATE
 
 MAX_USER_ID = 255
@@ -35,8 +35,7 @@ async def create_conversation(request: web.Request) -> web.Response:
     mode = doc.get("mode", state.settings.default_mode)
     if mode not in ("plain", "sealed"):
         raise InvalidField("mode must be 'plain' or 'sealed'")
-    if len(others) == 1 and me.sub in await state.blocks_of(others[0]):
-        raise Blocked(others[0])
+    await state.check_may_open(me, others)
     conv = await state.store.create_conversation(new_id("c"), me.sub, others, mode)
     await state.notify.publish(state.notify.event("joined", conv.id, conv.members, {}))
     return web.json_response(conv.view(), status=201,
@@ -87,25 +86,29 @@ async def block(request: web.Request) -> web.Response:
     if target == me.sub:
         raise InvalidField("you cannot block yourself")
     if request.method == "DELETE":
-        await state.store.unblock(me.sub, target)
+        changed = await state.store.unblock(me.sub, target)
     else:
-        await state.store.block(me.sub, target)
-    await state.notify.publish(state.notify.event("blocks_changed", "", [], {"user_id": me.sub}))
+        changed = await state.store.block(me.sub, target)
     state.block_cache.evict(me.sub)
+    if changed:  # a repeat changes nothing and announces nothing (caches expire in 60 s)
+        await state.notify.publish(state.notify.event("blocks_changed", "", [],
+                                                      {"user_id": me.sub}))
     return web.json_response({"user_id": target, "blocked": request.method != "DELETE"})
 
 
 ROUTES = (
     Route("POST", "/v1/conversations", create_conversation, "Open a conversation",
-          "conversations", responses=(201, 400, 401, 403, 503), body="members, mode"),
+          "conversations", responses=(201, 400, 401, 403, 404, 503), body="members, mode",
+          limit="conversation_create"),
     Route("GET", "/v1/conversations", list_conversations, "My conversations", "conversations",
-          responses=(200, 401)),
+          responses=(200, 401), limit="lookup"),
     Route("GET", "/v1/conversations/{cid}", get_conversation, "One conversation",
-          "conversations", responses=(200, 401, 403, 404)),
+          "conversations", responses=(200, 401, 403, 404), limit="lookup"),
     Route("DELETE", "/v1/conversations/{cid}/members/{user_id}", remove_member,
-          "Leave, or remove a member", "conversations", responses=(200, 401, 403, 404, 503)),
+          "Leave, or remove a member", "conversations", responses=(200, 401, 403, 404, 503),
+          limit="membership"),
     Route("POST", "/v1/blocks/{user_id}", block, "Block a user", "conversations",
-          responses=(200, 400, 401)),
+          responses=(200, 400, 401), limit="block"),
     Route("DELETE", "/v1/blocks/{user_id}", block, "Unblock a user", "conversations",
-          responses=(200, 400, 401)),
+          responses=(200, 400, 401), limit="block"),
 )

@@ -65,9 +65,10 @@ async def list_devices(request: web.Request) -> web.Response:
 
 ROUTES = (
     Route("PUT", "/v1/devices/{device_id}/key", put_key, "Publish this device's HPKE key",
-          "devices", responses=(200, 400, 401, 403), body="suite, public_key (base64url)"),
+          "devices", responses=(200, 400, 401, 403), body="suite, public_key (base64url)",
+          limit="device_key"),
     Route("DELETE", "/v1/devices/{device_id}/key", delete_key,
-          "Withdraw one of my devices' keys", "devices", responses=(200, 401, 404)),
+          "Withdraw one of my devices' keys", "devices", responses=(200, 401, 404), limit="device_key"),
     Route("GET", "/v1/users/{user_id}/devices", list_devices, "A user's device keys",
-          "devices", responses=(200, 401)),
+          "devices", responses=(200, 401), limit="lookup"),
 )

@@ -148,12 +148,15 @@ async def unsend(request: web.Request) -> web.Response:
     me, conv = await member_conversation(state, request)
     message_id = check_cursor(request.match_info["message_id"])
     gone = await state.store.unsend(conv.id, message_id, me.sub)
-    # Published on every call, so a retry after a failure here still reaches the edges.
-    await state.revocations.publish(revocation.unsent(conv.id, message_id))
-    if gone.grant_id:
-        await state.revocations.publish(revocation.grant_revoked(gone.grant_id))
-    await state.notify.publish(state.notify.event("unsent", conv.id, conv.members,
-                                                  {"message_id": message_id}))
+    if not gone.announced:
+        # Published until recorded as done, so a retry after a failure here still reaches
+        # the edges, while a repeat of a finished unsend adds nothing to any stream.
+        await state.revocations.publish(revocation.unsent(conv.id, message_id))
+        if gone.grant_id:
+            await state.revocations.publish(revocation.grant_revoked(gone.grant_id))
+        await state.notify.publish(state.notify.event("unsent", conv.id, conv.members,
+                                                      {"message_id": message_id}))
+        await state.store.mark_unsend_announced(conv.id, message_id)
     return web.json_response({"conversation_id": conv.id, "message_id": message_id,
                               "unsent": True})
 
@@ -163,11 +166,11 @@ ROUTES = (
           "Send a message (honours Idempotency-Key)", "messages",
           responses=(200, 201, 400, 401, 403, 404, 409, 410, 413, 429, 503),
           body="text and/or media_id (plain); envelopes (sealed)",
-          params=(("Idempotency-Key", "header", "retry-safe key, [A-Za-z0-9_-]{1,64}"),)),
+          params=(("Idempotency-Key", "header", "retry-safe key, [A-Za-z0-9_-]{1,64}"),), limit="send"),
     Route("GET", "/v1/conversations/{cid}/messages", read, "Read a page of messages", "messages",
           responses=(200, 400, 401, 403, 404, 503),
           params=(("after", "query", "cursor: the last message id seen"),
-                  ("limit", "query", "page size"))),
+                  ("limit", "query", "page size")), limit="read"),
     Route("DELETE", "/v1/conversations/{cid}/messages/{message_id}", unsend, "Unsend a message",
-          "messages", responses=(200, 401, 403, 404, 503)),
+          "messages", responses=(200, 401, 403, 404, 503), limit="unsend"),
 )

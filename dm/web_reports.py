@@ -52,10 +52,12 @@ async def report(request: web.Request) -> web.Response:
                  "evidence": "server_copy"}
     entry.update({"reporter": me.sub, "conversation_id": cid, "kind": conv.mode,
                   "reason": reason, "at": str(int(time.time()))})
-    report_id = await state.store.add_report(entry)
-    return web.json_response({"report_id": report_id, "conversation_id": cid,
+    report_id, repeat = await state.store.add_report(entry)
+    # A repeat of this reporter's report of this message files nothing: 200, the first id.
+    return web.json_response({"report_id": report_id or None, "conversation_id": cid,
                               "sender": entry["sender"], "media_id": entry["media_id"] or None,
-                              "verified": True, "evidence": entry["evidence"]}, status=201)
+                              "verified": True, "evidence": entry["evidence"],
+                              "duplicate": repeat}, status=200 if repeat else 201)
 
 
 def _verified_sealed(state: DmState, cid: str, sealed: Any) -> dict[str, str]:
@@ -90,6 +92,6 @@ def _verified_sealed(state: DmState, cid: str, sealed: Any) -> dict[str, str]:
 
 ROUTES = (
     Route("POST", "/v1/reports", report, "Report a message to moderators (sealed: with "
-          "plaintext and franking key)", "reports", responses=(201, 400, 401, 403, 404),
-          body="conversation_id, message_id (plain) | sealed{...}, reason"),
+          "plaintext and franking key)", "reports", responses=(200, 201, 400, 401, 403, 404),
+          body="conversation_id, message_id (plain) | sealed{...}, reason", limit="report"),
 )

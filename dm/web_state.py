@@ -19,7 +19,7 @@ from cdn_auth.session import Session, SessionVerifier
 from cdn_auth.web_errors import bearer_token
 
 from .delivery import PointerMinter
-from .errors import Blocked
+from .errors import Blocked, UnknownUser
 from .identity import DevIssuer
 from .notify import Hub, NotifyLog
 from .safety import SafetyCheck
@@ -75,6 +75,9 @@ class DmState:
         if hit is not None:
             return hit
         s = await self.sessions.verify(token, self.clock())
+        # Once per token and process: with an external identity provider this is how dm
+        # learns that a user exists (conversations may only name existing users).
+        await self.store.mark_seen(s.sub)
         self.session_cache.put(token, s, s.exp)
         return s
 
@@ -94,6 +97,17 @@ class DmState:
         conv = await self.store.conversation(cid)
         self.conv_cache.put(cid, conv, self.clock() + 2.0)
         return conv
+
+    async def check_may_open(self, me: Session, others: list[str]) -> None:
+        """A conversation names only users dm knows, none of whom blocked the creator
+        (for groups too: otherwise a blocked user could reach the blocker by adding a
+        third person)."""
+        unknown = await self.store.unknown_users(others)
+        if unknown:
+            raise UnknownUser(f"unknown user: {unknown[0][:64]}")
+        blockers = await self.store.blocked_by_any(others, me.sub)
+        if blockers:
+            raise Blocked(blockers[0])
 
     async def check_not_blocked(self, me: Session, conv: Conversation) -> None:
         """In a one-to-one conversation, a user the other has blocked cannot write."""

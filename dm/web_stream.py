@@ -21,7 +21,7 @@ from cdn_auth.stream_tail import Entry, read_range
 
 from . import redis_keys as k
 from .delivery import render
-from .errors import NotFound
+from .errors import NotFound, StreamsFull, TooManySockets
 from .notify import CLIENT_GONE, Subscription, decode, id_key
 from .web_messages import check_cursor
 from .web_state import STATE, DmState
@@ -51,6 +51,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     cursor = request.query.get("cursor")
     if cursor is not None:
         cursor = check_cursor(cursor)
+    if state.hub.connected_of(me.sub) >= state.settings.ws_max_per_user:
+        raise TooManySockets(me.sub)
+    if state.hub.connected >= state.settings.ws_max_total:
+        raise StreamsFull()
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096)
     await ws.prepare(request)
     sub = state.hub.subscribe(me.sub)  # subscribe first: live events queue while we replay
@@ -65,8 +69,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                     await _send(state, ws, entry, me.sub, me.dev)
         while not ws.closed:
             if sub.overflowed:
-                await ws.close(code=aiohttp.WSCloseCode.TRY_AGAIN_LATER,
-                               message=b"slow consumer: reconnect with your cursor")
+                await _close_slow(ws, request)
                 break
             entry = await sub.queue.get()
             if entry is CLIENT_GONE:
@@ -77,12 +80,15 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 continue  # already sent during the replay
             last = entry[0]
             await _send(state, ws, entry, me.sub, me.dev)
+    except SlowConsumer:
+        await _close_slow(ws, request)
     finally:
         state.hub.unsubscribe(sub)
         reader_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader_task
-        await ws.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ws.close(), state.settings.ws_write_timeout_s)
     return ws
 
 
@@ -104,6 +110,22 @@ async def _still_deliverable(state: DmState, entry: Entry, reader: str) -> bool:
     return not await state.store.is_unsent(cid, f.get("message_id", ""))
 
 
+class SlowConsumer(Exception):
+    """A push could not be written within the write deadline: the client stopped reading."""
+
+
+async def _close_slow(ws: web.WebSocketResponse, request: web.Request) -> None:
+    """Close with 1013 if the close frame can still be written soon; otherwise drop the
+    connection: a client that reads nothing will not read a close frame either."""
+    try:
+        await asyncio.wait_for(ws.close(code=aiohttp.WSCloseCode.TRY_AGAIN_LATER,
+                                        message=b"slow consumer: reconnect with your cursor"),
+                               1.0)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+
+
 async def _send(state: DmState, ws: web.WebSocketResponse, entry: Entry, reader: str,
                 device: str) -> None:
     out = frame(state, entry, reader, device)
@@ -112,7 +134,12 @@ async def _send(state: DmState, ws: web.WebSocketResponse, entry: Entry, reader:
     if out["type"] == "message" and entry[1].get("sender") in await state.blocks_of(
             reader, fallback_on_error=True):
         return  # as on reads: messages from users the reader blocked are not shown
-    await ws.send_str(json.dumps(out))
+    try:
+        # A client that stops reading fills the socket buffers and then send_str waits for
+        # ever; the write deadline turns that into a bounded wait and a 1013 close.
+        await asyncio.wait_for(ws.send_str(json.dumps(out)), state.settings.ws_write_timeout_s)
+    except TimeoutError:
+        raise SlowConsumer() from None
     state.metrics.pushes.inc()
     if out["type"] == "message":
         state.metrics.push_lag.observe(max(0.0, time.time() - id_key(entry[0])[0] / 1000))
@@ -132,7 +159,8 @@ async def _drain_client(ws: web.WebSocketResponse, sub: Subscription) -> None:
 
 ROUTES = (
     Route("GET", "/v1/stream", stream, "WebSocket: new messages pushed as they arrive",
-          "messages", responses=(101, 400, 401),
+          "messages", responses=(101, 400, 401, 429, 503),
           params=(("cursor", "query", "resume after this cursor"),
-                  ("access_token", "query", "session, for clients that cannot set headers"))),
+                  ("access_token", "query", "session, for clients that cannot set headers")),
+          limit="connect"),
 )

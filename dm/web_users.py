@@ -73,9 +73,10 @@ async def jwks(request: web.Request) -> web.Response:
 ROUTES = (
     Route("POST", "/v1/users", create_user, "Dev issuer: create a user, device and session",
           "identity", auth="none", responses=(201, 400, 403, 404),
-          body="age, region, roles (only with DM_DEV_ISSUER_ROLES), ttl_s"),
+          body="age, region, roles (only with DM_DEV_ISSUER_ROLES), ttl_s",
+          limit="signup"),
     Route("POST", "/v1/devices", link_device, "Dev issuer: add a device to my account",
-          "identity", responses=(201, 401, 404)),
+          "identity", responses=(201, 401, 404), limit="device_link"),
     Route("GET", "/.well-known/jwks.json", jwks, "Session verification keys (JWKS)", "identity",
           auth="none", responses=(200, 404)),
 )

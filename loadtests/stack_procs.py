@@ -107,6 +107,10 @@ def _ready(port: int, path: str) -> bool:
         conn.close()
 
 
+#: All load comes from one address, so the per-address sign-up limit is lifted.
+LOAD_TEST_RATE_LIMITS = json.dumps({"signup": [1_000_000, 1_000_000]})
+
+
 def _clean_env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("CDN_AUTH_", "DM_"))}
@@ -143,9 +147,12 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
             CDN_AUTH_LOG_LEVEL="WARNING")
         # A local stack for load tests and demos: the dev issuer (and its roles, for the
         # seeding publisher) switched on explicitly; production leaves both off.
+        # Every simulated user signs up from 127.0.0.1: the per-address sign-up limit is
+        # lifted (per-user limits stay as an operator would have them).
         dm_env = _clean_env(DM_ISSUER_DIR=str(session_dir), DM_FRANKING_KEY_PATH=str(franking),
                             DM_LOG_LEVEL="WARNING", DM_DEV_ISSUER="true",
-                            DM_DEV_ISSUER_ROLES="true")
+                            DM_DEV_ISSUER_ROLES="true",
+                            DM_RATE_LIMITS=LOAD_TEST_RATE_LIMITS)
         commands = []
         for i in range(procs):
             commands.append((f"edge-{i}", [

@@ -1,0 +1,105 @@
+"""Slow and greedy peers (issue 15): WebSocket readers that stop reading, too many sockets,
+request bodies that trickle in."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import time
+
+import aiohttp
+import pytest
+
+from dm.web_state import STATE
+
+from .conftest import DmFactory, DmStack, bearer, wait_until
+
+
+async def _silent_websocket(dm: DmStack, token: str) -> tuple[asyncio.StreamReader,
+                                                                asyncio.StreamWriter]:
+    """A WebSocket client that completes the handshake and then never reads again, with a
+    small receive buffer so the server's writes back up quickly."""
+    host, port = dm.dm_url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET /v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n").encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head[:100]
+    return reader, writer
+
+
+async def test_websocket_slow_consumer_closed_with_1013(make_dm: DmFactory) -> None:
+    """A client that stops reading was never reaped (send_str waited for ever on a full
+    buffer); now a push that cannot be written within the deadline closes the socket."""
+    dm = await make_dm(ws_write_timeout_s=0.5)
+    state = dm.app[STATE]
+    alice, bob = await dm.user(), await dm.user()
+    _, writer = await _silent_websocket(dm, str(bob.session_token))
+    await wait_until(lambda: state.hub.connected_of(bob.uid) == 1, 5)
+    text = "x" * 4000
+    started = time.monotonic()
+    for batch in range(40):  # up to ~12 MB of frames, far beyond any socket buffer
+        async with state.redis.pipeline(transaction=False) as p:
+            for i in range(75):
+                state.notify.add_to(p, state.notify.event(
+                    "message", "c_slow", [bob.uid],
+                    {"message_id": f"{int(time.time() * 1000)}-{batch * 75 + i}",
+                     "sender": alice.uid, "kind": "plain", "text": text}))
+            await p.execute()
+        if state.hub.connected_of(bob.uid) == 0:
+            break
+        await asyncio.sleep(0.05)
+    await wait_until(lambda: state.hub.connected_of(bob.uid) == 0, 10)
+    assert time.monotonic() - started < 30
+    writer.close()
+
+
+async def test_websockets_capped_per_user(make_dm: DmFactory) -> None:
+    dm = await make_dm(ws_max_per_user=2, rate_limits={"connect": (100, 100)})
+    alice = await dm.user()
+    url = f"{dm.dm_url}/v1/stream"
+    async with aiohttp.ClientSession() as http:
+        a = await http.ws_connect(url, headers=bearer(str(alice.session_token)))
+        b = await http.ws_connect(url, headers=bearer(str(alice.session_token)))
+        await wait_until(lambda: dm.app[STATE].hub.connected_of(alice.uid) == 2, 5)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await http.ws_connect(url, headers=bearer(str(alice.session_token)))
+        assert info.value.status == 429
+        await a.close()
+        await wait_until(lambda: dm.app[STATE].hub.connected_of(alice.uid) == 1, 5)
+        c = await http.ws_connect(url, headers=bearer(str(alice.session_token)))
+        await b.close()
+        await c.close()
+
+
+async def test_slow_request_body_times_out(make_dm: DmFactory) -> None:
+    """One body byte every so often held the connection for ever; now 408 once the body
+    falls below the floor rate after the grace period."""
+    dm = await make_dm(body_grace_s=0.5, body_min_rate_bps=1000)
+    host, port = dm.dm_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n{")
+    await writer.drain()
+    started = time.monotonic()
+    answer = b""
+    for _ in range(40):
+        try:
+            answer = await asyncio.wait_for(reader.read(1000), 0.25)
+        except TimeoutError:
+            writer.write(b" ")
+            await writer.drain()
+            continue
+        break
+    writer.close()
+    assert b" 408 " in answer[:20] and b"body_timeout" in answer
+    assert time.monotonic() - started < 5
