@@ -1,3 +1,3 @@
 """dm: the direct-message service, its identity (dev issuer) and the Python client SDK."""
 
-__version__ = "0.1.0"
+from cdn_auth import __version__ as __version__  # one version source for the project
