@@ -217,3 +217,19 @@ def test_revocation_view_bounded_by_distinct_things() -> None:
     now[0] = 1106.0
     view.expire()
     assert (len(view), view.queued) == (0, 0)
+
+
+async def test_conversation_list_paginates(make_dm: DmFactory) -> None:
+    """The list had no pagination (a victim's reached 2,000 ids in one answer)."""
+    dm = await make_dm(rate_limits={"conversation_create": (1000, 1000)})
+    alice = await dm.user()
+    others = [await dm.user() for _ in range(5)]
+    made = sorted([(await o.create_conversation([alice.uid]))["id"] for o in others])
+    first = await alice.request("GET", "/v1/conversations", params={"limit": "2"})
+    assert (first["conversations"], first["more"]) == (made[:2], True)
+    rest = await alice.request("GET", "/v1/conversations",
+                               params={"after": first["next_cursor"], "limit": "10"})
+    assert (rest["conversations"], rest["more"]) == (made[2:], False)
+    with pytest.raises(DmClientError) as info:
+        await alice.request("GET", "/v1/conversations", params={"limit": "\u0661"})
+    assert info.value.status == 400
