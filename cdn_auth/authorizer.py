@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from . import grant as grant_mod
 from . import pointer as pointer_mod
 from . import rights
-from .cache import ExpiringCache
+from .cache import ExpiringCache, shared_int, token_key
 from .clock import Clock, system_clock
 from .errors import (
     GrantMediaMismatch,
@@ -160,11 +160,13 @@ class Authorizer:
 
     def _verified(self, cache: ExpiringCache[C], verify: Callable[..., C], token: str) -> C:
         """A token's claims from the cache, or verified once and cached until it expires."""
-        hit = cache.get(token)
+        key = token_key(token)
+        hit = cache.get(key)
         if hit is not None:
             return hit
         claims = self._verify(verify, token)
-        cache.put(token, claims, claims.exp + self.config.token_leeway_s)
+        # A shared int, not a fresh float per entry: tokens minted in one second share it.
+        cache.put(key, claims, shared_int(claims.exp + self.config.token_leeway_s))
         return claims
 
     def _verify(self, verify: Callable[..., T], token: str) -> T:
@@ -178,11 +180,12 @@ class Authorizer:
             return verify(token, self._keys.refresh_for_unknown_kid(), now, **kwargs)
 
     async def session(self, token: str) -> Session:
-        hit = self.session_cache.get(token)
+        key = token_key(token)
+        hit = self.session_cache.get(key)
         if hit is not None:
             return hit
         s = await self._sessions.verify(token, self._clock())
-        self.session_cache.put(token, s, s.exp)
+        self.session_cache.put(key, s, s.exp)
         return s
 
     async def media(self, media_id: str) -> Media:

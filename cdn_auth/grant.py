@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from . import token_format as tf
+from .cache import shared
 from .errors import TokenMalformed
 from .token_format import SigningKey, TokenType, VerifyKey
 
@@ -50,4 +51,5 @@ def verify(token: str, keys: dict[str, VerifyKey], now: float, *, max_lifetime_s
     r.end()
     if not 1 <= max_redeemers <= MAX_REDEEMERS:
         raise TokenMalformed("max_redeemers out of range")
-    return Grant(grant_id, media_id, max_redeemers, sharer, env.iat, env.exp, env.kid)
+    return Grant(grant_id, shared(media_id), max_redeemers, shared(sharer), env.iat, env.exp,
+                 shared(env.kid))

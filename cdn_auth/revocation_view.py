@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 #: by a process whose cached view of it was briefly stale (dm caches a conversation for at
 #: most a few seconds, and evicts it on the membership event itself).
 REMINT_MARGIN_S = 60.0
+#: Window events read and applied per step when an edge starts.
+LOAD_BATCH = 1000
 
 
 class RevocationView:
@@ -47,24 +49,28 @@ class RevocationView:
         self.listeners: list[Callable[[RevocationEvent], None]] = []
 
     def __len__(self) -> int:
+        """Distinct revoked things (what ``cdn_auth_revocation_view_entries`` reports)."""
         return len(self._unsent) + len(self._left) + len(self._takedowns) + len(self._grants)
 
     def apply(self, ev: RevocationEvent) -> None:
         at_s = ev.at_ms / 1000
         expires = at_s + self.window_s
+        key: Any
         if ev.kind == "unsent":
-            key: Any = (ev.conversation_id, ev.message_id)
-            self._unsent[key] = expires
+            key = (ev.conversation_id, ev.message_id)
         elif ev.kind == "left":
             key = (ev.conversation_id, ev.user_id)
-            self._left[key] = at_s
         elif ev.kind == "takedown":
             key = ev.media_id
-            self._takedowns[key] = expires
         else:
             key = ev.grant_id
-            self._grants[key] = expires
-        self._expiry.append((expires, ev.kind, key))
+        table = self._table(ev.kind)
+        known = key in table
+        table[key] = at_s if ev.kind == "left" else expires
+        if not known:
+            # One expiry item per distinct revoked thing, not per event: a repeat only
+            # moves the table's time, and expire() re-queues the item when it finds that.
+            self._expiry.append((expires, ev.kind, key))
         for cb in self.listeners:
             cb(ev)
 
@@ -77,10 +83,20 @@ class RevocationView:
             current = table.get(key)
             if current is None:
                 continue
-            if (current + self.window_s if kind == "left" else current) <= now:
+            until = current + self.window_s if kind == "left" else current
+            if until <= now:
                 del table[key]
                 n += 1
+            else:
+                # A repeat event extended it: queue it again for its new time (the deque may
+                # then be out of order by at most one window, which only delays forgetting).
+                self._expiry.append((until, kind, key))
         return n
+
+    @property
+    def queued(self) -> int:
+        """Expiry items held: at most one per distinct entry (tests check the bound)."""
+        return len(self._expiry)
 
     def _table(self, kind: str) -> dict[Any, float]:
         if kind == "unsent":
@@ -132,9 +148,14 @@ class RevocationTailer:
         last = f"{start_ms}-0"
         self._live = False
         batch: list[Entry] = []
-        async for entry in read_range(self._redis, redis_keys.REVOCATION_STREAM, last):
+        # Applied page by page as read, never held whole: a window can be 10^5+ events.
+        async for entry in read_range(self._redis, redis_keys.REVOCATION_STREAM, last,
+                                      batch=LOAD_BATCH):
             batch.append(entry)
             last = entry[0]
+            if len(batch) >= LOAD_BATCH:
+                self._apply_batch(batch)
+                batch = []
         self._apply_batch(batch)
         self._live = True
         return last

@@ -46,6 +46,8 @@ def conv_rate(cid: str, sender: str) -> str:
 
 
 def user_conversations(uid: str) -> str:
+    """Sorted set (all scores 0, so ordered by id) of the user's conversations: paged by
+    ``GET /v1/conversations?after=``."""
     return f"{PREFIX}:user:{{{uid}}}:convs"
 
 

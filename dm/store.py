@@ -91,7 +91,7 @@ class DmStore:
                                                "created_at_ms": str(now_ms)})
             p.hset(k.conv_members(cid), mapping={u: str(t) for u, t in everyone.items()})
             for u in everyone:
-                p.sadd(k.user_conversations(u), cid)
+                p.zadd(k.user_conversations(u), {cid: 0})
             await p.execute()
         return Conversation(cid, mode, creator, now_ms, everyone)
 
@@ -105,13 +105,18 @@ class DmStore:
         return Conversation(cid, meta["mode"], meta["created_by"], int(meta["created_at_ms"]),
                             {u: int(t) for u, t in members.items()})
 
-    async def conversations_of(self, uid: str) -> list[str]:
-        return sorted(await self.redis.smembers(k.user_conversations(uid)))
+    async def conversations_of(self, uid: str, after: str | None = None,
+                               limit: int = 100) -> list[str]:
+        """A page of the user's conversation ids in id order, after ``after`` (exclusive):
+        a sorted set of equal scores, read by lexicographic range (ZRANGE BYLEX)."""
+        low = f"({after}" if after else "-"
+        return [str(c) for c in await self.redis.zrange(
+            k.user_conversations(uid), low, "+", bylex=True, offset=0, num=limit)]
 
     async def remove_member(self, cid: str, uid: str) -> bool:
         async with self.redis.pipeline(transaction=False) as p:
             p.hdel(k.conv_members(cid), uid)
-            p.srem(k.user_conversations(uid), cid)
+            p.zrem(k.user_conversations(uid), cid)
             removed, _ = await p.execute()
         return bool(removed)
 

@@ -45,7 +45,18 @@ async def create_conversation(request: web.Request) -> web.Response:
 async def list_conversations(request: web.Request) -> web.Response:
     state = request.app[STATE]
     me = await state.session(request)
-    return web.json_response({"conversations": await state.store.conversations_of(me.sub)})
+    after = request.query.get("after")
+    if after is not None:
+        check_id(after, "after")
+    raw_limit = request.query.get("limit", "100")
+    if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 6):
+        raise InvalidField("limit must be an integer")
+    limit = int(raw_limit)
+    if not 1 <= limit <= state.settings.page_limit_max:
+        raise InvalidField(f"limit must be 1..{state.settings.page_limit_max}")
+    page = await state.store.conversations_of(me.sub, after, limit)
+    return web.json_response({"conversations": page, "next_cursor": page[-1] if page else after,
+                              "more": len(page) == limit})
 
 
 async def get_conversation(request: web.Request) -> web.Response:
@@ -100,8 +111,10 @@ ROUTES = (
     Route("POST", "/v1/conversations", create_conversation, "Open a conversation",
           "conversations", responses=(201, 400, 401, 403, 404, 503), body="members, mode",
           limit="conversation_create"),
-    Route("GET", "/v1/conversations", list_conversations, "My conversations", "conversations",
-          responses=(200, 401), limit="lookup"),
+    Route("GET", "/v1/conversations", list_conversations, "My conversations, a page at a time",
+          "conversations", responses=(200, 400, 401),
+          params=(("after", "query", "cursor: the last conversation id seen"),
+                  ("limit", "query", "page size (default 100)")), limit="lookup"),
     Route("GET", "/v1/conversations/{cid}", get_conversation, "One conversation",
           "conversations", responses=(200, 401, 403, 404), limit="lookup"),
     Route("DELETE", "/v1/conversations/{cid}/members/{user_id}", remove_member,

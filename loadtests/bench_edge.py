@@ -61,6 +61,7 @@ from cdn_auth.keyring import KeyRing
 from cdn_auth.redis_process import RedisProcess, free_port
 from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE, DevIssuer
+from loadtests.cache_memory import cache_bytes_per_entry
 
 HOST = "127.0.0.1"  # the benchmark never targets anything else
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,9 @@ TARGETS: dict[str, tuple[str, float]] = {
 #: The same ratios against aiohttp's FileResponse (reported, no target): ratio name -> path.
 FILERESPONSE_RATIOS = {f"{name}_vs_fileresponse": path for name, (path, _) in TARGETS.items()}
 FILE_BYTES = 4 * 1024 * 1024
+#: Heap bytes per cached pointer decision an edge may hold (issue 15: 10^5 entries per
+#: cache x five caches must stay far from a worker's memory).
+CACHE_BYTES_PER_ENTRY_MAX = 400
 #: One 64 KiB segment: a realistic small player request, and small enough that
 #: per-request work (not copying bytes) dominates, which is what is measured.
 RANGE_BYTES = 64 * 1024
@@ -777,6 +781,10 @@ def render_table(report: dict[str, Any]) -> str:
         lines.append(f"{path:<23}{p['rps']:>10.0f}{p['p50_ms']:>10.2f}{p['p99_ms']:>10.2f}"
                      f"{p['errors']:>8}{ratio:>8}{vs_fr:>8}  {target:<9}{met:<5}"
                      f"{'yes' if p['valid'] else 'NO':<6}")
+    if "cache_bytes_per_entry" in report:
+        t = report["targets"]["cache_bytes_per_entry"]
+        lines.append(f"cache_bytes_per_entry {t['value']:.0f} (target <= {t['target_max']}: "
+                     f"{'met' if t['met'] else 'NOT met'}; heap bytes per cached pointer)")
     lines.append("")
     lines.append("ratio: req/s over `baseline` (the edge's byte path, no authorization); "
                  "vs FR: over `baseline_fileresponse` (aiohttp FileResponse)")
@@ -850,7 +858,21 @@ def run(opts: Options) -> dict[str, Any]:
         preflight(bed, loads)
         results = measure(bed, loads, gen, opts)
         say("stopping the servers")
-    return summarize(results, gen, opts, FILE_BYTES)
+    report = summarize(results, gen, opts, FILE_BYTES)
+    say("measuring memory per cached pointer decision")
+    add_cache_memory(report, cache_bytes_per_entry())
+    return report
+
+
+def add_cache_memory(report: dict[str, Any], bytes_per_entry: float) -> None:
+    """``cache_bytes_per_entry``: heap bytes per cached pointer decision (in-process,
+    :mod:`loadtests.cache_memory`), with its target (at most CACHE_BYTES_PER_ENTRY_MAX)."""
+    value = round(bytes_per_entry, 1)
+    report["cache_bytes_per_entry"] = value
+    report["targets"]["cache_bytes_per_entry"] = {
+        "target_max": CACHE_BYTES_PER_ENTRY_MAX, "value": value,
+        "met": value <= CACHE_BYTES_PER_ENTRY_MAX}
+    report["targets_met"] = all(t["met"] for t in report["targets"].values())
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

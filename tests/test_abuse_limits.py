@@ -4,14 +4,17 @@ nothing, consent for conversations, the device-key cap under concurrency."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import aiohttp
 import pytest
 
 from cdn_auth import redis_keys as ck
+from cdn_auth import revocation
 from cdn_auth.encoding import b64url_encode
 from cdn_auth.openapi import document
+from cdn_auth.revocation_view import RevocationView
 from dm import app as dm_app
 from dm import envelope
 from dm import redis_keys as k
@@ -197,3 +200,36 @@ async def test_device_key_cap_is_atomic(make_dm: DmFactory, issuer: DevIssuer,
 def _public_key() -> dict[str, str]:
     key = envelope.DeviceKey.generate("x25519")
     return {"suite": key.suite, "public_key": b64url_encode(key.public_bytes())}
+
+
+def test_revocation_view_bounded_by_distinct_things() -> None:
+    """20,000 unsends of one message grew every edge by ~300 B per event while the metric
+    said 1; repeats now hold one entry and one expiry item, and still expire."""
+    now = [1000.0]
+    view = RevocationView(100.0, clock=lambda: now[0])
+    for i in range(5000):
+        view.apply(dataclasses.replace(revocation.unsent("c_1", "1-0"), at_ms=1_000_000 + i))
+    view.apply(dataclasses.replace(revocation.takedown("m_1"), at_ms=1_000_000))
+    assert (len(view), view.queued) == (2, 2)
+    now[0] = 1100.5  # past the first event's window, not the last repeat's
+    view.expire()
+    assert view.is_unsent("c_1", "1-0") and not view.is_taken_down("m_1")
+    now[0] = 1106.0
+    view.expire()
+    assert (len(view), view.queued) == (0, 0)
+
+
+async def test_conversation_list_paginates(make_dm: DmFactory) -> None:
+    """The list had no pagination (a victim's reached 2,000 ids in one answer)."""
+    dm = await make_dm(rate_limits={"conversation_create": (1000, 1000)})
+    alice = await dm.user()
+    others = [await dm.user() for _ in range(5)]
+    made = sorted([(await o.create_conversation([alice.uid]))["id"] for o in others])
+    first = await alice.request("GET", "/v1/conversations", params={"limit": "2"})
+    assert (first["conversations"], first["more"]) == (made[:2], True)
+    rest = await alice.request("GET", "/v1/conversations",
+                               params={"after": first["next_cursor"], "limit": "10"})
+    assert (rest["conversations"], rest["more"]) == (made[2:], False)
+    with pytest.raises(DmClientError) as info:
+        await alice.request("GET", "/v1/conversations", params={"limit": "\u0661"})
+    assert info.value.status == 400

@@ -220,3 +220,10 @@ async def test_send_retry_after_unsend_answers_410(dm: DmStack) -> None:
         async with http.post(url, json={"text": "oops"}, headers=headers) as r:
             assert (r.status, (await r.json())["error"]["code"]) == (410, "message_unsent")
     assert (await bob.read(conv["id"]))["messages"] == []
+
+
+def test_edge_caches_hold_digests_not_tokens() -> None:
+    """An edge held ~1.1 KB per cached pointer, mostly the token as its key; the caches
+    now key tokens by a 64-bit keyed digest and share repeated claims (issue 15)."""
+    from loadtests.cache_memory import cache_bytes_per_entry
+    assert cache_bytes_per_entry(10_000) < 700  # about 1,010 when keyed by the token
