@@ -21,7 +21,8 @@ def _frame(seed: int, t: int) -> np.ndarray:
     y, x = np.mgrid[0:H, 0:W].astype(np.float64)
     img = np.zeros((H, W, 3))
     for c in range(3):
-        fx, fy, ph = rng.uniform(0.02, 0.12, 2).tolist() + [rng.uniform(0, 6.28)]
+        fx, fy = rng.uniform(0.02, 0.12, 2).tolist()
+        ph = rng.uniform(0, 6.28)
         img[:, :, c] = 127 + 100 * np.sin(fx * x + ph) * np.cos(fy * y - ph)
     for _ in range(4):  # a few solid blocks
         x0, y0 = int(rng.integers(0, W - 40)), int(rng.integers(0, H - 30))
