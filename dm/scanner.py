@@ -80,21 +80,40 @@ def strictest(verdicts: Sequence[Verdict]) -> Verdict:
     return Verdict(VERDICTS[worst], labels)
 
 
+_TOKEN_RE = re.compile(r"[\w'$]+")
+
+
+def _tokens(text: str) -> list[str]:
+    """Lower-case words (apostrophes and $ kept): keywords and messages split the same way."""
+    return _TOKEN_RE.findall(text.lower())
+
+
 @dataclass(frozen=True, slots=True)
 class _List:
     label: str
     verdict: str
-    regex: re.Pattern[str]
+    regex: re.Pattern[str] | None  # the list's patterns, one alternation
 
 
 class ScanLists:
-    """Keyword and pattern lists, each compiled once into one alternation."""
+    """Keyword and pattern lists.
 
-    def __init__(self, lists: Sequence[_List] = ()) -> None:
-        self._lists = list(lists)
+    Keywords are matched as whole-word phrases by n-gram lookup in one dict
+    (a few dict probes per word of the message, whatever the list sizes), not
+    as a regex alternation, which Python's engine tries branch by branch at
+    every position (milliseconds per message for a few hundred phrases).
+    Patterns are regular expressions, one alternation per list.
+    """
+
+    def __init__(self, lists: Sequence[_List] = (),
+                 phrases: dict[str, tuple[str, str]] | None = None) -> None:
+        self._lists = [lst for lst in lists if lst.regex is not None]
+        self._phrases = phrases or {}  # "word word" -> (label, verdict)
+        self._sizes = sorted({p.count(" ") + 1 for p in self._phrases})
+        self._count = len(lists)
 
     def __len__(self) -> int:
-        return len(self._lists)
+        return self._count
 
     @classmethod
     def load(cls, path: Path) -> ScanLists:
@@ -109,7 +128,8 @@ class ScanLists:
 
     @classmethod
     def from_doc(cls, entries: list[Any]) -> ScanLists:
-        out = []
+        out: list[_List] = []
+        phrases: dict[str, tuple[str, str]] = {}
         for e in entries:
             if not isinstance(e, dict):
                 raise ScanListError("each list is {label, verdict, keywords, patterns}")
@@ -120,20 +140,32 @@ class ScanLists:
             if not all(isinstance(x, str) and x for x in (*keywords, *patterns)) or \
                     len(keywords) + len(patterns) > MAX_LIST_ENTRIES:
                 raise ScanListError(f"list {label!r}: keywords/patterns are non-empty strings")
-            parts = [r"(?<!\w)" + re.escape(w.lower()).replace(r"\ ", r"\s+") + r"(?!\w)"
-                     for w in keywords] + [f"(?:{p})" for p in patterns]
-            if not parts:
-                continue
+            for w in keywords:
+                words = _tokens(w)
+                if not words:
+                    raise ScanListError(f"list {label!r}: keyword {w[:40]!r} has no words")
+                phrase = " ".join(words)
+                seen = phrases.get(phrase)
+                if seen is None or VERDICTS.index(verdict) > VERDICTS.index(seen[1]):
+                    phrases[phrase] = (label, verdict)
             try:
-                regex = re.compile("|".join(parts), re.IGNORECASE)
+                regex = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) \
+                    if patterns else None
             except re.error as exc:
                 raise ScanListError(f"list {label!r}: {exc}") from None
             out.append(_List(label, verdict, regex))
-        return cls(out)
+        return cls(out, phrases)
 
     def scan(self, text: str) -> Verdict:
         hits = [Verdict(lst.verdict, (lst.label,)) for lst in self._lists
-                if lst.regex.search(text)]
+                if lst.regex is not None and lst.regex.search(text)]
+        if self._phrases:
+            words = _tokens(text)
+            for n in self._sizes:
+                for i in range(len(words) - n + 1):
+                    found = self._phrases.get(" ".join(words[i:i + n]))
+                    if found is not None:
+                        hits.append(Verdict(found[1], (found[0],)))
         return strictest(hits) if hits else ALLOW
 
 
