@@ -206,3 +206,14 @@ async def test_fingerprint_of_undecodable_file_keeps_exact_hashes(tmp_path: Path
     (tmp_path / "x.mp4").write_bytes(b"not a video" * 100)
     fp = await asyncio.to_thread(fingerprint_file, tmp_path / "x.mp4", "video/mp4")
     assert fp.pdq == () and len(fp.md5) == 32 and len(fp.sha256) == 64
+
+
+def test_matcher_benchmark_prints_the_contracted_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    from loadtests.bench import main as bench
+
+    assert bench(["matcher", "--json", "--sizes", "1000,10000", "--queries", "20",
+                  "--repeats", "1"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    for tag in ("1e3", "1e4"):
+        assert doc[f"lookups_per_s_per_core_{tag}"] > 0 and doc[f"bytes_per_hash_{tag}"] > 32
+    assert [r["found"] for r in doc["runs"]] == [10, 10]  # every near-duplicate query found
