@@ -36,7 +36,6 @@ from .errors import (
     RoleRequired,
 )
 from .review import ITEM_RE, Item
-from .store import Conversation
 from .web_messages import _announce  # one announce path for sends and releases
 from .web_state import DmState
 
