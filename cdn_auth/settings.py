@@ -20,6 +20,7 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
     "media_lookup": (20.0, 200),
     "grant": (10.0, 100),        # mint and revoke (each revoke is a revocation event)
     "takedown": (10.0, 100),     # moderators: each is a revocation event on every edge
+    "banks": (2.0, 20),          # moderators: each addition may sweep every registered item
 }
 
 

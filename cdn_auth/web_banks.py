@@ -49,9 +49,9 @@ async def add_signals(request: web.Request) -> web.Response:
 
 ROUTES = (
     Route("GET", "/v1/banks", list_banks, "Hash banks and their sizes (moderator)", "banks",
-          auth="moderator", responses=(200, 401, 403, 503)),
+          auth="moderator", responses=(200, 401, 403, 429, 503), limit="media_lookup"),
     Route("POST", "/v1/banks/{bank}/signals", add_signals,
           "Add hashes to a bank; take down every registered match at every edge (moderator)",
-          "banks", auth="moderator", responses=(200, 400, 401, 403, 503),
-          body="signals: [{signal_type, signal}]"),
+          "banks", auth="moderator", responses=(200, 400, 401, 403, 429, 503),
+          body="signals: [{signal_type, signal}]", limit="banks"),
 )

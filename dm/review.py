@@ -65,7 +65,8 @@ class ReviewQueue:
                  "media_id": fields.get("media_id", ""), "verdict": verdict.action,
                  "labels": ",".join(verdict.labels), "held": "1" if verdict.held else "",
                  "at": str(int(time.time()))}
-        return "q-" + str(await self._redis.xadd(k.REPORTS_STREAM, entry))
+        return "q-" + str(await self._redis.xadd(k.REPORTS_STREAM, entry,
+                                                 maxlen=k.REPORTS_MAXLEN, approximate=True))
 
     async def get(self, item_id: str) -> Item:
         stream, entry = _stream_of(item_id)

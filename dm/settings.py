@@ -25,6 +25,9 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
     "unsend": (10.0, 100),
     "connect": (1.0, 20),              # WebSocket connects, replays included
     "report": (0.5, 20),
+    "moderation": (20.0, 200),         # staff: queue, items, actions (each audited)
+    "audit": (5.0, 50),
+    "legal": (1.0, 20),
 }
 
 

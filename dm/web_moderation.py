@@ -118,29 +118,32 @@ ROUTES = (
     Route("GET", "/v1/moderation/queue", queue, "Review queue: reports, alerts, media holds "
           "(metadata only; moderator)", "moderation", auth="moderator",
           responses=(200, 400, 401, 403),
-          params=(("status", "query", "open | closed | all"), ("limit", "query", "0..500"))),
+          params=(("status", "query", "open | closed | all"), ("limit", "query", "0..500")),
+          limit="moderation"),
     Route("GET", "/v1/moderation/items/{item_id}", open_item, "Open a review item: the "
           "message in context (plain) or what the reporter unlocked (sealed); audited",
           "moderation", auth="moderator", responses=(200, 400, 401, 403, 404),
-          params=(("context", "query", "messages either side (plain)"),)),
+          params=(("context", "query", "messages either side (plain)"),), limit="moderation"),
     Route("POST", "/v1/moderation/items/{item_id}/actions", act, "Act on an item: dismiss, "
           "remove_message, take_down_media, bank_media, suspend_user, release; audited",
           "moderation", auth="moderator", responses=(200, 400, 401, 403, 404, 409),
-          body="action, reason"),
+          body="action, reason", limit="moderation"),
     Route("GET", "/v1/moderation/conversations/{cid}/messages/{message_id}", open_message,
           "Open a plain message under a justification (review item or legal request id); "
           "refused without one; audited", "moderation", auth="moderator",
           responses=(200, 400, 401, 403, 404, 409),
           params=(("justification", "query", "review item or legal request id"),
-                  ("context", "query", "messages either side"))),
+                  ("context", "query", "messages either side")), limit="moderation"),
     Route("GET", "/v1/audit", audit_log, "The audit log (auditor role only)", "moderation",
           responses=(200, 400, 401, 403),
-          params=(("after", "query", "last entry id seen"), ("limit", "query", "1..1000"))),
+          params=(("after", "query", "last entry id seen"), ("limit", "query", "1..1000")),
+          limit="audit"),
     Route("POST", "/v1/legal/requests", file_legal_request, "File a legal request: reference, "
           "conversation, time scope (legal role); audited", "legal",
           responses=(201, 400, 401, 403, 404),
-          body="reference, conversation_id, from_ms, to_ms"),
+          body="reference, conversation_id, from_ms, to_ms", limit="legal"),
     Route("GET", "/v1/legal/requests/{request_id}/export", legal_export, "Export for a legal "
           "request: plain messages in scope, or sealed metadata and a statement that content "
-          "is unavailable (legal role); audited", "legal", responses=(200, 401, 403, 404)),
+          "is unavailable (legal role); audited", "legal", responses=(200, 401, 403, 404),
+          limit="legal"),
 )
