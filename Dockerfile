@@ -8,7 +8,8 @@
 # ---- build: wheels for the project and its dependencies ----------------------------------
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+# g++: pdqhash (Meta's PDQ hasher, known-bad media matching) builds from source.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc g++ libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./

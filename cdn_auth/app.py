@@ -6,13 +6,14 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__, logs, openapi, web_edge, web_grants, web_media, web_ops
+from . import __version__, logs, openapi, web_banks, web_edge, web_grants, web_media, web_ops
 from .authorizer import Authorizer, AuthorizerConfig
 from .body_deadline import BODY_DEADLINE, BodyDeadline
 from .clock import Clock, system_clock
 from .errors import SessionMissing
 from .keyring import KeyRingSource
 from .keyset import KeySet
+from .matching import MediaHashIndex, banks_from
 from .metrics import Metrics
 from .origin import Origin
 from .rate_limit import RATE_LIMITER, Limit, RateLimiter, parse_limits
@@ -35,7 +36,8 @@ async def _caller(authorizer: Authorizer, request: web.Request) -> str:
     return (await authorizer.session(token)).sub
 
 
-ROUTES = (*web_edge.ROUTES, *web_media.ROUTES, *web_grants.ROUTES, *web_ops.ROUTES)
+ROUTES = (*web_edge.ROUTES, *web_media.ROUTES, *web_grants.ROUTES, *web_banks.ROUTES,
+          *web_ops.ROUTES)
 
 
 def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = None,
@@ -76,7 +78,9 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
                            origin=Origin(settings.origin_dir, settings.ingest_subdir),
                            metrics=metrics, clock=clock,
                            minter=KeyRingSource(settings.keyring_dir)
-                           if settings.keyring_dir is not None else None)
+                           if settings.keyring_dir is not None else None,
+                           banks=banks_from(settings, redis),
+                           hash_index=MediaHashIndex(redis, settings.pdq_threshold))
     app[BODY_DEADLINE] = BodyDeadline(settings.body_grace_s, settings.body_min_rate_bps)
     app[RATE_LIMITER] = RateLimiter(
         redis, parse_limits(settings.rate_limits, {

@@ -144,6 +144,12 @@ class NotModerator(Forbidden):
     code, public_message = "moderator_required", "only a moderator may do this"
 
 
+class MediaBanked(Forbidden):
+    """The file matches a hash bank whose action is refuse (which bank is not said)."""
+
+    code, public_message = "media_banked", "this file matches a list of known-bad media"
+
+
 class Gone(CdnAuthError):
     status, code, public_message = 410, "gone", "gone"
 
@@ -154,6 +160,10 @@ class MessageUnsent(Gone):
 
 class MediaTakenDown(Gone):
     code, public_message = "media_taken_down", "this media has been taken down"
+
+
+class MediaHeld(MediaTakenDown):
+    code, public_message = "media_held", "this media is held for review"
 
 
 class GrantRevoked(Gone):

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from .origin import Origin
 
 VISIBILITIES = ("public", "private")
-STATUSES = ("active", "taken_down")
+#: "held": a hash bank matched at registration; no edge serves it until a moderator decides.
+STATUSES = ("active", "taken_down", "held")
 MAX_REGIONS = 250
 MAX_AGE_RULE = 21
 _CONTENT_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,62}/[a-z0-9][a-z0-9.+-]{0,62}")

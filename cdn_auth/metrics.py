@@ -90,6 +90,8 @@ class Metrics:
         self.revocation_view_size = Gauge("cdn_auth_revocation_view_entries",
                                           "Entries in the in-memory revocation view", registry=r)
         self.bytes_served = Counter("cdn_auth_bytes_served", "Media bytes sent", registry=r)
+        self.bank_matches = Counter("cdn_auth_bank_matches", "Registrations matching a hash bank",
+                                    ["bank", "action"], registry=r)
         # The hot path's counters (see the module docstring).
         self.served = self.tally(self.bytes_served)
         self.allow_pointer = self.tally(self.decisions.labels("allow", "pointer"))

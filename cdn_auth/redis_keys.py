@@ -39,3 +39,30 @@ def grant_meta_key(grant_id: str) -> str:
     """Hash: who minted the grant (so only they, or a moderator, revoke it).  No media id:
     which media a sealed message carries is kept out of Redis."""
     return f"{PREFIX}:grant:{{{grant_id}}}:meta"
+
+
+# -- known-bad media (hash banks) ------------------------------------------------------------
+
+#: Hash of registered media id -> its PDQ hashes (comma-separated hex): what a newly banked
+#: perceptual hash is compared with, so every registered match is taken down.
+MEDIA_PDQ_INDEX = f"{PREFIX}:fp:pdq"
+
+#: Media registered with status "held" by a bank match, for the review queue.
+MEDIA_HOLDS_STREAM = f"{PREFIX}:holds"
+
+
+def bank_signals(bank: str) -> str:
+    """List of "<kind>,<hex>" added to a bank at run time (append-only; every process
+    reads the tail it has not seen before matching)."""
+    return f"{PREFIX}:bank:{{{bank}}}:signals"
+
+
+def media_fingerprint(media_id: str) -> str:
+    """Hash: md5, sha256, pdq (comma-separated hex) of one registered media item; beside its
+    record (same hash tag)."""
+    return f"{PREFIX}:media:{{{media_id}}}:fp"
+
+
+def exact_hash_index(kind: str, digest: str) -> str:
+    """Set of media ids whose file has this md5/sha256 digest."""
+    return f"{PREFIX}:fp:{kind}:{{{digest}}}"

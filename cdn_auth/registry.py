@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from . import redis_keys
-from .errors import MediaNotFound, RedisUnavailable
-from .media import Media, from_redis, to_redis
+from .errors import InvalidField, MediaNotFound, RedisUnavailable
+from .media import STATUSES, Media, from_redis, to_redis
 
 
 class MediaRegistry:
@@ -33,13 +34,15 @@ class MediaRegistry:
     async def set_status(self, media_id: str, status: str, *, reason: str = "",
                          by: str = "") -> Media:
         """Change the status; the moderator and reason are kept on the record for audit."""
+        if status not in STATUSES:
+            raise InvalidField(f"status must be one of {STATUSES}")
         media = await self.get(media_id)
         try:
             await self._redis.hset(redis_keys.media_key(media_id), mapping={
                 "status": status, "status_reason": reason, "status_by": by})
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
-        return media.taken_down() if status == "taken_down" else media
+        return replace(media, status=status)
 
 
 def _s(v: str | bytes) -> str:

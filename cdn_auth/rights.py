@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .errors import (
     AgeRestricted,
+    MediaHeld,
     MediaTakenDown,
     MessageUnsent,
     NotAMember,
@@ -25,7 +26,7 @@ from .session import Session
 
 def check_active(media: Media, view: RevocationView | None = None) -> None:
     if media.status != "active" or (view is not None and view.is_taken_down(media.id)):
-        raise MediaTakenDown(media.id)
+        raise MediaHeld(media.id) if media.status == "held" else MediaTakenDown(media.id)
 
 
 def check_audience(media: Media, session: Session) -> None:

@@ -7,7 +7,7 @@ may carry a password) are ``SecretStr`` so ``repr`` never prints them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +20,7 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
     "media_lookup": (20.0, 200),
     "grant": (10.0, 100),        # mint and revoke (each revoke is a revocation event)
     "takedown": (10.0, 100),     # moderators: each is a revocation event on every edge
+    "banks": (2.0, 20),          # moderators: each addition may sweep every registered item
 }
 
 
@@ -59,6 +60,16 @@ class EdgeSettings(BaseSettings):
     cache_size: int = Field(100_000, ge=16)
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
     revocation_block_ms: int = Field(1000, ge=10, le=60_000)
+    #: Hash banks (known-bad media): a JSON manifest naming bank files and actions
+    #: (format: cdn_auth.hashbank).  None: only the run-time "moderation" bank.
+    bank_manifest: Path | None = None
+    #: What a match in the run-time bank (moderators' additions) does: refuse or hold.
+    moderation_bank_action: Literal["refuse", "hold"] = "refuse"
+    #: PDQ Hamming distance at or below which two hashes match (31: PDQ's customary one).
+    pdq_threshold: int = Field(31, ge=0, le=128)
+    #: Keyframes sampled per video for perceptual hashing, and the decode budget.
+    fingerprint_max_frames: int = Field(16, ge=1, le=256)
+    fingerprint_budget_s: float = Field(10.0, gt=0, le=300)
     log_level: str = "INFO"
     #: Overrides of DEFAULT_RATE_LIMITS; ``rate_limits_enabled=false`` turns all off.
     rate_limits: dict[str, tuple[float, int]] = Field(default_factory=dict)

@@ -8,20 +8,25 @@ content pipeline would be) or a ``multipart/form-data`` upload with a
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from . import body_deadline, revocation
+from . import body_deadline, redis_keys, revocation
 from .errors import (
     Forbidden,
     InputTooLarge,
     InvalidField,
     MalformedRequest,
+    MediaBanked,
     NotModerator,
     SessionMissing,
 )
+from .fingerprint import FingerprintLimits, fingerprint_file
 from .ids import check_id, new_id
 from .media import Media, check_content_type, parse_rules
 from .openapi import Route
@@ -33,6 +38,7 @@ from .web_state import STATE, EdgeState
 _META_FIELDS = {"origin_path", "content_type", "visibility", "allow_reshare", "min_age",
                 "allowed_regions", "blocked_regions", "owner"}
 MAX_META_BYTES = 16 * 1024
+log = logging.getLogger(__name__)
 
 
 async def _session(request: web.Request) -> Session:
@@ -57,9 +63,37 @@ async def create_media(request: web.Request) -> web.Response:
             raise InvalidField("origin_path is required (or upload the bytes as multipart)")
         stored = await state.origin.describe(meta["origin_path"])
     media = _record(meta, session, media_id, stored, int(state.clock()))
+    media = await _screen(state, media, uploaded=ctype == "multipart/form-data")
     await state.registry.put(media)
+    if media.status == "held":
+        await state.redis.xadd(redis_keys.MEDIA_HOLDS_STREAM, {
+            "media_id": media.id, "owner": media.owner, "at": str(int(state.clock()))})
     return web.json_response(media.public_view(), status=201,
                              headers={"Location": f"/v1/media/{media.id}"})
+
+
+async def _screen(state: EdgeState, media: Media, *, uploaded: bool) -> Media:
+    """Hash the file and match it against the banks (both modes: the video is on the CDN
+    even when the DM that shares it is sealed).  A refusing bank's match fails the
+    registration (an upload's bytes are deleted); a holding bank's registers it held.
+    The hashes are indexed before the record exists, so a bank entry added at any moment
+    finds the item (see matching.bank_and_take_down)."""
+    path = state.origin.root / media.origin
+    limits = FingerprintLimits(max_frames=state.settings.fingerprint_max_frames,
+                               budget_s=state.settings.fingerprint_budget_s)
+    fp = await asyncio.to_thread(fingerprint_file, path, media.content_type, limits)
+    match = await state.banks.match(fp)
+    if match is not None:
+        log.warning("media %s (owner %s) matched bank %s: %s", media.id, media.owner,
+                    match.bank, match.action)
+        state.metrics.bank_matches.labels(match.bank, match.action).inc()
+        if match.action == "refuse":
+            if uploaded:
+                path.unlink(missing_ok=True)
+            raise MediaBanked(f"bank {match.bank}")
+        media = replace(media, status="held")
+    await state.hash_index.record(media.id, fp)
+    return media
 
 
 def _record(meta: dict[str, Any], session: Session, media_id: str, stored: StoredObject,

@@ -10,6 +10,7 @@ from aiohttp import web
 from .authorizer import Authorizer
 from .clock import Clock
 from .keyring import KeyRingSource
+from .matching import BankSet, MediaHashIndex
 from .metrics import Metrics
 from .origin import Origin
 from .registry import MediaRegistry
@@ -27,6 +28,9 @@ class EdgeState:
     origin: Origin
     metrics: Metrics
     clock: Clock
+    #: Hash banks and the registered-media hash index (known-bad media, both modes).
+    banks: BankSet
+    hash_index: MediaHashIndex
     #: The key ring's minting side; None on edges that only verify (they cannot mint grants).
     minter: KeyRingSource | None = None
 

@@ -13,7 +13,9 @@ from cdn_auth import logs, openapi
 from cdn_auth.body_deadline import BODY_DEADLINE, BodyDeadline
 from cdn_auth.clock import Clock, system_clock
 from cdn_auth.files import load_or_create_secret
+from cdn_auth.hashbank import load_manifest
 from cdn_auth.keyring import KeyRingSource
+from cdn_auth.matching import BankSet, MediaHashIndex
 from cdn_auth.openapi import Route
 from cdn_auth.rate_limit import RATE_LIMITER, Limit, RateLimiter, parse_limits
 from cdn_auth.redis_client import connect
@@ -29,14 +31,18 @@ from . import (
     web_conversations,
     web_devices,
     web_messages,
+    web_moderation,
     web_reports,
     web_stream,
     web_users,
 )
+from .audit import AuditLog
 from .delivery import PointerMinter
 from .identity import DevIssuer
 from .notify import Hub, NotifyLog
+from .review import ReviewQueue
 from .safety import SafetyCheck, TakedownListCheck
+from .scanner import build_scanner
 from .settings import DEFAULT_RATE_LIMITS, DmSettings
 from .store import DmStore
 from .web_state import STATE, DmState
@@ -66,7 +72,7 @@ OPS_ROUTES = (
     Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none"),
 )
 ROUTES = (*web_users.ROUTES, *web_devices.ROUTES, *web_conversations.ROUTES, *web_messages.ROUTES,
-          *web_stream.ROUTES, *web_reports.ROUTES, *OPS_ROUTES)
+          *web_stream.ROUTES, *web_reports.ROUTES, *web_moderation.ROUTES, *OPS_ROUTES)
 
 
 def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_clock,
@@ -88,17 +94,28 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
         leeway_s=settings.session_leeway_s, max_lifetime_s=settings.session_max_lifetime_s,
         clock=clock)
     hub = Hub(tail_redis)
+    ring = KeyRingSource(settings.keyring_dir)
+    banks = BankSet(redis, load_manifest(settings.bank_manifest, threshold=settings.pdq_threshold)
+                    if settings.bank_manifest is not None else [],
+                    threshold=settings.pdq_threshold)
+    hash_index = MediaHashIndex(redis, settings.pdq_threshold)
+    scanner = build_scanner(settings, banks, hash_index, clock)
     state = DmState(
         settings=settings, redis=redis,
         store=DmStore(redis, idempotency_ttl_s=settings.idempotency_ttl_s,
                       send_rate_per_s=settings.send_rate_per_s),
         hub=hub, notify=NotifyLog(redis),
-        minter=PointerMinter(KeyRingSource(settings.keyring_dir), ttl_s=settings.pointer_ttl_s,
+        minter=PointerMinter(ring, ttl_s=settings.pointer_ttl_s,
                              edge_base_url=settings.edge_base_url),
         sessions=sessions, registry=MediaRegistry(redis), revocations=RevocationLog(redis),
         safety=list(safety) if safety is not None else [TakedownListCheck()],
         issuer=issuer if settings.dev_issuer else None, clock=clock,
-        franking_key=load_or_create_secret(settings.franking_key_path))
+        franking_key=load_or_create_secret(settings.franking_key_path),
+        scanner=scanner, queue=ReviewQueue(redis),
+        audit=AuditLog(redis, settings.audit_retention_s),
+        mod_minter=PointerMinter(ring, ttl_s=settings.moderation_pointer_ttl_s,
+                                 edge_base_url=settings.edge_base_url),
+        banks=banks, hash_index=hash_index)
 
     def evict(entry: Entry) -> None:
         kind, fields = entry[1].get("type"), entry[1]
@@ -124,4 +141,5 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
     openapi.serve_document(app, "dm: direct messages with video pointers", __version__, ROUTES)
 
     app.cleanup_ctx.append(tail_while_running(hub.tailer, owned))
+    app.on_cleanup.append(lambda _app: scanner.close())
     return app

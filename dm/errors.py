@@ -105,3 +105,31 @@ class StreamsFull(DmError):
     status, code, public_message = 503, "streams_full", \
         "this server holds all the streams it can; retry (another may have room)"
     retry_after_s = 1
+
+
+class JustificationRequired(DmError):
+    """Moderator access to content needs a report, alert or legal-request id that covers it."""
+
+    status, code, public_message = 403, "justification_required", \
+        "opening content needs a report, alert or legal-request id that covers it"
+
+
+class RoleRequired(DmError):
+    status, code, public_message = 403, "role_required", "this needs a role you do not have"
+
+
+class UserSuspended(DmError):
+    status, code, public_message = 403, "user_suspended", "this account cannot send messages"
+
+
+class ReviewItemNotFound(NotFound):
+    code, public_message = "review_item_not_found", "no such review item"
+
+
+class LegalRequestNotFound(NotFound):
+    code, public_message = "legal_request_not_found", "no such legal request"
+
+
+class ActionNotApplicable(DmError):
+    status, code, public_message, expose_detail = 409, "action_not_applicable", \
+        "this action does not apply to this item", True

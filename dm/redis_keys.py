@@ -101,3 +101,25 @@ REPORT_DEDUP_TTL_S = 30 * 24 * 3600
 #: The moderation queue keeps at most about this many reports (XADD MAXLEN ~): with
 #: per-user limits and de-duplication, reaching it means moderators are far behind.
 REPORTS_MAXLEN = 1_000_000
+
+
+# -- safety: review queue, audit, suspensions, legal requests ----------------------------------
+# (Reports and scanner alerts share REPORTS_STREAM: one queue; "source" says which.)
+
+#: Hash: review item id -> JSON {status, action, by, at_ms} once a moderator has acted.
+REVIEW_STATE = f"{PREFIX}:review:state"
+
+#: The audit log: every moderator view and action, and every legal export.  Append-only:
+#: no API deletes or trims it; each write trims only entries older than AUDIT_RETENTION_S.
+AUDIT_STREAM = f"{PREFIX}:audit"
+#: Default two years (documented in docs/safety.md): an auditor's yearly review with a year
+#: to spare.  DM_AUDIT_RETENTION_S may raise it; settings refuse anything under a year.
+AUDIT_RETENTION_S = 2 * 365 * 24 * 3600
+
+#: Hash: suspended user id -> JSON {by, item, at_ms}.  Suspended users cannot send.
+SUSPENDED = f"{PREFIX}:suspended"
+
+
+def legal_request(request_id: str) -> str:
+    """Hash: reference, conversation_id, from_ms, to_ms, filed_by, at_ms."""
+    return f"{PREFIX}:legal:{{{request_id}}}"

@@ -25,6 +25,9 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
     "unsend": (10.0, 100),
     "connect": (1.0, 20),              # WebSocket connects, replays included
     "report": (0.5, 20),
+    "moderation": (20.0, 200),         # staff: queue, items, actions (each audited)
+    "audit": (5.0, 50),
+    "legal": (1.0, 20),
 }
 
 
@@ -68,6 +71,28 @@ class DmSettings(BaseSettings):
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)
     media_cache_ttl_s: float = Field(5.0, ge=0)
     page_limit_max: int = Field(200, ge=1)
+    #: Safety (docs/safety.md).  Scan lists for plain sends (JSON; None: no lists).
+    scan_lists: Path | None = None
+    #: External classifier called on plain sends ("" = none), its timeout and the verdict
+    #: when it does not answer in time.
+    classifier_url: str = ""
+    classifier_timeout_s: float = Field(0.25, gt=0, le=10)
+    classifier_on_timeout: Literal["allow", "flag", "hold"] = "flag"
+    #: Match shared media's CDN fingerprint against the hash banks on plain sends.
+    scan_media_hashes: bool = True
+    #: Hash banks dm matches on (the edge's manifest; None: only the run-time bank).
+    bank_manifest: Path | None = None
+    pdq_threshold: int = Field(31, ge=0, le=128)
+    #: Messages either side of a reported one a moderator sees by default, and at most.
+    moderation_context: int = Field(5, ge=0, le=100)
+    moderation_context_max: int = Field(25, ge=0, le=200)
+    #: Lifetime of the pointers minted for a moderator to play reported media.
+    moderation_pointer_ttl_s: int = Field(60, ge=10, le=600)
+    #: Audit log retention: a year at least (docs/safety.md).
+    audit_retention_s: int = Field(2 * 365 * 24 * 3600, ge=365 * 24 * 3600)
+    #: Legal requests: longest time scope, and most messages in one export.
+    legal_max_span_s: int = Field(366 * 24 * 3600, ge=3600)
+    legal_export_max_messages: int = Field(10_000, ge=1, le=100_000)
     log_level: str = "INFO"
     #: Overrides of DEFAULT_RATE_LIMITS; ``rate_limits_enabled=false`` turns all off.
     rate_limits: dict[str, tuple[float, int]] = Field(default_factory=dict)

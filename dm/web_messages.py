@@ -63,21 +63,28 @@ async def send(request: web.Request) -> web.Response:
         idem = idem or fields["client_message_id"]  # a sealed send is retry-safe by itself
     else:
         fields = await _plain_fields(state, me, conv, parse_json(raw, _PLAIN_FIELDS))
+    verdict = await state.scan_send(me, conv, fields)  # safety (docs/safety.md): may hold
     result = await state.store.append(conv.id, me.sub, fields, idempotency_key=idem,
                                       request_hash=hashlib.sha256(raw).hexdigest()[:32])
     if result.replayed:
         if await state.store.is_unsent(conv.id, result.message_id):
             raise MessageUnsent(result.message_id)
         fields = await state.store.message(conv.id, result.message_id)  # what was stored
-    if not result.announced:
+    if not result.announced and not fields.get("held"):
         # A first attempt that stored the message but failed before announcing it (e.g. a
         # 503 from Redis) is completed by its idempotent retry, never skipped for good.
+        # A held message is announced by nobody until a moderator releases it.
         await _announce(state, conv.id, result, fields, idem)
+    if not result.replayed:
+        await state.after_send(conv, result.message_id, fields, verdict)
     state.metrics.sends.labels(conv.mode, str(result.replayed).lower()).inc()
     # The sender's copy carries no pointer (minting one costs a signature per send and the
     # sender rarely plays it back); readers get theirs on read and on push.
     body = render(None, conv.id, result.message_id, fields, me.sub, me.dev)
-    return web.json_response(body, status=200 if result.replayed else 201,
+    if fields.get("held"):
+        body["held"] = True
+    return web.json_response(body, status=200 if result.replayed else 202 if verdict.held
+                             else 201,
                              headers={"Idempotent-Replayed": "true"} if result.replayed else None)
 
 
@@ -136,7 +143,7 @@ async def read(request: web.Request) -> web.Response:
     entries = await state.store.page(conv.id, after, limit)
     blocked = await state.blocks_of(me.sub)
     messages = [render(state.minter, conv.id, mid, f, me.sub, me.dev) for mid, f in entries
-                if f.get("sender") not in blocked]
+                if f.get("sender") not in blocked and not f.get("held")]
     next_cursor = entries[-1][0] if entries else after
     return web.json_response({"messages": messages, "next_cursor": next_cursor,
                               "more": len(entries) == limit})
@@ -164,7 +171,7 @@ async def unsend(request: web.Request) -> web.Response:
 ROUTES = (
     Route("POST", "/v1/conversations/{cid}/messages", send,
           "Send a message (honours Idempotency-Key)", "messages",
-          responses=(200, 201, 400, 401, 403, 404, 409, 410, 413, 429, 503),
+          responses=(200, 201, 202, 400, 401, 403, 404, 409, 410, 413, 429, 503),
           body="text and/or media_id (plain); envelopes (sealed)",
           params=(("Idempotency-Key", "header", "retry-safe key, [A-Za-z0-9_-]{1,64}"),), limit="send"),
     Route("GET", "/v1/conversations/{cid}/messages", read, "Read a page of messages", "messages",

@@ -12,17 +12,22 @@ from redis.exceptions import RedisError
 from cdn_auth.cache import ExpiringCache
 from cdn_auth.clock import Clock
 from cdn_auth.errors import SessionMissing
+from cdn_auth.matching import BankSet, MediaHashIndex
 from cdn_auth.media import Media
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.session import Session, SessionVerifier
 from cdn_auth.web_errors import bearer_token
 
+from . import redis_keys as k
+from .audit import AuditLog
 from .delivery import PointerMinter
-from .errors import Blocked, UnknownUser
+from .errors import Blocked, UnknownUser, UserSuspended
 from .identity import DevIssuer
 from .notify import Hub, NotifyLog
+from .review import ReviewQueue
 from .safety import SafetyCheck
+from .scanner import Scanner, Verdict
 from .settings import DmSettings
 from .store import Conversation, DmStore
 
@@ -33,6 +38,8 @@ class DmMetrics:
         r = self.registry
         self.sends = Counter("dm_sends", "Messages accepted", ["mode", "replayed"], registry=r)
         self.pushes = Counter("dm_pushes", "Events pushed to WebSockets", registry=r)
+        self.alerts = Counter("dm_scan_alerts", "Scanner alerts queued", ["verdict"],
+                              registry=r)
         self.push_lag = Histogram("dm_push_lag_seconds", "Send accepted to pushed by this process",
                                   buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
                                   registry=r)
@@ -53,6 +60,14 @@ class DmState:
     issuer: DevIssuer | None
     clock: Clock
     franking_key: bytes
+    #: Safety (issue 16): scanning on send, the review queue, the audit log, the pointers
+    #: minted for moderators, and the CDN's hash banks and fingerprints.
+    scanner: Scanner
+    queue: ReviewQueue
+    audit: AuditLog
+    mod_minter: PointerMinter
+    banks: BankSet
+    hash_index: MediaHashIndex
     metrics: DmMetrics = field(default_factory=DmMetrics)
     session_cache: ExpiringCache[Session] = field(init=False)
     media_cache: ExpiringCache[Media] = field(init=False)
@@ -108,6 +123,28 @@ class DmState:
         blockers = await self.store.blocked_by_any(others, me.sub)
         if blockers:
             raise Blocked(blockers[0])
+
+    async def scan_send(self, me: Session, conv: Conversation,
+                        fields: dict[str, str]) -> Verdict:
+        """The send path's one safety call: suspended senders are refused in both modes;
+        plain content is scanned (a hold marks ``fields`` so reads skip it); sealed content
+        cannot be, and the verdict says the scanner saw metadata only."""
+        if await self.redis.hexists(k.SUSPENDED, me.sub):
+            raise UserSuspended(me.sub)
+        if conv.mode == "sealed":
+            return self.scanner.scan_sealed()
+        media = await self.media(fields["media_id"]) if fields.get("media_id") else None
+        verdict = await self.scanner.scan_plain(me.sub, fields.get("text", ""), media)
+        if verdict.held:
+            fields["held"] = "1"
+        return verdict
+
+    async def after_send(self, conv: Conversation, message_id: str, fields: dict[str, str],
+                         verdict: Verdict) -> None:
+        """A flag or hold becomes an alert in the review queue."""
+        if verdict.alerts:
+            await self.queue.add_alert(conv.id, message_id, fields, verdict)
+            self.metrics.alerts.labels(verdict.action).inc()
 
     async def check_not_blocked(self, me: Session, conv: Conversation) -> None:
         """In a one-to-one conversation, a user the other has blocked cannot write."""

@@ -13,7 +13,7 @@ from cdn_auth.web_errors import read_json
 from .errors import DevIssuerDisabled, DevIssuerRolesDisabled
 from .web_state import STATE
 
-ROLES = {"moderator", "publisher"}
+ROLES = {"moderator", "publisher", "auditor", "legal"}
 
 
 async def create_user(request: web.Request) -> web.Response:

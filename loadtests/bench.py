@@ -20,6 +20,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                "sealed vs plain per operation: grants, HPKE seal/open, sends, edge fetches"),
     "revocation": ("loadtests.bench_revocation",
                    "time from an unsend until every one of N edge processes refuses (p50/p99)"),
+    "matcher": ("loadtests.bench_matcher",
+                "PDQ perceptual lookups/s per core and bytes per hash at 1e5 and 1e6 hashes"),
     "nginx": ("loadtests.bench_nginx",
               "nginx + authorizer (cached decisions) vs nginx secure_link on the same file"),
 }

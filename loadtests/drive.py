@@ -79,7 +79,8 @@ class Control:
         self.env, self.runner, self.workers = env, runner, workers
 
     def setup(self, cfg: DriveConfig) -> None:
-        STATE.setup(Setup(cfg.dm_url, cfg.edge_url, cfg.seed_file, 1, 0), driven=True)
+        STATE.setup(Setup(cfg.dm_url, cfg.edge_url, cfg.seed_file, 1, 0, cfg.scan_dm_url),
+                    driven=True)
 
     def ready(self) -> int:
         """Users that finished on_start (sockets open, device keys fetched)."""
@@ -127,10 +128,11 @@ class MasterControl(Control):
         return sum(STATE.worker_ready.values())
 
     def setup(self, cfg: DriveConfig) -> None:
-        STATE.setup(Setup(cfg.dm_url, cfg.edge_url, cfg.seed_file, self.workers, 0), driven=True)
+        STATE.setup(Setup(cfg.dm_url, cfg.edge_url, cfg.seed_file, self.workers, 0,
+                          cfg.scan_dm_url), driven=True)
         self.master.send_message(locustfile.MSG_SETUP, {
             "dm_url": cfg.dm_url, "edge_url": cfg.edge_url, "seed_file": cfg.seed_file,
-            "n_workers": self.workers})
+            "n_workers": self.workers, "scan_dm_url": cfg.scan_dm_url})
 
     def start(self, segment: str, rates: dict[str, float], t0: float,
               duration_s: float) -> None:

@@ -45,8 +45,8 @@ from loadtests.scenarios import (
     SCENARIOS,
     TOTAL,
     VIEW_PREFIX,
+    is_plain,
     key,
-    mode_of,
     video_ranges,
 )
 
@@ -123,7 +123,7 @@ def _on_setup(environment: Environment, msg: Any, **_: Any) -> None:
     runner = environment.runner
     index = runner.worker_index if isinstance(runner, WorkerRunner) else 0
     STATE.setup(Setup(d["dm_url"], d["edge_url"], d.get("seed_file"), int(d["n_workers"]),
-                      index), driven=True)
+                      index, d.get("scan_dm_url", "")), driven=True)
 
 
 def _on_segment(environment: Environment, msg: Any, **_: Any) -> None:
@@ -321,7 +321,7 @@ class _ShareUser(_FlowUser):
         self.pair = STATE.take_pair(self.scenario)
         t = STATE.targets
         self.devices: dict[str, list[dict[str, Any]]] = {}
-        if mode_of(self.scenario) != "plain":
+        if not is_plain(self.scenario):
             self.devices = seed.devices_of(t, self.pair.sender, self.pair.recipient.user_id,
                                            self.pair.sender.user_id)
             self.recipient_key = self.pair.recipient.device_key()
@@ -346,8 +346,8 @@ class _ShareUser(_FlowUser):
     def flow(self) -> None:
         assert self.pair is not None
         p, t = self.pair, STATE.targets
-        messages = f"{t.dm_url}/v1/conversations/{p.conversation_id}/messages"
-        if mode_of(self.scenario) == "plain":
+        messages = f"{t.send_base(self.scenario)}/v1/conversations/{p.conversation_id}/messages"
+        if is_plain(self.scenario):
             sent_at = time.perf_counter()
             sent = self.call("POST", messages, "send", token=p.sender.token, expect=(201,),
                              json_body={"media_id": p.media_id, "text": SHARE_TEXT},
@@ -377,6 +377,10 @@ class PlainShare(_ShareUser):
     scenario = "plain"
 
 
+class PlainScanShare(_ShareUser):
+    scenario = "plain+scan"
+
+
 class SealedShare(_ShareUser):
     scenario = "sealed"
 
@@ -392,7 +396,7 @@ class VideoViewer(_FlowUser):
 
     def on_start(self) -> None:
         self.pair = STATE.take_pair(self.scenario)
-        if mode_of(self.scenario) != "plain":
+        if not is_plain(self.scenario):
             self.recipient_key = self.pair.recipient.device_key()
         STATE.ready_users += 1
 
@@ -409,7 +413,7 @@ class VideoViewer(_FlowUser):
         if not page["messages"] or page["messages"][0]["id"] != p.message_id:
             raise FlowFailed("the shared message is not where it was sent")
         message = page["messages"][0]
-        if mode_of(self.scenario) == "plain":
+        if is_plain(self.scenario):
             self.play(message["media"]["url"], p.recipient.token, None)
             return
         payload = self.crypto("open", lambda: envelope.open_message(
@@ -419,6 +423,10 @@ class VideoViewer(_FlowUser):
 
 class VideoViewerPlain(VideoViewer):
     scenario = "view-plain"
+
+
+class VideoViewerPlainScan(VideoViewer):
+    scenario = "view-plain+scan"
 
 
 class VideoViewerSealed(VideoViewer):
@@ -431,5 +439,6 @@ class VideoViewerSealedPq(VideoViewer):
 
 #: Scenario -> user class (the driver spawns these).
 USER_CLASSES: dict[str, type[_FlowUser]] = {
-    c.scenario: c for c in (PlainShare, SealedShare, SealedPqShare, VideoViewerPlain,
-                            VideoViewerSealed, VideoViewerSealedPq)}
+    c.scenario: c for c in (PlainShare, PlainScanShare, SealedShare, SealedPqShare,
+                            VideoViewerPlain, VideoViewerPlainScan, VideoViewerSealed,
+                            VideoViewerSealedPq)}

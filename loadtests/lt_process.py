@@ -34,6 +34,7 @@ class Setup:
     seed_file: str | None
     n_workers: int = 1
     worker_index: int = 0
+    scan_dm_url: str = ""
 
 
 def _cpu_seconds() -> float:
@@ -97,7 +98,8 @@ class ProcessState:
     def targets(self) -> seed.Targets:
         if self.setup_ is None:
             raise RuntimeError("load test not set up (no driver message and no --edge-url)")
-        return seed.Targets(self.setup_.dm_url.rstrip("/"), self.setup_.edge_url.rstrip("/"))
+        return seed.Targets(self.setup_.dm_url.rstrip("/"), self.setup_.edge_url.rstrip("/"),
+                            self.setup_.scan_dm_url.rstrip("/"))
 
     def take_pair(self, scenario: str) -> seed.Pair:
         """This process's next pair: workers take disjoint strides of the seed file."""

@@ -34,6 +34,7 @@ class DriveConfig:
     step_s: float = 5.0
     refine: int = 1
     slo: dict[str, Any] = field(default_factory=lambda: Slo().as_dict())
+    scan_dm_url: str = ""
 
     @classmethod
     def load(cls, path: Path) -> DriveConfig:

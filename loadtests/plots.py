@@ -24,7 +24,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 from . import hdr
 from .scenarios import PHASE_LABELS, SHARE_PHASES
 
-COLORS = {"plain": "#1f6fb4", "sealed": "#e07b00", "sealed-pq": "#2a9d4b"}
+COLORS = {"plain": "#1f6fb4", "plain+scan": "#7b4fb4", "sealed": "#e07b00",
+          "sealed-pq": "#2a9d4b"}
 KIND_SHADES = {"warmup": "#eeeeee", "trial": "#f7fbff", "step": "#fff7ec"}
 PHASE_COLORS = {"grant": "#8c564b", "seal": "#d62728", "delivery": "#1f77b4",
                 "open": "#9467bd", "first_byte": "#2ca02c", "segment": "#bcbd22"}

@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
                        help="embedded stack: edge and dm processes each (default 1)")
     where.add_argument("--dm-url", help="target this dm service instead of starting a stack")
     where.add_argument("--edge-url", help="... and this edge (both, or neither)")
+    where.add_argument("--scan-dm-url", help="with --dm-url: a dm that scans plain sends, for "
+                       "the plain+scan mode (default: --dm-url, whatever its scanning)")
     where.add_argument("--origin-path", help="with --edge-url: register videos by this "
                        "origin path (publisher role) instead of uploading one per sender")
     load = p.add_argument_group("load (defaults: full run; --quick shortens them)")
@@ -116,6 +118,7 @@ class Options:
     slo: Slo
     quick: bool
     fail_invalid: bool
+    scan_dm_url: str | None = None
 
 
 def options(argv: list[str] | None) -> Options:
@@ -140,6 +143,8 @@ def options(argv: list[str] | None) -> Options:
         p.error("step rates > 0, --refine >= 0, --view-ratio >= 0")
     if bool(a.dm_url) != bool(a.edge_url):
         p.error("--dm-url and --edge-url go together")
+    if a.scan_dm_url and not a.dm_url:
+        p.error("--scan-dm-url is for --dm-url targets (the embedded stack starts its own)")
     if a.origin_path and not a.edge_url:
         p.error("--origin-path is for --edge-url targets (the embedded stack has its own)")
     if a.procs < 1 or a.workers < 0:
@@ -148,7 +153,7 @@ def options(argv: list[str] | None) -> Options:
     return Options(run_dir, prof, modes, a.workers, a.view_ratio, a.procs, a.dm_url,
                    a.edge_url, a.origin_path,
                    Slo(p99_ms=a.slo_p99_ms, error_pct=a.slo_errors_pct, phase=a.slo_phase),
-                   a.quick, a.fail_invalid)
+                   a.quick, a.fail_invalid, a.scan_dm_url)
 
 
 def pools(o: Options) -> dict[str, int]:
@@ -219,7 +224,8 @@ def execute(o: Options, targets: Targets, origin_path: str | None, target: str,
                       warmup_s=o.profile.warmup_s, rounds=o.profile.rounds,
                       trial_rate=o.profile.rate, trial_s=o.profile.trial_s,
                       step_rates=list(o.profile.step_rates), step_s=o.profile.step_s,
-                      refine=o.profile.refine, slo=o.slo.as_dict())
+                      refine=o.profile.refine, slo=o.slo.as_dict(),
+                      scan_dm_url=targets.scan_dm_url)
     cfg_path = o.run_dir / "drive.json"
     cfg.save(cfg_path)
     say(f"driving Locust ({'1 local runner' if not o.workers else f'master + {o.workers} workers'})")
@@ -235,13 +241,14 @@ def run(o: Options) -> int:
     rc = 0
     try:
         if o.dm_url and o.edge_url:
-            targets = Targets(o.dm_url.rstrip("/"), o.edge_url.rstrip("/"))
+            targets = Targets(o.dm_url.rstrip("/"), o.edge_url.rstrip("/"),
+                              (o.scan_dm_url or "").rstrip("/"))
             rc = execute(o, targets, o.origin_path, f"{o.dm_url} + {o.edge_url}", None)
         else:
             say(f"starting Redis (embedded), {o.procs} edge and {o.procs} dm process(es)")
             with process_stack(o.run_dir / "stack", procs=o.procs) as st:
                 say(f"stack up: dm {st.dm_url}, edge {st.edge_url}")
-                rc = execute(o, Targets(st.dm_url, st.edge_url), ORIGIN_RELPATH,
+                rc = execute(o, Targets(st.dm_url, st.edge_url, st.scan_dm_url), ORIGIN_RELPATH,
                              f"embedded stack: {o.procs} edge + {o.procs} dm processes, "
                              "embedded Redis, 127.0.0.1", st.redis_url)
                 st.check_alive()

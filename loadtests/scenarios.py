@@ -7,12 +7,17 @@ phase means the same thing wherever it appears.
 
 from __future__ import annotations
 
-#: The three ways of sharing a video that the report compares, in report order.
-MODES = ("plain", "sealed", "sealed-pq")
+#: The ways of sharing a video that the report compares, in report order.  ``plain+scan``
+#: is plain mode sent to a dm that scans every send (lists, media hashes): the latency of
+#: keeping eyes on, beside the sealed modes' latency of keeping eyes off.
+MODES = ("plain", "plain+scan", "sealed", "sealed-pq")
+#: Modes whose sends go to the scanning dm (Targets.scan_dm_url).
+SCANNED_MODES = frozenset({"plain+scan"})
 #: HPKE suite of each sealed mode (dm.envelope names).
 SUITE_OF = {"sealed": "x25519", "sealed-pq": "mlkem768-x25519"}
 #: Conversation mode on the dm service.
-CONVERSATION_MODE = {"plain": "plain", "sealed": "sealed", "sealed-pq": "sealed"}
+CONVERSATION_MODE = {"plain": "plain", "plain+scan": "plain", "sealed": "sealed",
+                     "sealed-pq": "sealed"}
 VIEW_PREFIX = "view-"
 #: Share scenarios and the matching re-open-and-play scenarios.
 SCENARIOS = (*MODES, *(VIEW_PREFIX + m for m in MODES))
@@ -54,6 +59,11 @@ def mode_of(scenario: str) -> str:
     return scenario.removeprefix(VIEW_PREFIX)
 
 
+def is_plain(scenario: str) -> bool:
+    """Whether a scenario shares in a plain conversation (pointers, no grant or crypto)."""
+    return CONVERSATION_MODE[mode_of(scenario)] == "plain"
+
+
 def is_view(scenario: str) -> bool:
     return scenario.startswith(VIEW_PREFIX)
 
@@ -61,7 +71,7 @@ def is_view(scenario: str) -> bool:
 def phases_of(scenario: str) -> tuple[str, ...]:
     """The phases a scenario records (plain mode has no grant, seal or open)."""
     base = VIEW_PHASES if is_view(scenario) else SHARE_PHASES
-    if mode_of(scenario) == "plain":
+    if is_plain(scenario):
         return tuple(p for p in base if p not in ("grant", "seal", "open"))
     return base
 

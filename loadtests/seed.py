@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from cdn_auth.encoding import b64url_decode, b64url_encode
 from dm import envelope
 
-from .scenarios import CONVERSATION_MODE, SUITE_OF, VIDEO_BYTES, is_view, mode_of
+from .scenarios import CONVERSATION_MODE, SCANNED_MODES, SUITE_OF, VIDEO_BYTES, is_view, mode_of
 
 SESSION_TTL_S = 24 * 3600
 SEED_VERSION = 1
@@ -86,6 +86,13 @@ def video_bytes(size: int = VIDEO_BYTES) -> bytes:
 class Targets:
     dm_url: str
     edge_url: str
+    #: A dm that scans plain sends (the plain+scan mode); "" means dm_url's own policy.
+    scan_dm_url: str = ""
+
+    def send_base(self, scenario: str) -> str:
+        """Where a scenario's sends go: the scanning dm for scanned modes."""
+        return (self.scan_dm_url or self.dm_url) if mode_of(scenario) in SCANNED_MODES \
+            else self.dm_url
 
 
 @dataclass
@@ -192,8 +199,8 @@ def devices_of(t: Targets, viewer: Account, *user_ids: str) -> dict[str, list[di
 def share_once(t: Targets, pair: Pair) -> str:
     """Send one share in the pair's conversation (untimed; view pairs use it). Message id."""
     mode, s = mode_of(pair.scenario), pair.sender
-    url = f"{t.dm_url}/v1/conversations/{pair.conversation_id}/messages"
-    if mode == "plain":
+    url = f"{t.send_base(pair.scenario)}/v1/conversations/{pair.conversation_id}/messages"
+    if CONVERSATION_MODE[mode] == "plain":
         doc = call("POST", url, token=s.token, json_body={"media_id": pair.media_id},
                    headers={"Idempotency-Key": uuid.uuid4().hex})
     else:

@@ -40,6 +40,8 @@ from .seed import video_bytes
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Realistic scan lists for the plain+scan mode (the messages the load test sends match none).
+SCAN_LISTS = Path(__file__).resolve().parent / "scan_lists.json"
 
 
 class StackError(Exception):
@@ -54,6 +56,8 @@ class ProcStack:
     dm_url: str
     procs: int
     origin_path: str = ORIGIN_RELPATH
+    #: The dm processes that scan plain sends (lists, media hashes): the plain+scan mode.
+    scan_dm_url: str = ""
     children: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
 
     def check_alive(self) -> None:
@@ -63,6 +67,7 @@ class ProcStack:
 
     def describe(self) -> dict[str, object]:
         return {"redis_url": self.redis_url, "edge_url": self.edge_url, "dm_url": self.dm_url,
+                "scan_dm_url": self.scan_dm_url,
                 "procs": self.procs, "origin_path": self.origin_path, "root": str(self.root),
                 "pids": {name: proc.pid for name, proc, _ in self.children}}
 
@@ -135,12 +140,12 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
     ring = KeyRing.load_or_create(root / "keys" / "pointer", Alg.ED25519)
     franking = root / "keys" / "franking.key"
     load_or_create_secret(franking)  # before the dm processes, so they do not race to create it
-    edge_port, dm_port = free_port(), free_port()
+    edge_port, dm_port, scan_port = free_port(), free_port(), free_port()
     with contextlib.ExitStack() as stack:
         if redis_url is None:
             redis_url = stack.enter_context(RedisProcess(root / "redis")).url
         st = ProcStack(root, redis_url, f"http://{HOST}:{edge_port}", f"http://{HOST}:{dm_port}",
-                       procs)
+                       procs, scan_dm_url=f"http://{HOST}:{scan_port}")
         edge_env = _clean_env(
             CDN_AUTH_POINTER_JWKS=str(ring.path / VERIFY_JWKS_FILE),
             CDN_AUTH_KEYRING_DIR=str(ring.path), CDN_AUTH_SESSION_JWKS=str(session_dir / JWKS_FILE),
@@ -158,11 +163,13 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
             commands.append((f"edge-{i}", [
                 sys.executable, "-m", "cdn_auth", "serve", "--host", HOST, "--port", str(edge_port),
                 "--redis-url", redis_url, "--origin-dir", str(origin), "--reuse-port"], edge_env))
+        scan_env = {**dm_env, "DM_SCAN_LISTS": str(SCAN_LISTS)}
         for i in range(procs):
-            commands.append((f"dm-{i}", [
-                sys.executable, "-m", "dm", "serve", "--host", HOST, "--port", str(dm_port),
-                "--redis-url", redis_url, "--edge-url", st.edge_url,
-                "--keyring-dir", str(ring.path), "--reuse-port"], dm_env))
+            for name, port, env in (("dm", dm_port, dm_env), ("dm-scan", scan_port, scan_env)):
+                commands.append((f"{name}-{i}", [
+                    sys.executable, "-m", "dm", "serve", "--host", HOST, "--port", str(port),
+                    "--redis-url", redis_url, "--edge-url", st.edge_url,
+                    "--keyring-dir", str(ring.path), "--reuse-port"], env))
         for name, args, env in commands:
             log = root / f"{name}.log"
             out = stack.enter_context(open(log, "wb"))
@@ -171,7 +178,7 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
             stack.callback(_stop, proc)
             st.children.append((name, proc, log))
         deadline = time.monotonic() + timeout_s
-        for port, path in ((edge_port, "/readyz"), (dm_port, "/readyz")):
+        for port, path in ((edge_port, "/readyz"), (dm_port, "/readyz"), (scan_port, "/readyz")):
             while not (_listeners(port) >= procs and _ready(port, path)):
                 st.check_alive()
                 if time.monotonic() > deadline:

@@ -79,7 +79,8 @@ async def _world(dm: DmStack) -> dict[str, Any]:
     publisher = await dm.user(roles=["publisher", "moderator"])
     return {"alice": alice, "publisher": publisher, "cids": [plain["id"], sealed["id"]],
             "message_id": sent["id"], "user_id": bob.uid, "device_id": alice.device_id,
-            "media_id": media.id, "grant_id": "g_none"}
+            "media_id": media.id, "grant_id": "g_none", "bank": "moderation",
+            "item_id": "q-1-0", "request_id": "lr_none"}
 
 
 def _path(route: Route, world: dict[str, Any], pick: int) -> str:

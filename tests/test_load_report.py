@@ -21,8 +21,9 @@ from loadtests.scenarios import MODES
 from loadtests.slo import Slo
 from loadtests.stats import NO_DIFFERENCE
 
-#: Mode -> extra ms over plain in every trial (sealed truly slower; sealed-pq the same).
-SHIFT = {"plain": 0.0, "sealed": 3.0, "sealed-pq": 0.0}
+#: Mode -> extra ms over plain in every trial (sealed truly slower; sealed-pq the same;
+#: scanning a little slower).
+SHIFT = {"plain": 0.0, "plain+scan": 1.0, "sealed": 3.0, "sealed-pq": 0.0}
 
 
 def _segment(name: str, kind: str, mode: str, rnd: int, rate: float, duration: float,
@@ -62,7 +63,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             t += 11
     for level, rate in enumerate((10.0, 20.0, 40.0), start=1):
         for mode in MODES:
-            slow = {"plain": 40.0, "sealed": 20.0, "sealed-pq": 40.0}[mode]
+            slow = {"plain": 40.0, "plain+scan": 40.0, "sealed": 20.0, "sealed-pq": 40.0}[mode]
             p99 = 30.0 if rate < slow else 80.0
             n += 1
             lat = [10.0] * 98 + [p99] * 2
@@ -84,7 +85,7 @@ def test_json_has_the_contracted_fields(run_dir: Path) -> None:
         for field in ("p50_ms", "p99_ms", "p999_ms", "rps", "errors", "saturation_rps"):
             assert field in m, (mode, field)
         assert m["rps"] == pytest.approx(10.0) and m["errors"] == 0
-    for mode in ("sealed", "sealed-pq"):
+    for mode in ("plain+scan", "sealed", "sealed-pq"):
         for field in ("delta_p50_ms", "delta_p99_ms"):
             d = doc["modes"][mode][field]
             assert {"ci_low", "ci_high"} <= set(d) and d["ci_low"] <= d["estimate"] <= d["ci_high"]

@@ -1,0 +1,303 @@
+"""What a moderator may see and do, per mode, and the audit record of each step.
+
+Every function here takes the moderator's verified session and the id that
+justifies the access (a review item, or a legal request), checks that the
+id covers what is asked, writes the audit entry, and only then returns
+content.  What each mode yields:
+
+* plain: the message and up to N messages either side (the platform holds
+  them all), media playable through a pointer minted for the moderator
+  that expires in a minute;
+* sealed: only what the reporter unlocked (the franked plaintext and its
+  media); the server has no key to the rest, and says so;
+* media holds: the CDN's record and bank match; the bytes stay unserved.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from cdn_auth import revocation
+from cdn_auth.errors import InvalidField, MediaNotFound
+from cdn_auth.ids import new_id
+from cdn_auth.matching import bank_and_take_down
+from cdn_auth.session import Session
+from cdn_auth.stream_tail import decode_entry
+
+from . import redis_keys as k
+from .errors import (
+    ActionNotApplicable,
+    JustificationRequired,
+    LegalRequestNotFound,
+    MessageNotFound,
+    NotFound,
+    RoleRequired,
+)
+from .review import ITEM_RE, Item
+from .web_messages import _announce  # one announce path for sends and releases
+from .web_state import DmState
+
+ACTIONS = ("dismiss", "remove_message", "take_down_media", "bank_media", "suspend_user",
+           "release")
+
+
+def require_role(me: Session, role: str) -> None:
+    if role not in me.roles:
+        raise RoleRequired(role)
+
+
+def _view(state: DmState, me: Session, cid: str, mid: str, f: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": mid, "sender": f.get("sender", ""),
+                           "sent_at_ms": int(mid.split("-")[0]), "kind": f.get("kind", "plain")}
+    if out["kind"] == "sealed":
+        out["content"] = "end-to-end encrypted: the platform holds no key"
+        return out
+    out["text"] = f.get("text") or None
+    out["held"] = bool(f.get("held"))
+    media_id = f.get("media_id")
+    out["media"] = state.mod_minter.media_for(media_id, me.sub, cid, mid) if media_id else None
+    return out
+
+
+def _entries(raw: list[Any]) -> list[tuple[str, dict[str, str]]]:
+    out = []
+    for entry_id, fields in raw:
+        eid, f = decode_entry(entry_id, fields)
+        out.append((eid, {str(a): str(b) for a, b in json.loads(f.get("m", "{}")).items()}))
+    return out
+
+
+async def _context(state: DmState, me: Session, cid: str, mid: str,
+                   n: int) -> list[dict[str, Any]]:
+    """The message and up to ``n`` messages before and after it, oldest first."""
+    key = k.conv_messages(cid)
+    before = _entries(await state.redis.xrevrange(key, max=f"({mid}", count=n)) if n else []
+    rest = _entries(await state.redis.xrange(key, min=mid, count=n + 1))
+    return [_view(state, me, cid, i, f) for i, f in [*reversed(before), *rest]]
+
+
+async def open_item(state: DmState, me: Session, item: Item, n: int) -> dict[str, Any]:
+    require_role(me, "moderator")
+    f = item.fields
+    cid, mid, media_id = f.get("conversation_id", ""), f.get("message_id", ""), f.get(
+        "media_id", "")
+    out: dict[str, Any] = {"item": item.summary()}
+    shown = 0
+    if item.source == "media_hold":
+        try:
+            out["media"] = (await state.registry.get(media_id)).public_view()
+        except MediaNotFound:
+            out["media"] = None
+        out["note"] = "held at upload by a hash bank; the edge serves no bytes until released"
+    elif f.get("kind") == "sealed":
+        out["message"] = {"client_message_id": mid, "sender": f.get("sender", ""),
+                          "text": f.get("text") or None, "evidence": f.get("evidence", ""),
+                          "media": state.mod_minter.media_for(media_id, me.sub, cid, mid)
+                          if media_id else None}
+        out["context"] = []
+        out["note"] = ("sealed conversation: only the message the reporter unlocked (franking "
+                       "verified); the platform cannot decrypt anything else")
+        shown = 1
+    else:
+        out["context"] = await _context(state, me, cid, mid, n)
+        out["message_id"] = mid
+        out["server_copy"] = {"text": f.get("text") or None, "media_id": media_id or None} \
+            if f.get("evidence") == "server_copy" else None
+        shown = len(out["context"])
+    await state.audit.record(actor=me.sub, roles=me.roles, action="open_item",
+                             justification=item.id, conversation_id=cid, message_id=mid,
+                             media_id=media_id, detail={"context_n": n, "messages_shown": shown,
+                                                        "source": item.source})
+    return out
+
+
+async def _justifies(state: DmState, justification: str, cid: str, mid: str) -> bool:
+    """Whether a review item or legal request covers message ``mid`` of ``cid``."""
+    if ITEM_RE.fullmatch(justification):
+        item = await state.queue.get(justification)
+        return item.fields.get("conversation_id") == cid
+    if justification.startswith("lr_"):
+        req = await state.redis.hgetall(k.legal_request(justification))
+        if not req or req.get("conversation_id") != cid:
+            return False
+        return int(req["from_ms"]) <= int(mid.split("-")[0]) <= int(req["to_ms"])
+    return False
+
+
+async def open_message(state: DmState, me: Session, cid: str, mid: str, justification: str,
+                       n: int) -> dict[str, Any]:
+    """Open one message (and context) of a plain conversation under a justification."""
+    require_role(me, "moderator")
+    if not justification:
+        await _refused(state, me, cid, mid, "no justification")
+        raise JustificationRequired("no justification given")
+    try:
+        ok = await _justifies(state, justification, cid, mid)
+    except (NotFound, ValueError):
+        ok = False
+    if not ok:
+        await _refused(state, me, cid, mid, f"{justification[:80]} does not cover it")
+        raise JustificationRequired("the justification does not cover this message")
+    conv = await state.store.conversation(cid)
+    if conv.mode == "sealed":
+        raise ActionNotApplicable("sealed conversation: the platform cannot open its messages")
+    context = await _context(state, me, cid, mid, n)
+    if not any(m["id"] == mid for m in context):
+        raise MessageNotFound(mid)
+    await state.audit.record(actor=me.sub, roles=me.roles, action="open_message",
+                             justification=justification, conversation_id=cid, message_id=mid,
+                             detail={"context_n": n, "messages_shown": len(context)})
+    return {"conversation_id": cid, "message_id": mid, "context": context}
+
+
+async def _refused(state: DmState, me: Session, cid: str, mid: str, why: str) -> None:
+    await state.audit.record(actor=me.sub, roles=me.roles, action="open_refused",
+                             justification="", conversation_id=cid, message_id=mid,
+                             detail={"why": why})
+
+
+async def act(state: DmState, me: Session, item: Item, action: str,
+              reason: str) -> dict[str, Any]:
+    require_role(me, "moderator")
+    if action not in ACTIONS:
+        raise InvalidField(f"action must be one of {ACTIONS}")
+    f = item.fields
+    cid, mid, media_id = (f.get("conversation_id", ""), f.get("message_id", ""),
+                          f.get("media_id", ""))
+    target = f.get("owner", "") if item.source == "media_hold" else f.get("sender", "")
+    result: dict[str, Any] = {"item_id": item.id, "action": action}
+    if action == "remove_message":
+        if item.source == "media_hold" or f.get("kind") == "sealed":
+            raise ActionNotApplicable("only a plain message can be removed by the platform")
+        result["removed"] = await _remove(state, cid, mid, target, held=bool(f.get("held")))
+    elif action in ("take_down_media", "bank_media"):
+        if not media_id:
+            raise ActionNotApplicable("the item names no media")
+        if action == "bank_media":
+            fp = await state.hash_index.fingerprint(media_id)
+            if fp is None:
+                raise ActionNotApplicable("the CDN holds no fingerprint for this media")
+            result["taken_down"] = await bank_and_take_down(
+                state.banks, state.hash_index, state.registry, state.revocations,
+                state.banks.moderation_bank, fp.signals(), by=me.sub)
+        await state.registry.set_status(media_id, "taken_down", reason=reason or action,
+                                        by=me.sub)
+        await state.revocations.publish(revocation.takedown(media_id))
+        state.media_cache.evict(media_id)
+    elif action == "suspend_user":
+        if not target:
+            raise ActionNotApplicable("the item names no user")
+        await state.redis.hset(k.SUSPENDED, target, json.dumps(
+            {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)}))
+        result["suspended"] = target
+    elif action == "release":
+        result.update(await _release(state, item))
+    await state.audit.record(actor=me.sub, roles=me.roles, action=action,
+                             justification=item.id, conversation_id=cid, message_id=mid,
+                             media_id=media_id, target_user=target,
+                             detail={"reason": reason[:500], **{
+                                 key: v for key, v in result.items() if key != "action"}})
+    result["state"] = await state.queue.close(item.id, action=action, by=me.sub)
+    return result
+
+
+async def _remove(state: DmState, cid: str, mid: str, sender: str, *, held: bool) -> bool:
+    """Delete a plain message as its sender's unsend would: edges refuse its pointers."""
+    try:
+        await state.store.unsend(cid, mid, sender)
+    except MessageNotFound:
+        return False
+    await state.revocations.publish(revocation.unsent(cid, mid))
+    if not held:  # a held message was never delivered: recipients are told nothing
+        conv = await state.store.conversation(cid)
+        await state.notify.publish(state.notify.event("unsent", cid, conv.members,
+                                                      {"message_id": mid}))
+    return True
+
+
+async def _release(state: DmState, item: Item) -> dict[str, Any]:
+    f = item.fields
+    if item.source == "media_hold":
+        await state.registry.set_status(f["media_id"], "active", reason="released", by="")
+        return {"released": f["media_id"]}
+    if not f.get("held"):
+        raise ActionNotApplicable("the message was not held")
+    cid, mid = f["conversation_id"], f["message_id"]
+    try:
+        held = await state.store.message(cid, mid)
+    except MessageNotFound:
+        raise ActionNotApplicable("the held message is gone (removed or unsent)") from None
+    fields = {key: v for key, v in held.items() if key != "held"}
+    fields["released_from"] = mid
+    result = await state.store.append(cid, fields["sender"], fields,
+                                      idempotency_key=f"release-{item.id[2:]}",
+                                      request_hash="release")
+    if not result.announced:
+        await _announce(state, cid, result, fields, f"release-{item.id[2:]}")
+    await state.store.unsend(cid, mid, fields["sender"])  # the held copy goes
+    return {"released_as": result.message_id}
+
+
+async def file_legal_request(state: DmState, me: Session, doc: dict[str, Any]) -> dict[str, Any]:
+    require_role(me, "legal")
+    ref, cid = doc.get("reference"), doc.get("conversation_id")
+    from_ms, to_ms = doc.get("from_ms"), doc.get("to_ms")
+    if not isinstance(ref, str) or not 0 < len(ref) <= 200:
+        raise InvalidField("reference (the legal process's own id) is 1..200 characters")
+    if not isinstance(cid, str) or not all(isinstance(x, int) and not isinstance(x, bool)
+                                           for x in (from_ms, to_ms)):
+        raise InvalidField("conversation_id, from_ms and to_ms are required")
+    assert isinstance(from_ms, int) and isinstance(to_ms, int)
+    span = to_ms - from_ms
+    if span < 0 or span > state.settings.legal_max_span_s * 1000:
+        raise InvalidField(f"the time scope must be 0..{state.settings.legal_max_span_s} s")
+    await state.store.conversation(cid)  # 404 if none
+    rid = new_id("lr")
+    record = {"reference": ref, "conversation_id": cid, "from_ms": str(from_ms),
+              "to_ms": str(to_ms), "filed_by": me.sub, "at_ms": str(int(time.time() * 1000))}
+    await state.redis.hset(k.legal_request(rid), mapping=record)
+    await state.audit.record(actor=me.sub, roles=me.roles, action="file_legal_request",
+                             justification=rid, conversation_id=cid,
+                             detail={"reference": ref, "from_ms": from_ms, "to_ms": to_ms})
+    return {"id": rid, **record}
+
+
+async def legal_export(state: DmState, me: Session, rid: str) -> dict[str, Any]:
+    """Plain: the messages in the request's time scope.  Sealed: the metadata the platform
+    has, and a statement that the content is not available to it."""
+    require_role(me, "legal")
+    req = await state.redis.hgetall(k.legal_request(rid)) if rid.startswith("lr_") else {}
+    if not req:
+        raise LegalRequestNotFound(rid[:40])
+    cid, lo, hi = req["conversation_id"], int(req["from_ms"]), int(req["to_ms"])
+    conv = await state.store.conversation(cid)
+    cap = state.settings.legal_export_max_messages
+    entries = _entries(await state.redis.xrange(k.conv_messages(cid), min=f"{lo}-0",
+                                                max=f"{hi}-18446744073709551615", count=cap))
+    out: dict[str, Any] = {
+        "legal_request": {"id": rid, **req}, "conversation": conv.view(),
+        "scope": {"from_ms": lo, "to_ms": hi}, "truncated": len(entries) >= cap}
+    if conv.mode == "sealed":
+        out["content_available"] = False
+        out["statement"] = (
+            "This conversation is end-to-end encrypted. The platform stores only ciphertext "
+            "sealed to the participants' device keys and holds no key that opens it: message "
+            "content and which media was shared are not available to the platform. Provided "
+            "is the metadata it does hold.")
+        out["metadata"] = [{"id": i, "sender": f.get("sender", ""),
+                            "sent_at_ms": int(i.split("-")[0]),
+                            "recipient_devices": len(json.loads(f.get("envelopes", "{}"))),
+                            "ciphertext_bytes": len(f.get("envelopes", ""))}
+                           for i, f in entries]
+    else:
+        out["content_available"] = True
+        out["messages"] = [{"id": i, "sender": f.get("sender", ""),
+                            "sent_at_ms": int(i.split("-")[0]), "text": f.get("text") or None,
+                            "media_id": f.get("media_id") or None, "held": bool(f.get("held"))}
+                           for i, f in entries]
+    await state.audit.record(actor=me.sub, roles=me.roles, action="legal_export",
+                             justification=rid, conversation_id=cid,
+                             detail={"mode": conv.mode, "entries": len(entries)})
+    return out

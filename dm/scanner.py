@@ -1,0 +1,260 @@
+"""Scanning on send: what the platform can check, and says it checked, in each mode.
+
+Plain mode (the platform holds the text and the media id) runs three kinds
+of check, strictest verdict wins:
+
+* **lists**: keywords (whole words, case-insensitive) and regular
+  expressions, each list with a label and a verdict, read from a JSON file
+  (``DM_SCAN_LISTS``; format below);
+* **media hashes**: the shared media's fingerprint (recorded by the CDN at
+  registration) matched against the hash banks, so a file banked after it
+  was registered is held even before the takedown sweep reaches it;
+* **an external classifier** (``DM_CLASSIFIER_URL``): POSTed the text and
+  media id, it answers ``{"verdict": "allow"|"flag"|"hold", "label": ...}``
+  within ``DM_CLASSIFIER_TIMEOUT_S``; a timeout or error yields the
+  configured fallback verdict, so a slow classifier cannot stall sends.
+
+Verdicts: ``allow``; ``flag`` (delivered, and an alert is queued for
+review); ``hold`` (stored, delivered to nobody until a moderator releases
+it).  Sealed mode: the scanner sees only metadata (sender, conversation,
+envelope count and size), says so (``saw="metadata"``), and allows.
+
+List file::
+
+    {"lists": [{"label": "scam", "verdict": "flag",
+                "keywords": ["gift card", "wire the money"],
+                "patterns": ["\\\\bbtc:[13][a-km-zA-HJ-NP-Z1-9]{25,34}\\\\b"]}]}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+
+from cdn_auth.cache import ExpiringCache
+from cdn_auth.clock import Clock
+from cdn_auth.matching import BankSet, MediaHashIndex
+from cdn_auth.media import Media
+
+from .settings import DmSettings
+
+log = logging.getLogger(__name__)
+
+VERDICTS = ("allow", "flag", "hold")
+MAX_LIST_ENTRIES = 100_000
+
+
+class ScanListError(ValueError):
+    """A scan list file that cannot be used; says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    action: str  # allow | flag | hold
+    labels: tuple[str, ...] = ()
+    saw: str = "content"  # content | metadata
+
+    @property
+    def held(self) -> bool:
+        return self.action == "hold"
+
+    @property
+    def alerts(self) -> bool:
+        return self.action != "allow"
+
+
+ALLOW = Verdict("allow")
+
+
+def strictest(verdicts: Sequence[Verdict]) -> Verdict:
+    worst = max((VERDICTS.index(v.action) for v in verdicts), default=0)
+    labels = tuple(sorted({lb for v in verdicts if v.action != "allow" for lb in v.labels}))
+    return Verdict(VERDICTS[worst], labels)
+
+
+_TOKEN_RE = re.compile(r"[\w'$]+")
+
+
+def _tokens(text: str) -> list[str]:
+    """Lower-case words (apostrophes and $ kept): keywords and messages split the same way."""
+    return _TOKEN_RE.findall(text.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class _List:
+    label: str
+    verdict: str
+    regex: re.Pattern[str] | None  # the list's patterns, one alternation
+
+
+class ScanLists:
+    """Keyword and pattern lists.
+
+    Keywords are matched as whole-word phrases by n-gram lookup in one dict
+    (a few dict probes per word of the message, whatever the list sizes), not
+    as a regex alternation, which Python's engine tries branch by branch at
+    every position (milliseconds per message for a few hundred phrases).
+    Patterns are regular expressions, one alternation per list.
+    """
+
+    def __init__(self, lists: Sequence[_List] = (),
+                 phrases: dict[str, tuple[str, str]] | None = None) -> None:
+        self._lists = [lst for lst in lists if lst.regex is not None]
+        self._phrases = phrases or {}  # "word word" -> (label, verdict)
+        self._sizes = sorted({p.count(" ") + 1 for p in self._phrases})
+        self._count = len(lists)
+
+    def __len__(self) -> int:
+        return self._count
+
+    @classmethod
+    def load(cls, path: Path) -> ScanLists:
+        try:
+            doc = json.loads(path.read_text())
+            entries = doc["lists"]
+            if not isinstance(entries, list):
+                raise TypeError("lists must be a list")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ScanListError(f"{path}: {exc}") from None
+        return cls.from_doc(entries)
+
+    @classmethod
+    def from_doc(cls, entries: list[Any]) -> ScanLists:
+        out: list[_List] = []
+        phrases: dict[str, tuple[str, str]] = {}
+        for e in entries:
+            if not isinstance(e, dict):
+                raise ScanListError("each list is {label, verdict, keywords, patterns}")
+            label, verdict = str(e.get("label", "")), str(e.get("verdict", ""))
+            keywords, patterns = e.get("keywords", []), e.get("patterns", [])
+            if not label or verdict not in ("flag", "hold"):
+                raise ScanListError(f"list {label!r}: needs a label and verdict flag|hold")
+            if not all(isinstance(x, str) and x for x in (*keywords, *patterns)) or \
+                    len(keywords) + len(patterns) > MAX_LIST_ENTRIES:
+                raise ScanListError(f"list {label!r}: keywords/patterns are non-empty strings")
+            for w in keywords:
+                words = _tokens(w)
+                if not words:
+                    raise ScanListError(f"list {label!r}: keyword {w[:40]!r} has no words")
+                phrase = " ".join(words)
+                seen = phrases.get(phrase)
+                if seen is None or VERDICTS.index(verdict) > VERDICTS.index(seen[1]):
+                    phrases[phrase] = (label, verdict)
+            try:
+                regex = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) \
+                    if patterns else None
+            except re.error as exc:
+                raise ScanListError(f"list {label!r}: {exc}") from None
+            out.append(_List(label, verdict, regex))
+        return cls(out, phrases)
+
+    def scan(self, text: str) -> Verdict:
+        hits = [Verdict(lst.verdict, (lst.label,)) for lst in self._lists
+                if lst.regex is not None and lst.regex.search(text)]
+        if self._phrases:
+            words = _tokens(text)
+            for n in self._sizes:
+                for i in range(len(words) - n + 1):
+                    found = self._phrases.get(" ".join(words[i:i + n]))
+                    if found is not None:
+                        hits.append(Verdict(found[1], (found[0],)))
+        return strictest(hits) if hits else ALLOW
+
+
+class Classifier(Protocol):
+    async def classify(self, sender: str, text: str, media_id: str | None) -> Verdict: ...
+
+
+class HttpClassifier:
+    """An external classifier over HTTP, bounded by a timeout with a fallback verdict."""
+
+    def __init__(self, url: str, *, timeout_s: float, on_error: str) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.on_error = Verdict(on_error, ("classifier_unavailable",))
+        self._http: aiohttp.ClientSession | None = None
+
+    async def classify(self, sender: str, text: str, media_id: str | None) -> Verdict:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with self._http.post(self.url, json={"sender": sender, "text": text,
+                                                           "media_id": media_id}) as r:
+                    doc = await r.json(content_type=None) if r.status == 200 else {}
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            log.warning("classifier %s: %s; verdict %s", self.url, type(exc).__name__,
+                        self.on_error.action)
+            return self.on_error
+        verdict, label = doc.get("verdict"), doc.get("label", "classifier")
+        if verdict not in VERDICTS or not isinstance(label, str):
+            return self.on_error
+        return Verdict(verdict, (label[:64],) if verdict != "allow" else ())
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+
+class MediaHashCheck:
+    """The CDN's fingerprint of a shared item against the banks (cached per media id)."""
+
+    def __init__(self, banks: BankSet, index: MediaHashIndex, clock: Clock,
+                 ttl_s: float = 30.0) -> None:
+        self._banks, self._index = banks, index
+        self._cache: ExpiringCache[Verdict] = ExpiringCache("media_verdict", 100_000, clock)
+        self._clock, self._ttl_s = clock, ttl_s
+
+    async def verdict(self, media: Media) -> Verdict:
+        hit = self._cache.get(media.id)
+        if hit is not None:
+            return hit
+        fp = await self._index.fingerprint(media.id)
+        match = await self._banks.match(fp) if fp is not None else None
+        v = ALLOW if match is None else Verdict("hold", (f"bank:{match.bank}",))
+        self._cache.put(media.id, v, self._clock() + self._ttl_s)
+        return v
+
+
+class Scanner:
+    def __init__(self, lists: ScanLists, *, media: MediaHashCheck | None = None,
+                 classifier: Classifier | None = None) -> None:
+        self.lists = lists
+        self.media = media
+        self.classifier = classifier
+
+    async def scan_plain(self, sender: str, text: str, media: Media | None) -> Verdict:
+        verdicts = [self.lists.scan(text)] if text else []
+        if media is not None and self.media is not None:
+            verdicts.append(await self.media.verdict(media))
+        if self.classifier is not None:
+            verdicts.append(await self.classifier.classify(sender, text,
+                                                           media.id if media else None))
+        return strictest(verdicts)
+
+    @staticmethod
+    def scan_sealed() -> Verdict:
+        """Sealed: content is ciphertext the platform has no key for; nothing to match."""
+        return Verdict("allow", (), saw="metadata")
+
+    async def close(self) -> None:
+        if isinstance(self.classifier, HttpClassifier):
+            await self.classifier.close()
+
+
+def build_scanner(settings: DmSettings, banks: BankSet, index: MediaHashIndex,
+                  clock: Clock) -> Scanner:
+    lists = ScanLists.load(settings.scan_lists) if settings.scan_lists else ScanLists()
+    classifier = HttpClassifier(settings.classifier_url, timeout_s=settings.classifier_timeout_s,
+                                on_error=settings.classifier_on_timeout) \
+        if settings.classifier_url else None
+    media = MediaHashCheck(banks, index, clock) if settings.scan_media_hashes else None
+    return Scanner(lists, media=media, classifier=classifier)
