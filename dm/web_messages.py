@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from typing import Any
 
 from aiohttp import web
@@ -48,6 +49,7 @@ async def member_conversation(state: DmState, request: web.Request) -> tuple[Ses
 
 
 async def send(request: web.Request) -> web.Response:
+    started = time.perf_counter()
     state = request.app[STATE]
     me, conv = await member_conversation(state, request)
     require_json(request)
@@ -74,6 +76,7 @@ async def send(request: web.Request) -> web.Response:
         # 503 from Redis) is completed by its idempotent retry, never skipped for good.
         await _announce(state, conv.id, result, fields, idem)
     state.metrics.sends.labels(conv.mode, str(result.replayed).lower()).inc()
+    state.metrics.send_seconds.observe(time.perf_counter() - started)
     # The sender's copy carries no pointer (minting one costs a signature per send and the
     # sender rarely plays it back); readers get theirs on read and on push.
     body = render(None, conv.id, result.message_id, fields, me.sub, me.dev)

@@ -31,8 +31,25 @@ def test_every_compose_command_is_a_real_entry_point() -> None:
             "locust-worker"} <= set(compose["services"])
     assert "--appendonly" in compose["services"]["redis"]["command"]
     for name, svc in compose["services"].items():
-        if "command" in svc:
+        if "command" in svc and not svc["image"].startswith("prom/prometheus:"):
             assert svc["command"][0] in scripts, name
+
+
+def test_compose_provisions_prometheus_and_grafana_from_deploy() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    prom, grafana = compose["services"]["prometheus"], compose["services"]["grafana"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in prom["volumes"] + grafana["volumes"]}
+    config = next(a for a in prom["command"] if a.startswith("--config.file="))
+    assert config.split("=", 1)[1] == mounts["./deploy/prometheus"] + "/prometheus.yml"
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "dashboards" /
+                               "pointer-dm.yml").read_text())["providers"][0]
+    assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    targets = {t for job in yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml")
+                                           .read_text())["scrape_configs"]
+               for sc in job["static_configs"] for t in sc["targets"]}
+    for service in ("dm", "media", "edge1", "edge2"):  # every process is scraped
+        assert any(t.startswith(service + ":") for t in targets), service
 
 
 def test_compose_nginx_config_is_rendered_from_the_template() -> None:
