@@ -25,7 +25,11 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-index --find-links /wheels "pointer-dm[load]" && rm -rf /wheels
 WORKDIR /app
 COPY --chown=app:app loadtests/locustfile.py deploy/ ./
-RUN mkdir -p /data /keys && chown app:app /data /keys
+# Every path a named volume mounts must exist here, owned by app: an empty named volume
+# takes the directory's owner and mode on first mount, and a missing one mounts root-owned
+# (uploads then fail with EACCES).
+RUN mkdir -p /data/origin/uploads /data/origin/ingest /keys \
+    && chown -R app:app /data /keys
 USER app
 # Listening on 0.0.0.0 inside the container; publish ports explicitly.
 ENV CDN_AUTH_HOST=0.0.0.0 DM_HOST=0.0.0.0 HEALTHCHECK_URL=""

@@ -61,3 +61,43 @@ def test_compose_nginx_config_is_rendered_from_the_template() -> None:
                       listen="0.0.0.0", user="nginx")  # noqa: S104 - the compose front door
     assert rendered.rstrip() == (ROOT / "deploy" / "nginx" / "compose.conf").read_text().rstrip()
     assert "secure_link" not in rendered  # the benchmark-only location never ships
+
+
+def test_nginx_daemon_directive_not_duplicated() -> None:
+    """The nginx image runs ``nginx -g 'daemon off;'``; a config saying it too is refused
+    ("daemon directive is duplicate") and the front exits at once."""
+    for conf in ("compose.conf", "edge.conf.template"):
+        text = (ROOT / "deploy" / "nginx" / conf).read_text()
+        assert not re.search(r"^\s*daemon\s", text, re.MULTILINE), conf
+
+
+def test_nginx_prefix_exists_in_the_container() -> None:
+    """compose.conf keeps pid, logs, temp and cache under /var/cache/nginx/edge, which the
+    nginx image does not have: compose must mount something there."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    nginx = compose["services"]["nginx"]
+    conf = (ROOT / "deploy" / "nginx" / "compose.conf").read_text()
+    prefix = re.search(r"^pid (\S+)/nginx\.pid;", conf, re.MULTILINE)
+    assert prefix is not None
+    mounted = list(nginx.get("tmpfs", ())) + [v.split(":")[1] for v in nginx["volumes"]]
+    assert prefix.group(1) in mounted
+
+
+def test_volume_mount_points_exist_in_the_image_owned_by_app() -> None:
+    """An empty named volume takes the owner of the image's directory; where the image has
+    none it mounts root-owned, and the non-root app cannot write (uploads failed)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    docker = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    made = re.search(r"mkdir -p ([^&\n]+)&& chown -R app:app ([^\n]+)", docker)
+    assert made is not None
+    dirs, owned = made.group(1).split(), made.group(2).split()
+    for volume in compose["x-app"]["volumes"]:
+        target = volume.split(":")[1]
+        assert any(d == target or d.startswith(target + "/") for d in dirs), target
+        assert any(target == o or target.startswith(o.rstrip("/") + "/") for o in owned), target
+
+
+def test_compose_demo_switches_the_dev_issuer_on_explicitly() -> None:
+    """The dev issuer is off by default; the demo stack needs it to sign its users in."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["services"]["dm"]["environment"]["DM_DEV_ISSUER"] == "true"
