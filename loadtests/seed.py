@@ -36,7 +36,8 @@ SEED_VERSION = 1
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, method: str, url: str, body: bytes) -> None:
+    def __init__(self, status: int, method: str, url: str, body: bytes, *,
+                 retry_after_s: float | None = None) -> None:
         try:
             err = json.loads(body)["error"]
             code, message = str(err["code"]), str(err["message"])
@@ -44,12 +45,31 @@ class ApiError(Exception):
             code, message = "http_error", body[:200].decode(errors="replace")
         super().__init__(f"{method} {urlsplit(url).path}: {status} {code}: {message}")
         self.status, self.code = status, code
+        self.retry_after_s = retry_after_s
 
 
 def call(method: str, url: str, *, token: str | None = None, json_body: Any = None,
          body: bytes | None = None, headers: dict[str, str] | None = None,
-         timeout_s: float = 15.0) -> Any:
-    """One HTTP request; JSON answer (or ``None`` when empty); :class:`ApiError` on >= 400."""
+         timeout_s: float = 15.0, rate_limited_retries: int = 5) -> Any:
+    """One HTTP request; JSON answer (or ``None`` when empty); :class:`ApiError` on >= 400.
+
+    A ``429`` is retried after the ``Retry-After`` it names (at most 5 s, a few times): a
+    refused request was not carried out, so sending it again is safe.
+    """
+    for attempt in range(rate_limited_retries + 1):
+        try:
+            return _call_once(method, url, token=token, json_body=json_body, body=body,
+                              headers=headers, timeout_s=timeout_s)
+        except ApiError as err:
+            if (err.status != 429 or err.retry_after_s is None or err.retry_after_s > 5.0
+                    or attempt == rate_limited_retries):
+                raise
+            time.sleep(err.retry_after_s)
+    raise AssertionError("unreachable")
+
+
+def _call_once(method: str, url: str, *, token: str | None, json_body: Any, body: bytes | None,
+               headers: dict[str, str] | None, timeout_s: float) -> Any:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
@@ -69,7 +89,9 @@ def call(method: str, url: str, *, token: str | None = None, json_body: Any = No
     finally:
         conn.close()
     if resp.status >= 400:
-        raise ApiError(resp.status, method, url, raw)
+        retry = resp.getheader("Retry-After")
+        raise ApiError(resp.status, method, url, raw,
+                       retry_after_s=float(retry) if retry and retry.strip().isdigit() else None)
     return json.loads(raw) if raw else None
 
 
