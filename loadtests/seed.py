@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from cdn_auth.encoding import b64url_decode, b64url_encode
 from dm import envelope
+from dm.edge_client import encode_upload, media_metadata
 
 from .scenarios import CONVERSATION_MODE, SUITE_OF, VIDEO_BYTES, is_view, mode_of
 
@@ -181,28 +182,20 @@ def create_account(t: Targets, suite: str | None = None, roles: list[str] | None
     return acct
 
 
-def _multipart(meta: dict[str, Any], data: bytes) -> tuple[bytes, str]:
-    boundary = "lt" + uuid.uuid4().hex
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n"
-            f"Content-Type: application/json\r\n\r\n{json.dumps(meta)}\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"clip.mp4\"\r\nContent-Type: video/mp4\r\n\r\n").encode()
-    return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
-
-
 def register_media(t: Targets, owner: Account, *, origin_path: str | None = None,
                    publisher_token: str | None = None, data: bytes | None = None) -> str:
     """A private video owned by ``owner``: an existing origin file, or uploaded bytes."""
-    meta: dict[str, Any] = {"content_type": "video/mp4", "visibility": "private"}
+    meta = media_metadata(content_type="video/mp4", visibility="private")
     if origin_path is not None:
         if publisher_token is None:
             raise ValueError("registering an origin path needs a publisher session")
         doc = call("POST", f"{t.edge_url}/v1/media", token=publisher_token,
                    json_body={**meta, "origin_path": origin_path, "owner": owner.user_id})
     else:
-        body, boundary = _multipart(meta, data if data is not None else video_bytes())
+        body, ctype = encode_upload(meta, data if data is not None else video_bytes(),
+                                    filename="clip.mp4")
         doc = call("POST", f"{t.edge_url}/v1/media", token=owner.token, body=body,
-                   headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                   headers={"Content-Type": ctype})
     return str(doc["id"])
 
 
