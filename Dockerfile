@@ -11,11 +11,14 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# Dependencies first, keyed on pyproject.toml alone, so a code change rebuilds one wheel
+# (this first project wheel has no packages; the one built below replaces it).
 COPY pyproject.toml README.md ./
+RUN pip wheel --wheel-dir /wheels ".[load]"
 COPY cdn_auth ./cdn_auth
 COPY dm ./dm
 COPY loadtests ./loadtests
-RUN pip wheel --wheel-dir /wheels ".[load]"
+RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # ---- runtime: no compiler, no root --------------------------------------------------------
 FROM python:3.11-slim AS runtime
