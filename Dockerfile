@@ -11,10 +11,11 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Dependencies first, keyed on pyproject.toml alone, so a code change rebuilds one wheel
-# (this first project wheel has no packages; the one built below replaces it).
-COPY pyproject.toml README.md ./
-RUN pip wheel --wheel-dir /wheels ".[load]"
+# Dependencies first, keyed on pyproject.toml (and the version it reads), so a code change
+# rebuilds one wheel (this first project wheel is a stub; the one built below replaces it).
+COPY pyproject.toml README.md LICENSE ./
+COPY cdn_auth/__init__.py ./cdn_auth/__init__.py
+RUN pip wheel --wheel-dir /wheels ".[server,load]"
 COPY cdn_auth ./cdn_auth
 COPY dm ./dm
 COPY loadtests ./loadtests
@@ -25,7 +26,7 @@ FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN groupadd --system app && useradd --system --gid app --home-dir /app --create-home app
 COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links /wheels "pointer-dm[load]" && rm -rf /wheels
+RUN pip install --no-index --find-links /wheels "pointer-dm[server,load]" && rm -rf /wheels
 WORKDIR /app
 COPY --chown=app:app loadtests/locustfile.py deploy/ ./
 # Every path a named volume mounts must exist here, owned by app: an empty named volume

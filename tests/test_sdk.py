@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +27,8 @@ from loadtests.seed import video_bytes
 
 from .conftest import DmFactory, DmStack, wait_until
 from .test_sealed import edge_url, sealed_user
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 async def sdk_user(dm: DmStack) -> DmClient:
@@ -110,3 +117,47 @@ def test_one_tree_for_http_setup_and_envelope_errors() -> None:
     assert (odd.status, odd.code, odd.message) == (502, "http_error", "Bad Gateway")
     assert isinstance(error_from(418, {"error": {"code": "teapot", "message": ""}}),
                       DmClientError)
+
+
+#: What only the services need (Redis client, settings, metrics, JWT verification).
+SERVER_ONLY = ("redis", "pydantic", "pydantic_settings", "prometheus_client", "jwt")
+
+
+def test_sdk_extra_installs_no_server_dependency() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = {_name(d) for d in project["dependencies"]}
+    extras = project["optional-dependencies"]
+    assert base == {_name(d) for d in extras["sdk"]} == {"aiohttp", "cryptography"}
+    server = {_name(d) for d in extras["server"]}
+    assert {"redis", "pydantic", "prometheus-client", "pyjwt"} <= server
+    for extra in ("test", "load"):  # what runs or drives the services brings them
+        assert "pointer-dm[server]" in extras[extra], extra
+
+
+def test_sdk_imports_without_server_dependencies() -> None:
+    """The SDK modules import and build clients with every server-only package blocked."""
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {SERVER_ONLY!r}:
+            raise ImportError("server-only: " + name)
+sys.meta_path.insert(0, Block())
+from dm.client import DmClient
+from dm.edge_client import EdgeClient, encode_upload
+from dm.sdk_errors import error_from
+from dm import envelope
+key = envelope.DeviceKey.generate("x25519")
+assert DmClient("http://127.0.0.1:1", edge_url="http://127.0.0.1:2/").edge_url.endswith(":2")
+assert EdgeClient("http://127.0.0.1:2").url("/m/m_x") == "http://127.0.0.1:2/m/m_x"
+body, ctype = encode_upload({{"content_type": "video/mp4"}}, b"x")
+assert ctype.startswith("multipart/form-data; boundary=")
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower()
