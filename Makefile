@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo share-demo loadtest-quick loadtest test lint typecheck unit bench clean
+.PHONY: demo share-demo loadtest-quick loadtest test lint typecheck unit bench clean test-compose
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest
+
+## The container deployment for real: build the image, run the compose stack, share a video
+## through nginx (minutes; needs a Docker engine and Compose; offline, first run
+## deploy/offline/make-base-images.sh as root for stand-in base images).
+test-compose: $(STAMP)
+	PDM_COMPOSE_TEST=1 $(VENV)/bin/pytest tests/test_compose_stack.py -v -s
 
 ## make bench B=edge  (edge, dm, sealed, revocation, nginx)
 bench: $(STAMP)

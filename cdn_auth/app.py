@@ -53,6 +53,7 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
                              cluster=settings.redis_cluster, socket_timeout_s=None)
         owned.append(tail_redis)
     metrics = Metrics()
+    metrics.staleness_bound.set(settings.staleness_bound_s)
     view = RevocationView(settings.max_token_lifetime_s + settings.token_leeway_s
                           + REMINT_MARGIN_S, clock)
     tailer = RevocationTailer(tail_redis, view, clock=clock,
@@ -72,7 +73,8 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
         tailer=tailer, metrics=metrics,
         redemptions=Redemptions(redis, settings.token_leeway_s), clock=clock)
     logs.redact_bad_requests()
-    app = web.Application(middlewares=[error_middleware()], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[error_middleware(on_response=metrics.response)],
+                          client_max_size=1024 * 1024)
     app[STATE] = EdgeState(settings=settings, redis=redis, authorizer=authorizer,
                            registry=registry, revocations=RevocationLog(redis),
                            origin=Origin(settings.origin_dir, settings.ingest_subdir),

@@ -216,6 +216,14 @@ class RedisUnavailable(Unavailable):
     code, public_message = "redis_unavailable", "the state store is unreachable"
 
 
+class StorageUnavailable(Unavailable):
+    """The origin directory cannot be written or read (permissions, full disk, a broken
+    mount): the operator's problem, never the client's, and never a bare 500."""
+
+    code, public_message = "storage_unavailable", "media storage is unavailable; retry later"
+    retry_after_s = 30
+
+
 class RevocationStale(Unavailable):
     code, public_message = "revocation_stale", "revocation state is stale; retry shortly"
 

@@ -92,12 +92,22 @@ class Metrics:
         self.bytes_served = Counter("cdn_auth_bytes_served", "Media bytes sent", registry=r)
         self.bank_matches = Counter("cdn_auth_bank_matches", "Registrations matching a hash bank",
                                     ["bank", "action"], registry=r)
+        self.http_responses = Counter("cdn_auth_http_responses", "HTTP responses by status",
+                                      ["status"], registry=r)
+        # Set when /metrics is scraped, so an alert sees a dependency down even without traffic.
+        self.redis_up = Gauge("cdn_auth_redis_up", "1 if Redis answered a PING at scrape time",
+                              registry=r)
+        self.staleness_bound = Gauge("cdn_auth_revocation_staleness_bound_seconds",
+                                     "Tail age past which pointer and grant requests fail closed",
+                                     registry=r)
         # The hot path's counters (see the module docstring).
         self.served = self.tally(self.bytes_served)
         self.allow_pointer = self.tally(self.decisions.labels("allow", "pointer"))
         self.allow_grant = self.tally(self.decisions.labels("allow", "grant"))
         self.allow_public = self.tally(self.decisions.labels("allow", "public"))
         self._deny: dict[str, Tally] = {}
+        self._errors: dict[str, Tally] = {}
+        self._status: dict[int, Tally] = {}
         self._caches: dict[str, CacheCounters] = {}
         for name in CACHE_NAMES:
             self.cache_counters(name)
@@ -126,4 +136,19 @@ class Metrics:
         t = self._deny.get(reason)
         if t is None:
             t = self._deny[reason] = self.tally(self.decisions.labels("deny", reason))
+        t.inc()
+
+    def error(self, code: str) -> None:
+        """Count a decision that failed for the edge's own reasons (a 5xx: Redis down, revocation
+        state stale), apart from refusals, so an alert can page on it."""
+        t = self._errors.get(code)
+        if t is None:
+            t = self._errors[code] = self.tally(self.decisions.labels("error", code))
+        t.inc()
+
+    def response(self, status: int) -> None:
+        """Count one HTTP response; the statuses an app answers are a small set."""
+        t = self._status.get(status)
+        if t is None:
+            t = self._status[status] = self.tally(self.http_responses.labels(str(status)))
         t.inc()

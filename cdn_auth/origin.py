@@ -7,18 +7,26 @@ resolved inside the *ingest* root only, a subdirectory that never holds
 uploads, and must stay there (no ``..``, no symlink escapes): a publisher
 can register files a content pipeline put there, never another record's
 upload.
+A file system that refuses (permissions, a full disk, a read-only or missing mount)
+raises :class:`~cdn_auth.errors.StorageUnavailable` (503), logged with the errno; errors
+of the client's upload stream itself pass through unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputTooLarge, InvalidField
+from .errors import InputTooLarge, InvalidField, StorageUnavailable
+
+log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
 MAX_ORIGIN_PATH_CHARS = 512
@@ -64,7 +72,10 @@ class Origin:
         path = self.resolve(relpath)
         if not path.is_file():
             raise InvalidField("origin_path is not a file under the ingest directory")
-        size, digest = await asyncio.to_thread(_hash_file, path)
+        try:
+            size, digest = await asyncio.to_thread(_hash_file, path)
+        except OSError as exc:
+            raise _storage_error("read", exc) from exc
         return StoredObject(str(path.relative_to(self.root)), size, digest)
 
     async def store(self, media_id: str, chunks: AsyncIterator[bytes],
@@ -72,21 +83,36 @@ class Origin:
         """Write an upload to ``uploads/<id[-2:]>/<id>``, hashing as it goes; 413 past max_bytes."""
         rel = Path(UPLOADS_DIR) / media_id[-2:] / media_id
         final = self.root / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{media_id}.part")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(tmp, "wb")  # noqa: ASYNC230, SIM115 - local disk; closed below
+        except OSError as exc:
+            raise _storage_error("create", exc) from exc
         h = hashlib.sha256()
         size = 0
         try:
-            with open(tmp, "wb") as fh:  # noqa: ASYNC230 - local disk, small chunks
-                async for chunk in chunks:
+            with fh:
+                async for chunk in chunks:  # the client's errors pass through as they are
                     size += len(chunk)
                     if size > max_bytes:
                         raise InputTooLarge(f"upload larger than {max_bytes} bytes")
                     h.update(chunk)
-                    fh.write(chunk)
-            os.replace(tmp, final)
+                    try:
+                        fh.write(chunk)
+                    except OSError as exc:
+                        raise _storage_error("write", exc) from exc
+                try:
+                    fh.flush()
+                except OSError as exc:
+                    raise _storage_error("write", exc) from exc
+            try:
+                os.replace(tmp, final)
+            except OSError as exc:
+                raise _storage_error("rename", exc) from exc
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise
         return StoredObject(str(rel), size, h.hexdigest())
 
@@ -97,6 +123,14 @@ class Origin:
         if relpath.startswith("/") or ".." in Path(relpath).parts or "\x00" in relpath:
             raise OSError("origin path escapes the origin directory")
         return self.root / relpath
+
+
+def _storage_error(op: str, exc: OSError) -> StorageUnavailable:
+    """Log what the file system said (an operator must fix it) and answer 503."""
+    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    log.error("origin storage failed", extra={"op": op, "errno": name,
+                                              "file": exc.filename or ""})
+    return StorageUnavailable(f"origin {op} failed: {name}")
 
 
 def _hash_file(path: Path) -> tuple[int, str]:

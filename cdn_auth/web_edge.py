@@ -34,7 +34,10 @@ async def _decide(state: EdgeState, media_id: str, session: str | None,
     try:
         decision = await state.authorizer.authorize(media_id, session, pointer, grant)
     except CdnAuthError as exc:
-        metrics.deny(exc.code)
+        if exc.status >= 500:
+            metrics.error(exc.code)
+        else:
+            metrics.deny(exc.code)
         raise
     if decision.pointer:
         metrics.allow_pointer.inc()

@@ -53,7 +53,25 @@ def error_response(exc: Exception) -> web.Response:
                       extra=getattr(exc, "body_extra", None))
 
 
-def error_middleware(roots: tuple[type[Exception], ...] = (ServiceError,)) -> Any:
+def error_middleware(roots: tuple[type[Exception], ...] = (ServiceError,),
+                     on_response: Callable[[int], object] | None = None) -> Any:
+    """Map errors to the JSON contract; ``on_response(status)`` sees every answer's status
+    (the services count them by status for their 5xx alerts)."""
+    if on_response is None:
+        return _error_middleware(roots)
+    inner = _error_middleware(roots)
+    count = on_response
+
+    @web.middleware
+    async def counting(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resp: web.StreamResponse = await inner(request, handler)
+        count(resp.status)
+        return resp
+
+    return counting
+
+
+def _error_middleware(roots: tuple[type[Exception], ...]) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:

@@ -30,13 +30,19 @@ def tail_while_running(tailer: StreamTailer, owned_clients: list[Any]
     return lifecycle
 
 
+async def redis_answers(redis: Any, timeout_s: float = 1.0) -> bool:
+    """Whether Redis answers a PING within ``timeout_s`` (readiness, and the ``*_redis_up``
+    gauges set at scrape time)."""
+    try:
+        await asyncio.wait_for(redis.ping(), timeout_s)
+    except (RedisError, OSError, TimeoutError):
+        return False
+    return True
+
+
 async def readiness(redis: Any, fresh: bool, **extra: Any) -> web.Response:
     """200 when Redis answers and the service's stream tail is fresh, else 503 + Retry-After."""
-    redis_ok = True
-    try:
-        await asyncio.wait_for(redis.ping(), 1.0)
-    except (RedisError, OSError, TimeoutError):
-        redis_ok = False
+    redis_ok = await redis_answers(redis)
     ready = redis_ok and fresh
     return web.json_response({"status": "ready" if ready else "not_ready", "redis": redis_ok,
                               **extra}, status=200 if ready else 503,

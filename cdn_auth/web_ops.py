@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .openapi import Route
-from .web_lifecycle import readiness
+from .web_lifecycle import readiness, redis_answers
 from .web_state import STATE
 
 
@@ -17,6 +17,7 @@ async def metrics(request: web.Request) -> web.Response:
     m = state.metrics
     m.revocation_tail_age.set(max(0.0, state.authorizer.tailer.age_s()))
     m.revocation_view_size.set(len(state.authorizer.tailer.view))
+    m.redis_up.set(1 if await redis_answers(state.redis, 0.5) else 0)
     return web.Response(body=generate_latest(m.registry),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 

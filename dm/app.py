@@ -24,7 +24,7 @@ from cdn_auth.revocation import RevocationLog
 from cdn_auth.session import JwksSource, SessionVerifier
 from cdn_auth.stream_tail import Entry
 from cdn_auth.web_errors import error_middleware
-from cdn_auth.web_lifecycle import readiness, tail_while_running
+from cdn_auth.web_lifecycle import readiness, redis_answers, tail_while_running
 
 from . import (
     __version__,
@@ -61,7 +61,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(request.app[STATE].metrics.registry),
+    state = request.app[STATE]
+    m = state.metrics
+    m.websockets.set(state.hub.connected)
+    m.notify_tail_age.set(max(0.0, state.hub.tailer.age_s()))
+    m.redis_up.set(1 if await redis_answers(state.redis, 0.5) else 0)
+    return web.Response(body=generate_latest(m.registry),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -126,7 +131,7 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
 
     hub.listeners.append(evict)
     logs.redact_bad_requests()
-    app = web.Application(middlewares=[error_middleware()],
+    app = web.Application(middlewares=[error_middleware(on_response=state.metrics.response)],
                           client_max_size=settings.max_body_bytes)
     app[STATE] = state
 

@@ -1,69 +1,51 @@
 """The Python client SDK (async, aiohttp) for the dm service and the edge.
 
-    async with DmClient("http://127.0.0.1:8090") as alice:
+    async with DmClient("http://127.0.0.1:8090", edge_url="http://127.0.0.1:8080") as alice:
         await alice.create_user(age="adult", region="GB")
+        media = await alice.upload_media(video_bytes)          # the edge's media API
         conv = await alice.create_conversation([bob_id])
-        msg = await alice.send(conv["id"], media_id=media_id, text="look")
+        msg = await alice.send(conv["id"], media_id=media["id"], text="look")
     async for event in bob.stream():           # reconnects, resumes by cursor
         ...
     data = await bob.fetch_media(event["message"]["media"]["url"], range_=(0, 65535))
 
-Every non-2xx answer raises :class:`DmClientError` with the service's
-error code, the HTTP status and ``Retry-After`` when given.
+``client.edge`` is an :class:`~dm.edge_client.EdgeClient` bound to the same session and
+connection pool.  Every non-2xx answer raises a :class:`~dm.sdk_errors.DmClientError`
+leaf chosen by the service's error code and status (``DeviceMismatch`` with its
+``missing``/``extra`` devices, ``RateLimited`` with ``retry_after_s``, ...); the whole
+tree is in :mod:`dm.sdk_errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
 
 from cdn_auth.encoding import b64url_encode
 
 from . import envelope
+from .edge_client import EdgeClient, MediaResponse, raise_for
 from .envelope import DeviceKey
+from .sdk_errors import DeviceMismatch, DmClientError, NotSetUp
 
-
-class DmClientError(Exception):
-    def __init__(self, status: int, code: str, message: str, retry_after_s: float | None) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after_s = retry_after_s
-
-
-@dataclass
-class MediaResponse:
-    status: int
-    headers: CIMultiDict[str]  # case-insensitive, as HTTP headers are
-    body: bytes
-
-
-async def _raise_for(resp: aiohttp.ClientResponse) -> None:
-    if resp.status < 400:
-        return
-    try:
-        err = (await resp.json(content_type=None))["error"]
-        code, message = str(err["code"]), str(err["message"])
-    except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
-        code, message = "http_error", resp.reason or ""
-    retry = resp.headers.get("Retry-After")
-    raise DmClientError(resp.status, code, message, float(retry) if retry else None)
+__all__ = ["DmClient", "DmClientError", "EdgeClient", "MediaResponse"]
+_raise_for = raise_for
 
 
 class DmClient:
+    """One user's device, signed in to ``base_url`` (dm); ``edge_url`` names the media API /
+    edge once, for :attr:`edge`, :meth:`upload_media` and grants."""
+
     def __init__(self, base_url: str, *, session_token: str | None = None,
-                 http: aiohttp.ClientSession | None = None) -> None:
+                 http: aiohttp.ClientSession | None = None, edge_url: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.edge_url = edge_url.rstrip("/") if edge_url else None
         self.session_token = session_token
         self.user_id: str | None = None
         self.device_id: str | None = None
@@ -89,7 +71,7 @@ class DmClient:
     def uid(self) -> str:
         """This client's user id (after :meth:`create_user`, or set by the caller)."""
         if self.user_id is None:
-            raise RuntimeError("no user yet: call create_user() or set user_id")
+            raise NotSetUp("no user yet: call create_user() or set user_id")
         return self.user_id
 
     @property
@@ -97,6 +79,22 @@ class DmClient:
         if self._http is None:
             self._http = aiohttp.ClientSession()
         return self._http
+
+    @property
+    def edge(self) -> EdgeClient:
+        """The edge client for ``edge_url``, with this client's session and connections."""
+        if self.edge_url is None:
+            raise NotSetUp("no edge_url: pass DmClient(..., edge_url=...)")
+        return self._edge(self.edge_url)
+
+    def _edge(self, base_url: str) -> EdgeClient:
+        return EdgeClient(base_url, session_token=lambda: self.session_token, http=self.http)
+
+    async def upload_media(self, data: bytes, **options: Any) -> dict[str, Any]:
+        """Upload and register a video owned by this user (options: ``content_type``,
+        ``visibility``, ``allow_reshare``, ``min_age``, ``allowed_regions``,
+        ``blocked_regions``: see :meth:`EdgeClient.upload_media`); the media record."""
+        return await self.edge.upload_media(data, **options)
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         h = dict(extra or {})
@@ -125,7 +123,8 @@ class DmClient:
     async def link_device(self) -> DmClient:
         """Dev issuer: a second device of this user, as a new client sharing the HTTP session."""
         doc = await self.request("POST", "/v1/devices")
-        other = DmClient(self.base_url, session_token=doc["session_token"], http=self.http)
+        other = DmClient(self.base_url, session_token=doc["session_token"], http=self.http,
+                         edge_url=self.edge_url)
         other.user_id, other.device_id = doc["user_id"], doc["device_id"]
         return other
 
@@ -216,7 +215,7 @@ class DmClient:
     async def publish_key(self) -> dict[str, Any]:
         """Publish this device's HPKE public key in the directory."""
         if self.device_key is None or self.device_id is None:
-            raise RuntimeError("set a device key (use_device_key) after create_user")
+            raise NotSetUp("set a device key (use_device_key) after create_user")
         body = {"suite": self.device_key.suite,
                 "public_key": b64url_encode(self.device_key.public_bytes())}
         return dict(await self.request("PUT", f"/v1/devices/{self.device_id}/key",
@@ -228,55 +227,42 @@ class DmClient:
     async def conversation(self, cid: str) -> dict[str, Any]:
         return dict(await self.request("GET", f"/v1/conversations/{cid}"))
 
-    async def request_grant(self, edge_url: str, media_id: str, redeemers: int,
+    async def request_grant(self, edge_url: str | None, media_id: str, redeemers: int,
                             via_grant: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"media_id": media_id, "redeemers": redeemers}
-        if via_grant:
-            body["via_grant"] = via_grant
-        async with self.http.post(f"{edge_url.rstrip('/')}/v1/grants", json=body,
-                                  headers=self._headers()) as resp:
-            await _raise_for(resp)
-            return dict(await resp.json())
+        """A grant for ``media_id`` (sealed mode); ``edge_url`` None means :attr:`edge_url`."""
+        edge = self._edge(edge_url) if edge_url else self.edge
+        return await edge.request_grant(media_id, redeemers, via_grant)
 
-    async def revoke_grant(self, edge_url: str, grant_id: str) -> None:
-        async with self.http.delete(f"{edge_url.rstrip('/')}/v1/grants/{grant_id}",
-                                    headers=self._headers()) as resp:
-            await _raise_for(resp)
+    async def revoke_grant(self, edge_url: str | None, grant_id: str) -> None:
+        edge = self._edge(edge_url) if edge_url else self.edge
+        await edge.revoke_grant(grant_id)
 
-    async def send_sealed(self, cid: str, *, edge_url: str, media_id: str | None = None,
-                          text: str | None = None, via_grant: str | None = None,
-                          timings: dict[str, float] | None = None) -> dict[str, Any]:
+    async def send_sealed(self, cid: str, *, edge_url: str | None = None,
+                          media_id: str | None = None, text: str | None = None,
+                          via_grant: str | None = None) -> dict[str, Any]:
         """Seal ``{media_id, grant, text, franking key}`` to every other device and send.
 
-        Gets a grant for the media first (redeemers = the other members); on a
-        409 device mismatch, refreshes the device list and seals again, once.
-        ``timings`` (if given) receives the seconds spent in grant, seal and send.
+        Gets a grant for the media first (redeemers = the other members) from ``edge_url``
+        (default: :attr:`edge_url`); on a 409 device mismatch, refreshes the device list
+        and seals again, once.
         """
-        t = timings if timings is not None else {}
         members = [u for u in (await self.conversation(cid))["members"] if u != self.uid]
         grant = grant_id = None
         if media_id is not None:
-            t0 = time.perf_counter()
             g = await self.request_grant(edge_url, media_id, max(1, len(members)), via_grant)
-            t["grant"] = time.perf_counter() - t0
             grant, grant_id = g["grant"], g["grant_id"]
         payload = envelope.Payload(media_id, grant, text, envelope.new_franking_key())
         cmid = envelope.new_client_message_id()
         for attempt in (0, 1):
             devices = {u: await self.devices_of(u) for u in [*members, self.uid]}
-            t0 = time.perf_counter()
             body = self._seal_all(cid, cmid, payload, devices)
-            t["seal"] = time.perf_counter() - t0
             if grant_id:
                 body["grant_id"] = grant_id
-            t0 = time.perf_counter()
             try:
-                sent = await self.request("POST", f"/v1/conversations/{cid}/messages",
-                                          json_body=body)
-                t["send"] = time.perf_counter() - t0
-                return dict(sent)
-            except DmClientError as err:
-                if err.code != "device_mismatch" or attempt == 1:
+                return dict(await self.request("POST", f"/v1/conversations/{cid}/messages",
+                                               json_body=body))
+            except DeviceMismatch:
+                if attempt == 1:
                     raise
         raise AssertionError("unreachable")
 
@@ -288,7 +274,7 @@ class DmClient:
     def open_message(self, message: dict[str, Any]) -> envelope.Payload:
         """Open this device's envelope and check the franking commitment; raise if either fails."""
         if self.device_key is None or self.device_id is None:
-            raise RuntimeError("no device key")
+            raise NotSetUp("no device key")
         return envelope.open_message(self.device_key, self.uid, self.device_id, message)
 
     async def report_sealed(self, message: dict[str, Any], payload: envelope.Payload,
@@ -312,12 +298,5 @@ class DmClient:
         ``url`` is a pointer URL from a plain message, or ``{edge}/m/{media_id}``
         with ``grant`` from an opened sealed message.
         """
-        h = self._headers(headers)
-        if grant is not None:
-            h["X-Grant"] = grant
-        if range_ is not None:
-            start, end = range_
-            h["Range"] = f"bytes={start}-{'' if end is None else end}"
-        async with self.http.request(method, url, headers=h) as resp:
-            await _raise_for(resp)
-            return MediaResponse(resp.status, CIMultiDict(resp.headers), await resp.read())
+        edge = self.edge if self.edge_url and "://" not in url else self._edge("")
+        return await edge.fetch(url, range_=range_, grant=grant, headers=headers, method=method)

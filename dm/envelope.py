@@ -58,6 +58,8 @@ from cryptography.hazmat.primitives.hpke import (
 from cdn_auth.encoding import b64url_decode, b64url_encode
 from cdn_auth.errors import TokenMalformed
 
+from .sdk_errors import SdkError
+
 VERSION = 0x01
 INFO_LABEL = b"pointer-dm/envelope/v1\x00"
 FRANKING_LABEL = b"pointer-dm/franking/v1\x00"
@@ -86,8 +88,9 @@ PublicKey = x25519.X25519PublicKey | MLKEM768X25519PublicKey
 PrivateKey = x25519.X25519PrivateKey | MLKEM768X25519PrivateKey
 
 
-class EnvelopeError(ValueError):
-    """An envelope, key or franking value is malformed or does not verify."""
+class EnvelopeError(SdkError, ValueError):
+    """An envelope, key or franking value is malformed or does not verify (in the SDK's
+    error tree, :mod:`dm.sdk_errors`)."""
 
 
 def lp(value: str) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from typing import Any
 
 from aiohttp import web
@@ -48,6 +49,7 @@ async def member_conversation(state: DmState, request: web.Request) -> tuple[Ses
 
 
 async def send(request: web.Request) -> web.Response:
+    started = time.perf_counter()
     state = request.app[STATE]
     me, conv = await member_conversation(state, request)
     require_json(request)
@@ -78,6 +80,7 @@ async def send(request: web.Request) -> web.Response:
     if not result.replayed:
         await state.after_send(conv, result.message_id, fields, verdict)
     state.metrics.sends.labels(conv.mode, str(result.replayed).lower()).inc()
+    state.metrics.send_seconds.observe(time.perf_counter() - started)
     # The sender's copy carries no pointer (minting one costs a signature per send and the
     # sender rarely plays it back); readers get theirs on read and on push.
     body = render(None, conv.id, result.message_id, fields, me.sub, me.dev)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
 from cdn_auth.cache import ExpiringCache
@@ -33,16 +33,48 @@ from .store import Conversation, DmStore
 
 
 class DmMetrics:
+    """dm's Prometheus metrics, in a registry of its own (one per app, no globals).
+
+    The gauges (Redis answering, notify tail age, sockets held) are set when ``/metrics``
+    is scraped, so alerts see them even when no request arrives.
+    """
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.sends = Counter("dm_sends", "Messages accepted", ["mode", "replayed"], registry=r)
+        self.send_seconds = Histogram("dm_send_seconds", "Time to accept a message (201/200)",
+                                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                               0.25, 0.5, 1.0, 2.5), registry=r)
         self.pushes = Counter("dm_pushes", "Events pushed to WebSockets", registry=r)
         self.alerts = Counter("dm_scan_alerts", "Scanner alerts queued", ["verdict"],
                               registry=r)
         self.push_lag = Histogram("dm_push_lag_seconds", "Send accepted to pushed by this process",
                                   buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
                                   registry=r)
+        self.http_responses = Counter("dm_http_responses", "HTTP responses by status", ["status"],
+                                      registry=r)
+        self.websockets = Gauge("dm_websockets", "WebSockets held by this process", registry=r)
+        self.websockets_dropped = Counter(
+            "dm_websockets_dropped", "WebSockets this process closed on its clients", ["reason"],
+            registry=r)
+        # slow_consumer: 1000 events behind; slow_writer: a push not written within the
+        # write deadline (the client stopped reading).
+        self.slow_consumer_drops = self.websockets_dropped.labels("slow_consumer")
+        self.slow_writer_drops = self.websockets_dropped.labels("slow_writer")
+        self.redis_up = Gauge("dm_redis_up", "1 if Redis answered a PING at scrape time",
+                              registry=r)
+        self.notify_tail_age = Gauge("dm_notify_tail_age_seconds",
+                                     "Seconds since Redis last answered the notify tail",
+                                     registry=r)
+        self._status: dict[int, Any] = {}
+
+    def response(self, status: int) -> None:
+        """Count one HTTP response (children bound once per status: a small set)."""
+        child = self._status.get(status)
+        if child is None:
+            child = self._status[status] = self.http_responses.labels(str(status))
+        child.inc()
 
 
 @dataclass

@@ -69,6 +69,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                     await _send(state, ws, entry, me.sub, me.dev)
         while not ws.closed:
             if sub.overflowed:
+                state.metrics.slow_consumer_drops.inc()
                 await _close_slow(ws, request)
                 break
             entry = await sub.queue.get()
@@ -81,6 +82,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
             last = entry[0]
             await _send(state, ws, entry, me.sub, me.dev)
     except SlowConsumer:
+        state.metrics.slow_writer_drops.inc()
         await _close_slow(ws, request)
     finally:
         state.hub.unsubscribe(sub)

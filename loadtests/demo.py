@@ -12,12 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import io
-import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
@@ -42,19 +39,6 @@ def say(step: str, detail: str) -> None:
     print(f"  {step:<40} {detail}", flush=True)
 
 
-async def register(http: aiohttp.ClientSession, edge_url: str, session: str, data: bytes,
-                   meta: dict[str, Any]) -> dict[str, Any]:
-    form = aiohttp.FormData()
-    form.add_field("metadata", json.dumps(meta), content_type="application/json")
-    form.add_field("file", io.BytesIO(data), filename="clip.mp4", content_type="video/mp4")
-    async with http.post(f"{edge_url}/v1/media", data=form,
-                         headers={"Authorization": f"Bearer {session}"}) as r:
-        body = await r.json()
-        if r.status != 201:
-            raise RuntimeError(f"registration failed: {r.status} {body}")
-        return dict(body)
-
-
 async def _refusal(client: DmClient, url: str) -> str:
     try:
         await client.fetch_media(url, range_=(0, 1023))
@@ -66,15 +50,14 @@ async def _refusal(client: DmClient, url: str) -> str:
 async def demo(root: Path) -> int:
     print(f"Starting Redis, the edge and dm under {root} ...", flush=True)
     async with local_stack(root) as st, aiohttp.ClientSession() as http:
-        alice, bob, carol, teen = (DmClient(st.dm_url, http=http) for _ in range(4))
+        alice, bob, carol, teen = (DmClient(st.dm_url, http=http, edge_url=st.edge_url)
+                                   for _ in range(4))
         for c, age in ((alice, "adult"), (bob, "adult"), (carol, "adult"), (teen, "minor")):
             await c.create_user(age=age, region="GB")
         say("Users created (dev issuer)", f"alice={alice.uid} bob={bob.uid}")
         data = _video()
-        assert alice.session_token is not None
-        media = await register(http, st.edge_url, alice.session_token, data,
-                               {"content_type": "video/mp4", "visibility": "private",
-                                "min_age": 16})
+        media = await alice.upload_media(data, content_type="video/mp4", visibility="private",
+                                         min_age=16, filename="clip.mp4")
         say("Alice registers a private video", f"{media['id']} ({media['size']} bytes, "
             f"min_age {media['audience']['min_age']})")
         conv = await alice.create_conversation([bob.uid])

@@ -59,6 +59,29 @@ SHARE_TEXT = "look at this"
 MSG_SETUP, MSG_SEGMENT, MSG_END, MSG_DATA = "lt_setup", "lt_segment", "lt_end", "lt_data"
 
 
+#: Answers that ask the client to come back later (429/503 with Retry-After) are retried this
+#: many times, waiting as asked up to MAX_RETRY_AFTER_S each time.
+THROTTLED_RETRIES = 5
+MAX_RETRY_AFTER_S = 5.0
+THROTTLED_REQUEST_TYPE = "throttled"
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """The wait a ``Retry-After`` header asks for (delta-seconds), capped; None if absent,
+    unparsable or longer than the cap (then the answer counts as the failure it is)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    wait = float(value.strip())
+    return wait if wait <= MAX_RETRY_AFTER_S else None
+
+
+def _code(text: str | None) -> str:
+    try:
+        return str(json.loads(text or "")["error"]["code"])[:40]
+    except (ValueError, KeyError, TypeError):
+        return "retry_later"
+
+
 class FlowFailed(Exception):
     """A phase failed; it is already recorded as a failure, the flow stops here."""
 
@@ -66,11 +89,11 @@ class FlowFailed(Exception):
 # -- the request hook and shipping ------------------------------------------------------------
 
 def _record(name: str, response_time: float, exception: BaseException | None = None,
-            context: dict[str, Any] | None = None, **_: Any) -> None:
+            context: dict[str, Any] | None = None, request_type: str = "", **_: Any) -> None:
     """Every request and crypto step of a flow (its context names the segment) -> HDR."""
     segment = (context or {}).get("lt_segment")
-    if segment is None:
-        return
+    if segment is None or request_type == THROTTLED_REQUEST_TYPE:
+        return  # a throttled answer is neither the phase's latency nor a failure
     STATE.recorder.record(segment, name, float(response_time), ok=exception is None,
                           second=(context or {}).get("lt_second"))
 
@@ -283,19 +306,36 @@ class _FlowUser(FastHttpUser):
     def call(self, method: str, url: str, phase: str, *, token: str, expect: tuple[int, ...],
              json_body: Any = None, headers: dict[str, str] | None = None,
              length: int | None = None) -> Any:
-        """One HTTP request of a flow; a wrong status (or body size) fails the phase."""
+        """One HTTP request of a flow; a wrong status (or body size) fails the phase.
+
+        A ``429``/``503`` with ``Retry-After`` is honoured as the SDK does (wait, then send
+        the same request again: sends carry an Idempotency-Key or a client message id, so a
+        retry never sends twice) and reported as what it is, an entry of request type
+        ``throttled`` named ``<scenario>:<phase>:<code>``, not as the phase's latency or a
+        failure.  The flow's total includes the wait.
+        """
         h = {"Authorization": f"Bearer {token}", **(headers or {})}
-        problem = None
-        with self.client.request(method, url, name=key(self.scenario, phase), headers=h,
-                                 json=json_body, catch_response=True) as r:
-            if r.status_code not in expect:
-                problem = f"{r.status_code} {(r.text or '')[:200]}"
-            elif length is not None and len(r.content or b"") != length:
-                problem = f"{len(r.content or b'')} bytes, expected {length}"
-            if problem:
-                r.failure(problem)
-            else:
-                r.success()
+        for attempt in range(THROTTLED_RETRIES + 1):
+            problem, wait_s = None, None
+            with self.client.request(method, url, name=key(self.scenario, phase), headers=h,
+                                     json=json_body, catch_response=True) as r:
+                if r.status_code in (429, 503) and attempt < THROTTLED_RETRIES:
+                    wait_s = retry_after_s(r.headers.get("Retry-After"))
+                if wait_s is not None:
+                    r.request_meta["request_type"] = THROTTLED_REQUEST_TYPE
+                    r.request_meta["name"] = f"{key(self.scenario, phase)}:{_code(r.text)}"
+                    r.success()
+                elif r.status_code not in expect:
+                    problem = f"{r.status_code} {(r.text or '')[:200]}"
+                elif length is not None and len(r.content or b"") != length:
+                    problem = f"{len(r.content or b'')} bytes, expected {length}"
+                if problem:
+                    r.failure(problem)
+                elif wait_s is None:
+                    r.success()
+            if wait_s is None:
+                break
+            time.sleep(wait_s)  # gevent-patched: only this user waits
         if problem:
             raise FlowFailed(f"{phase}: {problem}")
         if length is not None:

@@ -95,11 +95,13 @@ class NginxFront:
 
     def start(self, timeout_s: float = 10.0) -> NginxFront:
         nginx = find_nginx()
-        check = subprocess.run([nginx, "-t", "-c", str(self.conf), "-p", str(self.prefix)],
+        # In the foreground, as the nginx image runs it (the config does not say so).
+        args = [nginx, "-g", "daemon off;", "-c", str(self.conf), "-p", str(self.prefix)]
+        check = subprocess.run([*args, "-t"],
                                capture_output=True, timeout=timeout_s, check=False)
         if check.returncode != 0:
             raise NginxUnavailable(check.stderr.decode(errors="replace")[-800:])
-        self.proc = subprocess.Popen([nginx, "-c", str(self.conf), "-p", str(self.prefix)],
+        self.proc = subprocess.Popen(args,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

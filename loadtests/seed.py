@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from cdn_auth.encoding import b64url_decode, b64url_encode
 from dm import envelope
+from dm.edge_client import encode_upload, media_metadata
 
 from .scenarios import CONVERSATION_MODE, SCANNED_MODES, SUITE_OF, VIDEO_BYTES, is_view, mode_of
 
@@ -36,7 +37,8 @@ SEED_VERSION = 1
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, method: str, url: str, body: bytes) -> None:
+    def __init__(self, status: int, method: str, url: str, body: bytes, *,
+                 retry_after_s: float | None = None) -> None:
         try:
             err = json.loads(body)["error"]
             code, message = str(err["code"]), str(err["message"])
@@ -44,12 +46,31 @@ class ApiError(Exception):
             code, message = "http_error", body[:200].decode(errors="replace")
         super().__init__(f"{method} {urlsplit(url).path}: {status} {code}: {message}")
         self.status, self.code = status, code
+        self.retry_after_s = retry_after_s
 
 
 def call(method: str, url: str, *, token: str | None = None, json_body: Any = None,
          body: bytes | None = None, headers: dict[str, str] | None = None,
-         timeout_s: float = 15.0) -> Any:
-    """One HTTP request; JSON answer (or ``None`` when empty); :class:`ApiError` on >= 400."""
+         timeout_s: float = 15.0, rate_limited_retries: int = 5) -> Any:
+    """One HTTP request; JSON answer (or ``None`` when empty); :class:`ApiError` on >= 400.
+
+    A ``429`` is retried after the ``Retry-After`` it names (at most 5 s, a few times): a
+    refused request was not carried out, so sending it again is safe.
+    """
+    for attempt in range(rate_limited_retries + 1):
+        try:
+            return _call_once(method, url, token=token, json_body=json_body, body=body,
+                              headers=headers, timeout_s=timeout_s)
+        except ApiError as err:
+            if (err.status != 429 or err.retry_after_s is None or err.retry_after_s > 5.0
+                    or attempt == rate_limited_retries):
+                raise
+            time.sleep(err.retry_after_s)
+    raise AssertionError("unreachable")
+
+
+def _call_once(method: str, url: str, *, token: str | None, json_body: Any, body: bytes | None,
+               headers: dict[str, str] | None, timeout_s: float) -> Any:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
@@ -69,7 +90,9 @@ def call(method: str, url: str, *, token: str | None = None, json_body: Any = No
     finally:
         conn.close()
     if resp.status >= 400:
-        raise ApiError(resp.status, method, url, raw)
+        retry = resp.getheader("Retry-After")
+        raise ApiError(resp.status, method, url, raw,
+                       retry_after_s=float(retry) if retry and retry.strip().isdigit() else None)
     return json.loads(raw) if raw else None
 
 
@@ -166,28 +189,20 @@ def create_account(t: Targets, suite: str | None = None, roles: list[str] | None
     return acct
 
 
-def _multipart(meta: dict[str, Any], data: bytes) -> tuple[bytes, str]:
-    boundary = "lt" + uuid.uuid4().hex
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n"
-            f"Content-Type: application/json\r\n\r\n{json.dumps(meta)}\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"clip.mp4\"\r\nContent-Type: video/mp4\r\n\r\n").encode()
-    return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
-
-
 def register_media(t: Targets, owner: Account, *, origin_path: str | None = None,
                    publisher_token: str | None = None, data: bytes | None = None) -> str:
     """A private video owned by ``owner``: an existing origin file, or uploaded bytes."""
-    meta: dict[str, Any] = {"content_type": "video/mp4", "visibility": "private"}
+    meta = media_metadata(content_type="video/mp4", visibility="private")
     if origin_path is not None:
         if publisher_token is None:
             raise ValueError("registering an origin path needs a publisher session")
         doc = call("POST", f"{t.edge_url}/v1/media", token=publisher_token,
                    json_body={**meta, "origin_path": origin_path, "owner": owner.user_id})
     else:
-        body, boundary = _multipart(meta, data if data is not None else video_bytes())
+        body, ctype = encode_upload(meta, data if data is not None else video_bytes(),
+                                    filename="clip.mp4")
         doc = call("POST", f"{t.edge_url}/v1/media", token=owner.token, body=body,
-                   headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                   headers={"Content-Type": ctype})
     return str(doc["id"])
 
 

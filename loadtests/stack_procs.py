@@ -125,8 +125,10 @@ def _clean_env(**values: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
-                  timeout_s: float = 60.0) -> Iterator[ProcStack]:
-    """Start Redis (unless ``redis_url``), ``procs`` edges and ``procs`` dm services."""
+                  timeout_s: float = 60.0,
+                  dm_settings: dict[str, str] | None = None) -> Iterator[ProcStack]:
+    """Start Redis (unless ``redis_url``), ``procs`` edges and ``procs`` dm services.
+    ``dm_settings`` adds ``DM_*`` variables (say, a tighter send rate limit)."""
     if procs < 1:
         raise ValueError("procs must be >= 1")
     root = root.resolve()
@@ -154,10 +156,10 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
         # seeding publisher) switched on explicitly; production leaves both off.
         # Every simulated user signs up from 127.0.0.1: the per-address sign-up limit is
         # lifted (per-user limits stay as an operator would have them).
-        dm_env = _clean_env(DM_ISSUER_DIR=str(session_dir), DM_FRANKING_KEY_PATH=str(franking),
-                            DM_LOG_LEVEL="WARNING", DM_DEV_ISSUER="true",
-                            DM_DEV_ISSUER_ROLES="true",
-                            DM_RATE_LIMITS=LOAD_TEST_RATE_LIMITS)
+        dm_env = _clean_env(**{
+            "DM_ISSUER_DIR": str(session_dir), "DM_FRANKING_KEY_PATH": str(franking),
+            "DM_LOG_LEVEL": "WARNING", "DM_DEV_ISSUER": "true", "DM_DEV_ISSUER_ROLES": "true",
+            "DM_RATE_LIMITS": LOAD_TEST_RATE_LIMITS, **(dm_settings or {})})
         commands = []
         for i in range(procs):
             commands.append((f"edge-{i}", [

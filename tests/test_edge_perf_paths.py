@@ -140,7 +140,7 @@ async def test_error_in_shared_read_reaches_every_waiter_and_is_not_cached(
                 assert resp.status == 503
                 assert (await resp.json())["error"]["code"] == "redis_unavailable"
         assert gated.calls == [media.id]
-        assert sample(edge, "cdn_auth_decisions_total", outcome="deny",
+        assert sample(edge, "cdn_auth_decisions_total", outcome="error",
                       reason="redis_unavailable") == n
         # Not cached: the next request reads again, and succeeds.
         gated.error = None
