@@ -25,3 +25,15 @@ def check_id(value: object, field: str) -> str:
 
 def is_id(value: str) -> bool:
     return _ID_RE.fullmatch(value) is not None
+
+
+MAX_USER_ID_LEN = 255
+#: User and device ids come from the identity provider (``sub``, ``dev``), so their syntax is
+#: broader than ours (``auth0|abc``, e-mail addresses, UUIDs), but never holds what our own
+#: formats use as separators: ``,`` (push recipient lists), ``/`` (``user/device`` envelope
+#: keys), ``{`` ``}`` (Redis Cluster hash tags), whitespace and control characters.
+_USER_ID_RE = re.compile(r"[^\s,/{}\x00-\x1f\x7f]{1,255}")
+
+
+def is_user_id(value: object) -> bool:
+    return isinstance(value, str) and _USER_ID_RE.fullmatch(value) is not None

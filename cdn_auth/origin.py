@@ -20,6 +20,8 @@ import errno
 import hashlib
 import logging
 import os
+import stat
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
 MAX_ORIGIN_PATH_CHARS = 512
 UPLOADS_DIR = "uploads"
+#: Where registered ingest files are copied to, content-addressed: server-owned, like uploads.
+CATALOG_DIR = "catalog"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +46,7 @@ class StoredObject:
 
 class Origin:
     def __init__(self, root: Path | str, ingest_subdir: str = "ingest") -> None:
-        if ingest_subdir in ("", ".", "..", UPLOADS_DIR) or "/" in ingest_subdir:
+        if ingest_subdir in ("", ".", "..", UPLOADS_DIR, CATALOG_DIR) or "/" in ingest_subdir:
             raise ValueError("the ingest root must be its own subdirectory, not uploads")
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -68,15 +72,59 @@ class Origin:
         return candidate
 
     async def describe(self, relpath: str) -> StoredObject:
-        """Hash an existing file under the ingest root (streamed, in a worker thread)."""
+        """Import a file from the ingest root: copy it, hashing as it goes, into server-owned,
+        content-addressed storage (``catalog/<sha[:2]>/<sha>``) and register *that* copy.
+
+        The ingest root is a drop box others write to, so nothing there is served: a hard
+        link to an upload (which no path check can tell from a file), or a file swapped for a
+        symlink after registration, would otherwise make a public record serve another
+        record's private bytes.  The file is opened without following a final symlink and
+        must be a regular file with a single name (``st_nlink == 1``: a hard link to an
+        upload is refused, not copied); identical content shares one stored copy.
+        """
         path = self.resolve(relpath)
-        if not path.is_file():
-            raise InvalidField("origin_path is not a file under the ingest directory")
         try:
-            size, digest = await asyncio.to_thread(_hash_file, path)
+            size, digest = await asyncio.to_thread(self._import, path)
+        except FileNotFoundError:
+            raise InvalidField("origin_path is not a file under the ingest directory") from None
         except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR, errno.EMLINK):
+                raise InvalidField("origin_path is not a regular file with one name") from None
             raise _storage_error("read", exc) from exc
-        return StoredObject(str(path.relative_to(self.root)), size, digest)
+        return StoredObject(f"{CATALOG_DIR}/{digest[:2]}/{digest}", size, digest)
+
+    def _import(self, path: Path) -> tuple[int, str]:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with open(fd, "rb", buffering=0) as src:
+            st = os.fstat(src.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EISDIR, "not a regular file")
+            if st.st_nlink != 1:
+                # A second name of another file (an upload, say): refused, not copied.
+                raise OSError(errno.EMLINK, "the ingest file has other hard links")
+            catalog = self.root / CATALOG_DIR
+            catalog.mkdir(exist_ok=True)
+            fd_tmp, tmp = tempfile.mkstemp(dir=catalog, prefix=".import.")
+            try:
+                os.fchmod(fd_tmp, 0o644)  # readable by a front (nginx) as uploads are
+                h, size = hashlib.sha256(), 0
+                with open(fd_tmp, "wb") as dst:
+                    while chunk := src.read(CHUNK):
+                        h.update(chunk)
+                        size += len(chunk)
+                        dst.write(chunk)
+                digest = h.hexdigest()
+                final = catalog / digest[:2] / digest
+                final.parent.mkdir(exist_ok=True)
+                if final.exists() and final.stat().st_size == size:
+                    os.unlink(tmp)  # the same content is stored already
+                else:
+                    os.replace(tmp, final)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        return size, digest
 
     async def store(self, media_id: str, chunks: AsyncIterator[bytes],
                     max_bytes: int) -> StoredObject:
@@ -131,13 +179,3 @@ def _storage_error(op: str, exc: OSError) -> StorageUnavailable:
     log.error("origin storage failed", extra={"op": op, "errno": name,
                                               "file": exc.filename or ""})
     return StorageUnavailable(f"origin {op} failed: {name}")
-
-
-def _hash_file(path: Path) -> tuple[int, str]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()

@@ -15,6 +15,7 @@ from .media import STATUSES, Media, from_redis, to_redis
 class MediaRegistry:
     def __init__(self, redis: Any) -> None:
         self._redis = redis
+        self._transition = redis.register_script(_TRANSITION)
 
     async def put(self, media: Media) -> None:
         try:
@@ -43,6 +44,28 @@ class MediaRegistry:
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
         return replace(media, status=status)
+
+
+    async def transition(self, media_id: str, from_status: str, to_status: str, *,
+                         reason: str = "", by: str = "") -> bool:
+        """Change the status only if it is still ``from_status`` (one script: a takedown
+        landing meanwhile is never overwritten).  True if it changed."""
+        if to_status not in STATUSES:
+            raise InvalidField(f"status must be one of {STATUSES}")
+        try:
+            changed = await self._transition(keys=[redis_keys.media_key(media_id)],
+                                             args=[from_status, to_status, reason, by])
+        except RedisError as exc:
+            raise RedisUnavailable(str(exc)) from exc
+        return bool(int(changed))
+
+
+#: KEYS: the media hash.  ARGV: from, to, reason, by.  1 if the status was ``from``.
+_TRANSITION = """
+if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'status_reason', ARGV[3], 'status_by', ARGV[4])
+return 1
+"""
 
 
 def _s(v: str | bytes) -> str:

@@ -24,6 +24,7 @@ import jwt
 
 from .clock import Clock, system_clock
 from .errors import SessionExpired, SessionInvalid
+from .ids import is_user_id
 
 log = logging.getLogger(__name__)
 
@@ -202,12 +203,14 @@ class SessionVerifier:
         if exp - iat > self.max_lifetime_s:
             raise SessionInvalid(f"lifetime {exp - iat}s over {self.max_lifetime_s}s")
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 255:
+        if not is_user_id(sub):
             raise SessionInvalid("bad sub")
+        assert isinstance(sub, str)
         dev = claims.get("dev", "")
         roles = claims.get("roles", [])
-        if not isinstance(dev, str) or not isinstance(roles, list):
+        if not (dev == "" or is_user_id(dev)) or not isinstance(roles, list):
             raise SessionInvalid("bad dev or roles")
+        assert isinstance(dev, str)
         return Session(sub=sub, dev=dev, age=age_from_claim(claims.get("age"), now),
                        region=region_from_claim(claims.get("region")),
                        roles=frozenset(r for r in roles if isinstance(r, str)), iat=iat, exp=exp)

@@ -88,7 +88,10 @@ async def auth(request: web.Request) -> web.StreamResponse:
         raise InvalidField("X-Original-URI is required")
     if len(uri) > MAX_URI_CHARS:
         raise InputTooLarge("X-Original-URI too long")
-    parts = urlsplit(uri)
+    try:  # the client's raw request line: an unbalanced "[" makes urlsplit raise
+        parts = urlsplit(uri)
+    except ValueError:
+        raise InvalidField("X-Original-URI does not parse") from None
     path = unquote(parts.path)  # as aiohttp's router decodes /m/{media_id}
     prefix = "/m/"
     if not path.startswith(prefix):

@@ -47,6 +47,10 @@ from .settings import DEFAULT_RATE_LIMITS, DmSettings
 from .store import DmStore
 from .web_state import STATE, DmState
 
+#: How long a process remembers an unsend it saw on the notify stream, for pushes still
+#: queued (older pushes are re-checked in Redis: dm/web_stream.LIVE_RECHECK_AFTER_S).
+RECENT_UNSENT_S = 600.0
+
 
 async def healthz(request: web.Request) -> web.Response:
     """Alive; the pid tells which of several ``--workers`` processes answered."""
@@ -126,6 +130,10 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
         kind, fields = entry[1].get("type"), entry[1]
         if kind in ("member_left", "joined"):
             state.conv_cache.evict(fields.get("conversation_id", ""))
+        elif kind == "unsent":
+            state.recent_unsent.put(f"{fields.get('conversation_id', '')}|"
+                                    f"{fields.get('message_id', '')}", True,
+                                    state.clock() + RECENT_UNSENT_S)
         elif kind == "blocks_changed":
             state.block_cache.evict(fields.get("user_id", ""))
 

@@ -130,6 +130,10 @@ class LegalRequestNotFound(NotFound):
     code, public_message = "legal_request_not_found", "no such legal request"
 
 
+class ItemClosed(DmError):
+    status, code, public_message = 409, "item_closed", "this review item was already decided"
+
+
 class ActionNotApplicable(DmError):
     status, code, public_message, expose_detail = 409, "action_not_applicable", \
         "this action does not apply to this item", True

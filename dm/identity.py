@@ -81,14 +81,16 @@ class DevIssuer:
     def write_jwks(self, path: Path | str) -> None:
         atomic_write(Path(path), json.dumps(self.jwks()).encode(), 0o644)
 
-    def mint(self, sub: str, *, dev: str = "d1", age: str | int = "adult", region: str = "GB",
+    def mint(self, sub: str, *, dev: str = "d1", age: str | int | None = "adult", region: str = "GB",
              roles: list[str] | None = None, ttl_s: int = DEFAULT_SESSION_TTL_S,
              now: float | None = None, extra: dict[str, Any] | None = None) -> str:
         iat = int(time.time() if now is None else now)
         claims: dict[str, Any] = {
-            "iss": self.issuer, "aud": self.audience, "sub": sub, "dev": dev, "age": age,
+            "iss": self.issuer, "aud": self.audience, "sub": sub, "dev": dev,
             "region": region, "iat": iat, "exp": iat + ttl_s, "jti": uuid.uuid4().hex,
         }
+        if age is not None:  # no claim: the age is unknown, and age gates fail closed
+            claims["age"] = age
         if roles:
             claims["roles"] = roles
         if extra:

@@ -29,6 +29,7 @@ from cdn_auth.stream_tail import decode_entry
 from . import redis_keys as k
 from .errors import (
     ActionNotApplicable,
+    ItemClosed,
     JustificationRequired,
     LegalRequestNotFound,
     MessageNotFound,
@@ -163,6 +164,10 @@ async def act(state: DmState, me: Session, item: Item, action: str,
     require_role(me, "moderator")
     if action not in ACTIONS:
         raise InvalidField(f"action must be one of {ACTIONS}")
+    if action == "release" and not item.open:
+        # Several actions may follow one another on an item (take down, then suspend), but
+        # a release comes first or not at all: never after another decision on it.
+        raise ItemClosed(item.id)
     f = item.fields
     cid, mid, media_id = (f.get("conversation_id", ""), f.get("message_id", ""),
                           f.get("media_id", ""))
@@ -220,7 +225,11 @@ async def _remove(state: DmState, cid: str, mid: str, sender: str, *, held: bool
 async def _release(state: DmState, item: Item) -> dict[str, Any]:
     f = item.fields
     if item.source == "media_hold":
-        await state.registry.set_status(f["media_id"], "active", reason="released", by="")
+        # Only a record still held becomes active: a takedown meanwhile must stand.
+        if not await state.registry.transition(f["media_id"], "held", "active",
+                                               reason="released"):
+            raise ActionNotApplicable("the media is no longer held (taken down meanwhile?)")
+        state.media_cache.evict(f["media_id"])
         return {"released": f["media_id"]}
     if not f.get("held"):
         raise ActionNotApplicable("the message was not held")

@@ -37,6 +37,13 @@ def conv_unsent(cid: str) -> str:
     return f"{PREFIX}:conv:{{{cid}}}:unsent"
 
 
+def conv_left(cid: str) -> str:
+    """Hash: user id -> "0" (removed, events not all published yet) or "1" (published).
+    A retried leave or removal finishes what a failed one left undone.  At most one field
+    per user who was ever a member (there is no re-add), so bounded by the group size."""
+    return f"{PREFIX}:conv:{{{cid}}}:left"
+
+
 def conv_idempotency(cid: str, sender: str, key: str) -> str:
     return f"{PREFIX}:conv:{{{cid}}}:idem:{sender}:{key}"
 

@@ -114,11 +114,21 @@ class DmStore:
             k.user_conversations(uid), low, "+", bylex=True, offset=0, num=limit)]
 
     async def remove_member(self, cid: str, uid: str) -> bool:
+        """Remove ``uid``, noting (in the same slot) that its events are still to publish."""
         async with self.redis.pipeline(transaction=False) as p:
             p.hdel(k.conv_members(cid), uid)
+            p.hset(k.conv_left(cid), uid, "0")
             p.zrem(k.user_conversations(uid), cid)
-            removed, _ = await p.execute()
+            removed, _, _ = await p.execute()
         return bool(removed)
+
+    async def left_state(self, cid: str, uid: str) -> str | None:
+        """None (never removed), "0" (removed, events pending) or "1" (all published)."""
+        value = await self.redis.hget(k.conv_left(cid), uid)
+        return None if value is None else str(value)
+
+    async def mark_left_announced(self, cid: str, uid: str) -> None:
+        await self.redis.hset(k.conv_left(cid), uid, "1")
 
     # -- messages -------------------------------------------------------------------
     async def append(self, cid: str, sender: str, fields: dict[str, str], *,

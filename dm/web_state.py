@@ -105,12 +105,17 @@ class DmState:
     media_cache: ExpiringCache[Media] = field(init=False)
     conv_cache: ExpiringCache[Conversation] = field(init=False)
     block_cache: ExpiringCache[frozenset[str]] = field(init=False)
+    #: ``"<cid>|<message id>"`` of messages this process has seen unsent on the notify
+    #: stream lately: a push still queued for a socket is dropped, not minted, once its
+    #: unsend is known here (a dict lookup instead of a Redis round trip per push).
+    recent_unsent: ExpiringCache[bool] = field(init=False)
 
     def __post_init__(self) -> None:
         self.session_cache = ExpiringCache("session", 100_000, self.clock)
         self.media_cache = ExpiringCache("media", 100_000, self.clock)
         self.conv_cache = ExpiringCache("conversation", 100_000, self.clock)
         self.block_cache = ExpiringCache("blocks", 100_000, self.clock)
+        self.recent_unsent = ExpiringCache("recent_unsent", 100_000, self.clock)
 
     async def session(self, request: web.Request) -> Session:
         """The caller's verified session (``Authorization: Bearer``, or ``access_token`` for

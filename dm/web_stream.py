@@ -27,6 +27,12 @@ from .web_messages import check_cursor
 from .web_state import STATE, DmState
 
 PUSHED_TYPES = {"message", "unsent", "member_left", "joined"}
+#: A live event older than this is re-checked like a replayed one before a pointer is
+#: minted for it.  A fresher one needs no check: an unsend or removal after the event was
+#: written is remembered by every edge for at least the longest token lifetime, far longer
+#: than any pointer minted within this many seconds of the event can live past it.  Only a
+#: push delayed for hours (a stalled tail, a slow socket) could outlive the edge's memory.
+LIVE_RECHECK_AFTER_S = 30.0
 
 
 def frame(state: DmState, entry: Entry, reader: str, device: str) -> dict[str, Any] | None:
@@ -80,6 +86,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
             if id_key(entry[0]) <= id_key(last):
                 continue  # already sent during the replay
             last = entry[0]
+            if not await _live_deliverable(state, entry, me.sub):
+                continue
             await _send(state, ws, entry, me.sub, me.dev)
     except SlowConsumer:
         state.metrics.slow_writer_drops.inc()
@@ -95,10 +103,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 
 async def _still_deliverable(state: DmState, entry: Entry, reader: str) -> bool:
-    """A replayed message event is pushed (and a pointer minted for it) only under the rights
-    an HTTP read checks *now*: the reader is still a member, and the message was not unsent
-    since.  The notify stream keeps events for 24 h, longer than any edge remembers a
-    revocation, so a replay must never mint what a read would refuse."""
+    """A replayed (or late live) message event is pushed, and a pointer minted for it, only
+    under the rights an HTTP read checks *now*: the reader is still a member, and the message
+    was not unsent since.  The notify stream keeps events for 24 h, longer than any edge
+    remembers a revocation, so a replay must never mint what a read would refuse."""
     _, f = entry
     if f.get("type") != "message" or reader not in f.get("to", "").split(","):
         return True  # other events carry no pointer; frame() drops events for others
@@ -110,6 +118,27 @@ async def _still_deliverable(state: DmState, entry: Entry, reader: str) -> bool:
     if reader not in conv.members:
         return False
     return not await state.store.is_unsent(cid, f.get("message_id", ""))
+
+
+async def _live_deliverable(state: DmState, entry: Entry, reader: str) -> bool:
+    """The same rights for a live push, kept cheap: membership from the cached conversation
+    (evicted by the membership event itself) and unsends this process has seen on the
+    stream; a push older than :data:`LIVE_RECHECK_AFTER_S` is checked in Redis as a replay
+    is.  So a push that was queued, or whose tail lagged, past an unsend or a removal mints
+    nothing."""
+    _, f = entry
+    if f.get("type") != "message" or reader not in f.get("to", "").split(","):
+        return True
+    cid, mid = f.get("conversation_id", ""), f.get("message_id", "")
+    if state.recent_unsent.get(f"{cid}|{mid}"):
+        return False
+    if time.time() - id_key(entry[0])[0] / 1000 > LIVE_RECHECK_AFTER_S:
+        return await _still_deliverable(state, entry, reader)
+    try:
+        conv = await state.conversation(cid)
+    except NotFound:
+        return False
+    return reader in conv.members
 
 
 class SlowConsumer(Exception):

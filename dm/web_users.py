@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from cdn_auth.errors import InvalidField
@@ -56,7 +58,10 @@ async def link_device(request: web.Request) -> web.Response:
         raise DevIssuerDisabled()
     me = await state.session(request)
     device_id = new_id("d")
-    age: str | int = "adult" if me.age is not None and me.age >= 18 else "minor"
+    # The new device's session carries the same lowest age as the presenting one, as a
+    # birth year (age_from_claim maps it back exactly), never a rounder "minor" (13) that
+    # would let a 9-year-old past a 13+ gate; an unknown age stays unknown.
+    age: int | None = None if me.age is None else time.gmtime(state.clock()).tm_year - me.age - 1
     token = state.issuer.mint(me.sub, dev=device_id, age=age, region=me.region or "GB",
                               roles=sorted(me.roles))
     return web.json_response({"user_id": me.sub, "device_id": device_id,

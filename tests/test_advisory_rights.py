@@ -343,3 +343,17 @@ async def test_retry_after_unsend_is_410(dm: DmStack) -> None:
     with pytest.raises(DmClientError) as info:
         await alice.send(conv["id"], text="oops", idempotency_key="k-1")
     assert (info.value.status, info.value.code) == (410, "message_unsent")
+
+
+# -- red-team review: ids from the identity provider --------------------------------------------
+
+
+@pytest.mark.parametrize("sub", ["a,b", "a/b", "a{b}", "a b", "a\x00b", ""])
+async def test_session_sub_with_separator_characters_is_refused(edge: Edge,
+                                                               sub: str) -> None:
+    issuer = DevIssuer.load_or_create(edge.tmp / "session-keys")
+    media, _ = await edge.add_media(owner="alice", visibility="public")
+    async with edge.client.get(f"/m/{media.id}", headers=bearer(issuer.mint(sub))) as r:
+        assert r.status == 401
+    async with edge.client.get(f"/m/{media.id}", headers=bearer(issuer.mint("auth0|abc"))) as r:
+        assert r.status == 200  # an IdP's usual id syntax still works
