@@ -14,7 +14,6 @@ from .errors import NotAllowed, NotMember
 from .web_state import STATE
 
 
-
 def _user_id(value: object, field: str) -> str:
     if not is_user_id(value):
         raise InvalidField(f"{field} must be a user id")
