@@ -209,15 +209,15 @@ class DmStore:
         """Push the message to its recipients and record, per recipient, which message brought
         them the media (re-share rights); then mark the send announced, so an idempotent retry
         knows whether it must finish this step.  Every write here is idempotent."""
-        async with self.redis.pipeline(transaction=False) as p:
-            notify.add_to(p, event)
-            if media_id:
-                source = f"{cid}|{message_id}"
+        await notify.publish(event)  # its own script: the stream and inboxes share a slot
+        if media_id:
+            source = f"{cid}|{message_id}"
+            async with self.redis.pipeline(transaction=False) as p:
                 for u in received_by:
                     key = k.user_received(u, media_id)
                     p.sadd(key, source)
                     p.expire(key, k.RECEIVED_TTL_S)
-            await p.execute()
+                await p.execute()
         if idempotency_key:
             await self._mark_announced(
                 keys=[k.conv_idempotency(cid, sender, idempotency_key)], args=[message_id])

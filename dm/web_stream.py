@@ -17,12 +17,11 @@ import aiohttp
 from aiohttp import web
 
 from cdn_auth.openapi import Route
-from cdn_auth.stream_tail import Entry, read_range
+from cdn_auth.stream_tail import Entry
 
-from . import redis_keys as k
 from .delivery import render
 from .errors import NotFound, StreamsFull, TooManySockets
-from .notify import CLIENT_GONE, Subscription, decode, id_key
+from .notify import CLIENT_GONE, Subscription, id_key
 from .web_messages import check_cursor
 from .web_state import STATE, DmState
 
@@ -62,8 +61,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     try:
         last = cursor or state.hub.tailer.last_id or "0-0"
         if cursor is not None:
-            async for raw in read_range(state.redis, k.NOTIFY_STREAM, cursor):
-                entry = decode(raw)
+            async for entry in state.notify.replay(me.sub, cursor):
                 last = entry[0]
                 if await _still_deliverable(state, entry, me.sub):
                     await _send(state, ws, entry, me.sub, me.dev)

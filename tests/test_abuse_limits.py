@@ -233,3 +233,25 @@ async def test_conversation_list_paginates(make_dm: DmFactory) -> None:
     with pytest.raises(DmClientError) as info:
         await alice.request("GET", "/v1/conversations", params={"limit": "\u0661"})
     assert info.value.status == 400
+
+
+async def test_replay_reads_only_the_callers_events(dm: DmStack, redis: Any) -> None:
+    """``/v1/stream?cursor=0-0`` scanned and decoded the whole 24 h stream of every user;
+    a resume now reads the caller's inbox index: a user with no events reads none."""
+    alice, bob, conv = await _pair(dm)
+    carol, dave = await dm.user(), await dm.user()
+    other = await carol.create_conversation([dave.uid])
+    for i in range(30):
+        await carol.send(other["id"], text=f"noise {i}")
+    sent = await alice.send(conv["id"], text="for bob")
+    assert await redis.zcard(k.user_inbox(bob.uid)) == 2  # "joined" and the message
+    assert await redis.zcard(k.user_inbox(dave.uid)) == 31
+    events = [e async for e in dm.app[STATE].notify.replay(bob.uid, "0-0")]
+    assert [e[1]["type"] for e in events] == ["joined", "message"]
+    assert events[1][1]["message_id"] == sent["id"]
+    # The WebSocket resume uses it: bob gets exactly his message after the joined cursor.
+    got = []
+    async for ev in bob.stream(cursor=events[0][0], reconnect=False):
+        got.append(ev)
+        break
+    assert got[0]["type"] == "message" and got[0]["message"]["id"] == sent["id"]
