@@ -105,12 +105,15 @@ class DmState:
     media_cache: ExpiringCache[Media] = field(init=False)
     conv_cache: ExpiringCache[Conversation] = field(init=False)
     block_cache: ExpiringCache[frozenset[str]] = field(init=False)
+    #: Rendered WebSocket frames by (event, reader[, device]): see web_stream._send.
+    frame_cache: ExpiringCache[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.session_cache = ExpiringCache("session", 100_000, self.clock)
         self.media_cache = ExpiringCache("media", 100_000, self.clock)
         self.conv_cache = ExpiringCache("conversation", 100_000, self.clock)
         self.block_cache = ExpiringCache("blocks", 100_000, self.clock)
+        self.frame_cache = ExpiringCache("frames", 10_000, self.clock)
 
     async def session(self, request: web.Request) -> Session:
         """The caller's verified session (``Authorization: Bearer``, or ``access_token`` for

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from typing import Any
 
 import aiohttp
@@ -255,3 +256,36 @@ async def test_replay_reads_only_the_callers_events(dm: DmStack, redis: Any) -> 
         got.append(ev)
         break
     assert got[0]["type"] == "message" and got[0]["message"]["id"] == sent["id"]
+
+
+async def test_push_mints_once_per_message_and_reader(dm: DmStack,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pushed frame minted a pointer per socket (1,000 sockets of one user x 50
+    messages/s saturated dm); a reader's sockets now share one rendering."""
+    state = dm.app[STATE]
+    minted: list[str] = []
+    original = state.minter.media_for
+
+    def counting(media_id: str, reader: str, cid: str, message_id: str) -> dict[str, Any]:
+        minted.append(reader)
+        return original(media_id, reader, cid, message_id)
+
+    monkeypatch.setattr(state.minter, "media_for", counting)
+    alice, bob, conv = await _pair(dm)
+    media, _ = await dm.edge.add_media(owner=alice.uid)
+    url = f"{dm.dm_url}/v1/stream"
+    async with aiohttp.ClientSession() as http:
+        sockets = [await http.ws_connect(url, headers=bearer(str(bob.session_token)))
+                   for _ in range(3)]
+        await asyncio.sleep(0.3)
+        sent = await alice.send(conv["id"], media_id=media.id)
+        frames = []
+        for ws in sockets:
+            while True:
+                ev = json.loads((await asyncio.wait_for(ws.receive(), 5)).data)
+                if ev["type"] == "message":
+                    frames.append(ev)
+                    break
+            await ws.close()
+    assert all(f["message"]["id"] == sent["id"] for f in frames) and len(frames) == 3
+    assert minted == [bob.uid]
