@@ -98,3 +98,12 @@ for i = 2, #KEYS do
 end
 return id
 """
+
+#: KEYS: the user's block set.  ARGV: the user to block, the cap.
+#: Returns 1 added, 0 already blocked (a repeat: nothing to announce), -1 at the cap.
+BLOCK = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+"""

@@ -63,6 +63,8 @@ class DmSettings(BaseSettings):
     #: HMAC key the server countersigns franking commitments with (created, mode 0600).
     franking_key_path: Path = Path("var/keys/franking.key")
     max_devices_per_user: int = Field(8, ge=1, le=64)
+    #: Users one user may block (403 beyond; unblock one first).
+    max_blocks_per_user: int = Field(10_000, ge=1)
     max_group_size: int = Field(64, ge=2, le=1024)
     max_text_bytes: int = Field(4096, ge=1)
     max_body_bytes: int = Field(256 * 1024, ge=1024)

@@ -289,3 +289,15 @@ async def test_push_mints_once_per_message_and_reader(dm: DmStack,
             await ws.close()
     assert all(f["message"]["id"] == sent["id"] for f in frames) and len(frames) == 3
     assert minted == [bob.uid]
+
+
+async def test_block_list_is_capped(make_dm: DmFactory) -> None:
+    """Block sets grew without bound; now at most DM_MAX_BLOCKS_PER_USER."""
+    dm = await make_dm(max_blocks_per_user=2, rate_limits={"block": (1000, 1000)})
+    alice = await dm.user()
+    await alice.block("someone-1")
+    await alice.block("someone-2")
+    await alice.block("someone-2")  # a repeat still answers 200
+    with pytest.raises(DmClientError) as info:
+        await alice.block("someone-3")
+    assert info.value.status == 403
