@@ -110,6 +110,9 @@ async def _open_media_stream(edge: Edge, issuer: DevIssuer, ring: KeyRing, media
                              *, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader,
                                                                     asyncio.StreamWriter]:
     """GET the whole media with a raw socket and read the response head only."""
+    # Building a large test file blocks the loop for seconds, so the revocation tail may
+    # look stale (503) until its next read: wait for it, as a live edge would be.
+    await wait_until(edge.state.authorizer.tail_fresh, 10)
     ptr = pointer.mint(ring.signer(), media_id=media_id, sub="bob", conversation_id="c_1",
                        message_id="1-0", now=time.time(), ttl_s=300)
     url = edge.client.make_url("/")
