@@ -20,7 +20,7 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
     "conversation_create": (1.0, 30),
     "membership": (5.0, 50),           # leave / remove: each is a revocation event
     "block": (2.0, 50),
-    "send": (50.0, 100),               # across all conversations (send_rate_per_s is per one)
+    "send": (10.0, 50),                # across all conversations (send_rate_per_s is per one)
     "read": (20.0, 100),               # a page mints up to page_limit_max pointers
     "unsend": (10.0, 100),
     "connect": (1.0, 20),              # WebSocket connects, replays included
