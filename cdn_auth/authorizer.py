@@ -20,6 +20,7 @@ from . import rights
 from .cache import ExpiringCache, shared_int, token_key
 from .clock import Clock, system_clock
 from .errors import (
+    CdnAuthError,
     GrantMediaMismatch,
     GrantRevoked,
     InvalidField,
@@ -151,6 +152,25 @@ class Authorizer:
             await self.redemptions.bind(g, session.sub)
             self.bound_cache.put(binding, True, g.exp + self.config.token_leeway_s)
         return Decision(media, session, None, g)
+
+    def still_allowed(self, d: Decision) -> bool:
+        """Re-check a decision against the revocation view *now*, between the windows of a
+        long response: a takedown, unsend, leave or grant revocation that arrives while
+        bytes are flowing stops them (pointer and grant decisions also stop when the view
+        goes stale, as a new request would be refused)."""
+        view = self.tailer.view
+        try:
+            if d.pointer is None and d.grant is None:
+                rights.check_active(d.media, view if self.tail_fresh() else None)
+                return True
+            if not self.tail_fresh():
+                return False
+            rights.check_active(d.media, view)
+            if d.pointer is not None:
+                rights.check_not_revoked(d.pointer, view)
+            return d.grant is None or not view.is_grant_revoked(d.grant.grant_id)
+        except CdnAuthError:
+            return False
 
     def grant(self, token: str) -> Grant:
         return self._verified(self.grant_cache, grant_mod.verify, token)

@@ -25,6 +25,7 @@ service's settings (``rate_limits``), so an operator tunes them there.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -71,6 +72,9 @@ def parse_limits(raw: Mapping[str, Any], defaults: Mapping[str, Limit]) -> dict[
     return out
 
 
+#: Refusals remembered in process (subject, limit) -> until; emptied when this large.
+DENIED_MAX = 100_000
+
 Identify = Callable[[web.Request], Awaitable[str]]
 
 
@@ -86,22 +90,39 @@ class RateLimiter:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_script", self.redis.register_script(GCRA))
+        object.__setattr__(self, "_denied", {})
 
     async def charge(self, name: str, subject: str) -> None:
         limit = self.limits[name]
         if not self.enabled:
             return
+        # A subject already refused is refused again from memory until its wait is over:
+        # an attacker hammering past 429 costs no Redis round trip per request.
+        denied: dict[tuple[str, str], float] = self._denied  # type: ignore[attr-defined]
+        until = denied.get((subject, name))
+        now = time.monotonic()
+        if until is not None:
+            if now < until:
+                raise _limited(name, until - now)
+            del denied[(subject, name)]
         wait_us = int(await self._script(  # type: ignore[attr-defined]
             keys=[redis_keys.rate_limit(subject, name)], args=[limit.interval_us, limit.burst]))
         if wait_us > 0:
-            err = RateLimited(f"{name}: retry in {wait_us // 1000} ms")
-            err.retry_after_s = max(1, math.ceil(wait_us / 1_000_000))
-            raise err
+            if len(denied) >= DENIED_MAX:
+                denied.clear()  # bounded; forgetting only costs a Redis round trip
+            denied[(subject, name)] = now + wait_us / 1_000_000
+            raise _limited(name, wait_us / 1_000_000)
 
     async def charge_request(self, name: str, request: web.Request, *, by_address: bool) -> None:
         subject = f"ip:{request.remote or 'unknown'}" if by_address else \
             f"u:{await self.identify(request)}"
         await self.charge(name, subject)
+
+
+def _limited(name: str, wait_s: float) -> RateLimited:
+    err = RateLimited(f"{name}: retry in {int(wait_s * 1000)} ms")
+    err.retry_after_s = max(1, math.ceil(wait_s))
+    return err
 
 
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter", RateLimiter)

@@ -74,6 +74,12 @@ class EdgeSettings(BaseSettings):
     #: Overrides of DEFAULT_RATE_LIMITS; ``rate_limits_enabled=false`` turns all off.
     rate_limits: dict[str, tuple[float, int]] = Field(default_factory=dict)
     rate_limits_enabled: bool = True
+    #: Media responses go out in windows of stream_window_bytes; between windows the
+    #: decision is re-checked against the revocation view (an open response to revoked
+    #: media stops within a window), and each window must be written within
+    #: write_timeout_s (a client that stops reading is dropped).
+    stream_window_bytes: int = Field(1024 * 1024, ge=64 * 1024)
+    write_timeout_s: float = Field(30.0, gt=0)
     #: Request bodies: after body_grace_s, at least body_min_rate_bps on average (408 below).
     body_grace_s: float = Field(10.0, gt=0)
     body_min_rate_bps: int = Field(16 * 1024, ge=1)

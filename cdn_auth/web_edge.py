@@ -73,7 +73,10 @@ async def media(request: web.Request) -> web.StreamResponse:
         raise OriginUnavailable(str(exc)) from exc
     state.metrics.served.inc(plan.length if request.method == "GET" else 0)
     return ByteRangeResponse(fobj=fobj, offset=plan.start, count=plan.length,
-                             status=plan.status, headers=headers)
+                             status=plan.status, headers=headers,
+                             still_allowed=lambda: state.authorizer.still_allowed(d),
+                             window=state.settings.stream_window_bytes,
+                             write_timeout_s=state.settings.write_timeout_s)
 
 
 async def auth(request: web.Request) -> web.StreamResponse:

@@ -4,8 +4,9 @@ A send appends the message to its conversation's stream (the record) and
 then an event to ``dm:notify`` naming the recipients.  Every dm process
 tails that one stream and hands each event to the WebSocket subscribers it
 holds locally.  The event id is the client's cursor: a client that
-reconnects with its last cursor is replayed everything after it, merged
-with the live queue so that nothing arrives twice.
+reconnects with its last cursor is replayed everything after it that was
+addressed to it (through its inbox index, not a scan of everyone's events),
+merged with the live queue so that nothing arrives twice.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cdn_auth.stream_tail import Entry, StreamTailer
+from cdn_auth.stream_tail import Entry, StreamTailer, decode_entry
 
 from . import redis_keys as k
+from . import scripts
 
 QUEUE_MAX = 1000
 #: Put in a subscriber's queue to wake its sender loop: the client left, or it overflowed.
@@ -32,22 +34,40 @@ def id_key(entry_id: str) -> tuple[int, int]:
 
 
 class NotifyLog:
+    """Appends events to ``dm:notify`` and indexes each in its recipients' inboxes
+    (:func:`dm.redis_keys.user_inbox`), which :meth:`replay` reads."""
+
     def __init__(self, redis: Any, retention_s: int = k.NOTIFY_RETENTION_S) -> None:
         self._redis = redis
         self._retention_ms = retention_s * 1000
+        self._notify = redis.register_script(scripts.NOTIFY)
 
     def event(self, kind: str, cid: str, to: Iterable[str], payload: dict[str, str]) -> dict[str, str]:
         return {"type": kind, "conversation_id": cid, "to": ",".join(to), **payload}
 
-    def add_to(self, pipe: Any, fields: dict[str, str]) -> None:
-        """Queue the XADD in ``pipe`` so callers batch it with their other writes."""
-        minid = int(time.time() * 1000) - self._retention_ms
-        pipe.xadd(k.NOTIFY_STREAM, {"e": _encode(fields)}, minid=minid, approximate=True)
-
     async def publish(self, fields: dict[str, str]) -> str:
         minid = int(time.time() * 1000) - self._retention_ms
-        return str(await self._redis.xadd(k.NOTIFY_STREAM, {"e": _encode(fields)}, minid=minid,
-                                          approximate=True))
+        recipients = sorted({u for u in fields.get("to", "").split(",") if u})
+        return str(await self._notify(
+            keys=[k.NOTIFY_STREAM, *(k.user_inbox(u) for u in recipients)],
+            args=[_encode(fields), minid, k.INBOX_MAX, self._retention_ms]))
+
+    async def replay(self, user: str, after: str) -> AsyncIterator[Entry]:
+        """The events for ``user`` after the cursor ``after`` (exclusive), oldest first:
+        read through the user's inbox, so the cost is what this user missed (at most
+        INBOX_MAX events), not the whole stream."""
+        ms, seq = id_key(after)
+        ids = [str(i) for i in await self._redis.zrange(
+            k.user_inbox(user), ms, "+inf", byscore=True)]
+        ids = [i for i in ids if id_key(i) > (ms, seq)]
+        for start in range(0, len(ids), 200):
+            async with self._redis.pipeline(transaction=False) as p:
+                for i in ids[start:start + 200]:
+                    p.xrange(k.NOTIFY_STREAM, min=i, max=i)
+                rows = await p.execute()
+            for row in rows:
+                for eid, fields in row:  # empty if trimmed from the stream meanwhile
+                    yield decode(decode_entry(eid, fields))
 
 
 def _encode(fields: dict[str, str]) -> str:

@@ -14,6 +14,20 @@ PREFIX = "dm"
 NOTIFY_STREAM = f"{PREFIX}:notify"
 NOTIFY_RETENTION_S = 24 * 3600
 
+
+def user_inbox(uid: str) -> str:
+    """Sorted set of the notify event ids addressed to ``uid`` (score: the id's ms), so a
+    WebSocket resumed by cursor reads only its user's events instead of scanning everyone's.
+    Hash-tagged with the notify stream's own name (``{dm:notify}`` hashes like the key
+    ``dm:notify``), so the stream and every inbox share one Cluster slot and one script
+    appends the event and indexes it atomically.  Kept as long as the stream, and at most
+    INBOX_MAX ids per user."""
+    return f"{{{NOTIFY_STREAM}}}:inbox:{uid}"
+
+
+#: A reconnecting client is replayed at most this many of its latest events.
+INBOX_MAX = 2000
+
 #: Reports waiting for a moderator.
 REPORTS_STREAM = f"{PREFIX}:reports"
 

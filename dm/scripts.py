@@ -82,3 +82,28 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
+
+#: KEYS: the notify stream, then one inbox per recipient (same slot: see user_inbox).
+#: ARGV: the event JSON, the trim MINID (ms), the inbox cap, the retention (ms).
+#: Returns the event id.  Appends and indexes in one step, so an event is either
+#: replayable from every recipient's inbox or was never published.
+NOTIFY = """
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', ARGV[1])
+local ms = tonumber(string.match(id, '^(%d+)'))
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], ms, id)
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[2])
+  redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(tonumber(ARGV[3]) + 1))
+  redis.call('PEXPIRE', KEYS[i], ARGV[4])
+end
+return id
+"""
+
+#: KEYS: the user's block set.  ARGV: the user to block, the cap.
+#: Returns 1 added, 0 already blocked (a repeat: nothing to announce), -1 at the cap.
+BLOCK = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+"""

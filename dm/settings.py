@@ -20,7 +20,7 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
     "conversation_create": (1.0, 30),
     "membership": (5.0, 50),           # leave / remove: each is a revocation event
     "block": (2.0, 50),
-    "send": (50.0, 100),               # across all conversations (send_rate_per_s is per one)
+    "send": (10.0, 50),                # across all conversations (send_rate_per_s is per one)
     "read": (20.0, 100),               # a page mints up to page_limit_max pointers
     "unsend": (10.0, 100),
     "connect": (1.0, 20),              # WebSocket connects, replays included
@@ -63,6 +63,8 @@ class DmSettings(BaseSettings):
     #: HMAC key the server countersigns franking commitments with (created, mode 0600).
     franking_key_path: Path = Path("var/keys/franking.key")
     max_devices_per_user: int = Field(8, ge=1, le=64)
+    #: Users one user may block (403 beyond; unblock one first).
+    max_blocks_per_user: int = Field(10_000, ge=1)
     max_group_size: int = Field(64, ge=2, le=1024)
     max_text_bytes: int = Field(4096, ge=1)
     max_body_bytes: int = Field(256 * 1024, ge=1024)

@@ -80,6 +80,7 @@ class DmStore:
         self._mark_announced = redis.register_script(scripts.MARK_ANNOUNCED)
         self._unsend = redis.register_script(scripts.UNSEND)
         self._put_device = redis.register_script(scripts.PUT_DEVICE)
+        self._block = redis.register_script(scripts.BLOCK)
 
     # -- conversations ------------------------------------------------------------
     async def create_conversation(self, cid: str, creator: str, members: Sequence[str],
@@ -184,9 +185,13 @@ class DmStore:
         await self.redis.hset(k.conv_unsent(cid), f"{message_id}:announced", "1")
 
     # -- users ------------------------------------------------------------------------
-    async def block(self, uid: str, target: str) -> bool:
-        """True if this changed the list (a repeat block changes and announces nothing)."""
-        return bool(await self.redis.sadd(k.user_blocks(uid), target))
+    async def block(self, uid: str, target: str, max_blocks: int) -> bool:
+        """True if this changed the list (a repeat block changes and announces nothing);
+        at most ``max_blocks`` per user (checked and added in one script)."""
+        added = int(await self._block(keys=[k.user_blocks(uid)], args=[target, max_blocks]))
+        if added < 0:
+            raise NotAllowed(f"at most {max_blocks} blocked users")
+        return added == 1
 
     async def unblock(self, uid: str, target: str) -> bool:
         return bool(await self.redis.srem(k.user_blocks(uid), target))
@@ -219,15 +224,15 @@ class DmStore:
         """Push the message to its recipients and record, per recipient, which message brought
         them the media (re-share rights); then mark the send announced, so an idempotent retry
         knows whether it must finish this step.  Every write here is idempotent."""
-        async with self.redis.pipeline(transaction=False) as p:
-            notify.add_to(p, event)
-            if media_id:
-                source = f"{cid}|{message_id}"
+        await notify.publish(event)  # its own script: the stream and inboxes share a slot
+        if media_id:
+            source = f"{cid}|{message_id}"
+            async with self.redis.pipeline(transaction=False) as p:
                 for u in received_by:
                     key = k.user_received(u, media_id)
                     p.sadd(key, source)
                     p.expire(key, k.RECEIVED_TTL_S)
-            await p.execute()
+                await p.execute()
         if idempotency_key:
             await self._mark_announced(
                 keys=[k.conv_idempotency(cid, sender, idempotency_key)], args=[message_id])

@@ -106,7 +106,7 @@ async def block(request: web.Request) -> web.Response:
     if request.method == "DELETE":
         changed = await state.store.unblock(me.sub, target)
     else:
-        changed = await state.store.block(me.sub, target)
+        changed = await state.store.block(me.sub, target, state.settings.max_blocks_per_user)
     state.block_cache.evict(me.sub)
     if changed:  # a repeat changes nothing and announces nothing (caches expire in 60 s)
         await state.notify.publish(state.notify.event("blocks_changed", "", [],
@@ -128,7 +128,7 @@ ROUTES = (
           "Leave, or remove a member", "conversations", responses=(200, 401, 403, 404, 503),
           limit="membership"),
     Route("POST", "/v1/blocks/{user_id}", block, "Block a user", "conversations",
-          responses=(200, 400, 401), limit="block"),
+          responses=(200, 400, 401, 403), limit="block"),
     Route("DELETE", "/v1/blocks/{user_id}", block, "Unblock a user", "conversations",
           responses=(200, 400, 401), limit="block"),
 )

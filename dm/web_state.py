@@ -109,6 +109,8 @@ class DmState:
     #: stream lately: a push still queued for a socket is dropped, not minted, once its
     #: unsend is known here (a dict lookup instead of a Redis round trip per push).
     recent_unsent: ExpiringCache[bool] = field(init=False)
+    #: Rendered WebSocket frames by (event, reader[, device]): see web_stream._send.
+    frame_cache: ExpiringCache[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.session_cache = ExpiringCache("session", 100_000, self.clock)
@@ -116,6 +118,7 @@ class DmState:
         self.conv_cache = ExpiringCache("conversation", 100_000, self.clock)
         self.block_cache = ExpiringCache("blocks", 100_000, self.clock)
         self.recent_unsent = ExpiringCache("recent_unsent", 100_000, self.clock)
+        self.frame_cache = ExpiringCache("frames", 10_000, self.clock)
 
     async def session(self, request: web.Request) -> Session:
         """The caller's verified session (``Authorization: Bearer``, or ``access_token`` for

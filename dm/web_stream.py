@@ -17,15 +17,17 @@ import aiohttp
 from aiohttp import web
 
 from cdn_auth.openapi import Route
-from cdn_auth.stream_tail import Entry, read_range
+from cdn_auth.stream_tail import Entry
 
-from . import redis_keys as k
 from .delivery import render
 from .errors import NotFound, StreamsFull, TooManySockets
-from .notify import CLIENT_GONE, Subscription, decode, id_key
+from .notify import CLIENT_GONE, Subscription, id_key
 from .web_messages import check_cursor
 from .web_state import STATE, DmState
 
+#: How long a rendered frame is reused by a reader's other sockets (they receive an event
+#: within milliseconds of each other; a replay minutes later renders afresh).
+FRAME_CACHE_TTL_S = 10.0
 PUSHED_TYPES = {"message", "unsent", "member_left", "joined"}
 #: A live event older than this is re-checked like a replayed one before a pointer is
 #: minted for it.  A fresher one needs no check: an unsend or removal after the event was
@@ -68,8 +70,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     try:
         last = cursor or state.hub.tailer.last_id or "0-0"
         if cursor is not None:
-            async for raw in read_range(state.redis, k.NOTIFY_STREAM, cursor):
-                entry = decode(raw)
+            async for entry in state.notify.replay(me.sub, cursor):
                 last = entry[0]
                 if await _still_deliverable(state, entry, me.sub):
                     await _send(state, ws, entry, me.sub, me.dev)
@@ -159,20 +160,29 @@ async def _close_slow(ws: web.WebSocketResponse, request: web.Request) -> None:
 
 async def _send(state: DmState, ws: web.WebSocketResponse, entry: Entry, reader: str,
                 device: str) -> None:
-    out = frame(state, entry, reader, device)
-    if out is None:
-        return
-    if out["type"] == "message" and entry[1].get("sender") in await state.blocks_of(
+    kind, f = entry[1].get("type"), entry[1]
+    if kind == "message" and f.get("sender") in await state.blocks_of(
             reader, fallback_on_error=True):
         return  # as on reads: messages from users the reader blocked are not shown
+    # A plain frame is the same for every socket of one reader: rendered (and its pointer
+    # minted) once per message and reader, however many sockets the reader holds.  Sealed
+    # frames differ per device (each carries that device's envelope).
+    key = f"{entry[0]}|{reader}" if f.get("kind") != "sealed" else f"{entry[0]}|{reader}|{device}"
+    text = state.frame_cache.get(key)
+    if text is None:
+        out = frame(state, entry, reader, device)
+        if out is None:
+            return
+        text = json.dumps(out)
+        state.frame_cache.put(key, text, state.clock() + FRAME_CACHE_TTL_S)
     try:
         # A client that stops reading fills the socket buffers and then send_str waits for
         # ever; the write deadline turns that into a bounded wait and a 1013 close.
-        await asyncio.wait_for(ws.send_str(json.dumps(out)), state.settings.ws_write_timeout_s)
+        await asyncio.wait_for(ws.send_str(text), state.settings.ws_write_timeout_s)
     except TimeoutError:
         raise SlowConsumer() from None
     state.metrics.pushes.inc()
-    if out["type"] == "message":
+    if kind == "message":
         state.metrics.push_lag.observe(max(0.0, time.time() - id_key(entry[0])[0] / 1000))
 
 

@@ -454,11 +454,12 @@ def dm_env(root: Path, *, send_rate_per_s: int | None, log_level: str) -> dict[s
     env.update(DM_ISSUER_DIR=str(root / "keys" / "session"),
                DM_FRANKING_KEY_PATH=str(root / "keys" / "franking.key"), DM_LOG_LEVEL=log_level,
                DM_DEV_ISSUER="true")
-    limits: dict[str, list[float]] = {"signup": [1_000_000, 1_000_000]}  # one address
+    # One address signs every user up, and a few senders drive the whole load: those two
+    # per-user limits are lifted (still charged, so their cost is in the figures) and the
+    # per-conversation limit below stays what this benchmark measures.
+    limits = {"signup": [1_000_000, 1_000_000], "send": [1_000_000, 1_000_000]}
     if send_rate_per_s is not None:
         env["DM_SEND_RATE_PER_S"] = str(send_rate_per_s)
-        # The per-user limit (all conversations) must not cap below the per-conversation one.
-        limits["send"] = [send_rate_per_s, 2 * send_rate_per_s]
     env["DM_RATE_LIMITS"] = json.dumps(limits)
     return env
 

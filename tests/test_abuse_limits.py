@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from typing import Any
 
 import aiohttp
@@ -233,3 +234,70 @@ async def test_conversation_list_paginates(make_dm: DmFactory) -> None:
     with pytest.raises(DmClientError) as info:
         await alice.request("GET", "/v1/conversations", params={"limit": "\u0661"})
     assert info.value.status == 400
+
+
+async def test_replay_reads_only_the_callers_events(dm: DmStack, redis: Any) -> None:
+    """``/v1/stream?cursor=0-0`` scanned and decoded the whole 24 h stream of every user;
+    a resume now reads the caller's inbox index: a user with no events reads none."""
+    alice, bob, conv = await _pair(dm)
+    carol, dave = await dm.user(), await dm.user()
+    other = await carol.create_conversation([dave.uid])
+    for i in range(30):
+        await carol.send(other["id"], text=f"noise {i}")
+    sent = await alice.send(conv["id"], text="for bob")
+    assert await redis.zcard(k.user_inbox(bob.uid)) == 2  # "joined" and the message
+    assert await redis.zcard(k.user_inbox(dave.uid)) == 31
+    events = [e async for e in dm.app[STATE].notify.replay(bob.uid, "0-0")]
+    assert [e[1]["type"] for e in events] == ["joined", "message"]
+    assert events[1][1]["message_id"] == sent["id"]
+    # The WebSocket resume uses it: bob gets exactly his message after the joined cursor.
+    got = []
+    async for ev in bob.stream(cursor=events[0][0], reconnect=False):
+        got.append(ev)
+        break
+    assert got[0]["type"] == "message" and got[0]["message"]["id"] == sent["id"]
+
+
+async def test_push_mints_once_per_message_and_reader(dm: DmStack,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pushed frame minted a pointer per socket (1,000 sockets of one user x 50
+    messages/s saturated dm); a reader's sockets now share one rendering."""
+    state = dm.app[STATE]
+    minted: list[str] = []
+    original = state.minter.media_for
+
+    def counting(media_id: str, reader: str, cid: str, message_id: str) -> dict[str, Any]:
+        minted.append(reader)
+        return original(media_id, reader, cid, message_id)
+
+    monkeypatch.setattr(state.minter, "media_for", counting)
+    alice, bob, conv = await _pair(dm)
+    media, _ = await dm.edge.add_media(owner=alice.uid)
+    url = f"{dm.dm_url}/v1/stream"
+    async with aiohttp.ClientSession() as http:
+        sockets = [await http.ws_connect(url, headers=bearer(str(bob.session_token)))
+                   for _ in range(3)]
+        await asyncio.sleep(0.3)
+        sent = await alice.send(conv["id"], media_id=media.id)
+        frames = []
+        for ws in sockets:
+            while True:
+                ev = json.loads((await asyncio.wait_for(ws.receive(), 5)).data)
+                if ev["type"] == "message":
+                    frames.append(ev)
+                    break
+            await ws.close()
+    assert all(f["message"]["id"] == sent["id"] for f in frames) and len(frames) == 3
+    assert minted == [bob.uid]
+
+
+async def test_block_list_is_capped(make_dm: DmFactory) -> None:
+    """Block sets grew without bound; now at most DM_MAX_BLOCKS_PER_USER."""
+    dm = await make_dm(max_blocks_per_user=2, rate_limits={"block": (1000, 1000)})
+    alice = await dm.user()
+    await alice.block("someone-1")
+    await alice.block("someone-2")
+    await alice.block("someone-2")  # a repeat still answers 200
+    with pytest.raises(DmClientError) as info:
+        await alice.block("someone-3")
+    assert info.value.status == 403

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 import time
@@ -12,9 +13,12 @@ import time
 import aiohttp
 import pytest
 
+from cdn_auth import pointer, revocation
+from cdn_auth.keyring import KeyRing
+from dm.identity import DevIssuer
 from dm.web_state import STATE
 
-from .conftest import DmFactory, DmStack, bearer, wait_until
+from .conftest import DmFactory, DmStack, Edge, EdgeFactory, bearer, wait_until
 
 
 async def _silent_websocket(dm: DmStack, token: str) -> tuple[asyncio.StreamReader,
@@ -48,13 +52,10 @@ async def test_websocket_slow_consumer_closed_with_1013(make_dm: DmFactory) -> N
     text = "x" * 4000
     started = time.monotonic()
     for batch in range(40):  # up to ~12 MB of frames, far beyond any socket buffer
-        async with state.redis.pipeline(transaction=False) as p:
-            for i in range(75):
-                state.notify.add_to(p, state.notify.event(
-                    "message", "c_slow", [bob.uid],
-                    {"message_id": f"{int(time.time() * 1000)}-{batch * 75 + i}",
-                     "sender": alice.uid, "kind": "plain", "text": text}))
-            await p.execute()
+        await asyncio.gather(*(state.notify.publish(state.notify.event(
+            "message", "c_slow", [bob.uid],
+            {"message_id": f"{int(time.time() * 1000)}-{batch * 75 + i}",
+             "sender": alice.uid, "kind": "plain", "text": text})) for i in range(75)))
         if state.hub.connected_of(bob.uid) == 0:
             break
         await asyncio.sleep(0.05)
@@ -103,3 +104,65 @@ async def test_slow_request_body_times_out(make_dm: DmFactory) -> None:
     writer.close()
     assert b" 408 " in answer[:20] and b"body_timeout" in answer
     assert time.monotonic() - started < 5
+
+
+async def _open_media_stream(edge: Edge, issuer: DevIssuer, ring: KeyRing, media_id: str,
+                             *, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader,
+                                                                    asyncio.StreamWriter]:
+    """GET the whole media with a raw socket and read the response head only."""
+    # Building a large test file blocks the loop for seconds, so the revocation tail may
+    # look stale (503) until its next read: wait for it, as a live edge would be.
+    await wait_until(edge.state.authorizer.tail_fresh, 10)
+    ptr = pointer.mint(ring.signer(), media_id=media_id, sub="bob", conversation_id="c_1",
+                       message_id="1-0", now=time.time(), ttl_s=300)
+    url = edge.client.make_url("/")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=16 * 1024)
+    writer.write((f"GET /m/{media_id}?pointer={ptr} HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {issuer.mint('bob')}\r\n\r\n").encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    return reader, writer
+
+
+async def _read_to_end(reader: asyncio.StreamReader, timeout_s: float) -> int:
+    got = 0
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(256 * 1024), timeout_s):
+            got += len(chunk)
+    return got
+
+
+async def test_open_media_response_stops_on_takedown(make_edge: EdgeFactory,
+                                                     issuer: DevIssuer, ring: KeyRing) -> None:
+    """After a takedown an open response delivered 13 MB more and stayed open; now it
+    stops within one window of the takedown reaching the edge."""
+    edge = await make_edge(stream_window_bytes=256 * 1024)
+    size = 12 * 1024 * 1024
+    media, _ = await edge.add_media(owner="alice", size=size)
+    reader, writer = await _open_media_stream(edge, issuer, ring, media.id)
+    first = await reader.readexactly(512 * 1024)  # the stream is flowing
+    assert len(first) == 512 * 1024
+    await edge.state.revocations.publish(revocation.takedown(media.id))
+    await wait_until(lambda: edge.state.authorizer.tailer.view.is_taken_down(media.id), 5)
+    rest = await _read_to_end(reader, 10)
+    writer.close()
+    assert len(first) + rest < size  # cut short, not the whole file
+
+
+async def test_media_response_to_a_reader_that_stopped_is_dropped(
+        make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing) -> None:
+    """No write deadline: a client that stopped reading held its response for ever."""
+    edge = await make_edge(stream_window_bytes=256 * 1024, write_timeout_s=0.5)
+    size = 16 * 1024 * 1024
+    media, _ = await edge.add_media(owner="alice", size=size)
+    reader, writer = await _open_media_stream(edge, issuer, ring, media.id, rcvbuf=4096)
+    await asyncio.sleep(3.0)  # read nothing: the server's window cannot be written in time
+    rest = await _read_to_end(reader, 10)  # what was buffered, then the end (no hang)
+    writer.close()
+    assert rest < size
