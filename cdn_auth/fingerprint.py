@@ -22,9 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
-import pdqhash
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +69,17 @@ def pdq_of_rgb(frame: np.ndarray) -> tuple[str, int]:
     The bits are written in the order ``pdqhash`` returns them, first bit most
     significant: ThreatExchange's own hasher does the same, so our hashes and
     banks exported by ThreatExchange/HMA compare bit for bit."""
+    import pdqhash  # imported on first use: see _pdq_frames
+
     bits, quality = pdqhash.compute(np.ascontiguousarray(frame))
     return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex(), int(quality)
 
 
 def _pdq_frames(path: Path, limits: FingerprintLimits) -> list[str]:
+    # PyAV loads FFmpeg's libraries (about a second on a busy machine): imported on the first
+    # registration, not at process start, so edges and dm workers start (and respawn) fast.
+    import av
+
     deadline = time.monotonic() + limits.budget_s
     out: list[str] = []
     last_t: float | None = None

@@ -4,8 +4,8 @@
    dm services), or use the deployment at ``--dm-url``/``--edge-url``.
 2. Seed users, device keys, conversations and private videos (untimed).
 3. Drive Locust (loadtests.drive, in its own process because gevent patches
-   everything it touches): warm-up, interleaved trials of plain, sealed and
-   sealed-pq at a fixed rate, then a step load to each mode's saturation
+   everything it touches): warm-up, interleaved trials of plain, plain+scan,
+   sealed and sealed-pq at a fixed rate, then a step load to each mode's saturation
    point under the SLO given by flags.  Progress is printed as it goes.
 4. Write report.json, report.md and report.html in the run directory and
    print the summary table.

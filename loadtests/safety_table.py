@@ -33,7 +33,8 @@ ROWS: list[list[str]] = [
      "messages either side, media through a 60 s moderator pointer",
      "the reported message and its media only; the rest of the thread stays sealed",
      "test_moderator_opens_plain_report_in_context, "
-     "test_moderator_opens_sealed_report_with_only_the_unlocked_message"],
+     "test_moderator_opens_sealed_report_with_only_the_unlocked_message, "
+     "test_remove_message_action_unsends_it_for_everyone"],
     ["Access controls (\"only ... in response to a valid legal request or a user report\")",
      "opening content needs a report, alert or legal-request id covering it; every view "
      "and action in an append-only audit log that auditors read and moderators cannot",
@@ -53,7 +54,8 @@ ROWS: list[list[str]] = [
      "the same: the video sits on the CDN in both modes, so sealing the DM does not hide "
      "it from the banks",
      "test_banked_video_refused_at_upload, "
-     "test_hold_bank_registers_media_held_until_released"],
+     "test_hold_bank_registers_media_held_until_released, "
+     "test_bank_media_action_takes_down_every_copy"],
     ["Takedown speed",
      "a takedown or a newly banked hash reaches every edge through the revocation stream "
      "(bench revocation: p99 well under 100 ms on one machine)",

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -18,7 +19,8 @@ from aiohttp.test_utils import TestServer
 from dm import envelope
 from dm.client import DmClient, DmClientError
 
-from .conftest import DmFactory, DmStack
+from .conftest import DmFactory, DmStack, wait_until
+from .media_samples import make_video
 
 LISTS = {"lists": [
     {"label": "scam", "verdict": "flag", "keywords": ["gift card", "wire the money"]},
@@ -298,3 +300,60 @@ async def test_classifier_timeout_falls_back_to_flag(make_dm: DmFactory) -> None
             await server.close()
     assert results["slow"] == (False, [("flag", "classifier_unavailable")])
     assert results["quick"] == (True, [("hold", "model-x")])
+
+
+async def test_remove_message_action_unsends_it_for_everyone(sdm: DmStack) -> None:
+    alice, bob, mod = await sdm.user(), await sdm.user(), await _mod(sdm)
+    media, _ = await sdm.edge.add_media(owner=alice.uid)
+    conv = await alice.create_conversation([bob.uid])
+    mid = (await alice.send(conv["id"], text="abuse", media_id=media.id))["id"]
+    url = (await bob.read(conv["id"]))["messages"][0]["media"]["url"]
+    await bob.report(conv["id"], mid)
+    [item] = await _queue(mod)
+    done = await mod.request("POST", f"/v1/moderation/items/{item['id']}/actions",
+                             json_body={"action": "remove_message"})
+    assert done["removed"] is True
+    assert (await bob.read(conv["id"]))["messages"] == []
+
+    async def refused() -> bool:
+        try:
+            await bob.fetch_media(url, range_=(0, 9))
+        except DmClientError as exc:
+            return exc.code == "message_unsent"
+        return False
+
+    await wait_until(refused, 5, 0.05)
+
+
+async def test_bank_media_action_takes_down_every_copy(sdm: DmStack, tmp_path: Path) -> None:
+    """From a report, a moderator banks the media: the reported item and a re-encoded copy
+    someone else uploaded are both taken down, and a fresh upload of it is refused."""
+    alice, bob, carol, mod = (await sdm.user(), await sdm.user(), await sdm.user(),
+                              await _mod(sdm))
+    edge = sdm.edge.client
+
+    async def upload(c: DmClient, data: bytes) -> tuple[int, dict[str, Any]]:
+        form = aiohttp.FormData()
+        form.add_field("metadata", json.dumps({"content_type": "video/mp4"}),
+                       content_type="application/json")
+        form.add_field("file", data, filename="v.mp4", content_type="video/mp4")
+        async with edge.post("/v1/media", data=form,
+                             headers={"Authorization": f"Bearer {c.session_token}"}) as r:
+            return r.status, await r.json()
+
+    status, original = await upload(alice, make_video(tmp_path / "a.mp4", seed=9))
+    assert status == 201
+    status, copy = await upload(carol, make_video(tmp_path / "b.mp4", seed=9, variant=True))
+    assert status == 201 and copy["sha256"] != original["sha256"]
+    conv = await alice.create_conversation([bob.uid])
+    mid = (await alice.send(conv["id"], media_id=original["id"]))["id"]
+    await bob.report(conv["id"], mid, reason="known abuse video")
+    [item] = await _queue(mod)
+    done = await mod.request("POST", f"/v1/moderation/items/{item['id']}/actions",
+                             json_body={"action": "bank_media", "reason": "matches NCMEC"})
+    assert sorted(done["taken_down"]) == sorted([original["id"], copy["id"]])
+    for c, m in ((alice, original), (carol, copy)):
+        assert await _code(c.fetch_media(str(edge.make_url(f"/m/{m['id']}")))) == \
+            (410, "media_taken_down")
+    status, refused = await upload(carol, make_video(tmp_path / "c.mp4", seed=9))
+    assert (status, refused["error"]["code"]) == (403, "media_banked")
