@@ -33,6 +33,7 @@ from . import envelope
 from .edge_client import EdgeClient, MediaResponse, raise_for
 from .envelope import DeviceKey
 from .sdk_errors import DeviceMismatch, DmClientError, NotSetUp
+from .sdk_types import Grant, MediaRecord
 
 __all__ = ["DmClient", "DmClientError", "EdgeClient", "MediaResponse"]
 _raise_for = raise_for
@@ -90,7 +91,7 @@ class DmClient:
     def _edge(self, base_url: str) -> EdgeClient:
         return EdgeClient(base_url, session_token=lambda: self.session_token, http=self.http)
 
-    async def upload_media(self, data: bytes, **options: Any) -> dict[str, Any]:
+    async def upload_media(self, data: bytes, **options: Any) -> MediaRecord:
         """Upload and register a video owned by this user (options: ``content_type``,
         ``visibility``, ``allow_reshare``, ``min_age``, ``allowed_regions``,
         ``blocked_regions``: see :meth:`EdgeClient.upload_media`); the media record."""
@@ -228,7 +229,7 @@ class DmClient:
         return dict(await self.request("GET", f"/v1/conversations/{cid}"))
 
     async def request_grant(self, edge_url: str | None, media_id: str, redeemers: int,
-                            via_grant: str | None = None) -> dict[str, Any]:
+                            via_grant: str | None = None) -> Grant:
         """A grant for ``media_id`` (sealed mode); ``edge_url`` None means :attr:`edge_url`."""
         edge = self._edge(edge_url) if edge_url else self.edge
         return await edge.request_grant(media_id, redeemers, via_grant)

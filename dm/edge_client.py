@@ -18,12 +18,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from multidict import CIMultiDict
 
 from .sdk_errors import error_from
+from .sdk_types import Grant, MediaRecord
 
 
 @dataclass
@@ -126,28 +127,28 @@ class EdgeClient:
                            visibility: str = "private", allow_reshare: bool | None = None,
                            min_age: int | None = None, allowed_regions: list[str] | None = None,
                            blocked_regions: list[str] | None = None,
-                           filename: str = "upload") -> dict[str, Any]:
+                           filename: str = "upload") -> MediaRecord:
         """Upload bytes and register them, owned by this session's user; the record."""
         meta = media_metadata(content_type=content_type, visibility=visibility,
                               allow_reshare=allow_reshare, min_age=min_age,
                               allowed_regions=allowed_regions, blocked_regions=blocked_regions)
         body, ctype = encode_upload(meta, data, filename=filename)
         # A file-like body streams in chunks; raw bytes of megabytes would block the loop.
-        return dict(await self._json("POST", "/v1/media", data=io.BytesIO(body),
-                                     headers={"Content-Type": ctype}))
+        return cast(MediaRecord, await self._json("POST", "/v1/media", data=io.BytesIO(body),
+                                                  headers={"Content-Type": ctype}))
 
     async def register_media(self, origin_path: str, *, owner: str | None = None,
                              content_type: str = "video/mp4", visibility: str = "private",
-                             allow_reshare: bool | None = None) -> dict[str, Any]:
+                             allow_reshare: bool | None = None) -> MediaRecord:
         """Register a file already under the origin's ingest root (publisher role)."""
         body = {**media_metadata(content_type=content_type, visibility=visibility,
                                  allow_reshare=allow_reshare), "origin_path": origin_path}
         if owner is not None:
             body["owner"] = owner
-        return dict(await self._json("POST", "/v1/media", json=body))
+        return cast(MediaRecord, await self._json("POST", "/v1/media", json=body))
 
-    async def media(self, media_id: str) -> dict[str, Any]:
-        return dict(await self._json("GET", f"/v1/media/{media_id}"))
+    async def media(self, media_id: str) -> MediaRecord:
+        return cast(MediaRecord, await self._json("GET", f"/v1/media/{media_id}"))
 
     async def take_down(self, media_id: str, reason: str = "") -> dict[str, Any]:
         """Moderators: take media down at every edge."""
@@ -156,11 +157,11 @@ class EdgeClient:
 
     # -- grants (sealed mode) ----------------------------------------------------------------
     async def request_grant(self, media_id: str, redeemers: int,
-                            via_grant: str | None = None) -> dict[str, Any]:
+                            via_grant: str | None = None) -> Grant:
         body: dict[str, Any] = {"media_id": media_id, "redeemers": redeemers}
         if via_grant:
             body["via_grant"] = via_grant
-        return dict(await self._json("POST", "/v1/grants", json=body))
+        return cast(Grant, await self._json("POST", "/v1/grants", json=body))
 
     async def revoke_grant(self, grant_id: str) -> None:
         await self._json("DELETE", f"/v1/grants/{grant_id}")

@@ -23,6 +23,7 @@ from dm.sdk_errors import (
     SdkError,
     error_from,
 )
+from dm.sdk_types import Grant, MediaRecord
 from loadtests.seed import video_bytes
 
 from .conftest import DmFactory, DmStack, wait_until
@@ -44,6 +45,7 @@ async def test_upload_share_and_play_through_the_sdk(dm: DmStack) -> None:
     data = video_bytes(300_000)
     media = await alice.upload_media(data, min_age=16, allowed_regions=["gb"])
     assert media["owner"] == alice.uid and media["size"] == len(data)
+    assert set(media) == set(MediaRecord.__annotations__)  # the type says what is there
     assert media["sha256"] == hashlib.sha256(data).hexdigest()
     assert (await alice.edge.media(media["id"]))["audience"]["allowed_regions"] == ["GB"]
     conv = await alice.create_conversation([bob.uid])
@@ -73,6 +75,8 @@ async def test_grants_through_the_edge_client(dm: DmStack) -> None:
     media = await alice.upload_media(video_bytes(50_000))
     conv = await alice.create_conversation([bob.uid], mode="sealed")
     await alice.send_sealed(conv["id"], media_id=media["id"], text="x")  # edge_url set once
+    grant = await alice.edge.request_grant(media["id"], redeemers=1)
+    assert set(grant) == set(Grant.__annotations__)
     msg = (await bob.read(conv["id"]))["messages"][-1]
     payload = bob.open_message(msg)
     assert payload.grant is not None
