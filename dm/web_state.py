@@ -112,10 +112,11 @@ class DmState:
         self.conv_cache = ExpiringCache("conversation", 100_000, self.clock)
         self.block_cache = ExpiringCache("blocks", 100_000, self.clock)
 
-    async def session(self, request: web.Request) -> Session:
-        """The caller's verified session (``Authorization: Bearer``, or ``access_token`` for
-        WebSockets, which browsers cannot give headers)."""
-        token = bearer_token(request) or request.query.get("access_token")
+    async def session(self, request: web.Request, token: str | None = None) -> Session:
+        """The caller's verified session: ``Authorization: Bearer``, or ``token`` when the
+        caller found it elsewhere (the WebSocket subprotocol, see web_stream).  Never a
+        query parameter: URLs end up in logs, histories and Referer headers."""
+        token = bearer_token(request) or token
         if not token:
             raise SessionMissing()
         hit = self.session_cache.get(token)

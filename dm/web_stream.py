@@ -3,6 +3,13 @@
 Frames are JSON: ``{"type": "message" | "unsent" | "member_left" | "joined",
 "cursor": "<id>", ...}``.  Connect with ``?cursor=<last cursor seen>`` to be
 replayed everything missed, exactly once, before live events continue.
+
+Authentication: ``Authorization: Bearer`` where the client can set headers;
+browsers cannot, so they offer the subprotocols ``pointer-dm.v1`` and
+``bearer.<session JWT>`` (JWT characters are all legal in a protocol token).
+The server answers ``pointer-dm.v1`` only, so the session is never echoed, and
+it never travels in the URL (a ``?access_token=`` would land in access logs,
+proxies and browser history).
 """
 
 from __future__ import annotations
@@ -27,6 +34,18 @@ from .web_messages import check_cursor
 from .web_state import STATE, DmState
 
 PUSHED_TYPES = {"message", "unsent", "member_left", "joined"}
+APP_PROTOCOL = "pointer-dm.v1"
+BEARER_PROTOCOL_PREFIX = "bearer."
+
+
+def protocol_token(request: web.Request) -> str | None:
+    """The session offered as a ``bearer.<JWT>`` WebSocket subprotocol, if any."""
+    offered = request.headers.get("Sec-WebSocket-Protocol", "")
+    for proto in offered.split(","):
+        proto = proto.strip()
+        if proto.startswith(BEARER_PROTOCOL_PREFIX):
+            return proto[len(BEARER_PROTOCOL_PREFIX):] or None
+    return None
 
 
 def frame(state: DmState, entry: Entry, reader: str, device: str) -> dict[str, Any] | None:
@@ -47,7 +66,7 @@ def frame(state: DmState, entry: Entry, reader: str, device: str) -> dict[str, A
 
 async def stream(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    me = await state.session(request)
+    me = await state.session(request, protocol_token(request))
     cursor = request.query.get("cursor")
     if cursor is not None:
         cursor = check_cursor(cursor)
@@ -55,7 +74,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         raise TooManySockets(me.sub)
     if state.hub.connected >= state.settings.ws_max_total:
         raise StreamsFull()
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096)
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096, protocols=(APP_PROTOCOL,))
     await ws.prepare(request)
     sub = state.hub.subscribe(me.sub)  # subscribe first: live events queue while we replay
     reader_task = asyncio.create_task(_drain_client(ws, sub))
@@ -163,6 +182,7 @@ ROUTES = (
     Route("GET", "/v1/stream", stream, "WebSocket: new messages pushed as they arrive",
           "messages", responses=(101, 400, 401, 429, 503),
           params=(("cursor", "query", "resume after this cursor"),
-                  ("access_token", "query", "session, for clients that cannot set headers")),
+                  ("Sec-WebSocket-Protocol", "header",
+                   "browsers: 'pointer-dm.v1, bearer.<session JWT>' (answered 'pointer-dm.v1')")),
           limit="connect"),
 )
