@@ -259,4 +259,4 @@ async def test_cors_preflight(web_edge: Edge) -> None:
                                     "https://app.example.com/path", "app.example.com"])
 def test_cors_origin_setting_must_be_exact(origin: str) -> None:
     with pytest.raises(ValidationError):
-        EdgeSettings(cors_origins=(origin,))
+        EdgeSettings.load(cors_origins=(origin,))
