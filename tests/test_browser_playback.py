@@ -80,11 +80,15 @@ def _video_state(b: Browser, message_id: str) -> dict[str, Any] | None:
     return dict(state) if state else None
 
 
-def _unbuffered_time(state: dict[str, Any], after: float) -> float | None:
-    """A position at least 1.5 s away from anything buffered and after ``after``."""
-    duration = float(state["duration"])
+def _unbuffered_time(state: dict[str, Any], after: float,
+                     before: float | None = None) -> float | None:
+    """A position in ``[after, before)`` at least 1.5 s away from anything buffered.
+
+    Behind the play position is the safe place to look after a seek: the download in
+    flight runs forward from there, so a hole behind it needs a new request."""
+    end = float(state["duration"]) - 1.0 if before is None else before
     t = after
-    while t < duration - 1.0:
+    while t < end:
         if all(not (s - 1.5 <= t <= e + 1.5) for s, e in state["buffered"]):
             return t
         t += 0.5
@@ -162,7 +166,8 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
     print(f"screenshot: {shot.resolve()}")
 
     # Seek into what is not buffered yet: a new Range request, answered 206, and play on.
-    seek_to = _unbuffered_time(_video_state(bob, message_id) or {}, after=8.0)
+    # Far enough ahead to leave a hole behind the new position, for the unsend check below.
+    seek_to = _unbuffered_time(_video_state(bob, message_id) or {}, after=12.0)
     assert seek_to is not None, "the clip was fully buffered; the throttle did not hold"
     target = seek_to
     bob.js("document.querySelector(`#messages li[data-id='${arguments[0]}'] video`)"
@@ -193,13 +198,19 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
     bob.wait("the unsend pushed", lambda: "unsent" in (
         bob.by_css(f'#messages li[data-id="{message_id}"]').get_attribute("class") or ""))
     state = _video_state(bob, message_id) or {}
-    gap = _unbuffered_time(state, after=0.0)
-    assert gap is not None, f"nothing left unbuffered: {state}"
+    gap = _unbuffered_time(state, after=0.0, before=float(state["t"]))
+    assert gap is not None, f"no unbuffered hole behind the play position: {state}"
     bob.js("document.querySelector(`#messages li[data-id='${arguments[0]}'] video`)"
            ".currentTime = arguments[1]", message_id, gap)
-    words = bob.wait("the player's refusal", lambda: (
-        el := bob.by_css(f'#messages li[data-id="{message_id}"] .status'))
-        and el.get_attribute("data-code") == "message_unsent" and el.text, timeout_s=60)
+    try:
+        words = bob.wait("the player's refusal", lambda: (
+            el := bob.by_css(f'#messages li[data-id="{message_id}"] .status'))
+            and el.get_attribute("data-code") == "message_unsent" and el.text, timeout_s=60)
+    except AssertionError:
+        print("DEBUG", gap, state, _video_state(bob, message_id),
+              bob.text(f'#messages li[data-id="{message_id}"] .status'),
+              [(r.type, r.status, r.header("Range")) for r in _media(bob.network(), media_id)])
+        raise
     refused_after_s = time.monotonic() - unsent_at
     assert "unsent by its sender" in words and "410" in words, words
     after = [r for r in _media(bob.network(), media_id) if r.type == "Media" and r.status == 410]
