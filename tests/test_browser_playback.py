@@ -30,9 +30,10 @@ pytestmark = pytest.mark.timeout(240)
 ARTIFACTS = Path(os.environ.get("PDM_ARTIFACTS_DIR", "var/artifacts"))
 H264_AAC = 'video/mp4; codecs="avc1.42E01E, mp4a.40.2"'
 VP9_OPUS = 'video/webm; codecs="vp9, opus"'
-#: Bob's download rate: about twice the clip's bitrate, so he plays smoothly while most of
+#: Bob's download rate: about 1.5 times the clip's bitrate, so he plays smoothly while most of
 #: the file is not yet buffered, and a seek or a later position needs a new Range request.
-BOB_DOWNLOAD_BYTES_S = 400 * 1024
+BOB_DOWNLOAD_BYTES_S = 300 * 1024
+CLIP_S = 30
 
 
 @dataclass
@@ -80,16 +81,16 @@ def _video_state(b: Browser, message_id: str) -> dict[str, Any] | None:
     return dict(state) if state else None
 
 
-def _unbuffered_time(state: dict[str, Any], after: float,
-                     before: float | None = None) -> float | None:
-    """A position in ``[after, before)`` at least 1.5 s away from anything buffered.
+def _unbuffered_time(state: dict[str, Any], after: float, before: float | None = None,
+                     margin: float = 1.5) -> float | None:
+    """A position in ``[after, before)`` at least ``margin`` s away from anything buffered.
 
     Behind the play position is the safe place to look after a seek: the download in
     flight runs forward from there, so a hole behind it needs a new request."""
     end = float(state["duration"]) - 1.0 if before is None else before
     t = after
     while t < end:
-        if all(not (s - 1.5 <= t <= e + 1.5) for s, e in state["buffered"]):
+        if all(not (s - margin <= t <= e + margin) for s, e in state["buffered"]):
             return t
         t += 0.5
     return None
@@ -123,7 +124,8 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
     container: Container = "mp4" if alice.js(can_play, H264_AAC) else "webm"
     if container == "webm":
         assert alice.js(can_play, VP9_OPUS), "this Chromium plays neither H.264/AAC nor VP9/Opus"
-    clip = make_video(web.video.with_suffix(f".{container}"), container=container)
+    clip = make_video(web.video.with_suffix(f".{container}"), container=container,
+                      seconds=CLIP_S)
     print(f"\nclip: {clip} ({container}, {clip.stat().st_size} bytes)")
 
     # Alice uploads the clip through the edge (multipart, CORS with credentials).
@@ -167,7 +169,7 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
 
     # Seek into what is not buffered yet: a new Range request, answered 206, and play on.
     # Far enough ahead to leave a hole behind the new position, for the unsend check below.
-    seek_to = _unbuffered_time(_video_state(bob, message_id) or {}, after=12.0)
+    seek_to = _unbuffered_time(_video_state(bob, message_id) or {}, after=12.0, margin=4.0)
     assert seek_to is not None, "the clip was fully buffered; the throttle did not hold"
     target = seek_to
     bob.js("document.querySelector(`#messages li[data-id='${arguments[0]}'] video`)"
@@ -207,7 +209,7 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
             el := bob.by_css(f'#messages li[data-id="{message_id}"] .status'))
             and el.get_attribute("data-code") == "message_unsent" and el.text, timeout_s=60)
     except AssertionError:
-        print("DEBUG", gap, state, _video_state(bob, message_id),
+        print("diagnostics:", gap, state, _video_state(bob, message_id),
               bob.text(f'#messages li[data-id="{message_id}"] .status'),
               [(r.type, r.status, r.header("Range")) for r in _media(bob.network(), media_id)])
         raise
