@@ -221,6 +221,19 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
     shot = bob.screenshot(ARTIFACTS / "browser-bob-unsent.png")
     print(f"screenshot: {shot.resolve()}")
 
+    # Bob leaves: the conversation goes from his list, and Alice's page says he left.
+    bob.by_css("#leave").click()
+    bob.wait("the conversation gone", lambda: not bob.all_by_css("#conversations li"))
+    alice.wait("the leave shown", lambda: f"{b_id} left" in alice.text("#notice"))
+
+    # A sealed conversation shows its mode and that it needs the SDK; the page sends nothing.
+    alice.by_css("#new-members").send_keys(b_id)
+    alice.by_css("#new-mode option[value=sealed]").click()
+    alice.by_css("#new-conversation button").click()
+    alice.wait("the sealed conversation", lambda: alice.text("#conversation-mode") == "sealed mode")
+    assert "need the SDK" in alice.text("#sealed-note")
+    assert not alice.by_css("#send").is_enabled()
+
     # No session token in any URL or Referer the browsers sent, nor in any service log.
     sessions = {_tokens(alice), _tokens(bob), _tokens(carol)}
     for b in (alice, bob, carol):

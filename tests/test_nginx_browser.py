@@ -60,6 +60,8 @@ async def test_cookie_plays_through_nginx_with_cors(front: NginxFront, web_edge:
     assert h["Access-Control-Allow-Credentials"] == "true"
     exposed = {x.strip() for x in h["Access-Control-Expose-Headers"].split(",")}
     assert {"Content-Range", "Accept-Ranges", "Content-Length"} <= exposed
+    logs = "".join(p.read_text(errors="replace") for p in front.prefix.glob("*.log"))
+    assert bob not in logs, "the media cookie must never reach nginx's logs"
 
 
 async def test_cached_decision_not_shared_across_cookies(

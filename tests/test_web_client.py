@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -71,3 +75,21 @@ async def test_web_client_can_be_switched_off(make_dm: DmFactory) -> None:
     async with aiohttp.ClientSession() as http, http.get(stack.dm_url + "/app/") as r:
         assert r.status == 404
         assert (await r.json())["error"]["code"] == "web_client_disabled"
+
+
+def test_web_command_prints_the_client_url(tmp_path: Path) -> None:
+    """``python -m loadtests web`` (``make web``): the stack starts and the printed URL serves."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtests", "web", "--dir", str(tmp_path / "web"),
+         "--exit-after-s", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    with proc, proc.stdout:
+        first = proc.stdout.readline()
+        assert first.startswith("Web client:  http://127.0.0.1:"), first
+        url = first.split()[-1]
+        with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - our own http URL
+            assert r.status == 200 and b"/app/app.js" in r.read()
+        with urllib.request.urlopen(url + "config.json", timeout=10) as r:  # noqa: S310
+            assert json.loads(r.read())["dev_issuer"] is True
+        proc.stdout.read()  # the rest of what it prints, so it never blocks on a full pipe
+        assert proc.wait(timeout=90) == 0
