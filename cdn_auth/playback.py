@@ -13,7 +13,7 @@ The edge accepts it only on ``GET|HEAD /m/{id}`` and on ``/auth`` for
 nginx (for an original GET/HEAD), so it opens no cross-site request forgery
 path to any state-changing route; the pointer still names the recipient, so
 another user's cookie gets ``403 pointer_wrong_recipient`` like another
-user's bearer session does.  docs/protocol.md "Browser playback" argues the
+user's bearer session does.  docs/protocol.md section 13 argues the
 design and what was rejected.
 """
 
