@@ -191,6 +191,7 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
     refusal = carol.wait("the refusal in words", lambda: (el := carol.by_css("#link-player .status"))
                          and "refusal" in (el.get_attribute("class") or "") and el.text)
     assert "shared with someone else" in refusal and "403" in refusal, refusal
+    print(f"screenshot: {carol.screenshot(ARTIFACTS / 'browser-carol-refused.png').resolve()}")
     assert any(r.status == 403 for r in _media(carol.network(), media_id))
 
     # Alice unsends while Bob's player is open: Bob's page shows the unsend, and the player's
