@@ -248,3 +248,44 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
             assert s not in text, f"a session token in {log.name}"
         assert "pointer=" not in text, f"a pointer in {log.name}"
     assert a_id != b_id
+
+
+def test_two_users_in_one_profile_take_turns(web: Web) -> None:
+    """One browser profile holds one media cookie; two users signed in in two tabs of it take
+    turns: each player that finds the other's cookie renews its own once and plays."""
+    clip = make_video(web.tmp / "short.mp4", seconds=6, kbps=500)
+    b = web.browser("shared")
+    d = b.driver
+    try:
+        alice_tab = d.current_window_handle
+        _sign_in(b, f"{web.stack.dm_url}/app/")
+        d.switch_to.new_window("tab")
+        bob = _sign_in(b, f"{web.stack.dm_url}/app/")  # the cookie is now Bob's
+        bob_tab = d.current_window_handle
+        d.switch_to.window(alice_tab)
+        b.by_css("#upload-file").send_keys(str(clip.resolve()))
+        b.by_css("#upload").click()
+        b.wait("the upload", lambda: b.all_by_css("#my-media li"))
+        b.by_css("#new-members").send_keys(bob)
+        b.by_css("#new-conversation button").click()
+        b.wait("the conversation", lambda: b.by_css("#conversation-view").is_displayed())
+        b.by_css("#composer button").click()
+        play = "document.querySelector('#messages li video').play()"
+        now = "return document.querySelector('#messages li video').currentTime"
+        # The player loads its metadata at once (preload), finds Bob's cookie, renews Alice's
+        # and loads again; a person presses play once it shows the video, as here.
+        ready = "return document.querySelector('#messages li video').readyState >= 1"
+        b.wait("Alice's copy", lambda: b.all_by_css("#messages li video"))
+        b.wait("Alice's player ready", lambda: b.js(ready), timeout_s=60)
+        b.js(play)
+        b.wait("Alice playing with a renewed cookie", lambda: b.js(now) > 1.0, timeout_s=60)
+        d.switch_to.window(bob_tab)
+        b.wait("the conversation in Bob's tab", lambda: b.all_by_css("#conversations li"))
+        b.by_css("#conversations li").click()
+        b.wait("Bob's copy", lambda: b.all_by_css("#messages li video"))
+        b.wait("Bob's player ready", lambda: b.js(ready), timeout_s=60)
+        b.js(play)
+        # The cookie was Alice's since her renewal: Bob's player needed its own again.
+        b.wait("Bob playing with a renewed cookie", lambda: b.js(now) > 1.0, timeout_s=60)
+    finally:
+        b.close()

@@ -261,13 +261,20 @@ function player(m, mine) {
   video.addEventListener("playing", () => { status.className = "status playing"; status.textContent = "playing"; });
   video.addEventListener("error", async () => {
     const refusal = await probe(url);
-    if (refusal && refusal.status === 401 && !retried) {
-      retried = true;  // the media cookie may have expired: renew it once and reload
+    // Renew the media cookie once and reload when it may just be stale: expired (401), or
+    // replaced by another user signing in in another tab of this browser profile (a video
+    // in one of my conversations is meant for me, so a 403 may mean the cookie is not mine).
+    const renewable = refusal && (refusal.status === 401 ||
+      (refusal.status === 403 && m.conversation_id));
+    if (renewable && !retried) {
+      retried = true;
       try {
         await refreshPlayback();
         const at = video.currentTime;
+        const resume = !video.paused;  // a play() asked for before the error still counts
         video.load();
         video.currentTime = at;
+        if (resume) video.play().catch(() => { /* the error handler explains */ });
         return;
       } catch (e) { /* fall through and explain */ }
     }
