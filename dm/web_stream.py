@@ -31,21 +31,9 @@ from .delivery import render
 from .errors import NotFound, StreamsFull, TooManySockets
 from .notify import CLIENT_GONE, Subscription, decode, id_key
 from .web_messages import check_cursor
-from .web_state import STATE, DmState
+from .web_state import STATE, WS_APP_PROTOCOL, DmState
 
 PUSHED_TYPES = {"message", "unsent", "member_left", "joined"}
-APP_PROTOCOL = "pointer-dm.v1"
-BEARER_PROTOCOL_PREFIX = "bearer."
-
-
-def protocol_token(request: web.Request) -> str | None:
-    """The session offered as a ``bearer.<JWT>`` WebSocket subprotocol, if any."""
-    offered = request.headers.get("Sec-WebSocket-Protocol", "")
-    for proto in offered.split(","):
-        proto = proto.strip()
-        if proto.startswith(BEARER_PROTOCOL_PREFIX):
-            return proto[len(BEARER_PROTOCOL_PREFIX):] or None
-    return None
 
 
 def frame(state: DmState, entry: Entry, reader: str, device: str) -> dict[str, Any] | None:
@@ -66,7 +54,7 @@ def frame(state: DmState, entry: Entry, reader: str, device: str) -> dict[str, A
 
 async def stream(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    me = await state.session(request, protocol_token(request))
+    me = await state.session(request)
     cursor = request.query.get("cursor")
     if cursor is not None:
         cursor = check_cursor(cursor)
@@ -74,7 +62,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         raise TooManySockets(me.sub)
     if state.hub.connected >= state.settings.ws_max_total:
         raise StreamsFull()
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096, protocols=(APP_PROTOCOL,))
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096, protocols=(WS_APP_PROTOCOL,))
     await ws.prepare(request)
     sub = state.hub.subscribe(me.sub)  # subscribe first: live events queue while we replay
     reader_task = asyncio.create_task(_drain_client(ws, sub))
