@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo share-demo loadtest-quick loadtest test lint typecheck unit bench clean test-compose
+.PHONY: demo share-demo web loadtest-quick loadtest test lint typecheck unit bench clean test-compose
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: share-demo loadtest-quick
 
 share-demo: $(STAMP)
 	$(PY) -m loadtests demo
+
+## The web client on a local stack: prints its URL (open it in two windows that do not share
+## cookies, e.g. a normal and a private one) and runs until Ctrl-C.
+web: $(STAMP)
+	$(PY) -m loadtests web
 
 loadtest-quick: $(STAMP)
 	$(PY) -m loadtests run --quick

@@ -6,7 +6,17 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__, logs, openapi, web_banks, web_edge, web_grants, web_media, web_ops
+from . import (
+    __version__,
+    logs,
+    openapi,
+    web_banks,
+    web_edge,
+    web_grants,
+    web_media,
+    web_ops,
+    web_playback,
+)
 from .authorizer import Authorizer, AuthorizerConfig
 from .body_deadline import BODY_DEADLINE, BodyDeadline
 from .clock import Clock, system_clock
@@ -16,6 +26,7 @@ from .keyset import KeySet
 from .matching import MediaHashIndex, banks_from
 from .metrics import Metrics
 from .origin import Origin
+from .playback import PlaybackTokens
 from .rate_limit import RATE_LIMITER, Limit, RateLimiter, parse_limits
 from .redemption import Redemptions
 from .redis_client import connect
@@ -24,6 +35,7 @@ from .revocation import RevocationLog
 from .revocation_view import REMINT_MARGIN_S, RevocationTailer, RevocationView
 from .session import JwksSource, SessionVerifier
 from .settings import DEFAULT_RATE_LIMITS, EdgeSettings
+from .web_cors import cors_middleware
 from .web_errors import bearer_token, error_middleware
 from .web_lifecycle import tail_while_running
 from .web_state import STATE, EdgeState
@@ -37,6 +49,7 @@ async def _caller(authorizer: Authorizer, request: web.Request) -> str:
 
 
 ROUTES = (*web_edge.ROUTES, *web_media.ROUTES, *web_grants.ROUTES, *web_banks.ROUTES,
+          *web_playback.ROUTES,
           *web_ops.ROUTES)
 
 
@@ -65,16 +78,21 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
         leeway_s=settings.session_leeway_s, max_lifetime_s=settings.session_max_lifetime_s,
         clock=clock)
     registry = MediaRegistry(redis)
+    playback = None if settings.playback_secret_path is None else PlaybackTokens.from_file(
+        settings.playback_secret_path, ttl_s=settings.playback_cookie_ttl_s,
+        leeway_s=settings.token_leeway_s, clock=clock)
     authorizer = Authorizer(
         AuthorizerConfig(settings.max_token_lifetime_s, settings.token_leeway_s,
                          settings.staleness_bound_s, settings.media_cache_ttl_s,
                          settings.cache_size),
         sessions=sessions, keys=KeySet(settings.pointer_jwks, clock=clock), registry=registry,
         tailer=tailer, metrics=metrics,
-        redemptions=Redemptions(redis, settings.token_leeway_s), clock=clock)
+        redemptions=Redemptions(redis, settings.token_leeway_s), playback=playback, clock=clock)
     logs.redact_bad_requests()
-    app = web.Application(middlewares=[error_middleware(on_response=metrics.response)],
-                          client_max_size=1024 * 1024)
+    # CORS outside the error middleware: refusals carry the headers too (web_cors.py).
+    app = web.Application(middlewares=[
+        cors_middleware(settings.cors_origins, max_age_s=settings.cors_max_age_s),
+        error_middleware(on_response=metrics.response)], client_max_size=1024 * 1024)
     app[STATE] = EdgeState(settings=settings, redis=redis, authorizer=authorizer,
                            registry=registry, revocations=RevocationLog(redis),
                            origin=Origin(settings.origin_dir, settings.ingest_subdir),
@@ -82,7 +100,8 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
                            minter=KeyRingSource(settings.keyring_dir)
                            if settings.keyring_dir is not None else None,
                            banks=banks_from(settings, redis),
-                           hash_index=MediaHashIndex(redis, settings.pdq_threshold))
+                           hash_index=MediaHashIndex(redis, settings.pdq_threshold),
+                           playback=playback)
     app[BODY_DEADLINE] = BodyDeadline(settings.body_grace_s, settings.body_min_rate_bps)
     app[RATE_LIMITER] = RateLimiter(
         redis, parse_limits(settings.rate_limits, {

@@ -35,6 +35,7 @@ from .ids import is_id
 from .keyset import KeySet
 from .media import Media
 from .metrics import Metrics
+from .playback import PlaybackTokens
 from .pointer import Pointer
 from .redemption import Redemptions
 from .registry import MediaRegistry
@@ -66,11 +67,13 @@ class AuthorizerConfig:
 class Authorizer:
     def __init__(self, config: AuthorizerConfig, *, sessions: SessionVerifier, keys: KeySet,
                  registry: MediaRegistry, tailer: RevocationTailer, metrics: Metrics,
-                 redemptions: Redemptions, clock: Clock = system_clock) -> None:
+                 redemptions: Redemptions, playback: PlaybackTokens | None = None,
+                 clock: Clock = system_clock) -> None:
         self.config = config
         self._sessions = sessions
         self._keys = keys
         self._registry = registry
+        self._playback = playback
         self.redemptions = redemptions
         self.tailer = tailer
         self._metrics = metrics
@@ -82,6 +85,7 @@ class Authorizer:
                                  on_hit=counters.hit, on_miss=counters.miss)
 
         self.session_cache: ExpiringCache[Session] = cache("session")
+        self.playback_cache: ExpiringCache[Session] = cache("playback")
         self.pointer_cache: ExpiringCache[Pointer] = cache("pointer")
         self.media_cache: ExpiringCache[Media] = cache("media")
         self.grant_cache: ExpiringCache[Grant] = cache("grant")
@@ -102,20 +106,28 @@ class Authorizer:
         return self.tailer.age_s() <= self.config.staleness_bound_s
 
     async def authorize(self, media_id: str, session_token: str | None,
-                        pointer_token: str | None, grant_token: str | None = None) -> Decision:
+                        pointer_token: str | None, grant_token: str | None = None, *,
+                        playback_token: str | None = None) -> Decision:
+        """``playback_token`` is the browser's media cookie (cdn_auth.playback); a bearer
+        session, when present, wins.  Callers pass it only for GET/HEAD of media."""
         started = time.perf_counter()
         try:
-            return await self._authorize(media_id, session_token, pointer_token, grant_token)
+            return await self._authorize(media_id, session_token, pointer_token, grant_token,
+                                         playback_token)
         finally:
             self._metrics.decision_seconds.observe(time.perf_counter() - started)
 
     async def _authorize(self, media_id: str, session_token: str | None,
-                         pointer_token: str | None, grant_token: str | None) -> Decision:
+                         pointer_token: str | None, grant_token: str | None,
+                         playback_token: str | None) -> Decision:
         if not is_id(media_id):
             raise InvalidField("media id")
-        if not session_token:
+        if session_token:
+            session = await self.session(session_token)
+        elif playback_token and self._playback is not None:
+            session = self.playback_session(playback_token)
+        else:
             raise SessionMissing()
-        session = await self.session(session_token)
         media = await self.media(media_id)
         view = self.tailer.view
         if media.is_public or media.owner == session.sub:
@@ -206,6 +218,16 @@ class Authorizer:
             return hit
         s = await self._sessions.verify(token, self._clock())
         self.session_cache.put(key, s, s.exp)
+        return s
+
+    def playback_session(self, token: str) -> Session:
+        """The session a browser media cookie stands for (verified once, cached until expiry)."""
+        hit = self.playback_cache.get(token)
+        if hit is not None:
+            return hit
+        assert self._playback is not None
+        s = self._playback.verify(token, self._clock())
+        self.playback_cache.put(token, s, s.exp)
         return s
 
     async def media(self, media_id: str) -> Media:

@@ -21,7 +21,7 @@ _REASONS = {200: "OK", 201: "Created", 204: "No Content", 206: "Partial Content"
             304: "Not Modified", 400: "Malformed request", 401: "No or bad session",
             403: "Not allowed", 404: "Unknown", 408: "Body too slow", 409: "Conflict", 410: "Gone",
             413: "Too large", 416: "Range not satisfiable", 429: "Rate limited (Retry-After)",
-            503: "Dependency down (Retry-After)", 101: "Switching Protocols"}
+            503: "Dependency down (Retry-After)", 101: "Switching Protocols", 302: "Found"}
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["error"],

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Per-user limits (rate per second, burst) by name, as routes declare them
@@ -83,6 +84,30 @@ class EdgeSettings(BaseSettings):
     #: Request bodies: after body_grace_s, at least body_min_rate_bps on average (408 below).
     body_grace_s: float = Field(10.0, gt=0)
     body_min_rate_bps: int = Field(16 * 1024, ge=1)
+    #: Browser playback (docs/protocol.md section 13): the HMAC secret that signs the
+    #: media cookie, shared by every edge.  None (the default) switches browser playback off:
+    #: ``POST /v1/playback-session`` answers 404 and no cookie is honoured.
+    playback_secret_path: Path | None = None
+    playback_cookie_ttl_s: int = Field(600, ge=30, le=3600)
+    #: None: ``Secure`` when the request arrived over https; set True behind a TLS front.
+    playback_cookie_secure: bool | None = None
+    #: Strict: the web client must be on the edge's site (same registrable domain).
+    playback_cookie_samesite: Literal["Strict", "Lax"] = "Strict"
+    #: Web origins allowed to call the edge with credentials (CORS), e.g.
+    #: ``["https://app.example.com"]``; exact matches only, never ``*``.
+    cors_origins: tuple[str, ...] = ()
+    cors_max_age_s: int = Field(600, ge=0, le=86_400)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_exact(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or \
+                    origin != f"{parts.scheme}://{parts.netloc}" or origin != origin.lower():
+                raise ValueError(f"CORS origin {origin!r} must be scheme://host[:port], "
+                                 "lower case, with no path (and never '*')")
+        return value
 
     @model_validator(mode="after")
     def _ingest_is_not_uploads(self) -> EdgeSettings:

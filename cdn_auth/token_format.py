@@ -4,7 +4,7 @@ A token is ``b64url(body) "." b64url(signature)``; the body is binary::
 
     offset  size  field
     0       1     version       0x01
-    1       1     type          0x50 'P' pointer, 0x47 'G' grant
+    1       1     type          0x50 'P' pointer, 0x47 'G' grant, 0x42 'B' browser playback
     2       1     alg           0x01 Ed25519, 0x02 HMAC-SHA256
     3       1     kid length k  1..32
     4       k     kid           ASCII [A-Za-z0-9_-]
@@ -53,6 +53,7 @@ _KID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 class TokenType(IntEnum):
     POINTER = 0x50
     GRANT = 0x47
+    PLAYBACK = 0x42  # the browser media cookie (cdn_auth.playback)
 
 
 class Alg(IntEnum):

@@ -2,6 +2,8 @@
 
 Both ask :class:`cdn_auth.authorizer.Authorizer` and so decide alike.  The
 pointer comes as the ``pointer`` query parameter or the ``X-Pointer`` header.
+The session is ``Authorization: Bearer`` or, for browsers, the media cookie
+(:mod:`cdn_auth.playback`): read here and nowhere else, on GET/HEAD only.
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ from .authorizer import Decision
 from .byte_response import ByteRangeResponse, open_origin
 from .errors import CdnAuthError, InputTooLarge, InvalidField, RangeNotSatisfiable, Unavailable
 from .openapi import Route
+from .playback import COOKIE_NAME
 from .web_errors import bearer_token, error_response
 from .web_state import STATE, EdgeState
 
 MAX_URI_CHARS = 2048
 POINTER_PARAMS = (("pointer", "query", "pointer token"), ("X-Pointer", "header", "pointer token"),
                   ("grant", "query", "grant token (sealed mode)"),
-                  ("X-Grant", "header", "grant token (sealed mode)"))
+                  ("X-Grant", "header", "grant token (sealed mode)"),
+                  (COOKIE_NAME, "cookie", "browser media cookie (POST /v1/playback-session), "
+                   "instead of a bearer session"))
+#: Methods of the original request for which nginx's /auth may honour the media cookie.
+_COOKIE_METHODS = frozenset({"GET", "HEAD"})
 
 
 class OriginUnavailable(Unavailable):
@@ -29,10 +36,11 @@ class OriginUnavailable(Unavailable):
 
 
 async def _decide(state: EdgeState, media_id: str, session: str | None,
-                  pointer: str | None, grant: str | None) -> Decision:
+                  pointer: str | None, grant: str | None, playback: str | None) -> Decision:
     metrics = state.metrics
     try:
-        decision = await state.authorizer.authorize(media_id, session, pointer, grant)
+        decision = await state.authorizer.authorize(media_id, session, pointer, grant,
+                                                    playback_token=playback)
     except CdnAuthError as exc:
         if exc.status >= 500:
             metrics.error(exc.code)
@@ -55,11 +63,13 @@ def _token(request: web.Request, query: str, header: str) -> str | None:
 async def media(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     d = await _decide(state, request.match_info["media_id"], bearer_token(request),
-                      _token(request, "pointer", "X-Pointer"), _token(request, "grant", "X-Grant"))
+                      _token(request, "pointer", "X-Pointer"), _token(request, "grant", "X-Grant"),
+                      request.cookies.get(COOKIE_NAME) or None)  # the route is GET|HEAD only
     m = d.media
     plan = ranges.plan(request.headers, size=m.size, etag=m.etag, last_modified=m.last_modified)
     headers = {**plan.headers, "Cache-Control": "private, max-age=0, must-revalidate",
-               "Vary": "Authorization", "X-Content-Type-Options": "nosniff"}
+               "Vary": "Authorization, Cookie", "X-Content-Type-Options": "nosniff",
+               "Referrer-Policy": "no-referrer"}
     if plan.status == 304:
         return web.Response(status=304, headers=headers)
     if plan.status == 416:
@@ -105,8 +115,11 @@ async def auth(request: web.Request) -> web.StreamResponse:
         raise InvalidField("too many query fields in X-Original-URI") from None
     pointer = (query.get("pointer") or [""])[0] or request.headers.get("X-Pointer")
     grant = (query.get("grant") or [""])[0] or request.headers.get("X-Grant")
+    # nginx forwards the media cookie; it counts only for a GET/HEAD of the media itself.
+    method = request.headers.get("X-Original-Method", "")
+    playback = request.cookies.get(COOKIE_NAME) if method in _COOKIE_METHODS else None
     d = await _decide(state, path[len(prefix):], bearer_token(request), pointer or None,
-                      grant or None)
+                      grant or None, playback or None)
     return web.Response(status=204, headers={
         "X-Origin-Path": d.media.origin, "X-Media-ETag": d.media.etag,
         "X-Media-Content-Type": d.media.content_type, "Cache-Control": "private"})
@@ -119,5 +132,8 @@ ROUTES = (
           responses=(200, 206, 304, 400, 401, 403, 404, 410, 416, 503), params=POINTER_PARAMS),
     Route("GET", "/auth", auth, "Decision for nginx auth_request (reads X-Original-URI)", "edge",
           responses=(204, 400, 401, 403, 404, 410, 503),
-          params=(("X-Original-URI", "header", "the original request URI"),)),
+          params=(("X-Original-URI", "header", "the original request URI"),
+                  ("X-Original-Method", "header", "the original method (the media cookie "
+                   "counts only for GET/HEAD)"),
+                  (COOKIE_NAME, "cookie", "browser media cookie, forwarded by nginx"))),
 )

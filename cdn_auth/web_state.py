@@ -13,6 +13,7 @@ from .keyring import KeyRingSource
 from .matching import BankSet, MediaHashIndex
 from .metrics import Metrics
 from .origin import Origin
+from .playback import PlaybackTokens
 from .registry import MediaRegistry
 from .revocation import RevocationLog
 from .settings import EdgeSettings
@@ -33,6 +34,8 @@ class EdgeState:
     hash_index: MediaHashIndex
     #: The key ring's minting side; None on edges that only verify (they cannot mint grants).
     minter: KeyRingSource | None = None
+    #: Browser media cookies; None when browser playback is off (no secret configured).
+    playback: PlaybackTokens | None = None
 
 
 STATE: web.AppKey[EdgeState] = web.AppKey("cdn_auth_state", EdgeState)

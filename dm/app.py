@@ -28,6 +28,7 @@ from cdn_auth.web_lifecycle import readiness, redis_answers, tail_while_running
 
 from . import (
     __version__,
+    web_app,
     web_conversations,
     web_devices,
     web_messages,
@@ -81,7 +82,8 @@ OPS_ROUTES = (
     Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none"),
 )
 ROUTES = (*web_users.ROUTES, *web_devices.ROUTES, *web_conversations.ROUTES, *web_messages.ROUTES,
-          *web_stream.ROUTES, *web_reports.ROUTES, *web_moderation.ROUTES, *OPS_ROUTES)
+          *web_stream.ROUTES, *web_reports.ROUTES, *web_moderation.ROUTES, *web_app.ROUTES,
+          *OPS_ROUTES)
 
 
 def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_clock,

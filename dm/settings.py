@@ -108,6 +108,9 @@ class DmSettings(BaseSettings):
     #: Request bodies: after body_grace_s, at least body_min_rate_bps on average (408 below).
     body_grace_s: float = Field(10.0, gt=0)
     body_min_rate_bps: int = Field(16 * 1024, ge=1)
+    #: Serve the web client at /app/ (static files; it signs in with the dev issuer if on,
+    #: else with a pasted session token).  Media plays through the edge's browser path.
+    web_client: bool = True
 
     @classmethod
     def load(cls, **overrides: Any) -> DmSettings:

@@ -31,6 +31,21 @@ from .scanner import Scanner, Verdict
 from .settings import DmSettings
 from .store import Conversation, DmStore
 
+#: The subprotocol a browser offers beside its session, and the one the server answers.
+WS_APP_PROTOCOL = "pointer-dm.v1"
+WS_BEARER_PROTOCOL_PREFIX = "bearer."
+
+
+def websocket_protocol_token(request: web.Request) -> str | None:
+    """The session offered as a ``bearer.<JWT>`` subprotocol of a WebSocket upgrade, if any
+    (every JWT character is legal in a protocol token); other requests never count."""
+    if request.method != "GET" or request.headers.get("Upgrade", "").lower() != "websocket":
+        return None
+    for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        proto = proto.strip()
+        if proto.startswith(WS_BEARER_PROTOCOL_PREFIX):
+            return proto[len(WS_BEARER_PROTOCOL_PREFIX):] or None
+    return None
 
 class DmMetrics:
     """dm's Prometheus metrics, in a registry of its own (one per app, no globals).
@@ -121,9 +136,10 @@ class DmState:
         self.frame_cache = ExpiringCache("frames", 10_000, self.clock)
 
     async def session(self, request: web.Request) -> Session:
-        """The caller's verified session (``Authorization: Bearer``, or ``access_token`` for
-        WebSockets, which browsers cannot give headers)."""
-        token = bearer_token(request) or request.query.get("access_token")
+        """The caller's verified session: ``Authorization: Bearer``, or on a WebSocket
+        upgrade the ``bearer.<JWT>`` subprotocol (browsers cannot set headers there).
+        Never a query parameter: URLs end up in logs, histories and Referer headers."""
+        token = bearer_token(request) or websocket_protocol_token(request)
         if not token:
             raise SessionMissing()
         hit = self.session_cache.get(token)

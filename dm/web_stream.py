@@ -3,6 +3,13 @@
 Frames are JSON: ``{"type": "message" | "unsent" | "member_left" | "joined",
 "cursor": "<id>", ...}``.  Connect with ``?cursor=<last cursor seen>`` to be
 replayed everything missed, exactly once, before live events continue.
+
+Authentication: ``Authorization: Bearer`` where the client can set headers;
+browsers cannot, so they offer the subprotocols ``pointer-dm.v1`` and
+``bearer.<session JWT>`` (JWT characters are all legal in a protocol token).
+The server answers ``pointer-dm.v1`` only, so the session is never echoed, and
+it never travels in the URL (a ``?access_token=`` would land in access logs,
+proxies and browser history).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from .delivery import render
 from .errors import NotFound, StreamsFull, TooManySockets
 from .notify import CLIENT_GONE, Subscription, id_key
 from .web_messages import check_cursor
-from .web_state import STATE, DmState
+from .web_state import STATE, WS_APP_PROTOCOL, DmState
 
 #: How long a rendered frame is reused by a reader's other sockets (they receive an event
 #: within milliseconds of each other; a replay minutes later renders afresh).
@@ -63,7 +70,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         raise TooManySockets(me.sub)
     if state.hub.connected >= state.settings.ws_max_total:
         raise StreamsFull()
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096)
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096, protocols=(WS_APP_PROTOCOL,))
     await ws.prepare(request)
     sub = state.hub.subscribe(me.sub)  # subscribe first: live events queue while we replay
     reader_task = asyncio.create_task(_drain_client(ws, sub))
@@ -202,6 +209,7 @@ ROUTES = (
     Route("GET", "/v1/stream", stream, "WebSocket: new messages pushed as they arrive",
           "messages", responses=(101, 400, 401, 429, 503),
           params=(("cursor", "query", "resume after this cursor"),
-                  ("access_token", "query", "session, for clients that cannot set headers")),
+                  ("Sec-WebSocket-Protocol", "header",
+                   "browsers: 'pointer-dm.v1, bearer.<session JWT>' (answered 'pointer-dm.v1')")),
           limit="connect"),
 )

@@ -17,6 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from cdn_auth.settings import EdgeSettings
+
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "edge.conf.template"
 
 
@@ -45,11 +47,15 @@ SECURE_LINK_LOCATION = """
 
 def render(*, prefix: Path, port: int, authorizer: str | list[str], origin: Path,
            auth_cache_s: int, secure_link_secret: str | None = None, workers: int | str = 1,
-           listen: str = "127.0.0.1", user: str | None = None) -> str:
+           listen: str = "127.0.0.1", user: str | None = None,
+           cors_origins: tuple[str, ...] = ()) -> str:
     """The nginx config; ``authorizer`` is one ``host:port`` or several (load-balanced).
 
     With ``secure_link_secret`` the benchmark's ``/sl/`` baseline location is added.
+    ``cors_origins`` are the web origins allowed to fetch media with credentials (the
+    edge's ``CDN_AUTH_CORS_ORIGINS``; validated the same way).
     """
+    cors_origins = EdgeSettings.load(cors_origins=cors_origins).cors_origins
     if user is None:
         user = "root" if os.geteuid() == 0 else ""  # workers must read the test's files
     servers = [authorizer] if isinstance(authorizer, str) else authorizer
@@ -58,7 +64,8 @@ def render(*, prefix: Path, port: int, authorizer: str | list[str], origin: Path
               "UPSTREAM_SERVERS": "\n".join(f"        server {s};" for s in servers),
               "SECURE_LINK_LOCATION": SECURE_LINK_LOCATION if secure_link_secret else "",
               "ORIGIN": str(origin),
-              "AUTH_CACHE_S": str(auth_cache_s), "SECURE_LINK_SECRET": secure_link_secret or ""}
+              "AUTH_CACHE_S": str(auth_cache_s), "SECURE_LINK_SECRET": secure_link_secret or "",
+              "CORS_ORIGINS": "\n".join(f'        "{o}" $http_origin;' for o in cors_origins)}
     text = TEMPLATE.read_text()
     for name, value in values.items():  # the location block first: it holds placeholders too
         text = text.replace("{{" + name + "}}", value)
@@ -77,7 +84,7 @@ def secure_link(path: str, secret: str, expires: int) -> str:
 class NginxFront:
     def __init__(self, prefix: Path, *, port: int, authorizer: str, origin: Path,
                  auth_cache_s: int = 5, secure_link_secret: str | None = None,
-                 workers: int = 1) -> None:
+                 workers: int = 1, cors_origins: tuple[str, ...] = ()) -> None:
         self.prefix = prefix
         self.port = port
         self.secure_link_secret = secure_link_secret or secrets.token_urlsafe(16)
@@ -87,7 +94,7 @@ class NginxFront:
         self.conf.write_text(render(prefix=prefix, port=port, authorizer=authorizer,
                                     origin=origin, auth_cache_s=auth_cache_s,
                                     secure_link_secret=self.secure_link_secret,
-                                    workers=workers))
+                                    workers=workers, cors_origins=cors_origins))
 
     @property
     def url(self) -> str:
@@ -150,11 +157,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="benchmarks only: add the /sl/ secure_link baseline location")
     p.add_argument("--workers", default="auto")
     p.add_argument("--user", default="nginx")
+    p.add_argument("--cors-origin", action="append", default=[],
+                   help="a web origin allowed to fetch media with credentials, repeatable")
     a = p.parse_args(argv)
     print(render(prefix=Path(a.prefix), port=a.port, authorizer=a.authorizer,
                  origin=Path(a.origin), auth_cache_s=a.auth_cache_s,
                  secure_link_secret=a.secure_link_secret,
-                 workers=a.workers, listen=a.listen, user=a.user))
+                 workers=a.workers, listen=a.listen, user=a.user,
+                 cors_origins=tuple(a.cors_origin)))
     return 0
 
 

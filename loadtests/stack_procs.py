@@ -129,10 +129,16 @@ def _clean_env(**values: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
-                  timeout_s: float = 60.0,
-                  dm_settings: dict[str, str] | None = None) -> Iterator[ProcStack]:
+                  timeout_s: float = 60.0, dm_settings: dict[str, str] | None = None,
+                  web: bool = False) -> Iterator[ProcStack]:
     """Start Redis (unless ``redis_url``), ``procs`` edges and ``procs`` dm services.
-    ``dm_settings`` adds ``DM_*`` variables (say, a tighter send rate limit)."""
+    ``dm_settings`` adds ``DM_*`` variables (say, a tighter send rate limit).
+
+    ``web``: set up for the web client (loadtests.web and the browser tests): the dev
+    issuer on, browser playback on (one media-cookie secret for every edge), CORS for
+    dm's origin, and INFO logs (with the access log, which never records a query or a
+    header) in ``<root>/<service>.log``.
+    """
     if procs < 1:
         raise ValueError("procs must be >= 1")
     root = root.resolve()
@@ -147,6 +153,16 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
     franking = root / "keys" / "franking.key"
     load_or_create_secret(franking)  # before the dm processes, so they do not race to create it
     edge_port, dm_port, scan_port = free_port(), free_port(), free_port()
+    web_edge_env: dict[str, str] = {}
+    web_dm_env: dict[str, str] = {}
+    if web:
+        playback_key = root / "keys" / "playback.key"
+        load_or_create_secret(playback_key)  # one secret for every edge, made before they start
+        web_edge_env = {"CDN_AUTH_PLAYBACK_SECRET_PATH": str(playback_key),
+                        "CDN_AUTH_CORS_ORIGINS": json.dumps([f"http://{HOST}:{dm_port}"]),
+                        "CDN_AUTH_LOG_LEVEL": "INFO"}
+        # The web client asks for no roles: nobody at the page mints a moderator.
+        web_dm_env = {"DM_DEV_ISSUER_ROLES": "false", "DM_LOG_LEVEL": "INFO"}
     with contextlib.ExitStack() as stack:
         if redis_url is None:
             redis_url = stack.enter_context(RedisProcess(root / "redis")).url
@@ -156,6 +172,7 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
             CDN_AUTH_POINTER_JWKS=str(ring.path / VERIFY_JWKS_FILE),
             CDN_AUTH_KEYRING_DIR=str(ring.path), CDN_AUTH_SESSION_JWKS=str(session_dir / JWKS_FILE),
             CDN_AUTH_LOG_LEVEL="WARNING")
+        edge_env.update(web_edge_env)
         # A local stack for load tests and demos: the dev issuer (and its roles, for the
         # seeding publisher) switched on explicitly; production leaves both off.
         # Every simulated user signs up from 127.0.0.1: the per-address sign-up limit is
@@ -164,6 +181,7 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
             "DM_ISSUER_DIR": str(session_dir), "DM_FRANKING_KEY_PATH": str(franking),
             "DM_LOG_LEVEL": "WARNING", "DM_DEV_ISSUER": "true", "DM_DEV_ISSUER_ROLES": "true",
             "DM_RATE_LIMITS": LOAD_TEST_RATE_LIMITS, **(dm_settings or {})})
+        dm_env.update(web_dm_env)
         commands = []
         for i in range(procs):
             commands.append((f"edge-{i}", [

@@ -250,8 +250,8 @@ async def test_slow_consumer_drop_is_counted(dm: DmStack) -> None:
     alice = await dm.user()
     state = dm.app[DM_STATE]
     async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(dm.dm_url + "/v1/stream", params={
-                "access_token": alice.session_token or ""}) as ws:
+        async with http.ws_connect(dm.dm_url + "/v1/stream", headers={
+                "Authorization": f"Bearer {alice.session_token}"}) as ws:
             await wait_until(lambda: state.hub.connected == 1, 5)
             # More events than the subscriber's queue holds arrive before its sender runs.
             entries = [(f"1-{i}", {"e": json.dumps({"type": "member_left", "to": alice.uid,
