@@ -1,4 +1,4 @@
-"""``python -m loadtests <command>``: demo (the main job), bench, run (load tests), report, seed."""
+"""``python -m loadtests <command>``: demo, bench, run (load tests), report, compare, seed."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 def main() -> int:
     commands = {"demo": "loadtests.demo", "bench": "loadtests.bench",
                 "run": "loadtests.runner", "report": "loadtests.report",
+                "compare": "loadtests.compare",
                 "seed": "loadtests.seed"}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(f"usage: python -m loadtests {{{','.join(commands)}}} [args]", file=sys.stderr)

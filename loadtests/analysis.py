@@ -25,7 +25,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from . import hdr
+from . import hdr, headline
 from .recorder import SegmentData
 from .scenarios import (
     MODES,
@@ -329,4 +329,5 @@ def analyze(run: Run) -> dict[str, Any]:
     doc["timeline"] = timeline(run)
     doc["segments"] = spans(run)
     doc["validity"] = validity(run, slo, {m: trials[m] for m in modes})
+    doc["headline"] = headline.single_run(doc)
     return doc

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import hdr, plots, safety_table
+from . import hdr, headline, plots, safety_table
 from .analysis import Run, analyze
 from .scenarios import PHASE_LABELS, SEGMENTS, TOTAL, key
 from .stats import NO_DIFFERENCE
@@ -73,7 +73,8 @@ def blocks(doc: dict[str, Any], images: dict[str, str]) -> list[Block]:
     cfg, modes = doc.get("config", {}), doc["modes"]
     validity = doc["validity"]
     out: list[Block] = [("h1", "Sharing a video by DM: plain, plain + scanning, sealed, "
-                               "post-quantum sealed")]
+                               "post-quantum sealed"),
+                        ("lead", doc.get("headline") or headline.single_run(doc))]
     when = datetime.datetime.fromtimestamp(doc["generated_at"], datetime.UTC)
     if cfg:
         out.append(("p", f"Generated {when:%Y-%m-%d %H:%M} UTC. Each mode was run in "
@@ -209,6 +210,8 @@ def to_markdown(bs: list[Block]) -> str:
             lines += [b[1], ""]
         elif kind == "verdict":
             lines += [f"**{b[2]}**", ""]
+        elif kind == "lead":
+            lines += [f"> **{b[1]}**", ""]
         elif kind == "ul":
             lines += [f"- {item}" for item in b[1]] + [""]
         elif kind == "table":
@@ -246,6 +249,7 @@ th{background:#f1f3f5} td:first-child,th:first-child{text-align:left}
 .ok{background:#e6f4ea;color:#1e4620}.bad{background:#fdecea;color:#611a15}
 figure{margin:1em 0}figure img{max-width:100%;height:auto}figcaption{font-size:.8em;color:#666}
 li{font-size:.9em}
+.lead{font-size:1.15em;font-weight:600;border-left:4px solid #1f6fb4;padding-left:.7em}
 """
 
 
@@ -261,6 +265,8 @@ def to_html(bs: list[Block]) -> str:
             parts.append(f"<{kind}>{e(b[1])}</{kind}>")
         elif kind == "verdict":
             parts.append(f"<p class=\"verdict {'ok' if b[1] else 'bad'}\">{e(b[2])}</p>")
+        elif kind == "lead":
+            parts.append(f"<p class=\"lead\">{e(b[1])}</p>")
         elif kind == "ul":
             parts.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in b[1]) + "</ul>")
         elif kind == "table":
@@ -305,7 +311,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
 def summary_text(doc: dict[str, Any]) -> str:
     head, rows = summary_rows(doc)
     v = doc["validity"]
-    lines = [table_text(head, rows), "",
+    lines = [doc.get("headline") or headline.single_run(doc), "", table_text(head, rows), "",
              "VALID measurement" if v["valid"] else
              "NOT VALID: " + "; ".join(v["problems"])]
     return "\n".join(lines)

@@ -41,16 +41,19 @@ def _run(args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-@pytest.fixture(scope="module")
-def short_run(stack: ProcStack, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _short_run(stack: ProcStack, run_dir: Path, *extra: str) -> Path:
     """``python -m loadtests run`` for seconds against the test's stack (videos uploaded)."""
-    run_dir = tmp_path_factory.mktemp("run")
     stack.check_alive()
     _run(["loadtests", "run", "--dm-url", stack.dm_url, "--edge-url", stack.edge_url,
           "--dir", str(run_dir), "--rounds", "2", "--rate", "8", "--trial-seconds", "1",
           "--warmup-seconds", "0", "--step-rates", "16", "--step-seconds", "1",
-          "--refine", "0", "--view-ratio", "1"], timeout_s=110)
+          "--refine", "0", "--view-ratio", "1", *extra], timeout_s=110)
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def short_run(stack: ProcStack, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _short_run(stack, tmp_path_factory.mktemp("run"))
 
 
 def test_every_user_class_runs_and_reports(short_run: Path) -> None:
@@ -118,3 +121,21 @@ def test_report_page_renders_its_plots(short_run: Path, tmp_path: Path) -> None:
     wanted = {(0x1F, 0x6F, 0xB4), (0xE0, 0x7B, 0x00), (0x2A, 0x9D, 0x4B)}
     painted = {c: n for n, c in colors if c in wanted}
     assert len(painted) == 3 and all(n > 50 for n in painted.values()), painted
+
+
+def test_compare_two_real_runs(stack: ProcStack, short_run: Path, tmp_path: Path) -> None:
+    """A second short run (no step load, two modes) against the first: three files, a sentence."""
+    second = _short_run(stack, tmp_path / "second", "--modes", "plain,sealed",
+                        "--step-rates", "none")
+    proc = _run(["loadtests", "compare", str(short_run), str(second), "--out",
+                 str(tmp_path / "cmp")], timeout_s=60)
+    doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert set(doc["modes"]) == {"plain", "sealed"}  # the modes both runs measured
+    assert doc["comparability"]["comparable"], doc["comparability"]
+    assert any("modes" in c for c in doc["comparability"]["caveats"])
+    assert doc["headline"].startswith("At the median, from run A to run B")
+    assert doc["headline"] in proc.stdout
+    for phase in phases_of("sealed"):
+        assert doc["modes"]["sealed"]["phases"][phase]["b"]["count"] > 0, phase
+    assert (tmp_path / "cmp" / "compare.md").read_text().startswith("# Load-test comparison")
+    assert "<script" not in (tmp_path / "cmp" / "compare.html").read_text()
