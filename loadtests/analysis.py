@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from . import hdr, headline
+from . import hdr, headline, server_cost
 from .recorder import SegmentData
 from .scenarios import (
     MODES,
@@ -59,13 +59,16 @@ class Segment:
     started_at: float | None
     processes: list[dict[str, Any]]
     data: SegmentData
+    #: Server CPU seconds used during the segment (loadtests.proc_cpu), if measured.
+    servers: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Segment:
         return cls(doc["segment"], doc["kind"], doc.get("mode"), int(doc.get("round", 0)),
                    {k: float(v) for k, v in (doc.get("rates") or {}).items()},
                    doc.get("target_rps"), doc.get("duration_s"), doc.get("started_at"),
-                   list(doc.get("processes", [])), SegmentData.from_json(doc.get("data", {})))
+                   list(doc.get("processes", [])), SegmentData.from_json(doc.get("data", {})),
+                   dict(doc.get("servers") or {}))
 
 
 @dataclass
@@ -195,7 +198,10 @@ def steps_table(run: Run, slo: Slo) -> list[dict[str, Any]]:
                     "achieved_rps": _r(v.achieved_rps), "throughput_rps": _r(v.throughput_rps),
                     "p50_ms": _r(hdr.percentile_ms(h, 50)), "p99_ms": _r(hdr.percentile_ms(h, 99)),
                     "error_pct": _r(v.error_pct, 4), "meets_slo": v.meets_slo,
-                    "cpu_warning": v.cpu_warning, "problems": v.problems})
+                    "cpu_warning": v.cpu_warning, "problems": v.problems,
+                    "machine_cpu_pct": _r(v.machine_cpu_pct, 1),
+                    "cpu_pct_by_process": {k: _r(x, 1) for k, x in
+                                           server_cost.process_cpu_pct(s).items()}})
     return out
 
 
@@ -272,6 +278,7 @@ def validity(run: Run, slo: Slo, trials: dict[str, list[Segment]]) -> dict[str, 
                          "target_rps": target, "achieved_rps": _r(v.achieved_rps),
                          "errors": v.failed, "cpu_pct": _r(v.cpu_pct, 1),
                          "machine_cpu_pct": _r(v.machine_cpu_pct, 1),
+                         "loop_lag_p99_ms": _r(v.loop_lag_p99_ms),
                          "cpu_warning": v.cpu_warning, "problems": v.problems})
             if s.kind in ("trial", "locust"):
                 problems += [f"{s.segment} {mode}: {p}" for p in v.problems]
@@ -303,6 +310,10 @@ def analyze(run: Run) -> dict[str, Any]:
     for m in modes:
         entry = scenario_summary(trials[m], m)
         entry["saturation_rps"], entry["saturation_note"] = saturation(steps, m)
+        entry["saturation_bound"] = server_cost.bound(
+            server_cost.knee(steps, m, entry["saturation_rps"]), slo.machine_limit_pct)
+        entry["server_cost"] = server_cost.mode_cost(
+            trials[m], m, trials.get("plain") if m != "plain" else None)
         entry["trials"] = trial_points(trials[m], m)
         view = VIEW_PREFIX + m
         if any(view in s.rates for s in trials[m]):

@@ -37,7 +37,7 @@ from locust.runners import LocalRunner, MasterRunner, Runner
 
 from cdn_auth.redis_process import free_port
 
-from . import hdr, locustfile, push
+from . import hdr, locustfile, proc_cpu, push
 from .lt_process import STATE, Setup
 from .plan import DriveConfig, Planned, fixed_plan, rotated
 from .recorder import SegmentData
@@ -251,15 +251,19 @@ class Driver:
             f": {p.label()}  ({p.duration_s:g} s; <={_clock(left * (p.duration_s + 0.6))} left)")
         rates = self.rates(p.mode, p.rate)
         t0 = time.time() + LEAD_S
+        cpu0, wall0 = proc_cpu.sample(self.cfg.server_pids), time.time()
         self.control.start(segment, rates, t0, p.duration_s)
         sleep_until(t0 + p.duration_s + 0.05)  # the last slot is due just before the end
         data, processes = self.control.end(segment)
+        servers = {"window_s": round(time.time() - wall0, 6),
+                   "cpu_s": proc_cpu.used(cpu0, proc_cpu.sample(self.cfg.server_pids))}
         verdict = judge(self.slo, p.mode, p.rate, p.duration_s, data, processes)
         views = {s: judge(self.slo, s, r, p.duration_s, data, processes).as_dict()
                  for s, r in rates.items() if s != p.mode}
         record = {"segment": segment, "kind": p.kind, "mode": p.mode, "round": p.round,
                   "rates": rates, "target_rps": p.rate, "duration_s": p.duration_s,
-                  "started_at": t0, "processes": processes, "verdict": verdict.as_dict(),
+                  "started_at": t0, "processes": processes, "servers": servers,
+                  "verdict": verdict.as_dict(),
                   "view_verdicts": views, "data": data.to_json()}
         with open(self.out / SEGMENTS_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")

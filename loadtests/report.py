@@ -50,7 +50,72 @@ def saturation_text(m: dict[str, Any]) -> str:
     v = m.get("saturation_rps")
     if v is None:
         return "below the lowest step" if "missed even" in m.get("saturation_note", "") else "n/a"
-    return f">= {v:g}" if m.get("saturation_note", "").startswith("not reached") else f"{v:g}"
+    text = f">= {v:g}" if m.get("saturation_note", "").startswith("not reached") else f"{v:g}"
+    kind = (m.get("saturation_bound") or {}).get("bound")
+    return f"{text} ({kind})" if kind in ("generator-bound", "machine-bound") else text
+
+
+def estimate(d: dict[str, Any] | None, fmt: str = "{:.0f}", unit: str = "") -> str:
+    """``412 [380, 455]`` from a bootstrap estimate; "n/a" without one."""
+    if not d or d.get("estimate") is None:
+        return "n/a"
+    text = fmt.format(d["estimate"]) + unit
+    if d.get("ci_low") is None:
+        return text
+    return f"{text} [{fmt.format(d['ci_low'])}, {fmt.format(d['ci_high'])}]"
+
+
+def cost_blocks(doc: dict[str, Any]) -> list[Block]:
+    """Server CPU per share next to latency, capacity per core, and who saturated first."""
+    modes = doc["modes"]
+    if not any("server_cost" in m for m in modes.values()):
+        return []
+    cfg = doc.get("config", {})
+    out: list[Block] = [("h2", "Server CPU per share")]
+    out.append(("p", "CPU the dm service, the edge and Redis spent per completed share in each "
+                     "trial (from /proc, sampled at the segment's start and end), with its "
+                     f"{cfg.get('view_ratio', 0):g} views per share included; median over "
+                     "trials with bootstrap 95% intervals, and sealed against plain as the median "
+                     "per-round ratio. Capacity = shares/s one fully busy server core would "
+                     "serve. The generator's CPU is the load generator's own (client crypto "
+                     "included), which runs on phones in production."))
+    rows = []
+    for mode, m in modes.items():
+        c = m.get("server_cost", {})
+        if not c.get("measured"):
+            rows.append([mode, ms(m["p50_ms"]), c.get("note", "not measured"), "", "", "", "",
+                         "", "", "", ""])
+            continue
+        by = c["by_role_us"]
+        rows.append([mode, ms(m["p50_ms"]), rate(by.get("dm")), rate(by.get("edge")),
+                     rate(by.get("redis")), estimate(c["us_per_share"]),
+                     estimate(c.get("ratio_vs_plain"), "{:.2f}", "x") if mode != "plain"
+                     else "(baseline)",
+                     rate(c["shares_per_core_s"]), estimate(c["generator_cpu_pct"]),
+                     estimate(c["servers_cpu_pct"]), estimate(c["machine_cpu_pct"])])
+    out.append(("table", ["mode", "p50 ms", "dm µs", "edge µs", "Redis µs",
+                          "server µs/share [95% CI]", "vs plain [95% CI]",
+                          "shares/s per server core", "generator CPU %", "servers CPU %",
+                          "machine CPU %"], rows))
+    items = []
+    for mode, m in modes.items():
+        b = m.get("saturation_bound") or {}
+        if b.get("saturated_first") is None:
+            continue
+        pct = ", ".join(f"{k} {v:.0f}%" for k, v in sorted(
+            b["cpu_pct"].items(), key=lambda kv: -kv[1]))
+        verdict = {"generator-bound": "GENERATOR-BOUND: the saturation figure measures the "
+                                      "load generator, not the servers",
+                   "machine-bound": "MACHINE-BOUND: the whole machine was saturated",
+                   "server-bound": f"server-bound ({b['saturated_first']})"}.get(
+            b.get("bound") or "", "servers not measured")
+        items.append(f"{mode}: at {b['at_rps']:g}/s the busiest process was "
+                     f"{b['saturated_first']} (CPU % of one core: {pct}); {verdict}")
+    if items:
+        out.append(("p", "Which process saturated first (the step where the SLO was first "
+                         "missed, or the highest step):"))
+        out.append(("ul", items))
+    return out
 
 
 # -- the report as blocks (rendered twice: Markdown and HTML) -----------------------------------
@@ -102,6 +167,7 @@ def blocks(doc: dict[str, Any], images: dict[str, str]) -> list[Block]:
     head, rows = summary_rows(doc)
     out.append(("table", head, rows))
     out.append(("img", images.get("spectrum"), "Percentile spectrum of the modes overlaid"))
+    out += cost_blocks(doc)
     out.append(("h2", "Per phase (p50 / p99 ms, merged over trials)"))
     phases = ("grant", "seal", "send", "delivery", "open", "first_byte", "segment", TOTAL)
     rows = []
@@ -172,16 +238,19 @@ def validity_blocks(doc: dict[str, Any]) -> list[Block]:
         out.append(("ul", ["PROBLEM: " + p for p in v["problems"]]))
     else:
         out.append(("p", "Every trial achieved its target arrival rate on a machine that was "
-                         "not saturated, and the generator never reached Locust's CPU warning."))
+                         "not saturated, the generator never reached Locust's CPU warning, and its "
+                         "event loop woke flows within the loop-lag bound."))
     if v["notes"]:
         out.append(("ul", v["notes"]))
     rows = [[r["segment"], r["kind"], r["mode"], rate(r["target_rps"]), rate(r["achieved_rps"]),
              str(r["errors"]), f"{r['cpu_pct']:.0f}",
              "n/a" if r.get("machine_cpu_pct") is None else f"{r['machine_cpu_pct']:.0f}",
+             ms(r.get("loop_lag_p99_ms")),
              "yes" if r["cpu_warning"] else "no", "; ".join(r["problems"])]
             for r in v["segments"]]
     out.append(("table", ["segment", "kind", "mode", "target /s", "achieved /s", "errors",
-                          "generator CPU %", "machine CPU %", "CPU warning", "problems"], rows))
+                          "generator CPU %", "machine CPU %", "loop lag p99 ms", "CPU warning",
+                          "problems"], rows))
     drv = doc.get("driver", {})
     runners = (f"distributed: 1 master + {drv.get('workers')} workers"
                if drv.get("distributed") else "one local runner")

@@ -47,7 +47,9 @@ def _short_run(stack: ProcStack, run_dir: Path, *extra: str) -> Path:
     _run(["loadtests", "run", "--dm-url", stack.dm_url, "--edge-url", stack.edge_url,
           "--dir", str(run_dir), "--rounds", "2", "--rate", "8", "--trial-seconds", "1",
           "--warmup-seconds", "0", "--step-rates", "16", "--step-seconds", "1",
-          "--refine", "0", "--view-ratio", "1", *extra], timeout_s=110)
+          "--refine", "0", "--view-ratio", "1",
+          *(f"--server-pid={name}={pid}" for name, pid in stack.pids().items()), *extra],
+         timeout_s=110)
     return run_dir
 
 
@@ -74,7 +76,16 @@ def test_every_user_class_runs_and_reports(short_run: Path) -> None:
     stats = driver["locust_stats"]
     assert stats and all(s["failures"] == 0 for s in stats.values()), stats
     assert stats["sealed-pq:seal"]["requests"] > 0  # crypto is recorded like a request
+    for mode in MODES:  # server CPU per share, measured from /proc for the stack's processes
+        cost = doc["modes"][mode]["server_cost"]
+        assert cost["measured"] and cost["us_per_share"]["estimate"] > 0, cost
+        assert set(cost["by_role_us"]) == {"dm", "edge", "redis"}, cost
+        assert doc["modes"][mode]["saturation_bound"]["saturated_first"] is not None
+    lags = [r["loop_lag_p99_ms"] for r in doc["validity"]["segments"]]
+    assert lags and all(x is not None and x >= 0 for x in lags), lags
+    assert doc["headline"] and doc["headline"] in (short_run / "report.md").read_text()
     page = (short_run / "report.html").read_text()
+    assert "Server CPU per share" in page
     assert page.count('<img src="data:image/svg+xml;base64,') == 4
     assert "sealed-pq" in (short_run / "report.md").read_text()
 
