@@ -25,6 +25,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from . import floor as floor_mod
 from . import hdr, headline, server_cost
 from .recorder import SegmentData
 from .scenarios import (
@@ -76,6 +77,8 @@ class Run:
     segments: list[Segment]
     driver: dict[str, Any]
     meta: dict[str, Any]
+    #: The sealed overhead's primitives measured at the run's start (loadtests.floor).
+    floor: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, directory: Path) -> Run:
@@ -86,7 +89,7 @@ class Run:
                     for line in seg_file.read_text().splitlines() if line.strip()]
         driver = _read_json(directory / DRIVER_FILE)
         meta = _read_json(directory / RUN_FILE)
-        return cls(segments, driver, meta)
+        return cls(segments, driver, meta, floor_mod.load(directory))
 
     def of(self, kind: str, mode: str | None = None) -> list[Segment]:
         return [s for s in self.segments if s.kind == kind and (mode is None or s.mode == mode)]
@@ -340,5 +343,6 @@ def analyze(run: Run) -> dict[str, Any]:
     doc["timeline"] = timeline(run)
     doc["segments"] = spans(run)
     doc["validity"] = validity(run, slo, {m: trials[m] for m in modes})
+    doc["floor"] = floor_mod.against(run.floor, doc["modes"]) if run.floor else {}
     doc["headline"] = headline.single_run(doc)
     return doc

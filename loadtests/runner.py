@@ -29,9 +29,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import analysis, envinfo, proc_cpu, report
+from . import analysis, envinfo, floor, proc_cpu, report
 from .plan import DriveConfig
-from .scenarios import MODES, ORIGIN_RELPATH, VIEW_PREFIX, video_ranges
+from .scenarios import MODES, ORIGIN_RELPATH, SUITE_OF, VIEW_PREFIX, video_ranges
 from .seed import ApiError, Targets, seed
 from .slo import Slo
 from .stack_procs import StackError, process_stack
@@ -80,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
                        help="with --dm-url: a server process on this machine whose CPU per "
                        "share to measure (dm-0=123, edge-0=456, redis=789; repeatable; "
                        "`python -m loadtests.stack_procs` prints them)")
+    where.add_argument("--redis-url", help="with --dm-url: the target's Redis, if this machine "
+                       "reaches it (the floor's binding round trip, its version in the report)")
     where.add_argument("--origin-path", help="with --edge-url: register videos by this "
                        "origin path (publisher role) instead of uploading one per sender")
     load = p.add_argument_group("load (defaults: full run; --quick shortens them)")
@@ -124,6 +126,7 @@ class Options:
     fail_invalid: bool
     scan_dm_url: str | None = None
     server_pids: dict[str, int] = field(default_factory=dict)
+    redis_url: str | None = None
 
 
 def options(argv: list[str] | None) -> Options:
@@ -161,13 +164,14 @@ def options(argv: list[str] | None) -> Options:
             p.error(f"--server-pid {item!r}: NAME=PID with NAME one of "
                     f"{', '.join(proc_cpu.ROLES)} (optionally -N)")
         server_pids[name] = int(pid)
-    if server_pids and not a.dm_url:
-        p.error("--server-pid is for --dm-url targets (the embedded stack knows its pids)")
+    if (server_pids or a.redis_url) and not a.dm_url:
+        p.error("--server-pid and --redis-url are for --dm-url targets (the embedded stack "
+                "knows its own)")
     run_dir = a.dir or REPO_ROOT / "var" / "loadtests" / time.strftime("%Y%m%d-%H%M%S")
     return Options(run_dir, prof, modes, a.workers, a.view_ratio, a.procs, a.dm_url,
                    a.edge_url, a.origin_path,
                    Slo(p99_ms=a.slo_p99_ms, error_pct=a.slo_errors_pct, phase=a.slo_phase),
-                   a.quick, a.fail_invalid, a.scan_dm_url, server_pids)
+                   a.quick, a.fail_invalid, a.scan_dm_url, server_pids, a.redis_url)
 
 
 def pools(o: Options) -> dict[str, int]:
@@ -215,6 +219,9 @@ def drive(cfg_path: Path) -> int:
 def execute(o: Options, targets: Targets, origin_path: str | None, target: str,
             redis_url: str | None, server_pids: dict[str, int]) -> int:
     user_pools = pools(o)
+    if any(m in SUITE_OF for m in o.modes):
+        say("measuring the floor's primitives in-process (seal, open, grant check, binding)")
+        floor.save(o.run_dir, floor.measure(redis_url))
     extra = max(1, o.workers)  # each worker takes a stride of the pairs
     say(f"seeding {sum(user_pools.values()) + extra * len(user_pools)} sender/recipient pairs "
         f"({', '.join(f'{s} {n}' for s, n in user_pools.items())} users)")
@@ -257,7 +264,7 @@ def run(o: Options) -> int:
         if o.dm_url and o.edge_url:
             targets = Targets(o.dm_url.rstrip("/"), o.edge_url.rstrip("/"),
                               (o.scan_dm_url or "").rstrip("/"))
-            rc = execute(o, targets, o.origin_path, f"{o.dm_url} + {o.edge_url}", None,
+            rc = execute(o, targets, o.origin_path, f"{o.dm_url} + {o.edge_url}", o.redis_url,
                          o.server_pids)
         else:
             say(f"starting Redis (embedded), {o.procs} edge and {o.procs} dm process(es)")

@@ -47,7 +47,7 @@ def _short_run(stack: ProcStack, run_dir: Path, *extra: str) -> Path:
     _run(["loadtests", "run", "--dm-url", stack.dm_url, "--edge-url", stack.edge_url,
           "--dir", str(run_dir), "--rounds", "2", "--rate", "8", "--trial-seconds", "1",
           "--warmup-seconds", "0", "--step-rates", "16", "--step-seconds", "1",
-          "--refine", "0", "--view-ratio", "1",
+          "--refine", "0", "--view-ratio", "1", "--redis-url", stack.redis_url,
           *(f"--server-pid={name}={pid}" for name, pid in stack.pids().items()), *extra],
          timeout_s=110)
     return run_dir
@@ -81,11 +81,18 @@ def test_every_user_class_runs_and_reports(short_run: Path) -> None:
         assert cost["measured"] and cost["us_per_share"]["estimate"] > 0, cost
         assert set(cost["by_role_us"]) == {"dm", "edge", "redis"}, cost
         assert doc["modes"][mode]["saturation_bound"]["saturated_first"] is not None
+    for mode in ("sealed", "sealed-pq"):  # the floor, from primitives measured in this run
+        f = doc["floor"][mode]
+        assert f["seal_us"] > 0 and f["open_us"] > 0 and f["binding_rtt_us"] > 0, f
+        assert f["floor_ms"] == pytest.approx(
+            (f["seal_us"] + f["open_us"] + f["grant_check_us"] + f["binding_rtt_us"]) / 1000,
+            abs=0.002)
+        assert f["multiple"] == pytest.approx(f["overhead_ms"] / f["floor_ms"], abs=0.01)
     lags = [r["loop_lag_p99_ms"] for r in doc["validity"]["segments"]]
     assert lags and all(x is not None and x >= 0 for x in lags), lags
     assert doc["headline"] and doc["headline"] in (short_run / "report.md").read_text()
     page = (short_run / "report.html").read_text()
-    assert "Server CPU per share" in page
+    assert "Server CPU per share" in page and "The floor of the sealed overhead" in page
     assert page.count('<img src="data:image/svg+xml;base64,') == 4
     assert "sealed-pq" in (short_run / "report.md").read_text()
 
