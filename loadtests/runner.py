@@ -105,6 +105,9 @@ def parser() -> argparse.ArgumentParser:
     slo.add_argument("--slo-errors-pct", type=float, default=0.1,
                      help="failed shares, percent (default 0.1)")
     slo.add_argument("--slo-phase", default="total", help="entry the p99 applies to")
+    slo.add_argument("--max-loop-lag-ms", type=float, default=Slo().loop_lag_p99_ms,
+                     help="p99 of the generator's event-loop lag above which a trial is not "
+                     "valid (default %(default)g)")
     p.add_argument("--fail-invalid", action="store_true",
                    help="exit 1 when the validity check fails (default: report it, exit 0)")
     return p
@@ -149,6 +152,8 @@ def options(argv: list[str] | None) -> Options:
         p.error("--rounds >= 2, --rate, --trial-seconds and --step-seconds > 0")
     if any(r <= 0 for r in prof.step_rates) or prof.refine < 0 or a.view_ratio < 0:
         p.error("step rates > 0, --refine >= 0, --view-ratio >= 0")
+    if not a.max_loop_lag_ms > 0:
+        p.error("--max-loop-lag-ms must be > 0")
     if bool(a.dm_url) != bool(a.edge_url):
         p.error("--dm-url and --edge-url go together")
     if a.scan_dm_url and not a.dm_url:
@@ -170,7 +175,8 @@ def options(argv: list[str] | None) -> Options:
     run_dir = a.dir or REPO_ROOT / "var" / "loadtests" / time.strftime("%Y%m%d-%H%M%S")
     return Options(run_dir, prof, modes, a.workers, a.view_ratio, a.procs, a.dm_url,
                    a.edge_url, a.origin_path,
-                   Slo(p99_ms=a.slo_p99_ms, error_pct=a.slo_errors_pct, phase=a.slo_phase),
+                   Slo(p99_ms=a.slo_p99_ms, error_pct=a.slo_errors_pct, phase=a.slo_phase,
+                       loop_lag_p99_ms=a.max_loop_lag_ms),
                    a.quick, a.fail_invalid, a.scan_dm_url, server_pids, a.redis_url)
 
 
