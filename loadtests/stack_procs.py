@@ -123,6 +123,9 @@ def _ready(port: int, path: str) -> bool:
 
 #: All load comes from one address, so the per-address sign-up limit is lifted.
 LOAD_TEST_RATE_LIMITS = json.dumps({"signup": [1_000_000, 1_000_000]})
+#: The seeding publisher registers one video per sender (hundreds in a few seconds), so its
+#: per-user registration limit is lifted too; every other edge limit stays as shipped.
+LOAD_TEST_EDGE_RATE_LIMITS = json.dumps({"media_create": [1_000_000, 1_000_000]})
 
 
 def _clean_env(**values: str) -> dict[str, str]:
@@ -163,7 +166,7 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
         edge_env = _clean_env(
             CDN_AUTH_POINTER_JWKS=str(ring.path / VERIFY_JWKS_FILE),
             CDN_AUTH_KEYRING_DIR=str(ring.path), CDN_AUTH_SESSION_JWKS=str(session_dir / JWKS_FILE),
-            CDN_AUTH_LOG_LEVEL="WARNING")
+            CDN_AUTH_LOG_LEVEL="WARNING", CDN_AUTH_RATE_LIMITS=LOAD_TEST_EDGE_RATE_LIMITS)
         # A local stack for load tests and demos: the dev issuer (and its roles, for the
         # seeding publisher) switched on explicitly; production leaves both off.
         # Every simulated user signs up from 127.0.0.1: the per-address sign-up limit is
