@@ -316,7 +316,8 @@ def analyze(run: Run) -> dict[str, Any]:
         entry["saturation_bound"] = server_cost.bound(
             server_cost.knee(steps, m, entry["saturation_rps"]), slo.machine_limit_pct)
         entry["server_cost"] = server_cost.mode_cost(
-            trials[m], m, trials.get("plain") if m != "plain" else None)
+            trials[m], m, trials.get("plain") if m != "plain" else None,
+            run.driver.get("server_idle"))
         entry["trials"] = trial_points(trials[m], m)
         view = VIEW_PREFIX + m
         if any(view in s.rates for s in trials[m]):

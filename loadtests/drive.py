@@ -49,6 +49,8 @@ SEGMENTS_FILE = "segments.jsonl"
 DRIVER_FILE = "driver.json"
 #: Time between announcing a segment and its first intended arrival (workers get ready).
 LEAD_S = 0.3
+#: Seconds the servers' idle CPU is sampled for, with every user connected, before the plan.
+IDLE_S = 2.0
 
 
 def say(text: str) -> None:
@@ -353,6 +355,20 @@ def write_summary(out: Path, cfg: DriveConfig, env: Environment, started: float,
     (out / DRIVER_FILE).write_text(json.dumps(doc, indent=1))
 
 
+def idle_server_cpu(cfg: DriveConfig, seconds: float = IDLE_S) -> dict[str, Any]:
+    """The servers' CPU with every user connected and no flow running (tailers, heartbeats).
+
+    A trial's CPU per share includes this background; at low rates it weighs a lot, so
+    the report also gives the cost per share net of it (the marginal cost of a share).
+    """
+    if not cfg.server_pids or Stopping.requested:
+        return {}
+    before, t0 = proc_cpu.sample(cfg.server_pids), time.time()
+    sleep_until(t0 + seconds)
+    return {"window_s": round(time.time() - t0, 6),
+            "cpu_s": proc_cpu.used(before, proc_cpu.sample(cfg.server_pids))}
+
+
 def drive(cfg: DriveConfig) -> int:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -363,7 +379,10 @@ def drive(cfg: DriveConfig) -> int:
     try:
         control.setup(cfg)
         spawn(control, cfg)
+        idle = idle_server_cpu(cfg)
         outcome = Driver(cfg, control, out).run()
+        if idle:
+            outcome["server_idle"] = idle
     finally:
         control.runner.stop()
         cpu_warning = bool(control.runner.cpu_warning_emitted)

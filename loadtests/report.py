@@ -104,23 +104,33 @@ def cost_blocks(doc: dict[str, Any]) -> list[Block]:
                      "trials with bootstrap 95% intervals, and sealed against plain as the median "
                      "per-round ratio. Capacity = shares/s one fully busy server core would "
                      "serve. The generator's CPU is the load generator's own (client crypto "
-                     "included), which runs on phones in production."))
+                     "included), which runs on phones in production. When the servers' idle "
+                     "CPU was measured (every user connected, no flow, before the plan), the "
+                     "per-role figures, the ratio and the capacity are net of it: the marginal "
+                     "cost of a share."))
+    idle = next((m["server_cost"].get("idle_cpu_pct") for m in modes.values()
+                 if m.get("server_cost", {}).get("idle_cpu_pct")), None)
+    if idle:
+        out.append(("p", "Idle CPU (% of one core): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(idle.items())) + "."))
     rows = []
     for mode, m in modes.items():
         c = m.get("server_cost", {})
         if not c.get("measured"):
             rows.append([mode, ms(m["p50_ms"]), c.get("note", "not measured"), "", "", "", "",
-                         "", "", "", ""])
+                         "", "", "", "", ""])
             continue
         by = c["by_role_us"]
         rows.append([mode, ms(m["p50_ms"]), rate(by.get("dm")), rate(by.get("edge")),
                      rate(by.get("redis")), estimate(c["us_per_share"]),
+                     estimate(c.get("net_us_per_share")),
                      estimate(c.get("ratio_vs_plain"), "{:.2f}", "x") if mode != "plain"
                      else "(baseline)",
                      rate(c["shares_per_core_s"]), estimate(c["generator_cpu_pct"]),
                      estimate(c["servers_cpu_pct"]), estimate(c["machine_cpu_pct"])])
     out.append(("table", ["mode", "p50 ms", "dm µs", "edge µs", "Redis µs",
-                          "server µs/share [95% CI]", "vs plain [95% CI]",
+                          "server µs/share [95% CI]", "net of idle [95% CI]",
+                          "vs plain [95% CI]",
                           "shares/s per server core", "generator CPU %", "servers CPU %",
                           "machine CPU %"], rows))
     items = []

@@ -35,11 +35,27 @@ def _cpu_s(seg: Any) -> dict[str, float]:
     return {k: float(v) for k, v in (seg.servers or {}).get("cpu_s", {}).items()}
 
 
-def per_trial_us(seg: Any, mode: str) -> dict[str, float] | None:
-    """Server CPU µs per completed share in one trial, by role and ``total``; None if unmeasured."""
+def idle_rates(idle: dict[str, Any] | None) -> dict[str, float]:
+    """CPU seconds per second of each server process with no flow running (driver.json)."""
+    if not idle or not float(idle.get("window_s") or 0):
+        return {}
+    w = float(idle["window_s"])
+    return {k: float(v) / w for k, v in (idle.get("cpu_s") or {}).items()}
+
+
+def per_trial_us(seg: Any, mode: str, idle: dict[str, float] | None = None
+                 ) -> dict[str, float] | None:
+    """Server CPU µs per completed share in one trial, by role and ``total``; None if unmeasured.
+
+    With ``idle`` (CPU s/s per process, :func:`idle_rates`) the background the servers
+    spend with no flow running is taken out first: the marginal cost of a share.
+    """
     cpu, done = _cpu_s(seg), _completed(seg, mode)
     if not cpu or done == 0:
         return None
+    if idle:
+        window = float((seg.servers or {}).get("window_s") or seg.duration_s or 0.0)
+        cpu = {n: max(0.0, s - idle.get(n, 0.0) * window) for n, s in cpu.items()}
     out = dict.fromkeys(ROLES, 0.0)
     for name, seconds in cpu.items():
         out[role(name)] = out.get(role(name), 0.0) + seconds * 1e6 / done
@@ -59,16 +75,27 @@ def process_cpu_pct(seg: Any) -> dict[str, float]:
     return out
 
 
-def mode_cost(trials: Sequence[Any], mode: str, base: Sequence[Any] | None) -> dict[str, Any]:
-    """The server cost of one mode's shares; ``base``: plain's trials, for the paired ratio."""
-    rows = [(s.round, t) for s in trials if (t := per_trial_us(s, mode)) is not None]
+def mode_cost(trials: Sequence[Any], mode: str, base: Sequence[Any] | None,
+              idle: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The server cost of one mode's shares; ``base``: plain's trials, for the paired ratio.
+
+    ``idle`` (driver.json's ``server_idle``): when present, the by-role figures, the
+    ratio and the capacity are net of the servers' idle background; ``us_per_share`` is
+    always the gross figure and ``net_us_per_share`` the net one.
+    """
+    rates = idle_rates(idle)
+    gross = [t["total"] for s in trials if (t := per_trial_us(s, mode)) is not None]
+    rows = [(s.round, t) for s in trials if (t := per_trial_us(s, mode, rates)) is not None]
     if not rows:
         return {"measured": False,
                 "note": "not measured (the servers are not processes on this machine)"}
     totals = [t["total"] for _, t in rows]
     est = bootstrap_median(totals)
     out: dict[str, Any] = {
-        "measured": True, "us_per_share": est.as_dict(1),
+        "measured": True, "us_per_share": bootstrap_median(gross).as_dict(1),
+        "net_of_idle": bool(rates),
+        "net_us_per_share": est.as_dict(1) if rates else None,
+        "idle_cpu_pct": {k: round(100 * v, 2) for k, v in rates.items()},
         "by_role_us": {r: round(float(sorted(t[r] for _, t in rows)[len(rows) // 2]), 1)
                        for r in ROLES if any(t[r] for _, t in rows)},
         "shares_per_core_s": round(1e6 / est.estimate, 1) if est.estimate else None,
@@ -82,7 +109,7 @@ def mode_cost(trials: Sequence[Any], mode: str, base: Sequence[Any] | None) -> d
     out["machine_cpu_pct"] = bootstrap_median([m for m in mach if m is not None]).as_dict(1)
     if base is not None:
         mine = dict(rows)
-        ref = {s.round: t for s in base if (t := per_trial_us(s, "plain")) is not None}
+        ref = {s.round: t for s in base if (t := per_trial_us(s, "plain", rates)) is not None}
         ratios = [mine[r]["total"] / ref[r]["total"] for r in sorted(set(mine) & set(ref))
                   if ref[r]["total"] > 0]
         out["ratio_vs_plain"] = bootstrap_median(ratios).as_dict(3)

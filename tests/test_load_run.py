@@ -58,7 +58,7 @@ def short_run(stack: ProcStack, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return _short_run(stack, tmp_path_factory.mktemp("run"))
 
 
-def test_every_user_class_runs_and_reports(short_run: Path) -> None:
+def test_every_user_class_runs_and_reports(stack: ProcStack, short_run: Path) -> None:
     for name in ("report.json", "report.md", "report.html"):
         assert (short_run / name).stat().st_size > 0, name
     doc = json.loads((short_run / "report.json").read_text())
@@ -80,6 +80,7 @@ def test_every_user_class_runs_and_reports(short_run: Path) -> None:
         cost = doc["modes"][mode]["server_cost"]
         assert cost["measured"] and cost["us_per_share"]["estimate"] > 0, cost
         assert set(cost["by_role_us"]) == {"dm", "edge", "redis"}, cost
+        assert cost["net_of_idle"] and set(cost["idle_cpu_pct"]) == set(stack.pids()), cost
         assert doc["modes"][mode]["saturation_bound"]["saturated_first"] is not None
     for mode in ("sealed", "sealed-pq"):  # the floor, from primitives measured in this run
         f = doc["floor"][mode]

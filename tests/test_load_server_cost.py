@@ -122,3 +122,22 @@ def test_proc_cpu_reads_this_process() -> None:
     assert used["dm-0"] >= 0.08  # /proc counts in clock ticks (10 ms)
     assert server_cost.per_trial_us(type("S", (), {"servers": {}, "data": SegmentData()})(),
                                     "plain") is None
+
+
+def test_idle_background_is_taken_out(run_dir: Path, tmp_path: Path) -> None:
+    for name in ("segments.jsonl", "run.json"):
+        (tmp_path / name).write_text((run_dir / name).read_text())
+    # The dm burns 1 ms/s with no flow running: 10 ms per 10 s trial, 100 µs per share.
+    (tmp_path / "driver.json").write_text(json.dumps({
+        "locust_version": "test", "cpu_warning": False,
+        "server_idle": {"window_s": 2.0, "cpu_s": {"dm-0": 0.002, "edge-0": 0.0, "redis": 0.0}}}))
+    doc = analyze(Run.load(tmp_path))
+    plain, sealed = doc["modes"]["plain"]["server_cost"], doc["modes"]["sealed"]["server_cost"]
+    assert plain["net_of_idle"] and plain["idle_cpu_pct"]["dm-0"] == pytest.approx(0.1)
+    assert plain["us_per_share"]["estimate"] == pytest.approx(800 * 1.03, rel=0.01)  # gross
+    assert plain["net_us_per_share"]["estimate"] == pytest.approx(800 * 1.03 - 100, rel=0.01)
+    assert plain["by_role_us"]["dm"] == pytest.approx(400 * 1.03 - 100, rel=0.01)
+    ratio = (880 * 1.03 - 100) / (800 * 1.03 - 100)  # net of idle, the median round
+    assert sealed["ratio_vs_plain"]["estimate"] == pytest.approx(ratio, abs=0.002)
+    md = write_report(tmp_path, tmp_path / "out")["md"].read_text()
+    assert "Idle CPU (% of one core): dm-0 0.1" in md
