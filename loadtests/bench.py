@@ -22,6 +22,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                    "time from an unsend until every one of N edge processes refuses (p50/p99)"),
     "matcher": ("loadtests.bench_matcher",
                 "PDQ perceptual lookups/s per core and bytes per hash at 1e5 and 1e6 hashes"),
+    "push-render": ("loadtests.bench_push_render",
+                    "dm CPU to render one sealed group message for every device (in-process)"),
     "nginx": ("loadtests.bench_nginx",
               "nginx + authorizer (cached decisions) vs nginx secure_link on the same file"),
 }
