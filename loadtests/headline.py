@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 #: How a mode is named in prose; unknown modes (added later) keep their own name.
-MODE_NAMES = {"plain": "plain", "sealed": "sealed", "sealed-pq": "post-quantum sealed"}
+MODE_NAMES = {"plain": "plain", "plain+scan": "plain with scanning", "sealed": "sealed",
+              "sealed-pq": "post-quantum sealed"}
 
 
 def mode_name(mode: str) -> str:

@@ -85,7 +85,8 @@ def test_headline_is_one_quotable_sentence(runs: tuple[Path, Path],
     assert "ms slower" in text and "95 % CI" in text
     assert "post-quantum sealed share shows no significant difference" in text
     one = single_run(analyze(Run.load(runs[0])))
-    assert one.startswith("Sealed adds 1.") and "95 % CI +" in one and "ms plain share" in one
+    assert "; sealed adds 1." in one and "95 % CI +" in one and "ms plain share" in one
+    assert one.startswith("Plain with scanning makes no significant difference")
 
 
 def test_three_formats_written(runs: tuple[Path, Path], tmp_path: Path) -> None:
