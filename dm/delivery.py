@@ -7,8 +7,10 @@ messages never hold pointers: each read and each push mints fresh ones.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +35,25 @@ class PointerMinter:
                 "url": f"{self._edge}/m/{quote(media_id)}?pointer={token}"}
 
 
+#: Sealed messages whose envelope maps stay parsed: a fan-out renders one message for every
+#: member's every device within moments, so a handful suffices; at most 256 KiB each.
+ENVELOPE_CACHE_SIZE = 32
+
+
+@functools.lru_cache(maxsize=ENVELOPE_CACHE_SIZE)
+def envelopes_of(raw: str) -> Mapping[str, str]:
+    """A sealed message's ``"<user>/<device>" -> envelope`` map, parsed once per message.
+
+    Each device's push renders the same message and used to parse every member's
+    envelopes to pick its own: for G members with D devices that is G*D parses of a
+    G*D-entry map per message, per process.  Every subscriber receives the same
+    decoded event (one ``str`` object, whose hash Python caches), so this cache hits
+    for all but the first device.  The map is shared: callers only read it.
+    """
+    doc = json.loads(raw)
+    return doc if isinstance(doc, dict) else {}
+
+
 def render(minter: PointerMinter | None, cid: str, message_id: str, fields: dict[str, str],
            reader: str, device: str = "") -> dict[str, Any]:
     """The JSON a reader's device receives for one message, over HTTP or the WebSocket.
@@ -54,7 +75,7 @@ def render(minter: PointerMinter | None, cid: str, message_id: str, fields: dict
         else:
             out["media"] = minter.media_for(media_id, reader, cid, message_id)
     elif out["kind"] == "sealed":
-        envelopes = json.loads(fields.get("envelopes", "{}"))
+        envelopes = envelopes_of(fields.get("envelopes", "{}"))
         out["client_message_id"] = fields.get("client_message_id")
         out["envelope"] = envelopes.get(f"{reader}/{device}")
         out["franking"] = {"commitment": fields.get("commitment"),

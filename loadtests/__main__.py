@@ -1,5 +1,5 @@
-"""``python -m loadtests <command>``: demo (the main job), bench, run (load tests), report, seed,
-web (a local stack for the web client)."""
+"""``python -m loadtests <command>``: demo (the main job), bench, run (load tests), report,
+compare (two runs), seed, web (a local stack for the web client)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 def main() -> int:
     commands = {"demo": "loadtests.demo", "bench": "loadtests.bench",
                 "run": "loadtests.runner", "report": "loadtests.report",
+                "compare": "loadtests.compare",
                 "seed": "loadtests.seed", "web": "loadtests.web"}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(f"usage: python -m loadtests {{{','.join(commands)}}} [args]", file=sys.stderr)

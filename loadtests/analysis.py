@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from . import hdr
+from . import floor as floor_mod
+from . import hdr, headline, server_cost
 from .recorder import SegmentData
 from .scenarios import (
     MODES,
@@ -59,13 +60,16 @@ class Segment:
     started_at: float | None
     processes: list[dict[str, Any]]
     data: SegmentData
+    #: Server CPU seconds used during the segment (loadtests.proc_cpu), if measured.
+    servers: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Segment:
         return cls(doc["segment"], doc["kind"], doc.get("mode"), int(doc.get("round", 0)),
                    {k: float(v) for k, v in (doc.get("rates") or {}).items()},
                    doc.get("target_rps"), doc.get("duration_s"), doc.get("started_at"),
-                   list(doc.get("processes", [])), SegmentData.from_json(doc.get("data", {})))
+                   list(doc.get("processes", [])), SegmentData.from_json(doc.get("data", {})),
+                   dict(doc.get("servers") or {}))
 
 
 @dataclass
@@ -73,6 +77,8 @@ class Run:
     segments: list[Segment]
     driver: dict[str, Any]
     meta: dict[str, Any]
+    #: The sealed overhead's primitives measured at the run's start (loadtests.floor).
+    floor: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, directory: Path) -> Run:
@@ -83,7 +89,7 @@ class Run:
                     for line in seg_file.read_text().splitlines() if line.strip()]
         driver = _read_json(directory / DRIVER_FILE)
         meta = _read_json(directory / RUN_FILE)
-        return cls(segments, driver, meta)
+        return cls(segments, driver, meta, floor_mod.load(directory))
 
     def of(self, kind: str, mode: str | None = None) -> list[Segment]:
         return [s for s in self.segments if s.kind == kind and (mode is None or s.mode == mode)]
@@ -195,7 +201,10 @@ def steps_table(run: Run, slo: Slo) -> list[dict[str, Any]]:
                     "achieved_rps": _r(v.achieved_rps), "throughput_rps": _r(v.throughput_rps),
                     "p50_ms": _r(hdr.percentile_ms(h, 50)), "p99_ms": _r(hdr.percentile_ms(h, 99)),
                     "error_pct": _r(v.error_pct, 4), "meets_slo": v.meets_slo,
-                    "cpu_warning": v.cpu_warning, "problems": v.problems})
+                    "cpu_warning": v.cpu_warning, "problems": v.problems,
+                    "machine_cpu_pct": _r(v.machine_cpu_pct, 1),
+                    "cpu_pct_by_process": {k: _r(x, 1) for k, x in
+                                           server_cost.process_cpu_pct(s).items()}})
     return out
 
 
@@ -272,6 +281,7 @@ def validity(run: Run, slo: Slo, trials: dict[str, list[Segment]]) -> dict[str, 
                          "target_rps": target, "achieved_rps": _r(v.achieved_rps),
                          "errors": v.failed, "cpu_pct": _r(v.cpu_pct, 1),
                          "machine_cpu_pct": _r(v.machine_cpu_pct, 1),
+                         "loop_lag_p99_ms": _r(v.loop_lag_p99_ms),
                          "cpu_warning": v.cpu_warning, "problems": v.problems})
             if s.kind in ("trial", "locust"):
                 problems += [f"{s.segment} {mode}: {p}" for p in v.problems]
@@ -303,6 +313,11 @@ def analyze(run: Run) -> dict[str, Any]:
     for m in modes:
         entry = scenario_summary(trials[m], m)
         entry["saturation_rps"], entry["saturation_note"] = saturation(steps, m)
+        entry["saturation_bound"] = server_cost.bound(
+            server_cost.knee(steps, m, entry["saturation_rps"]), slo.machine_limit_pct)
+        entry["server_cost"] = server_cost.mode_cost(
+            trials[m], m, trials.get("plain") if m != "plain" else None,
+            run.driver.get("server_idle"))
         entry["trials"] = trial_points(trials[m], m)
         view = VIEW_PREFIX + m
         if any(view in s.rates for s in trials[m]):
@@ -329,4 +344,6 @@ def analyze(run: Run) -> dict[str, Any]:
     doc["timeline"] = timeline(run)
     doc["segments"] = spans(run)
     doc["validity"] = validity(run, slo, {m: trials[m] for m in modes})
+    doc["floor"] = floor_mod.against(run.floor, doc["modes"]) if run.floor else {}
+    doc["headline"] = headline.single_run(doc)
     return doc

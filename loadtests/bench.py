@@ -24,6 +24,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                 "PDQ perceptual lookups/s per core and bytes per hash at 1e5 and 1e6 hashes"),
     "abuse": ("loadtests.bench_abuse",
               "one abusive account per issue-15 vector vs a victim's send->push p99"),
+    "push-render": ("loadtests.bench_push_render",
+                    "dm CPU to render one sealed group message for every device (in-process)"),
     "nginx": ("loadtests.bench_nginx",
               "nginx + authorizer (cached decisions) vs nginx secure_link on the same file"),
 }

@@ -37,7 +37,7 @@ from locust.runners import LocalRunner, MasterRunner, Runner
 
 from cdn_auth.redis_process import free_port
 
-from . import hdr, locustfile, push
+from . import hdr, locustfile, proc_cpu, push
 from .lt_process import STATE, Setup
 from .plan import DriveConfig, Planned, fixed_plan, rotated
 from .recorder import SegmentData
@@ -49,6 +49,8 @@ SEGMENTS_FILE = "segments.jsonl"
 DRIVER_FILE = "driver.json"
 #: Time between announcing a segment and its first intended arrival (workers get ready).
 LEAD_S = 0.3
+#: Seconds the servers' idle CPU is sampled for, with every user connected, before the plan.
+IDLE_S = 2.0
 
 
 def say(text: str) -> None:
@@ -251,15 +253,19 @@ class Driver:
             f": {p.label()}  ({p.duration_s:g} s; <={_clock(left * (p.duration_s + 0.6))} left)")
         rates = self.rates(p.mode, p.rate)
         t0 = time.time() + LEAD_S
+        cpu0, wall0 = proc_cpu.sample(self.cfg.server_pids), time.time()
         self.control.start(segment, rates, t0, p.duration_s)
         sleep_until(t0 + p.duration_s + 0.05)  # the last slot is due just before the end
         data, processes = self.control.end(segment)
+        servers = {"window_s": round(time.time() - wall0, 6),
+                   "cpu_s": proc_cpu.used(cpu0, proc_cpu.sample(self.cfg.server_pids))}
         verdict = judge(self.slo, p.mode, p.rate, p.duration_s, data, processes)
         views = {s: judge(self.slo, s, r, p.duration_s, data, processes).as_dict()
                  for s, r in rates.items() if s != p.mode}
         record = {"segment": segment, "kind": p.kind, "mode": p.mode, "round": p.round,
                   "rates": rates, "target_rps": p.rate, "duration_s": p.duration_s,
-                  "started_at": t0, "processes": processes, "verdict": verdict.as_dict(),
+                  "started_at": t0, "processes": processes, "servers": servers,
+                  "verdict": verdict.as_dict(),
                   "view_verdicts": views, "data": data.to_json()}
         with open(self.out / SEGMENTS_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -349,6 +355,20 @@ def write_summary(out: Path, cfg: DriveConfig, env: Environment, started: float,
     (out / DRIVER_FILE).write_text(json.dumps(doc, indent=1))
 
 
+def idle_server_cpu(cfg: DriveConfig, seconds: float = IDLE_S) -> dict[str, Any]:
+    """The servers' CPU with every user connected and no flow running (tailers, heartbeats).
+
+    A trial's CPU per share includes this background; at low rates it weighs a lot, so
+    the report also gives the cost per share net of it (the marginal cost of a share).
+    """
+    if not cfg.server_pids or Stopping.requested:
+        return {}
+    before, t0 = proc_cpu.sample(cfg.server_pids), time.time()
+    sleep_until(t0 + seconds)
+    return {"window_s": round(time.time() - t0, 6),
+            "cpu_s": proc_cpu.used(before, proc_cpu.sample(cfg.server_pids))}
+
+
 def drive(cfg: DriveConfig) -> int:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -359,7 +379,10 @@ def drive(cfg: DriveConfig) -> int:
     try:
         control.setup(cfg)
         spawn(control, cfg)
+        idle = idle_server_cpu(cfg)
         outcome = Driver(cfg, control, out).run()
+        if idle:
+            outcome["server_idle"] = idle
     finally:
         control.runner.stop()
         cpu_warning = bool(control.runner.cpu_warning_emitted)

@@ -19,12 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from gevent import sleep as gevent_sleep  # type: ignore[import-untyped]
+from gevent import spawn as gevent_spawn
 from gevent.event import Event  # type: ignore[import-untyped]
 
-from . import seed
+from . import hdr, seed
 from .arrivals import Arrivals
 from .recorder import Merger, Recorder
 from .scenarios import SCENARIOS
+
+#: The loop-lag probe's tick: it asks to sleep this long and records by how much it overslept.
+LAG_TICK_S = 0.010
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,31 @@ class ProcessState:
     worker_ready: dict[str, int] = field(default_factory=dict)
     window: _Window | None = None
     cpu_warned: set[str] = field(default_factory=set)
+    #: How late the event loop woke a sleeping greenlet in the current window (ms).
+    loop_lag: Any = field(default_factory=hdr.new)
+    probe: Any = None
+
+    # -- event-loop lag -----------------------------------------------------------------
+    def _probe_loop_lag(self) -> None:
+        """Sleep a tick, record the overshoot: what every flow's clock slips by, at that moment.
+
+        A CPU-bound seal or open (or a starved process) holds the gevent loop,
+        so every other flow in flight reads its timestamps late; this probe
+        sees the same delay, which is what the validity check bounds.
+        """
+        while True:
+            t = time.perf_counter()
+            gevent_sleep(LAG_TICK_S)
+            if self.window is not None:
+                hdr.record_ms(self.loop_lag,
+                              max(0.0, (time.perf_counter() - t - LAG_TICK_S) * 1000.0))
+
+    def loop_lag_summary(self) -> dict[str, float | int | None]:
+        p50, p99 = hdr.percentiles_ms(self.loop_lag, [50.0, 99.0])
+        n = hdr.count(self.loop_lag)
+        return {"p50_ms": p50, "p99_ms": p99,
+                "max_ms": float(self.loop_lag.get_max_value()) / 1000.0 if n else None,
+                "count": n}
 
     # -- configuration ------------------------------------------------------------------
     def setup(self, s: Setup, *, driven: bool) -> None:
@@ -93,6 +122,8 @@ class ProcessState:
         self.driven = driven
         self.seedfile = seed.SeedFile.load(Path(s.seed_file)) if s.seed_file else None
         self.next_index = {}
+        if self.probe is None:
+            self.probe = gevent_spawn(self._probe_loop_lag)
 
     @property
     def targets(self) -> seed.Targets:
@@ -134,6 +165,7 @@ class ProcessState:
         until = None if duration_s is None else t0 + duration_s
         self.window = _Window(segment, time.time(), _cpu_seconds(), _machine_jiffies(),
                               dict(rates))
+        self.loop_lag = hdr.new()
         for s in SCENARIOS:
             rate = float(rates.get(s, 0.0))
             if s in closed:
@@ -169,7 +201,8 @@ class ProcessState:
             "window_s": wall, "cpu_pct": 100.0 * cpu / wall if wall > 0 else 0.0,
             "machine_cpu_pct": 100.0 * d_busy / d_total if d_total > 0 else None,
             "cpu_warning": segment in self.cpu_warned, "undrained": self.inflight,
-            "recorded_total": self.recorder.recorded_total}
+            "recorded_total": self.recorder.recorded_total,
+            "loop_lag": self.loop_lag_summary()}
         self.window = None
         return payload
 

@@ -35,6 +35,9 @@ class DriveConfig:
     refine: int = 1
     slo: dict[str, Any] = field(default_factory=lambda: Slo().as_dict())
     scan_dm_url: str = ""
+    #: Server processes on this machine (name -> pid) whose CPU each segment samples;
+    #: empty for a remote target (server CPU "not measured").
+    server_pids: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> DriveConfig:

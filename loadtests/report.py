@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import hdr, plots, safety_table
+from . import hdr, headline, plots, safety_table
 from .analysis import Run, analyze
 from .scenarios import PHASE_LABELS, SEGMENTS, TOTAL, key
 from .stats import NO_DIFFERENCE
@@ -50,7 +50,108 @@ def saturation_text(m: dict[str, Any]) -> str:
     v = m.get("saturation_rps")
     if v is None:
         return "below the lowest step" if "missed even" in m.get("saturation_note", "") else "n/a"
-    return f">= {v:g}" if m.get("saturation_note", "").startswith("not reached") else f"{v:g}"
+    text = f">= {v:g}" if m.get("saturation_note", "").startswith("not reached") else f"{v:g}"
+    kind = (m.get("saturation_bound") or {}).get("bound")
+    return f"{text} ({kind})" if kind in ("generator-bound", "machine-bound") else text
+
+
+def estimate(d: dict[str, Any] | None, fmt: str = "{:.0f}", unit: str = "") -> str:
+    """``412 [380, 455]`` from a bootstrap estimate; "n/a" without one."""
+    if not d or d.get("estimate") is None:
+        return "n/a"
+    text = fmt.format(d["estimate"]) + unit
+    if d.get("ci_low") is None:
+        return text
+    return f"{text} [{fmt.format(d['ci_low'])}, {fmt.format(d['ci_high'])}]"
+
+
+def floor_blocks(doc: dict[str, Any]) -> list[Block]:
+    """The sealed overhead next to the floor its primitives set, measured in this run."""
+    fl = {m: f for m, f in (doc.get("floor") or {}).items() if m in doc["modes"]}
+    if not fl:
+        return []
+    out: list[Block] = [("h2", "The floor of the sealed overhead")]
+    out.append(("p", "What sealing cannot avoid on a share's critical path, measured in-process "
+                     "at the start of this run: the sender's seal, the recipient's open (CPU "
+                     "time per call), the edge's grant check on the first fetch and the binding "
+                     "of the first redeemer (one Redis round trip, wall clock). The measured "
+                     "overhead is the Δp50 vs plain above; its multiple of the floor says how "
+                     "much of it is design and measurement rather than cryptography."))
+    rows = []
+    for mode, f in fl.items():
+        d = {"estimate": f["overhead_ms"], "ci_low": f["ci_low"], "ci_high": f["ci_high"],
+             "significant": f["ci_low"] is not None and (f["ci_low"] > 0 or f["ci_high"] < 0)}
+        rows.append([mode, rate(f["seal_us"]), rate(f["open_us"]), rate(f["grant_check_us"]),
+                     "not measured" if f["binding_rtt_us"] is None else rate(f["binding_rtt_us"]),
+                     f"{f['floor_ms']:.3f}", delta(d),
+                     "n/a" if f["multiple"] is None else f"{f['multiple']:.1f}x"])
+    out.append(("table", ["mode", "seal µs", "open µs", "grant check µs", "binding RTT µs",
+                          "floor ms", "measured Δp50 ms [95% CI]", "multiple of the floor"],
+                rows))
+    return out
+
+
+def cost_blocks(doc: dict[str, Any]) -> list[Block]:
+    """Server CPU per share next to latency, capacity per core, and who saturated first."""
+    modes = doc["modes"]
+    if not any("server_cost" in m for m in modes.values()):
+        return []
+    cfg = doc.get("config", {})
+    out: list[Block] = [("h2", "Server CPU per share")]
+    out.append(("p", "CPU the dm service, the edge and Redis spent per completed share in each "
+                     "trial (from /proc, sampled at the segment's start and end), with its "
+                     f"{cfg.get('view_ratio', 0):g} views per share included; median over "
+                     "trials with bootstrap 95% intervals, and sealed against plain as the median "
+                     "per-round ratio. Capacity = shares/s one fully busy server core would "
+                     "serve. The generator's CPU is the load generator's own (client crypto "
+                     "included), which runs on phones in production. When the servers' idle "
+                     "CPU was measured (every user connected, no flow, before the plan), the "
+                     "per-role figures, the ratio and the capacity are net of it: the marginal "
+                     "cost of a share."))
+    idle = next((m["server_cost"].get("idle_cpu_pct") for m in modes.values()
+                 if m.get("server_cost", {}).get("idle_cpu_pct")), None)
+    if idle:
+        out.append(("p", "Idle CPU (% of one core): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(idle.items())) + "."))
+    rows = []
+    for mode, m in modes.items():
+        c = m.get("server_cost", {})
+        if not c.get("measured"):
+            rows.append([mode, ms(m["p50_ms"]), c.get("note", "not measured"), "", "", "", "",
+                         "", "", "", "", ""])
+            continue
+        by = c["by_role_us"]
+        rows.append([mode, ms(m["p50_ms"]), rate(by.get("dm")), rate(by.get("edge")),
+                     rate(by.get("redis")), estimate(c["us_per_share"]),
+                     estimate(c.get("net_us_per_share")),
+                     estimate(c.get("ratio_vs_plain"), "{:.2f}", "x") if mode != "plain"
+                     else "(baseline)",
+                     rate(c["shares_per_core_s"]), estimate(c["generator_cpu_pct"]),
+                     estimate(c["servers_cpu_pct"]), estimate(c["machine_cpu_pct"])])
+    out.append(("table", ["mode", "p50 ms", "dm µs", "edge µs", "Redis µs",
+                          "server µs/share [95% CI]", "net of idle [95% CI]",
+                          "vs plain [95% CI]",
+                          "shares/s per server core", "generator CPU %", "servers CPU %",
+                          "machine CPU %"], rows))
+    items = []
+    for mode, m in modes.items():
+        b = m.get("saturation_bound") or {}
+        if b.get("saturated_first") is None:
+            continue
+        pct = ", ".join(f"{k} {v:.0f}%" for k, v in sorted(
+            b["cpu_pct"].items(), key=lambda kv: -kv[1]))
+        verdict = {"generator-bound": "GENERATOR-BOUND: the saturation figure measures the "
+                                      "load generator, not the servers",
+                   "machine-bound": "MACHINE-BOUND: the whole machine was saturated",
+                   "server-bound": f"server-bound ({b['saturated_first']})"}.get(
+            b.get("bound") or "", "servers not measured")
+        items.append(f"{mode}: at {b['at_rps']:g}/s the busiest process was "
+                     f"{b['saturated_first']} (CPU % of one core: {pct}); {verdict}")
+    if items:
+        out.append(("p", "Which process saturated first (the step where the SLO was first "
+                         "missed, or the highest step):"))
+        out.append(("ul", items))
+    return out
 
 
 # -- the report as blocks (rendered twice: Markdown and HTML) -----------------------------------
@@ -73,7 +174,8 @@ def blocks(doc: dict[str, Any], images: dict[str, str]) -> list[Block]:
     cfg, modes = doc.get("config", {}), doc["modes"]
     validity = doc["validity"]
     out: list[Block] = [("h1", "Sharing a video by DM: plain, plain + scanning, sealed, "
-                               "post-quantum sealed")]
+                               "post-quantum sealed"),
+                        ("lead", doc.get("headline") or headline.single_run(doc))]
     when = datetime.datetime.fromtimestamp(doc["generated_at"], datetime.UTC)
     if cfg:
         out.append(("p", f"Generated {when:%Y-%m-%d %H:%M} UTC. Each mode was run in "
@@ -101,6 +203,8 @@ def blocks(doc: dict[str, Any], images: dict[str, str]) -> list[Block]:
     head, rows = summary_rows(doc)
     out.append(("table", head, rows))
     out.append(("img", images.get("spectrum"), "Percentile spectrum of the modes overlaid"))
+    out += cost_blocks(doc)
+    out += floor_blocks(doc)
     out.append(("h2", "Per phase (p50 / p99 ms, merged over trials)"))
     phases = ("grant", "seal", "send", "delivery", "open", "first_byte", "segment", TOTAL)
     rows = []
@@ -171,16 +275,19 @@ def validity_blocks(doc: dict[str, Any]) -> list[Block]:
         out.append(("ul", ["PROBLEM: " + p for p in v["problems"]]))
     else:
         out.append(("p", "Every trial achieved its target arrival rate on a machine that was "
-                         "not saturated, and the generator never reached Locust's CPU warning."))
+                         "not saturated, the generator never reached Locust's CPU warning, and its "
+                         "event loop woke flows within the loop-lag bound."))
     if v["notes"]:
         out.append(("ul", v["notes"]))
     rows = [[r["segment"], r["kind"], r["mode"], rate(r["target_rps"]), rate(r["achieved_rps"]),
              str(r["errors"]), f"{r['cpu_pct']:.0f}",
              "n/a" if r.get("machine_cpu_pct") is None else f"{r['machine_cpu_pct']:.0f}",
+             ms(r.get("loop_lag_p99_ms")),
              "yes" if r["cpu_warning"] else "no", "; ".join(r["problems"])]
             for r in v["segments"]]
     out.append(("table", ["segment", "kind", "mode", "target /s", "achieved /s", "errors",
-                          "generator CPU %", "machine CPU %", "CPU warning", "problems"], rows))
+                          "generator CPU %", "machine CPU %", "loop lag p99 ms", "CPU warning",
+                          "problems"], rows))
     drv = doc.get("driver", {})
     runners = (f"distributed: 1 master + {drv.get('workers')} workers"
                if drv.get("distributed") else "one local runner")
@@ -209,6 +316,8 @@ def to_markdown(bs: list[Block]) -> str:
             lines += [b[1], ""]
         elif kind == "verdict":
             lines += [f"**{b[2]}**", ""]
+        elif kind == "lead":
+            lines += [f"> **{b[1]}**", ""]
         elif kind == "ul":
             lines += [f"- {item}" for item in b[1]] + [""]
         elif kind == "table":
@@ -246,6 +355,7 @@ th{background:#f1f3f5} td:first-child,th:first-child{text-align:left}
 .ok{background:#e6f4ea;color:#1e4620}.bad{background:#fdecea;color:#611a15}
 figure{margin:1em 0}figure img{max-width:100%;height:auto}figcaption{font-size:.8em;color:#666}
 li{font-size:.9em}
+.lead{font-size:1.15em;font-weight:600;border-left:4px solid #1f6fb4;padding-left:.7em}
 """
 
 
@@ -261,6 +371,8 @@ def to_html(bs: list[Block]) -> str:
             parts.append(f"<{kind}>{e(b[1])}</{kind}>")
         elif kind == "verdict":
             parts.append(f"<p class=\"verdict {'ok' if b[1] else 'bad'}\">{e(b[2])}</p>")
+        elif kind == "lead":
+            parts.append(f"<p class=\"lead\">{e(b[1])}</p>")
         elif kind == "ul":
             parts.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in b[1]) + "</ul>")
         elif kind == "table":
@@ -305,7 +417,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
 def summary_text(doc: dict[str, Any]) -> str:
     head, rows = summary_rows(doc)
     v = doc["validity"]
-    lines = [table_text(head, rows), "",
+    lines = [doc.get("headline") or headline.single_run(doc), "", table_text(head, rows), "",
              "VALID measurement" if v["valid"] else
              "NOT VALID: " + "; ".join(v["problems"])]
     return "\n".join(lines)

@@ -24,14 +24,14 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import analysis, envinfo, report
+from . import analysis, envinfo, floor, proc_cpu, report
 from .plan import DriveConfig
-from .scenarios import MODES, ORIGIN_RELPATH, VIEW_PREFIX, video_ranges
+from .scenarios import MODES, ORIGIN_RELPATH, SUITE_OF, VIEW_PREFIX, video_ranges
 from .seed import ApiError, Targets, seed
 from .slo import Slo
 from .stack_procs import StackError, process_stack
@@ -76,6 +76,12 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--edge-url", help="... and this edge (both, or neither)")
     where.add_argument("--scan-dm-url", help="with --dm-url: a dm that scans plain sends, for "
                        "the plain+scan mode (default: --dm-url, whatever its scanning)")
+    where.add_argument("--server-pid", action="append", default=[], metavar="NAME=PID",
+                       help="with --dm-url: a server process on this machine whose CPU per "
+                       "share to measure (dm-0=123, edge-0=456, redis=789; repeatable; "
+                       "`python -m loadtests.stack_procs` prints them)")
+    where.add_argument("--redis-url", help="with --dm-url: the target's Redis, if this machine "
+                       "reaches it (the floor's binding round trip, its version in the report)")
     where.add_argument("--origin-path", help="with --edge-url: register videos by this "
                        "origin path (publisher role) instead of uploading one per sender")
     load = p.add_argument_group("load (defaults: full run; --quick shortens them)")
@@ -99,6 +105,9 @@ def parser() -> argparse.ArgumentParser:
     slo.add_argument("--slo-errors-pct", type=float, default=0.1,
                      help="failed shares, percent (default 0.1)")
     slo.add_argument("--slo-phase", default="total", help="entry the p99 applies to")
+    slo.add_argument("--max-loop-lag-ms", type=float, default=Slo().loop_lag_p99_ms,
+                     help="p99 of the generator's event-loop lag above which a trial is not "
+                     "valid (default %(default)g)")
     p.add_argument("--fail-invalid", action="store_true",
                    help="exit 1 when the validity check fails (default: report it, exit 0)")
     return p
@@ -119,6 +128,8 @@ class Options:
     quick: bool
     fail_invalid: bool
     scan_dm_url: str | None = None
+    server_pids: dict[str, int] = field(default_factory=dict)
+    redis_url: str | None = None
 
 
 def options(argv: list[str] | None) -> Options:
@@ -141,6 +152,8 @@ def options(argv: list[str] | None) -> Options:
         p.error("--rounds >= 2, --rate, --trial-seconds and --step-seconds > 0")
     if any(r <= 0 for r in prof.step_rates) or prof.refine < 0 or a.view_ratio < 0:
         p.error("step rates > 0, --refine >= 0, --view-ratio >= 0")
+    if not a.max_loop_lag_ms > 0:
+        p.error("--max-loop-lag-ms must be > 0")
     if bool(a.dm_url) != bool(a.edge_url):
         p.error("--dm-url and --edge-url go together")
     if a.scan_dm_url and not a.dm_url:
@@ -149,11 +162,22 @@ def options(argv: list[str] | None) -> Options:
         p.error("--origin-path is for --edge-url targets (the embedded stack has its own)")
     if a.procs < 1 or a.workers < 0:
         p.error("--procs >= 1, --workers >= 0")
+    server_pids: dict[str, int] = {}
+    for item in a.server_pid:
+        name, _, pid = item.partition("=")
+        if not name or not pid.isdigit() or proc_cpu.role(name) not in proc_cpu.ROLES:
+            p.error(f"--server-pid {item!r}: NAME=PID with NAME one of "
+                    f"{', '.join(proc_cpu.ROLES)} (optionally -N)")
+        server_pids[name] = int(pid)
+    if (server_pids or a.redis_url) and not a.dm_url:
+        p.error("--server-pid and --redis-url are for --dm-url targets (the embedded stack "
+                "knows its own)")
     run_dir = a.dir or REPO_ROOT / "var" / "loadtests" / time.strftime("%Y%m%d-%H%M%S")
     return Options(run_dir, prof, modes, a.workers, a.view_ratio, a.procs, a.dm_url,
                    a.edge_url, a.origin_path,
-                   Slo(p99_ms=a.slo_p99_ms, error_pct=a.slo_errors_pct, phase=a.slo_phase),
-                   a.quick, a.fail_invalid, a.scan_dm_url)
+                   Slo(p99_ms=a.slo_p99_ms, error_pct=a.slo_errors_pct, phase=a.slo_phase,
+                       loop_lag_p99_ms=a.max_loop_lag_ms),
+                   a.quick, a.fail_invalid, a.scan_dm_url, server_pids, a.redis_url)
 
 
 def pools(o: Options) -> dict[str, int]:
@@ -199,8 +223,11 @@ def drive(cfg_path: Path) -> int:
 
 
 def execute(o: Options, targets: Targets, origin_path: str | None, target: str,
-            redis_url: str | None) -> int:
+            redis_url: str | None, server_pids: dict[str, int]) -> int:
     user_pools = pools(o)
+    if any(m in SUITE_OF for m in o.modes):
+        say("measuring the floor's primitives in-process (seal, open, grant check, binding)")
+        floor.save(o.run_dir, floor.measure(redis_url))
     extra = max(1, o.workers)  # each worker takes a stride of the pairs
     say(f"seeding {sum(user_pools.values()) + extra * len(user_pools)} sender/recipient pairs "
         f"({', '.join(f'{s} {n}' for s, n in user_pools.items())} users)")
@@ -225,7 +252,7 @@ def execute(o: Options, targets: Targets, origin_path: str | None, target: str,
                       trial_rate=o.profile.rate, trial_s=o.profile.trial_s,
                       step_rates=list(o.profile.step_rates), step_s=o.profile.step_s,
                       refine=o.profile.refine, slo=o.slo.as_dict(),
-                      scan_dm_url=targets.scan_dm_url)
+                      scan_dm_url=targets.scan_dm_url, server_pids=server_pids)
     cfg_path = o.run_dir / "drive.json"
     cfg.save(cfg_path)
     say(f"driving Locust ({'1 local runner' if not o.workers else f'master + {o.workers} workers'})")
@@ -243,14 +270,15 @@ def run(o: Options) -> int:
         if o.dm_url and o.edge_url:
             targets = Targets(o.dm_url.rstrip("/"), o.edge_url.rstrip("/"),
                               (o.scan_dm_url or "").rstrip("/"))
-            rc = execute(o, targets, o.origin_path, f"{o.dm_url} + {o.edge_url}", None)
+            rc = execute(o, targets, o.origin_path, f"{o.dm_url} + {o.edge_url}", o.redis_url,
+                         o.server_pids)
         else:
             say(f"starting Redis (embedded), {o.procs} edge and {o.procs} dm process(es)")
             with process_stack(o.run_dir / "stack", procs=o.procs) as st:
                 say(f"stack up: dm {st.dm_url}, edge {st.edge_url}")
                 rc = execute(o, Targets(st.dm_url, st.edge_url, st.scan_dm_url), ORIGIN_RELPATH,
                              f"embedded stack: {o.procs} edge + {o.procs} dm processes, "
-                             "embedded Redis, 127.0.0.1", st.redis_url)
+                             "embedded Redis, 127.0.0.1", st.redis_url, st.pids())
                 st.check_alive()
                 say("stopping the stack")
     except KeyboardInterrupt:

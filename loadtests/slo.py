@@ -30,6 +30,9 @@ class Slo:
     cpu_limit_pct: float = 90.0
     #: Whole-machine CPU above which a trial ran on a saturated machine (percent of all cores).
     machine_limit_pct: float = 95.0
+    #: p99 of the generator's event-loop lag (ms) above which flows' clocks slipped too much
+    #: to resolve the sub-millisecond differences between modes.
+    loop_lag_p99_ms: float = 5.0
 
     def describe(self) -> str:
         return (f"p{self.percentile:g} of {self.phase} <= {self.p99_ms:g} ms and errors <= "
@@ -39,13 +42,14 @@ class Slo:
         return {"p99_ms": self.p99_ms, "error_pct": self.error_pct, "phase": self.phase,
                 "percentile": self.percentile, "min_rate_ratio": self.min_rate_ratio,
                 "cpu_limit_pct": self.cpu_limit_pct, "machine_limit_pct": self.machine_limit_pct,
-                "text": self.describe()}
+                "loop_lag_p99_ms": self.loop_lag_p99_ms, "text": self.describe()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Slo:
         return cls(float(d["p99_ms"]), float(d["error_pct"]), str(d.get("phase", TOTAL)),
                    float(d.get("percentile", 99.0)), float(d.get("min_rate_ratio", 0.95)),
-                   float(d.get("cpu_limit_pct", 90.0)), float(d.get("machine_limit_pct", 95.0)))
+                   float(d.get("cpu_limit_pct", 90.0)), float(d.get("machine_limit_pct", 95.0)),
+                   float(d.get("loop_lag_p99_ms", 5.0)))
 
 
 @dataclass
@@ -64,6 +68,8 @@ class Verdict:
     machine_cpu_pct: float | None
     meets_slo: bool
     problems: list[str] = field(default_factory=list)
+    #: The worst generator process's event-loop lag p99 (ms); None if not measured.
+    loop_lag_p99_ms: float | None = None
 
     @property
     def rate_ok(self) -> bool:
@@ -83,7 +89,9 @@ class Verdict:
                 "cpu_pct": round(self.cpu_pct, 1), "cpu_warning": self.cpu_warning,
                 "machine_cpu_pct": None if self.machine_cpu_pct is None
                 else round(self.machine_cpu_pct, 1),
-                "meets_slo": self.meets_slo, "problems": list(self.problems)}
+                "meets_slo": self.meets_slo, "problems": list(self.problems),
+                "loop_lag_p99_ms": None if self.loop_lag_p99_ms is None
+                else round(self.loop_lag_p99_ms, 3)}
 
 
 def judge(slo: Slo, scenario: str, target_rps: float, duration_s: float, data: SegmentData,
@@ -110,9 +118,14 @@ def judge(slo: Slo, scenario: str, target_rps: float, duration_s: float, data: S
                    if p.get("machine_cpu_pct") is not None), default=None)
     if machine is not None and machine >= slo.machine_limit_pct:
         problems.append(f"machine CPU {machine:.0f}%: the cores were saturated")
+    lag = max((float(v) for p in processes
+               if (v := (p.get("loop_lag") or {}).get("p99_ms")) is not None), default=None)
+    if lag is not None and lag > slo.loop_lag_p99_ms:
+        problems.append(f"generator loop lag p99 {lag:.1f} ms (bound {slo.loop_lag_p99_ms:g} ms): "
+                        "flows' clocks slipped")
     if any(int(p.get("undrained", 0)) for p in processes):
         problems.append("flows still running when the segment was collected")
     meets = (latency is not None and latency <= slo.p99_ms and error_pct <= slo.error_pct
              and not any(p.startswith("achieved") for p in problems))
     return Verdict(scenario, target_rps, started, completed, failed, achieved, throughput,
-                   error_pct, latency, cpu, warned, machine, meets, problems)
+                   error_pct, latency, cpu, warned, machine, meets, problems, lag)

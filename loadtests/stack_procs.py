@@ -58,12 +58,21 @@ class ProcStack:
     origin_path: str = ORIGIN_RELPATH
     #: The dm processes that scan plain sends (lists, media hashes): the plain+scan mode.
     scan_dm_url: str = ""
+    #: The embedded Redis's pid (None when the stack uses a Redis it did not start).
+    redis_pid: int | None = None
     children: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
 
     def check_alive(self) -> None:
         for name, proc, log in self.children:
             if proc.poll() is not None:
                 raise StackError(f"{name} exited with {proc.returncode}:\n{_tail(log)}")
+
+    def pids(self) -> dict[str, int]:
+        """Every server process this stack started, by name (``edge-0``, ``dm-0``, ``redis``)."""
+        out = {name: proc.pid for name, proc, _ in self.children}
+        if self.redis_pid is not None:
+            out["redis"] = self.redis_pid
+        return out
 
     def describe(self) -> dict[str, object]:
         return {"redis_url": self.redis_url, "edge_url": self.edge_url, "dm_url": self.dm_url,
@@ -118,6 +127,9 @@ def _ready(port: int, path: str) -> bool:
 #: benchmark passes the real limits back in through ``dm_settings``.
 LOAD_TEST_RATE_LIMITS = json.dumps({"signup": [1_000_000, 1_000_000],
                                     "send": [1_000_000, 1_000_000]})
+#: The seeding publisher registers one video per sender (hundreds in a few seconds), so its
+#: per-user registration limit is lifted too; every other edge limit stays as shipped.
+LOAD_TEST_EDGE_RATE_LIMITS = json.dumps({"media_create": [1_000_000, 1_000_000]})
 
 
 def _clean_env(**values: str) -> dict[str, str]:
@@ -164,14 +176,17 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
         # The web client asks for no roles: nobody at the page mints a moderator.
         web_dm_env = {"DM_DEV_ISSUER_ROLES": "false", "DM_LOG_LEVEL": "INFO"}
     with contextlib.ExitStack() as stack:
+        redis_pid = None
         if redis_url is None:
-            redis_url = stack.enter_context(RedisProcess(root / "redis")).url
+            embedded = stack.enter_context(RedisProcess(root / "redis"))
+            redis_url = embedded.url
+            redis_pid = embedded.proc.pid if embedded.proc is not None else None
         st = ProcStack(root, redis_url, f"http://{HOST}:{edge_port}", f"http://{HOST}:{dm_port}",
-                       procs, scan_dm_url=f"http://{HOST}:{scan_port}")
+                       procs, scan_dm_url=f"http://{HOST}:{scan_port}", redis_pid=redis_pid)
         edge_env = _clean_env(
             CDN_AUTH_POINTER_JWKS=str(ring.path / VERIFY_JWKS_FILE),
             CDN_AUTH_KEYRING_DIR=str(ring.path), CDN_AUTH_SESSION_JWKS=str(session_dir / JWKS_FILE),
-            CDN_AUTH_LOG_LEVEL="WARNING")
+            CDN_AUTH_LOG_LEVEL="WARNING", CDN_AUTH_RATE_LIMITS=LOAD_TEST_EDGE_RATE_LIMITS)
         edge_env.update(web_edge_env)
         # A local stack for load tests and demos: the dev issuer (and its roles, for the
         # seeding publisher) switched on explicitly; production leaves both off.

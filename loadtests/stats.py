@@ -95,3 +95,40 @@ def bootstrap_difference(a: Sequence[float], b: Sequence[float], *, paired: bool
         medians = mb - ma
     low, high = np.quantile(medians, [alpha, 1.0 - alpha])
     return Difference(estimate, float(low), float(high), n, paired, confidence)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One quantity's median over trials, with a percentile-bootstrap interval."""
+
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    confidence: float
+
+    def as_dict(self, digits: int = 3) -> dict[str, object]:
+        def r(x: float | None) -> float | None:
+            return None if x is None else round(x, digits)
+
+        return {"estimate": r(self.estimate), "ci_low": r(self.ci_low),
+                "ci_high": r(self.ci_high), "n": self.n, "confidence": self.confidence}
+
+
+def bootstrap_median(values: Sequence[float], *, resamples: int = DEFAULT_RESAMPLES,
+                     confidence: float = 0.95, seed: int = 0) -> Estimate:
+    """Median of per-trial values (CPU per share, a ratio) and its bootstrap interval."""
+    if not 0 < confidence < 1:
+        raise ValueError("confidence must be in (0, 1)")
+    n = len(values)
+    if n == 0:
+        return Estimate(None, None, None, 0, confidence)
+    x = np.asarray(values, dtype=float)
+    estimate = float(np.median(x))
+    if n < 2:
+        return Estimate(estimate, None, None, n, confidence)
+    rng = np.random.default_rng(seed)
+    medians = np.median(x[rng.integers(0, n, size=(resamples, n))], axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(medians, [alpha, 1.0 - alpha])
+    return Estimate(estimate, float(low), float(high), n, confidence)

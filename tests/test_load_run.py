@@ -41,19 +41,24 @@ def _run(args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-@pytest.fixture(scope="module")
-def short_run(stack: ProcStack, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _short_run(stack: ProcStack, run_dir: Path, *extra: str) -> Path:
     """``python -m loadtests run`` for seconds against the test's stack (videos uploaded)."""
-    run_dir = tmp_path_factory.mktemp("run")
     stack.check_alive()
     _run(["loadtests", "run", "--dm-url", stack.dm_url, "--edge-url", stack.edge_url,
           "--dir", str(run_dir), "--rounds", "2", "--rate", "8", "--trial-seconds", "1",
           "--warmup-seconds", "0", "--step-rates", "16", "--step-seconds", "1",
-          "--refine", "0", "--view-ratio", "1"], timeout_s=110)
+          "--refine", "0", "--view-ratio", "1", "--redis-url", stack.redis_url,
+          *(f"--server-pid={name}={pid}" for name, pid in stack.pids().items()), *extra],
+         timeout_s=110)
     return run_dir
 
 
-def test_every_user_class_runs_and_reports(short_run: Path) -> None:
+@pytest.fixture(scope="module")
+def short_run(stack: ProcStack, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _short_run(stack, tmp_path_factory.mktemp("run"))
+
+
+def test_every_user_class_runs_and_reports(stack: ProcStack, short_run: Path) -> None:
     for name in ("report.json", "report.md", "report.html"):
         assert (short_run / name).stat().st_size > 0, name
     doc = json.loads((short_run / "report.json").read_text())
@@ -71,7 +76,24 @@ def test_every_user_class_runs_and_reports(short_run: Path) -> None:
     stats = driver["locust_stats"]
     assert stats and all(s["failures"] == 0 for s in stats.values()), stats
     assert stats["sealed-pq:seal"]["requests"] > 0  # crypto is recorded like a request
+    for mode in MODES:  # server CPU per share, measured from /proc for the stack's processes
+        cost = doc["modes"][mode]["server_cost"]
+        assert cost["measured"] and cost["us_per_share"]["estimate"] > 0, cost
+        assert set(cost["by_role_us"]) == {"dm", "edge", "redis"}, cost
+        assert cost["net_of_idle"] and set(cost["idle_cpu_pct"]) == set(stack.pids()), cost
+        assert doc["modes"][mode]["saturation_bound"]["saturated_first"] is not None
+    for mode in ("sealed", "sealed-pq"):  # the floor, from primitives measured in this run
+        f = doc["floor"][mode]
+        assert f["seal_us"] > 0 and f["open_us"] > 0 and f["binding_rtt_us"] > 0, f
+        assert f["floor_ms"] == pytest.approx(
+            (f["seal_us"] + f["open_us"] + f["grant_check_us"] + f["binding_rtt_us"]) / 1000,
+            abs=0.002)
+        assert f["multiple"] == pytest.approx(f["overhead_ms"] / f["floor_ms"], abs=0.01)
+    lags = [r["loop_lag_p99_ms"] for r in doc["validity"]["segments"]]
+    assert lags and all(x is not None and x >= 0 for x in lags), lags
+    assert doc["headline"] and doc["headline"] in (short_run / "report.md").read_text()
     page = (short_run / "report.html").read_text()
+    assert "Server CPU per share" in page and "The floor of the sealed overhead" in page
     assert page.count('<img src="data:image/svg+xml;base64,') == 4
     assert "sealed-pq" in (short_run / "report.md").read_text()
 
@@ -118,3 +140,21 @@ def test_report_page_renders_its_plots(short_run: Path, tmp_path: Path) -> None:
     wanted = {(0x1F, 0x6F, 0xB4), (0xE0, 0x7B, 0x00), (0x2A, 0x9D, 0x4B)}
     painted = {c: n for n, c in colors if c in wanted}
     assert len(painted) == 3 and all(n > 50 for n in painted.values()), painted
+
+
+def test_compare_two_real_runs(stack: ProcStack, short_run: Path, tmp_path: Path) -> None:
+    """A second short run (no step load, two modes) against the first: three files, a sentence."""
+    second = _short_run(stack, tmp_path / "second", "--modes", "plain,sealed",
+                        "--step-rates", "none")
+    proc = _run(["loadtests", "compare", str(short_run), str(second), "--out",
+                 str(tmp_path / "cmp")], timeout_s=60)
+    doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert set(doc["modes"]) == {"plain", "sealed"}  # the modes both runs measured
+    assert doc["comparability"]["comparable"], doc["comparability"]
+    assert any("modes" in c for c in doc["comparability"]["caveats"])
+    assert doc["headline"].startswith("At the median, from run A to run B")
+    assert doc["headline"] in proc.stdout
+    for phase in phases_of("sealed"):
+        assert doc["modes"]["sealed"]["phases"][phase]["b"]["count"] > 0, phase
+    assert (tmp_path / "cmp" / "compare.md").read_text().startswith("# Load-test comparison")
+    assert "<script" not in (tmp_path / "cmp" / "compare.html").read_text()
