@@ -142,7 +142,7 @@ async def make_edge(tmp_path: Path, redis_server: RedisBackend, redis: Any, issu
         client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
         await client.start_server()
         started.append(client)
-        await wait_until(lambda: app[STATE].authorizer.tailer.loaded.is_set(), 5)
+        await wait_until(lambda: app[STATE].authorizer.tailer.loaded.is_set(), 30)
         return Edge(client, app, tmp_path)
 
     yield factory
@@ -222,7 +222,7 @@ async def make_dm(make_edge: EdgeFactory, tmp_path: Path, redis_server: RedisBac
         server = TestServer(app)
         await server.start_server()
         servers.append(server)
-        await wait_until(lambda: app[STATE_DM].hub.tailer.loaded.is_set(), 5)
+        await wait_until(lambda: app[STATE_DM].hub.tailer.loaded.is_set(), 30)
         stack = DmStack(edge, str(server.make_url("")).rstrip("/"), app, [])
         stacks.append(stack)
         return stack

@@ -110,7 +110,7 @@ async def _lagging_pair(make_dm: Any, redis_server: RedisBackend, tmp_path: Path
     server = TestServer(build_dm(settings, redis=main))
     await server.start_server()
     try:
-        await wait_until(lambda: server.app[STATE_DM].hub.tailer.loaded.is_set(), 5)
+        await wait_until(lambda: server.app[STATE_DM].hub.tailer.loaded.is_set(), 30)
         lag = _Lag(proxy, DmStack(direct.edge, str(server.make_url("")).rstrip("/"), server.app,
                                   []), direct)
         try:
