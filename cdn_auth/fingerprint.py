@@ -21,8 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +62,13 @@ def fingerprint_file(path: Path, content_type: str,
     return Fingerprint(md5.hexdigest(), sha.hexdigest(), pdq)
 
 
-def pdq_of_rgb(frame: np.ndarray) -> tuple[str, int]:
+def pdq_of_rgb(frame: Any) -> tuple[str, int]:
     """PDQ hash (64 hex digits) and quality of an RGB array.
 
     The bits are written in the order ``pdqhash`` returns them, first bit most
     significant: ThreatExchange's own hasher does the same, so our hashes and
     banks exported by ThreatExchange/HMA compare bit for bit."""
+    import numpy as np
     import pdqhash  # imported on first use: see _pdq_frames
 
     bits, quality = pdqhash.compute(np.ascontiguousarray(frame))

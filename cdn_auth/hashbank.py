@@ -32,8 +32,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .pdq_index import DEFAULT_THRESHOLD, PdqIndex, parse_hex
+from .pdq_hex import DEFAULT_THRESHOLD, parse_hex
+
+if TYPE_CHECKING:
+    from .pdq_index import PdqIndex
 
 ACTIONS = ("refuse", "hold")
 SIGNAL_TYPES = {"pdq": "pdq", "md5": "md5", "video_md5": "md5", "photo_md5": "md5",
@@ -132,6 +136,8 @@ class Bank:
                 pdq_queries.append(value)
         if pdq_queries and self.pdq:
             if self._index is None:
+                from .pdq_index import PdqIndex  # numpy loads on the first perceptual match
+
                 self._index = PdqIndex(self.pdq, self.threshold)
             for q in pdq_queries:
                 found = self._index.search(parse_hex(q))

@@ -19,13 +19,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from . import redis_keys, revocation
 from .errors import InvalidField
 from .fingerprint import Fingerprint
 from .hashbank import ACTIONS, Bank, BankFormatError, load_manifest, normalize
-from .pdq_index import DEFAULT_THRESHOLD, distances, parse_hex, to_words
+from .pdq_hex import DEFAULT_THRESHOLD, parse_hex
 from .registry import MediaRegistry
 from .revocation import RevocationLog
 from .settings import EdgeSettings
@@ -151,10 +149,15 @@ class MediaHashIndex:
                 ids |= set(await self._redis.smembers(redis_keys.exact_hash_index(kind, value)))
         wanted = [parse_hex(v) for kind, v in signals if kind == "pdq"]
         if wanted:
-            ids |= await self._scan_pdq(to_words(wanted))
+            ids |= await self._scan_pdq(wanted)
         return ids
 
-    async def _scan_pdq(self, wanted: np.ndarray) -> set[str]:
+    async def _scan_pdq(self, queries: list[bytes]) -> set[str]:
+        import numpy as np  # loaded on the first sweep, not at process start
+
+        from .pdq_index import distances, to_words
+
+        wanted = to_words(queries)
         found: set[str] = set()
         cursor = 0
         while True:

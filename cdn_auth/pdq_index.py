@@ -28,21 +28,14 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-BITS = 256
+from .pdq_hex import BITS, DEFAULT_THRESHOLD
+
+__all__ = ["BITS", "DEFAULT_THRESHOLD", "PdqIndex", "distances", "to_words"]
+
 BAND_BITS = 16
 BANDS = BITS // BAND_BITS
-#: PDQ's customary match threshold (ThreatExchange ``PDQ_CONFIDENT_MATCH_THRESHOLD``).
-DEFAULT_THRESHOLD = 31
 
 U64 = npt.NDArray[np.uint64]
-
-
-def parse_hex(value: str) -> bytes:
-    """A PDQ hash as 64 hex digits (ThreatExchange's signal string), or ValueError."""
-    text = value.strip().lower()
-    if len(text) != 64:
-        raise ValueError("a PDQ hash is 64 hex digits")
-    return bytes.fromhex(text)
 
 
 def to_words(hashes: Sequence[bytes]) -> U64:
