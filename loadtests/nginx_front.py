@@ -148,6 +148,11 @@ class NginxFront:
         """The edge's ``front_control_url``."""
         return f"http://{self.host}:{self.control_port}/_front/revocations"
 
+    def edge_env(self) -> dict[str, str]:
+        """What an edge on this host needs to feed this front (``CDN_AUTH_FRONT_*``)."""
+        return {"CDN_AUTH_FRONT_CONTROL_URL": self.control_url,
+                "CDN_AUTH_FRONT_CONTROL_SECRET": self.control_secret}
+
     def stats(self) -> dict[str, int | bool]:
         """The front's counters (hits, authorizer calls, invalidations, alive)."""
         req = urllib.request.Request(f"http://{self.host}:{self.control_port}/_front/stats",

@@ -156,6 +156,7 @@ function M.control()
     local body = ngx.req.get_body_data() or ""
     local alive_ms = nil
     local lines = 0
+    local revocations = 0
     for line in body:gmatch("[^\n]+") do
         lines = lines + 1
         if lines > MAX_LINES then
@@ -167,13 +168,19 @@ function M.control()
         end
         if name == "alive" then
             alive_ms = tonumber(value)
-        elseif not raise_to(name, tonumber(value)) then
+        elseif raise_to(name, tonumber(value)) then
+            revocations = revocations + 1
+        else
             -- Out of room for revocations: trust no cached decision rather than forget one.
             state:delete("alive")
             decisions:flush_all()
             count("revocations_overflow")
             return ngx.exit(503)
         end
+    end
+    if revocations > 0 then
+        ngx.update_time()
+        state:set("revocation_applied_at", ngx.now())  -- benchmarks time propagation by it
     end
     -- Liveness only after every revocation in the same push is in place.
     if alive_ms and alive_ms > 0 then
@@ -189,10 +196,11 @@ function M.stats()
     ngx.header["Content-Type"] = "application/json"
     ngx.say(string.format(
         '{"hits":%d,"auth_calls":%d,"invalidated":%d,"auth_failures":%d,"origin_refused":%d,'
-            .. '"alive":%s,"decisions":%d}',
+            .. '"alive":%s,"decisions":%d,"revocation_applied_at":%.3f}',
         state:get("hits") or 0, state:get("auth_calls") or 0, state:get("invalidated") or 0,
         state:get("auth_failures") or 0, state:get("origin_refused") or 0,
-        state:get("alive") and "true" or "false", #decisions:get_keys(0)))
+        state:get("alive") and "true" or "false", #decisions:get_keys(0),
+        state:get("revocation_applied_at") or 0))
 end
 
 return M
