@@ -37,6 +37,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
@@ -139,7 +140,8 @@ class FrontFeed:
 
     def body(self, batch: dict[str, int]) -> str:
         lines = [f"{k} {v}" for k, v in batch.items()]
-        alive_ms = int(self._fresh_for_s() * 1000)
+        fresh_s = self._fresh_for_s()  # -inf until the tail has first loaded
+        alive_ms = int(fresh_s * 1000) if math.isfinite(fresh_s) else 0
         if alive_ms > 0:
             lines.append(f"alive {alive_ms}")  # last: the front applies it after the rest
         return "\n".join(lines) + "\n"

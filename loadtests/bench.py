@@ -31,6 +31,9 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "front-mix": ("loadtests.bench_front_mix",
                   "nginx front on a viewing mix (new pointer per view, Zipf media, 1 MiB "
                   "ranges) vs secure_link; revocation delay under that load"),
+    "hosts": ("loadtests.bench_hosts",
+              "edges + fronts in network namespaces with delayed links to Redis: revocation "
+              "p99 per delay, a partition failing closed and catching up (root)"),
 }
 
 

@@ -366,3 +366,16 @@ async def test_nginx_origin_path_traversal_refused(front: Fronted, issuer: DevIs
     # The owner's public-path decision is refused the same way.
     status, body, _ = await _get(f"{front.url}/m/{tampered.id}", **bearer(issuer.mint("alice")))
     assert status == 503 and b"TOP-SECRET" not in body
+
+
+def test_front_feed_sends_no_liveness_until_the_tail_is_fresh() -> None:
+    """Before the revocation tail first loads its age is infinite: no "alive", no crash."""
+    from cdn_auth.front_feed import FrontFeed, dep
+
+    freshness = [float("-inf")]
+    feed = FrontFeed("http://127.0.0.1:1/", "s" * 16, fresh_for_s=lambda: freshness[0])
+    assert feed.body({dep("m", "m_1"): 5}) == f"{dep('m', 'm_1')} 5\n"
+    freshness[0] = -0.5  # stale
+    assert "alive" not in feed.body({})
+    freshness[0] = 4.25
+    assert feed.body({}) == "alive 4250\n"
