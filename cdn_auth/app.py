@@ -45,6 +45,7 @@ from .web_state import STATE, EdgeState
 #: The app's front feed, when a front is configured (tests and benchmarks read its counters).
 FRONT_FEED: web.AppKey[FrontFeed] = web.AppKey("cdn_auth_front_feed", FrontFeed)
 
+
 async def _caller(authorizer: Authorizer, request: web.Request) -> str:
     token = bearer_token(request)
     if token is None:

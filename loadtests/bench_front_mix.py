@@ -431,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=3000)
     p.add_argument("--media", type=int, default=24)
     p.add_argument("--media-mib", type=int, default=16, help="size of each media file (MiB)")
-    p.add_argument("--edge-workers", type=int, default=1, help="authorizer processes")
+    p.add_argument("--edge-workers", type=int, default=2,
+                   help="authorizer processes (serve --workers; one per core, as deployed)")
     p.add_argument("--players", type=int, default=64, help="views in flight at once")
     p.add_argument("--zipf", type=float, default=1.1)
     p.add_argument("--abandon", type=float, default=0.15,

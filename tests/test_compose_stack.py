@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -90,6 +91,8 @@ def stack() -> Iterator[Stack]:
     ports = {name: free_port() for name in ("DM", "MEDIA", "FRONT", "PROMETHEUS", "GRAFANA",
                                             "LOCUST")}
     env = {**os.environ, "COMPOSE_PROJECT_NAME": f"pdmtest{os.getpid()}",
+           # The edges and the nginx front share it (docs/operations.md, section 10.1).
+           "POINTER_FRONT_SECRET": secrets.token_urlsafe(24),
            **{f"PDM_{name}_PORT": str(port) for name, port in ports.items()}}
     st = Stack([*compose, "-f", str(ROOT / "docker-compose.yml")], env,
                f"http://127.0.0.1:{ports['DM']}", f"http://127.0.0.1:{ports['MEDIA']}",
