@@ -162,7 +162,9 @@ class FrontFeed:
                     self.pushes += 1
                     self.delivered_at = self._clock()
                     backoff = 0.05
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                except Exception as exc:
+                    # Any failure: this loop must come back (while it is down the front
+                    # fails closed, which is safe but slow).
                     self.failures += 1
                     for key, at in batch.items():  # keep them; newer stamps win
                         if at > self._pending.get(key, -1):
