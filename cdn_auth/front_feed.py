@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 #: Later than any stream time: a decision signed by a retired key is never valid again.
 RETIRED = 2**52
 SECRET_HEADER = "X-Front-Secret"  # noqa: S105 - a header name, not a secret
+#: Lines per push; the front refuses more than 10000 (pointer_front.lua, MAX_LINES).
+MAX_PUSH_LINES = 4000
 
 
 def dep(kind: str, *parts: str) -> str:
@@ -125,6 +127,11 @@ class FrontFeed:
         self.failures = 0
         self.delivered_at = float("-inf")
 
+    @property
+    def queued(self) -> int:
+        """Stamps not yet delivered to the front."""
+        return len(self._pending)
+
     def on_revocation(self, ev: RevocationEvent) -> None:
         for key in event_deps(ev):
             self._stamp(key, ev.at_ms)
@@ -138,10 +145,22 @@ class FrontFeed:
             self._pending[key] = at_ms
         self._wake.set()
 
-    def body(self, batch: dict[str, int]) -> str:
+    def _take(self) -> dict[str, int]:
+        """At most :data:`MAX_PUSH_LINES` pending stamps (a starting edge replays hours of
+        revocations); the rest go in the next pushes, at once."""
+        if len(self._pending) <= MAX_PUSH_LINES:
+            batch, self._pending = self._pending, {}
+            return batch
+        keys = list(self._pending)[:MAX_PUSH_LINES]
+        batch = {k: self._pending.pop(k) for k in keys}
+        self._wake.set()
+        return batch
+
+    def body(self, batch: dict[str, int], *, last: bool = True) -> str:
+        """The push: stamps, then liveness, but only in the push that empties the queue."""
         lines = [f"{k} {v}" for k, v in batch.items()]
         fresh_s = self._fresh_for_s()  # -inf until the tail has first loaded
-        alive_ms = int(fresh_s * 1000) if math.isfinite(fresh_s) else 0
+        alive_ms = int(fresh_s * 1000) if math.isfinite(fresh_s) and last else 0
         if alive_ms > 0:
             lines.append(f"alive {alive_ms}")  # last: the front applies it after the rest
         return "\n".join(lines) + "\n"
@@ -153,9 +172,9 @@ class FrontFeed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._interval_s)
                 self._wake.clear()
-                batch, self._pending = self._pending, {}
+                batch = self._take()
                 try:
-                    async with http.post(self.url, data=self.body(batch),
+                    async with http.post(self.url, data=self.body(batch, last=not self._pending),
                                          headers={SECRET_HEADER: self._secret}) as r:
                         if r.status != 204:
                             raise aiohttp.ClientResponseError(r.request_info, (), status=r.status)

@@ -379,3 +379,17 @@ def test_front_feed_sends_no_liveness_until_the_tail_is_fresh() -> None:
     assert "alive" not in feed.body({})
     freshness[0] = 4.25
     assert feed.body({}) == "alive 4250\n"
+
+
+async def test_a_starting_edge_replays_many_revocations_in_bounded_pushes(
+        front: Fronted) -> None:
+    """An edge that starts (or catches up) may apply hours of revocations at once: they reach
+    the front in pushes it accepts, and liveness only comes with the last of them."""
+    feed = front.edge.app[FRONT_FEED]
+    pushes = feed.pushes
+    for n in range(9000):
+        feed.on_revocation(revocation.RevocationEvent("takedown", media_id=f"m_x{n}",
+                                                      at_ms=1_000 + n))
+    await wait_until(lambda: feed.queued == 0 and feed.pushes >= pushes + 3, 10)
+    assert feed.failures == 0
+    assert (await front.stats())["alive"] is True
