@@ -32,8 +32,9 @@ from loadtests.seed import video_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ["redis", "dm", "media", "edge1", "edge2", "nginx", "prometheus"]
-#: nginx's decision cache (AUTH_CACHE_S in compose.conf) bounds revocation at the front
-#: (docs/operations.md, section 10.2); the edges' own propagation adds milliseconds.
+#: The edges push each revocation to the front's decision cache at once; 5 s is the
+#: staleness bound within which the front stops trusting it in any case
+#: (docs/operations.md, sections 10.2 and 10.3).
 FRONT_REVOCATION_BOUND_S = 5.0
 #: Tolerance over the bound: one poll interval and the edges' propagation.
 POLL_S = 0.2
