@@ -80,7 +80,7 @@ async def _fronted(make_edge: EdgeFactory, prefix: Path, *, edge_secret: str | N
 async def front(make_edge: EdgeFactory, tmp_path: Path) -> AsyncIterator[Fronted]:
     async with _fronted(make_edge, tmp_path / "nginx") as f:
         feed = f.edge.app[FRONT_FEED]
-        await wait_until(lambda: feed.pushes > 0, 5)
+        await wait_until(lambda: feed.pushes > 0, 15)  # generous: a loaded CI machine
         yield f
 
 
@@ -386,10 +386,10 @@ async def test_a_starting_edge_replays_many_revocations_in_bounded_pushes(
     """An edge that starts (or catches up) may apply hours of revocations at once: they reach
     the front in pushes it accepts, and liveness only comes with the last of them."""
     feed = front.edge.app[FRONT_FEED]
-    pushes = feed.pushes
+    pushes, failures = feed.pushes, feed.failures  # (pushes before nginx was up failed)
     for n in range(9000):
         feed.on_revocation(revocation.RevocationEvent("takedown", media_id=f"m_x{n}",
                                                       at_ms=1_000 + n))
     await wait_until(lambda: feed.queued == 0 and feed.pushes >= pushes + 3, 10)
-    assert feed.failures == 0
+    assert feed.failures == failures
     assert (await front.stats())["alive"] is True
