@@ -93,7 +93,11 @@ def run(root: Path, *, rounds: int, duration_s: int, connections: int,
                         say(f"round {r + 1}/{rounds} {name:<12} {rps:8.0f} req/s "
                             f"p50 {raw.p50_ms:6.2f} ms p99 {raw.p99_ms:6.2f} ms "
                             f"errors {raw.status_errors + raw.socket_errors}")
-    return summarize(results, gen.version, rounds, duration_s, connections, auth_cache_s)
+                front_stats = front.stats()
+    result = summarize(results, gen.version, rounds, duration_s, connections, auth_cache_s)
+    # The front's own counters: how many requests the decision cache answered.
+    result["front_stats"] = {k: front_stats[k] for k in ("hits", "auth_calls", "invalidated")}
+    return result
 
 
 def summarize(results: dict[str, list[RawRun]], generator: str, rounds: int, duration_s: int,
