@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from .authorizer import Authorizer, AuthorizerConfig
 from .body_deadline import BODY_DEADLINE, BodyDeadline
 from .clock import Clock, system_clock
 from .errors import SessionMissing
+from .front_feed import FrontFeed, feeding
 from .keyring import KeyRingSource
 from .keyset import KeySet
 from .matching import MediaHashIndex, banks_from
@@ -39,6 +41,9 @@ from .web_cors import cors_middleware
 from .web_errors import bearer_token, error_middleware
 from .web_lifecycle import tail_while_running
 from .web_state import STATE, EdgeState
+
+#: The app's front feed, when a front is configured (tests and benchmarks read its counters).
+FRONT_FEED: web.AppKey[FrontFeed] = web.AppKey("cdn_auth_front_feed", FrontFeed)
 
 
 async def _caller(authorizer: Authorizer, request: web.Request) -> str:
@@ -112,4 +117,18 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
                            ROUTES)
 
     app.cleanup_ctx.append(tail_while_running(tailer.stream, owned))
+    if settings.front_control_url and settings.front_control_secret is not None:
+        feed = FrontFeed(settings.front_control_url,
+                         settings.front_control_secret.get_secret_value(),
+                         fresh_for_s=lambda: settings.staleness_bound_s - tailer.age_s(),
+                         interval_s=settings.front_push_interval_s, clock=clock)
+        view.listeners.append(feed.on_revocation)
+        authorizer.key_listeners.append(feed.on_keys_retired)
+        app[FRONT_FEED] = feed
+
+        async def feed_while_running(_: web.Application) -> AsyncIterator[None]:
+            async with feeding(feed):
+                yield
+
+        app.cleanup_ctx.append(feed_while_running)
     return app

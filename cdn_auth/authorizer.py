@@ -30,6 +30,7 @@ from .errors import (
     TokenAmbiguous,
     TokenUnknownKey,
 )
+from .front_feed import stream_ms
 from .grant import Grant
 from .ids import is_id
 from .keyset import KeySet
@@ -53,6 +54,9 @@ class Decision:
     session: Session
     pointer: Pointer | None
     grant: Grant | None = None
+    #: Stream time (ms) the revocation view had reached when this was decided: a cached copy
+    #: is good until something it depends on is revoked at or after it (cdn_auth.front_feed).
+    through_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,25 @@ class Authorizer:
         #: Media records being read from Redis: concurrent misses for one id share the read.
         self._media_fetches: dict[str, asyncio.Task[Media]] = {}
         tailer.view.listeners.append(self._on_revocation)
+        #: Called with the kids that left the verify JWKS (a retirement), after the token
+        #: caches have dropped their claims.
+        self.key_listeners: list[Callable[[list[str]], None]] = []
+        self._kids = set(keys.keys)
+        keys.on_change.append(self._on_keys)
+        # Re-read the JWKS on every tail tick (about once a second when idle, a stat(2)),
+        # not only on cache misses: a run of cache hits must not hide a retirement.
+        tailer.tick_listeners.append(keys.current)
+
+    def _on_keys(self, keys: dict[str, Any]) -> None:
+        gone = sorted(self._kids - set(keys))
+        self._kids = set(keys)
+        if not gone:
+            return
+        # Claims verified under a retired key must be verified again (and now fail).
+        self.pointer_cache.clear()
+        self.grant_cache.clear()
+        for cb in self.key_listeners:
+            cb(gone)
 
     def _on_revocation(self, ev: RevocationEvent) -> None:
         if ev.kind == "takedown":
@@ -129,11 +152,14 @@ class Authorizer:
         else:
             raise SessionMissing()
         media = await self.media(media_id)
+        # After the last await before the view is consulted: every check below sees at
+        # least the events up to here (the grant path awaits only after its checks).
+        through = stream_ms(self.tailer.stream.last_id)
         view = self.tailer.view
         if media.is_public or media.owner == session.sub:
             rights.check_active(media, view if self.tail_fresh() else None)
             rights.may_view(media, session)
-            return Decision(media, session, None)
+            return Decision(media, session, None, through_ms=through)
         if pointer_token is not None and grant_token is not None:
             raise TokenAmbiguous()
         if pointer_token is None and grant_token is None:
@@ -141,16 +167,17 @@ class Authorizer:
         if not self.tail_fresh():
             raise RevocationStale(f"tail age {self.tailer.age_s():.1f}s")
         if grant_token is not None:
-            return await self._by_grant(media, session, grant_token)
+            return await self._by_grant(media, session, grant_token, through)
         assert pointer_token is not None
         ptr = self.pointer(pointer_token)
         rights.check_pointer_binding(ptr, media_id, session)
         rights.check_active(media, view)
         rights.check_not_revoked(ptr, view)
         rights.check_audience(media, session)
-        return Decision(media, session, ptr)
+        return Decision(media, session, ptr, through_ms=through)
 
-    async def _by_grant(self, media: Media, session: Session, token: str) -> Decision:
+    async def _by_grant(self, media: Media, session: Session, token: str,
+                        through: int) -> Decision:
         g = self.grant(token)
         if g.media_id != media.id:
             raise GrantMediaMismatch(g.grant_id)
@@ -163,7 +190,7 @@ class Authorizer:
         if self.bound_cache.get(binding) is None:
             await self.redemptions.bind(g, session.sub)
             self.bound_cache.put(binding, True, g.exp + self.config.token_leeway_s)
-        return Decision(media, session, None, g)
+        return Decision(media, session, None, g, through)
 
     def still_allowed(self, d: Decision) -> bool:
         """Re-check a decision against the revocation view *now*, between the windows of a

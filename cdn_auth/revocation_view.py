@@ -129,9 +129,15 @@ class RevocationTailer:
         self._on_lag = on_lag
         self._live = False
         self.events_applied = 0
+        #: Periodic upkeep after every read (about once a second when idle).
+        self.tick_listeners: list[Callable[[], object]] = [view.expire]
         self.stream = StreamTailer(redis, redis_keys.REVOCATION_STREAM, self._apply_batch,
                                    start=self._load_window, clock=clock, block_ms=block_ms,
-                                   on_tick=view.expire)
+                                   on_tick=self._tick)
+
+    def _tick(self) -> None:
+        for cb in self.tick_listeners:
+            cb()
 
     @property
     def loaded(self) -> asyncio.Event:

@@ -71,6 +71,13 @@ class EdgeSettings(BaseSettings):
     #: Keyframes sampled per video for perceptual hashing, and the decode budget.
     fingerprint_max_frames: int = Field(16, ge=1, le=256)
     fingerprint_budget_s: float = Field(10.0, gt=0, le=300)
+    #: This host's nginx front (deploy/nginx/edge.conf.template): where to push revocations
+    #: and liveness, e.g. http://127.0.0.1:8001/_front/revocations.  None: no front here.
+    front_control_url: str | None = None
+    #: Shared with the front (its POINTER_FRONT_SECRET); at least 16 characters.
+    front_control_secret: SecretStr | None = None
+    #: How often liveness is pushed; well inside the staleness bound.
+    front_push_interval_s: float = Field(0.25, gt=0, le=5)
     log_level: str = "INFO"
     #: Overrides of DEFAULT_RATE_LIMITS; ``rate_limits_enabled=false`` turns all off.
     rate_limits: dict[str, tuple[float, int]] = Field(default_factory=dict)
@@ -120,6 +127,15 @@ class EdgeSettings(BaseSettings):
         if self.revocation_block_ms >= self.staleness_bound_s * 1000:
             raise ValueError("revocation_block_ms must be shorter than staleness_bound_s, or "
                              "a healthy but idle tail would look stale")
+        return self
+
+    @model_validator(mode="after")
+    def _front_needs_a_secret(self) -> EdgeSettings:
+        secret = self.front_control_secret
+        if self.front_control_url and (secret is None or len(secret.get_secret_value()) < 16):
+            raise ValueError("front_control_url needs front_control_secret (>= 16 characters)")
+        if self.front_control_url and self.front_push_interval_s >= self.staleness_bound_s:
+            raise ValueError("front_push_interval_s must be shorter than staleness_bound_s")
         return self
 
     @classmethod

@@ -79,12 +79,17 @@ class StreamTailer:
         reply = await asyncio.wait_for(
             self._redis.xread({self.key: self.last_id}, block=self._block_ms, count=self._batch),
             timeout)
+        got = 0
         for _stream, raw in reply or ():
             entries = [decode_entry(i, f) for i, f in raw]
+            got += len(entries)
             if entries:
                 self.last_id = entries[-1][0]
                 self._on_entries(entries)
-        self.fresh_at = self._clock()
+        # A full batch means more may be waiting (catching up after an outage): fresh only
+        # once a read comes back short, so nothing missed counts as heard.
+        if got < self._batch:
+            self.fresh_at = self._clock()
         if self._on_tick is not None:
             self._on_tick()
 

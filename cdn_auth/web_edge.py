@@ -16,6 +16,7 @@ from . import ranges
 from .authorizer import Decision
 from .byte_response import ByteRangeResponse, open_origin
 from .errors import CdnAuthError, InputTooLarge, InvalidField, RangeNotSatisfiable, Unavailable
+from .front_feed import decision_deps, decision_max_age_s
 from .openapi import Route
 from .playback import COOKIE_NAME
 from .web_errors import bearer_token, error_response
@@ -93,7 +94,9 @@ async def auth(request: web.Request) -> web.StreamResponse:
     """nginx ``auth_request``: 204 allow, else the edge's status and error body.
 
     The decision headers tell nginx where the bytes are (``X-Origin-Path``)
-    and the representation's validators, so nginx can serve the file itself.
+    and the representation's validators, so nginx can serve the file itself;
+    ``X-Auth-Deps``/``-Through``/``-Max-Age`` let its cache of this decision
+    end when something it depends on is revoked (:mod:`cdn_auth.front_feed`).
     """
     state = request.app[STATE]
     uri = request.headers.get("X-Original-URI", "")
@@ -120,9 +123,18 @@ async def auth(request: web.Request) -> web.StreamResponse:
     playback = request.cookies.get(COOKIE_NAME) if method in _COOKIE_METHODS else None
     d = await _decide(state, path[len(prefix):], bearer_token(request), pointer or None,
                       grant or None, playback or None)
+    try:
+        # The containment rule the byte path applies (Origin.path_of): a tampered record
+        # must not name a file outside the origin root through nginx either.
+        state.origin.path_of(d.media.origin)
+    except OSError as exc:
+        raise OriginUnavailable(str(exc)) from exc
     return web.Response(status=204, headers={
         "X-Origin-Path": d.media.origin, "X-Media-ETag": d.media.etag,
-        "X-Media-Content-Type": d.media.content_type, "Cache-Control": "private"})
+        "X-Media-Content-Type": d.media.content_type, "Cache-Control": "private",
+        # For the front's decision cache (deploy/nginx/pointer_front.lua).
+        "X-Auth-Deps": " ".join(decision_deps(d)), "X-Auth-Through": str(d.through_ms),
+        "X-Auth-Max-Age": str(decision_max_age_s(d, state.clock()))})
 
 
 ROUTES = (

@@ -28,6 +28,12 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                     "dm CPU to render one sealed group message for every device (in-process)"),
     "nginx": ("loadtests.bench_nginx",
               "nginx + authorizer (cached decisions) vs nginx secure_link on the same file"),
+    "front-mix": ("loadtests.bench_front_mix",
+                  "nginx front on a viewing mix (new pointer per view, Zipf media, 1 MiB "
+                  "ranges) vs secure_link; revocation delay under that load"),
+    "hosts": ("loadtests.bench_hosts",
+              "edges + fronts in network namespaces with delayed links to Redis: revocation "
+              "p99 per delay, a partition failing closed and catching up (root)"),
 }
 
 

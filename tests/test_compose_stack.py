@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -31,8 +32,9 @@ from loadtests.seed import video_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ["redis", "dm", "media", "edge1", "edge2", "nginx", "prometheus"]
-#: nginx's decision cache (AUTH_CACHE_S in compose.conf) bounds revocation at the front
-#: (docs/operations.md, section 10.2); the edges' own propagation adds milliseconds.
+#: The edges push each revocation to the front's decision cache at once; 5 s is the
+#: staleness bound within which the front stops trusting it in any case
+#: (docs/operations.md, sections 10.2 and 10.3).
 FRONT_REVOCATION_BOUND_S = 5.0
 #: Tolerance over the bound: one poll interval and the edges' propagation.
 POLL_S = 0.2
@@ -90,6 +92,8 @@ def stack() -> Iterator[Stack]:
     ports = {name: free_port() for name in ("DM", "MEDIA", "FRONT", "PROMETHEUS", "GRAFANA",
                                             "LOCUST")}
     env = {**os.environ, "COMPOSE_PROJECT_NAME": f"pdmtest{os.getpid()}",
+           # The edges and the nginx front share it (docs/operations.md, section 10.1).
+           "POINTER_FRONT_SECRET": secrets.token_urlsafe(24),
            **{f"PDM_{name}_PORT": str(port) for name, port in ports.items()}}
     st = Stack([*compose, "-f", str(ROOT / "docker-compose.yml")], env,
                f"http://127.0.0.1:{ports['DM']}", f"http://127.0.0.1:{ports['MEDIA']}",

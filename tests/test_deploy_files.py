@@ -57,10 +57,17 @@ def test_compose_nginx_config_is_rendered_from_the_template() -> None:
 
     rendered = render(prefix=Path("/var/cache/nginx/edge"), port=8000,
                       authorizer=["edge1:8080", "edge2:8080"], origin=Path("/data/origin"),
-                      auth_cache_s=5, workers="auto",
-                      listen="0.0.0.0", user="nginx")  # noqa: S104 - the compose front door
+                      auth_cache_s=30, workers="auto", control_listen="0.0.0.0:8001",
+                      lua_dir=Path("/etc/nginx/lua"),
+                      listen="0.0.0.0", user="www-data")  # noqa: S104 - the compose front door
     assert rendered.rstrip() == (ROOT / "deploy" / "nginx" / "compose.conf").read_text().rstrip()
     assert "secure_link" not in rendered  # the benchmark-only location never ships
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    nginx = compose["services"]["nginx"]
+    assert "8001" not in str(nginx.get("ports", ""))  # the control listener is never published
+    for edge in ("edge1", "edge2"):
+        env = compose["services"][edge]["environment"]
+        assert env["CDN_AUTH_FRONT_CONTROL_URL"] == "http://nginx:8001/_front/revocations"
 
 
 def test_nginx_daemon_directive_not_duplicated() -> None:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from cdn_auth.app import FRONT_FEED
 from cdn_auth.keyring import KeyRing
 from cdn_auth.playback import COOKIE_NAME
 from cdn_auth.redis_process import free_port
 from dm.identity import DevIssuer
-from loadtests.nginx_front import NginxFront, NginxUnavailable, find_nginx
+from loadtests.nginx_front import NginxFront, NginxUnavailable, check_lua_module, find_nginx
 
-from .conftest import Edge, EdgeFactory
+from .conftest import Edge, EdgeFactory, wait_until
 from .test_edge_authorization import mint
 from .test_playback_cookie import APP_ORIGIN, cookie_for
 
@@ -23,21 +25,34 @@ AUTH_CACHE_S = 30  # long on purpose: a cached decision must never serve another
 
 
 @pytest.fixture
-async def web_edge(make_edge: EdgeFactory, tmp_path: Path) -> Edge:
-    return await make_edge(playback_secret_path=tmp_path / "playback.key",
-                           cors_origins=(APP_ORIGIN,))
+def control() -> tuple[int, str]:
+    """Where the edge feeds the front's decision cache (docs/operations.md, section 10.2)."""
+    return free_port(), secrets.token_urlsafe(24)
 
 
 @pytest.fixture
-def front(web_edge: Edge, tmp_path: Path) -> Iterator[NginxFront]:
+async def web_edge(make_edge: EdgeFactory, tmp_path: Path, control: tuple[int, str]) -> Edge:
+    return await make_edge(playback_secret_path=tmp_path / "playback.key",
+                           cors_origins=(APP_ORIGIN,),
+                           front_control_url=f"http://127.0.0.1:{control[0]}/_front/revocations",
+                           front_control_secret=control[1], front_push_interval_s=0.1)
+
+
+@pytest.fixture
+async def front(web_edge: Edge, tmp_path: Path,
+                control: tuple[int, str]) -> AsyncIterator[NginxFront]:
     try:
         find_nginx()
+        check_lua_module()
     except NginxUnavailable as exc:
         pytest.skip(str(exc))  # .ci/run installs nginx, so CI always runs this
     with NginxFront(tmp_path / "nginx", port=free_port(),
                     authorizer=f"127.0.0.1:{web_edge.client.port}",
                     origin=web_edge.state.origin.root, auth_cache_s=AUTH_CACHE_S,
-                    cors_origins=(APP_ORIGIN,)) as nginx:
+                    cors_origins=(APP_ORIGIN,), control_port=control[0],
+                    control_secret=control[1]) as nginx:
+        feed = web_edge.app[FRONT_FEED]
+        await wait_until(lambda: feed.pushes > 0, 15)  # the decision cache is live
         yield nginx
 
 
@@ -73,6 +88,9 @@ async def test_cached_decision_not_shared_across_cookies(
     carol, _ = await cookie_for(web_edge, issuer.mint("carol"))
     url = f"{front.url}/m/{media.id}?pointer={mint(ring, media, 'bob')}"
     assert (await _req("GET", url, bob))[0] == 200
+    hits = front.stats()["hits"]
+    assert (await _req("GET", url, bob))[0] == 200
+    assert front.stats()["hits"] == int(hits) + 1  # Bob's allow is cached
     status, _, h = await _req("GET", url, carol, Origin=APP_ORIGIN)
     assert status == 403
     assert h["Access-Control-Allow-Origin"] == APP_ORIGIN, "the page must be able to read why"
