@@ -59,3 +59,21 @@ async def test_escaped_surrogate_pair_is_still_accepted(dm: DmStack) -> None:
                                f"/v1/conversations/{plain['id']}/messages",
                                '{"text": "\\ud83d\\ude00"}')
     assert status == 201 and body["text"] == "\U0001F600"
+
+
+async def test_only_the_sender_unsends_even_an_unsent_message(dm: DmStack) -> None:
+    """Minimal case from the model: alice sends in a group with bob, unsends; bob then
+    "unsends" it too and got ``200 {"unsent": true}`` (the tombstone answered "already"
+    to anyone), re-publishing its revocations and an ``unsent`` push each time: any
+    member could write to every edge's revocation stream without end.  The model says
+    only the sender unsends: ``403``.  The sender's own retry stays idempotent."""
+    from dm.client import DmClientError
+
+    alice, bob = await dm.user(), await dm.user()
+    conv = await alice.create_conversation([bob.uid])
+    sent = await alice.send(conv["id"], text="oops")
+    await alice.unsend(conv["id"], sent["id"])
+    with pytest.raises(DmClientError) as info:
+        await bob.unsend(conv["id"], sent["id"])
+    assert info.value.status == 403
+    assert (await alice.unsend(conv["id"], sent["id"]))["unsent"] is True
