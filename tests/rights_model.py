@@ -239,7 +239,10 @@ class Rights:
         return v
 
     def send_sealed(self, msg_id: str, uid: str, cid: str, grant: str | None) -> Verdict:
+        """A sealed send; it must be sealed to someone (alone in the conversation: 409)."""
         v = self._may_write(uid, cid)
+        if v.allowed and not self.convs[cid].members - {uid}:
+            v = deny(409, "device_mismatch")
         if v.allowed:
             media = self.grants[grant].media if grant else None
             self.messages[msg_id] = Message(cid, uid, media,

@@ -36,8 +36,8 @@ from dm.web_reports import ROUTES as REPORT_ROUTES
 
 from .conftest import DmStack, Edge, bearer
 
-FAST = settings(max_examples=300, deadline=None)
-HTTP = settings(max_examples=60, deadline=None,
+FAST = settings(max_examples=200, deadline=None)
+HTTP = settings(max_examples=50, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 #: Text with every kind of character, lone surrogates included (JSON can carry them).
@@ -183,7 +183,7 @@ def sessions(tmp_path_factory: pytest.TempPathFactory) -> tuple[DevIssuer, Sessi
                                    issuer="pointer-dm-dev", audience="pointer-dm")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(token=st.text(max_size=200) | st.from_regex(
     r"[A-Za-z0-9_-]{0,60}\.[A-Za-z0-9_-]{0,60}\.[A-Za-z0-9_-]{0,60}", fullmatch=True))
 async def test_any_session_text_is_a_session_error(sessions: Any, token: str) -> None:
@@ -191,7 +191,7 @@ async def test_any_session_text_is_a_session_error(sessions: Any, token: str) ->
         await sessions[1].verify(token)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(claims=st.dictionaries(st.sampled_from(["sub", "dev", "age", "region", "roles", "iat",
                                                 "exp", "nbf", "iss", "aud"]), JSON, max_size=10))
 async def test_issuer_signed_odd_claims_are_a_session_or_a_session_error(

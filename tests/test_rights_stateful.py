@@ -52,7 +52,7 @@ from .rights_model import MediaRec, Pointer, Rights, Verdict
 
 T = TypeVar("T")
 
-settings.register_profile("ci", max_examples=25, stateful_step_count=20, deadline=None,
+settings.register_profile("ci", max_examples=20, stateful_step_count=20, deadline=None,
                           suppress_health_check=list(HealthCheck), print_blob=True)
 settings.register_profile("debug", max_examples=8, stateful_step_count=20, deadline=None,
                           suppress_health_check=list(HealthCheck), verbosity=Verbosity.verbose)
