@@ -244,6 +244,7 @@ class RightsMachine(RuleBasedStateMachine):
         self.convs: list[str] = []
         self.msgs: list[str] = []
         self.grants: list[tuple[str, str]] = []  # (grant id, token)
+        self.grant_tokens: dict[str, str] = {}
         self.ncursor: dict[str, str] = {}  # message id -> its notify stream cursor
         self.new_msgs: list[str] = []  # sent in the current step
         self.tokens: dict[tuple[str, str, str], Tok] = {}  # (holder, msg, source) -> pointer
@@ -391,6 +392,7 @@ class RightsMachine(RuleBasedStateMachine):
                 return
             token = g["grant"]
             self.grants.append((gid, token))
+            self.grant_tokens[gid] = token
         got, sent = self.s.run(self.s.status(self._seal_and_send(client, cid, mid, token, gid)))
         msg_id = sent["id"] if sent else "refused"
         want = self.model.send_sealed(msg_id, uid, cid, gid)
@@ -491,7 +493,14 @@ class RightsMachine(RuleBasedStateMachine):
         self.s.run(self.check_fetches())
 
     def _media_frame(self, uid: str, frame: dict[str, Any], source: str) -> None:
+        """Keep the pointer a frame carries; open a sealed frame's envelope (its grant must
+        be the one the sender minted: the path by which recipients get grants)."""
         m = frame["message"]
+        if m.get("kind") == "sealed" and m["sender"] != uid:
+            payload = self.s.people[uid].client.open_message(m)
+            gid = self.model.messages[m["id"]].grant
+            assert payload.grant == (self.grant_tokens[gid] if gid else None), \
+                f"{uid} opened {m['id']} from {source}: not the grant its sender minted"
         media = m.get("media")
         if m.get("kind") == "plain" and media and media.get("pointer"):
             tok = Tok(uid, media["id"], media["url"],
