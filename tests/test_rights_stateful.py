@@ -315,9 +315,8 @@ class RightsMachine(RuleBasedStateMachine):
 
     def create_conversation(self, creator: int, others: set[int], sealed: bool) -> None:
         me = pick(self.users, creator)
-        rest = sorted({pick(self.users, i) for i in others} - {me})
-        if not rest:
-            return
+        rest = sorted({pick(self.users, i) for i in others} - {me}) or [
+            self.users[(self.users.index(me) + 1) % len(self.users)]]
         mode = "sealed" if sealed else "plain"
         got, conv = self.s.run(self.s.status(
             self.s.people[me].client.create_conversation(rest, mode=mode)))
@@ -426,8 +425,10 @@ class RightsMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.msgs))
     @rule(user=IDX, msg=IDX)
     def unsend(self, user: int, msg: int) -> None:
-        uid, msg_id = pick(self.users, user), pick(self.msgs, msg)
+        msg_id = pick(self.msgs, msg)
         cid = self.model.messages[msg_id].cid
+        c = self.model.convs[cid]
+        uid = pick(self.ordered(c.members | c.departed), user)  # the sender, or not
         got, _ = self.s.run(self.s.status(self.s.people[uid].client.unsend(cid, msg_id)))
         self.expect(f"{uid} unsends {msg_id}", got, self.model.unsend(uid, msg_id))
 
@@ -435,7 +436,10 @@ class RightsMachine(RuleBasedStateMachine):
     @rule(user=IDX, conv=IDX, member=IDX)
     def remove(self, user: int, conv: int, member: int) -> None:
         """Leave (member == user) or remove someone."""
-        uid, cid, who = pick(self.users, user), pick(self.convs, conv), pick(self.users, member)
+        cid = pick(self.convs, conv)
+        c = self.model.convs[cid]
+        around = self.ordered(c.members | c.departed)
+        uid, who = pick(around, user), pick(around, member)
         got, _ = self.s.run(self.s.status(self.s.people[uid].client.leave(cid, who)))
         self.expect(f"{uid} removes {who} from {cid}", got, self.model.remove(uid, cid, who))
 
