@@ -1,8 +1,6 @@
-"""Bugs the rights model and the parser properties found, each as a plain named test.
-
-Found by ``tests/test_rights_stateful.py`` (the state machine) or
-``tests/test_parsers_property.py`` (the parser properties); the docstring of
-each gives the minimal case hypothesis shrank to.
+"""Bugs found while building the rights model and the parser properties, each as a plain
+named test (``tests/test_rights_stateful.py``, ``tests/test_parsers_property.py``); the
+docstring of each says how it was found and the minimal case.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ async def test_lone_surrogate_in_a_json_body_is_400_not_500(dm: DmStack, route: 
     """``"\\ud800"`` is valid JSON but not valid text: a send with it as text, a conversation
     with it as a member, a report with it as reason or sealed sender all answered 500
     (UnicodeEncodeError wherever the string was encoded).  Found by the report-body
-    property; now refused where every JSON body is parsed."""
+    property; main's strict JSON parsing (``cdn_auth.strict_json``) now refuses it."""
     alice, bob = await dm.user(), await dm.user()
     plain = await alice.create_conversation([bob.uid])
     sealed = await alice.create_conversation([bob.uid], mode="sealed")
@@ -62,11 +60,11 @@ async def test_escaped_surrogate_pair_is_still_accepted(dm: DmStack) -> None:
 
 
 async def test_only_the_sender_unsends_even_an_unsent_message(dm: DmStack) -> None:
-    """Minimal case from the model: alice sends in a group with bob, unsends; bob then
-    "unsends" it too and got ``200 {"unsent": true}`` (the tombstone answered "already"
-    to anyone), re-publishing its revocations and an ``unsent`` push each time: any
-    member could write to every edge's revocation stream without end.  The model says
-    only the sender unsends: ``403``.  The sender's own retry stays idempotent."""
+    """Alice sends in a conversation with bob and unsends; bob then "unsends" it too and
+    got ``200 {"unsent": true}``: the tombstone answered "already" to any member (and,
+    before main recorded finished unsends, re-published the revocations and the
+    ``unsent`` push each time).  The model says only the sender unsends: ``403``; the
+    sender's own retry stays idempotent.  Found while writing the model's unsend rule."""
     from dm.client import DmClientError
 
     alice, bob = await dm.user(), await dm.user()
