@@ -198,8 +198,9 @@ class Rights:
 
     def create_conversation(self, cid: str, creator: str, others: list[str],
                             mode: str) -> Verdict:
-        """A one-to-one conversation cannot be opened with someone who blocked you."""
-        if len(others) == 1 and (others[0], creator) in self.blocks:
+        """No conversation can be opened with someone who blocked you (a group neither:
+        else a blocked user could reach the blocker by adding a third person)."""
+        if any((o, creator) in self.blocks for o in others):
             return deny(403, "blocked")
         self.convs[cid] = Conv(mode, creator, {creator, *others})
         return ALLOW
