@@ -273,18 +273,20 @@ class RightsMachine(RuleBasedStateMachine):
     @initialize(ages=st.lists(AGES, min_size=3, max_size=3),
                 regions=st.lists(st.sampled_from(REGIONS), min_size=3, max_size=3),
                 media=st.lists(MEDIA, min_size=2, max_size=2),
-                convs=st.lists(CONV, min_size=2, max_size=2))
+                convs=st.lists(CONV, min_size=2, max_size=2),
+                first=st.tuples(IDX, IDX, IDX))
     def start(self, ages: list[str], regions: list[str],
               media: list[tuple[int, bool, bool, int, str]],
-              convs: list[tuple[int, set[int], bool]]) -> None:
-        """Every history starts with three users, two videos and two conversations, so the
-        steps that follow are spent on sharing and revoking."""
+              convs: list[tuple[int, set[int], bool]], first: tuple[int, int, int]) -> None:
+        """Every history starts with three users, two videos, two conversations and one
+        share, so the steps that follow are spent on re-sharing and revoking."""
         for age, region in zip(ages, regions, strict=True):
             self.create_user(age, region)
         for m in media:
             self.add_media(*m)
         for c in convs:
             self.create_conversation(*c)
+        self.send_own(*first)
 
     @precondition(lambda self: len(self.users) < MAX_USERS)
     @rule(age=AGES, region=st.sampled_from(REGIONS))
@@ -415,8 +417,9 @@ class RightsMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.grants))
     @rule(user=IDX, grant=IDX)
     def redeem(self, user: int, grant: int) -> None:
-        """A first (or repeat) redemption: the recipient's, or a forwarded grant's."""
-        uid, (gid, token) = pick(self.users, user), pick(self.grants, grant)
+        """A first (or repeat) redemption: a recipient's first, then anyone's (forwarded)."""
+        gid, token = pick(self.grants, grant)
+        uid = pick(self.first_those(self.recipients(gid)), user)
         mid = self.model.grants[gid].media
         tok = Tok(uid, mid, f"{self.s.edge_url}/m/{mid}", grant=gid, grant_token=token)
         got = self.s.run(self.s.fetch(uid, tok, "get"))
@@ -466,10 +469,33 @@ class RightsMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.grants))
     @rule(user=IDX, grant=IDX)
     def revoke_grant(self, user: int, grant: int) -> None:
-        uid, (gid, _) = pick(self.users, user), pick(self.grants, grant)
+        gid, _ = pick(self.grants, grant)
+        uid = pick(self.first_those({self.model.grants[gid].sharer}), user)
         got, _ = self.s.run(self.s.status(
             self.s.people[uid].client.revoke_grant(self.s.edge_url, gid)))
         self.expect(f"{uid} revokes grant {gid}", got, self.model.revoke_grant(uid, gid))
+
+    @precondition(lambda self: bool(self.grants))
+    @rule(grant=IDX, user=IDX, conv=IDX)
+    def reshare_via_grant(self, grant: int, user: int, conv: int) -> None:
+        """A redeemer (or anyone) re-shares a grant's media with it as ``via_grant``, into
+        one of their sealed conversations, whatever happened to the grant since."""
+        gid, _ = pick(self.grants, grant)
+        g = self.model.grants[gid]
+        uid = pick(self.first_those(set(g.redeemers) | self.recipients(gid)), user)
+        mine = [c for c, v in self.model.convs.items()
+                if uid in v.members | v.departed and v.mode == "sealed"]
+        if mine:
+            via = next(i for i, (x, _) in enumerate(self.grants) if x == gid)
+            self.send_as(uid, pick(mine, conv), g.media, via)
+
+    def recipients(self, gid: str) -> set[str]:
+        return {u for m in self.model.messages.values() if m.grant == gid
+                for u in m.to - {m.sender}}
+
+    def first_those(self, users: set[str]) -> list[str]:
+        """All users, ``users`` first: a small index picks among them, a larger one not."""
+        return [*self.ordered(users), *[u for u in self.users if u not in users]]
 
     @rule()
     def rotate_key(self) -> None:
