@@ -271,17 +271,19 @@ class Rights:
         return ALLOW
 
     def remove(self, uid: str, cid: str, target: str) -> Verdict:
-        """Leave (``target == uid``) or the creator removes another member; for good."""
+        """Leave (``target == uid``) or the creator removes another member; for good.  A
+        repeat of a finished leave or removal (a retry) answers 200 and changes nothing."""
         c = self.convs[cid]
-        if uid not in c.members:
+        if uid in c.members:
+            if target != uid and uid != c.creator:
+                return deny(403, "forbidden")
+        elif target != uid:
             return deny(403, "not_a_member")
-        if target != uid and uid != c.creator:
-            return deny(403, "forbidden")
-        if target not in c.members:
-            return deny(403, "not_a_member")
-        c.members.discard(target)
-        c.departed.add(target)
-        return ALLOW
+        if target in c.members:
+            c.members.discard(target)
+            c.departed.add(target)
+            return ALLOW
+        return ALLOW if target in c.departed else deny(403, "not_a_member")
 
     def block(self, uid: str, other: str) -> None:
         """Blocks stop writing in one-to-one conversations and hide the blocked sender's
