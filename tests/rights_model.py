@@ -124,10 +124,13 @@ class Rights:
                 and (uid, m.sender) not in self.blocks)
 
     def holds_plain(self, uid: str, mid: str) -> bool:
-        """``uid`` currently holds ``mid`` in plain mode: a message carrying it, not unsent,
-        delivered to them in a conversation they are still in (blocks do not matter)."""
+        """``uid`` currently holds ``mid`` in plain mode: a plain message carrying it, not
+        unsent, delivered to them in a conversation they are still in (blocks do not
+        matter).  A sealed message does not count: dm never learns what it carried, so a
+        sealed recipient re-shares with ``via_grant``, in sealed mode."""
         return any(m.media == mid and not m.unsent and m.sender != uid and uid in m.to
-                   and self.is_member(uid, m.cid) for m in self.messages.values())
+                   and self.convs[m.cid].mode == "plain" and self.is_member(uid, m.cid)
+                   for m in self.messages.values())
 
     def share_right(self, uid: str, mid: str, *, holds: bool) -> Verdict:
         """Who may share ``mid``: anyone it is public to; the owner; a recipient who holds
