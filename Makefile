@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo share-demo web loadtest-quick loadtest test lint typecheck unit bench clean test-compose
+.PHONY: demo share-demo web loadtest-quick loadtest test lint typecheck unit bench fuzz clean test-compose
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ unit: $(STAMP)
 ## deploy/offline/make-base-images.sh as root for stand-in base images).
 test-compose: $(STAMP)
 	PDM_COMPOSE_TEST=1 $(VENV)/bin/pytest tests/test_compose_stack.py -v -s
+
+## The rights model against the running services, for as long as you like: the long
+## hypothesis profile, on one redis-server and on the cluster (tests/test_rights_stateful.py).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest tests/test_rights_stateful.py -q
 
 ## make bench B=edge  (edge, dm, sealed, revocation, nginx)
 bench: $(STAMP)

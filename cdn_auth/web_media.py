@@ -192,6 +192,6 @@ ROUTES = (
     Route("GET", "/v1/media/{media_id}", get_media, "A media record", "media",
           responses=(200, 401, 403, 404, 503), limit="media_lookup"),
     Route("POST", "/v1/takedowns", takedown, "Take media down at every edge (moderator)",
-          "media", auth="moderator", responses=(200, 401, 403, 404, 503),
+          "media", auth="moderator", responses=(200, 400, 401, 403, 404, 503),
           body="media_id, reason", limit="takedown"),
 )

@@ -47,7 +47,9 @@ def conv_messages(cid: str) -> str:
 
 
 def conv_unsent(cid: str) -> str:
-    """Hash: unsent message id -> its grant id or "" (tombstones: unsend is idempotent)."""
+    """Hash: unsent message id -> "<grant id or empty>|<sender>" (tombstones: unsend is
+    idempotent, for its sender only; a value without "|" is an older tombstone), and
+    "<message id>:announced" -> "1" once the unsend's revocations went out."""
     return f"{PREFIX}:conv:{{{cid}}}:unsent"
 
 

@@ -44,14 +44,20 @@ end
 return 1
 """
 
-#: KEYS: messages, unsent (hash: message id -> grant id, and "<id>:announced" -> "1" once
-#: the unsend's revocations and push went out).  ARGV: message id, requester.
+#: KEYS: messages, unsent (hash: message id -> "grant id|sender", and "<id>:announced" -> "1"
+#: once the unsend's revocations and push went out).  ARGV: message id, requester.
 #: Returns {status, media_id, grant_id}: ok, already (the grant id again, so a retry whose
 #: first attempt failed before announcing re-publishes), announced (a repeat of a finished
-#: unsend: nothing to do), missing, forbidden.
+#: unsend: nothing to do), missing, forbidden (not the sender, also once unsent: only the
+#: sender unsends).  A tombstone without "|" predates the sender in it.
 UNSEND = """
 local seen = redis.call('HGET', KEYS[2], ARGV[1])
 if seen then
+  local bar = string.find(seen, '|', 1, true)
+  if bar then
+    if string.sub(seen, bar + 1) ~= ARGV[2] then return {'forbidden', '', ''} end
+    seen = string.sub(seen, 1, bar - 1)
+  end
   if redis.call('HEXISTS', KEYS[2], ARGV[1] .. ':announced') == 1 then
     return {'announced', '', seen}
   end
@@ -67,7 +73,7 @@ end
 local sender, media, grant = msg['sender'] or '', msg['media_id'] or '', msg['grant_id'] or ''
 if sender ~= ARGV[2] then return {'forbidden', '', ''} end
 redis.call('XDEL', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], grant)
+redis.call('HSET', KEYS[2], ARGV[1], grant .. '|' .. sender)
 return {'ok', media, grant}
 """
 
