@@ -221,13 +221,11 @@ async def test_front_fails_closed_when_the_edge_is_gone(front: Fronted, issuer: 
     auth = bearer(issuer.mint("bob"))
     await _revoked_through_front(front, url, auth, 503)
     await front.edge.client.close()  # the host's edge dies: no pushes, no authorizer
-    started = time.monotonic()
 
     async def refused() -> bool:
         return (await _get(url, **auth, Range="bytes=0-9"))[0] == 503
 
-    await wait_until(refused, timeout_s=STALENESS_S + 2.0)
-    assert time.monotonic() - started <= STALENESS_S + 2.0
+    await wait_until(refused, timeout_s=STALENESS_S + 2.0)  # within the bound, or it fails
     assert (await front.stats())["alive"] is False
 
 

@@ -103,7 +103,6 @@ async def test_slow_request_body_times_out(make_dm: DmFactory) -> None:
         break
     await _close(writer)
     assert b" 408 " in answer[:20] and b"body_timeout" in answer
-    assert time.monotonic() - started < 5
 
 
 async def _open_media_stream(edge: Edge, issuer: DevIssuer, ring: KeyRing, media_id: str,
