@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from cdn_auth import token_format
 from dm import envelope
 from dm.client import DmClient, DmClientError
 
@@ -107,7 +108,9 @@ async def test_moderator_opens_plain_report_in_context(sdm: DmStack) -> None:
     reported = view["context"][3]
     assert reported["text"] == "m6" and view["server_copy"]["text"] == "m6"
     player = reported["media"]
-    assert player["expires_at"] - time.time() <= 61  # a short-lived moderator pointer
+    # A short-lived moderator pointer: its own lifetime (exp - iat), read from the token.
+    claims = token_format.parse_unverified(player["pointer"])
+    assert claims.exp - claims.iat <= 60
     r = await mod.fetch_media(player["url"], range_=(0, 99))
     assert r.status == 206 and r.body == data[:100]
     with pytest.raises(DmClientError):  # it is the moderator's, not a link anyone can use
