@@ -22,7 +22,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncGenerator
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -30,7 +29,7 @@ import aiohttp
 from cdn_auth.encoding import b64url_encode
 
 from . import envelope
-from .edge_client import EdgeClient, MediaResponse, raise_for
+from .edge_client import EdgeClient, HttpOwner, MediaResponse, raise_for
 from .envelope import DeviceKey
 from .sdk_errors import DeviceMismatch, DmClientError, NotSetUp
 from .sdk_types import Grant, MediaRecord
@@ -39,34 +38,19 @@ __all__ = ["DmClient", "DmClientError", "EdgeClient", "MediaResponse"]
 _raise_for = raise_for
 
 
-class DmClient:
+class DmClient(HttpOwner):
     """One user's device, signed in to ``base_url`` (dm); ``edge_url`` names the media API /
     edge once, for :attr:`edge`, :meth:`upload_media` and grants."""
 
     def __init__(self, base_url: str, *, session_token: str | None = None,
                  http: aiohttp.ClientSession | None = None, edge_url: str | None = None) -> None:
+        super().__init__(http)
         self.base_url = base_url.rstrip("/")
         self.edge_url = edge_url.rstrip("/") if edge_url else None
         self.session_token = session_token
         self.user_id: str | None = None
         self.device_id: str | None = None
-        self._http = http
-        self._own_http = http is None
         self.device_key: DeviceKey | None = None
-
-    async def __aenter__(self) -> DmClient:
-        if self._http is None:
-            self._http = aiohttp.ClientSession()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._own_http and self._http is not None:
-            await self._http.close()
-            self._http = None
 
     @property
     def uid(self) -> str:
@@ -74,12 +58,6 @@ class DmClient:
         if self.user_id is None:
             raise NotSetUp("no user yet: call create_user() or set user_id")
         return self.user_id
-
-    @property
-    def http(self) -> aiohttp.ClientSession:
-        if self._http is None:
-            self._http = aiohttp.ClientSession()
-        return self._http
 
     @property
     def edge(self) -> EdgeClient:

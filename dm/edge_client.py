@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import aiohttp
 from multidict import CIMultiDict
@@ -73,21 +73,17 @@ async def raise_for(resp: aiohttp.ClientResponse) -> None:
     raise error_from(resp.status, doc, resp.reason or "", resp.headers.get("Retry-After"))
 
 
-class EdgeClient:
-    """Media registration, grants and fetches against one ``cdn_auth`` base URL.
+class HttpOwner:
+    """An aiohttp session shared with the caller (``http=``) or owned and closed here; the
+    lifecycle both SDK clients have (``async with``, :meth:`close`, :attr:`http`)."""
 
-    ``session_token`` may be a string or a callable returning the current one (a
-    :class:`~dm.client.DmClient` passes its own, so a later sign-in is seen).
-    """
-
-    def __init__(self, base_url: str, *, session_token: str | Callable[[], str | None] | None
-                 = None, http: aiohttp.ClientSession | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._token = session_token
+    def __init__(self, http: aiohttp.ClientSession | None) -> None:
         self._http = http
         self._own_http = http is None
 
-    async def __aenter__(self) -> EdgeClient:
+    async def __aenter__(self) -> Self:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -104,6 +100,20 @@ class EdgeClient:
         if self._http is None:
             self._http = aiohttp.ClientSession()
         return self._http
+
+
+class EdgeClient(HttpOwner):
+    """Media registration, grants and fetches against one ``cdn_auth`` base URL.
+
+    ``session_token`` may be a string or a callable returning the current one (a
+    :class:`~dm.client.DmClient` passes its own, so a later sign-in is seen).
+    """
+
+    def __init__(self, base_url: str, *, session_token: str | Callable[[], str | None] | None
+                 = None, http: aiohttp.ClientSession | None = None) -> None:
+        super().__init__(http)
+        self.base_url = base_url.rstrip("/")
+        self._token = session_token
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         h = dict(extra or {})
