@@ -37,3 +37,18 @@ def load_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
     if len(data) != nbytes:
         raise ValueError(f"{path} does not hold a {nbytes}-byte secret")
     return data
+
+
+def read_json_list(path: Path, key: str) -> list[object]:
+    """The list under ``key`` in the JSON object in ``path`` (bank manifests, scan lists);
+    ``ValueError`` naming the file for anything unreadable or of the wrong shape."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text())
+        entries = doc[key]
+        if not isinstance(entries, list):
+            raise TypeError(f"{key} must be a list")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return entries

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .files import read_json_list
 from .pdq_hex import DEFAULT_THRESHOLD, parse_hex
 
 if TYPE_CHECKING:
@@ -149,12 +149,9 @@ class Bank:
 def load_manifest(path: Path, *, threshold: int = DEFAULT_THRESHOLD) -> list[Bank]:
     """The banks a manifest names, with their files read."""
     try:
-        doc = json.loads(path.read_text())
-        entries = doc["banks"]
-        if not isinstance(entries, list):
-            raise TypeError("banks must be a list")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BankFormatError(f"{path}: {exc}") from None
+        entries = read_json_list(path, "banks")
+    except ValueError as exc:
+        raise BankFormatError(str(exc)) from None
     banks = []
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("files", []), list):

@@ -29,7 +29,6 @@ List file::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ import aiohttp
 
 from cdn_auth.cache import ExpiringCache
 from cdn_auth.clock import Clock
+from cdn_auth.files import read_json_list
 from cdn_auth.matching import BankSet, MediaHashIndex
 from cdn_auth.media import Media
 
@@ -118,12 +118,9 @@ class ScanLists:
     @classmethod
     def load(cls, path: Path) -> ScanLists:
         try:
-            doc = json.loads(path.read_text())
-            entries = doc["lists"]
-            if not isinstance(entries, list):
-                raise TypeError("lists must be a list")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ScanListError(f"{path}: {exc}") from None
+            entries = read_json_list(path, "lists")
+        except ValueError as exc:
+            raise ScanListError(str(exc)) from None
         return cls.from_doc(entries)
 
     @classmethod

@@ -226,7 +226,7 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
         yield st
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
+def interrupt_on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procs", type=int, default=1, help="edge and dm processes each (1)")
     p.add_argument("--redis-url", help="use this Redis instead of starting one")
     a = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt_on_signal)
     try:
         with process_stack(a.dir, procs=a.procs, redis_url=a.redis_url) as st:
             print(json.dumps(st.describe()), flush=True)

@@ -15,14 +15,9 @@ import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
 from .sample_video import FfmpegUnavailable, make_video
-from .stack_procs import StackError, process_stack
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+from .stack_procs import StackError, interrupt_on_signal, process_stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exit-after-s", type=float, default=None,
                    help="stop after this many seconds (for scripted checks)")
     a = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt_on_signal)
     sample = a.dir.resolve() / "sample.mp4"
     try:
         with process_stack(a.dir, web=True) as st:
