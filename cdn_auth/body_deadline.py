@@ -51,7 +51,8 @@ class BodyClock:
         try:
             if remaining <= 0:
                 raise TimeoutError
-            return await asyncio.wait_for(step, remaining)
+            async with asyncio.timeout(remaining):
+                return await step
         except TimeoutError:
             raise BodyTimeout(f"body slower than {self.deadline.min_rate_bps} B/s after "
                               f"{self.deadline.grace_s} s") from None

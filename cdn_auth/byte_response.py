@@ -64,8 +64,8 @@ class ByteRangeResponse(web.StreamResponse):
                     return writer
                 n = min(self._window, end - pos)
                 try:
-                    await asyncio.wait_for(self._send_window(transport, writer, loop, pos, n),
-                                           self._write_timeout_s)
+                    async with asyncio.timeout(self._write_timeout_s):
+                        await self._send_window(transport, writer, loop, pos, n)
                 except TimeoutError:
                     self.stopped = "write_timeout"
                     transport.abort()

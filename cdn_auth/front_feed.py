@@ -169,8 +169,12 @@ class FrontFeed:
         backoff = 0.05
         async with aiohttp.ClientSession(timeout=self._timeout) as http:
             while True:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
+                # that lands as the event fires, and this loop then never ends (a shutdown
+                # that hung in CI).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._interval_s)
+                    async with asyncio.timeout(self._interval_s):
+                        await self._wake.wait()
                 self._wake.clear()
                 batch = self._take()
                 try:

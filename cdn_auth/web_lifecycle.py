@@ -34,7 +34,8 @@ async def redis_answers(redis: Any, timeout_s: float = 1.0) -> bool:
     """Whether Redis answers a PING within ``timeout_s`` (readiness, and the ``*_redis_up``
     gauges set at scrape time)."""
     try:
-        await asyncio.wait_for(redis.ping(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await redis.ping()
     except (RedisError, OSError, TimeoutError):
         return False
     return True

@@ -106,7 +106,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(asyncio.CancelledError):
             await reader_task
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ws.close(), state.settings.ws_write_timeout_s)
+            async with asyncio.timeout(state.settings.ws_write_timeout_s):
+                await ws.close()
     return ws
 
 
@@ -157,9 +158,9 @@ async def _close_slow(ws: web.WebSocketResponse, request: web.Request) -> None:
     """Close with 1013 if the close frame can still be written soon; otherwise drop the
     connection: a client that reads nothing will not read a close frame either."""
     try:
-        await asyncio.wait_for(ws.close(code=aiohttp.WSCloseCode.TRY_AGAIN_LATER,
-                                        message=b"slow consumer: reconnect with your cursor"),
-                               1.0)
+        async with asyncio.timeout(1.0):
+            await ws.close(code=aiohttp.WSCloseCode.TRY_AGAIN_LATER,
+                           message=b"slow consumer: reconnect with your cursor")
     except TimeoutError:
         if request.transport is not None:
             request.transport.abort()
@@ -185,7 +186,8 @@ async def _send(state: DmState, ws: web.WebSocketResponse, entry: Entry, reader:
     try:
         # A client that stops reading fills the socket buffers and then send_str waits for
         # ever; the write deadline turns that into a bounded wait and a 1013 close.
-        await asyncio.wait_for(ws.send_str(text), state.settings.ws_write_timeout_s)
+        async with asyncio.timeout(state.settings.ws_write_timeout_s):
+            await ws.send_str(text)
     except TimeoutError:
         raise SlowConsumer() from None
     state.metrics.pushes.inc()

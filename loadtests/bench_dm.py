@@ -912,7 +912,8 @@ async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
         readers = [asyncio.create_task(follow_pushes(http, p["recipient_token"], receipts, c))
                    for p, c in zip(pairs, connected, strict=True)]
         try:
-            await asyncio.wait_for(asyncio.gather(*(c.wait() for c in connected)), 30)
+            async with asyncio.timeout(30):
+                await asyncio.gather(*(c.wait() for c in connected))
             await wait_subscribed(http, len(pairs))
             receipts.reconnects, receipts.close_reasons = 0, {}  # count the run's drops only
             if warm.count:

@@ -66,7 +66,8 @@ async def demo(root: Path) -> int:
         await asyncio.sleep(0.1)
         t0 = time.perf_counter()
         sent = await alice.send(conv["id"], media_id=media["id"], text="watch this")
-        event = await asyncio.wait_for(pushed, 5)
+        async with asyncio.timeout(5):
+            event = await pushed
         say("Alice sends it to Bob; Bob's socket gets it",
             f"message {sent['id']} pushed in {(time.perf_counter() - t0) * 1000:.1f} ms")
         url = event["message"]["media"]["url"]

@@ -7,6 +7,7 @@ refusal after a revocation can only come from the edge's push, never from expiry
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import secrets
@@ -377,6 +378,27 @@ def test_front_feed_sends_no_liveness_until_the_tail_is_fresh() -> None:
     assert "alive" not in feed.body({})
     freshness[0] = 4.25
     assert feed.body({}) == "alive 4250\n"
+
+
+async def test_front_feed_stops_when_a_revocation_lands_as_shutdown_begins() -> None:
+    """Regression (a CI run hung 120 s in an edge's shutdown): a revocation that wakes the
+    feed in the same loop turn as the cancel must not swallow the cancel.  With
+    ``asyncio.wait_for`` on Python 3.11 it did, and the feed then retried its push for
+    ever (here against a port nobody listens on)."""
+    from cdn_auth.front_feed import FrontFeed, feeding
+
+    feed = FrontFeed(f"http://127.0.0.1:{free_port()}/", "s" * 16, fresh_for_s=lambda: 1.0,
+                     interval_s=30.0)
+    for _ in range(20):
+        task = asyncio.create_task(feed.run())
+        await asyncio.sleep(0)  # the feed now waits for a wake-up (or the 30 s heartbeat)
+        feed.on_revocation(revocation.RevocationEvent("takedown", media_id="m_1", at_ms=1))
+        task.cancel()  # in the same loop turn as the wake-up
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert task in done and task.cancelled(), "the cancel was swallowed"
+    async with feeding(feed):  # and the context manager used by the app ends too
+        await asyncio.sleep(0)
+        feed.on_revocation(revocation.RevocationEvent("takedown", media_id="m_2", at_ms=2))
 
 
 async def test_a_starting_edge_replays_many_revocations_in_bounded_pushes(
