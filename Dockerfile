@@ -17,6 +17,7 @@ WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY cdn_auth/__init__.py ./cdn_auth/__init__.py
 RUN pip wheel --wheel-dir /wheels ".[server,load]"
+COPY service_kernel ./service_kernel
 COPY cdn_auth ./cdn_auth
 COPY dm ./dm
 COPY loadtests ./loadtests

@@ -7,10 +7,16 @@ from typing import Any
 
 from aiohttp import web
 
+from service_kernel import logs, openapi
+from service_kernel.body_deadline import BODY_DEADLINE, BodyDeadline
+from service_kernel.clock import Clock, system_clock
+from service_kernel.rate_limit import RATE_LIMITER, Limit, RateLimiter, parse_limits
+from service_kernel.redis_client import connect
+from service_kernel.web_errors import bearer_token, error_middleware
+from service_kernel.web_lifecycle import tail_while_running
+
 from . import (
     __version__,
-    logs,
-    openapi,
     web_banks,
     web_edge,
     web_grants,
@@ -19,8 +25,6 @@ from . import (
     web_playback,
 )
 from .authorizer import Authorizer, AuthorizerConfig
-from .body_deadline import BODY_DEADLINE, BodyDeadline
-from .clock import Clock, system_clock
 from .errors import SessionMissing
 from .front_feed import FrontFeed, feeding
 from .keyring import KeyRingSource
@@ -29,17 +33,13 @@ from .matching import MediaHashIndex, banks_from
 from .metrics import Metrics
 from .origin import Origin
 from .playback import PlaybackTokens
-from .rate_limit import RATE_LIMITER, Limit, RateLimiter, parse_limits
 from .redemption import Redemptions
-from .redis_client import connect
 from .registry import MediaRegistry
 from .revocation import RevocationLog
 from .revocation_view import REMINT_MARGIN_S, RevocationTailer, RevocationView
 from .session import JwksSource, SessionVerifier
 from .settings import DEFAULT_RATE_LIMITS, EdgeSettings
 from .web_cors import cors_middleware
-from .web_errors import bearer_token, error_middleware
-from .web_lifecycle import tail_while_running
 from .web_state import STATE, EdgeState
 
 #: The app's front feed, when a front is configured (tests and benchmarks read its counters).

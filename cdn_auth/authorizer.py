@@ -14,16 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from service_kernel.cache import ExpiringCache, shared_int, token_key
+from service_kernel.clock import Clock, system_clock
+from service_kernel.errors import InvalidField, ServiceError
+from service_kernel.ids import is_id
+
 from . import grant as grant_mod
 from . import pointer as pointer_mod
 from . import rights
-from .cache import ExpiringCache, shared_int, token_key
-from .clock import Clock, system_clock
 from .errors import (
-    CdnAuthError,
     GrantMediaMismatch,
     GrantRevoked,
-    InvalidField,
     PointerMissing,
     RevocationStale,
     SessionMissing,
@@ -32,7 +33,6 @@ from .errors import (
 )
 from .front_feed import stream_ms
 from .grant import Grant
-from .ids import is_id
 from .keyset import KeySet
 from .media import Media
 from .metrics import Metrics
@@ -208,7 +208,7 @@ class Authorizer:
             if d.pointer is not None:
                 rights.check_not_revoked(d.pointer, view)
             return d.grant is None or not view.is_grant_revoked(d.grant.grant_id)
-        except CdnAuthError:
+        except ServiceError:
             return False
 
     def grant(self, token: str) -> Grant:

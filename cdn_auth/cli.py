@@ -15,15 +15,17 @@ from pathlib import Path
 
 from aiohttp import web
 
+from service_kernel.serving import add_serve_arguments, run_cli
+
 from .errors import KeyRingError
 from .keyring import KeyRing
-from .serving import add_serve_arguments, run_cli
 from .token_format import Alg
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from service_kernel.serving import serve
+
     from .app import build_app
-    from .serving import serve
     from .settings import EdgeSettings
 
     def build(redis_url: str | None) -> tuple[web.Application, str, int, str]:

@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from .clock import Clock, system_clock
+from service_kernel.clock import Clock, system_clock
+
 from .revocation import RevocationEvent
 
 if TYPE_CHECKING:

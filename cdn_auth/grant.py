@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from service_kernel.cache import shared
+
 from . import token_format as tf
-from .cache import shared
 from .errors import TokenMalformed
 from .token_format import SigningKey, TokenType, VerifyKey
 

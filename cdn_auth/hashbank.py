@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .files import read_json_list
+from service_kernel.files import read_json_list
+
 from .pdq_hex import DEFAULT_THRESHOLD, parse_hex
 
 if TYPE_CHECKING:

@@ -30,9 +30,10 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .encoding import b64url_decode, b64url_encode
+from service_kernel.encoding import b64url_decode, b64url_encode
+from service_kernel.files import atomic_write
+
 from .errors import KeyRingError
-from .files import atomic_write
 from .token_format import DEFAULT_LEEWAY_S, Alg, SigningKey
 
 RING_FILE = "ring.json"
@@ -231,7 +232,10 @@ def _read_secret(path: Path, info: KeyInfo) -> Ed25519PrivateKey | bytes:
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyRingError(f"{file} is not an Ed25519 key")
         return key
-    return b64url_decode(data.decode().strip())
+    try:
+        return b64url_decode(data.decode().strip())
+    except ValueError as exc:
+        raise KeyRingError(f"{file} is not a base64url key: {exc}") from None
 
 
 def _jwk(info: KeyInfo, secret: Ed25519PrivateKey | bytes) -> dict[str, str]:

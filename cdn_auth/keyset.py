@@ -19,7 +19,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .clock import Clock, system_clock
+from service_kernel.clock import Clock, system_clock
+
 from .errors import KeyRingError
 from .token_format import Alg, VerifyKey
 

@@ -19,8 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from service_kernel.errors import InvalidField
+
 from . import redis_keys, revocation
-from .errors import InvalidField
 from .fingerprint import Fingerprint
 from .hashbank import ACTIONS, Bank, BankFormatError, load_manifest, normalize
 from .pdq_hex import DEFAULT_THRESHOLD, parse_hex

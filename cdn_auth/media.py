@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidField
+from service_kernel.errors import InvalidField
 
 if TYPE_CHECKING:
     from .origin import Origin

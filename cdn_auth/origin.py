@@ -26,7 +26,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputTooLarge, InvalidField, StorageUnavailable
+from service_kernel.errors import InputTooLarge, InvalidField
+
+from .errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
 

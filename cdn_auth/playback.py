@@ -22,10 +22,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from service_kernel.clock import Clock, system_clock
+from service_kernel.files import load_or_create_secret
+
 from . import token_format as tf
-from .clock import Clock, system_clock
 from .errors import SessionExpired, SessionInvalid, TokenError, TokenExpired
-from .files import load_or_create_secret
 from .session import Session
 from .token_format import Alg, SigningKey, TokenType, VerifyKey
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from service_kernel.cache import shared, shared_int
+
 from . import token_format as tf
-from .cache import shared, shared_int
 from .token_format import SigningKey, TokenType, VerifyKey
 
 DEFAULT_POINTER_TTL_S = 300

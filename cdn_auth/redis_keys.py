@@ -2,7 +2,7 @@
 
 Keys that a single operation touches together share a hash tag (the part
 in braces) so the layout works unchanged on Redis Cluster.  Ids that go
-into keys are validated by :mod:`cdn_auth.ids` first, so they never hold
+into keys are validated by :mod:`service_kernel.ids` first, so they never hold
 braces themselves.
 """
 
@@ -17,12 +17,6 @@ REVOCATION_STREAM = f"{PREFIX}:revocations"
 #: Must exceed the longest token lifetime plus clock skew (settings cap that
 #: at 12 h); a starting edge loads the last max-token-lifetime of it.
 REVOCATION_STREAM_RETENTION_S = 24 * 3600
-
-
-def rate_limit(subject: str, name: str) -> str:
-    """One GCRA timestamp per (subject, limit); expires after at most ``burst`` intervals.
-    Both services use it (subjects are ``u:<user>`` or ``ip:<address>``)."""
-    return f"{PREFIX}:rl:{{{subject}}}:{name}"
 
 
 def media_key(media_id: str) -> str:

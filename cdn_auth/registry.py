@@ -7,8 +7,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from service_kernel.errors import InvalidField
+
 from . import redis_keys
-from .errors import InvalidField, MediaNotFound, RedisUnavailable
+from .errors import MediaNotFound, RedisUnavailable
 from .media import STATUSES, Media, from_redis, to_redis
 
 

@@ -19,8 +19,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from service_kernel.errors import InvalidField
+
 from . import redis_keys
-from .errors import InvalidField, RedisUnavailable
+from .errors import RedisUnavailable
 
 KINDS = ("unsent", "left", "takedown", "grant_revoked")
 _FIELDS = ("conversation_id", "message_id", "user_id", "media_id", "grant_id")

@@ -21,11 +21,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from service_kernel.clock import Clock, system_clock
+from service_kernel.errors import ServiceError
+from service_kernel.stream_tail import Entry, StreamTailer, read_range
+
 from . import redis_keys
-from .clock import Clock, system_clock
-from .errors import CdnAuthError
 from .revocation import RevocationEvent
-from .stream_tail import Entry, StreamTailer, read_range
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class RevocationTailer:
         for eid, fields in entries:
             try:
                 ev = RevocationEvent.from_stream(eid, fields)
-            except (CdnAuthError, ValueError, KeyError):
+            except (ServiceError, ValueError, KeyError):
                 log.error("skipping malformed revocation event", extra={"id": eid})
                 continue
             self.view.apply(ev)

@@ -22,9 +22,10 @@ from typing import Any
 import aiohttp
 import jwt
 
-from .clock import Clock, system_clock
+from service_kernel.clock import Clock, system_clock
+from service_kernel.ids import is_user_id
+
 from .errors import SessionExpired, SessionInvalid
-from .ids import is_user_id
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from typing import NamedTuple
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .encoding import b64url_decode, b64url_encode
+from service_kernel.encoding import b64url_decode, b64url_encode
+
 from .errors import (
     TokenBadSignature,
     TokenExpired,
@@ -150,8 +151,11 @@ def parse_unverified(token: str) -> Envelope:
     body_b64, dot, sig_b64 = token.partition(".")
     if not dot or not body_b64 or not sig_b64:
         raise TokenMalformed("not body.signature")
-    body = b64url_decode(body_b64)
-    signature = b64url_decode(sig_b64)
+    try:
+        body = b64url_decode(body_b64)
+        signature = b64url_decode(sig_b64)
+    except ValueError as exc:
+        raise TokenMalformed(str(exc)) from None
     if len(body) < 4 + 1 + 16:
         raise TokenMalformed("body too short")
     version, type_byte, alg_byte, kid_len = body[0], body[1], body[2], body[3]

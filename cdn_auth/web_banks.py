@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service_kernel.openapi import Route
+from service_kernel.web_errors import bearer_token, read_json
+
 from .errors import NotModerator, SessionMissing
 from .matching import bank_and_take_down, parse_request_signals
-from .openapi import Route
 from .session import Session
-from .web_errors import bearer_token, read_json
 from .web_state import STATE
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .web_errors import Handler, json_error
+from service_kernel.web_errors import Handler, json_error
 
 ALLOW_METHODS = "GET, HEAD, POST, DELETE"
 ALLOW_HEADERS = "Authorization, Content-Type, Range, If-Range, If-None-Match, X-Pointer, " \

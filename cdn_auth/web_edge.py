@@ -12,14 +12,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from aiohttp import web
 
+from service_kernel.errors import InputTooLarge, InvalidField, ServiceError
+from service_kernel.openapi import Route
+from service_kernel.web_errors import bearer_token, error_response
+
 from . import ranges
 from .authorizer import Decision
 from .byte_response import ByteRangeResponse, open_origin
-from .errors import CdnAuthError, InputTooLarge, InvalidField, RangeNotSatisfiable, Unavailable
+from .errors import RangeNotSatisfiable, Unavailable
 from .front_feed import decision_deps, decision_max_age_s
-from .openapi import Route
 from .playback import COOKIE_NAME
-from .web_errors import bearer_token, error_response
 from .web_state import STATE, EdgeState
 
 MAX_URI_CHARS = 2048
@@ -42,7 +44,7 @@ async def _decide(state: EdgeState, media_id: str, session: str | None,
     try:
         decision = await state.authorizer.authorize(media_id, session, pointer, grant,
                                                     playback_token=playback)
-    except CdnAuthError as exc:
+    except ServiceError as exc:
         if exc.status >= 500:
             metrics.error(exc.code)
         else:

@@ -11,21 +11,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service_kernel.errors import InvalidField
+from service_kernel.ids import check_id, new_id
+from service_kernel.openapi import Route
+from service_kernel.web_errors import read_json
+
 from . import grant as grant_mod
 from . import redis_keys, revocation, rights
-from .errors import (
-    Forbidden,
-    GrantMediaMismatch,
-    GrantRevoked,
-    InvalidField,
-    NotFound,
-    RevocationStale,
-    Unavailable,
-)
-from .ids import check_id, new_id
-from .openapi import Route
+from .errors import Forbidden, GrantMediaMismatch, GrantRevoked, NotFound, RevocationStale, Unavailable
 from .redemption import grant_sharer
-from .web_errors import read_json
 from .web_media import _session
 from .web_state import STATE
 

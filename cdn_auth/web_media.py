@@ -16,23 +16,18 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from . import body_deadline, redis_keys, revocation
-from .errors import (
-    Forbidden,
-    InputTooLarge,
-    InvalidField,
-    MalformedRequest,
-    MediaBanked,
-    NotModerator,
-    SessionMissing,
-)
+from service_kernel import body_deadline
+from service_kernel.errors import InputTooLarge, InvalidField, MalformedRequest
+from service_kernel.ids import check_id, new_id
+from service_kernel.openapi import Route
+from service_kernel.web_errors import bearer_token, parse_json, read_json
+
+from . import redis_keys, revocation
+from .errors import Forbidden, MediaBanked, NotModerator, SessionMissing
 from .fingerprint import FingerprintLimits, fingerprint_file
-from .ids import check_id, new_id
 from .media import Media, check_content_type, parse_rules
-from .openapi import Route
 from .origin import StoredObject
 from .session import Session
-from .web_errors import bearer_token, parse_json, read_json
 from .web_state import STATE, EdgeState
 
 _META_FIELDS = {"origin_path", "content_type", "visibility", "allow_reshare", "min_age",

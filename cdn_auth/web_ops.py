@@ -7,8 +7,9 @@ import os
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .openapi import Route
-from .web_lifecycle import readiness, redis_answers
+from service_kernel.openapi import Route
+from service_kernel.web_lifecycle import readiness, redis_answers
+
 from .web_state import STATE
 
 

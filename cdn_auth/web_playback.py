@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service_kernel.openapi import Route
+from service_kernel.web_errors import bearer_token
+
 from .errors import NotFound, SessionMissing
-from .openapi import Route
 from .playback import COOKIE_NAME, COOKIE_PATH, PlaybackTokens
 from .session import Session
-from .web_errors import bearer_token
 from .web_state import STATE, EdgeState
 
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
+from service_kernel.clock import Clock
+
 from .authorizer import Authorizer
-from .clock import Clock
 from .keyring import KeyRingSource
 from .matching import BankSet, MediaHashIndex
 from .metrics import Metrics

@@ -9,22 +9,22 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cdn_auth import logs, openapi
-from cdn_auth.body_deadline import BODY_DEADLINE, BodyDeadline
-from cdn_auth.clock import Clock, system_clock
-from cdn_auth.files import load_or_create_secret
 from cdn_auth.hashbank import load_manifest
 from cdn_auth.keyring import KeyRingSource
 from cdn_auth.matching import BankSet, MediaHashIndex
-from cdn_auth.openapi import Route
-from cdn_auth.rate_limit import RATE_LIMITER, Limit, RateLimiter, parse_limits
-from cdn_auth.redis_client import connect
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.session import JwksSource, SessionVerifier
-from cdn_auth.stream_tail import Entry
-from cdn_auth.web_errors import error_middleware
-from cdn_auth.web_lifecycle import readiness, redis_answers, tail_while_running
+from service_kernel import logs, openapi
+from service_kernel.body_deadline import BODY_DEADLINE, BodyDeadline
+from service_kernel.clock import Clock, system_clock
+from service_kernel.files import load_or_create_secret
+from service_kernel.openapi import Route
+from service_kernel.rate_limit import RATE_LIMITER, Limit, RateLimiter, parse_limits
+from service_kernel.redis_client import connect
+from service_kernel.stream_tail import Entry
+from service_kernel.web_errors import error_middleware
+from service_kernel.web_lifecycle import readiness, redis_answers, tail_while_running
 
 from . import (
     __version__,

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from cdn_auth.serving import add_serve_arguments, run_cli
+from service_kernel.serving import add_serve_arguments, run_cli
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from cdn_auth.serving import serve
+    from service_kernel.serving import serve
 
     from .app import build_app
     from .settings import DmSettings

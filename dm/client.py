@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from cdn_auth.encoding import b64url_encode
+from service_kernel.encoding import b64url_encode
 
 from . import envelope
 from .edge_client import EdgeClient, HttpOwner, MediaResponse, raise_for

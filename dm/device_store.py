@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cdn_auth.encoding import b64url_decode, b64url_encode
-from cdn_auth.files import atomic_write
+from service_kernel.encoding import b64url_decode, b64url_encode
+from service_kernel.files import atomic_write
 
 from .envelope import DeviceKey
 

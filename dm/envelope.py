@@ -55,8 +55,7 @@ from cryptography.hazmat.primitives.hpke import (
     Suite,
 )
 
-from cdn_auth.encoding import b64url_decode, b64url_encode
-from cdn_auth.errors import TokenMalformed
+from service_kernel.encoding import b64url_decode, b64url_encode
 
 from .sdk_errors import SdkError
 
@@ -206,7 +205,7 @@ class Payload:
             if doc.get("v") != 1 or len(fk) != FK_BYTES:
                 raise EnvelopeError("payload version or franking key")
             fields = (doc.get("media_id"), doc.get("grant"), doc.get("text"))
-        except (ValueError, KeyError, TypeError, TokenMalformed) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise EnvelopeError("malformed payload") from exc
         if not all(f is None or isinstance(f, str) for f in fields):
             raise EnvelopeError("malformed payload fields")

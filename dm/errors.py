@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdn_auth.errors import ServiceError
+from service_kernel.errors import ServiceError
 
 
 class DmError(ServiceError):

@@ -18,8 +18,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cdn_auth.encoding import b64url_encode
-from cdn_auth.files import atomic_write
+from service_kernel.encoding import b64url_encode
+from service_kernel.files import atomic_write
 
 DEFAULT_SESSION_TTL_S = 3600
 KEY_FILE = "issuer.key"

@@ -20,11 +20,12 @@ import time
 from typing import Any
 
 from cdn_auth import revocation
-from cdn_auth.errors import InvalidField, MediaNotFound
-from cdn_auth.ids import new_id
+from cdn_auth.errors import MediaNotFound
 from cdn_auth.matching import bank_and_take_down
 from cdn_auth.session import Session
-from cdn_auth.stream_tail import decode_entry
+from service_kernel.errors import InvalidField
+from service_kernel.ids import new_id
+from service_kernel.stream_tail import decode_entry
 
 from . import redis_keys as k
 from .errors import (

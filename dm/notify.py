@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cdn_auth.stream_tail import Entry, StreamTailer, decode_entry
+from service_kernel.stream_tail import Entry, StreamTailer, decode_entry
 
 from . import redis_keys as k
 from . import scripts

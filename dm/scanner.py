@@ -38,11 +38,11 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from cdn_auth.cache import ExpiringCache
-from cdn_auth.clock import Clock
-from cdn_auth.files import read_json_list
 from cdn_auth.matching import BankSet, MediaHashIndex
 from cdn_auth.media import Media
+from service_kernel.cache import ExpiringCache
+from service_kernel.clock import Clock
+from service_kernel.files import read_json_list
 
 from .settings import DmSettings
 

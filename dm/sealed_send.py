@@ -13,11 +13,11 @@ import json
 import time
 from typing import Any
 
-from cdn_auth.encoding import b64url_decode, b64url_encode
-from cdn_auth.errors import InvalidField, TokenMalformed
-from cdn_auth.ids import check_id
 from cdn_auth.redemption import grant_sharer
 from cdn_auth.session import Session
+from service_kernel.encoding import Base64Error, b64url_decode, b64url_encode
+from service_kernel.errors import InvalidField
+from service_kernel.ids import check_id
 
 from . import envelope
 from .errors import DeviceMismatch, NotAllowed
@@ -33,7 +33,7 @@ def _b64(value: object, field: str, max_bytes: int) -> bytes:
         raise InvalidField(f"{field} must be base64url of at most {max_bytes} bytes")
     try:
         return b64url_decode(value)
-    except TokenMalformed:
+    except Base64Error:
         raise InvalidField(f"{field} is not canonical base64url") from None
 
 

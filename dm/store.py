@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdn_auth.stream_tail import decode_entry
+from service_kernel.stream_tail import decode_entry
 
 from . import redis_keys as k
 from . import scripts

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from cdn_auth.errors import NotFound
-from cdn_auth.openapi import Route
+from service_kernel.openapi import Route
 
 from .web_state import STATE
 

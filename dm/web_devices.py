@@ -6,10 +6,10 @@ import time
 
 from aiohttp import web
 
-from cdn_auth.encoding import b64url_decode, b64url_encode
-from cdn_auth.errors import InvalidField, TokenMalformed
-from cdn_auth.openapi import Route
-from cdn_auth.web_errors import read_json
+from service_kernel.encoding import Base64Error, b64url_decode, b64url_encode
+from service_kernel.errors import InvalidField
+from service_kernel.openapi import Route
+from service_kernel.web_errors import read_json
 
 from . import envelope
 from .errors import NotAllowed, NotFound
@@ -33,7 +33,7 @@ async def put_key(request: web.Request) -> web.Response:
     try:
         raw = b64url_decode(encoded)
         envelope.parse_public_key(suite, raw)
-    except (TokenMalformed, envelope.EnvelopeError) as exc:
+    except (Base64Error, envelope.EnvelopeError) as exc:
         raise InvalidField(f"public_key: {exc}") from None
     record = {"suite": suite, "public_key": b64url_encode(raw),
               "fingerprint": envelope.fingerprint(suite, raw),

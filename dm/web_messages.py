@@ -10,11 +10,11 @@ from typing import Any
 from aiohttp import web
 
 from cdn_auth import revocation, rights
-from cdn_auth.errors import InvalidField
-from cdn_auth.ids import check_id
-from cdn_auth.openapi import Route
 from cdn_auth.session import Session
-from cdn_auth.web_errors import parse_json, read_body, require_json
+from service_kernel.errors import InvalidField
+from service_kernel.ids import check_id
+from service_kernel.openapi import Route
+from service_kernel.web_errors import parse_json, read_body, require_json
 
 from .delivery import render
 from .errors import BadCursor, MessageUnsent, NotMember, SealedNeedsEnvelopes, TooLarge

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cdn_auth.errors import InvalidField
-from cdn_auth.ids import check_id
-from cdn_auth.openapi import Route
-from cdn_auth.web_errors import read_json
+from service_kernel.errors import InvalidField
+from service_kernel.ids import check_id
+from service_kernel.openapi import Route
+from service_kernel.web_errors import read_json
 
 from . import moderation
 from .errors import BadCursor

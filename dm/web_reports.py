@@ -15,11 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
-from cdn_auth.encoding import b64url_decode
-from cdn_auth.errors import InvalidField, TokenMalformed
-from cdn_auth.ids import check_id
-from cdn_auth.openapi import Route
-from cdn_auth.web_errors import read_json
+from service_kernel.encoding import Base64Error, b64url_decode
+from service_kernel.errors import InvalidField
+from service_kernel.ids import check_id
+from service_kernel.openapi import Route
+from service_kernel.web_errors import read_json
 
 from . import envelope
 from .errors import NotMember, ReportUnverified
@@ -82,7 +82,7 @@ def _verified_sealed(state: DmState, cid: str, sealed: Any) -> dict[str, str]:
         envelope.check_countersignature(state.franking_key, signature, commitment, cid, sender,
                                         cmid, ts_ms)
         envelope.check_commitment(commitment, payload, cid, sender, cmid)
-    except TokenMalformed:
+    except Base64Error:
         raise InvalidField("franking values must be base64url") from None
     except envelope.EnvelopeError as exc:
         raise ReportUnverified(str(exc)) from None

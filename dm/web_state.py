@@ -9,15 +9,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
-from cdn_auth.cache import ExpiringCache
-from cdn_auth.clock import Clock
 from cdn_auth.errors import SessionMissing
 from cdn_auth.matching import BankSet, MediaHashIndex
 from cdn_auth.media import Media
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.session import Session, SessionVerifier
-from cdn_auth.web_errors import bearer_token
+from service_kernel.cache import ExpiringCache
+from service_kernel.clock import Clock
+from service_kernel.web_errors import bearer_token
 
 from . import redis_keys as k
 from .audit import AuditLog

@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from cdn_auth.openapi import Route
-from cdn_auth.stream_tail import Entry
+from service_kernel.openapi import Route
+from service_kernel.stream_tail import Entry
 
 from .delivery import render
 from .errors import NotFound, StreamsFull, TooManySockets

@@ -6,11 +6,11 @@ import time
 
 from aiohttp import web
 
-from cdn_auth.errors import InvalidField
-from cdn_auth.ids import new_id
-from cdn_auth.openapi import Route
 from cdn_auth.session import region_from_claim
-from cdn_auth.web_errors import read_json
+from service_kernel.errors import InvalidField
+from service_kernel.ids import new_id
+from service_kernel.openapi import Route
+from service_kernel.web_errors import read_json
 
 from .errors import DevIssuerDisabled, DevIssuerRolesDisabled
 from .web_state import STATE

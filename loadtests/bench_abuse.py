@@ -42,7 +42,7 @@ from typing import Any
 
 import aiohttp
 
-from cdn_auth.redis_client import connect
+from service_kernel.redis_client import connect
 
 from .stack_procs import ProcStack, process_stack
 

@@ -58,15 +58,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cdn_auth.files import atomic_write
-from cdn_auth.ids import new_id
 from cdn_auth.media import AudienceRules, Media
-from cdn_auth.redis_client import connect
-from cdn_auth.redis_process import RedisProcess, free_port
 from cdn_auth.registry import MediaRegistry
 from dm.client import DmClient
 from dm.envelope import DeviceKey
 from dm.identity import DevIssuer
+from service_kernel.files import atomic_write
+from service_kernel.ids import new_id
+from service_kernel.redis_client import connect
+from service_kernel.redis_process import RedisProcess, free_port
 
 from .bench_edge import (
     HOST,

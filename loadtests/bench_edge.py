@@ -56,12 +56,12 @@ from types import FrameType
 from typing import Any
 
 from cdn_auth import pointer
-from cdn_auth.files import atomic_write
 from cdn_auth.keyring import KeyRing
-from cdn_auth.redis_process import RedisProcess, free_port
 from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE, DevIssuer
 from loadtests.cache_memory import cache_bytes_per_entry
+from service_kernel.files import atomic_write
+from service_kernel.redis_process import RedisProcess, free_port
 
 HOST = "127.0.0.1"  # the benchmark never targets anything else
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -928,7 +928,7 @@ def serve_baseline(argv: list[str]) -> int:
     from cdn_auth import ranges
     from cdn_auth.byte_response import ByteRangeResponse, open_origin
     from cdn_auth.errors import RangeNotSatisfiable
-    from cdn_auth.web_errors import error_middleware, error_response
+    from service_kernel.web_errors import error_middleware, error_response
 
     p = argparse.ArgumentParser(prog="bench_edge serve-baseline")
     p.add_argument("--kind", choices=sorted(set(BASELINES.values())), default="bytes")

@@ -53,12 +53,12 @@ import aiohttp
 
 from cdn_auth import pointer, revocation
 from cdn_auth.media import AudienceRules, Media
-from cdn_auth.redis_client import connect
-from cdn_auth.redis_process import RedisProcess, free_port
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE, DevIssuer
+from service_kernel.redis_client import connect
+from service_kernel.redis_process import RedisProcess, free_port
 
 from .bench_edge import (
     BenchError,

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 from cdn_auth import pointer
-from cdn_auth.redis_process import RedisProcess, free_port
 from cdn_auth.token_format import Alg
 from dm.identity import JWKS_FILE, DevIssuer
+from service_kernel.redis_process import RedisProcess, free_port
 
 from .bench_edge import (
     INGEST,

@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cdn_auth.encoding import b64url_encode
 from dm import delivery, envelope
+from service_kernel.encoding import b64url_encode
 
 
 def build_messages(members: int, devices: int, suite: str, count: int

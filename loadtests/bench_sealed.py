@@ -58,15 +58,15 @@ from typing import Any
 from cdn_auth import grant as grant_mod
 from cdn_auth import pointer as pointer_mod
 from cdn_auth import redis_keys
-from cdn_auth.encoding import b64url_decode, b64url_encode
-from cdn_auth.files import atomic_write
-from cdn_auth.ids import new_id
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
 from cdn_auth.keyset import keys_from_jwks
-from cdn_auth.redis_process import RedisProcess, free_port
 from cdn_auth.token_format import SigningKey, VerifyKey
 from dm import envelope
 from dm.identity import JWKS_FILE, DevIssuer
+from service_kernel.encoding import b64url_decode, b64url_encode
+from service_kernel.files import atomic_write
+from service_kernel.ids import new_id
+from service_kernel.redis_process import RedisProcess, free_port
 
 from .bench_dm import (
     LinePool,

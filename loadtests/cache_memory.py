@@ -27,12 +27,12 @@ from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
 from cdn_auth.keyset import KeySet
 from cdn_auth.metrics import Metrics
 from cdn_auth.redemption import Redemptions
-from cdn_auth.redis_client import connect
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation_view import RevocationTailer, RevocationView
 from cdn_auth.session import JwksSource, SessionVerifier
 from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE, DevIssuer
+from service_kernel.redis_client import connect
 
 #: Distinct readers, videos and conversations among the pointers, and the seconds their
 #: minting spreads over (the default pointer lifetime).

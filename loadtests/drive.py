@@ -35,7 +35,7 @@ from locust import User, events
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, Runner
 
-from cdn_auth.redis_process import free_port
+from service_kernel.redis_process import free_port
 
 from . import hdr, locustfile, proc_cpu, push
 from .lt_process import STATE, Setup

@@ -29,12 +29,12 @@ from typing import Any
 
 from cdn_auth import grant as grant_mod
 from cdn_auth import redis_keys
-from cdn_auth.ids import new_id
 from cdn_auth.keyring import KeyRing
 from cdn_auth.keyset import keys_from_jwks
 from cdn_auth.redemption import BIND
 from cdn_auth.token_format import Alg
 from dm import envelope
+from service_kernel.ids import new_id
 
 from .bench_sealed import TOKEN_TTL_S, Tokens, sample_payload
 from .scenarios import SUITE_OF

@@ -19,8 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cdn_auth.redis_process import free_port
 from cdn_auth.settings import EdgeSettings
+from service_kernel.redis_process import free_port
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "nginx"
 TEMPLATE = DEPLOY / "edge.conf.template"

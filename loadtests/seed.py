@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cdn_auth.encoding import b64url_decode, b64url_encode
 from dm import envelope
 from dm.edge_client import encode_upload, media_metadata
+from service_kernel.encoding import b64url_decode, b64url_encode
 
 from .scenarios import CONVERSATION_MODE, SCANNED_MODES, SUITE_OF, VIDEO_BYTES, is_view, mode_of
 

@@ -16,13 +16,13 @@ from aiohttp import web
 
 from cdn_auth.app import build_app as build_edge
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
-from cdn_auth.redis_client import connect
-from cdn_auth.redis_process import RedisProcess, free_port
 from cdn_auth.settings import EdgeSettings
 from cdn_auth.token_format import Alg
 from dm.app import build_app as build_dm
 from dm.identity import JWKS_FILE, DevIssuer
 from dm.settings import DmSettings
+from service_kernel.redis_client import connect
+from service_kernel.redis_process import RedisProcess, free_port
 
 
 @dataclass

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from cdn_auth.files import load_or_create_secret
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
-from cdn_auth.redis_process import RedisProcess, free_port
 from cdn_auth.token_format import Alg
 from dm.identity import JWKS_FILE, DevIssuer
+from service_kernel.files import load_or_create_secret
+from service_kernel.redis_process import RedisProcess, free_port
 
 from .scenarios import ORIGIN_RELPATH
 from .seed import video_bytes

@@ -22,14 +22,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from cdn_auth.app import build_app
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
 from cdn_auth.media import AudienceRules, Media
-from cdn_auth.redis_client import connect
-from cdn_auth.redis_process import RedisClusterProcess, RedisProcess
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.settings import EdgeSettings
 from cdn_auth.token_format import Alg
 from cdn_auth.web_state import STATE, EdgeState
 from dm.client import DmClient
 from dm.identity import JWKS_FILE, DevIssuer
+from service_kernel.redis_client import connect
+from service_kernel.redis_process import RedisClusterProcess, RedisProcess
 
 
 @dataclass

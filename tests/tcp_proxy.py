@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from cdn_auth.redis_process import free_port
+from service_kernel.redis_process import free_port
 
 
 class TcpProxy:

@@ -13,8 +13,6 @@ import pytest
 
 from cdn_auth import redis_keys as ck
 from cdn_auth import revocation
-from cdn_auth.encoding import b64url_encode
-from cdn_auth.openapi import document
 from cdn_auth.revocation_view import RevocationView
 from dm import app as dm_app
 from dm import envelope
@@ -22,6 +20,9 @@ from dm import redis_keys as k
 from dm.client import DmClient, DmClientError
 from dm.identity import DevIssuer
 from dm.web_state import STATE
+from service_kernel.encoding import b64url_encode
+from service_kernel.openapi import document
+from service_kernel.rate_limit import rate_limit_key
 
 from .conftest import DmFactory, DmStack, EdgeFactory, bearer
 
@@ -91,7 +92,7 @@ async def test_rate_limit_keys_expire(make_dm: DmFactory, redis: Any) -> None:
     dm = await make_dm(rate_limits={"lookup": (10, 20)})
     alice = await dm.user()
     await alice.request("GET", "/v1/conversations")
-    ttl = await redis.pttl(ck.rate_limit(f"u:{alice.uid}", "lookup"))
+    ttl = await redis.pttl(rate_limit_key(f"u:{alice.uid}", "lookup"))
     assert 0 < ttl <= 100  # one interval (100 ms at 10/s): the key is gone when idle
 
 

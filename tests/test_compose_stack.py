@@ -26,9 +26,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from cdn_auth.redis_process import free_port
 from dm.client import DmClient, DmClientError
 from loadtests.seed import video_bytes
+from service_kernel.redis_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ["redis", "dm", "media", "edge1", "edge2", "nginx", "prometheus"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cdn_auth.redis_process import RedisProcess
 from dm.client import DmClientError
+from service_kernel.redis_process import RedisProcess
 
 from .conftest import DmFactory, wait_until
 

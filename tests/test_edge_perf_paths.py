@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from cdn_auth import logs, revocation
-from cdn_auth.cache import ExpiringCache
+from cdn_auth import revocation
 from cdn_auth.errors import MediaNotFound, RedisUnavailable
 from cdn_auth.keyring import KeyRing
 from cdn_auth.media import Media
 from cdn_auth.metrics import Metrics
 from dm.identity import DevIssuer
+from service_kernel import logs
+from service_kernel.cache import ExpiringCache
 
 from .conftest import Edge, bearer, wait_until
 from .test_edge_authorization import mint
@@ -281,7 +282,7 @@ async def test_queued_json_log_has_access_lines_without_tokens(edge: Edge, issue
     import aiohttp
     from aiohttp import web
 
-    from cdn_auth.redis_process import free_port
+    from service_kernel.redis_process import free_port
 
     media, _ = await edge.add_media()
     session, ptr = issuer.mint("bob"), mint(ring, media)

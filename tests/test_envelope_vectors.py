@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from cdn_auth.encoding import b64url_decode
 from dm import envelope
+from service_kernel.encoding import b64url_decode
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "envelope_v1.json").read_text())
 CASES = VECTORS["cases"]

@@ -22,12 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cdn_auth import app as edge_app
-from cdn_auth import pointer, ranges, strict_json
-from cdn_auth.errors import MalformedRequest
+from cdn_auth import pointer, ranges
 from cdn_auth.keyring import KeyRing
-from cdn_auth.openapi import Route
 from dm import app as dm_app
 from dm.identity import DevIssuer
+from service_kernel import strict_json
+from service_kernel.errors import MalformedRequest
+from service_kernel.openapi import Route
 
 from .conftest import DmStack, Edge
 

@@ -13,9 +13,9 @@ import pytest
 from cdn_auth.app import FRONT_FEED
 from cdn_auth.keyring import KeyRing
 from cdn_auth.playback import COOKIE_NAME
-from cdn_auth.redis_process import free_port
 from dm.identity import DevIssuer
 from loadtests.nginx_front import NginxFront, NginxUnavailable, check_lua_module, find_nginx
+from service_kernel.redis_process import free_port
 
 from .conftest import Edge, EdgeFactory, wait_until
 from .test_edge_authorization import mint

@@ -23,11 +23,11 @@ import pytest
 from cdn_auth import grant, revocation
 from cdn_auth.app import FRONT_FEED
 from cdn_auth.keyring import KeyRing
-from cdn_auth.redis_process import free_port
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from dm.identity import DevIssuer
 from loadtests.nginx_front import NginxFront, NginxUnavailable, check_lua_module, find_nginx, secure_link
+from service_kernel.redis_process import free_port
 
 from .conftest import Edge, EdgeFactory, bearer, wait_until
 from .test_edge_authorization import mint

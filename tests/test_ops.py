@@ -66,8 +66,8 @@ async def test_logs_never_contain_tokens(edge: Edge, issuer: DevIssuer, ring: Ke
     import aiohttp
     from aiohttp import web
 
-    from cdn_auth.logs import AccessLogger, JsonFormatter
-    from cdn_auth.redis_process import free_port
+    from service_kernel.logs import AccessLogger, JsonFormatter
+    from service_kernel.redis_process import free_port
 
     media, _ = await edge.add_media()
     session, ptr = issuer.mint("bob"), mint(ring, media)

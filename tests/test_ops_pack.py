@@ -23,11 +23,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdn_auth.keyring import KeyRing
-from cdn_auth.redis_process import RedisProcess
 from dm.identity import DevIssuer
 from dm.notify import QUEUE_MAX
 from dm.web_state import STATE as DM_STATE
 from loadtests.stack_procs import ProcStack, process_stack
+from service_kernel.redis_process import RedisProcess
 
 from .conftest import DmStack, EdgeFactory, wait_until
 from .test_edge_authorization import fetch, mint

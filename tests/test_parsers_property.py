@@ -21,9 +21,7 @@ from hypothesis import strategies as st
 
 from cdn_auth import grant, pointer, ranges
 from cdn_auth import token_format as tf
-from cdn_auth.encoding import b64url_decode, b64url_encode
-from cdn_auth.errors import InvalidField, SessionError, TokenError
-from cdn_auth.ids import check_id
+from cdn_auth.errors import SessionError, TokenError
 from cdn_auth.keyring import KeyRing
 from cdn_auth.session import JwksSource, SessionVerifier
 from cdn_auth.token_format import Alg, TokenType
@@ -33,6 +31,9 @@ from dm.errors import BadCursor
 from dm.identity import JWKS_FILE, DevIssuer
 from dm.web_messages import check_cursor
 from dm.web_reports import ROUTES as REPORT_ROUTES
+from service_kernel.encoding import b64url_decode, b64url_encode
+from service_kernel.errors import InvalidField
+from service_kernel.ids import check_id
 
 from .conftest import DmFactory, DmStack, Edge, EdgeFactory, bearer
 

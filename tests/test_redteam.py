@@ -20,10 +20,10 @@ from aiohttp.test_utils import TestServer
 
 from cdn_auth import redis_keys as cdn_keys
 from cdn_auth.keyring import KeyRing
-from cdn_auth.redis_client import connect
 from dm.client import DmClient, DmClientError
 from dm.identity import DevIssuer
 from dm.web_state import STATE as STATE_DM
+from service_kernel.redis_client import connect
 
 from .conftest import DmStack, Edge, RedisBackend, bearer, wait_until
 from .tcp_proxy import TcpProxy

@@ -10,11 +10,11 @@ import pytest
 
 from cdn_auth import revocation
 from cdn_auth.keyring import KeyRing
-from cdn_auth.redis_client import connect
-from cdn_auth.redis_process import RedisProcess
 from cdn_auth.revocation import RevocationEvent, RevocationLog
 from cdn_auth.revocation_view import RevocationView
 from dm.identity import DevIssuer
+from service_kernel.redis_client import connect
+from service_kernel.redis_process import RedisProcess
 
 from .conftest import Edge, EdgeFactory, RedisBackend, wait_until
 from .tcp_proxy import TcpProxy

@@ -27,7 +27,7 @@ async def test_lone_surrogate_in_a_json_body_is_400_not_500(dm: DmStack, route: 
     """``"\\ud800"`` is valid JSON but not valid text: a send with it as text, a conversation
     with it as a member, a report with it as reason or sealed sender all answered 500
     (UnicodeEncodeError wherever the string was encoded).  Found by the report-body
-    property; main's strict JSON parsing (``cdn_auth.strict_json``) now refuses it."""
+    property; main's strict JSON parsing (``service_kernel.strict_json``) now refuses it."""
     alice, bob = await dm.user(), await dm.user()
     plain = await alice.create_conversation([bob.uid])
     sealed = await alice.create_conversation([bob.uid], mode="sealed")

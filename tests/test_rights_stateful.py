@@ -41,11 +41,11 @@ from hypothesis.stateful import (
 
 from cdn_auth import redis_keys as cdn_keys
 from cdn_auth.keyring import KeyRing
-from cdn_auth.stream_tail import decode_entry
 from dm import envelope
 from dm.client import DmClient, DmClientError
 from dm.notify import id_key
 from dm.web_state import STATE as DM_STATE
+from service_kernel.stream_tail import decode_entry
 
 from .conftest import DmFactory, DmStack, EdgeFactory, RedisBackend, wait_until
 from .rights_model import MediaRec, Pointer, Rights, Verdict

@@ -301,7 +301,7 @@ async def test_bad_device_keys_are_400(dm: DmStack, suite: str, key: str, code: 
 async def test_device_publishes_only_its_own_key(dm: DmStack) -> None:
     a, b = await dm.user(), await dm.user()
     key = envelope.DeviceKey.generate()
-    from cdn_auth.encoding import b64url_encode
+    from service_kernel.encoding import b64url_encode
 
     with pytest.raises(DmClientError) as info:
         await a.request("PUT", f"/v1/devices/{b.device_id}/key", json_body={
@@ -320,7 +320,7 @@ async def test_malformed_sealed_sends_are_4xx(dm: DmStack) -> None:
     x_env = envelope.seal("x25519", envelope.DeviceKey.generate().public_bytes(),
                           envelope.Binding("c", "s", "m", "u", "d"),
                           envelope.Payload(None, None, "x", envelope.new_franking_key()))
-    from cdn_auth.encoding import b64url_encode
+    from service_kernel.encoding import b64url_encode
 
     cases: list[tuple[dict[str, Any], int]] = [
         ({"media_id": "m_x"}, 400),

@@ -24,8 +24,8 @@ import aiohttp
 import pytest
 
 from cdn_auth.keyring import KeyRing
-from cdn_auth.redis_process import RedisProcess, free_port
 from dm.identity import DevIssuer
+from service_kernel.redis_process import RedisProcess, free_port
 
 pytestmark = pytest.mark.slow
 

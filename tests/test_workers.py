@@ -15,10 +15,10 @@ import pytest
 
 from cdn_auth import pointer, revocation
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
-from cdn_auth.redis_client import connect
-from cdn_auth.redis_process import RedisProcess, free_port
 from cdn_auth.revocation import RevocationLog
 from dm.identity import JWKS_FILE, DevIssuer
+from service_kernel.redis_client import connect
+from service_kernel.redis_process import RedisProcess, free_port
 
 
 @pytest.fixture

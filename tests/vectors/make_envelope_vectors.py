@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cdn_auth.encoding import b64url_encode
 from dm import envelope
+from service_kernel.encoding import b64url_encode
 
 SEEDS = {"x25519": bytes(range(1, 33)), "mlkem768-x25519": bytes(range(1, 97))}
 SERVER_KEY = bytes([7]) * 32

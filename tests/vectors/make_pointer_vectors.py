@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cdn_auth import pointer
-from cdn_auth.encoding import b64url_decode, b64url_encode
 from cdn_auth.token_format import SIGNING_CONTEXT, Alg, SigningKey
+from service_kernel.encoding import b64url_decode, b64url_encode
 
 ED_SEED = bytes([1]) * 32
 HMAC_KEY = bytes([2]) * 32

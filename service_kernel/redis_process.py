@@ -16,10 +16,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from .errors import CdnAuthError
+from .errors import ServiceError
 
 
-class RedisStartError(CdnAuthError):
+class RedisStartError(ServiceError):
     status, code, public_message = 503, "redis_start_failed", "could not start redis-server"
 
 

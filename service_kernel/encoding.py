@@ -6,11 +6,14 @@ import base64
 import binascii
 import re
 
-from .errors import TokenMalformed
-
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _VALUE = {c: i for i, c in enumerate(_ALPHABET)}
 _ALPHABET_OK = re.compile(r"[A-Za-z0-9_-]*").fullmatch
+
+
+class Base64Error(ValueError):
+    """Not strict, canonical, unpadded base64url.  Neutral on purpose: each caller says what
+    the bad field was (a media token, a device key, a report's commitment)."""
 
 
 def b64url_encode(data: bytes) -> str:
@@ -25,16 +28,16 @@ def b64url_decode(text: str) -> bytes:
     """
     rem = len(text) % 4
     if rem == 1:
-        raise TokenMalformed("base64url length")
+        raise Base64Error("base64url length")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)) if _ALPHABET_OK(text) \
             else None
     except (binascii.Error, ValueError) as exc:
-        raise TokenMalformed("base64url alphabet") from exc
+        raise Base64Error("base64url alphabet") from exc
     if raw is None:
-        raise TokenMalformed("base64url alphabet")
+        raise Base64Error("base64url alphabet")
     # Canonical iff the bits the last character carries beyond the data are zero
     # (RFC 4648 section 3.5); checked directly rather than by re-encoding.
     if rem and _VALUE[text[-1]] & (0x0F if rem == 2 else 0x03):
-        raise TokenMalformed("non-canonical base64url")
+        raise Base64Error("non-canonical base64url")
     return raw

@@ -100,7 +100,7 @@ def _error_middleware(roots: tuple[type[Exception], ...]) -> Any:
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
     """Read the whole body, refusing anything larger than ``max_bytes`` (413) or slower
-    than the app's :class:`~cdn_auth.body_deadline.BodyDeadline` (408)."""
+    than the app's :class:`~service_kernel.body_deadline.BodyDeadline` (408)."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise InputTooLarge(f"body over {max_bytes} bytes")
     chunks, size = [], 0

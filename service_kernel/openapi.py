@@ -57,7 +57,7 @@ def add_routes(app: web.Application, routes: Iterable[Route]) -> None:
 
 def _limited(route: Route) -> Handler:
     """``route.handler``, charged to the caller's ``route.limit`` first (the app must hold a
-    :data:`~cdn_auth.rate_limit.RATE_LIMITER` that defines the name)."""
+    :data:`~service_kernel.rate_limit.RATE_LIMITER` that defines the name)."""
     name, handler, by_address = str(route.limit), route.handler, route.auth == "none"
 
     async def limited(request: web.Request) -> web.StreamResponse:

@@ -14,8 +14,8 @@ connections (coredis or a URL), while both services inject one
 ``redis.asyncio`` client (single or cluster) built for the test or the
 deployment.
 
-How a route is limited: give its :class:`cdn_auth.openapi.Route` a
-``limit="name"``; :func:`cdn_auth.openapi.add_routes` wraps the handler so
+How a route is limited: give its :class:`service_kernel.openapi.Route` a
+``limit="name"``; :func:`service_kernel.openapi.add_routes` wraps the handler so
 the app's :class:`RateLimiter` (``app[RATE_LIMITER]``) charges the caller
 before the handler runs.  The subject is the session's user (routes with
 ``auth="none"``: the client address).  Names and their rates live in the
@@ -32,7 +32,6 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from . import redis_keys
 from .errors import RateLimited
 
 #: KEYS: the (subject, limit) key.  ARGV: emission interval (µs per request), burst.
@@ -48,6 +47,13 @@ if wait > 0 then return wait end
 redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil((tat + interval - now) / 1000))
 return 0
 """
+
+
+def rate_limit_key(subject: str, name: str) -> str:
+    """One GCRA timestamp per (subject, limit); expires after at most ``burst`` intervals.
+    Both services use it (subjects are ``u:<user>`` or ``ip:<address>``); hash-tagged by
+    subject, so one subject's limits share a Cluster slot."""
+    return f"cdn:rl:{{{subject}}}:{name}"
 
 
 class Limit(NamedTuple):
@@ -106,7 +112,7 @@ class RateLimiter:
                 raise _limited(name, until - now)
             del denied[(subject, name)]
         wait_us = int(await self._script(  # type: ignore[attr-defined]
-            keys=[redis_keys.rate_limit(subject, name)], args=[limit.interval_us, limit.burst]))
+            keys=[rate_limit_key(subject, name)], args=[limit.interval_us, limit.burst]))
         if wait_us > 0:
             if len(denied) >= DENIED_MAX:
                 denied.clear()  # bounded; forgetting only costs a Redis round trip
