@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo share-demo web loadtest-quick loadtest test lint typecheck unit bench fuzz clean test-compose
+.PHONY: test-unit demo share-demo web loadtest-quick loadtest test lint typecheck unit bench fuzz clean test-compose
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,16 +43,20 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest
 
+## Only the pure unit tests (tests/unit: no Redis, no servers): seconds, anywhere.
+test-unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit -q
+
 ## The container deployment for real: build the image, run the compose stack, share a video
 ## through nginx (minutes; needs a Docker engine and Compose; offline, first run
 ## deploy/offline/make-base-images.sh as root for stand-in base images).
 test-compose: $(STAMP)
-	PDM_COMPOSE_TEST=1 $(VENV)/bin/pytest tests/test_compose_stack.py -v -s
+	PDM_COMPOSE_TEST=1 $(VENV)/bin/pytest tests/integration/test_compose_stack.py -v -s
 
 ## The rights model against the running services, for as long as you like: the long
-## hypothesis profile, on one redis-server and on the cluster (tests/test_rights_stateful.py).
+## hypothesis profile, on one redis-server and on the cluster (tests/integration/test_rights_stateful.py).
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest tests/test_rights_stateful.py -q
+	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest tests/integration/test_rights_stateful.py -q
 
 ## make bench B=edge  (edge, dm, sealed, revocation, nginx)
 bench: $(STAMP)

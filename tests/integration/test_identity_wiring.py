@@ -1,0 +1,44 @@
+"""Production wiring: the edge trusts dm's published JWKS by URL; device keys on the client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cdn_auth.keyring import KeyRing
+from dm import device_store, envelope
+
+from ..support.edge import fetch, mint
+from ..support.services import DmFactory, EdgeFactory, bearer
+
+
+async def test_edge_verifies_sessions_against_dm_jwks_url(make_dm: DmFactory,
+                                                          make_edge: EdgeFactory,
+                                                          ring: KeyRing) -> None:
+    dm = await make_dm()
+    # A second edge that knows nothing but dm's JWKS URL, as with an external IdP.
+    edge = await make_edge(session_jwks=f"{dm.dm_url}/.well-known/jwks.json")
+    bob = await dm.user()
+    media, data = await edge.add_media(owner="alice")
+    assert bob.session_token is not None
+    status, body = await fetch(edge, media.id, bob.session_token,
+                               mint(ring, media, sub=bob.uid))
+    assert (status, body) == (200, data)
+    async with edge.client.get(f"/m/{media.id}", headers=bearer("x.y.z")) as r:
+        assert r.status == 401
+
+
+@pytest.mark.parametrize("suite", ["x25519", "mlkem768-x25519"])
+def test_device_key_files_are_owner_only_and_reload(tmp_path: Path, suite: str) -> None:
+    path = tmp_path / "keys" / "device.json"
+    key = device_store.load_or_create(path, suite)
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = device_store.load_or_create(path, suite)
+    assert again.public_bytes() == key.public_bytes()
+    with pytest.raises(ValueError):
+        device_store.load_or_create(path, "x25519" if suite != "x25519" else "mlkem768-x25519")
+    path.chmod(0o644)
+    with pytest.raises(PermissionError):
+        device_store.load(path)
+    assert isinstance(key, envelope.DeviceKey) and suite in repr(key) and "seed" not in repr(key)

@@ -1,0 +1,174 @@
+"""Slow and greedy peers (issue 15): WebSocket readers that stop reading, too many sockets,
+request bodies that trickle in."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import socket
+import time
+
+import aiohttp
+import pytest
+
+from cdn_auth import pointer, revocation
+from cdn_auth.keyring import KeyRing
+from dm.identity import DevIssuer
+from dm.web_state import STATE
+
+from ..support.services import DmFactory, DmStack, Edge, EdgeFactory, bearer, wait_until
+
+
+async def _silent_websocket(dm: DmStack, token: str) -> tuple[asyncio.StreamReader,
+                                                                asyncio.StreamWriter]:
+    """A WebSocket client that completes the handshake and then never reads again, with a
+    small receive buffer so the server's writes back up quickly."""
+    host, port = dm.dm_url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET /v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n").encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head[:100]
+    return reader, writer
+
+
+async def test_websocket_slow_consumer_closed_with_1013(make_dm: DmFactory) -> None:
+    """A client that stops reading was never reaped (send_str waited for ever on a full
+    buffer); now a push that cannot be written within the deadline closes the socket."""
+    dm = await make_dm(ws_write_timeout_s=0.5)
+    state = dm.app[STATE]
+    alice, bob = await dm.user(), await dm.user()
+    cid = (await alice.create_conversation([bob.uid]))["id"]  # pushes re-check membership
+    _, writer = await _silent_websocket(dm, str(bob.session_token))
+    await wait_until(lambda: state.hub.connected_of(bob.uid) == 1, 5)
+    text = "x" * 4000
+    for batch in range(40):  # up to ~12 MB of frames, far beyond any socket buffer
+        for i in range(75):  # one at a time: the app's own client pool stays small
+            await state.notify.publish(state.notify.event(
+                "message", cid, [bob.uid],
+                {"message_id": f"{int(time.time() * 1000)}-{batch * 75 + i}",
+                 "sender": alice.uid, "kind": "plain", "text": text}))
+        if state.hub.connected_of(bob.uid) == 0:
+            break
+        await asyncio.sleep(0.05)
+    await wait_until(lambda: state.hub.connected_of(bob.uid) == 0, 30)
+    await _close(writer)
+
+
+async def test_websockets_capped_per_user(make_dm: DmFactory) -> None:
+    dm = await make_dm(ws_max_per_user=2, rate_limits={"connect": (100, 100)})
+    alice = await dm.user()
+    url = f"{dm.dm_url}/v1/stream"
+    async with aiohttp.ClientSession() as http:
+        a = await http.ws_connect(url, headers=bearer(str(alice.session_token)))
+        b = await http.ws_connect(url, headers=bearer(str(alice.session_token)))
+        await wait_until(lambda: dm.app[STATE].hub.connected_of(alice.uid) == 2, 5)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await http.ws_connect(url, headers=bearer(str(alice.session_token)))
+        assert info.value.status == 429
+        await a.close()
+        await wait_until(lambda: dm.app[STATE].hub.connected_of(alice.uid) == 1, 5)
+        c = await http.ws_connect(url, headers=bearer(str(alice.session_token)))
+        await b.close()
+        await c.close()
+
+
+async def test_slow_request_body_times_out(make_dm: DmFactory) -> None:
+    """One body byte every so often held the connection for ever; now 408 once the body
+    falls below the floor rate after the grace period."""
+    dm = await make_dm(body_grace_s=0.5, body_min_rate_bps=1000)
+    host, port = dm.dm_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n{")
+    await writer.drain()
+    answer = b""
+    for _ in range(40):
+        try:
+            answer = await asyncio.wait_for(reader.read(1000), 0.25)
+        except TimeoutError:
+            writer.write(b" ")
+            await writer.drain()
+            continue
+        break
+    await _close(writer)
+    assert b" 408 " in answer[:20] and b"body_timeout" in answer
+
+
+async def _open_media_stream(edge: Edge, issuer: DevIssuer, ring: KeyRing, media_id: str,
+                             *, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader,
+                                                                    asyncio.StreamWriter]:
+    """GET the whole media with a raw socket and read the response head only."""
+    # Building a large test file blocks the loop for seconds, so the revocation tail may
+    # look stale (503) until its next read: wait for it, as a live edge would be.
+    await wait_until(edge.state.authorizer.tail_fresh, 10)
+    ptr = pointer.mint(ring.signer(), media_id=media_id, sub="bob", conversation_id="c_1",
+                       message_id="1-0", now=time.time(), ttl_s=300)
+    url = edge.client.make_url("/")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=16 * 1024)
+    writer.write((f"GET /m/{media_id}?pointer={ptr} HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {issuer.mint('bob')}\r\n\r\n").encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    return reader, writer
+
+
+async def _read_to_end(reader: asyncio.StreamReader, timeout_s: float) -> int:
+    got = 0
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(256 * 1024), timeout_s):
+            got += len(chunk)
+    return got
+
+
+async def test_open_media_response_stops_on_takedown(make_edge: EdgeFactory,
+                                                     issuer: DevIssuer, ring: KeyRing) -> None:
+    """After a takedown an open response delivered 13 MB more and stayed open; now it
+    stops within one window of the takedown reaching the edge."""
+    edge = await make_edge(stream_window_bytes=256 * 1024)
+    size = 12 * 1024 * 1024
+    media, _ = await edge.add_media(owner="alice", size=size)
+    reader, writer = await _open_media_stream(edge, issuer, ring, media.id)
+    first = await reader.readexactly(512 * 1024)  # the stream is flowing
+    assert len(first) == 512 * 1024
+    await edge.state.revocations.publish(revocation.takedown(media.id))
+    await wait_until(lambda: edge.state.authorizer.tailer.view.is_taken_down(media.id), 5)
+    rest = await _read_to_end(reader, 10)
+    await _close(writer)
+    assert len(first) + rest < size  # cut short, not the whole file
+
+
+async def test_media_response_to_a_reader_that_stopped_is_dropped(
+        make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing) -> None:
+    """No write deadline: a client that stopped reading held its response for ever."""
+    edge = await make_edge(stream_window_bytes=256 * 1024, write_timeout_s=0.5)
+    size = 16 * 1024 * 1024
+    media, _ = await edge.add_media(owner="alice", size=size)
+    reader, writer = await _open_media_stream(edge, issuer, ring, media.id, rcvbuf=4096)
+    await asyncio.sleep(3.0)  # read nothing: the server's window cannot be written in time
+    rest = await _read_to_end(reader, 10)  # what was buffered, then the end (no hang)
+    await _close(writer)
+    assert rest < size
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close a raw test connection and wait for it (an unawaited close leaves a socket for
+    the garbage collector, which reports it during some later test)."""
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()
