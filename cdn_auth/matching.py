@@ -22,8 +22,9 @@ from typing import Any
 from service_kernel.errors import InvalidField
 
 from . import redis_keys, revocation
+from .errors import BankFormatError
 from .fingerprint import Fingerprint
-from .hashbank import ACTIONS, Bank, BankFormatError, load_manifest, normalize
+from .hashbank import ACTIONS, Bank, load_manifest, normalize
 from .pdq_hex import DEFAULT_THRESHOLD, parse_hex
 from .registry import MediaRegistry
 from .revocation import RevocationLog
