@@ -93,7 +93,7 @@ class Subscription:
 class Hub:
     """Fans events out to this process's subscribers; other code may listen for cache upkeep."""
 
-    def __init__(self, redis: Any, *, block_ms: int = 1000) -> None:
+    def __init__(self, redis: Any, *, block_ms: int = k.NOTIFY_BLOCK_MS) -> None:
         self._subs: dict[str, set[Subscription]] = {}
         self.listeners: list[Callable[[Entry], None]] = []
         self.tailer = StreamTailer(redis, k.NOTIFY_STREAM, self._dispatch, block_ms=block_ms)
