@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 
@@ -11,7 +10,7 @@ from service_kernel import logs, openapi
 from service_kernel.body_deadline import BODY_DEADLINE, BodyDeadline
 from service_kernel.clock import Clock, system_clock
 from service_kernel.rate_limit import RATE_LIMITER, Limit, RateLimiter, parse_limits
-from service_kernel.redis_client import connect
+from service_kernel.redis_client import RedisClient, connect
 from service_kernel.web_errors import bearer_token, error_middleware
 from service_kernel.web_lifecycle import tail_while_running
 
@@ -58,7 +57,8 @@ ROUTES = (*web_edge.ROUTES, *web_media.ROUTES, *web_grants.ROUTES, *web_banks.RO
           *web_ops.ROUTES)
 
 
-def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = None,
+def build_app(settings: EdgeSettings, *, redis: RedisClient | None = None,
+              tail_redis: RedisClient | None = None,
               clock: Clock = system_clock) -> web.Application:
     """Build the app.  Pass ``redis``/``tail_redis`` to inject clients (tests do);
     otherwise they are created from ``settings.redis_url`` and closed on cleanup."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,7 +20,7 @@ from service_kernel.clock import Clock, system_clock
 from service_kernel.files import load_or_create_secret
 from service_kernel.openapi import Route
 from service_kernel.rate_limit import RATE_LIMITER, Limit, RateLimiter, parse_limits
-from service_kernel.redis_client import connect
+from service_kernel.redis_client import RedisClient, connect
 from service_kernel.stream_tail import Entry
 from service_kernel.web_errors import error_middleware
 from service_kernel.web_lifecycle import readiness, redis_answers, tail_while_running
@@ -86,7 +85,7 @@ ROUTES = (*web_users.ROUTES, *web_devices.ROUTES, *web_conversations.ROUTES, *we
           *OPS_ROUTES)
 
 
-def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_clock,
+def build_app(settings: DmSettings, *, redis: RedisClient | None = None, clock: Clock = system_clock,
               safety: Sequence[SafetyCheck] | None = None,
               issuer: DevIssuer | None = None) -> web.Application:
     owned = []
