@@ -80,7 +80,7 @@ class ReloadingFile(Generic[T]):
             value = self._load()
         except self._errors as exc:
             # Loudly: the service keeps working on keys that may soon be retired.
-            log.error("%s unreadable; keeping the last good one", self.what,
+            log.error("%s unreadable; keeping the previous keys", self.what,
                       extra={"path": str(self.path), "err": str(exc)[:200]})
             return False
         self._stamp = stamp
