@@ -19,7 +19,7 @@ from service_kernel.web_errors import bearer_token, error_response
 from . import ranges
 from .authorizer import Decision
 from .byte_response import ByteRangeResponse, open_origin
-from .errors import RangeNotSatisfiable, Unavailable
+from .errors import OriginUnavailable, RangeNotSatisfiable
 from .front_feed import decision_deps, decision_max_age_s
 from .playback import COOKIE_NAME
 from .web_state import STATE, EdgeState
@@ -32,10 +32,6 @@ POINTER_PARAMS = (("pointer", "query", "pointer token"), ("X-Pointer", "header",
                    "instead of a bearer session"))
 #: Methods of the original request for which nginx's /auth may honour the media cookie.
 _COOKIE_METHODS = frozenset({"GET", "HEAD"})
-
-
-class OriginUnavailable(Unavailable):
-    code, public_message = "origin_unavailable", "the media bytes are unavailable"
 
 
 async def _decide(state: EdgeState, media_id: str, session: str | None,

@@ -18,18 +18,17 @@ from service_kernel.web_errors import read_json
 
 from . import grant as grant_mod
 from . import redis_keys, revocation, rights
-from .errors import Forbidden, GrantMediaMismatch, GrantRevoked, NotFound, RevocationStale, Unavailable
+from .errors import (
+    Forbidden,
+    GrantMediaMismatch,
+    GrantNotFound,
+    GrantRevoked,
+    MintingDisabled,
+    RevocationStale,
+)
 from .redemption import grant_sharer
 from .web_media import _session
 from .web_state import STATE
-
-
-class GrantNotFound(NotFound):
-    code, public_message = "grant_not_found", "no such grant"
-
-
-class MintingDisabled(Unavailable):
-    code, public_message = "minting_disabled", "this node verifies only; it holds no signing key"
 
 
 async def create_grant(request: web.Request) -> web.Response:

@@ -13,14 +13,10 @@ from aiohttp import web
 from service_kernel.openapi import Route
 from service_kernel.web_errors import bearer_token
 
-from .errors import NotFound, SessionMissing
+from .errors import PlaybackDisabled, SessionMissing
 from .playback import COOKIE_NAME, COOKIE_PATH, PlaybackTokens
 from .session import Session
 from .web_state import STATE, EdgeState
-
-
-class PlaybackDisabled(NotFound):
-    code, public_message = "playback_disabled", "browser playback is not configured on this edge"
 
 
 def _tokens(state: EdgeState) -> PlaybackTokens:

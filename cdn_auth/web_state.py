@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
 from service_kernel.clock import Clock
+from service_kernel.redis_client import RedisClient
 
 from .authorizer import Authorizer
 from .keyring import KeyRingSource
@@ -23,7 +23,7 @@ from .settings import EdgeSettings
 @dataclass
 class EdgeState:
     settings: EdgeSettings
-    redis: Any
+    redis: RedisClient
     authorizer: Authorizer
     registry: MediaRegistry
     revocations: RevocationLog

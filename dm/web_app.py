@@ -15,19 +15,15 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from cdn_auth.errors import NotFound
 from service_kernel.openapi import Route
 
+from .errors import NotFound, WebClientDisabled
 from .web_state import STATE
 
 WEBAPP_DIR = Path(__file__).resolve().parent / "webapp"
 FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
          "app.css": "text/css; charset=utf-8"}
 _BODIES = {name: (WEBAPP_DIR / name).read_bytes() for name in FILES}
-
-
-class WebClientDisabled(NotFound):
-    code, public_message = "web_client_disabled", "the web client is switched off"
 
 
 def _origin(url: str) -> str:

@@ -17,6 +17,7 @@ from cdn_auth.revocation import RevocationLog
 from cdn_auth.session import Session, SessionVerifier
 from service_kernel.cache import ExpiringCache
 from service_kernel.clock import Clock
+from service_kernel.redis_client import RedisClient
 from service_kernel.web_errors import bearer_token
 
 from . import redis_keys as k
@@ -95,7 +96,7 @@ class DmMetrics:
 @dataclass
 class DmState:
     settings: DmSettings
-    redis: Any
+    redis: RedisClient
     store: DmStore
     hub: Hub
     notify: NotifyLog
