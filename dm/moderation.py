@@ -195,8 +195,8 @@ async def act(state: DmState, me: Session, item: Item, action: str,
     elif action == "suspend_user":
         if not target:
             raise ActionNotApplicable("the item names no user")
-        await state.redis.hset(k.SUSPENDED, target, json.dumps(
-            {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)}))
+        await state.store.suspend(
+            target, {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)})
         result["suspended"] = target
     elif action == "release":
         result.update(await _release(state, item))

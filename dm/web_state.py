@@ -19,7 +19,6 @@ from service_kernel.cache import ExpiringCache
 from service_kernel.clock import Clock
 from service_kernel.web_errors import bearer_token
 
-from . import redis_keys as k
 from .audit import AuditLog
 from .delivery import PointerMinter
 from .errors import Blocked, UnknownUser, UserSuspended
@@ -185,7 +184,7 @@ class DmState:
         """The send path's one safety call: suspended senders are refused in both modes;
         plain content is scanned (a hold marks ``fields`` so reads skip it); sealed content
         cannot be, and the verdict says the scanner saw metadata only."""
-        if await self.redis.hexists(k.SUSPENDED, me.sub):
+        if await self.store.is_suspended(me.sub):
             raise UserSuspended(me.sub)
         if conv.mode == "sealed":
             return self.scanner.scan_sealed()
