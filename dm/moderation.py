@@ -191,7 +191,7 @@ async def act(state: DmState, me: Session, item: Item, action: str,
         await state.registry.set_status(media_id, "taken_down", reason=reason or action,
                                         by=me.sub)
         await state.revocations.publish(revocation.takedown(media_id))
-        state.media_cache.evict(media_id)
+        state.media_lookup.evict(media_id)
     elif action == "suspend_user":
         if not target:
             raise ActionNotApplicable("the item names no user")
@@ -230,7 +230,7 @@ async def _release(state: DmState, item: Item) -> dict[str, Any]:
         if not await state.registry.transition(f["media_id"], "held", "active",
                                                reason="released"):
             raise ActionNotApplicable("the media is no longer held (taken down meanwhile?)")
-        state.media_cache.evict(f["media_id"])
+        state.media_lookup.evict(f["media_id"])
         return {"released": f["media_id"]}
     if not f.get("held"):
         raise ActionNotApplicable("the message was not held")

@@ -15,7 +15,8 @@ from cdn_auth.media import Media
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.session import Session, SessionVerifier
-from service_kernel.cache import ExpiringCache
+from service_kernel.cache import ExpiringCache, token_key
+from service_kernel.cached_lookup import CachedLookup
 from service_kernel.clock import Clock
 from service_kernel.web_errors import bearer_token
 
@@ -115,6 +116,10 @@ class DmState:
     banks: BankSet
     hash_index: MediaHashIndex
     metrics: DmMetrics = field(default_factory=DmMetrics)
+    #: Verified sessions, once per token and process (see :meth:`_load_session`).
+    session_lookup: CachedLookup[str, Session] = field(init=False)
+    #: Media records for plain sends; concurrent misses for one id share one read.
+    media_lookup: CachedLookup[str, Media] = field(init=False)
     session_cache: ExpiringCache[Session] = field(init=False)
     media_cache: ExpiringCache[Media] = field(init=False)
     conv_cache: ExpiringCache[Conversation] = field(init=False)
@@ -129,6 +134,11 @@ class DmState:
     def __post_init__(self) -> None:
         self.session_cache = ExpiringCache("session", 100_000, self.clock)
         self.media_cache = ExpiringCache("media", 100_000, self.clock)
+        self.session_lookup = CachedLookup(self.session_cache, self._load_session,
+                                           expires_at=_session_exp, key=token_key)
+        self.media_lookup = CachedLookup(
+            self.media_cache, self._load_media,
+            expires_at=lambda _: self.clock() + self.settings.media_cache_ttl_s)
         self.conv_cache = ExpiringCache("conversation", 100_000, self.clock)
         self.block_cache = ExpiringCache("blocks", 100_000, self.clock)
         self.recent_unsent = ExpiringCache("recent_unsent", 100_000, self.clock)
@@ -141,23 +151,20 @@ class DmState:
         token = bearer_token(request) or websocket_protocol_token(request)
         if not token:
             raise SessionMissing()
-        hit = self.session_cache.get(token)
-        if hit is not None:
-            return hit
+        return await self.session_lookup.get(token)
+
+    async def _load_session(self, token: str) -> Session:
         s = await self.sessions.verify(token, self.clock())
         # Once per token and process: with an external identity provider this is how dm
         # learns that a user exists (conversations may only name existing users).
         await self.store.mark_seen(s.sub)
-        self.session_cache.put(token, s, s.exp)
         return s
 
     async def media(self, media_id: str) -> Media:
-        hit = self.media_cache.get(media_id)
-        if hit is not None:
-            return hit
-        m = await self.registry.get(media_id)
-        self.media_cache.put(media_id, m, self.clock() + self.settings.media_cache_ttl_s)
-        return m
+        return await self.media_lookup.get(media_id)
+
+    async def _load_media(self, media_id: str) -> Media:
+        return await self.registry.get(media_id)
 
     async def conversation(self, cid: str) -> Conversation:
         """Cached; membership events on the notify stream evict it (see app.py)."""
@@ -224,6 +231,10 @@ class DmState:
             raise
         self.block_cache.put(uid, blocks, self.clock() + 60.0)
         return blocks
+
+
+def _session_exp(s: Session) -> float:
+    return s.exp
 
 
 STATE: web.AppKey[DmState] = web.AppKey("dm_state", DmState)
