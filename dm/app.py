@@ -48,10 +48,6 @@ from .settings import DEFAULT_RATE_LIMITS, DmSettings
 from .store import DmStore
 from .web_state import STATE, DmState
 
-#: How long a process remembers an unsend it saw on the notify stream, for pushes still
-#: queued (older pushes are re-checked in Redis: dm/web_stream.LIVE_RECHECK_AFTER_S).
-RECENT_UNSENT_S = 600.0
-
 
 async def healthz(request: web.Request) -> web.Response:
     """Alive; the pid tells which of several ``--workers`` processes answered."""
@@ -135,7 +131,7 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
         elif kind == "unsent":
             state.recent_unsent.put(f"{fields.get('conversation_id', '')}|"
                                     f"{fields.get('message_id', '')}", True,
-                                    state.clock() + RECENT_UNSENT_S)
+                                    state.clock() + settings.recent_unsent_ttl_s)
         elif kind == "blocks_changed":
             state.block_cache.evict(fields.get("user_id", ""))
 

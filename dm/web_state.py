@@ -132,17 +132,19 @@ class DmState:
     frame_cache: ExpiringCache[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.session_cache = ExpiringCache("session", 100_000, self.clock)
-        self.media_cache = ExpiringCache("media", 100_000, self.clock)
+        c = self.settings
+        self.session_cache = ExpiringCache("session", c.session_cache_size, self.clock)
+        self.media_cache = ExpiringCache("media", c.media_cache_size, self.clock)
         self.session_lookup = CachedLookup(self.session_cache, self._load_session,
                                            expires_at=_session_exp, key=token_key)
         self.media_lookup = CachedLookup(
             self.media_cache, self._load_media,
             expires_at=lambda _: self.clock() + self.settings.media_cache_ttl_s)
-        self.conv_cache = ExpiringCache("conversation", 100_000, self.clock)
-        self.block_cache = ExpiringCache("blocks", 100_000, self.clock)
-        self.recent_unsent = ExpiringCache("recent_unsent", 100_000, self.clock)
-        self.frame_cache = ExpiringCache("frames", 10_000, self.clock)
+        self.conv_cache = ExpiringCache("conversation", c.conversation_cache_size, self.clock)
+        self.block_cache = ExpiringCache("blocks", c.block_cache_size, self.clock)
+        self.recent_unsent = ExpiringCache("recent_unsent", c.recent_unsent_cache_size,
+                                           self.clock)
+        self.frame_cache = ExpiringCache("frames", c.frame_cache_size, self.clock)
 
     async def session(self, request: web.Request) -> Session:
         """The caller's verified session: ``Authorization: Bearer``, or on a WebSocket
@@ -172,7 +174,7 @@ class DmState:
         if hit is not None:
             return hit
         conv = await self.store.conversation(cid)
-        self.conv_cache.put(cid, conv, self.clock() + 2.0)
+        self.conv_cache.put(cid, conv, self.clock() + self.settings.conversation_cache_ttl_s)
         return conv
 
     async def check_may_open(self, me: Session, others: list[str]) -> None:
@@ -216,7 +218,7 @@ class DmState:
                 raise Blocked(other)
 
     async def blocks_of(self, uid: str, *, fallback_on_error: bool = False) -> frozenset[str]:
-        """The users ``uid`` blocked.  Cached for a minute: every dm process evicts the
+        """The users ``uid`` blocked.  Cached (a minute by default): every dm process evicts the
         entry when the notify stream says the list changed, so the TTL is only a backstop.
         ``fallback_on_error`` (push filtering) answers "none" rather than failing when
         Redis is unreachable; sends still check authoritatively."""
@@ -229,7 +231,7 @@ class DmState:
             if fallback_on_error:
                 return frozenset()
             raise
-        self.block_cache.put(uid, blocks, self.clock() + 60.0)
+        self.block_cache.put(uid, blocks, self.clock() + self.settings.block_cache_ttl_s)
         return blocks
 
 
