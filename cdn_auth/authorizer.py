@@ -19,8 +19,6 @@ from service_kernel.clock import Clock, system_clock
 from service_kernel.errors import InvalidField, ServiceError
 from service_kernel.ids import is_id
 
-from . import grant as grant_mod
-from . import pointer as pointer_mod
 from . import rights
 from .errors import (
     GrantMediaMismatch,
@@ -29,7 +27,6 @@ from .errors import (
     RevocationStale,
     SessionMissing,
     TokenAmbiguous,
-    TokenUnknownKey,
 )
 from .front_feed import stream_ms
 from .grant import Grant
@@ -43,8 +40,8 @@ from .registry import MediaRegistry
 from .revocation import RevocationEvent
 from .revocation_view import RevocationTailer
 from .session import Session, SessionVerifier
+from .verifier import Verifier
 
-T = TypeVar("T")
 C = TypeVar("C", Pointer, Grant)
 
 
@@ -76,6 +73,8 @@ class Authorizer:
         self.config = config
         self._sessions = sessions
         self._keys = keys
+        self.verifier = Verifier(keys, max_lifetime_s=config.max_token_lifetime_s,
+                                 leeway_s=config.token_leeway_s, clock=clock)
         self._registry = registry
         self._playback = playback
         self.redemptions = redemptions
@@ -219,31 +218,22 @@ class Authorizer:
             return False
 
     def grant(self, token: str) -> Grant:
-        return self._verified(self.grant_cache, grant_mod.verify, token)
+        return self._verified(self.grant_cache, self.verifier.grant, token)
 
     def pointer(self, token: str) -> Pointer:
-        return self._verified(self.pointer_cache, pointer_mod.verify, token)
+        return self._verified(self.pointer_cache, self.verifier.pointer, token)
 
-    def _verified(self, cache: ExpiringCache[C], verify: Callable[..., C], token: str) -> C:
-        """A token's claims from the cache, or verified once and cached until it expires."""
+    def _verified(self, cache: ExpiringCache[C], verify: Callable[[str], C], token: str) -> C:
+        """A token's claims from the cache, or verified once (the verifier retries an
+        unknown kid after re-reading the key set) and cached until it expires."""
         key = token_key(token)
         hit = cache.get(key)
         if hit is not None:
             return hit
-        claims = self._verify(verify, token)
+        claims = verify(token)
         # A shared int, not a fresh float per entry: tokens minted in one second share it.
         cache.put(key, claims, shared_int(claims.exp + self.config.token_leeway_s))
         return claims
-
-    def _verify(self, verify: Callable[..., T], token: str) -> T:
-        now = self._clock()
-        kwargs = {"max_lifetime_s": self.config.max_token_lifetime_s,
-                  "leeway_s": self.config.token_leeway_s}
-        try:
-            return verify(token, self._keys.current(), now, **kwargs)
-        except TokenUnknownKey:
-            # A rotation may have published a key moments ago: re-read, then retry once.
-            return verify(token, self._keys.refresh_for_unknown_kid(), now, **kwargs)
 
     async def session(self, token: str) -> Session:
         return await self.session_lookup.get(token)
