@@ -27,6 +27,7 @@ from . import (
 from .authorizer import Authorizer, AuthorizerConfig
 from .errors import SessionMissing
 from .front_feed import FrontFeed, feeding
+from .grant_store import GrantStore
 from .keyring import KeyRingSource
 from .keyset import KeySet
 from .matching import MediaHashIndex, banks_from
@@ -107,6 +108,7 @@ def build_app(settings: EdgeSettings, *, redis: RedisClient | None = None,
                            if settings.keyring_dir is not None else None,
                            banks=banks_from(settings, redis),
                            hash_index=MediaHashIndex(redis, settings.pdq_threshold),
+                           grants=GrantStore(redis),
                            playback=playback)
     app[OPS] = web_ops.probe(state)
     app[BODY_DEADLINE] = BodyDeadline(settings.body_grace_s, settings.body_min_rate_bps)

@@ -21,15 +21,6 @@ return 1
 """
 
 
-async def grant_sharer(redis: RedisClient, grant_id: str) -> str | None:
-    """Who minted a grant (None if unknown or expired): only they may attach it to a message."""
-    try:
-        sharer = await redis.hget(redis_keys.grant_meta_key(grant_id), "sharer")
-    except RedisError as exc:
-        raise RedisUnavailable(str(exc)) from exc
-    return None if sharer is None else str(sharer)
-
-
 class Redemptions:
     def __init__(self, redis: RedisClient, leeway_s: int) -> None:
         self._bind = redis.register_script(BIND)

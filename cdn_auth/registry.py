@@ -34,6 +34,11 @@ class MediaRegistry:
             raise MediaNotFound(media_id)
         return from_redis({_s(k): _s(v) for k, v in h.items()})
 
+    async def announce_hold(self, media: Media, at_s: int) -> None:
+        """Queue media registered "held" (a bank match) for the moderators' review."""
+        await self._redis.xadd(redis_keys.MEDIA_HOLDS_STREAM, {
+            "media_id": media.id, "owner": media.owner, "at": str(at_s)})
+
     async def set_status(self, media_id: str, status: str, *, reason: str = "",
                          by: str = "") -> Media:
         """Change the status; the moderator and reason are kept on the record for audit."""

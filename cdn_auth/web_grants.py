@@ -17,7 +17,7 @@ from service_kernel.openapi import Route
 from service_kernel.web_errors import read_json
 
 from . import grant as grant_mod
-from . import redis_keys, revocation, rights
+from . import revocation, rights
 from .errors import (
     Forbidden,
     GrantMediaMismatch,
@@ -26,7 +26,6 @@ from .errors import (
     MintingDisabled,
     RevocationStale,
 )
-from .redemption import grant_sharer
 from .web_media import _session
 from .web_state import STATE
 
@@ -68,11 +67,8 @@ async def create_grant(request: web.Request) -> web.Response:
     now = state.clock()
     token = grant_mod.mint(state.minter.signer(), grant_id=grant_id, media_id=media.id,
                            max_redeemers=redeemers, sharer=session.sub, now=now, ttl_s=ttl_s)
-    meta = redis_keys.grant_meta_key(grant_id)
-    async with state.redis.pipeline(transaction=True) as p:
-        p.hset(meta, mapping={"sharer": session.sub})
-        p.expireat(meta, int(now) + ttl_s + state.settings.token_leeway_s)
-        await p.execute()
+    await state.grants.record(grant_id, session.sub,
+                              int(now) + ttl_s + state.settings.token_leeway_s)
     return web.json_response({"grant": token, "grant_id": grant_id, "media_id": media.id,
                               "max_redeemers": redeemers, "expires_at": int(now) + ttl_s},
                              status=201)
@@ -83,7 +79,7 @@ async def revoke_grant(request: web.Request) -> web.Response:
     state = request.app[STATE]
     session = await _session(request)
     grant_id = check_id(request.match_info["grant_id"], "grant_id")
-    sharer = await grant_sharer(state.redis, grant_id)
+    sharer = await state.grants.sharer(grant_id)
     if sharer is None:
         raise GrantNotFound(grant_id)
     if sharer != session.sub and not session.is_moderator:

@@ -22,7 +22,7 @@ from service_kernel.ids import check_id, new_id
 from service_kernel.openapi import Route
 from service_kernel.web_errors import bearer_token, parse_json, read_json
 
-from . import redis_keys, revocation
+from . import revocation
 from .errors import Forbidden, MediaBanked, NotModerator, SessionMissing
 from .fingerprint import FingerprintLimits, fingerprint_file
 from .media import Media, check_content_type, parse_rules
@@ -61,8 +61,7 @@ async def create_media(request: web.Request) -> web.Response:
     media = await _screen(state, media, uploaded=ctype == "multipart/form-data")
     await state.registry.put(media)
     if media.status == "held":
-        await state.redis.xadd(redis_keys.MEDIA_HOLDS_STREAM, {
-            "media_id": media.id, "owner": media.owner, "at": str(int(state.clock()))})
+        await state.registry.announce_hold(media, int(state.clock()))
     return web.json_response(media.public_view(), status=201,
                              headers={"Location": f"/v1/media/{media.id}"})
 

@@ -10,6 +10,7 @@ from service_kernel.clock import Clock
 from service_kernel.redis_client import RedisClient
 
 from .authorizer import Authorizer
+from .grant_store import GrantStore
 from .keyring import KeyRingSource
 from .matching import BankSet, MediaHashIndex
 from .metrics import Metrics
@@ -33,6 +34,8 @@ class EdgeState:
     #: Hash banks and the registered-media hash index (known-bad media, both modes).
     banks: BankSet
     hash_index: MediaHashIndex
+    #: Who minted each grant (encrypted-pointer mode).
+    grants: GrantStore
     #: The key ring's minting side; None on edges that only verify (they cannot mint grants).
     minter: KeyRingSource | None = None
     #: Browser media cookies; None when browser playback is off (no secret configured).

@@ -46,11 +46,6 @@ from .settings import DEFAULT_RATE_LIMITS, DmSettings
 from .store import DmStore
 from .web_state import STATE, DmState
 
-#: How long a process remembers an unsend it saw on the notify stream, for pushes still
-#: queued (older pushes are re-checked in Redis: dm/web_stream.LIVE_RECHECK_AFTER_S).
-RECENT_UNSENT_S = 600.0
-
-
 ROUTES = (*web_users.ROUTES, *web_devices.ROUTES, *web_conversations.ROUTES, *web_messages.ROUTES,
           *web_stream.ROUTES, *web_reports.ROUTES, *web_moderation.ROUTES, *web_app.ROUTES,
           *web_ops.ROUTES)
@@ -105,7 +100,7 @@ def build_app(settings: DmSettings, *, redis: RedisClient | None = None, clock: 
         elif kind == "unsent":
             state.recent_unsent.put(f"{fields.get('conversation_id', '')}|"
                                     f"{fields.get('message_id', '')}", True,
-                                    state.clock() + RECENT_UNSENT_S)
+                                    state.clock() + settings.recent_unsent_ttl_s)
         elif kind == "blocks_changed":
             state.block_cache.evict(fields.get("user_id", ""))
 

@@ -192,12 +192,12 @@ async def act(state: DmState, me: Session, item: Item, action: str,
         await state.registry.set_status(media_id, "taken_down", reason=reason or action,
                                         by=me.sub)
         await state.revocations.publish(revocation.takedown(media_id))
-        state.media_cache.evict(media_id)
+        state.media_lookup.evict(media_id)
     elif action == "suspend_user":
         if not target:
             raise ActionNotApplicable("the item names no user")
-        await state.redis.hset(k.SUSPENDED, target, json.dumps(
-            {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)}))
+        await state.store.suspend(
+            target, {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)})
         result["suspended"] = target
     elif action == "release":
         result.update(await _release(state, item))
@@ -231,7 +231,7 @@ async def _release(state: DmState, item: Item) -> dict[str, Any]:
         if not await state.registry.transition(f["media_id"], "held", "active",
                                                reason="released"):
             raise ActionNotApplicable("the media is no longer held (taken down meanwhile?)")
-        state.media_cache.evict(f["media_id"])
+        state.media_lookup.evict(f["media_id"])
         return {"released": f["media_id"]}
     if not f.get("held"):
         raise ActionNotApplicable("the message was not held")

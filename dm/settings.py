@@ -110,6 +110,24 @@ class DmSettings(ServiceSettings):
     #: Serve the web client at /app/ (static files; it signs in with the dev issuer if on,
     #: else with a pasted session token).  Media plays through the edge's browser path.
     web_client: bool = True
+    #: Per-process caches: most entries each holds (least recently used dropped beyond),
+    #: and how long an entry is reused.  Sessions live until their ``exp``; conversations
+    #: and block lists are also evicted by the notify stream's membership and block events,
+    #: so their TTLs are only a backstop.
+    session_cache_size: int = Field(100_000, ge=1)
+    media_cache_size: int = Field(100_000, ge=1)
+    conversation_cache_size: int = Field(100_000, ge=1)
+    conversation_cache_ttl_s: float = Field(2.0, ge=0)
+    block_cache_size: int = Field(100_000, ge=1)
+    block_cache_ttl_s: float = Field(60.0, ge=0)
+    #: Unsends seen on the notify stream, remembered so a queued push of an unsent message
+    #: mints nothing.  At least dm.web_stream.LIVE_RECHECK_AFTER_S (30 s): a push older than
+    #: that is checked in Redis instead.
+    recent_unsent_cache_size: int = Field(100_000, ge=1)
+    recent_unsent_ttl_s: float = Field(600.0, ge=30.0)
+    #: Rendered WebSocket frames, reused by one reader's other sockets.
+    frame_cache_size: int = Field(10_000, ge=1)
+    frame_cache_ttl_s: float = Field(10.0, ge=0)
 
     @model_validator(mode="after")
     def _tail_blocks_inside_the_staleness_bound(self) -> DmSettings:

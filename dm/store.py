@@ -207,6 +207,14 @@ class DmStore:
             rows = await p.execute()
         return [u for u, hit in zip(users, rows, strict=True) if hit]
 
+    async def is_suspended(self, uid: str) -> bool:
+        """Whether a moderator suspended ``uid`` (read from Redis, never cached)."""
+        return bool(await self.redis.hexists(k.SUSPENDED, uid))
+
+    async def suspend(self, uid: str, record: dict[str, Any]) -> None:
+        """Suspend ``uid``; ``record`` (who, why, when) is kept for the audit trail."""
+        await self.redis.hset(k.SUSPENDED, uid, json.dumps(record))
+
     async def mark_seen(self, uid: str) -> None:
         await self.redis.set(k.user_seen(uid), "1", ex=k.USER_SEEN_TTL_S)
 
