@@ -19,8 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from dm.client import DmClient, DmClientError
-
-from .stack import local_stack
+from loadtests.stack.inprocess import local_stack
 
 VIDEO_BYTES = 4 * 1024 * 1024
 SEGMENT = 1024 * 1024

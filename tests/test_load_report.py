@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from loadtests import hdr
-from loadtests.analysis import Run, analyze
-from loadtests.recorder import Merger, Recorder
-from loadtests.report import summary_text, write_report
-from loadtests.scenarios import MODES
-from loadtests.slo import Slo
-from loadtests.stats import NO_DIFFERENCE
+from loadtests.load.scenarios import MODES
+from loadtests.report import hdr
+from loadtests.report.analysis import Run, analyze
+from loadtests.report.recorder import Merger, Recorder
+from loadtests.report.render import summary_text, write_report
+from loadtests.report.slo import Slo
+from loadtests.report.stats import NO_DIFFERENCE
 
 #: Mode -> extra ms over plain in every trial (sealed truly slower; sealed-pq the same;
 #: scanning a little slower).

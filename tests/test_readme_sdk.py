@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dm.client import DmClient
-from loadtests.seed import video_bytes
+from loadtests.load.seed import video_bytes
 
 from .conftest import DmStack
 from .test_sealed import edge_url

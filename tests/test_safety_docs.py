@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from loadtests import safety_table
-from loadtests.report import table_markdown
+from loadtests.report import safety_table
+from loadtests.report.render import table_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ from dm.sdk_errors import (
     error_from,
 )
 from dm.sdk_types import Grant, MediaRecord
-from loadtests.seed import video_bytes
+from loadtests.load.seed import video_bytes
 
 from .conftest import DmFactory, DmStack, wait_until
 from .test_sealed import edge_url, sealed_user

@@ -4,7 +4,7 @@ Run by ``python -m loadtests run`` (which seeds, drives open-model trials
 and step loads, and writes the report), or by hand against any deployment
 whose dm service has the dev issuer on::
 
-    locust -f loadtests/locustfile.py --host http://DM --edge-url http://EDGE \
+    locust -f loadtests/load/locustfile.py --host http://DM --edge-url http://EDGE \
         --rate-sealed 20 --hdr-out var/locust-hdr  SealedShare VideoViewerSealed
 
 Every phase is its own named entry ``<scenario>:<phase>`` (grant, seal,
@@ -14,7 +14,7 @@ request hook records every latency unrounded in HDR histograms (Locust's
 own statistics round to whole milliseconds); workers ship them to the
 master in their regular reports and on demand at the end of a segment.
 
-Flows start on an open-model timetable (loadtests.arrivals): with a target
+Flows start on an open-model timetable (loadtests.load.arrivals): with a target
 rate, ``total`` is measured from each flow's *intended* start, so a backlog
 in the generator shows up as latency instead of hiding (coordinated
 omission).  Without a rate a scenario runs closed-loop, as Locust usually
@@ -37,10 +37,8 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from dm import envelope
-from loadtests import push, seed
-from loadtests.lt_process import STATE, Setup
-from loadtests.recorder import LATE_MS
-from loadtests.scenarios import (
+from loadtests.load import push, seed
+from loadtests.load.scenarios import (
     CRYPTO_REQUEST_TYPE,
     SCENARIOS,
     TOTAL,
@@ -49,6 +47,8 @@ from loadtests.scenarios import (
     key,
     video_ranges,
 )
+from loadtests.load.worker_state import STATE, Setup
+from loadtests.report.recorder import LATE_MS
 
 T = TypeVar("T")
 DELIVERY_TIMEOUT_S = 10.0

@@ -21,8 +21,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-from . import hdr
-from .scenarios import PHASE_LABELS, SHARE_PHASES
+from loadtests.load.scenarios import PHASE_LABELS, SHARE_PHASES
+from loadtests.report import hdr
 
 COLORS = {"plain": "#1f6fb4", "plain+scan": "#7b4fb4", "sealed": "#e07b00",
           "sealed-pq": "#2a9d4b"}

@@ -57,10 +57,7 @@ from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE, DevIssuer
-from service_kernel.redis_client import connect
-from service_kernel.redis_process import RedisProcess, free_port
-
-from .bench_edge import (
+from loadtests.bench.edge import (
     BenchError,
     child_process,
     clip_bytes,
@@ -69,8 +66,10 @@ from .bench_edge import (
     stop_process,
     write_keys,
 )
-from .bench_revocation import percentile
-from .nginx_front import NginxFront, NginxUnavailable, check_lua_module, find_nginx
+from loadtests.bench.revocation import percentile
+from loadtests.stack.nginx import NginxFront, NginxUnavailable, check_lua_module, find_nginx
+from service_kernel.redis_client import connect
+from service_kernel.redis_process import RedisProcess, free_port
 
 TARGET_P99_MS = 100.0  # beyond the link's own one-way delay
 ORIGIN_RELPATH = "hosts/clip.mp4"
@@ -159,8 +158,8 @@ class DelayRelay:
 
 
 def relay_main(argv: list[str]) -> int:
-    """``python -m loadtests.bench_hosts relay``: SIGUSR1 cuts, SIGUSR2 heals."""
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench_hosts relay")
+    """``python -m loadtests.bench.hosts relay``: SIGUSR1 cuts, SIGUSR2 heals."""
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench.hosts relay")
     p.add_argument("--listen", required=True)
     p.add_argument("--target", required=True)
     p.add_argument("--delay-ms", type=float, default=0.0)
@@ -434,7 +433,7 @@ def run(root: Path, delays: list[float], count: int, missed: int, bound_s: float
             relay_port = free_port()
             relay_log = root / f"relay{h.index}.log"
             h.relay = stack.enter_context(child_process(
-                [sys.executable, "-m", "loadtests.bench_hosts", "relay",
+                [sys.executable, "-m", "loadtests.bench.hosts", "relay",
                  "--listen", f"{h.wan_root}:{relay_port}", "--target", f"127.0.0.1:{redis.port}",
                  "--delay-ms", "0" if netem else str(h.delay_ms)], relay_log))
             edge_port = free_port()

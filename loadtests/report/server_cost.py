@@ -2,7 +2,7 @@
 
 Latency says how a share feels; CPU per share says what it costs.  Each
 trial's segment carries the CPU seconds the dm service, the edge and Redis
-used during it (loadtests.proc_cpu, sampled by the driver); divided by the
+used during it (loadtests.stack.proc_cpu, sampled by the driver); divided by the
 shares completed in the trial that is the server cost of one share *with
 its views* (the trial also re-opens shared videos at ``view_ratio`` times
 the share rate), in microseconds.  The estimate is the median over trials
@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .proc_cpu import ROLES, role
-from .stats import bootstrap_median
+from loadtests.report.stats import bootstrap_median
+from loadtests.stack.proc_cpu import ROLES, role
 
 GENERATOR = "generator"
 

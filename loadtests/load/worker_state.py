@@ -1,7 +1,7 @@
 """One Locust process's load-test state: targets, seeded pairs, timetables, the recorder.
 
 Locust's events are process-global, so this is one module-level object per
-process (the local runner's, or each worker's).  A driver (loadtests.drive)
+process (the local runner's, or each worker's).  A driver (loadtests.load.drive)
 tells it what to do through three calls, which a worker receives as Locust
 custom messages from the master: ``setup`` (targets, seed file, how many
 workers and which one this is), ``start_segment`` (target rates and a
@@ -22,10 +22,11 @@ from gevent import sleep as gevent_sleep  # type: ignore[import-untyped]
 from gevent import spawn as gevent_spawn
 from gevent.event import Event  # type: ignore[import-untyped]
 
-from . import hdr, seed
-from .arrivals import Arrivals
-from .recorder import Merger, Recorder
-from .scenarios import SCENARIOS
+from loadtests.load import seed
+from loadtests.load.arrivals import Arrivals
+from loadtests.load.scenarios import SCENARIOS
+from loadtests.report import hdr
+from loadtests.report.recorder import Merger, Recorder
 
 #: The loop-lag probe's tick: it asks to sleep this long and records by how much it overslept.
 LAG_TICK_S = 0.010

@@ -1,6 +1,6 @@
 """``python -m loadtests report RUN_DIR``: the comparison report as JSON, Markdown and HTML.
 
-One analysis (loadtests.analysis) feeds all three, so they always agree:
+One analysis (loadtests.report.analysis) feeds all three, so they always agree:
 ``report.json`` for machines, ``report.md`` for a ticket or a pull
 request, ``report.html`` for people: one self-contained page (inline CSS,
 plots as embedded SVG, no scripts, no network) that opens offline.
@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import hdr, headline, plots, safety_table
-from .analysis import Run, analyze
-from .scenarios import PHASE_LABELS, SEGMENTS, TOTAL, key
-from .stats import NO_DIFFERENCE
+from loadtests.load.scenarios import PHASE_LABELS, SEGMENTS, TOTAL, key
+from loadtests.report import hdr, headline, plots, safety_table
+from loadtests.report.analysis import Run, analyze
+from loadtests.report.stats import NO_DIFFERENCE
 
 JSON_FILE, MD_FILE, HTML_FILE = "report.json", "report.md", "report.html"
 Block = tuple[Any, ...]
@@ -186,7 +186,7 @@ def blocks(doc: dict[str, Any], images: dict[str, str]) -> list[Block]:
                          f"Target: {cfg.get('target', '?')}."))
     else:
         out.append(("p", f"Generated {when:%Y-%m-%d %H:%M} UTC from a plain Locust run "
-                         "(locust -f loadtests/locustfile.py --hdr-out): one open-ended segment, "
+                         "(locust -f loadtests/load/locustfile.py --hdr-out): one open-ended segment, "
                          "so there are no repeated trials to compare and no step load."))
     verdict = "VALID" if validity["valid"] else "NOT VALID: " + "; ".join(validity["problems"])
     out.append(("verdict", validity["valid"], f"Measurement: {verdict}"))

@@ -63,12 +63,7 @@ from cdn_auth.registry import MediaRegistry
 from dm.client import DmClient
 from dm.envelope import DeviceKey
 from dm.identity import DevIssuer
-from service_kernel.files import atomic_write
-from service_kernel.ids import new_id
-from service_kernel.redis_client import connect
-from service_kernel.redis_process import RedisProcess, free_port
-
-from .bench_edge import (
+from loadtests.bench.edge import (
     HOST,
     REPO_ROOT,
     BenchError,
@@ -77,6 +72,10 @@ from .bench_edge import (
     run_and_report,
     wait_ready,
 )
+from service_kernel.files import atomic_write
+from service_kernel.ids import new_id
+from service_kernel.redis_client import connect
+from service_kernel.redis_process import RedisProcess, free_port
 
 TARGET_SEND_RPS = 2000.0
 TARGET_PUSH_P99_MS = 20.0
@@ -661,7 +660,7 @@ def run_push(bed: Bed, rate: int, *, round_no: int, seconds: int, warmup_s: floa
     spec_file = bed.root / "requests" / f"push-{round_no}-{rate}.json"
     atomic_write(spec_file, json.dumps(spec).encode(), 0o600)  # it holds session tokens
     bed.dm.check_alive()
-    cmd = [sys.executable, "-m", "loadtests.bench_dm", "push-loadgen", "--spec", str(spec_file)]
+    cmd = [sys.executable, "-m", "loadtests.bench.dm", "push-loadgen", "--spec", str(spec_file)]
     cpu = bed.dm.cpu()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO_ROOT,
                           timeout=seconds + warmup_s + 120)

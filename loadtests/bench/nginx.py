@@ -26,9 +26,7 @@ from pathlib import Path
 from cdn_auth import pointer
 from cdn_auth.token_format import Alg
 from dm.identity import JWKS_FILE, DevIssuer
-from service_kernel.redis_process import RedisProcess, free_port
-
-from .bench_edge import (
+from loadtests.bench.edge import (
     INGEST,
     ORIGIN_RELPATH,
     RANGE_BYTES,
@@ -43,7 +41,8 @@ from .bench_edge import (
     wait_ready,
     write_keys,
 )
-from .nginx_front import NginxFront
+from loadtests.stack.nginx import NginxFront
+from service_kernel.redis_process import RedisProcess, free_port
 
 TARGET = 0.5
 
@@ -71,7 +70,7 @@ def run(root: Path, *, rounds: int, duration_s: int, connections: int,
             media_id = register_media(port, issuer)
             ptr = pointer.mint(keys[Alg.ED25519], media_id=media_id, sub="bob",
                                conversation_id="c_bench", message_id="m_1", now=time.time())
-            from .nginx_front import secure_link
+            from loadtests.stack.nginx import secure_link
 
             paths = {"nginx_auth": f"/m/{media_id}?pointer={ptr}",
                      "secure_link": secure_link(f"/sl/{INGEST}/{ORIGIN_RELPATH}",

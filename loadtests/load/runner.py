@@ -3,7 +3,7 @@
 1. Start the stack as processes on the embedded Redis (``--procs`` edges and
    dm services), or use the deployment at ``--dm-url``/``--edge-url``.
 2. Seed users, device keys, conversations and private videos (untimed).
-3. Drive Locust (loadtests.drive, in its own process because gevent patches
+3. Drive Locust (loadtests.load.drive, in its own process because gevent patches
    everything it touches): warm-up, interleaved trials of plain, plain+scan,
    sealed and sealed-pq at a fixed rate, then a step load to each mode's saturation
    point under the SLO given by flags.  Progress is printed as it goes.
@@ -29,14 +29,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import analysis, envinfo, floor, proc_cpu, report
-from .plan import DriveConfig
-from .scenarios import MODES, ORIGIN_RELPATH, SUITE_OF, VIEW_PREFIX, video_ranges
-from .seed import ApiError, Targets, seed
-from .slo import Slo
-from .stack_procs import StackError, process_stack
+from loadtests.load.plan import DriveConfig
+from loadtests.load.scenarios import MODES, ORIGIN_RELPATH, SUITE_OF, VIEW_PREFIX, video_ranges
+from loadtests.load.seed import ApiError, Targets, seed
+from loadtests.report import analysis, envinfo, floor
+from loadtests.report import render as report
+from loadtests.report.slo import Slo
+from loadtests.stack import proc_cpu
+from loadtests.stack.processes import StackError, process_stack
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Seconds of concurrency each user pool is sized for at the highest rate it will see.
 POOL_SECONDS = 0.25
 MAX_POOL = 400
@@ -79,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--server-pid", action="append", default=[], metavar="NAME=PID",
                        help="with --dm-url: a server process on this machine whose CPU per "
                        "share to measure (dm-0=123, edge-0=456, redis=789; repeatable; "
-                       "`python -m loadtests.stack_procs` prints them)")
+                       "`python -m loadtests.stack.processes` prints them)")
     where.add_argument("--redis-url", help="with --dm-url: the target's Redis, if this machine "
                        "reaches it (the floor's binding round trip, its version in the report)")
     where.add_argument("--origin-path", help="with --edge-url: register videos by this "
@@ -207,7 +209,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def drive(cfg_path: Path) -> int:
     """Run the driver process; Ctrl-C (or SIGTERM) stops it gracefully, keeping its data."""
-    proc = subprocess.Popen([sys.executable, "-m", "loadtests.drive", str(cfg_path)],
+    proc = subprocess.Popen([sys.executable, "-m", "loadtests.load.drive", str(cfg_path)],
                             cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
     try:
         return proc.wait()

@@ -5,7 +5,7 @@ staging against production, this week against last.  Two runs are not
 paired the way the modes of one run are (their rounds did not run back to
 back), so each difference here is ``median(B trials) - median(A trials)``
 of the per-trial percentile, with each run's trials resampled on their own
-(loadtests.stats, ``paired=False``); an interval that spans zero reads
+(loadtests.report.stats, ``paired=False``); an interval that spans zero reads
 "no significant difference".  Per mode, per phase, and for viewing.
 
 A difference is only meaningful when the two runs measured the same thing
@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import hdr, headline
-from .analysis import Run, analyze
-from .report import Block, delta, ms, to_html, to_markdown
-from .scenarios import PHASE_LABELS, TOTAL, VIEW_PREFIX, key, phases_of
-from .stats import NO_DIFFERENCE, bootstrap_difference
+from loadtests.load.scenarios import PHASE_LABELS, TOTAL, VIEW_PREFIX, key, phases_of
+from loadtests.report import hdr, headline
+from loadtests.report.analysis import Run, analyze
+from loadtests.report.render import Block, delta, ms, to_html, to_markdown
+from loadtests.report.stats import NO_DIFFERENCE, bootstrap_difference
 
 SCHEMA = "pointer-dm/loadtest-compare/v1"
 JSON_FILE, MD_FILE = "compare.json", "compare.md"

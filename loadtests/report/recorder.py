@@ -20,8 +20,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from . import hdr
-from .scenarios import TOTAL, split_key
+from loadtests.load.scenarios import TOTAL, split_key
+from loadtests.report import hdr
 
 #: A flow that starts this much after its intended time was held up by the generator.
 LATE_MS = 10.0

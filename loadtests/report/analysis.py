@@ -7,9 +7,9 @@ Rules the numbers follow:
   over the trials' total time;
 * a difference between modes is the median, over rounds, of the per-round
   difference of the trial percentiles (paired: round ``i`` of each mode ran
-  back to back), with a bootstrap 95 % interval (loadtests.stats);
+  back to back), with a bootstrap 95 % interval (loadtests.report.stats);
 * the saturation point is the highest step-load rate that met the SLO, as
-  judged by loadtests.slo during the run;
+  judged by loadtests.report.slo during the run;
 * a run is valid only if every trial achieved its target rate, the
   generator never hit Locust's CPU warning, and each mode had enough trials.
 """
@@ -25,10 +25,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from . import floor as floor_mod
-from . import hdr, headline, server_cost
-from .recorder import SegmentData
-from .scenarios import (
+from loadtests.load.scenarios import (
     MODES,
     PHASE_LABELS,
     TOTAL,
@@ -36,8 +33,11 @@ from .scenarios import (
     key,
     phases_of,
 )
-from .slo import Slo, judge
-from .stats import bootstrap_difference
+from loadtests.report import floor as floor_mod
+from loadtests.report import hdr, headline, server_cost
+from loadtests.report.recorder import SegmentData
+from loadtests.report.slo import Slo, judge
+from loadtests.report.stats import bootstrap_difference
 
 SCHEMA = "pointer-dm/loadtest-report/v1"
 MIN_TRIALS = 5
@@ -60,7 +60,7 @@ class Segment:
     started_at: float | None
     processes: list[dict[str, Any]]
     data: SegmentData
-    #: Server CPU seconds used during the segment (loadtests.proc_cpu), if measured.
+    #: Server CPU seconds used during the segment (loadtests.stack.proc_cpu), if measured.
     servers: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -77,7 +77,7 @@ class Run:
     segments: list[Segment]
     driver: dict[str, Any]
     meta: dict[str, Any]
-    #: The sealed overhead's primitives measured at the run's start (loadtests.floor).
+    #: The sealed overhead's primitives measured at the run's start (loadtests.report.floor).
     floor: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

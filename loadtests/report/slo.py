@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import hdr
-from .recorder import SegmentData
-from .scenarios import TOTAL, key
+from loadtests.load.scenarios import TOTAL, key
+from loadtests.report import hdr
+from loadtests.report.recorder import SegmentData
 
 
 @dataclass(frozen=True)

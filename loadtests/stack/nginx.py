@@ -22,7 +22,7 @@ from pathlib import Path
 from cdn_auth.settings import EdgeSettings
 from service_kernel.redis_process import free_port
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "nginx"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nginx"
 TEMPLATE = DEPLOY / "edge.conf.template"
 #: Where Debian's nginx keeps dynamic modules (libnginx-mod-http-lua and its NDK dependency).
 MODULES_DIR = Path("/usr/lib/nginx/modules")
@@ -209,10 +209,10 @@ class NginxFront:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Render the config for a deployment: ``python -m loadtests.nginx_front --authorizer ...``."""
+    """Render the config for a deployment: ``python -m loadtests.stack.nginx --authorizer ...``."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m loadtests.nginx_front", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m loadtests.stack.nginx", description=main.__doc__)
     p.add_argument("--authorizer", action="append", required=True, help="host:port, repeatable")
     p.add_argument("--origin", required=True)
     p.add_argument("--prefix", default="/tmp/nginx")  # noqa: S108 - nginx's own scratch dir

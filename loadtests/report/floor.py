@@ -34,10 +34,9 @@ from cdn_auth.keyset import keys_from_jwks
 from cdn_auth.redemption import BIND
 from cdn_auth.token_format import Alg
 from dm import envelope
+from loadtests.bench.sealed import TOKEN_TTL_S, Tokens, sample_payload
+from loadtests.load.scenarios import SUITE_OF
 from service_kernel.ids import new_id
-
-from .bench_sealed import TOKEN_TTL_S, Tokens, sample_payload
-from .scenarios import SUITE_OF
 
 FILE = "floor.json"
 BIND_CALLS = 200

@@ -53,10 +53,7 @@ from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE, DevIssuer
-from service_kernel.redis_client import connect
-from service_kernel.redis_process import RedisProcess, free_port
-
-from .bench_edge import (
+from loadtests.bench.edge import (
     BenchError,
     child_process,
     clip_bytes,
@@ -65,8 +62,10 @@ from .bench_edge import (
     wait_ready,
     write_keys,
 )
-from .bench_revocation import percentile
-from .nginx_front import NginxFront, secure_link
+from loadtests.bench.revocation import percentile
+from loadtests.stack.nginx import NginxFront, secure_link
+from service_kernel.redis_client import connect
+from service_kernel.redis_process import RedisProcess, free_port
 
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 100.0

@@ -1,13 +1,13 @@
 """The load driver: Locust as a library, running a plan of measured segments.
 
-``python -m loadtests.drive CONFIG.json`` (the runner writes the config and
+``python -m loadtests.load.drive CONFIG.json`` (the runner writes the config and
 starts this in its own process, because Locust's gevent patches the whole
 process).  With ``workers: 0`` it runs one Locust LocalRunner in this
 process; with ``workers: N`` it is a Locust MasterRunner on 127.0.0.1 and
 starts N ordinary ``locust --worker`` processes on the same locustfile.
 
 Users are spawned once, for the whole plan; each segment only changes the
-target arrival rates (loadtests.arrivals), so no segment measures a ramp-up.
+target arrival rates (loadtests.load.arrivals), so no segment measures a ramp-up.
 The plan: a warm-up per mode, then trials in rounds (each round runs every
 mode once, in rotated order, at the same fixed rate), then a step load that
 raises all modes' rates together until each mode misses the SLO, then
@@ -35,14 +35,15 @@ from locust import User, events
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, Runner
 
+from loadtests.load import locustfile, push
+from loadtests.load.plan import DriveConfig, Planned, fixed_plan, rotated
+from loadtests.load.scenarios import VIEW_PREFIX, key
+from loadtests.load.worker_state import STATE, Setup
+from loadtests.report import hdr
+from loadtests.report.recorder import SegmentData
+from loadtests.report.slo import Slo, Verdict, judge
+from loadtests.stack import proc_cpu
 from service_kernel.redis_process import free_port
-
-from . import hdr, locustfile, proc_cpu, push
-from .lt_process import STATE, Setup
-from .plan import DriveConfig, Planned, fixed_plan, rotated
-from .recorder import SegmentData
-from .scenarios import VIEW_PREFIX, key
-from .slo import Slo, Verdict, judge
 
 HOST = "127.0.0.1"
 SEGMENTS_FILE = "segments.jsonl"
@@ -394,7 +395,7 @@ def drive(cfg: DriveConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.drive", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m loadtests.load.drive", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", type=Path, help="JSON written by the runner")
     a = p.parse_args(argv)

@@ -28,9 +28,15 @@ from urllib.parse import urlsplit
 
 from dm import envelope
 from dm.edge_client import encode_upload, media_metadata
+from loadtests.load.scenarios import (
+    CONVERSATION_MODE,
+    SCANNED_MODES,
+    SUITE_OF,
+    VIDEO_BYTES,
+    is_view,
+    mode_of,
+)
 from service_kernel.encoding import b64url_decode, b64url_encode
-
-from .scenarios import CONVERSATION_MODE, SCANNED_MODES, SUITE_OF, VIDEO_BYTES, is_view, mode_of
 
 SESSION_TTL_S = 24 * 3600
 SEED_VERSION = 1
@@ -275,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m loadtests seed``: a seed file for Locust runs by hand (``--seed-file``)."""
     import argparse
 
-    from .scenarios import SCENARIOS
+    from loadtests.load.scenarios import SCENARIOS
 
     p = argparse.ArgumentParser(prog="python -m loadtests seed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -12,26 +12,26 @@ import sys
 
 #: name -> (module, one-line description).  New benchmarks add a line here.
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "edge": ("loadtests.bench_edge",
+    "edge": ("loadtests.bench.edge",
              "edge authorization throughput (warm, cold Ed25519, cold HMAC) vs a bare file server"),
-    "dm": ("loadtests.bench_dm",
+    "dm": ("loadtests.bench.dm",
            "one dm process: send throughput (wrk) and send-to-push latency at fixed rates"),
-    "sealed": ("loadtests.bench_sealed",
+    "sealed": ("loadtests.bench.sealed",
                "sealed vs plain per operation: grants, HPKE seal/open, sends, edge fetches"),
-    "revocation": ("loadtests.bench_revocation",
+    "revocation": ("loadtests.bench.revocation",
                    "time from an unsend until every one of N edge processes refuses (p50/p99)"),
-    "matcher": ("loadtests.bench_matcher",
+    "matcher": ("loadtests.bench.matcher",
                 "PDQ perceptual lookups/s per core and bytes per hash at 1e5 and 1e6 hashes"),
-    "abuse": ("loadtests.bench_abuse",
+    "abuse": ("loadtests.bench.abuse",
               "one abusive account per issue-15 vector vs a victim's send->push p99"),
-    "push-render": ("loadtests.bench_push_render",
+    "push-render": ("loadtests.bench.push_render",
                     "dm CPU to render one sealed group message for every device (in-process)"),
-    "nginx": ("loadtests.bench_nginx",
+    "nginx": ("loadtests.bench.nginx",
               "nginx + authorizer (cached decisions) vs nginx secure_link on the same file"),
-    "front-mix": ("loadtests.bench_front_mix",
+    "front-mix": ("loadtests.bench.front_mix",
                   "nginx front on a viewing mix (new pointer per view, Zipf media, 1 MiB "
                   "ranges) vs secure_link; revocation delay under that load"),
-    "hosts": ("loadtests.bench_hosts",
+    "hosts": ("loadtests.bench.hosts",
               "edges + fronts in network namespaces with delayed links to Redis: revocation "
               "p99 per delay, a partition failing closed and catching up (root)"),
 }

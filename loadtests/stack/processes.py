@@ -1,6 +1,6 @@
 """The stack for load tests, as separate processes: embedded Redis, N edges, N dm services.
 
-loadtests.stack runs everything in one asyncio process, which suits the
+loadtests.stack.inprocess runs everything in one asyncio process, which suits the
 demo but not a load test: Locust runs on gevent (which cannot share a
 process with asyncio), and a service sharing the generator's process and
 core would measure the generator.  Here each service is its production
@@ -9,7 +9,7 @@ of each listening on one port with SO_REUSEPORT, configured by environment
 as an operator would, with access logs off (level WARNING).  Everything
 binds to 127.0.0.1 only.
 
-``python -m loadtests.stack_procs --dir DIR [--procs N]`` runs one until
+``python -m loadtests.stack.processes --dir DIR [--procs N]`` runs one until
 interrupted and prints its URLs, for Locust runs by hand.
 """
 
@@ -32,16 +32,15 @@ from types import FrameType
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
 from cdn_auth.token_format import Alg
 from dm.identity import JWKS_FILE, DevIssuer
+from loadtests.load.scenarios import ORIGIN_RELPATH
+from loadtests.load.seed import video_bytes
 from service_kernel.files import load_or_create_secret
 from service_kernel.redis_process import RedisProcess, free_port
 
-from .scenarios import ORIGIN_RELPATH
-from .seed import video_bytes
-
 HOST = "127.0.0.1"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Realistic scan lists for the plain+scan mode (the messages the load test sends match none).
-SCAN_LISTS = Path(__file__).resolve().parent / "scan_lists.json"
+SCAN_LISTS = Path(__file__).resolve().parents[1] / "scan_lists.json"
 
 
 class StackError(Exception):
@@ -231,7 +230,7 @@ def interrupt_on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.stack_procs", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m loadtests.stack.processes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", type=Path, default=Path("var/loadstack"), help="working directory")
     p.add_argument("--procs", type=int, default=1, help="edge and dm processes each (1)")

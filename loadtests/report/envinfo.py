@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 PACKAGES = ("locust", "hdrhistogram", "cryptography", "aiohttp", "redis", "hiredis",
             "matplotlib", "numpy", "websocket-client", "gevent")
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cpu_model() -> str:

@@ -1,7 +1,7 @@
 """Abuse benchmark: one abusive account at full speed, one victim measuring send->push.
 
 ``python -m loadtests.bench abuse [--json] [--seconds S]`` starts a process
-stack (Redis, one edge, one dm: :func:`loadtests.stack_procs.process_stack`),
+stack (Redis, one edge, one dm: :func:`loadtests.stack.processes.process_stack`),
 then runs phases of ``S`` seconds each.  In every phase a victim pair sends
 10 messages/s from one user to another, who holds a WebSocket, and records
 the send->push latency of each message; in every phase but the baselines an
@@ -42,9 +42,8 @@ from typing import Any
 
 import aiohttp
 
+from loadtests.stack.processes import ProcStack, process_stack
 from service_kernel.redis_client import connect
-
-from .stack_procs import ProcStack, process_stack
 
 VECTORS = ("unsend_repeat", "socket_flood", "replay_connect", "conversation_spam",
            "report_flood", "send_flood")

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import gevent  # type: ignore[import-untyped]
 from gevent.event import Event  # type: ignore[import-untyped]
 
-from . import seed
+from loadtests.load import seed
 
 try:
     import websocket

@@ -63,12 +63,7 @@ from cdn_auth.keyset import keys_from_jwks
 from cdn_auth.token_format import SigningKey, VerifyKey
 from dm import envelope
 from dm.identity import JWKS_FILE, DevIssuer
-from service_kernel.encoding import b64url_decode, b64url_encode
-from service_kernel.files import atomic_write
-from service_kernel.ids import new_id
-from service_kernel.redis_process import RedisProcess, free_port
-
-from .bench_dm import (
+from loadtests.bench.dm import (
     LinePool,
     Pair,
     Sample,
@@ -89,7 +84,7 @@ from .bench_dm import (
     workdir,
     write_lines,
 )
-from .bench_edge import (
+from loadtests.bench.edge import (
     BenchError,
     child_process,
     clip_bytes,
@@ -99,6 +94,10 @@ from .bench_edge import (
     run_and_report,
     wait_ready,
 )
+from service_kernel.encoding import b64url_decode, b64url_encode
+from service_kernel.files import atomic_write
+from service_kernel.ids import new_id
+from service_kernel.redis_process import RedisProcess, free_port
 
 SUITES = {"x25519": "send_sealed_x25519", "mlkem768-x25519": "send_sealed_mlkem"}
 TOKEN_TTL_S = 900  # the edge's default max_token_lifetime_s

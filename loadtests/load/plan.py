@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .scenarios import MODES
-from .slo import Slo
+from loadtests.load.scenarios import MODES
+from loadtests.report.slo import Slo
 
 
 @dataclass

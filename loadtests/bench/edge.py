@@ -59,12 +59,12 @@ from cdn_auth import pointer
 from cdn_auth.keyring import KeyRing
 from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE, DevIssuer
-from loadtests.cache_memory import cache_bytes_per_entry
+from loadtests.bench.cache_memory import cache_bytes_per_entry
 from service_kernel.files import atomic_write
 from service_kernel.redis_process import RedisProcess, free_port
 
 HOST = "127.0.0.1"  # the benchmark never targets anything else
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The unauthorized reference servers: path name -> ``serve-baseline --kind`` value.
 BASELINES = {"baseline": "bytes", "baseline_fileresponse": "fileresponse"}
 PATHS = ("baseline", "baseline_fileresponse", "warm", "cold_ed25519", "cold_hmac")
@@ -256,7 +256,7 @@ def edge_command(port: int, redis_url: str, origin: Path) -> list[str]:
 
 
 def baseline_command(kind: str, origin_file: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "loadtests.bench_edge", "serve-baseline", "--kind", kind,
+    return [sys.executable, "-m", "loadtests.bench.edge", "serve-baseline", "--kind", kind,
             "--file", str(origin_file), "--port", str(port)]
 
 
@@ -478,7 +478,7 @@ def python_generator() -> Generator:
     import aiohttp
 
     def run(spec: LoadSpec) -> RawRun:
-        cmd = [sys.executable, "-m", "loadtests.bench_edge", "loadgen", "--port", str(spec.port),
+        cmd = [sys.executable, "-m", "loadtests.bench.edge", "loadgen", "--port", str(spec.port),
                "--targets", str(spec.targets_file), "--auth-file", str(spec.auth_file),
                "--duration", str(spec.duration_s), "--connections", str(spec.connections)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO_ROOT,
@@ -866,7 +866,7 @@ def run(opts: Options) -> dict[str, Any]:
 
 def add_cache_memory(report: dict[str, Any], bytes_per_entry: float) -> None:
     """``cache_bytes_per_entry``: heap bytes per cached pointer decision (in-process,
-    :mod:`loadtests.cache_memory`), with its target (at most CACHE_BYTES_PER_ENTRY_MAX)."""
+    :mod:`loadtests.bench.cache_memory`), with its target (at most CACHE_BYTES_PER_ENTRY_MAX)."""
     value = round(bytes_per_entry, 1)
     report["cache_bytes_per_entry"] = value
     report["targets"]["cache_bytes_per_entry"] = {
@@ -909,7 +909,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_and_report(lambda: run(opts), render_table, as_json=opts.json, say=say)
 
 
-# -- child roles: ``python -m loadtests.bench_edge serve-baseline|loadgen`` -------------------
+# -- child roles: ``python -m loadtests.bench.edge serve-baseline|loadgen`` -------------------
 
 def serve_baseline(argv: list[str]) -> int:
     """A baseline server: no authorization, no access log.

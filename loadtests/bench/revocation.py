@@ -29,10 +29,7 @@ from cdn_auth import pointer, revocation
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE, DevIssuer
-from service_kernel.redis_client import connect
-from service_kernel.redis_process import RedisProcess, free_port
-
-from .bench_edge import (
+from loadtests.bench.edge import (
     INGEST,
     ORIGIN_RELPATH,
     child_process,
@@ -43,6 +40,8 @@ from .bench_edge import (
     wait_ready,
     write_keys,
 )
+from service_kernel.redis_client import connect
+from service_kernel.redis_process import RedisProcess, free_port
 
 TARGET_P99_MS = 100.0
 
