@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from loadtests.sample_video import FfmpegUnavailable, make_video
-from loadtests.stack.processes import StackError, interrupt_on_signal, process_stack
+from loadtests.stack.children import StackError
+from loadtests.stack.processes import interrupt_on_signal, process_stack
 
 
 def main(argv: list[str] | None = None) -> int:

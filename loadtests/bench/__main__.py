@@ -12,11 +12,11 @@ import sys
 
 #: name -> (module, one-line description).  New benchmarks add a line here.
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "edge": ("loadtests.bench.edge",
+    "edge": ("loadtests.bench.edge.main",
              "edge authorization throughput (warm, cold Ed25519, cold HMAC) vs a bare file server"),
-    "dm": ("loadtests.bench.dm",
+    "dm": ("loadtests.bench.dm.main",
            "one dm process: send throughput (wrk) and send-to-push latency at fixed rates"),
-    "sealed": ("loadtests.bench.sealed",
+    "sealed": ("loadtests.bench.sealed.main",
                "sealed vs plain per operation: grants, HPKE seal/open, sends, edge fetches"),
     "revocation": ("loadtests.bench.revocation",
                    "time from an unsend until every one of N edge processes refuses (p50/p99)"),
@@ -31,7 +31,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "front-mix": ("loadtests.bench.front_mix",
                   "nginx front on a viewing mix (new pointer per view, Zipf media, 1 MiB "
                   "ranges) vs secure_link; revocation delay under that load"),
-    "hosts": ("loadtests.bench.hosts",
+    "hosts": ("loadtests.bench.hosts.main",
               "edges + fronts in network namespaces with delayed links to Redis: revocation "
               "p99 per delay, a partition failing closed and catching up (root)"),
 }

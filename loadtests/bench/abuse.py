@@ -32,7 +32,6 @@ import collections
 import json
 import multiprocessing
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +41,7 @@ from typing import Any
 
 import aiohttp
 
+from loadtests.bench.harness import speaker
 from loadtests.stack.processes import ProcStack, process_stack
 from service_kernel.redis_client import connect
 
@@ -49,6 +49,8 @@ VECTORS = ("unsend_repeat", "socket_flood", "replay_connect", "conversation_spam
            "report_flood", "send_flood")
 VICTIM_RATE_PER_S = 10
 ATTACK_LOOPS = 8
+
+say = speaker("abuse")
 
 
 class Api:
@@ -242,8 +244,6 @@ def summarize(phases: dict[str, Any], seconds: float) -> dict[str, Any]:
         "phases": phases}
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

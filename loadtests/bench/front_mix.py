@@ -36,7 +36,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,62 +51,27 @@ from cdn_auth.media import AudienceRules, Media
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.token_format import Alg, SigningKey
-from dm.identity import JWKS_FILE, DevIssuer
-from loadtests.bench.edge import (
-    BenchError,
-    child_process,
+from dm.identity import JWKS_FILE
+from loadtests.bench.harness import BenchError, child_process, speaker, wait_ready
+from loadtests.bench.probes import percentile
+from loadtests.bench.wrk import Wrk
+from loadtests.stack.nginx import NginxFront, secure_link
+from loadtests.stack.servers import (
+    POINTER_TTL_S,
     clip_bytes,
     edge_command,
     edge_env,
-    wait_ready,
+    session_issuer,
     write_keys,
 )
-from loadtests.bench.revocation import percentile
-from loadtests.stack.nginx import NginxFront, secure_link
 from service_kernel.redis_client import connect
 from service_kernel.redis_process import RedisProcess, free_port
 
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 100.0
 MIB = 1024 * 1024
-MARKER = "BENCH_FRONT_MIX "
-POINTER_TTL_S = 900
 
-LUA_TRACE = """\
--- Plays a trace: one request per line, "path<TAB>authorization<TAB>range", in order.
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args)
-   reqs = {}
-   for line in io.lines(args[1]) do
-      local path, auth, range = line:match("^([^\\t]+)\\t([^\\t]*)\\t([^\\t]+)$")
-      if path then
-         reqs[#reqs + 1] = wrk.format("GET", path, {["Authorization"] = auth, ["Range"] = range})
-      end
-   end
-   n, idx, sent = #reqs, 0, 0
-end
-function request()
-   idx = idx + 1
-   if idx > n then idx = 1 end
-   sent = sent + 1
-   return reqs[idx]
-end
-function done(summary, latency, requests)
-   local s, n = 0, 0
-   for _, t in ipairs(threads) do s = s + t:get("sent"); n = t:get("n") end
-   local e = summary.errors
-   io.write(string.format('__MARKER__{"requests":%d,"duration_us":%d,"bytes":%d,'
-      .. '"errors":%d,"status":%d,"p50_us":%.1f,"p99_us":%.1f,"sent":%d,"n":%d}\\n',
-      summary.requests, summary.duration, summary.bytes,
-      e.connect + e.read + e.write + e.timeout, e.status,
-      latency:percentile(50), latency:percentile(99), s, n))
-end
-"""
-
-
-def say(msg: str) -> None:
-    print(f"[bench front-mix] {msg}", file=sys.stderr, flush=True)
+say = speaker("front-mix")
 
 
 @dataclass(frozen=True)
@@ -275,19 +239,6 @@ class RevocationProbe:
         self.failures += 1
 
 
-def run_wrk(wrk_script: Path, port: int, trace: Path, seconds: int, connections: int
-            ) -> dict[str, Any]:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-           "-s", str(wrk_script), f"http://127.0.0.1:{port}", "--", str(trace)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          timeout=seconds + 120)
-    for line in done.stdout.splitlines():
-        if line.startswith(MARKER):
-            doc: dict[str, Any] = json.loads(line[len(MARKER):])
-            return doc
-    raise BenchError(f"wrk printed no result:\n{done.stdout[-600:]}\n{done.stderr[-600:]}")
-
-
 @dataclass(frozen=True)
 class Options:
     rounds: int
@@ -301,13 +252,10 @@ class Options:
 
 
 def run(root: Path, o: Options) -> dict[str, Any]:
-    import shutil
-
-    if shutil.which("wrk") is None:
-        raise BenchError("wrk is not on PATH (apt-get install wrk)")
+    wrk = Wrk.find()
     signers, jwks = write_keys(root)
     signer = signers[Alg.ED25519]
-    issuer = DevIssuer.load_or_create(root / "keys" / "session")
+    issuer = session_issuer(root)
     origin = root / "origin"
     (origin / "mix").mkdir(parents=True)
     size = o.mix.media_mib * MIB
@@ -316,8 +264,6 @@ def run(root: Path, o: Options) -> dict[str, Any]:
         os.link(origin / "mix" / "0.mp4", origin / "mix" / f"{i}.mp4")
     say(f"minting {o.mix.users} sessions")
     sessions = [issuer.mint(f"u{i}", ttl_s=3600) for i in range(o.mix.users)]
-    script = root / "trace.lua"
-    script.write_text(LUA_TRACE.replace("__MARKER__", MARKER))
     rng = random.Random(o.seed)
     runs: dict[str, list[dict[str, Any]]] = {"front": [], "secure_link": []}
     probes: list[float] = []
@@ -354,8 +300,8 @@ def run(root: Path, o: Options) -> dict[str, Any]:
                             probe = stack.enter_context(RevocationProbe(
                                 front, redis.url, signer, media_ids[0],
                                 issuer.mint("probe", ttl_s=3600), 0.2))
-                        doc = run_wrk(script, front.port, traces[name], o.duration_s,
-                                      o.connections)
+                        doc = wrk.run("trace.lua", front.port, o.duration_s, o.connections,
+                                      [str(traces[name])])
                     elapsed = time.monotonic() - started
                     after = front.stats()
                     if probe is not None:
@@ -398,7 +344,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], probes: list[float], observ
     paths["front"]["decision_cache_hit_ratio"] = round(
         statistics.median(d["hit_ratio"] for d in front), 3)
     ratio = paths["front"]["rps"] / max(1e-9, paths["secure_link"]["rps"])
-    p99 = percentile(probes, 99) if probes else None
+    p99 = percentile(probes, 0.99) if probes else None
     return {
         "benchmark": "front-mix", "rounds": o.rounds, "duration_s": o.duration_s,
         "connections": o.connections, "views_per_round": o.views_per_round,
@@ -411,7 +357,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], probes: list[float], observ
         "front_revocation_observed_p50_ms":
             round(statistics.median(observed), 2) if observed else None,
         "front_revocation_observed_p99_ms":
-            round(percentile(observed, 99), 2) if observed else None,
+            round(percentile(observed, 0.99), 2) if observed else None,
         "revocation_trials": len(probes), "revocation_failures": probe_failures,
         "target_p99_ms": TARGET_P99_MS,
         "target_met": ratio >= TARGET_RATIO and p99 is not None and p99 <= TARGET_P99_MS,

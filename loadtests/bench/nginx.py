@@ -25,40 +25,36 @@ from pathlib import Path
 
 from cdn_auth import pointer
 from cdn_auth.token_format import Alg
-from dm.identity import JWKS_FILE, DevIssuer
-from loadtests.bench.edge import (
+from dm.identity import JWKS_FILE
+from loadtests.bench.harness import child_process, speaker, wait_ready
+from loadtests.bench.rangegen import RANGE_BYTES, LoadSpec, RawRun, choose_generator
+from loadtests.stack.nginx import NginxFront, secure_link
+from loadtests.stack.servers import (
     INGEST,
     ORIGIN_RELPATH,
-    RANGE_BYTES,
-    LoadSpec,
-    RawRun,
-    child_process,
-    choose_generator,
     clip_bytes,
     edge_command,
     edge_env,
     register_media,
-    wait_ready,
+    session_issuer,
     write_keys,
 )
-from loadtests.stack.nginx import NginxFront
 from service_kernel.redis_process import RedisProcess, free_port
 
 TARGET = 0.5
 
 
-def say(msg: str) -> None:
-    print(f"[bench nginx] {msg}", file=sys.stderr, flush=True)
+say = speaker("nginx")
 
 
 def run(root: Path, *, rounds: int, duration_s: int, connections: int,
         auth_cache_s: int) -> dict[str, object]:
     keys, jwks = write_keys(root)
-    issuer = DevIssuer.load_or_create(root / "keys" / "session")
+    issuer = session_issuer(root)
     origin = root / "origin"
     (origin / INGEST / ORIGIN_RELPATH).parent.mkdir(parents=True, exist_ok=True)
     (origin / INGEST / ORIGIN_RELPATH).write_bytes(clip_bytes())
-    gen = choose_generator("wrk", root)
+    gen = choose_generator("wrk", say)
     with RedisProcess(root / "redis", appendonly=False) as redis:
         port = free_port()
         log = root / "edge.log"
@@ -70,8 +66,6 @@ def run(root: Path, *, rounds: int, duration_s: int, connections: int,
             media_id = register_media(port, issuer)
             ptr = pointer.mint(keys[Alg.ED25519], media_id=media_id, sub="bob",
                                conversation_id="c_bench", message_id="m_1", now=time.time())
-            from loadtests.stack.nginx import secure_link
-
             paths = {"nginx_auth": f"/m/{media_id}?pointer={ptr}",
                      "secure_link": secure_link(f"/sl/{INGEST}/{ORIGIN_RELPATH}",
                                                 front.secure_link_secret,

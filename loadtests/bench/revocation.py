@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -28,16 +27,17 @@ import aiohttp
 from cdn_auth import pointer, revocation
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.token_format import Alg, SigningKey
-from dm.identity import JWKS_FILE, DevIssuer
-from loadtests.bench.edge import (
+from dm.identity import JWKS_FILE
+from loadtests.bench.harness import child_process, speaker, wait_ready
+from loadtests.bench.probes import percentile
+from loadtests.stack.servers import (
     INGEST,
     ORIGIN_RELPATH,
-    child_process,
     clip_bytes,
     edge_command,
     edge_env,
     register_media,
-    wait_ready,
+    session_issuer,
     write_keys,
 )
 from service_kernel.redis_client import connect
@@ -46,14 +46,7 @@ from service_kernel.redis_process import RedisProcess, free_port
 TARGET_P99_MS = 100.0
 
 
-def say(msg: str) -> None:
-    print(f"[bench revocation] {msg}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile: an observed value, never an interpolation."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+say = speaker("revocation")
 
 
 async def _status(http: aiohttp.ClientSession, port: int, path: str, auth: str) -> int:
@@ -104,7 +97,7 @@ async def measure(ports: list[int], key: SigningKey, media_id: str, session: str
 
 def run(edges: int, trials: int, root: Path) -> dict[str, object]:
     keys, jwks = write_keys(root)
-    issuer = DevIssuer.load_or_create(root / "keys" / "session")
+    issuer = session_issuer(root)
     origin = root / "origin"
     (origin / INGEST / ORIGIN_RELPATH).parent.mkdir(parents=True, exist_ok=True)
     (origin / INGEST / ORIGIN_RELPATH).write_bytes(clip_bytes(256 * 1024))
@@ -120,7 +113,7 @@ def run(edges: int, trials: int, root: Path) -> dict[str, object]:
         media_id = register_media(ports[0], issuer)
         lat = asyncio.run(measure(ports, keys[Alg.ED25519], media_id, issuer.mint("bob"),
                                   redis.url, trials))
-    p99 = percentile(lat, 99)
+    p99 = percentile(lat, 0.99)
     return {"benchmark": "revocation", "edges": edges, "trials": trials,
             "revocation_p50_ms": round(statistics.median(lat), 2),
             "revocation_p99_ms": round(p99, 2), "revocation_max_ms": round(max(lat), 2),

@@ -36,7 +36,8 @@ from loadtests.report import analysis, envinfo, floor
 from loadtests.report import render as report
 from loadtests.report.slo import Slo
 from loadtests.stack import proc_cpu
-from loadtests.stack.processes import StackError, process_stack
+from loadtests.stack.children import StackError
+from loadtests.stack.processes import process_stack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Seconds of concurrency each user pool is sized for at the highest rate it will see.

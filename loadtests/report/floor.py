@@ -34,7 +34,7 @@ from cdn_auth.keyset import keys_from_jwks
 from cdn_auth.redemption import BIND
 from cdn_auth.token_format import Alg
 from dm import envelope
-from loadtests.bench.sealed import TOKEN_TTL_S, Tokens, sample_payload
+from loadtests.bench.tokens import TOKEN_TTL_S, Tokens, sample_payload
 from loadtests.load.scenarios import SUITE_OF
 from service_kernel.ids import new_id
 
@@ -59,7 +59,7 @@ def cpu_us(fn: Callable[[], object], repeats: int = REPEATS, calls: int = CALLS)
 
 
 def crypto_us(suite: str, payload: envelope.Payload, repeats: int) -> tuple[float, float]:
-    """Seal to one device and open it (µs of CPU each), as bench_sealed.crypto_costs does."""
+    """Seal to one device and open it (µs of CPU each), as the sealed benchmark's micro costs do."""
     key = envelope.DeviceKey.generate(suite)
     public = key.public_bytes()
     binding = envelope.Binding("c_floor", "u_alice", "s_floor", "u_bob", "d_bob")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import signal
@@ -37,14 +36,11 @@ from loadtests.load.seed import video_bytes
 from service_kernel.files import load_or_create_secret
 from service_kernel.redis_process import RedisProcess, free_port
 
-HOST = "127.0.0.1"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .children import HOST, StackError, answers_200, check_alive, child_process
+from .servers import dm_command, edge_command
+
 #: Realistic scan lists for the plain+scan mode (the messages the load test sends match none).
 SCAN_LISTS = Path(__file__).resolve().parents[1] / "scan_lists.json"
-
-
-class StackError(Exception):
-    """A service did not start, or died."""
 
 
 @dataclass
@@ -63,8 +59,7 @@ class ProcStack:
 
     def check_alive(self) -> None:
         for name, proc, log in self.children:
-            if proc.poll() is not None:
-                raise StackError(f"{name} exited with {proc.returncode}:\n{_tail(log)}")
+            check_alive(name, proc, log)
 
     def pids(self) -> dict[str, int]:
         """Every server process this stack started, by name (``edge-0``, ``dm-0``, ``redis``)."""
@@ -80,23 +75,6 @@ class ProcStack:
                 "pids": {name: proc.pid for name, proc, _ in self.children}}
 
 
-def _tail(path: Path, chars: int = 1500) -> str:
-    with contextlib.suppress(OSError):
-        return path.read_text(errors="replace")[-chars:]
-    return ""
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()  # aiohttp shuts down gracefully on SIGTERM
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout_s)
-
-
 def _listeners(port: int) -> int:
     """How many sockets listen on 127.0.0.1:port (SO_REUSEPORT shows one line per process)."""
     want = f"0100007F:{port:04X}"
@@ -107,17 +85,6 @@ def _listeners(port: int) -> int:
             if len(cols) > 3 and cols[1] == want and cols[3] == "0A":
                 n += 1
     return n
-
-
-def _ready(port: int, path: str) -> bool:
-    conn = http.client.HTTPConnection(HOST, port, timeout=1.0)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
 
 
 #: All load comes from one address, so the per-address sign-up limit is lifted, and
@@ -198,26 +165,20 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
         dm_env.update(web_dm_env)
         commands = []
         for i in range(procs):
-            commands.append((f"edge-{i}", [
-                sys.executable, "-m", "cdn_auth", "serve", "--host", HOST, "--port", str(edge_port),
-                "--redis-url", redis_url, "--origin-dir", str(origin), "--reuse-port"], edge_env))
+            commands.append((f"edge-{i}", edge_command(edge_port, redis_url, origin,
+                                                       reuse_port=True), edge_env))
         scan_env = {**dm_env, "DM_SCAN_LISTS": str(SCAN_LISTS)}
         for i in range(procs):
             for name, port, env in (("dm", dm_port, dm_env), ("dm-scan", scan_port, scan_env)):
-                commands.append((f"{name}-{i}", [
-                    sys.executable, "-m", "dm", "serve", "--host", HOST, "--port", str(port),
-                    "--redis-url", redis_url, "--edge-url", st.edge_url,
-                    "--keyring-dir", str(ring.path), "--reuse-port"], env))
+                commands.append((f"{name}-{i}", dm_command(port, redis_url, st.edge_url, ring.path,
+                                                          reuse_port=True), env))
         for name, args, env in commands:
             log = root / f"{name}.log"
-            out = stack.enter_context(open(log, "wb"))
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
-            stack.callback(_stop, proc)
+            proc = stack.enter_context(child_process(args, log, env))
             st.children.append((name, proc, log))
         deadline = time.monotonic() + timeout_s
         for port, path in ((edge_port, "/readyz"), (dm_port, "/readyz"), (scan_port, "/readyz")):
-            while not (_listeners(port) >= procs and _ready(port, path)):
+            while not (_listeners(port) >= procs and answers_200(port, path)):
                 st.check_alive()
                 if time.monotonic() > deadline:
                     raise StackError(f"port {port} not ready after {timeout_s:.0f}s")

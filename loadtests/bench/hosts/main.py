@@ -32,20 +32,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,221 +51,22 @@ from cdn_auth.media import AudienceRules, Media
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.token_format import Alg, SigningKey
-from dm.identity import JWKS_FILE, DevIssuer
-from loadtests.bench.edge import (
-    BenchError,
-    child_process,
-    clip_bytes,
-    edge_env,
-    log_tail,
-    stop_process,
-    write_keys,
-)
-from loadtests.bench.revocation import percentile
-from loadtests.stack.nginx import NginxFront, NginxUnavailable, check_lua_module, find_nginx
+from dm.identity import JWKS_FILE
+from loadtests.bench.harness import BenchError, child_process, log_tail, speaker, stop_process
+from loadtests.bench.probes import percentile
+from loadtests.stack.nginx import NginxFront
+from loadtests.stack.servers import clip_bytes, edge_env, session_issuer, write_keys
 from service_kernel.redis_client import connect
 from service_kernel.redis_process import RedisProcess, free_port
+
+from .namespaces import Host, namespaces, netem_available, why_not
 
 TARGET_P99_MS = 100.0  # beyond the link's own one-way delay
 ORIGIN_RELPATH = "hosts/clip.mp4"
 
 
-def say(msg: str) -> None:
-    print(f"[bench hosts] {msg}", file=sys.stderr, flush=True)
+say = speaker("hosts")
 
-
-# -- the delay relay: userspace stand-in for netem, and the partition switch ----------------
-
-class DelayRelay:
-    """Forward TCP to ``target``, each direction delayed ``delay_s``, order kept.
-
-    ``cut()`` black-holes every byte (connections stay open, nothing arrives: a
-    partition as TCP sees it); ``heal()`` resets the connections that lived through
-    it and forwards again, so clients reconnect as after a real outage.
-    """
-
-    def __init__(self, listen: tuple[str, int], target: tuple[str, int], delay_s: float) -> None:
-        self.listen, self.target, self.delay_s = listen, target, delay_s
-        self.cut_now = False
-        self._conns: set[asyncio.StreamWriter] = set()
-
-    def cut(self) -> None:
-        self.cut_now = True
-
-    def heal(self) -> None:
-        for w in list(self._conns):
-            w.transport.abort()
-        self._conns.clear()
-        self.cut_now = False
-
-    async def serve(self) -> None:
-        server = await asyncio.start_server(self._handle, *self.listen, reuse_address=True)
-        async with server:
-            await server.serve_forever()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_r, up_w = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._conns |= {writer, up_w}
-        try:
-            await asyncio.gather(self._pipe(reader, up_w), self._pipe(up_r, writer))
-        finally:
-            for w in (writer, up_w):
-                self._conns.discard(w)
-                w.close()
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        queue: collections.deque[tuple[float, bytes]] = collections.deque()
-        ready = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        async def pump() -> None:
-            while True:
-                await ready.wait()
-                while queue:
-                    due, data = queue[0]
-                    wait = due - loop.time()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    queue.popleft()
-                    if not self.cut_now:
-                        dst.write(data)
-                ready.clear()
-
-        task = asyncio.create_task(pump())
-        try:
-            while data := await src.read(65536):
-                if self.cut_now:
-                    continue  # the partition eats it
-                queue.append((loop.time() + self.delay_s, data))
-                ready.set()
-            await asyncio.sleep(self.delay_s + 0.01)  # let the last bytes leave
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
-                await task
-            dst.close()
-
-
-def relay_main(argv: list[str]) -> int:
-    """``python -m loadtests.bench.hosts relay``: SIGUSR1 cuts, SIGUSR2 heals."""
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench.hosts relay")
-    p.add_argument("--listen", required=True)
-    p.add_argument("--target", required=True)
-    p.add_argument("--delay-ms", type=float, default=0.0)
-    a = p.parse_args(argv)
-    lh, lp = a.listen.rsplit(":", 1)
-    th, tp = a.target.rsplit(":", 1)
-    relay = DelayRelay((lh, int(lp)), (th, int(tp)), a.delay_ms / 1000)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGUSR1, relay.cut)
-        loop.add_signal_handler(signal.SIGUSR2, relay.heal)
-        await relay.serve()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
-    return 0
-
-
-# -- namespaces -------------------------------------------------------------------------------
-
-def sh(*args: str) -> None:
-    done = subprocess.run(list(args), capture_output=True, text=True, check=False, timeout=30)
-    if done.returncode != 0:
-        raise BenchError(f"{' '.join(args)}: {done.stderr.strip()[:300]}")
-
-
-def why_not() -> str | None:
-    """None when this machine can run the benchmark, else the reason it cannot."""
-    if os.geteuid() != 0:
-        return "needs root (network namespaces); run it as root, as CI does"
-    for tool in ("ip", "tc"):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (apt-get install iproute2)"
-    try:
-        find_nginx()
-        check_lua_module()
-    except NginxUnavailable as exc:
-        return str(exc)
-    if shutil.which("redis-server") is None:
-        return "needs redis-server"
-    return None
-
-
-def netem_available() -> bool:
-    name = f"pdmq{os.getpid() % 100000}"
-    try:
-        sh("ip", "link", "add", name, "type", "dummy")
-    except BenchError:
-        return False
-    try:
-        sh("tc", "qdisc", "add", "dev", name, "root", "netem", "delay", "1ms")
-        return True
-    except BenchError:
-        return False
-    finally:
-        with contextlib.suppress(BenchError):
-            sh("ip", "link", "del", name)
-
-
-@dataclass
-class Host:
-    index: int
-    delay_ms: float
-    ns: str
-    wan_root: str  # the root side of the WAN link (the relay listens here)
-    wan_host: str
-    client_root: str
-    client_host: str  # nginx listens here
-    front: NginxFront | None = None
-    relay: subprocess.Popen[bytes] | None = None
-    links: list[str] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def namespaces(delays: list[float], netem: bool) -> Iterator[list[Host]]:
-    tag = os.getpid() % 10000
-    net = 100 + os.getpid() % 100
-    hosts = []
-    try:
-        for i, delay in enumerate(delays):
-            h = Host(i, delay, f"pdm{tag}h{i}", f"10.{net}.{2 * i}.1", f"10.{net}.{2 * i}.2",
-                     f"10.{net}.{2 * i + 1}.1", f"10.{net}.{2 * i + 1}.2")
-            hosts.append(h)
-            sh("ip", "netns", "add", h.ns)
-            sh("ip", "netns", "exec", h.ns, "ip", "link", "set", "lo", "up")
-            for kind, root_ip, host_ip in (("w", h.wan_root, h.wan_host),
-                                           ("c", h.client_root, h.client_host)):
-                a, b = f"pd{tag}{kind}{i}a", f"pd{tag}{kind}{i}b"
-                sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
-                h.links.append(a)
-                sh("ip", "link", "set", b, "netns", h.ns)
-                sh("ip", "addr", "add", f"{root_ip}/24", "dev", a)
-                sh("ip", "link", "set", a, "up")
-                sh("ip", "netns", "exec", h.ns, "ip", "addr", "add", f"{host_ip}/24", "dev", b)
-                sh("ip", "netns", "exec", h.ns, "ip", "link", "set", b, "up")
-                if kind == "w" and netem and delay > 0:
-                    sh("tc", "qdisc", "add", "dev", a, "root", "netem", "delay", f"{delay}ms")
-                    sh("ip", "netns", "exec", h.ns, "tc", "qdisc", "add", "dev", b, "root",
-                       "netem", "delay", f"{delay}ms")
-        yield hosts
-    finally:
-        for h in hosts:
-            with contextlib.suppress(BenchError):
-                sh("ip", "netns", "del", h.ns)  # takes its veth ends, and so the pairs
-            for link in h.links:
-                with contextlib.suppress(BenchError):
-                    sh("ip", "link", "del", link)
-
-
-# -- measuring ----------------------------------------------------------------------------------
 
 async def _get(http: aiohttp.ClientSession, host: Host, path: str, auth: str) -> int:
     assert host.front is not None
@@ -418,7 +214,7 @@ def run(root: Path, delays: list[float], count: int, missed: int, bound_s: float
     say("delay by tc netem" if netem else
         "this kernel has no sch_netem: delaying with the userspace relay instead")
     keys, jwks = write_keys(root)
-    issuer = DevIssuer.load_or_create(root / "keys" / "session")
+    issuer = session_issuer(root)
     origin = root / "origin"
     (origin / ORIGIN_RELPATH).parent.mkdir(parents=True)
     data = clip_bytes(256 * 1024)
@@ -433,7 +229,7 @@ def run(root: Path, delays: list[float], count: int, missed: int, bound_s: float
             relay_port = free_port()
             relay_log = root / f"relay{h.index}.log"
             h.relay = stack.enter_context(child_process(
-                [sys.executable, "-m", "loadtests.bench.hosts", "relay",
+                [sys.executable, "-m", "loadtests.bench.hosts.relay",
                  "--listen", f"{h.wan_root}:{relay_port}", "--target", f"127.0.0.1:{redis.port}",
                  "--delay-ms", "0" if netem else str(h.delay_ms)], relay_log))
             edge_port = free_port()
@@ -461,7 +257,7 @@ def run(root: Path, delays: list[float], count: int, missed: int, bound_s: float
     by_delay: dict[str, list[float]] = {}
     for h in hosts:
         by_delay.setdefault(f"{h.delay_ms:g}", []).extend(out["delays"][h.index])
-    p99 = {d: round(percentile(v, 99), 2) for d, v in by_delay.items()}
+    p99 = {d: round(percentile(v, 0.99), 2) for d, v in by_delay.items()}
     p50 = {d: round(statistics.median(v), 2) for d, v in by_delay.items()}
     part = {k: v for k, v in out.items() if k != "delays"}
     return {
@@ -478,9 +274,6 @@ def run(root: Path, delays: list[float], count: int, missed: int, bound_s: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["relay"]:
-        return relay_main(args[1:])
     p = argparse.ArgumentParser(prog="python -m loadtests.bench hosts", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--delays", default="0,20,80",
@@ -491,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--staleness-s", type=float, default=5.0,
                    help="the edges' staleness bound (CDN_AUTH_STALENESS_BOUND_S)")
     p.add_argument("--json", action="store_true")
-    a = p.parse_args(args)
+    a = p.parse_args(argv)
     delays = [float(d) for d in a.delays.split(",") if d.strip()]
     if not delays or a.trials < 1 or a.missed < 1:
         p.error("--delays, --trials and --missed must be non-empty / positive")
