@@ -1,7 +1,11 @@
 """A whole local stack in one process: embedded Redis, keys, the cdn_auth edge and dm.
 
-Used by the demo, the benchmarks and the load-test runner; tests build the
-same pieces from fixtures.
+Only the demo uses it (``python -m loadtests demo``, and tests/test_demo.py, which awaits
+the demo inside its own event loop): both services run as aiohttp apps on the caller's
+loop, so the demo starts in well under a second with no child processes to supervise.
+Everything that measures (the load-test runner, the benchmarks) or serves a browser
+(``python -m loadtests web``) starts the services as processes instead
+(:mod:`.processes`, :mod:`.servers`).
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
-"""The stack for load tests, as separate processes: embedded Redis, N edges, N dm services.
+"""The stack as separate processes: embedded Redis, N edges, N dm services, and N more dm
+services that scan plain sends (the plain+scan mode).
 
-loadtests.stack.inprocess runs everything in one asyncio process, which suits the
-demo but not a load test: Locust runs on gevent (which cannot share a
-process with asyncio), and a service sharing the generator's process and
-core would measure the generator.  Here each service is its production
-entry point (``python -m cdn_auth serve``, ``python -m dm serve``), ``procs``
-of each listening on one port with SO_REUSEPORT, configured by environment
-as an operator would, with access logs off (level WARNING).  Everything
-binds to 127.0.0.1 only.
+Used by the load-test runner, the abuse benchmark, ``python -m loadtests web`` and the
+tests that need real processes.  :mod:`.inprocess` runs everything in one asyncio process,
+which suits the demo but not a load test: Locust runs on gevent (which cannot share a
+process with asyncio), and a service sharing the generator's process and core would
+measure the generator.  Here each service is its production entry point (``python -m
+cdn_auth serve``, ``python -m dm serve``, the commands of :mod:`.servers`), ``procs`` of
+each listening on one port with SO_REUSEPORT, configured by environment as an operator
+would, with access logs off (level WARNING; ``web=True`` turns INFO logs on).
+Everything binds to 127.0.0.1 only.
 
 ``python -m loadtests.stack.processes --dir DIR [--procs N]`` runs one until
 interrupted and prints its URLs, for Locust runs by hand.
