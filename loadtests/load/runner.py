@@ -30,13 +30,14 @@ from types import FrameType
 from typing import Any
 
 from loadtests.load.plan import DriveConfig
-from loadtests.load.scenarios import MODES, ORIGIN_RELPATH, SUITE_OF, VIEW_PREFIX, video_ranges
+from loadtests.load.scenarios import MODES, SUITE_OF, VIEW_PREFIX, video_ranges
 from loadtests.load.seed import ApiError, Targets, seed
 from loadtests.report import analysis, envinfo, floor
 from loadtests.report import render as report
 from loadtests.report.slo import Slo
 from loadtests.stack import proc_cpu
 from loadtests.stack.children import StackError
+from loadtests.stack.clip import ORIGIN_RELPATH
 from loadtests.stack.processes import process_stack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -7,6 +7,8 @@ phase means the same thing wherever it appears.
 
 from __future__ import annotations
 
+from loadtests.stack.clip import VIDEO_BYTES
+
 #: The ways of sharing a video that the report compares, in report order.  ``plain+scan``
 #: is plain mode sent to a dm that scans every send (lists, media hashes): the latency of
 #: keeping eyes on, beside the sealed modes' latency of keeping eyes off.
@@ -37,12 +39,11 @@ PHASE_LABELS = {
 CRYPTO_PHASES = frozenset({"seal", "open"})
 CRYPTO_REQUEST_TYPE = "crypto"
 
-#: The stand-in video the seeder registers; the player fetches a first range then segments.
-VIDEO_BYTES = 1024 * 1024
+#: The stand-in video the seeder registers (the one the load-test stack serves at
+#: ORIGIN_RELPATH); the player fetches a first range then segments.
 FIRST_RANGE_BYTES = 64 * 1024
 SEGMENT_BYTES = 128 * 1024
 SEGMENTS = 3
-ORIGIN_RELPATH = "loadtest/clip.mp4"
 
 
 def key(scenario: str, phase: str) -> str:

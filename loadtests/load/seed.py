@@ -14,7 +14,6 @@ Targets must allow the dm dev issuer (``POST /v1/users``).
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import time
@@ -32,10 +31,10 @@ from loadtests.load.scenarios import (
     CONVERSATION_MODE,
     SCANNED_MODES,
     SUITE_OF,
-    VIDEO_BYTES,
     is_view,
     mode_of,
 )
+from loadtests.stack.clip import VIDEO_BYTES, clip_bytes
 from service_kernel.encoding import b64url_decode, b64url_encode
 
 SESSION_TTL_S = 24 * 3600
@@ -103,12 +102,8 @@ def _call_once(method: str, url: str, *, token: str | None, json_body: Any, body
 
 
 def video_bytes(size: int = VIDEO_BYTES) -> bytes:
-    """Deterministic stand-in for an MP4: the edge only cares about bytes and ranges."""
-    out, block = bytearray(), hashlib.sha256(b"loadtests").digest()
-    while len(out) < size:
-        block = hashlib.sha256(block).digest()
-        out += block * 64
-    return bytes(out[:size])
+    """The load test's stand-in video (the one the load-test stack serves at its origin path)."""
+    return clip_bytes(size)
 
 
 @dataclass(frozen=True)

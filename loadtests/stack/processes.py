@@ -33,12 +33,11 @@ from types import FrameType
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
 from cdn_auth.token_format import Alg
 from dm.identity import JWKS_FILE, DevIssuer
-from loadtests.load.scenarios import ORIGIN_RELPATH
-from loadtests.load.seed import video_bytes
 from service_kernel.files import load_or_create_secret
 from service_kernel.redis_process import RedisProcess, free_port
 
 from .children import HOST, StackError, answers_200, check_alive, child_process
+from .clip import ORIGIN_RELPATH, clip_bytes
 from .servers import dm_command, edge_command
 
 #: Realistic scan lists for the plain+scan mode (the messages the load test sends match none).
@@ -126,7 +125,7 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
     origin = root / "origin"
     clip = origin / "ingest" / ORIGIN_RELPATH  # the edge's ingest root (origin_path)
     clip.parent.mkdir(parents=True, exist_ok=True)
-    clip.write_bytes(video_bytes())
+    clip.write_bytes(clip_bytes())
     session_dir = root / "keys" / "session"
     DevIssuer.load_or_create(session_dir)
     ring = KeyRing.load_or_create(root / "keys" / "pointer", Alg.ED25519)

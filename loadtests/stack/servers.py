@@ -7,7 +7,6 @@ commands (with ``reuse_port`` for N processes on one port).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ from dm.identity import JWKS_FILE, DevIssuer
 from service_kernel.files import atomic_write
 from service_kernel.redis_process import RedisProcess, free_port
 
+from . import clip
 from .children import HOST, StackError, check_alive, child_process, fetch, wait_ready
 
 #: The origin file a bed registers, under the edge's ingest root (``<origin>/ingest``).
@@ -33,12 +33,8 @@ POINTER_TTL_S = 900  # the edge's default max_token_lifetime_s: covers any sane 
 # -- the edge ---------------------------------------------------------------------------------
 
 def clip_bytes(size: int = CLIP_BYTES) -> bytes:
-    """Deterministic stand-in for a video: the edge only cares about bytes and ranges."""
-    out, block = bytearray(), hashlib.sha256(b"bench-edge").digest()
-    while len(out) < size:
-        block = hashlib.sha256(block).digest()
-        out += block * 64
-    return bytes(out[:size])
+    """A bed's stand-in video (:func:`.clip.clip_bytes` with the benchmarks' seed)."""
+    return clip.clip_bytes(size, b"bench-edge")
 
 
 def write_keys(root: Path) -> tuple[dict[Alg, SigningKey], Path]:
