@@ -52,7 +52,7 @@ from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE
-from loadtests.bench.harness import BenchError, child_process, speaker, wait_ready
+from loadtests.bench.harness import BenchError, child_process, common_flags, speaker, wait_ready
 from loadtests.bench.probes import percentile
 from loadtests.bench.wrk import Wrk
 from loadtests.stack.nginx import NginxFront, secure_link
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="chance a view seeks after a range")
     p.add_argument("--auth-cache-s", type=int, default=30)
     p.add_argument("--seed", type=int, default=14)
-    p.add_argument("--json", action="store_true")
+    common_flags(p)
     a = p.parse_args(argv)
     o = Options(a.rounds, a.duration, a.connections, a.views, a.auth_cache_s,
                 Mix(a.users, a.media, a.players, a.zipf, a.abandon, a.seek, a.media_mib), a.seed,

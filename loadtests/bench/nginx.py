@@ -26,7 +26,7 @@ from pathlib import Path
 from cdn_auth import pointer
 from cdn_auth.token_format import Alg
 from dm.identity import JWKS_FILE
-from loadtests.bench.harness import child_process, speaker, wait_ready
+from loadtests.bench.harness import child_process, common_flags, speaker, wait_ready
 from loadtests.bench.rangegen import RANGE_BYTES, LoadSpec, RawRun, choose_generator
 from loadtests.stack.nginx import NginxFront, secure_link
 from loadtests.stack.servers import (
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--auth-cache-s", type=int, default=30)
-    p.add_argument("--json", action="store_true")
+    common_flags(p)
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
         result = run(Path(tmp), rounds=a.rounds, duration_s=a.duration,

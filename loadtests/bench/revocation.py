@@ -28,7 +28,7 @@ from cdn_auth import pointer, revocation
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE
-from loadtests.bench.harness import child_process, speaker, wait_ready
+from loadtests.bench.harness import child_process, common_flags, speaker, wait_ready
 from loadtests.bench.probes import percentile
 from loadtests.stack.servers import (
     INGEST,
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--edges", type=int, default=4)
     p.add_argument("--trials", type=int, default=200)
-    p.add_argument("--json", action="store_true")
+    common_flags(p)
     args = p.parse_args(argv)
     if args.edges < 1 or args.trials < 1:
         p.error("--edges and --trials must be positive")

@@ -52,7 +52,14 @@ from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE
-from loadtests.bench.harness import BenchError, child_process, log_tail, speaker, stop_process
+from loadtests.bench.harness import (
+    BenchError,
+    child_process,
+    common_flags,
+    log_tail,
+    speaker,
+    stop_process,
+)
 from loadtests.bench.probes import percentile
 from loadtests.stack.nginx import NginxFront
 from loadtests.stack.servers import clip_bytes, edge_env, session_issuer, write_keys
@@ -283,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="revocations published while the last host is cut off")
     p.add_argument("--staleness-s", type=float, default=5.0,
                    help="the edges' staleness bound (CDN_AUTH_STALENESS_BOUND_S)")
-    p.add_argument("--json", action="store_true")
+    common_flags(p)
     a = p.parse_args(argv)
     delays = [float(d) for d in a.delays.split(",") if d.strip()]
     if not delays or a.trials < 1 or a.missed < 1:
