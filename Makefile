@@ -36,6 +36,7 @@ test: lint typecheck unit
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -58,7 +59,8 @@ test-compose: $(STAMP)
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest tests/integration/test_rights_stateful.py -q
 
-## make bench B=edge  (edge, dm, sealed, revocation, nginx)
+## make bench B=edge  (edge, dm, sealed, revocation, nginx, front-mix, hosts, matcher, abuse,
+## push-render: python -m loadtests.bench lists them)
 bench: $(STAMP)
 	$(PY) -m loadtests.bench $(or $(B),edge)
 

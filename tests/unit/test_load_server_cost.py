@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from loadtests import proc_cpu, server_cost
-from loadtests.analysis import Run, analyze
-from loadtests.recorder import SegmentData
-from loadtests.report import write_report
-from loadtests.slo import Slo, judge
+from loadtests.report import server_cost
+from loadtests.report.analysis import Run, analyze
+from loadtests.report.recorder import SegmentData
+from loadtests.report.render import write_report
+from loadtests.report.slo import Slo, judge
+from loadtests.stack import proc_cpu
 
 from ..support.load_report import segment
 
