@@ -90,14 +90,17 @@ def mode_cost(trials: Sequence[Any], mode: str, base: Sequence[Any] | None,
         return {"measured": False,
                 "note": "not measured (the servers are not processes on this machine)"}
     totals = [t["total"] for _, t in rows]
+    present = {role(name) for seg in trials for name in _cpu_s(seg)}
     est = bootstrap_median(totals)
     out: dict[str, Any] = {
         "measured": True, "us_per_share": bootstrap_median(gross).as_dict(1),
         "net_of_idle": bool(rates),
         "net_us_per_share": est.as_dict(1) if rates else None,
         "idle_cpu_pct": {k: round(100 * v, 2) for k, v in rates.items()},
+        # Every role that has a process, even one whose (net) CPU rounds to zero: a short
+        # trial on an idle Redis is a measured 0, not a missing role.
         "by_role_us": {r: round(float(sorted(t[r] for _, t in rows)[len(rows) // 2]), 1)
-                       for r in ROLES if any(t[r] for _, t in rows)},
+                       for r in ROLES if r in present},
         "shares_per_core_s": round(1e6 / est.estimate, 1) if est.estimate else None,
         "trials": [{"round": r, **{k: round(v, 1) for k, v in t.items()}} for r, t in rows]}
     gen = [process_cpu_pct(s).get(GENERATOR) for s in trials]
