@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service_kernel.openapi import Route
 from service_kernel.web_lifecycle import readiness, redis_answers
 
+from . import api_schemas as api
 from .web_state import STATE
 
 
@@ -38,8 +39,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 ROUTES = (
-    Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none"),
-    Route("GET", "/healthz", healthz, "Liveness", "ops", auth="none"),
+    Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none", api=api.METRICS),
+    Route("GET", "/healthz", healthz, "Liveness", "ops", auth="none", api=api.HEALTHZ),
     Route("GET", "/readyz", readyz, "Readiness: Redis reachable and revocation tail fresh", "ops",
-          auth="none", responses=(200, 503)),
+          auth="none", responses=(200, 503), api=api.READYZ),
 )

@@ -28,6 +28,7 @@ from service_kernel.web_lifecycle import readiness, redis_answers, tail_while_ru
 
 from . import (
     __version__,
+    api_schemas,
     web_app,
     web_conversations,
     web_devices,
@@ -76,10 +77,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 OPS_ROUTES = (
-    Route("GET", "/healthz", healthz, "Liveness", "ops", auth="none"),
+    Route("GET", "/healthz", healthz, "Liveness", "ops", auth="none", api=api_schemas.HEALTHZ),
     Route("GET", "/readyz", readyz, "Readiness: Redis and the notify tail", "ops", auth="none",
-          responses=(200, 503)),
-    Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none"),
+          responses=(200, 503), api=api_schemas.READYZ),
+    Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none",
+          api=api_schemas.METRICS),
 )
 ROUTES = (*web_users.ROUTES, *web_devices.ROUTES, *web_conversations.ROUTES, *web_messages.ROUTES,
           *web_stream.ROUTES, *web_reports.ROUTES, *web_moderation.ROUTES, *web_app.ROUTES,
@@ -153,7 +155,8 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
         redis, parse_limits(settings.rate_limits, {
             n: Limit(*v) for n, v in DEFAULT_RATE_LIMITS.items()}),
         identify=caller, enabled=settings.rate_limits_enabled)
-    openapi.serve_document(app, "dm: direct messages with video pointers", __version__, ROUTES)
+    openapi.serve_document(app, "dm: direct messages with video pointers", __version__, ROUTES,
+                           settings, **api_schemas.DOCUMENT)
 
     app.cleanup_ctx.append(tail_while_running(hub.tailer, owned))
     app.on_cleanup.append(lambda _app: scanner.close())
