@@ -99,7 +99,7 @@ AUTH = Api(
             Param("X-Original-Method", "header", {"type": "string"},
                   "the original method (the media cookie counts only for GET/HEAD)"),
             Param("X-Pointer", "header", _TOKEN), Param("X-Grant", "header", _TOKEN)),
-    omit=frozenset({COOKIE_NAME}), security=_MEDIA_SECURITY,
+    omit=frozenset({COOKIE_NAME}), security=_MEDIA_SECURITY, errors={413: None},
     ok={204: Answer(description="Allowed; the headers tell nginx where the bytes are", headers={
         "X-Origin-Path": {"schema": {"type": "string"}},
         "X-Media-ETag": {"schema": {"type": "string"}},

@@ -390,7 +390,7 @@ APP_CONFIG = Api(ok={200: Answer(_obj({"edge_url": {"type": "string"},
                                        "dev_issuer": {"type": "boolean"}},
                                       ("edge_url", "dev_issuer")))})
 APP_ASSET = Api(params=(Param("name", "path", {"enum": ["app.js", "app.css"]}, required=True),),
-                ok={200: Answer({"type": "string"}, media_type="text/javascript")})
+                ok={200: Answer({"type": "string"}, media_type=("text/javascript", "text/css"))})
 HEALTHZ = Api(ok={200: Answer(_obj({"status": {"const": "ok"}, "pid": {"type": "integer"}},
                                    ("status", "pid")))})
 _READINESS = _obj({"status": {"enum": ["ready", "not_ready"]}, "redis": {"type": "boolean"}},
