@@ -143,8 +143,9 @@ CREATE_USER = Api(
     ok={201: Answer(_SESSION, links={
         "OpenConversationWithUser": {
             "operationId": _op("POST", "/v1/conversations"),
-            "requestBody": {"members": ["$response.body#/user_id"]},
-            "description": "the caller opens a conversation with the new user"},
+            "requestBody": {"members": ["$response.body#/user_id"], "mode": "plain"},
+            "x-schemathesis": {"merge_body": False},
+            "description": "the caller opens a plain conversation with the new user"},
         "UserDevices": {"operationId": _op("GET", "/v1/users/{user_id}/devices"),
                         "parameters": {"user_id": "$response.body#/user_id"}}})})
 LINK_DEVICE = Api(ok={201: Answer(_SESSION)}, errors={404: None})
@@ -186,7 +187,9 @@ _TO_CONVERSATION = {
     "GetConversation": {"operationId": _op("GET", _CONV),
                         "parameters": {"cid": "$response.body#/id"}},
     "SendMessage": {"operationId": _op("POST", _MSGS), "parameters": {"cid": "$response.body#/id"},
-                    "requestBody": {"text": "hello"}},
+                    "requestBody": {"text": "hello"}, "x-schemathesis": {"merge_body": False},
+                    "description": "a plain text message (a sealed conversation takes "
+                                   "envelopes)"},
     "ReadMessages": {"operationId": _op("GET", _MSGS), "parameters": {"cid": "$response.body#/id"}},
 }
 
@@ -232,8 +235,8 @@ UNBLOCK = BLOCK
 def _plain_send(s: DmSettings) -> Schema:
     return _obj({"text": {"type": "string", "maxLength": s.max_text_bytes,
                           "description": f"at most {s.max_text_bytes} UTF-8 bytes (413 beyond)"},
-                 "media_id": ID}, title="PlainSend",
-                anyOf=[{"required": ["text"]}, {"required": ["media_id"]}])
+                 "media_id": ID}, title="PlainSend", minProperties=1,
+                description="text, media_id or both")
 
 
 _ENVELOPE: Schema = _obj({
@@ -313,6 +316,7 @@ _SEALED_REPORT: Schema = _obj({
     "text": {"type": ["string", "null"]}},
     ("client_message_id", "sender", "ts_ms", "commitment", "countersignature", "franking_key"),
     description="what the reporter's device decrypted, and the franking values it received")
+COMPONENTS["SealedReport"] = _SEALED_REPORT
 _REPORTED = _obj({"report_id": {"type": ["string", "null"]}, "conversation_id": ID,
                   "sender": {"type": "string"}, "media_id": {"type": ["string", "null"]},
                   "verified": {"type": "boolean"}, "evidence": {"type": "string"},
@@ -320,7 +324,12 @@ _REPORTED = _obj({"report_id": {"type": ["string", "null"]}, "conversation_id": 
                  ("report_id", "conversation_id", "verified", "duplicate"))
 REPORT = Api(
     body=_obj({"conversation_id": ID, "message_id": CURSOR,
-               "reason": {"type": "string", "maxLength": 2000}, "sealed": _SEALED_REPORT},
+               "reason": {"type": "string", "maxLength": 2000},
+               # A plain conversation's report ignores ``sealed`` whatever it holds, so the
+               # document cannot constrain it; its shape is the SealedReport component.
+               "sealed": {"description": "sealed conversations: a SealedReport "
+                                         "(#/components/schemas/SealedReport; 400 when "
+                                         "malformed); ignored in a plain conversation"}},
               ("conversation_id",), anyOf=[{"required": ["message_id"]}, {"required": ["sealed"]}],
               description="plain conversations: message_id; sealed: sealed{...} (400 for the "
                           "other form)"),

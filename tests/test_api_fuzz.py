@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -37,6 +38,10 @@ TIMEOUT_S = float(os.environ.get("PDM_FUZZ_TIMEOUT_S", "100"))
 
 #: Checks configuration, and why it departs from the defaults.
 CONFIG = """
+[phases.stateful]
+# Long enough for create user -> open conversation -> send -> read -> unsend.
+max-steps = 12
+
 [phases.stateful.inference]
 # The stateful phase follows the document's own links: those are the contract.  (Inferred
 # links guess, e.g. that the device POST /v1/devices adds already has a key to delete.)
@@ -119,3 +124,8 @@ async def test_schemathesis_finds_nothing(make_dm: DmFactory, make_edge: EdgeFac
         tail = "\n".join(out.splitlines()[-150:])
         assert code == 0, f"schemathesis against {name}:\n{tail}"
         assert "Server error" not in out, tail
+        # The stateful phase ran and followed every link the document declares (for dm:
+        # user -> conversation -> send -> read -> unsend, report; for the edge: media ->
+        # record, bytes, grant -> revoke).
+        links = re.search(r"API Links:\s+(\d+) covered / (\d+) selected", out)
+        assert links is not None and links.group(1) == links.group(2) != "0", tail
