@@ -6,8 +6,8 @@ document's links: create user -> open conversation -> send -> read -> unsend,
 register media -> read it -> grant -> revoke) with every check: no 5xx, every
 status and body as documented, schema-valid requests accepted, schema-invalid
 ones refused, auth enforced, deleted resources gone.  A fixed seed and a small
-budget keep it reproducible and quick; ``make fuzz-api`` runs it longer
-(``PDM_FUZZ_EXAMPLES``).
+budget keep it reproducible and quick (about 20 s here); ``make fuzz-api`` runs it
+longer (``PDM_FUZZ_EXAMPLES``, ``PDM_FUZZ_SEED``).
 
 The services run as in the rest of the suite (real aiohttp servers on real
 redis-server), with rate limits off so that the budget explores the contract
@@ -31,7 +31,7 @@ from .conftest import DmFactory, EdgeFactory
 pytestmark = [pytest.mark.slow,
               pytest.mark.parametrize("redis_server", ["single"], indirect=True)]
 
-SEED = 20261201
+SEED = int(os.environ.get("PDM_FUZZ_SEED", "20261201"))
 EXAMPLES = int(os.environ.get("PDM_FUZZ_EXAMPLES", "30"))
 #: Seconds for one service's run (past it the CLI is stopped and the test fails).
 TIMEOUT_S = float(os.environ.get("PDM_FUZZ_TIMEOUT_S", "100"))
