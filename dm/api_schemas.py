@@ -269,7 +269,7 @@ _SENT_LINKS = {
                       "parameters": {"cid": "$request.path.cid",
                                      "message_id": "$response.body#/id"}},
     "ReadMessages": {"operationId": _op("GET", _MSGS),
-                     "parameters": {"cid": "$request.path.cid", "after": "$response.body#/id"}},
+                     "parameters": {"cid": "$request.path.cid"}},
     "ReportMessage": {"operationId": _op("POST", "/v1/reports"),
                       "requestBody": {"conversation_id": "$request.path.cid",
                                       "message_id": "$response.body#/id"}},
