@@ -17,6 +17,7 @@ from service_kernel.web_ops import OPS
 
 from . import (
     __version__,
+    api_schemas,
     web_banks,
     web_edge,
     web_grants,
@@ -118,7 +119,7 @@ def build_app(settings: EdgeSettings, *, redis: RedisClient | None = None,
         identify=lambda request: _caller(authorizer, request),
         enabled=settings.rate_limits_enabled)
     openapi.serve_document(app, "cdn_auth: media registry and edge authorizer", __version__,
-                           ROUTES)
+                           ROUTES, settings, **api_schemas.DOCUMENT)
 
     app.cleanup_ctx.append(tail_while_running(tailer.stream, owned))
     if settings.front_control_url and settings.front_control_secret is not None:

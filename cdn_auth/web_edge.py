@@ -18,6 +18,7 @@ from service_kernel.errors import InputTooLarge, InvalidField, ServiceError
 from service_kernel.openapi import Route
 from service_kernel.web_errors import bearer_token, error_response
 
+from . import api_schemas as api
 from . import ranges
 from .authorizer import Decision
 from .byte_response import ByteRangeResponse, open_origin
@@ -157,13 +158,15 @@ async def auth(request: web.Request) -> web.StreamResponse:
 
 ROUTES = (
     Route("GET", "/m/{media_id}", media, "Fetch media bytes (Range, ETag, If-Range)", "edge",
-          responses=(200, 206, 304, 400, 401, 403, 404, 410, 416, 503), params=POINTER_PARAMS),
+          responses=(200, 206, 304, 400, 401, 403, 404, 410, 416, 503), params=POINTER_PARAMS,
+          api=api.FETCH),
     Route("HEAD", "/m/{media_id}", media, "Media headers only", "edge",
-          responses=(200, 206, 304, 400, 401, 403, 404, 410, 416, 503), params=POINTER_PARAMS),
+          responses=(200, 206, 304, 400, 401, 403, 404, 410, 416, 503), params=POINTER_PARAMS,
+          api=api.HEAD_FETCH),
     Route("GET", "/auth", auth, "Decision for nginx auth_request (reads X-Original-URI)", "edge",
           responses=(204, 400, 401, 403, 404, 410, 503),
           params=(("X-Original-URI", "header", "the original request URI"),
                   ("X-Original-Method", "header", "the original method (the media cookie "
                    "counts only for GET/HEAD)"),
-                  (COOKIE_NAME, "cookie", "browser media cookie, forwarded by nginx"))),
+                  (COOKIE_NAME, "cookie", "browser media cookie, forwarded by nginx")), api=api.AUTH),
 )

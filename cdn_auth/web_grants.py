@@ -16,6 +16,7 @@ from service_kernel.ids import check_id, new_id
 from service_kernel.openapi import Route
 from service_kernel.web_errors import read_json
 
+from . import api_schemas as api
 from . import grant as grant_mod
 from . import revocation, rights
 from .errors import (
@@ -91,7 +92,7 @@ async def revoke_grant(request: web.Request) -> web.Response:
 ROUTES = (
     Route("POST", "/v1/grants", create_grant, "Mint a grant for sharing media in sealed mode",
           "grants", responses=(201, 400, 401, 403, 404, 410, 503),
-          body="media_id, redeemers, via_grant (re-share), ttl_s", limit="grant"),
+          body="media_id, redeemers, via_grant (re-share), ttl_s", limit="grant", api=api.CREATE_GRANT),
     Route("DELETE", "/v1/grants/{grant_id}", revoke_grant, "Revoke a grant", "grants",
-          responses=(200, 401, 403, 404, 503), limit="grant"),
+          responses=(200, 401, 403, 404, 503), limit="grant", api=api.REVOKE_GRANT),
 )

@@ -25,6 +25,7 @@ from service_kernel.web_ops import OPS
 
 from . import (
     __version__,
+    api_schemas,
     web_app,
     web_conversations,
     web_devices,
@@ -119,7 +120,8 @@ def build_app(settings: DmSettings, *, redis: RedisClient | None = None, clock: 
         redis, parse_limits(settings.rate_limits, {
             n: Limit(*v) for n, v in DEFAULT_RATE_LIMITS.items()}),
         identify=caller, enabled=settings.rate_limits_enabled)
-    openapi.serve_document(app, "dm: direct messages with video pointers", __version__, ROUTES)
+    openapi.serve_document(app, "dm: direct messages with video pointers", __version__, ROUTES,
+                           settings, **api_schemas.DOCUMENT)
 
     app.cleanup_ctx.append(tail_while_running(hub.tailer, owned))
     app.on_cleanup.append(lambda _app: scanner.close())

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from service_kernel.openapi import Route
 
+from . import api_schemas as api
 from .errors import NotFound, WebClientDisabled
 from .web_state import STATE
 
@@ -74,11 +75,11 @@ async def redirect(request: web.Request) -> web.Response:
 
 ROUTES = (
     Route("GET", "/app", redirect, "The web client (redirects to /app/)", "web", auth="none",
-          responses=(302,)),
+          responses=(302,), api=api.APP_REDIRECT),
     Route("GET", "/app/", index, "The web client's page", "web", auth="none",
-          responses=(200, 404)),
+          responses=(200, 404), api=api.APP_INDEX),
     Route("GET", "/app/config.json", config, "The web client's configuration", "web",
-          auth="none", responses=(200, 404)),
+          auth="none", responses=(200, 404), api=api.APP_CONFIG),
     Route("GET", "/app/{name}", asset, "The web client's script and style", "web", auth="none",
-          responses=(200, 404)),
+          responses=(200, 404), api=api.APP_ASSET),
 )

@@ -26,6 +26,7 @@ from aiohttp import web
 from service_kernel.openapi import Route
 from service_kernel.stream_tail import Entry
 
+from . import api_schemas as api
 from .delivery import render
 from .errors import NotFound, StreamsFull, TooManySockets
 from .notify import CLIENT_GONE, Subscription, id_key
@@ -210,5 +211,5 @@ ROUTES = (
           params=(("cursor", "query", "resume after this cursor"),
                   ("Sec-WebSocket-Protocol", "header",
                    "browsers: 'pointer-dm.v1, bearer.<session JWT>' (answered 'pointer-dm.v1')")),
-          limit="connect"),
+          limit="connect", api=api.STREAM),
 )

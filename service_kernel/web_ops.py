@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from .openapi import Route
+from .openapi import Answer, Api, Route, obj
 from .redis_client import RedisClient
 from .web_lifecycle import readiness, redis_answers
 
@@ -79,11 +79,21 @@ async def readyz(request: web.Request) -> web.Response:
                            **probe.ready_fields(age))
 
 
+HEALTHZ = Api(ok={200: Answer(obj({"status": {"const": "ok"}, "pid": {"type": "integer"}},
+                                  ("status", "pid")))})
+_READINESS = obj({"status": {"enum": ["ready", "not_ready"]}, "redis": {"type": "boolean"}},
+                 ("status", "redis"), closed=False)  # plus the service's own fields
+READYZ = Api(ok={200: Answer(_READINESS)},
+             errors={503: Answer(_READINESS, headers={"Retry-After": {"schema": {"type": "string"}}})})
+METRICS = Api(ok={200: Answer({"type": "string"}, media_type="text/plain")})
+
+
 def routes(readiness_summary: str) -> tuple[Route, ...]:
     """The three routes, with the service's own words for what ``/readyz`` checks."""
     return (
-        Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none"),
-        Route("GET", "/healthz", healthz, "Liveness", "ops", auth="none"),
+        Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none",
+              api=METRICS),
+        Route("GET", "/healthz", healthz, "Liveness", "ops", auth="none", api=HEALTHZ),
         Route("GET", "/readyz", readyz, readiness_summary, "ops", auth="none",
-              responses=(200, 503)),
+              responses=(200, 503), api=READYZ),
     )
