@@ -2,15 +2,16 @@
 # OFFLINE MACHINES ONLY: stand-in base images built from Debian packages.
 #
 # The Dockerfile and docker-compose.yml name official images (python:3.11-slim, redis:7.0,
-# nginx:1.25, prom/prometheus:v2.53.1, grafana/grafana:11.1.0) and are what a user runs
+# debian:bookworm-slim, prom/prometheus:v2.53.1, grafana/grafana:11.1.0) and are what a user runs
 # against a real registry.  On a machine that reaches Debian's package mirror but no image
 # registry, this script makes equivalents under the same tags, so `docker build` and
 # `docker compose` find them locally and never pull:
 #
-#   python:3.11-slim        Debian bookworm python3 (3.11), pip, venv; `python`/`pip` on PATH
+#   python:3.11-slim        Debian bookworm python3 (3.11) with its headers (as the official
+#                           image has: pdqhash compiles against them), pip, venv; `python`/`pip` on PATH
 #   redis:7.0               Debian redis-server + redis-tools (7.0), protected mode off as in
 #                           the official image
-#   nginx:1.25              Debian nginx (1.22, with auth_request), user nginx, foreground CMD
+#   debian:bookworm-slim    the debootstrap base itself (the nginx front's image builds on it)
 #   prom/prometheus:v2.53.1 Debian prometheus (2.42), run as nobody, data in /prometheus
 #
 # Grafana has no Debian package: no stand-in is made for grafana/grafana.
@@ -90,7 +91,7 @@ want() { [ "$ASKED" = "  " ] || [[ "$ASKED" == *" $1 "* ]]; }
 
 base_rootfs
 if want python:3.11-slim; then
-  WITH_HOST_CAS=1 make_image python:3.11-slim "python3 python3-pip python3-venv ca-certificates" '
+  WITH_HOST_CAS=1 make_image python:3.11-slim "python3 python3-dev python3-pip python3-venv ca-certificates" '
     ln -sf /usr/bin/python3 /usr/local/bin/python
     ln -sf /usr/bin/pip3 /usr/local/bin/pip
     rm -f /usr/lib/python3.*/EXTERNALLY-MANAGED  # the official image pip-installs as root
@@ -107,13 +108,9 @@ if want redis:7.0; then
     chmod +x /usr/local/bin/redis-server' \
     --change 'WORKDIR /data' --change 'EXPOSE 6379' --change 'CMD ["redis-server"]'
 fi
-if want nginx:1.25; then
-  make_image nginx:1.25 "nginx" '
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nginx
-    mkdir -p /var/cache/nginx
-    ln -sf /dev/stderr /var/log/nginx/error.log' \
-    --change 'EXPOSE 80' \
-    --change 'CMD ["nginx", "-g", "daemon off;"]'
+if want debian:bookworm-slim; then
+  # The nginx front's base (deploy/nginx/Dockerfile installs nginx and its Lua module).
+  make_image debian:bookworm-slim "" ':' --change 'CMD ["bash"]'
 fi
 if want prom/prometheus:v2.53.1; then
   make_image prom/prometheus:v2.53.1 "prometheus" '

@@ -3,11 +3,12 @@ share a video through the nginx front: upload, send, play with Range, a forwarde
 refused, and the link refused after an unsend within the documented bound.  Prometheus
 comes up too and must scrape every process and load the rules.
 
-It takes minutes and needs a Docker engine and Compose (v2 ``docker compose`` or Debian's
-``docker-compose`` 1.29), so it runs only when asked: ``make test-compose`` (which sets
-``PDM_COMPOSE_TEST=1``).  Without a registry, first make the stand-in base images:
-``deploy/offline/make-base-images.sh``.  Grafana is not started (no stand-in exists for it
-offline); its provisioning files are checked in ``tests/unit/test_deploy_files.py``.
+It needs a Docker engine and Compose (v2 ``docker compose`` or Debian's ``docker-compose``
+1.29), so it runs when ``PDM_COMPOSE_TEST=1``: ``make test-compose`` sets it, and so does
+``.ci/run`` whenever it can start an engine (as root with Debian's ``docker.io``).  Without
+a registry, first make the stand-in base images: ``deploy/offline/make-base-images.sh``
+(``.ci/run`` does).  A cold run (image build included) takes a few minutes.  Grafana is
+not started (no stand-in exists for it offline); its provisioning files are checked in ``tests/unit/test_deploy_files.py``.
 """
 
 from __future__ import annotations
