@@ -8,7 +8,8 @@ It needs a Docker engine and Compose (v2 ``docker compose`` or Debian's ``docker
 ``.ci/run`` whenever it can start an engine (as root with Debian's ``docker.io``).  Without
 a registry, first make the stand-in base images: ``deploy/offline/make-base-images.sh``
 (``.ci/run`` does).  A cold run (image build included) takes a few minutes.  Grafana is
-not started (no stand-in exists for it offline); its provisioning files are checked in ``tests/unit/test_deploy_files.py``.
+not started (no stand-in exists for it offline); its provisioning files are checked in
+``tests/unit/test_deploy_files.py``.
 """
 
 from __future__ import annotations
