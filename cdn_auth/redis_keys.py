@@ -35,6 +35,25 @@ def grant_meta_key(grant_id: str) -> str:
     return f"{PREFIX}:grant:{{{grant_id}}}:meta"
 
 
+# -- share capabilities (cdn_auth.capability) --------------------------------------------
+# One capability's keys share the hash tag {<cap_id>}, so the binding script (the grant set
+# and the derived grant's redeemers) runs on one slot.
+
+def capability_meta_key(cap_id: str) -> str:
+    """Hash: ``holder`` and ``media`` of a capability (who may revoke it); expires with it."""
+    return f"{PREFIX}:cap:{{{cap_id}}}:meta"
+
+
+def capability_grants_key(cap_id: str) -> str:
+    """Set of the derived grant ids redeemed under a capability (at most ``max_grants``)."""
+    return f"{PREFIX}:cap:{{{cap_id}}}:grants"
+
+
+def derived_redeemers_key(cap_id: str, grant_id: str) -> str:
+    """Set of the users bound to one derived grant; expires with the grant."""
+    return f"{PREFIX}:cap:{{{cap_id}}}:grant:{grant_id}:redeemers"
+
+
 # -- known-bad media (hash banks) ------------------------------------------------------------
 
 #: Hash of registered media id -> its PDQ hashes (comma-separated hex): what a newly banked

@@ -55,6 +55,9 @@ class EdgeSettings(BaseSettings):
     #: 6 h by default: a sealed message's grant must outlive the hours a recipient may
     #: take to open it; pointers stay short (their own TTL, minted per read).
     max_token_lifetime_s: int = Field(6 * 3600, ge=10, le=12 * 3600)
+    #: Longest lifetime of a share capability (cdn_auth.capability); its revocation is
+    #: remembered this long, so with leeway and margin it stays inside the stream's 24 h.
+    max_capability_lifetime_s: int = Field(6 * 3600, ge=60, le=23 * 3600)
     #: How long the revocation tail may be broken before pointer requests fail closed.
     staleness_bound_s: float = Field(5.0, gt=0, le=300)
     media_cache_ttl_s: float = Field(30.0, ge=0, le=3600)
