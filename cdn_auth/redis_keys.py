@@ -40,7 +40,8 @@ def grant_meta_key(grant_id: str) -> str:
 # and the derived grant's redeemers) runs on one slot.
 
 def capability_meta_key(cap_id: str) -> str:
-    """Hash: ``holder`` and ``media`` of a capability (who may revoke it); expires with it."""
+    """Hash: ``holder`` and the media's ``owner`` (who may revoke it); expires with it.  No
+    media id, as for grants."""
     return f"{PREFIX}:cap:{{{cap_id}}}:meta"
 
 

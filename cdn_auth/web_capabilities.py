@@ -93,7 +93,8 @@ async def create_capability(request: web.Request) -> web.Response:
     meta = redis_keys.capability_meta_key(cap_id)
     try:
         async with state.redis.pipeline(transaction=True) as p:
-            p.hset(meta, mapping={"holder": session.sub, "media": media.id})
+            # The owner, not the media id: which media a holder may share stays out of Redis.
+            p.hset(meta, mapping={"holder": session.sub, "owner": media.owner})
             p.expireat(meta, iat + ttl_s + state.settings.token_leeway_s)
             await p.execute()
     except RedisError as exc:
@@ -101,7 +102,10 @@ async def create_capability(request: web.Request) -> web.Response:
     return web.json_response({"capability": token, "cap_id": cap_id, "media_id": media.id,
                               "holder": session.sub, "max_redeemers": max_redeemers,
                               "max_grants": max_grants, "sources": list(sources),
-                              "expires_at": iat + ttl_s}, status=201)
+                              "expires_at": iat + ttl_s,
+                              # how long a derived grant may live: the edges' token lifetime
+                              "max_grant_ttl_s": state.settings.max_token_lifetime_s},
+                             status=201)
 
 
 async def revoke_capability(request: web.Request) -> web.Response:
@@ -117,10 +121,8 @@ async def revoke_capability(request: web.Request) -> web.Response:
     fields = {_text(k): _text(v) for k, v in meta.items()}
     if "holder" not in fields:
         raise CapabilityNotFound(cap_id)
-    if session.sub != fields["holder"] and not session.is_moderator:
-        media = await state.registry.get(fields.get("media", ""))
-        if media.owner != session.sub:
-            raise Forbidden("only the holder, the media's owner or a moderator may revoke it")
+    if session.sub not in (fields["holder"], fields.get("owner")) and not session.is_moderator:
+        raise Forbidden("only the holder, the media's owner or a moderator may revoke it")
     entry = await state.revocations.publish(revocation.capability_revoked(cap_id))
     return web.json_response({"cap_id": cap_id, "revoked": True, "revocation_id": entry})
 
