@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cdn_auth import capability as cap_mod
 from cdn_auth import token_format as tf
+from dm.client import DmClient, DmClientError
 from service_kernel.encoding import b64url_encode
 
 from .services import Edge, bearer
@@ -72,3 +73,30 @@ async def revoked_at_edge(edge: Edge, revocation_id: str) -> bool:
     """Whether the edge's tail has applied the stream entry ``revocation_id``."""
     last = edge.state.authorizer.tailer.stream.last_id or "0-0"
     return tuple(map(int, last.split("-"))) >= tuple(map(int, revocation_id.split("-")))
+
+
+async def last_message(c: DmClient, cid: str) -> dict[str, Any]:
+    return dict((await c.read(cid))["messages"][-1])
+
+
+async def fetch_code(c: DmClient, url: str, grant: str) -> tuple[int, str]:
+    """A client's first-range fetch with a grant: (status, error code or "")."""
+    try:
+        r = await c.fetch_media(url, grant=grant, range_=(0, 9))
+    except DmClientError as err:
+        return err.status, err.code
+    return r.status, ""
+
+
+async def redis_values(redis: Any, key: str) -> Any:
+    """Everything one key holds, whatever its type (None if it expired meanwhile)."""
+    kind = await redis.type(key)
+    readers = {"string": redis.get, "hash": redis.hgetall, "set": redis.smembers,
+               "stream": redis.xrange}
+    if kind == "none":
+        return None
+    if kind == "list":
+        return await redis.lrange(key, 0, -1)
+    if kind == "zset":
+        return await redis.zrange(key, 0, -1, withscores=True)
+    return await readers[kind](key)
