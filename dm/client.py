@@ -162,9 +162,10 @@ class DmClient(HttpOwner):
     async def unsend(self, cid: str, message_id: str) -> dict[str, Any]:
         """Unsend; a sealed message's grant derived on this client is revoked first (dm
         revokes only grants it was told of, i.e. minted ones)."""
+        done = dict(await self.request("DELETE", f"/v1/conversations/{cid}/messages/{message_id}"))
         held = self._derived_sent.get((cid, message_id))
-        if held is not None:
-            derived, edge_url = held
+        if held is not None:  # after dm said yes (a refused unsend revokes nothing); a
+            derived, edge_url = held  # failure here leaves it held, and a retry revokes it
             edge = self._edge(edge_url) if edge_url else self.edge
             try:
                 await edge.revoke_grant(derived.grant_id, derived.token)
@@ -172,7 +173,13 @@ class DmClient(HttpOwner):
                 if err.code != "token_expired":  # an expired grant needs no revoking
                     raise
             del self._derived_sent[(cid, message_id)]
-        return dict(await self.request("DELETE", f"/v1/conversations/{cid}/messages/{message_id}"))
+        return done
+
+    def derived_grant_of(self, cid: str, message_id: str) -> DerivedGrant | None:
+        """The grant this client derived for a sealed message it sent (None if it asked
+        the media API for one, or sent no media)."""
+        held = self._derived_sent.get((cid, message_id))
+        return None if held is None else held[0]
 
     async def report(self, cid: str, message_id: str, reason: str = "",
                      **extra: Any) -> dict[str, Any]:
@@ -230,9 +237,11 @@ class DmClient(HttpOwner):
         edge = self._edge(edge_url) if edge_url else self.edge
         return await edge.request_grant(media_id, redeemers, via_grant)
 
-    async def revoke_grant(self, edge_url: str | None, grant_id: str) -> None:
+    async def revoke_grant(self, edge_url: str | None, grant_id: str,
+                           grant: str | None = None) -> None:
+        """Revoke a grant; a derived one (``d_...``) needs its token, ``grant``."""
         edge = self._edge(edge_url) if edge_url else self.edge
-        await edge.revoke_grant(grant_id)
+        await edge.revoke_grant(grant_id, grant)
 
     async def obtain_capability(self, media_id: str, *, edge_url: str | None = None,
                                 via_grant: str | None = None, max_redeemers: int | None = None,
