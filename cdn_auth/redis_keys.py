@@ -15,7 +15,8 @@ REVOCATION_STREAM = f"{PREFIX}:revocations"
 
 #: How long a revocation stream entry is kept (trimmed with MINID on write).
 #: Must exceed the longest token lifetime plus clock skew (settings cap that
-#: at 12 h); a starting edge loads the last max-token-lifetime of it.
+#: at 12 h) and the longest capability lifetime plus skew and margin (capped at 23 h);
+#: a starting edge loads the longer of those windows of it.
 REVOCATION_STREAM_RETENTION_S = 24 * 3600
 
 
