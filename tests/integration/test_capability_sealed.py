@@ -10,6 +10,8 @@ import pytest
 
 from cdn_auth import capability as cap_mod
 from cdn_auth import token_format as tf
+from dm import envelope
+from dm.client import DmClientError
 
 from ..support.capabilities import fetch_code, last_message, redis_values
 from ..support.sealed import edge_url, sealed_user
@@ -110,3 +112,27 @@ async def test_a_resharers_capability_ends_when_its_source_is_unsent(dm: DmStack
     await alice.unsend(first["id"], sent["id"])
     await wait_until(lambda: _is(fetch_code(carol, url, reshared),
                                  (410, "capability_source_revoked")), 2)
+
+
+async def test_dm_refuses_a_derived_grant_id(dm: DmStack) -> None:
+    """dm revokes the grant id a sealed message names on unsend; a derived grant has no
+    record saying whose it is, so naming one (say, a recipient naming the grant it got,
+    to have it revoked for everyone by unsending) is refused."""
+    alice, bob = await sealed_user(dm), await sealed_user(dm)
+    media, _ = await dm.edge.add_media(owner=alice.uid)
+    conv = await alice.create_conversation([bob.uid], mode="sealed")
+    sent = await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id,
+                                   capability=True)
+    derived = alice.derived_grant_of(conv["id"], sent["id"])
+    assert derived is not None
+    assert bob.open_message(await last_message(bob, conv["id"])).grant == derived.token
+    grant_id = derived.grant_id
+    assert bob.device_id is not None
+    body = envelope.seal_body(conv["id"], bob.uid, bob.device_id,
+                              envelope.new_client_message_id(),
+                              envelope.Payload(None, None, "hi", envelope.new_franking_key()),
+                              {u: await bob.devices_of(u) for u in (alice.uid, bob.uid)})
+    body["grant_id"] = grant_id
+    with pytest.raises(DmClientError) as info:
+        await bob.request("POST", f"/v1/conversations/{conv['id']}/messages", json_body=body)
+    assert (info.value.status, info.value.code) == (403, "forbidden")

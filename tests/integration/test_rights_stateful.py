@@ -281,8 +281,9 @@ class RightsMachine(RuleBasedStateMachine):
     def start(self, ages: list[str], regions: list[str],
               media: list[tuple[int, bool, bool, int, str]],
               convs: list[tuple[int, set[int], bool]], first: tuple[int, int, int]) -> None:
-        """Every history starts with three users, two videos, two conversations and one
-        share, so the steps that follow are spent on re-sharing and revoking."""
+        """Every history starts with three users, two videos, two conversations, one
+        share and a capability for the first video asked by its owner, so the steps that
+        follow are spent on re-sharing and revoking."""
         for age, region in zip(ages, regions, strict=True):
             self.create_user(age, region)
         for m in media:
@@ -290,6 +291,7 @@ class RightsMachine(RuleBasedStateMachine):
         for c in convs:
             self.create_conversation(*c)
         self.send_own(*first)
+        self.obtain_capability(self.users.index(self.model.media[self.media[0]].owner), 0, None)
 
     @precondition(lambda self: len(self.users) < MAX_USERS)
     @rule(age=AGES, region=st.sampled_from(REGIONS))
