@@ -344,3 +344,26 @@ async def test_owner_and_moderator_may_revoke_a_resharers_capability(edge: Edge,
                   issuer.mint("mod", roles=["moderator"]))
     assert await fetch(edge, media.id, issuer.mint("carol"), c2["d2"]) == (
         410, "capability_revoked")
+
+
+async def test_retiring_the_ring_key_ends_its_capabilities(edge: Edge, issuer: DevIssuer,
+                                                           ring: KeyRing) -> None:
+    """A derived grant verified (and cached) under a key is refused once the key leaves
+    the JWKS: the edge drops its derived-grant cache on a retirement."""
+    media, _ = await edge.add_media(owner="alice")
+    alice = _key()
+    cap = await issued(edge, issuer.mint("alice"), media.id, alice)
+    token, _ = derive(alice, cap)
+    bob = issuer.mint("bob")
+    assert await fetch(edge, media.id, bob, token) == (206, "")
+    ring = ring.add().switch()
+    _, gone = ring.retire(60, now=time.time() + 3600)
+    assert gone
+
+
+    async def refused() -> bool:  # the edge re-reads its JWKS about once a second
+        return await fetch(edge, media.id, bob, token) == (403, "token_unknown_key")
+
+    await wait_until(refused, 5)
+    fresh = await issued(edge, issuer.mint("alice"), media.id, alice)  # the new key signs
+    assert await fetch(edge, media.id, bob, derive(alice, fresh)[0]) == (206, "")
