@@ -2,7 +2,7 @@
 #   docker run IMAGE cdn-auth serve            # edge + media API
 #   docker run IMAGE dm-service serve          # DM service
 #   docker run IMAGE cdn-auth keys init --dir /keys/pointer
-#   docker run IMAGE locust -f /app/loadtests/locustfile.py --master
+#   docker run IMAGE locust -f /app/locustfile.py --master
 # Configuration is by environment (CDN_AUTH_*, DM_*): see docs/operations.md.
 
 # ---- build: wheels for the project and its dependencies ----------------------------------
@@ -30,7 +30,7 @@ RUN groupadd --system app && useradd --system --gid app --home-dir /app --create
 COPY --from=build /wheels /wheels
 RUN pip install --no-index --find-links /wheels "pointer-dm[server,load]" && rm -rf /wheels
 WORKDIR /app
-COPY --chown=app:app loadtests/locustfile.py deploy/ ./
+COPY --chown=app:app loadtests/load/locustfile.py deploy/ ./
 # Every path a named volume mounts must exist here, owned by app: an empty named volume
 # takes the directory's owner and mode on first mount, and a missing one mounts root-owned
 # (uploads then fail with EACCES).

@@ -36,6 +36,7 @@ test: lint typecheck unit
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -58,7 +59,16 @@ test-compose: $(STAMP)
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest tests/integration/test_rights_stateful.py -q
 
-## make bench B=edge  (edge, dm, sealed, revocation, nginx)
+## The API contract under a longer fuzz: schemathesis against both services' /openapi.json
+## on real servers, all checks and the stateful phase (tests/integration/test_api_fuzz.py; FUZZ_EXAMPLES
+## per operation, default 300, and FUZZ_SEED; a few minutes at the default).
+.PHONY: fuzz-api
+fuzz-api: $(STAMP)
+	PDM_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),300) PDM_FUZZ_SEED=$(or $(FUZZ_SEED),20261201) \
+	PDM_FUZZ_TIMEOUT_S=1500 $(VENV)/bin/pytest tests/integration/test_api_fuzz.py -q -o timeout=3600
+
+## make bench B=edge  (edge, dm, sealed, revocation, nginx, front-mix, hosts, matcher, abuse,
+## push-render: python -m loadtests.bench lists them)
 bench: $(STAMP)
 	$(PY) -m loadtests.bench $(or $(B),edge)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 
@@ -11,12 +10,14 @@ from service_kernel import logs, openapi
 from service_kernel.body_deadline import BODY_DEADLINE, BodyDeadline
 from service_kernel.clock import Clock, system_clock
 from service_kernel.rate_limit import RATE_LIMITER, Limit, RateLimiter, parse_limits
-from service_kernel.redis_client import connect
+from service_kernel.redis_client import RedisClient, connect
 from service_kernel.web_errors import bearer_token, error_middleware
 from service_kernel.web_lifecycle import tail_while_running
+from service_kernel.web_ops import OPS
 
 from . import (
     __version__,
+    api_schemas,
     web_banks,
     web_capabilities,
     web_edge,
@@ -29,6 +30,7 @@ from .authorizer import Authorizer, AuthorizerConfig
 from .capability_gate import CapabilityGate, DerivedBindings, metered_caches
 from .errors import SessionMissing
 from .front_feed import FrontFeed, feeding
+from .grant_store import GrantStore
 from .keyring import KeyRingSource
 from .keyset import KeySet
 from .matching import MediaHashIndex, banks_from
@@ -61,7 +63,8 @@ ROUTES = (*web_edge.ROUTES, *web_media.ROUTES, *web_grants.ROUTES, *web_capabili
           *web_ops.ROUTES)
 
 
-def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = None,
+def build_app(settings: EdgeSettings, *, redis: RedisClient | None = None,
+              tail_redis: RedisClient | None = None,
               clock: Clock = system_clock) -> web.Application:
     """Build the app.  Pass ``redis``/``tail_redis`` to inject clients (tests do);
     otherwise they are created from ``settings.redis_url`` and closed on cleanup."""
@@ -111,7 +114,7 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
     app = web.Application(middlewares=[
         cors_middleware(settings.cors_origins, max_age_s=settings.cors_max_age_s),
         error_middleware(on_response=metrics.response)], client_max_size=1024 * 1024)
-    app[STATE] = EdgeState(settings=settings, redis=redis, authorizer=authorizer,
+    app[STATE] = state = EdgeState(settings=settings, redis=redis, authorizer=authorizer,
                            registry=registry, revocations=RevocationLog(redis),
                            origin=Origin(settings.origin_dir, settings.ingest_subdir),
                            metrics=metrics, clock=clock,
@@ -119,7 +122,9 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
                            if settings.keyring_dir is not None else None,
                            banks=banks_from(settings, redis),
                            hash_index=MediaHashIndex(redis, settings.pdq_threshold),
+                           grants=GrantStore(redis),
                            playback=playback)
+    app[OPS] = web_ops.probe(state)
     app[BODY_DEADLINE] = BodyDeadline(settings.body_grace_s, settings.body_min_rate_bps)
     app[RATE_LIMITER] = RateLimiter(
         redis, parse_limits(settings.rate_limits, {
@@ -127,7 +132,7 @@ def build_app(settings: EdgeSettings, *, redis: Any = None, tail_redis: Any = No
         identify=lambda request: _caller(authorizer, request),
         enabled=settings.rate_limits_enabled)
     openapi.serve_document(app, "cdn_auth: media registry and edge authorizer", __version__,
-                           ROUTES)
+                           ROUTES, settings, **api_schemas.DOCUMENT)
 
     app.cleanup_ctx.append(tail_while_running(tailer.stream, owned))
     if settings.front_control_url and settings.front_control_secret is not None:

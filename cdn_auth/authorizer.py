@@ -8,19 +8,17 @@ cache misses.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from service_kernel.cache import ExpiringCache, shared_int, token_key
+from service_kernel.cached_lookup import CachedLookup
 from service_kernel.clock import Clock, system_clock
 from service_kernel.errors import InvalidField, ServiceError
 from service_kernel.ids import is_id
 
-from . import grant as grant_mod
-from . import pointer as pointer_mod
 from . import rights
 from .capability import Derived, is_derived
 from .capability_gate import CapabilityGate, check_live
@@ -31,7 +29,6 @@ from .errors import (
     RevocationStale,
     SessionMissing,
     TokenAmbiguous,
-    TokenUnknownKey,
 )
 from .front_feed import stream_ms
 from .grant import Grant
@@ -45,8 +42,8 @@ from .registry import MediaRegistry
 from .revocation import RevocationEvent
 from .revocation_view import RevocationTailer
 from .session import Session, SessionVerifier
+from .verifier import Verifier
 
-T = TypeVar("T")
 C = TypeVar("C", Pointer, Grant)
 
 
@@ -80,6 +77,8 @@ class Authorizer:
         self.config = config
         self._sessions = sessions
         self._keys = keys
+        self.verifier = Verifier(keys, max_lifetime_s=config.max_token_lifetime_s,
+                                 leeway_s=config.token_leeway_s, clock=clock)
         self._registry = registry
         self._playback = playback
         self.redemptions = redemptions
@@ -101,8 +100,16 @@ class Authorizer:
         self.grant_cache: ExpiringCache[Grant] = cache("grant")
         #: (grant id, user) pairs already bound in Redis: repeat fetches skip the round trip.
         self.bound_cache: ExpiringCache[bool] = cache("grant_binding")
-        #: Media records being read from Redis: concurrent misses for one id share the read.
-        self._media_fetches: dict[str, asyncio.Task[Media]] = {}
+        #: Sessions verified once per token and cached until they expire; concurrent misses
+        #: for one token share one verification (a JWKS fetch, at worst).
+        self.session_lookup: CachedLookup[str, Session] = CachedLookup(
+            self.session_cache, lambda token: sessions.verify(token, clock()),
+            expires_at=_session_exp, key=token_key)
+        #: Media records read from Redis: when a popular video's record expires, every
+        #: request in flight for it misses at once and they share one read.
+        self.media_lookup: CachedLookup[str, Media] = CachedLookup(
+            self.media_cache, self._read_media,
+            expires_at=lambda _: clock() + config.media_cache_ttl_s)
         tailer.view.listeners.append(self._on_revocation)
         #: Called with the kids that left the verify JWKS (a retirement), after the token
         #: caches have dropped their claims.
@@ -128,10 +135,9 @@ class Authorizer:
 
     def _on_revocation(self, ev: RevocationEvent) -> None:
         if ev.kind == "takedown":
-            self.media_cache.evict(ev.media_id)
-            # A read already in flight may predate the takedown: let its waiters have it,
-            # but do not cache it, and let the next miss read afresh.
-            self._media_fetches.pop(ev.media_id, None)
+            # A read already in flight may predate the takedown: its waiters have it, but
+            # it is not cached, and the next miss reads afresh.
+            self.media_lookup.evict(ev.media_id)
 
     def tail_fresh(self) -> bool:
         return self.tailer.age_s() <= self.config.staleness_bound_s
@@ -225,40 +231,25 @@ class Authorizer:
             return False
 
     def grant(self, token: str) -> Grant:
-        return self._verified(self.grant_cache, grant_mod.verify, token)
+        return self._verified(self.grant_cache, self.verifier.grant, token)
 
     def pointer(self, token: str) -> Pointer:
-        return self._verified(self.pointer_cache, pointer_mod.verify, token)
+        return self._verified(self.pointer_cache, self.verifier.pointer, token)
 
-    def _verified(self, cache: ExpiringCache[C], verify: Callable[..., C], token: str) -> C:
-        """A token's claims from the cache, or verified once and cached until it expires."""
+    def _verified(self, cache: ExpiringCache[C], verify: Callable[[str], C], token: str) -> C:
+        """A token's claims from the cache, or verified once (the verifier retries an
+        unknown kid after re-reading the key set) and cached until it expires."""
         key = token_key(token)
         hit = cache.get(key)
         if hit is not None:
             return hit
-        claims = self._verify(verify, token)
+        claims = verify(token)
         # A shared int, not a fresh float per entry: tokens minted in one second share it.
         cache.put(key, claims, shared_int(claims.exp + self.config.token_leeway_s))
         return claims
 
-    def _verify(self, verify: Callable[..., T], token: str) -> T:
-        now = self._clock()
-        kwargs = {"max_lifetime_s": self.config.max_token_lifetime_s,
-                  "leeway_s": self.config.token_leeway_s}
-        try:
-            return verify(token, self._keys.current(), now, **kwargs)
-        except TokenUnknownKey:
-            # A rotation may have published a key moments ago: re-read, then retry once.
-            return verify(token, self._keys.refresh_for_unknown_kid(), now, **kwargs)
-
     async def session(self, token: str) -> Session:
-        key = token_key(token)
-        hit = self.session_cache.get(key)
-        if hit is not None:
-            return hit
-        s = await self._sessions.verify(token, self._clock())
-        self.session_cache.put(key, s, s.exp)
-        return s
+        return await self.session_lookup.get(token)
 
     def playback_session(self, token: str) -> Session:
         """The session a browser media cookie stands for (verified once, cached until expiry)."""
@@ -271,37 +262,11 @@ class Authorizer:
         return s
 
     async def media(self, media_id: str) -> Media:
-        hit = self.media_cache.get(media_id)
-        if hit is not None:
-            return hit
-        # Single flight: when a popular video's record expires, every request in flight for
-        # it misses at once; they share one Redis read instead of each sending its own.
-        # The read runs as its own task and each waiter awaits it through shield(), so a
-        # waiter that is cancelled (a client gone) neither cancels the read for the others
-        # nor leaves them without an answer.  An error reaches every waiter and is not
-        # cached: the task leaves the in-flight map when it finishes, and the next miss
-        # reads again.
-        task = self._media_fetches.get(media_id)
-        if task is None:
-            # Registered before it first runs (a task starts on the next loop iteration).
-            task = asyncio.get_running_loop().create_task(self._fetch_media(media_id))
-            self._media_fetches[media_id] = task
-            task.add_done_callback(_retrieve_exception)
-        return await asyncio.shield(task)
+        return await self.media_lookup.get(media_id)
 
-    async def _fetch_media(self, media_id: str) -> Media:
-        me = asyncio.current_task()
-        try:
-            m = await self._registry.get(media_id)
-            if self._media_fetches.get(media_id) is me:  # no takedown while reading
-                self.media_cache.put(media_id, m, self._clock() + self.config.media_cache_ttl_s)
-            return m
-        finally:
-            if self._media_fetches.get(media_id) is me:
-                del self._media_fetches[media_id]
+    async def _read_media(self, media_id: str) -> Media:
+        return await self._registry.get(media_id)
 
 
-def _retrieve_exception(task: asyncio.Task[Any]) -> None:
-    """Mark a shared read's error as retrieved: every waiter may have been cancelled."""
-    if not task.cancelled():
-        task.exception()
+def _session_exp(s: Session) -> float:
+    return s.exp

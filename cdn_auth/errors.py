@@ -175,6 +175,14 @@ class MediaNotFound(NotFound):
     code, public_message = "media_not_found", "no such media"
 
 
+class GrantNotFound(NotFound):
+    code, public_message = "grant_not_found", "no such grant"
+
+
+class PlaybackDisabled(NotFound):
+    code, public_message = "playback_disabled", "browser playback is not configured on this edge"
+
+
 class Conflict(CdnAuthError):
     status, code, public_message = 409, "conflict", "conflict"
 
@@ -209,7 +217,21 @@ class RevocationStale(Unavailable):
     code, public_message = "revocation_stale", "revocation state is stale; retry shortly"
 
 
+class OriginUnavailable(Unavailable):
+    code, public_message = "origin_unavailable", "the media bytes are unavailable"
+
+
+class MintingDisabled(Unavailable):
+    code, public_message = "minting_disabled", "this node verifies only; it holds no signing key"
+
+
 class KeyRingError(CdnAuthError):
     """A key ring on disk is missing, corrupt or would be left unusable."""
 
     status, code, public_message = 500, "keyring_error", "key ring error"
+
+
+# -- files an operator supplies (read at start-up or by a moderator's request; callers
+# -- name the failure, so these are ValueErrors, not HTTP answers) ---------------
+class BankFormatError(ValueError):
+    """A bank file or signal that cannot be read; says where."""

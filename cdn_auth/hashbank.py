@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from service_kernel.files import read_json_list
 
+from .errors import BankFormatError as BankFormatError
 from .pdq_hex import DEFAULT_THRESHOLD, parse_hex
 
 if TYPE_CHECKING:
@@ -47,10 +48,6 @@ _HEX = {"md5": re.compile(r"[0-9a-f]{32}"), "sha256": re.compile(r"[0-9a-f]{64}"
         "pdq": re.compile(r"[0-9a-f]{64}")}
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 MAX_FILE_BYTES = 512 * 1024 * 1024
-
-
-class BankFormatError(ValueError):
-    """A bank file or signal that cannot be read; says where."""
 
 
 def normalize(signal_type: str, signal: str) -> tuple[str, str]:

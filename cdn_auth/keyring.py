@@ -30,8 +30,10 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from service_kernel.clock import Clock
 from service_kernel.encoding import b64url_decode, b64url_encode
 from service_kernel.files import atomic_write
+from service_kernel.reloading_file import ReloadingFile
 
 from .errors import KeyRingError
 from .token_format import DEFAULT_LEEWAY_S, Alg, SigningKey
@@ -186,26 +188,19 @@ class KeyRingSource:
     """The minting side's view of a ring directory, re-read when ``ring.json`` changes.
 
     Long-running minters (dm, the media API) hold one of these so a
-    ``cdn-auth keys switch`` takes effect without a restart.
+    ``cdn-auth keys switch`` takes effect without a restart; a ring that cannot be read
+    keeps the last good one (:class:`service_kernel.reloading_file.ReloadingFile`).
     """
 
-    def __init__(self, path: Path | str, *, recheck_s: float = 1.0) -> None:
+    def __init__(self, path: Path | str, *, recheck_s: float = 1.0,
+                 clock: Clock = time.monotonic) -> None:
         self.path = Path(path)
-        self._recheck_s = recheck_s
-        self._checked_at = float("-inf")
-        self._stamp: tuple[int, int, int] | None = None
-        self._ring = KeyRing.load(self.path)
+        self._file = ReloadingFile(self.path / RING_FILE, lambda: KeyRing.load(self.path),
+                                   what="key ring", clock=clock, recheck_s=recheck_s,
+                                   errors=(OSError, KeyRingError))
 
     def current(self) -> KeyRing:
-        now = time.monotonic()
-        if now - self._checked_at >= self._recheck_s:
-            self._checked_at = now
-            st = os.stat(self.path / RING_FILE)
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if stamp != self._stamp:
-                self._ring = KeyRing.load(self.path)
-                self._stamp = stamp
-        return self._ring
+        return self._file.current()
 
     def signer(self) -> SigningKey:
         return self.current().signer()

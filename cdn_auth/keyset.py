@@ -1,17 +1,15 @@
 """The verifier's side of the key ring: a JWKS file, re-read when it changes.
 
 An edge holding only Ed25519 public keys can verify pointers but never
-mint one.  The file is re-read when its mtime/size change (checked at most
-every ``recheck_s``), and at once when a token names an
-unknown kid (a stat, parsed again only if changed), so a key added by
-rotation is usable on its first request.
+mint one.  The file is re-read when it changes (checked at most every
+``recheck_s``, by :class:`service_kernel.reloading_file.ReloadingFile`), and at
+once when a token names an unknown kid (a stat, parsed again only if changed),
+so a key added by rotation is usable on its first request.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,11 +18,10 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from service_kernel.clock import Clock, system_clock
+from service_kernel.reloading_file import ReloadingFile
 
 from .errors import KeyRingError
 from .token_format import Alg, VerifyKey
-
-log = logging.getLogger(__name__)
 
 
 def keys_from_jwks(doc: dict[str, Any]) -> dict[str, VerifyKey]:
@@ -51,27 +48,30 @@ def keys_from_jwks(doc: dict[str, Any]) -> dict[str, VerifyKey]:
 
 
 class KeySet:
-    """Verify keys by kid, from a JWKS file kept fresh."""
+    """Verify keys by kid, from a JWKS file kept fresh (a bad file keeps the last good keys)."""
 
     def __init__(self, path: Path | str, *, clock: Clock = system_clock,
                  recheck_s: float = 1.0) -> None:
         self.path = Path(path)
-        self._clock = clock
-        self._recheck_s = recheck_s
-        self._stamp: tuple[int, int, int] | None = None
-        self._checked_at = float("-inf")
-        self.keys: dict[str, VerifyKey] = {}
-        self.on_change: list[Callable[[dict[str, VerifyKey]], None]] = []
-        self._reload(force=True)
+        self._file = ReloadingFile(self.path, self._read, what="pointer JWKS", clock=clock,
+                                   recheck_s=recheck_s,
+                                   errors=(OSError, ValueError, KeyRingError))
 
     def __repr__(self) -> str:
         return f"KeySet(path={str(self.path)!r}, kids={sorted(self.keys)})"
 
+    @property
+    def keys(self) -> dict[str, VerifyKey]:
+        return self._file.value
+
+    @property
+    def on_change(self) -> list[Callable[[dict[str, VerifyKey]], None]]:
+        """Called with the new keys after each reload that changed them."""
+        return self._file.on_change
+
     def current(self) -> dict[str, VerifyKey]:
         """The keys, re-reading the file if it changed since the last check."""
-        if self._clock() - self._checked_at >= self._recheck_s:
-            self._reload()
-        return self.keys
+        return self._file.current()
 
     def refresh_for_unknown_kid(self) -> dict[str, VerifyKey]:
         """Re-check the file now: a token named a kid we do not know.
@@ -80,30 +80,12 @@ class KeySet:
         parsed again only if it changed, so a flood of unknown kids stays cheap,
         while a key published a millisecond ago is found at once.
         """
-        self._reload()
-        return self.keys
+        self._file.check()
+        return self._file.value
 
-    def _reload(self, *, force: bool = False) -> None:
-        self._checked_at = self._clock()
+    def _read(self) -> dict[str, VerifyKey]:
         try:
-            st = os.stat(self.path)
+            text = self.path.read_text()
         except FileNotFoundError:
-            if force:
-                raise KeyRingError(f"no JWKS at {self.path}") from None
-            return  # keep the last good keys through a transient removal
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp and not force:
-            return
-        try:
-            keys = keys_from_jwks(json.loads(self.path.read_text()))
-        except (OSError, ValueError, KeyRingError) as exc:
-            if force:
-                raise
-            # A bad file must not take down an edge holding good keys; say so loudly.
-            log.error("pointer JWKS unreadable; keeping the previous keys",
-                      extra={"path": str(self.path), "err": str(exc)[:200]})
-            return
-        self._stamp = stamp
-        self.keys = keys
-        for cb in self.on_change:
-            cb(keys)
+            raise KeyRingError(f"no JWKS at {self.path}") from None
+        return keys_from_jwks(json.loads(text))

@@ -17,13 +17,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from service_kernel.errors import InvalidField
+from service_kernel.redis_client import RedisClient
 
 from . import redis_keys, revocation
+from .errors import BankFormatError
 from .fingerprint import Fingerprint
-from .hashbank import ACTIONS, Bank, BankFormatError, load_manifest, normalize
+from .hashbank import ACTIONS, Bank, load_manifest, normalize
 from .pdq_hex import DEFAULT_THRESHOLD, parse_hex
 from .registry import MediaRegistry
 from .revocation import RevocationLog
@@ -44,7 +46,7 @@ class BankMatch:
 
 
 class BankSet:
-    def __init__(self, redis: Any, banks: Sequence[Bank], *, moderation_bank: str = "moderation",
+    def __init__(self, redis: RedisClient, banks: Sequence[Bank], *, moderation_bank: str = "moderation",
                  moderation_action: str = "refuse", threshold: int = DEFAULT_THRESHOLD) -> None:
         self._redis = redis
         self.banks = {b.name: b for b in banks}
@@ -95,7 +97,7 @@ class BankSet:
                  "pdq": len(b.pdq)} for b in self.banks.values()]
 
 
-def banks_from(settings: EdgeSettings, redis: Any) -> BankSet:
+def banks_from(settings: EdgeSettings, redis: RedisClient) -> BankSet:
     """The banks a deployment's settings name (files read once, at start)."""
     files = (load_manifest(settings.bank_manifest, threshold=settings.pdq_threshold)
              if settings.bank_manifest is not None else [])
@@ -120,7 +122,7 @@ def parse_request_signals(raw: Any) -> list[tuple[str, str]]:
 
 
 class MediaHashIndex:
-    def __init__(self, redis: Any, threshold: int = DEFAULT_THRESHOLD) -> None:
+    def __init__(self, redis: RedisClient, threshold: int = DEFAULT_THRESHOLD) -> None:
         self._redis = redis
         self.threshold = threshold
 
@@ -135,7 +137,7 @@ class MediaHashIndex:
             await p.execute()
 
     async def fingerprint(self, media_id: str) -> Fingerprint | None:
-        h = await self._redis.hgetall(redis_keys.media_fingerprint(media_id))
+        h = cast(dict[str, str], await self._redis.hgetall(redis_keys.media_fingerprint(media_id)))
         if not h:
             return None
         pdq = tuple(x for x in h.get("pdq", "").split(",") if x)
@@ -147,7 +149,8 @@ class MediaHashIndex:
         ids: set[str] = set()
         for kind, value in signals:
             if kind in ("md5", "sha256"):
-                ids |= set(await self._redis.smembers(redis_keys.exact_hash_index(kind, value)))
+                ids |= cast(set[str], await self._redis.smembers(
+                    redis_keys.exact_hash_index(kind, value)))
         wanted = [parse_hex(v) for kind, v in signals if kind == "pdq"]
         if wanted:
             ids |= await self._scan_pdq(wanted)
@@ -162,8 +165,9 @@ class MediaHashIndex:
         found: set[str] = set()
         cursor = 0
         while True:
-            cursor, chunk = await self._redis.hscan(redis_keys.MEDIA_PDQ_INDEX, cursor,
+            cursor, reply = await self._redis.hscan(redis_keys.MEDIA_PDQ_INDEX, cursor,
                                                     count=SWEEP_CHUNK)
+            chunk = cast(dict[str, str], reply)  # with values (no novalues=): a decoded map
             owners, hashes = [], []
             for media_id, joined in chunk.items():
                 for h in joined.split(","):

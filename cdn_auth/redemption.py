@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from redis.exceptions import RedisError
+
+from service_kernel.redis_client import RedisClient
 
 from . import redis_keys
 from .errors import GrantExhausted, RedisUnavailable
@@ -21,17 +21,8 @@ return 1
 """
 
 
-async def grant_sharer(redis: Any, grant_id: str) -> str | None:
-    """Who minted a grant (None if unknown or expired): only they may attach it to a message."""
-    try:
-        sharer = await redis.hget(redis_keys.grant_meta_key(grant_id), "sharer")
-    except RedisError as exc:
-        raise RedisUnavailable(str(exc)) from exc
-    return None if sharer is None else str(sharer)
-
-
 class Redemptions:
-    def __init__(self, redis: Any, leeway_s: int) -> None:
+    def __init__(self, redis: RedisClient, leeway_s: int) -> None:
         self._bind = redis.register_script(BIND)
         self._redis = redis
         self._leeway_s = leeway_s

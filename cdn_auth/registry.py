@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from redis.exceptions import RedisError
 
 from service_kernel.errors import InvalidField
+from service_kernel.redis_client import RedisClient, field_map
 
 from . import redis_keys
 from .errors import MediaNotFound, RedisUnavailable
@@ -15,13 +15,13 @@ from .media import STATUSES, Media, from_redis, to_redis
 
 
 class MediaRegistry:
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
         self._transition = redis.register_script(_TRANSITION)
 
     async def put(self, media: Media) -> None:
         try:
-            await self._redis.hset(redis_keys.media_key(media.id), mapping=to_redis(media))
+            await self._redis.hset(redis_keys.media_key(media.id), mapping=field_map(to_redis(media)))
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
 
@@ -33,6 +33,11 @@ class MediaRegistry:
         if not h:
             raise MediaNotFound(media_id)
         return from_redis({_s(k): _s(v) for k, v in h.items()})
+
+    async def announce_hold(self, media: Media, at_s: int) -> None:
+        """Queue media registered "held" (a bank match) for the moderators' review."""
+        await self._redis.xadd(redis_keys.MEDIA_HOLDS_STREAM, {
+            "media_id": media.id, "owner": media.owner, "at": str(at_s)})
 
     async def set_status(self, media_id: str, status: str, *, reason: str = "",
                          by: str = "") -> Media:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from redis.exceptions import RedisError
 
 from service_kernel.errors import InvalidField
+from service_kernel.redis_client import RedisClient, field_map
 
 from . import redis_keys
 from .errors import RedisUnavailable
@@ -81,7 +81,7 @@ def capability_revoked(cap_id: str) -> RevocationEvent:
 class RevocationLog:
     """Appends events; trims entries older than the retention window on each write."""
 
-    def __init__(self, redis: Any,
+    def __init__(self, redis: RedisClient,
                  retention_s: int = redis_keys.REVOCATION_STREAM_RETENTION_S) -> None:
         self._redis = redis
         self._retention_ms = retention_s * 1000
@@ -89,7 +89,7 @@ class RevocationLog:
     async def publish(self, event: RevocationEvent) -> str:
         minid = int(time.time() * 1000) - self._retention_ms
         try:
-            entry_id = await self._redis.xadd(redis_keys.REVOCATION_STREAM, event.fields(),
+            entry_id = await self._redis.xadd(redis_keys.REVOCATION_STREAM, field_map(event.fields()),
                                               minid=minid, approximate=True)
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc

@@ -23,6 +23,7 @@ from typing import Any
 
 from service_kernel.clock import Clock, system_clock
 from service_kernel.errors import ServiceError
+from service_kernel.redis_client import RedisClient
 from service_kernel.stream_tail import Entry, StreamTailer, read_range
 
 from . import redis_keys
@@ -175,7 +176,7 @@ class CapabilityRevocations:
 class RevocationTailer:
     """Loads the last window (max token lifetime + leeway) into the view, then tails on."""
 
-    def __init__(self, redis: Any, view: RevocationView, *, clock: Clock = system_clock,
+    def __init__(self, redis: RedisClient, view: RevocationView, *, clock: Clock = system_clock,
                  block_ms: int = 1000, on_lag: Callable[[float], None] | None = None) -> None:
         self._redis = redis
         self.view = view

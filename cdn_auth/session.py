@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import jwt
 
 from service_kernel.clock import Clock, system_clock
 from service_kernel.ids import is_user_id
+from service_kernel.reloading_file import ReloadingFile
 
 from .errors import SessionExpired, SessionInvalid
 
@@ -74,21 +74,29 @@ def region_from_claim(claim: object) -> str | None:
 
 
 class JwksSource:
-    """Holds the identity provider's keys as PyJWK objects by kid."""
+    """Holds the identity provider's keys as PyJWK objects by kid.
+
+    A file is watched by :class:`service_kernel.reloading_file.ReloadingFile` (re-read
+    when it changes; a bad file keeps the last good keys); a URL is fetched here.
+    """
 
     def __init__(self, location: str, *, clock: Clock = system_clock,
                  refresh_s: float = 300.0, min_refetch_s: float = 5.0) -> None:
         self.location = location
-        self._is_url = location.startswith(("http://", "https://"))
         self._clock = clock
         self._refresh_s = refresh_s
         self._min_refetch_s = min_refetch_s
         self._fetched_at = float("-inf")
-        self._stamp: tuple[int, int] | None = None
         self._lock = asyncio.Lock()
         self.keys: dict[str, jwt.PyJWK] = {}
-        if not self._is_url:
-            self._load_file()
+        self._file: ReloadingFile[dict[str, jwt.PyJWK]] | None = None
+        if not location.startswith(("http://", "https://")):
+            # Re-checked when get() finds the keys stale or a kid unknown, not on a timer.
+            self._file = ReloadingFile(
+                location, lambda: self._parse(json.loads(Path(location).read_text())),
+                what="session JWKS", clock=clock, recheck_s=0.0)
+            self.keys = self._file.value
+            self._fetched_at = self._clock()
 
     def _parse(self, doc: dict[str, Any]) -> dict[str, jwt.PyJWK]:
         keys: dict[str, jwt.PyJWK] = {}
@@ -104,14 +112,6 @@ class JwksSource:
                 log.warning("skipping unusable session JWK", extra={"kid": kid, "err": str(exc)})
         return keys
 
-    def _load_file(self) -> None:
-        st = os.stat(self.location)
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
-            self.keys = self._parse(json.loads(Path(self.location).read_text()))
-            self._stamp = stamp
-        self._fetched_at = self._clock()
-
     async def get(self, kid: str) -> jwt.PyJWK | None:
         key = self.keys.get(kid)
         stale = self._clock() - self._fetched_at >= self._refresh_s
@@ -123,11 +123,10 @@ class JwksSource:
         return self.keys.get(kid)
 
     async def refresh(self) -> None:
-        if not self._is_url:
-            try:
-                self._load_file()
-            except (OSError, ValueError) as exc:
-                log.warning("session JWKS reload failed; keeping old keys", extra={"err": str(exc)})
+        if self._file is not None:
+            if self._file.check():  # else logged; the old keys stay, and the next get() retries
+                self.keys = self._file.value
+                self._fetched_at = self._clock()
             return
         async with self._lock:
             if self._clock() - self._fetched_at < self._min_refetch_s and self.keys:

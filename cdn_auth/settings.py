@@ -1,17 +1,21 @@
 """cdn_auth configuration, parsed once from the environment (prefix ``CDN_AUTH_``) and flags.
 
-Nothing else in the package reads ``os.environ``.  Secrets (the Redis URL
-may carry a password) are ``SecretStr`` so ``repr`` never prints them.
+Nothing else in the package reads ``os.environ``.  What every service configures alike
+(Redis, host, logs, rate limits, body deadlines, the staleness bound) comes from
+:class:`service_kernel.settings_base.ServiceSettings`; secrets are ``SecretStr`` so
+``repr`` never prints them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from service_kernel.settings_base import ServiceSettings
 
 #: Per-user limits (rate per second, burst) by name, as routes declare them
 #: (``Route(limit=...)``); docs/operations.md lists them.  ``CDN_AUTH_RATE_LIMITS`` (JSON,
@@ -25,12 +29,9 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
 }
 
 
-class EdgeSettings(BaseSettings):
+class EdgeSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CDN_AUTH_", frozen=True, extra="forbid")
 
-    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
-    redis_cluster: bool = False
-    host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     origin_dir: Path = Path("var/origin")
     #: Where publishers put files to register by ``origin_path`` (relative to this root):
@@ -58,8 +59,6 @@ class EdgeSettings(BaseSettings):
     #: Longest lifetime of a share capability (cdn_auth.capability); its revocation is
     #: remembered this long, so with leeway and margin it stays inside the stream's 24 h.
     max_capability_lifetime_s: int = Field(6 * 3600, ge=60, le=23 * 3600)
-    #: How long the revocation tail may be broken before pointer requests fail closed.
-    staleness_bound_s: float = Field(5.0, gt=0, le=300)
     media_cache_ttl_s: float = Field(30.0, ge=0, le=3600)
     cache_size: int = Field(100_000, ge=16)
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
@@ -81,19 +80,12 @@ class EdgeSettings(BaseSettings):
     front_control_secret: SecretStr | None = None
     #: How often liveness is pushed; well inside the staleness bound.
     front_push_interval_s: float = Field(0.25, gt=0, le=5)
-    log_level: str = "INFO"
-    #: Overrides of DEFAULT_RATE_LIMITS; ``rate_limits_enabled=false`` turns all off.
-    rate_limits: dict[str, tuple[float, int]] = Field(default_factory=dict)
-    rate_limits_enabled: bool = True
     #: Media responses go out in windows of stream_window_bytes; between windows the
     #: decision is re-checked against the revocation view (an open response to revoked
     #: media stops within a window), and each window must be written within
     #: write_timeout_s (a client that stops reading is dropped).
     stream_window_bytes: int = Field(1024 * 1024, ge=64 * 1024)
     write_timeout_s: float = Field(30.0, gt=0)
-    #: Request bodies: after body_grace_s, at least body_min_rate_bps on average (408 below).
-    body_grace_s: float = Field(10.0, gt=0)
-    body_min_rate_bps: int = Field(16 * 1024, ge=1)
     #: Browser playback (docs/protocol.md section 13): the HMAC secret that signs the
     #: media cookie, shared by every edge.  None (the default) switches browser playback off:
     #: ``POST /v1/playback-session`` answers 404 and no cookie is honoured.
@@ -140,8 +132,3 @@ class EdgeSettings(BaseSettings):
         if self.front_control_url and self.front_push_interval_s >= self.staleness_bound_s:
             raise ValueError("front_push_interval_s must be shorter than staleness_bound_s")
         return self
-
-    @classmethod
-    def load(cls, **overrides: Any) -> EdgeSettings:
-        """Environment first, then explicit overrides (flags) on top; ``None`` means unset."""
-        return cls(**{k: v for k, v in overrides.items() if v is not None})

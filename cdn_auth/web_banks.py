@@ -13,6 +13,7 @@ from aiohttp import web
 from service_kernel.openapi import Route
 from service_kernel.web_errors import bearer_token, read_json
 
+from . import api_schemas as api
 from .errors import NotModerator, SessionMissing
 from .matching import bank_and_take_down, parse_request_signals
 from .session import Session
@@ -50,9 +51,10 @@ async def add_signals(request: web.Request) -> web.Response:
 
 ROUTES = (
     Route("GET", "/v1/banks", list_banks, "Hash banks and their sizes (moderator)", "banks",
-          auth="moderator", responses=(200, 401, 403, 429, 503), limit="media_lookup"),
+          auth="moderator", responses=(200, 401, 403, 429, 503), limit="media_lookup",
+          api=api.LIST_BANKS),
     Route("POST", "/v1/banks/{bank}/signals", add_signals,
           "Add hashes to a bank; take down every registered match at every edge (moderator)",
           "banks", auth="moderator", responses=(200, 400, 401, 403, 429, 503),
-          body="signals: [{signal_type, signal}]", limit="banks"),
+          body="signals: [{signal_type, signal}]", limit="banks", api=api.ADD_SIGNALS),
 )

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from service_kernel.encoding import Base64Error, b64url_decode
 from service_kernel.errors import InvalidField
@@ -21,13 +20,19 @@ from service_kernel.ids import check_id, new_id
 from service_kernel.openapi import Route
 from service_kernel.web_errors import read_json
 
+from . import api_schemas as api
 from . import capability as cap_mod
 from . import grant as grant_mod
-from . import redis_keys, revocation, rights
-from .errors import CapabilityNotFound, Forbidden, RedisUnavailable, ShareNotAllowed
+from . import revocation, rights
+from .errors import (
+    CapabilityNotFound,
+    Forbidden,
+    GrantNotFound,
+    MintingDisabled,
+    ShareNotAllowed,
+)
 from .reshare import received_via
 from .session import Session
-from .web_grants import GrantNotFound, MintingDisabled
 from .web_media import _session
 from .web_state import STATE, EdgeState
 
@@ -90,15 +95,8 @@ async def create_capability(request: web.Request) -> web.Response:
                              sources=sources, now=now, ttl_s=ttl_s)
     except ValueError as exc:
         raise InvalidField(str(exc)) from None
-    meta = redis_keys.capability_meta_key(cap_id)
-    try:
-        async with state.redis.pipeline(transaction=True) as p:
-            # The owner, not the media id: which media a holder may share stays out of Redis.
-            p.hset(meta, mapping={"holder": session.sub, "owner": media.owner})
-            p.expireat(meta, iat + ttl_s + state.settings.token_leeway_s)
-            await p.execute()
-    except RedisError as exc:
-        raise RedisUnavailable(str(exc)) from exc
+    await state.grants.record_capability(cap_id, session.sub, media.owner,
+                                         iat + ttl_s + state.settings.token_leeway_s)
     return web.json_response({"capability": token, "cap_id": cap_id, "media_id": media.id,
                               "holder": session.sub, "max_redeemers": max_redeemers,
                               "max_grants": max_grants, "sources": list(sources),
@@ -114,14 +112,10 @@ async def revoke_capability(request: web.Request) -> web.Response:
     state = request.app[STATE]
     session = await _session(request)
     cap_id = check_id(request.match_info["cap_id"], "cap_id")
-    try:
-        meta = await state.redis.hgetall(redis_keys.capability_meta_key(cap_id))
-    except RedisError as exc:
-        raise RedisUnavailable(str(exc)) from exc
-    fields = {_text(k): _text(v) for k, v in meta.items()}
-    if "holder" not in fields:
+    parties = await state.grants.capability_parties(cap_id)
+    if parties is None:
         raise CapabilityNotFound(cap_id)
-    if session.sub not in (fields["holder"], fields.get("owner")) and not session.is_moderator:
+    if session.sub not in parties and not session.is_moderator:
         raise Forbidden("only the holder, the media's owner or a moderator may revoke it")
     entry = await state.revocations.publish(revocation.capability_revoked(cap_id))
     return web.json_response({"cap_id": cap_id, "revoked": True, "revocation_id": entry})
@@ -147,17 +141,13 @@ async def revoke_derived(request: web.Request, state: EdgeState, session: Sessio
     return web.json_response({"grant_id": grant_id, "revoked": True, "revocation_id": entry})
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 ROUTES = (
     Route("POST", "/v1/capabilities", create_capability,
           "Issue a share capability: its holder derives per-share grants offline",
           "grants", responses=(201, 400, 401, 403, 404, 410, 503),
           body="media_id, holder_key, max_redeemers, max_grants, ttl_s, via_grant (re-share)",
-          limit="grant"),
+          limit="grant", api=api.CREATE_CAPABILITY),
     Route("DELETE", "/v1/capabilities/{cap_id}", revoke_capability,
           "Revoke a capability and every grant derived from it", "grants",
-          responses=(200, 401, 403, 404, 503), limit="grant"),
+          responses=(200, 401, 403, 404, 503), limit="grant", api=api.REVOKE_CAPABILITY),
 )

@@ -8,6 +8,8 @@ The session is ``Authorization: Bearer`` or, for browsers, the media cookie
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from aiohttp import web
@@ -16,10 +18,11 @@ from service_kernel.errors import InputTooLarge, InvalidField, ServiceError
 from service_kernel.openapi import Route
 from service_kernel.web_errors import bearer_token, error_response
 
+from . import api_schemas as api
 from . import ranges
 from .authorizer import Decision
 from .byte_response import ByteRangeResponse, open_origin
-from .errors import RangeNotSatisfiable, Unavailable
+from .errors import OriginUnavailable, RangeNotSatisfiable
 from .front_feed import decision_deps, decision_max_age_s
 from .playback import COOKIE_NAME
 from .web_state import STATE, EdgeState
@@ -32,10 +35,6 @@ POINTER_PARAMS = (("pointer", "query", "pointer token"), ("X-Pointer", "header",
                    "instead of a bearer session"))
 #: Methods of the original request for which nginx's /auth may honour the media cookie.
 _COOKIE_METHODS = frozenset({"GET", "HEAD"})
-
-
-class OriginUnavailable(Unavailable):
-    code, public_message = "origin_unavailable", "the media bytes are unavailable"
 
 
 async def _decide(state: EdgeState, media_id: str, session: str | None,
@@ -69,27 +68,45 @@ async def media(request: web.Request) -> web.StreamResponse:
                       _token(request, "pointer", "X-Pointer"), _token(request, "grant", "X-Grant"),
                       request.cookies.get(COOKIE_NAME) or None)  # the route is GET|HEAD only
     m = d.media
-    plan = ranges.plan(request.headers, size=m.size, etag=m.etag, last_modified=m.last_modified)
+    return serve_bytes(request, lambda: m.origin_file(state.origin), size=m.size, etag=m.etag,
+                       last_modified=m.last_modified, content_type=m.content_type,
+                       served=state.metrics.served.inc,
+                       still_allowed=lambda: state.authorizer.still_allowed(d),
+                       window=state.settings.stream_window_bytes,
+                       write_timeout_s=state.settings.write_timeout_s)
+
+
+def serve_bytes(request: web.Request, origin_file: Callable[[], Path], *, size: int, etag: str,
+                last_modified: str, content_type: str,
+                served: Callable[[int], object] = lambda n: None,
+                still_allowed: Callable[[], bool] = lambda: True, window: int = 1024 * 1024,
+                write_timeout_s: float = 30.0) -> web.StreamResponse:
+    """The answer to an allowed ``GET|HEAD /m/{id}``: 304, 416, or the planned bytes of the
+    representation (``size`` bytes with these validators) in the file ``origin_file()``
+    names, asked only when bytes are to be sent (an unusable one is a 503).
+
+    ``served`` is told how many body bytes a GET will stream.  The edge benchmark's
+    unauthorized baseline serves through this too, so the two never drift apart.
+    """
+    plan = ranges.plan(request.headers, size=size, etag=etag, last_modified=last_modified)
     headers = {**plan.headers, "Cache-Control": "private, max-age=0, must-revalidate",
                "Vary": "Authorization, Cookie", "X-Content-Type-Options": "nosniff",
                "Referrer-Policy": "no-referrer"}
     if plan.status == 304:
         return web.Response(status=304, headers=headers)
     if plan.status == 416:
-        resp = error_response(RangeNotSatisfiable(m.size))
+        resp = error_response(RangeNotSatisfiable(size))
         resp.headers.update(headers)
         return resp
-    headers["Content-Type"] = m.content_type
+    headers["Content-Type"] = content_type
     try:
-        fobj = open_origin(m.origin_file(state.origin), m.size)
+        fobj = open_origin(origin_file(), size)
     except OSError as exc:
         raise OriginUnavailable(str(exc)) from exc
-    state.metrics.served.inc(plan.length if request.method == "GET" else 0)
+    served(plan.length if request.method == "GET" else 0)
     return ByteRangeResponse(fobj=fobj, offset=plan.start, count=plan.length,
-                             status=plan.status, headers=headers,
-                             still_allowed=lambda: state.authorizer.still_allowed(d),
-                             window=state.settings.stream_window_bytes,
-                             write_timeout_s=state.settings.write_timeout_s)
+                             status=plan.status, headers=headers, still_allowed=still_allowed,
+                             window=window, write_timeout_s=write_timeout_s)
 
 
 async def auth(request: web.Request) -> web.StreamResponse:
@@ -141,13 +158,15 @@ async def auth(request: web.Request) -> web.StreamResponse:
 
 ROUTES = (
     Route("GET", "/m/{media_id}", media, "Fetch media bytes (Range, ETag, If-Range)", "edge",
-          responses=(200, 206, 304, 400, 401, 403, 404, 410, 416, 503), params=POINTER_PARAMS),
+          responses=(200, 206, 304, 400, 401, 403, 404, 410, 416, 503), params=POINTER_PARAMS,
+          api=api.FETCH),
     Route("HEAD", "/m/{media_id}", media, "Media headers only", "edge",
-          responses=(200, 206, 304, 400, 401, 403, 404, 410, 416, 503), params=POINTER_PARAMS),
+          responses=(200, 206, 304, 400, 401, 403, 404, 410, 416, 503), params=POINTER_PARAMS,
+          api=api.HEAD_FETCH),
     Route("GET", "/auth", auth, "Decision for nginx auth_request (reads X-Original-URI)", "edge",
           responses=(204, 400, 401, 403, 404, 410, 503),
           params=(("X-Original-URI", "header", "the original request URI"),
                   ("X-Original-Method", "header", "the original method (the media cookie "
                    "counts only for GET/HEAD)"),
-                  (COOKIE_NAME, "cookie", "browser media cookie, forwarded by nginx"))),
+                  (COOKIE_NAME, "cookie", "browser media cookie, forwarded by nginx")), api=api.AUTH),
 )

@@ -16,22 +16,22 @@ from service_kernel.ids import check_id, new_id
 from service_kernel.openapi import Route
 from service_kernel.web_errors import read_json
 
+from . import api_schemas as api
 from . import grant as grant_mod
-from . import redis_keys, revocation, rights
+from . import revocation, rights
 from .capability import is_derived
-from .errors import Forbidden, GrantMediaMismatch, GrantRevoked, NotFound, RevocationStale, Unavailable
-from .redemption import grant_sharer
+from .errors import (
+    Forbidden,
+    GrantMediaMismatch,
+    GrantNotFound,
+    GrantRevoked,
+    MintingDisabled,
+    RevocationStale,
+)
 from .reshare import received_via
+from .web_capabilities import revoke_derived
 from .web_media import _session
 from .web_state import STATE
-
-
-class GrantNotFound(NotFound):
-    code, public_message = "grant_not_found", "no such grant"
-
-
-class MintingDisabled(Unavailable):
-    code, public_message = "minting_disabled", "this node verifies only; it holds no signing key"
 
 
 async def create_grant(request: web.Request) -> web.Response:
@@ -75,11 +75,8 @@ async def create_grant(request: web.Request) -> web.Response:
     now = state.clock()
     token = grant_mod.mint(state.minter.signer(), grant_id=grant_id, media_id=media.id,
                            max_redeemers=redeemers, sharer=session.sub, now=now, ttl_s=ttl_s)
-    meta = redis_keys.grant_meta_key(grant_id)
-    async with state.redis.pipeline(transaction=True) as p:
-        p.hset(meta, mapping={"sharer": session.sub})
-        p.expireat(meta, int(now) + ttl_s + state.settings.token_leeway_s)
-        await p.execute()
+    await state.grants.record(grant_id, session.sub,
+                              int(now) + ttl_s + state.settings.token_leeway_s)
     return web.json_response({"grant": token, "grant_id": grant_id, "media_id": media.id,
                               "max_redeemers": redeemers, "expires_at": int(now) + ttl_s},
                              status=201)
@@ -91,9 +88,8 @@ async def revoke_grant(request: web.Request) -> web.Response:
     session = await _session(request)
     grant_id = check_id(request.match_info["grant_id"], "grant_id")
     if grant_id.startswith("d_"):  # derived grants have no record: the body proves whose
-        from .web_capabilities import revoke_derived  # (it imports this module)
         return await revoke_derived(request, state, session, grant_id)
-    sharer = await grant_sharer(state.redis, grant_id)
+    sharer = await state.grants.sharer(grant_id)
     if sharer is None:
         raise GrantNotFound(grant_id)
     if sharer != session.sub and not session.is_moderator:
@@ -105,7 +101,7 @@ async def revoke_grant(request: web.Request) -> web.Response:
 ROUTES = (
     Route("POST", "/v1/grants", create_grant, "Mint a grant for sharing media in sealed mode",
           "grants", responses=(201, 400, 401, 403, 404, 410, 503),
-          body="media_id, redeemers, via_grant (re-share), ttl_s", limit="grant"),
+          body="media_id, redeemers, via_grant (re-share), ttl_s", limit="grant", api=api.CREATE_GRANT),
     Route("DELETE", "/v1/grants/{grant_id}", revoke_grant, "Revoke a grant", "grants",
-          responses=(200, 401, 403, 404, 503), limit="grant"),
+          responses=(200, 401, 403, 404, 503), limit="grant", api=api.REVOKE_GRANT),
 )

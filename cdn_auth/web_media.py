@@ -22,7 +22,8 @@ from service_kernel.ids import check_id, new_id
 from service_kernel.openapi import Route
 from service_kernel.web_errors import bearer_token, parse_json, read_json
 
-from . import redis_keys, revocation
+from . import api_schemas as api
+from . import revocation
 from .errors import Forbidden, MediaBanked, NotModerator, SessionMissing
 from .fingerprint import FingerprintLimits, fingerprint_file
 from .media import Media, check_content_type, parse_rules
@@ -61,8 +62,7 @@ async def create_media(request: web.Request) -> web.Response:
     media = await _screen(state, media, uploaded=ctype == "multipart/form-data")
     await state.registry.put(media)
     if media.status == "held":
-        await state.redis.xadd(redis_keys.MEDIA_HOLDS_STREAM, {
-            "media_id": media.id, "owner": media.owner, "at": str(int(state.clock()))})
+        await state.registry.announce_hold(media, int(state.clock()))
     return web.json_response(media.public_view(), status=201,
                              headers={"Location": f"/v1/media/{media.id}"})
 
@@ -183,10 +183,11 @@ ROUTES = (
     Route("POST", "/v1/media", create_media, "Register a hosted video (JSON origin_path, or "
           "multipart metadata+file)", "media", responses=(201, 400, 401, 403, 413, 503),
           body="metadata: content_type, visibility, allow_reshare, min_age, allowed_regions, "
-               "blocked_regions, origin_path | multipart file", limit="media_create"),
+               "blocked_regions, origin_path | multipart file", limit="media_create",
+          api=api.CREATE_MEDIA),
     Route("GET", "/v1/media/{media_id}", get_media, "A media record", "media",
-          responses=(200, 401, 403, 404, 503), limit="media_lookup"),
+          responses=(200, 401, 403, 404, 503), limit="media_lookup", api=api.GET_MEDIA),
     Route("POST", "/v1/takedowns", takedown, "Take media down at every edge (moderator)",
           "media", auth="moderator", responses=(200, 400, 401, 403, 404, 503),
-          body="media_id, reason", limit="takedown"),
+          body="media_id, reason", limit="takedown", api=api.TAKEDOWN),
 )

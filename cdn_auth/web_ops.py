@@ -1,45 +1,30 @@
-"""Operational routes: ``/metrics``, ``/healthz`` (alive), ``/readyz`` (Redis and tail fresh)."""
+"""The edge's operational routes (:mod:`service_kernel.web_ops`): ``/readyz`` also needs the
+revocation tail fresh (within ``staleness_bound_s``) and reports its age."""
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from service_kernel import web_ops
+from service_kernel.web_ops import OpsProbe
 
-from service_kernel.openapi import Route
-from service_kernel.web_lifecycle import readiness, redis_answers
+from .web_state import EdgeState
 
-from .web_state import STATE
-
-
-async def metrics(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    m = state.metrics
-    m.revocation_tail_age.set(max(0.0, state.authorizer.tailer.age_s()))
-    m.revocation_view_size.set(len(state.authorizer.tailer.view))
-    m.redis_up.set(1 if await redis_answers(state.redis, 0.5) else 0)
-    return web.Response(body=generate_latest(m.registry),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+ROUTES = web_ops.routes("Readiness: Redis reachable and revocation tail fresh")
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Alive; the pid tells which of several ``--workers`` processes answered."""
-    return web.json_response({"status": "ok", "pid": os.getpid()})
+def probe(state: EdgeState) -> OpsProbe:
+    """What the ops routes read on an edge."""
+    m, tailer = state.metrics, state.authorizer.tailer
 
+    def on_scrape() -> None:
+        m.revocation_view_size.set(len(tailer.view))
 
-async def readyz(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    tail_age = state.authorizer.tailer.age_s()
-    fresh = state.authorizer.tail_fresh()
-    return await readiness(state.redis, fresh, revocation_tail_fresh=fresh,
-                           revocation_tail_age_s=round(tail_age, 3)
-                           if tail_age != float("inf") else None)
+    def ready_fields(tail_age_s: float) -> dict[str, Any]:
+        return {"revocation_tail_age_s": round(tail_age_s, 3)
+                if tail_age_s != float("inf") else None}
 
-
-ROUTES = (
-    Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none"),
-    Route("GET", "/healthz", healthz, "Liveness", "ops", auth="none"),
-    Route("GET", "/readyz", readyz, "Readiness: Redis reachable and revocation tail fresh", "ops",
-          auth="none", responses=(200, 503)),
-)
+    return OpsProbe(redis=state.redis, registry=m.registry, tail_age_s=tailer.age_s,
+                    staleness_bound_s=state.settings.staleness_bound_s,
+                    fresh_field="revocation_tail_fresh", tail_age_gauge=m.revocation_tail_age,
+                    redis_up_gauge=m.redis_up, on_scrape=on_scrape, ready_fields=ready_fields)

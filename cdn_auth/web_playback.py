@@ -13,14 +13,11 @@ from aiohttp import web
 from service_kernel.openapi import Route
 from service_kernel.web_errors import bearer_token
 
-from .errors import NotFound, SessionMissing
+from . import api_schemas as api
+from .errors import PlaybackDisabled, SessionMissing
 from .playback import COOKIE_NAME, COOKIE_PATH, PlaybackTokens
 from .session import Session
 from .web_state import STATE, EdgeState
-
-
-class PlaybackDisabled(NotFound):
-    code, public_message = "playback_disabled", "browser playback is not configured on this edge"
 
 
 def _tokens(state: EdgeState) -> PlaybackTokens:
@@ -68,7 +65,7 @@ async def delete(request: web.Request) -> web.Response:
 ROUTES = (
     Route("POST", "/v1/playback-session", create,
           "Browser playback: set the short-lived HttpOnly media cookie (Path=/m/) for this "
-          "session", "edge", responses=(201, 401, 404)),
+          "session", "edge", responses=(201, 401, 404), api=api.PLAYBACK_CREATE),
     Route("DELETE", "/v1/playback-session", delete, "Browser playback: clear the media cookie",
-          "edge", responses=(200, 401, 404)),
+          "edge", responses=(200, 401, 404), api=api.PLAYBACK_DELETE),
 )

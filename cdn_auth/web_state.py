@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
 from service_kernel.clock import Clock
+from service_kernel.redis_client import RedisClient
 
 from .authorizer import Authorizer
+from .grant_store import GrantStore
 from .keyring import KeyRingSource
 from .matching import BankSet, MediaHashIndex
 from .metrics import Metrics
@@ -23,7 +24,7 @@ from .settings import EdgeSettings
 @dataclass
 class EdgeState:
     settings: EdgeSettings
-    redis: Any
+    redis: RedisClient
     authorizer: Authorizer
     registry: MediaRegistry
     revocations: RevocationLog
@@ -33,6 +34,8 @@ class EdgeState:
     #: Hash banks and the registered-media hash index (known-bad media, both modes).
     banks: BankSet
     hash_index: MediaHashIndex
+    #: Who minted each grant (encrypted-pointer mode).
+    grants: GrantStore
     #: The key ring's minting side; None on edges that only verify (they cannot mint grants).
     minter: KeyRingSource | None = None
     #: Browser media cookies; None when browser playback is off (no secret configured).

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cdn_auth.hashbank import load_manifest
 from cdn_auth.keyring import KeyRingSource
@@ -19,20 +16,22 @@ from service_kernel import logs, openapi
 from service_kernel.body_deadline import BODY_DEADLINE, BodyDeadline
 from service_kernel.clock import Clock, system_clock
 from service_kernel.files import load_or_create_secret
-from service_kernel.openapi import Route
 from service_kernel.rate_limit import RATE_LIMITER, Limit, RateLimiter, parse_limits
-from service_kernel.redis_client import connect
+from service_kernel.redis_client import RedisClient, connect
 from service_kernel.stream_tail import Entry
 from service_kernel.web_errors import error_middleware
-from service_kernel.web_lifecycle import readiness, redis_answers, tail_while_running
+from service_kernel.web_lifecycle import tail_while_running
+from service_kernel.web_ops import OPS
 
 from . import (
     __version__,
+    api_schemas,
     web_app,
     web_conversations,
     web_devices,
     web_messages,
     web_moderation,
+    web_ops,
     web_reports,
     web_stream,
     web_users,
@@ -48,45 +47,12 @@ from .settings import DEFAULT_RATE_LIMITS, DmSettings
 from .store import DmStore
 from .web_state import STATE, DmState
 
-#: How long a process remembers an unsend it saw on the notify stream, for pushes still
-#: queued (older pushes are re-checked in Redis: dm/web_stream.LIVE_RECHECK_AFTER_S).
-RECENT_UNSENT_S = 600.0
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """Alive; the pid tells which of several ``--workers`` processes answered."""
-    return web.json_response({"status": "ok", "pid": os.getpid()})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    fresh = state.hub.tailer.age_s() < 5.0
-    return await readiness(state.redis, fresh, notify_tail_fresh=fresh,
-                           websockets=state.hub.connected)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    m = state.metrics
-    m.websockets.set(state.hub.connected)
-    m.notify_tail_age.set(max(0.0, state.hub.tailer.age_s()))
-    m.redis_up.set(1 if await redis_answers(state.redis, 0.5) else 0)
-    return web.Response(body=generate_latest(m.registry),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-OPS_ROUTES = (
-    Route("GET", "/healthz", healthz, "Liveness", "ops", auth="none"),
-    Route("GET", "/readyz", readyz, "Readiness: Redis and the notify tail", "ops", auth="none",
-          responses=(200, 503)),
-    Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none"),
-)
 ROUTES = (*web_users.ROUTES, *web_devices.ROUTES, *web_conversations.ROUTES, *web_messages.ROUTES,
           *web_stream.ROUTES, *web_reports.ROUTES, *web_moderation.ROUTES, *web_app.ROUTES,
-          *OPS_ROUTES)
+          *web_ops.ROUTES)
 
 
-def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_clock,
+def build_app(settings: DmSettings, *, redis: RedisClient | None = None, clock: Clock = system_clock,
               safety: Sequence[SafetyCheck] | None = None,
               issuer: DevIssuer | None = None) -> web.Application:
     owned = []
@@ -135,7 +101,7 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
         elif kind == "unsent":
             state.recent_unsent.put(f"{fields.get('conversation_id', '')}|"
                                     f"{fields.get('message_id', '')}", True,
-                                    state.clock() + RECENT_UNSENT_S)
+                                    state.clock() + settings.recent_unsent_ttl_s)
         elif kind == "blocks_changed":
             state.block_cache.evict(fields.get("user_id", ""))
 
@@ -144,6 +110,7 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
     app = web.Application(middlewares=[error_middleware(on_response=state.metrics.response)],
                           client_max_size=settings.max_body_bytes)
     app[STATE] = state
+    app[OPS] = web_ops.probe(state)
 
     async def caller(request: web.Request) -> str:
         return (await state.session(request)).sub
@@ -153,7 +120,8 @@ def build_app(settings: DmSettings, *, redis: Any = None, clock: Clock = system_
         redis, parse_limits(settings.rate_limits, {
             n: Limit(*v) for n, v in DEFAULT_RATE_LIMITS.items()}),
         identify=caller, enabled=settings.rate_limits_enabled)
-    openapi.serve_document(app, "dm: direct messages with video pointers", __version__, ROUTES)
+    openapi.serve_document(app, "dm: direct messages with video pointers", __version__, ROUTES,
+                           settings, **api_schemas.DOCUMENT)
 
     app.cleanup_ctx.append(tail_while_running(hub.tailer, owned))
     app.on_cleanup.append(lambda _app: scanner.close())

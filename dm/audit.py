@@ -13,6 +13,8 @@ import json
 import time
 from typing import Any
 
+from service_kernel.redis_client import RedisClient, field_map, stream_entries
+
 from . import redis_keys as k
 
 FIELDS = ("actor", "roles", "action", "justification", "conversation_id", "message_id",
@@ -20,7 +22,7 @@ FIELDS = ("actor", "roles", "action", "justification", "conversation_id", "messa
 
 
 class AuditLog:
-    def __init__(self, redis: Any, retention_s: int) -> None:
+    def __init__(self, redis: RedisClient, retention_s: int) -> None:
         self._redis = redis
         self._retention_ms = retention_s * 1000
 
@@ -34,12 +36,12 @@ class AuditLog:
                  "message_id": message_id, "media_id": media_id, "target_user": target_user,
                  "detail": json.dumps(detail or {}, sort_keys=True, separators=(",", ":")),
                  "at_ms": str(now_ms)}
-        return str(await self._redis.xadd(k.AUDIT_STREAM, entry,
+        return str(await self._redis.xadd(k.AUDIT_STREAM, field_map(entry),
                                           minid=now_ms - self._retention_ms, approximate=True))
 
     async def read(self, after: str | None, limit: int) -> list[dict[str, Any]]:
-        raw = await self._redis.xrange(k.AUDIT_STREAM, min=f"({after}" if after else "-",
-                                       count=limit)
+        raw = stream_entries(await self._redis.xrange(
+            k.AUDIT_STREAM, min=f"({after}" if after else "-", count=limit))
         out = []
         for entry_id, fields in raw:
             doc: dict[str, Any] = {"id": str(entry_id), **{f: fields.get(f, "") for f in FIELDS}}

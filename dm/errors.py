@@ -65,6 +65,10 @@ class MessageNotFound(NotFound):
     code, public_message = "message_not_found", "no such message"
 
 
+class WebClientDisabled(NotFound):
+    code, public_message = "web_client_disabled", "the web client is switched off"
+
+
 class MessageUnsent(DmError):
     status, code, public_message = 410, "message_unsent", "the message was unsent"
 
@@ -137,3 +141,8 @@ class ItemClosed(DmError):
 class ActionNotApplicable(DmError):
     status, code, public_message, expose_detail = 409, "action_not_applicable", \
         "this action does not apply to this item", True
+
+
+# -- files an operator supplies (callers name the failure: a ValueError, not an HTTP answer)
+class ScanListError(ValueError):
+    """A scan list file that cannot be used; says why."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from cdn_auth import revocation
 from cdn_auth.errors import MediaNotFound
@@ -25,6 +25,7 @@ from cdn_auth.matching import bank_and_take_down
 from cdn_auth.session import Session
 from service_kernel.errors import InvalidField
 from service_kernel.ids import new_id
+from service_kernel.redis_client import field_map, stream_entries
 from service_kernel.stream_tail import decode_entry
 
 from . import redis_keys as k
@@ -63,9 +64,9 @@ def _view(state: DmState, me: Session, cid: str, mid: str, f: dict[str, str]) ->
     return out
 
 
-def _entries(raw: list[Any]) -> list[tuple[str, dict[str, str]]]:
+def _entries(raw: object) -> list[tuple[str, dict[str, str]]]:
     out = []
-    for entry_id, fields in raw:
+    for entry_id, fields in stream_entries(raw):
         eid, f = decode_entry(entry_id, fields)
         out.append((eid, {str(a): str(b) for a, b in json.loads(f.get("m", "{}")).items()}))
     return out
@@ -191,12 +192,12 @@ async def act(state: DmState, me: Session, item: Item, action: str,
         await state.registry.set_status(media_id, "taken_down", reason=reason or action,
                                         by=me.sub)
         await state.revocations.publish(revocation.takedown(media_id))
-        state.media_cache.evict(media_id)
+        state.media_lookup.evict(media_id)
     elif action == "suspend_user":
         if not target:
             raise ActionNotApplicable("the item names no user")
-        await state.redis.hset(k.SUSPENDED, target, json.dumps(
-            {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)}))
+        await state.store.suspend(
+            target, {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)})
         result["suspended"] = target
     elif action == "release":
         result.update(await _release(state, item))
@@ -230,7 +231,7 @@ async def _release(state: DmState, item: Item) -> dict[str, Any]:
         if not await state.registry.transition(f["media_id"], "held", "active",
                                                reason="released"):
             raise ActionNotApplicable("the media is no longer held (taken down meanwhile?)")
-        state.media_cache.evict(f["media_id"])
+        state.media_lookup.evict(f["media_id"])
         return {"released": f["media_id"]}
     if not f.get("held"):
         raise ActionNotApplicable("the message was not held")
@@ -267,7 +268,7 @@ async def file_legal_request(state: DmState, me: Session, doc: dict[str, Any]) -
     rid = new_id("lr")
     record = {"reference": ref, "conversation_id": cid, "from_ms": str(from_ms),
               "to_ms": str(to_ms), "filed_by": me.sub, "at_ms": str(int(time.time() * 1000))}
-    await state.redis.hset(k.legal_request(rid), mapping=record)
+    await state.redis.hset(k.legal_request(rid), mapping=field_map(record))
     await state.audit.record(actor=me.sub, roles=me.roles, action="file_legal_request",
                              justification=rid, conversation_id=cid,
                              detail={"reference": ref, "from_ms": from_ms, "to_ms": to_ms})
@@ -278,7 +279,8 @@ async def legal_export(state: DmState, me: Session, rid: str) -> dict[str, Any]:
     """Plain: the messages in the request's time scope.  Sealed: the metadata the platform
     has, and a statement that the content is not available to it."""
     require_role(me, "legal")
-    req = await state.redis.hgetall(k.legal_request(rid)) if rid.startswith("lr_") else {}
+    req = cast(dict[str, str], await state.redis.hgetall(  # decoded
+        k.legal_request(rid))) if rid.startswith("lr_") else {}
     if not req:
         raise LegalRequestNotFound(rid[:40])
     cid, lo, hi = req["conversation_id"], int(req["from_ms"]), int(req["to_ms"])

@@ -16,8 +16,8 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
+from service_kernel.redis_client import RedisClient
 from service_kernel.stream_tail import Entry, StreamTailer, decode_entry
 
 from . import redis_keys as k
@@ -37,7 +37,7 @@ class NotifyLog:
     """Appends events to ``dm:notify`` and indexes each in its recipients' inboxes
     (:func:`dm.redis_keys.user_inbox`), which :meth:`replay` reads."""
 
-    def __init__(self, redis: Any, retention_s: int = k.NOTIFY_RETENTION_S) -> None:
+    def __init__(self, redis: RedisClient, retention_s: int = k.NOTIFY_RETENTION_S) -> None:
         self._redis = redis
         self._retention_ms = retention_s * 1000
         self._notify = redis.register_script(scripts.NOTIFY)
@@ -93,7 +93,7 @@ class Subscription:
 class Hub:
     """Fans events out to this process's subscribers; other code may listen for cache upkeep."""
 
-    def __init__(self, redis: Any, *, block_ms: int = 1000) -> None:
+    def __init__(self, redis: RedisClient, *, block_ms: int = k.NOTIFY_BLOCK_MS) -> None:
         self._subs: dict[str, set[Subscription]] = {}
         self.listeners: list[Callable[[Entry], None]] = []
         self.tailer = StreamTailer(redis, k.NOTIFY_STREAM, self._dispatch, block_ms=block_ms)

@@ -13,6 +13,8 @@ PREFIX = "dm"
 #: entry id is the WebSocket cursor.  Trimmed by time on each write.
 NOTIFY_STREAM = f"{PREFIX}:notify"
 NOTIFY_RETENTION_S = 24 * 3600
+#: ``XREAD BLOCK`` time of every process's notify tail; DM_STALENESS_BOUND_S must exceed it.
+NOTIFY_BLOCK_MS = 1000
 
 
 def user_inbox(uid: str) -> str:

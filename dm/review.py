@@ -14,9 +14,10 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cdn_auth import redis_keys as cdn_keys
+from service_kernel.redis_client import RedisClient, field_map, stream_entries
 
 from . import redis_keys as k
 from .errors import ReviewItemNotFound
@@ -55,7 +56,7 @@ def _stream_of(item_id: str) -> tuple[str, str]:
 
 
 class ReviewQueue:
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
 
     async def add_alert(self, cid: str, message_id: str, fields: dict[str, str],
@@ -65,23 +66,25 @@ class ReviewQueue:
                  "media_id": fields.get("media_id", ""), "verdict": verdict.action,
                  "labels": ",".join(verdict.labels), "held": "1" if verdict.held else "",
                  "at": str(int(time.time()))}
-        return "q-" + str(await self._redis.xadd(k.REPORTS_STREAM, entry,
+        return "q-" + str(await self._redis.xadd(k.REPORTS_STREAM, field_map(entry),
                                                  maxlen=k.REPORTS_MAXLEN, approximate=True))
 
     async def get(self, item_id: str) -> Item:
         stream, entry = _stream_of(item_id)
-        raw = await self._redis.xrange(stream, min=entry, max=entry)
+        raw = stream_entries(await self._redis.xrange(stream, min=entry, max=entry))
         if not raw:
             raise ReviewItemNotFound(item_id)
-        state = await self._redis.hget(k.REVIEW_STATE, item_id)
+        state = cast(str | None, await self._redis.hget(k.REVIEW_STATE, item_id))  # decoded
         return self._item(item_id, raw[0][1], state)
 
     async def items(self, *, status: str, limit: int) -> list[Item]:
         """Newest first, from both streams; ``status`` is open, closed or all."""
-        reports = await self._redis.xrevrange(k.REPORTS_STREAM, count=limit * 4)
-        holds = await self._redis.xrevrange(cdn_keys.MEDIA_HOLDS_STREAM, count=limit * 4)
+        reports = stream_entries(await self._redis.xrevrange(k.REPORTS_STREAM, count=limit * 4))
+        holds = stream_entries(await self._redis.xrevrange(cdn_keys.MEDIA_HOLDS_STREAM,
+                                                           count=limit * 4))
         ids = [("q-" + str(i), f) for i, f in reports] + [("h-" + str(i), f) for i, f in holds]
-        states = (await self._redis.hmget(k.REVIEW_STATE, [i for i, _ in ids])) if ids else []
+        states = cast(list[str | None], await self._redis.hmget(  # decoded
+            k.REVIEW_STATE, [i for i, _ in ids])) if ids else []
         out = [self._item(i, f, s) for (i, f), s in zip(ids, states, strict=True)]
         if status != "all":
             out = [it for it in out if it.open == (status == "open")]

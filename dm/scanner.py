@@ -44,16 +44,13 @@ from service_kernel.cache import ExpiringCache
 from service_kernel.clock import Clock
 from service_kernel.files import read_json_list
 
+from .errors import ScanListError
 from .settings import DmSettings
 
 log = logging.getLogger(__name__)
 
 VERDICTS = ("allow", "flag", "hold")
 MAX_LIST_ENTRIES = 100_000
-
-
-class ScanListError(ValueError):
-    """A scan list file that cannot be used; says why."""
 
 
 @dataclass(frozen=True, slots=True)

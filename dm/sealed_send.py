@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from cdn_auth.redemption import grant_sharer
+from cdn_auth.grant_store import grant_sharer
 from cdn_auth.session import Session
 from service_kernel.encoding import Base64Error, b64url_decode, b64url_encode
 from service_kernel.errors import InvalidField

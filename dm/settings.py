@@ -1,12 +1,21 @@
-"""dm configuration, parsed once from the environment (prefix ``DM_``) and flags."""
+"""dm configuration, parsed once from the environment (prefix ``DM_``) and flags.
+
+What every service configures alike (Redis, host, logs, rate limits, body deadlines, the
+staleness bound of the notify tail) comes from
+:class:`service_kernel.settings_base.ServiceSettings`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from service_kernel.settings_base import ServiceSettings
+
+from .redis_keys import NOTIFY_BLOCK_MS
 
 #: Per-user limits (rate per second, burst) by name, as routes declare them
 #: (``Route(limit=...)``); ``signup`` is per client address (no session yet).
@@ -31,12 +40,9 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
 }
 
 
-class DmSettings(BaseSettings):
+class DmSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DM_", frozen=True, extra="forbid")
 
-    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
-    redis_cluster: bool = False
-    host: str = "127.0.0.1"
     port: int = Field(8090, ge=0, le=65535)
     #: Public base URL of the edge, used to build the ready-to-play media URLs.
     edge_base_url: str = "http://127.0.0.1:8080"
@@ -95,26 +101,41 @@ class DmSettings(BaseSettings):
     #: Legal requests: longest time scope, and most messages in one export.
     legal_max_span_s: int = Field(366 * 24 * 3600, ge=3600)
     legal_export_max_messages: int = Field(10_000, ge=1, le=100_000)
-    log_level: str = "INFO"
-    #: Overrides of DEFAULT_RATE_LIMITS; ``rate_limits_enabled=false`` turns all off.
-    rate_limits: dict[str, tuple[float, int]] = Field(default_factory=dict)
-    rate_limits_enabled: bool = True
     #: WebSockets: a push not written within ws_write_timeout_s closes the socket (1013,
     #: resume by cursor); at most ws_max_per_user sockets per user and ws_max_total per
     #: process (each socket costs a queue and, per pushed message, a pointer).
     ws_write_timeout_s: float = Field(5.0, gt=0)
     ws_max_per_user: int = Field(10, ge=1)
     ws_max_total: int = Field(20_000, ge=1)
-    #: Request bodies: after body_grace_s, at least body_min_rate_bps on average (408 below).
-    body_grace_s: float = Field(10.0, gt=0)
-    body_min_rate_bps: int = Field(16 * 1024, ge=1)
     #: Serve the web client at /app/ (static files; it signs in with the dev issuer if on,
     #: else with a pasted session token).  Media plays through the edge's browser path.
     web_client: bool = True
+    #: Per-process caches: most entries each holds (least recently used dropped beyond),
+    #: and how long an entry is reused.  Sessions live until their ``exp``; conversations
+    #: and block lists are also evicted by the notify stream's membership and block events,
+    #: so their TTLs are only a backstop.
+    session_cache_size: int = Field(100_000, ge=1)
+    media_cache_size: int = Field(100_000, ge=1)
+    conversation_cache_size: int = Field(100_000, ge=1)
+    conversation_cache_ttl_s: float = Field(2.0, ge=0)
+    block_cache_size: int = Field(100_000, ge=1)
+    block_cache_ttl_s: float = Field(60.0, ge=0)
+    #: Unsends seen on the notify stream, remembered so a queued push of an unsent message
+    #: mints nothing.  At least dm.web_stream.LIVE_RECHECK_AFTER_S (30 s): a push older than
+    #: that is checked in Redis instead.
+    recent_unsent_cache_size: int = Field(100_000, ge=1)
+    recent_unsent_ttl_s: float = Field(600.0, ge=30.0)
+    #: Rendered WebSocket frames, reused by one reader's other sockets.
+    frame_cache_size: int = Field(10_000, ge=1)
+    frame_cache_ttl_s: float = Field(10.0, ge=0)
 
-    @classmethod
-    def load(cls, **overrides: Any) -> DmSettings:
-        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    @model_validator(mode="after")
+    def _tail_blocks_inside_the_staleness_bound(self) -> DmSettings:
+        if self.staleness_bound_s * 1000 <= NOTIFY_BLOCK_MS:
+            raise ValueError(f"staleness_bound_s must be longer than the notify tail's XREAD "
+                             f"block ({NOTIFY_BLOCK_MS} ms), or a healthy but idle tail "
+                             "would look stale")
+        return self
 
     @property
     def session_jwks_location(self) -> str:

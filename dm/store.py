@@ -12,8 +12,9 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from service_kernel.redis_client import RedisClient, field_map, stream_entries
 from service_kernel.stream_tail import decode_entry
 
 from . import redis_keys as k
@@ -72,7 +73,7 @@ def _message(entry_id: Any, fields: dict[Any, Any]) -> tuple[str, dict[str, str]
 
 
 class DmStore:
-    def __init__(self, redis: Any, *, idempotency_ttl_s: int, send_rate_per_s: int) -> None:
+    def __init__(self, redis: RedisClient, *, idempotency_ttl_s: int, send_rate_per_s: int) -> None:
         self.redis = redis
         self._idem_ttl_s = idempotency_ttl_s
         self._rate = send_rate_per_s
@@ -157,11 +158,13 @@ class DmStore:
 
     async def page(self, cid: str, after: str | None, limit: int) -> list[tuple[str, dict[str, str]]]:
         start = f"({after}" if after else "-"
-        raw = await self.redis.xrange(k.conv_messages(cid), min=start, count=limit)
+        raw = stream_entries(await self.redis.xrange(k.conv_messages(cid), min=start,
+                                                     count=limit))
         return [_message(i, f) for i, f in raw]
 
     async def message(self, cid: str, message_id: str) -> dict[str, str]:
-        raw = await self.redis.xrange(k.conv_messages(cid), min=message_id, max=message_id)
+        raw = stream_entries(await self.redis.xrange(k.conv_messages(cid), min=message_id,
+                                                     max=message_id))
         if not raw:
             raise MessageNotFound(message_id)
         return _message(*raw[0])[1]
@@ -204,6 +207,14 @@ class DmStore:
             rows = await p.execute()
         return [u for u, hit in zip(users, rows, strict=True) if hit]
 
+    async def is_suspended(self, uid: str) -> bool:
+        """Whether a moderator suspended ``uid`` (read from Redis, never cached)."""
+        return bool(await self.redis.hexists(k.SUSPENDED, uid))
+
+    async def suspend(self, uid: str, record: dict[str, Any]) -> None:
+        """Suspend ``uid``; ``record`` (who, why, when) is kept for the audit trail."""
+        await self.redis.hset(k.SUSPENDED, uid, json.dumps(record))
+
     async def mark_seen(self, uid: str) -> None:
         await self.redis.set(k.user_seen(uid), "1", ex=k.USER_SEEN_TTL_S)
 
@@ -216,7 +227,7 @@ class DmStore:
         return [u for u, n in zip(users, rows, strict=True) if not n]
 
     async def blocks_of(self, uid: str) -> set[str]:
-        return set(await self.redis.smembers(k.user_blocks(uid)))
+        return set(cast(set[str], await self.redis.smembers(k.user_blocks(uid))))  # decoded
 
     async def announce(self, notify: NotifyLog, event: dict[str, str], *, cid: str,
                        message_id: str, received_by: Iterable[str], media_id: str | None,
@@ -242,7 +253,8 @@ class DmStore:
         brought it to them, is not unsent, in a conversation they are still a member of.
         Checked afresh at every re-share (dead sources are dropped as they are found)."""
         key = k.user_received(uid, media_id)
-        sources = sorted(await self.redis.smembers(key))[-k.RECEIVED_SOURCES_MAX:]
+        members = cast(set[str], await self.redis.smembers(key))  # decoded
+        sources = sorted(members)[-k.RECEIVED_SOURCES_MAX:]
         if not sources:
             return False
         pairs = [s.split("|", 1) for s in sources]
@@ -278,7 +290,7 @@ class DmStore:
     async def save_profile(self, uid: str, profile: dict[str, str]) -> None:
         """Dev issuer: the new user's profile; they exist from now on (see user_seen)."""
         async with self.redis.pipeline(transaction=False) as p:
-            p.hset(k.user_profile(uid), mapping=profile)
+            p.hset(k.user_profile(uid), mapping=field_map(profile))
             p.expire(k.user_profile(uid), k.USER_SEEN_TTL_S)
             p.set(k.user_seen(uid), "1", ex=k.USER_SEEN_TTL_S)
             await p.execute()
@@ -292,7 +304,7 @@ class DmStore:
         if not await self.redis.set(dedup, "", nx=True, ex=k.REPORT_DEDUP_TTL_S):
             return str(await self.redis.get(dedup) or ""), True
         try:
-            report_id = str(await self.redis.xadd(k.REPORTS_STREAM, fields,
+            report_id = str(await self.redis.xadd(k.REPORTS_STREAM, field_map(fields),
                                                   maxlen=k.REPORTS_MAXLEN, approximate=True))
         except BaseException:
             await self.redis.delete(dedup)  # let the retry file it

@@ -15,19 +15,16 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from cdn_auth.errors import NotFound
 from service_kernel.openapi import Route
 
+from . import api_schemas as api
+from .errors import NotFound, WebClientDisabled
 from .web_state import STATE
 
 WEBAPP_DIR = Path(__file__).resolve().parent / "webapp"
 FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
          "app.css": "text/css; charset=utf-8"}
 _BODIES = {name: (WEBAPP_DIR / name).read_bytes() for name in FILES}
-
-
-class WebClientDisabled(NotFound):
-    code, public_message = "web_client_disabled", "the web client is switched off"
 
 
 def _origin(url: str) -> str:
@@ -78,11 +75,11 @@ async def redirect(request: web.Request) -> web.Response:
 
 ROUTES = (
     Route("GET", "/app", redirect, "The web client (redirects to /app/)", "web", auth="none",
-          responses=(302,)),
+          responses=(302,), api=api.APP_REDIRECT),
     Route("GET", "/app/", index, "The web client's page", "web", auth="none",
-          responses=(200, 404)),
+          responses=(200, 404), api=api.APP_INDEX),
     Route("GET", "/app/config.json", config, "The web client's configuration", "web",
-          auth="none", responses=(200, 404)),
+          auth="none", responses=(200, 404), api=api.APP_CONFIG),
     Route("GET", "/app/{name}", asset, "The web client's script and style", "web", auth="none",
-          responses=(200, 404)),
+          responses=(200, 404), api=api.APP_ASSET),
 )

@@ -10,6 +10,7 @@ from service_kernel.ids import check_id, is_user_id, new_id
 from service_kernel.openapi import Route
 from service_kernel.web_errors import read_json
 
+from . import api_schemas as api
 from .errors import NotAllowed, NotMember
 from .web_state import STATE
 
@@ -117,18 +118,19 @@ async def block(request: web.Request) -> web.Response:
 ROUTES = (
     Route("POST", "/v1/conversations", create_conversation, "Open a conversation",
           "conversations", responses=(201, 400, 401, 403, 404, 503), body="members, mode",
-          limit="conversation_create"),
+          limit="conversation_create", api=api.CREATE_CONVERSATION),
     Route("GET", "/v1/conversations", list_conversations, "My conversations, a page at a time",
           "conversations", responses=(200, 400, 401),
           params=(("after", "query", "cursor: the last conversation id seen"),
-                  ("limit", "query", "page size (default 100)")), limit="lookup"),
+                  ("limit", "query", "page size (default 100)")), limit="lookup",
+          api=api.LIST_CONVERSATIONS),
     Route("GET", "/v1/conversations/{cid}", get_conversation, "One conversation",
-          "conversations", responses=(200, 401, 403, 404), limit="lookup"),
+          "conversations", responses=(200, 401, 403, 404), limit="lookup", api=api.GET_CONVERSATION),
     Route("DELETE", "/v1/conversations/{cid}/members/{user_id}", remove_member,
           "Leave, or remove a member", "conversations", responses=(200, 401, 403, 404, 503),
-          limit="membership"),
+          limit="membership", api=api.REMOVE_MEMBER),
     Route("POST", "/v1/blocks/{user_id}", block, "Block a user", "conversations",
-          responses=(200, 400, 401, 403), limit="block"),
+          responses=(200, 400, 401, 403), limit="block", api=api.BLOCK),
     Route("DELETE", "/v1/blocks/{user_id}", block, "Unblock a user", "conversations",
-          responses=(200, 400, 401), limit="block"),
+          responses=(200, 400, 401), limit="block", api=api.UNBLOCK),
 )

@@ -11,6 +11,7 @@ from service_kernel.errors import InvalidField
 from service_kernel.openapi import Route
 from service_kernel.web_errors import read_json
 
+from . import api_schemas as api
 from . import envelope
 from .errors import NotAllowed, NotFound
 from .web_conversations import _user_id
@@ -66,9 +67,10 @@ async def list_devices(request: web.Request) -> web.Response:
 ROUTES = (
     Route("PUT", "/v1/devices/{device_id}/key", put_key, "Publish this device's HPKE key",
           "devices", responses=(200, 400, 401, 403), body="suite, public_key (base64url)",
-          limit="device_key"),
+          limit="device_key", api=api.PUT_KEY),
     Route("DELETE", "/v1/devices/{device_id}/key", delete_key,
-          "Withdraw one of my devices' keys", "devices", responses=(200, 401, 404), limit="device_key"),
+          "Withdraw one of my devices' keys", "devices", responses=(200, 401, 404), limit="device_key",
+          api=api.DELETE_KEY),
     Route("GET", "/v1/users/{user_id}/devices", list_devices, "A user's device keys",
-          "devices", responses=(200, 401), limit="lookup"),
+          "devices", responses=(200, 401), limit="lookup", api=api.LIST_DEVICES),
 )

@@ -16,6 +16,7 @@ from service_kernel.ids import check_id
 from service_kernel.openapi import Route
 from service_kernel.web_errors import parse_json, read_body, require_json
 
+from . import api_schemas as api
 from .delivery import render
 from .errors import BadCursor, MessageUnsent, NotMember, SealedNeedsEnvelopes, TooLarge
 from .sealed_send import SEALED_FIELDS, sealed_fields
@@ -176,11 +177,12 @@ ROUTES = (
           "Send a message (honours Idempotency-Key)", "messages",
           responses=(200, 201, 202, 400, 401, 403, 404, 409, 410, 413, 429, 503),
           body="text and/or media_id (plain); envelopes (sealed)",
-          params=(("Idempotency-Key", "header", "retry-safe key, [A-Za-z0-9_-]{1,64}"),), limit="send"),
+          params=(("Idempotency-Key", "header", "retry-safe key, [A-Za-z0-9_-]{1,64}"),), limit="send",
+          api=api.SEND),
     Route("GET", "/v1/conversations/{cid}/messages", read, "Read a page of messages", "messages",
           responses=(200, 400, 401, 403, 404, 503),
           params=(("after", "query", "cursor: the last message id seen"),
-                  ("limit", "query", "page size")), limit="read"),
+                  ("limit", "query", "page size")), limit="read", api=api.READ),
     Route("DELETE", "/v1/conversations/{cid}/messages/{message_id}", unsend, "Unsend a message",
-          "messages", responses=(200, 401, 403, 404, 503), limit="unsend"),
+          "messages", responses=(200, 401, 403, 404, 503), limit="unsend", api=api.UNSEND),
 )

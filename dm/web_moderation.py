@@ -16,6 +16,7 @@ from service_kernel.ids import check_id
 from service_kernel.openapi import Route
 from service_kernel.web_errors import read_json
 
+from . import api_schemas as api
 from . import moderation
 from .errors import BadCursor
 from .moderation import require_role
@@ -119,31 +120,33 @@ ROUTES = (
           "(metadata only; moderator)", "moderation", auth="moderator",
           responses=(200, 400, 401, 403),
           params=(("status", "query", "open | closed | all"), ("limit", "query", "0..500")),
-          limit="moderation"),
+          limit="moderation", api=api.QUEUE),
     Route("GET", "/v1/moderation/items/{item_id}", open_item, "Open a review item: the "
           "message in context (plain) or what the reporter unlocked (sealed); audited",
           "moderation", auth="moderator", responses=(200, 400, 401, 403, 404),
-          params=(("context", "query", "messages either side (plain)"),), limit="moderation"),
+          params=(("context", "query", "messages either side (plain)"),), limit="moderation",
+          api=api.OPEN_ITEM),
     Route("POST", "/v1/moderation/items/{item_id}/actions", act, "Act on an item: dismiss, "
           "remove_message, take_down_media, bank_media, suspend_user, release; audited",
           "moderation", auth="moderator", responses=(200, 400, 401, 403, 404, 409),
-          body="action, reason", limit="moderation"),
+          body="action, reason", limit="moderation", api=api.ACT),
     Route("GET", "/v1/moderation/conversations/{cid}/messages/{message_id}", open_message,
           "Open a plain message under a justification (review item or legal request id); "
           "refused without one; audited", "moderation", auth="moderator",
           responses=(200, 400, 401, 403, 404, 409),
           params=(("justification", "query", "review item or legal request id"),
-                  ("context", "query", "messages either side")), limit="moderation"),
+                  ("context", "query", "messages either side")), limit="moderation",
+          api=api.OPEN_MESSAGE),
     Route("GET", "/v1/audit", audit_log, "The audit log (auditor role only)", "moderation",
           responses=(200, 400, 401, 403),
           params=(("after", "query", "last entry id seen"), ("limit", "query", "1..1000")),
-          limit="audit"),
+          limit="audit", api=api.AUDIT),
     Route("POST", "/v1/legal/requests", file_legal_request, "File a legal request: reference, "
           "conversation, time scope (legal role); audited", "legal",
           responses=(201, 400, 401, 403, 404),
-          body="reference, conversation_id, from_ms, to_ms", limit="legal"),
+          body="reference, conversation_id, from_ms, to_ms", limit="legal", api=api.LEGAL_REQUEST),
     Route("GET", "/v1/legal/requests/{request_id}/export", legal_export, "Export for a legal "
           "request: plain messages in scope, or sealed metadata and a statement that content "
           "is unavailable (legal role); audited", "legal", responses=(200, 401, 403, 404),
-          limit="legal"),
+          limit="legal", api=api.LEGAL_EXPORT),
 )

@@ -21,6 +21,7 @@ from service_kernel.ids import check_id
 from service_kernel.openapi import Route
 from service_kernel.web_errors import read_json
 
+from . import api_schemas as api
 from . import envelope
 from .errors import NotMember, ReportUnverified
 from .web_messages import check_cursor
@@ -93,5 +94,6 @@ def _verified_sealed(state: DmState, cid: str, sealed: Any) -> dict[str, str]:
 ROUTES = (
     Route("POST", "/v1/reports", report, "Report a message to moderators (sealed: with "
           "plaintext and franking key)", "reports", responses=(200, 201, 400, 401, 403, 404),
-          body="conversation_id, message_id (plain) | sealed{...}, reason", limit="report"),
+          body="conversation_id, message_id (plain) | sealed{...}, reason", limit="report",
+          api=api.REPORT),
 )

@@ -15,11 +15,12 @@ from cdn_auth.media import Media
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.session import Session, SessionVerifier
-from service_kernel.cache import ExpiringCache
+from service_kernel.cache import ExpiringCache, token_key
+from service_kernel.cached_lookup import CachedLookup
 from service_kernel.clock import Clock
+from service_kernel.redis_client import RedisClient
 from service_kernel.web_errors import bearer_token
 
-from . import redis_keys as k
 from .audit import AuditLog
 from .delivery import PointerMinter
 from .errors import Blocked, UnknownUser, UserSuspended
@@ -95,7 +96,7 @@ class DmMetrics:
 @dataclass
 class DmState:
     settings: DmSettings
-    redis: Any
+    redis: RedisClient
     store: DmStore
     hub: Hub
     notify: NotifyLog
@@ -116,6 +117,10 @@ class DmState:
     banks: BankSet
     hash_index: MediaHashIndex
     metrics: DmMetrics = field(default_factory=DmMetrics)
+    #: Verified sessions, once per token and process (see :meth:`_load_session`).
+    session_lookup: CachedLookup[str, Session] = field(init=False)
+    #: Media records for plain sends; concurrent misses for one id share one read.
+    media_lookup: CachedLookup[str, Media] = field(init=False)
     session_cache: ExpiringCache[Session] = field(init=False)
     media_cache: ExpiringCache[Media] = field(init=False)
     conv_cache: ExpiringCache[Conversation] = field(init=False)
@@ -128,12 +133,19 @@ class DmState:
     frame_cache: ExpiringCache[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.session_cache = ExpiringCache("session", 100_000, self.clock)
-        self.media_cache = ExpiringCache("media", 100_000, self.clock)
-        self.conv_cache = ExpiringCache("conversation", 100_000, self.clock)
-        self.block_cache = ExpiringCache("blocks", 100_000, self.clock)
-        self.recent_unsent = ExpiringCache("recent_unsent", 100_000, self.clock)
-        self.frame_cache = ExpiringCache("frames", 10_000, self.clock)
+        c = self.settings
+        self.session_cache = ExpiringCache("session", c.session_cache_size, self.clock)
+        self.media_cache = ExpiringCache("media", c.media_cache_size, self.clock)
+        self.session_lookup = CachedLookup(self.session_cache, self._load_session,
+                                           expires_at=_session_exp, key=token_key)
+        self.media_lookup = CachedLookup(
+            self.media_cache, self._load_media,
+            expires_at=lambda _: self.clock() + self.settings.media_cache_ttl_s)
+        self.conv_cache = ExpiringCache("conversation", c.conversation_cache_size, self.clock)
+        self.block_cache = ExpiringCache("blocks", c.block_cache_size, self.clock)
+        self.recent_unsent = ExpiringCache("recent_unsent", c.recent_unsent_cache_size,
+                                           self.clock)
+        self.frame_cache = ExpiringCache("frames", c.frame_cache_size, self.clock)
 
     async def session(self, request: web.Request) -> Session:
         """The caller's verified session: ``Authorization: Bearer``, or on a WebSocket
@@ -142,23 +154,20 @@ class DmState:
         token = bearer_token(request) or websocket_protocol_token(request)
         if not token:
             raise SessionMissing()
-        hit = self.session_cache.get(token)
-        if hit is not None:
-            return hit
+        return await self.session_lookup.get(token)
+
+    async def _load_session(self, token: str) -> Session:
         s = await self.sessions.verify(token, self.clock())
         # Once per token and process: with an external identity provider this is how dm
         # learns that a user exists (conversations may only name existing users).
         await self.store.mark_seen(s.sub)
-        self.session_cache.put(token, s, s.exp)
         return s
 
     async def media(self, media_id: str) -> Media:
-        hit = self.media_cache.get(media_id)
-        if hit is not None:
-            return hit
-        m = await self.registry.get(media_id)
-        self.media_cache.put(media_id, m, self.clock() + self.settings.media_cache_ttl_s)
-        return m
+        return await self.media_lookup.get(media_id)
+
+    async def _load_media(self, media_id: str) -> Media:
+        return await self.registry.get(media_id)
 
     async def conversation(self, cid: str) -> Conversation:
         """Cached; membership events on the notify stream evict it (see app.py)."""
@@ -166,7 +175,7 @@ class DmState:
         if hit is not None:
             return hit
         conv = await self.store.conversation(cid)
-        self.conv_cache.put(cid, conv, self.clock() + 2.0)
+        self.conv_cache.put(cid, conv, self.clock() + self.settings.conversation_cache_ttl_s)
         return conv
 
     async def check_may_open(self, me: Session, others: list[str]) -> None:
@@ -185,7 +194,7 @@ class DmState:
         """The send path's one safety call: suspended senders are refused in both modes;
         plain content is scanned (a hold marks ``fields`` so reads skip it); sealed content
         cannot be, and the verdict says the scanner saw metadata only."""
-        if await self.redis.hexists(k.SUSPENDED, me.sub):
+        if await self.store.is_suspended(me.sub):
             raise UserSuspended(me.sub)
         if conv.mode == "sealed":
             return self.scanner.scan_sealed()
@@ -210,7 +219,7 @@ class DmState:
                 raise Blocked(other)
 
     async def blocks_of(self, uid: str, *, fallback_on_error: bool = False) -> frozenset[str]:
-        """The users ``uid`` blocked.  Cached for a minute: every dm process evicts the
+        """The users ``uid`` blocked.  Cached (a minute by default): every dm process evicts the
         entry when the notify stream says the list changed, so the TTL is only a backstop.
         ``fallback_on_error`` (push filtering) answers "none" rather than failing when
         Redis is unreachable; sends still check authoritatively."""
@@ -223,8 +232,12 @@ class DmState:
             if fallback_on_error:
                 return frozenset()
             raise
-        self.block_cache.put(uid, blocks, self.clock() + 60.0)
+        self.block_cache.put(uid, blocks, self.clock() + self.settings.block_cache_ttl_s)
         return blocks
+
+
+def _session_exp(s: Session) -> float:
+    return s.exp
 
 
 STATE: web.AppKey[DmState] = web.AppKey("dm_state", DmState)

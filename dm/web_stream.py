@@ -26,15 +26,13 @@ from aiohttp import web
 from service_kernel.openapi import Route
 from service_kernel.stream_tail import Entry
 
+from . import api_schemas as api
 from .delivery import render
 from .errors import NotFound, StreamsFull, TooManySockets
 from .notify import CLIENT_GONE, Subscription, id_key
 from .web_messages import check_cursor
 from .web_state import STATE, WS_APP_PROTOCOL, DmState
 
-#: How long a rendered frame is reused by a reader's other sockets (they receive an event
-#: within milliseconds of each other; a replay minutes later renders afresh).
-FRAME_CACHE_TTL_S = 10.0
 PUSHED_TYPES = {"message", "unsent", "member_left", "joined"}
 #: A live event older than this is re-checked like a replayed one before a pointer is
 #: minted for it.  A fresher one needs no check: an unsend or removal after the event was
@@ -182,7 +180,7 @@ async def _send(state: DmState, ws: web.WebSocketResponse, entry: Entry, reader:
         if out is None:
             return
         text = json.dumps(out)
-        state.frame_cache.put(key, text, state.clock() + FRAME_CACHE_TTL_S)
+        state.frame_cache.put(key, text, state.clock() + state.settings.frame_cache_ttl_s)
     try:
         # A client that stops reading fills the socket buffers and then send_str waits for
         # ever; the write deadline turns that into a bounded wait and a 1013 close.
@@ -213,5 +211,5 @@ ROUTES = (
           params=(("cursor", "query", "resume after this cursor"),
                   ("Sec-WebSocket-Protocol", "header",
                    "browsers: 'pointer-dm.v1, bearer.<session JWT>' (answered 'pointer-dm.v1')")),
-          limit="connect"),
+          limit="connect", api=api.STREAM),
 )

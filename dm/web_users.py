@@ -12,6 +12,7 @@ from service_kernel.ids import new_id
 from service_kernel.openapi import Route
 from service_kernel.web_errors import read_json
 
+from . import api_schemas as api
 from .errors import DevIssuerDisabled, DevIssuerRolesDisabled
 from .web_state import STATE
 
@@ -79,9 +80,9 @@ ROUTES = (
     Route("POST", "/v1/users", create_user, "Dev issuer: create a user, device and session",
           "identity", auth="none", responses=(201, 400, 403, 404),
           body="age, region, roles (only with DM_DEV_ISSUER_ROLES), ttl_s",
-          limit="signup"),
+          limit="signup", api=api.CREATE_USER),
     Route("POST", "/v1/devices", link_device, "Dev issuer: add a device to my account",
-          "identity", responses=(201, 401, 404), limit="device_link"),
+          "identity", responses=(201, 401, 404), limit="device_link", api=api.LINK_DEVICE),
     Route("GET", "/.well-known/jwks.json", jwks, "Session verification keys (JWKS)", "identity",
-          auth="none", responses=(200, 404)),
+          auth="none", responses=(200, 404), api=api.JWKS),
 )

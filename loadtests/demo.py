@@ -19,20 +19,15 @@ from pathlib import Path
 import aiohttp
 
 from dm.client import DmClient, DmClientError
-
-from .stack import local_stack
+from loadtests.stack.clip import clip_bytes
+from loadtests.stack.inprocess import local_stack
 
 VIDEO_BYTES = 4 * 1024 * 1024
 SEGMENT = 1024 * 1024
 
 
 def _video() -> bytes:
-    # Deterministic stand-in for an MP4: what matters to the edge is bytes and ranges.
-    out, block = bytearray(), hashlib.sha256(b"demo").digest()
-    while len(out) < VIDEO_BYTES:
-        block = hashlib.sha256(block).digest()
-        out += block * 64
-    return bytes(out[:VIDEO_BYTES])
+    return clip_bytes(VIDEO_BYTES, b"demo")
 
 
 def say(step: str, detail: str) -> None:

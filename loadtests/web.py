@@ -1,7 +1,7 @@
 """``python -m loadtests web``: a local stack for the web client; prints its URL and waits.
 
 Starts a private Redis, the edge and dm as their production entry points
-(loadtests.stack_procs, ``web=True``: dev issuer on, browser playback on,
+(loadtests.stack.processes, ``web=True``: dev issuer on, browser playback on,
 CORS for dm's origin), writes a sample MP4 to upload if ffmpeg is installed,
 and runs until interrupted.  Open the URL in two windows that do not share
 cookies (a normal and a private window, or two browser profiles): one edge
@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from .sample_video import FfmpegUnavailable, make_video
-from .stack_procs import StackError, interrupt_on_signal, process_stack
+from loadtests.sample_video import FfmpegUnavailable, make_video
+from loadtests.stack.children import StackError
+from loadtests.stack.processes import interrupt_on_signal, process_stack
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 from aiohttp import web
 
 from .errors import RateLimited
+from .redis_client import RedisClient
 
 #: KEYS: the (subject, limit) key.  ARGV: emission interval (µs per request), burst.
 #: Returns 0 when allowed, else the microseconds until the request would be allowed.
@@ -88,7 +89,7 @@ Identify = Callable[[web.Request], Awaitable[str]]
 class RateLimiter:
     """Charges one request to ``(subject, limit name)``; raises :class:`RateLimited`."""
 
-    redis: Any
+    redis: RedisClient
     limits: Mapping[str, Limit]
     #: The caller's user id (verifies the session: a 401 comes before any charge).
     identify: Identify

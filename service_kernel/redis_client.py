@@ -1,14 +1,42 @@
-"""Redis connections: one place that knows single-server vs Cluster and the timeouts."""
+"""Redis connections: one place that knows single-server vs Cluster and the timeouts.
+
+Clients from :func:`connect` decode replies (``decode_responses=True``), so every reply
+value is ``str``; redis-py's types cannot see that option and say ``bytes | str``.  Where
+a caller needs ``str`` it narrows with :func:`stream_entries`, or with a ``cast`` that says so.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeAlias, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from redis.typing import EncodableT, FieldT
+
+#: What every Redis-using class takes: a single server's client or a Cluster client, both
+#: from :func:`connect` (decode_responses=True), so values come back as ``str``.
+RedisClient: TypeAlias = Redis | RedisCluster
+#: The field map HSET and XADD take, as redis-py spells it.
+Fields: TypeAlias = dict[FieldT, EncodableT]
+#: Stream entries (XRANGE, XREVRANGE) as a decoding client returns them: ``(id, fields)``.
+StreamEntries: TypeAlias = list[tuple[str, dict[str, str]]]
+
+
+def field_map(mapping: Mapping[str, str]) -> Fields:
+    """``mapping`` typed as HSET's and XADD's field map.  Their signatures name
+    ``dict[FieldT, EncodableT]``, which is invariant, so a ``dict[str, str]`` does not fit
+    although it is exactly what they accept: a cast, no copy."""
+    return cast(Fields, mapping)
+
+
+def stream_entries(reply: object) -> StreamEntries:
+    """An XRANGE or XREVRANGE reply from a :func:`connect` client: ids and fields are
+    ``str`` (decoded).  redis-py types the reply ``... | None``; an absent stream is ``[]``."""
+    return cast(StreamEntries, reply or [])
 
 try:
     from redis.maint_notifications import MaintNotificationsConfig
@@ -18,7 +46,7 @@ except ImportError:  # older redis-py
     _MAINT_OFF = None
 
 
-def connect(url: str, *, cluster: bool = False, socket_timeout_s: float | None = 2.0) -> Any:
+def connect(url: str, *, cluster: bool = False, socket_timeout_s: float | None = 2.0) -> RedisClient:
     """A client for ``url`` (with ``cluster``: one node's URL, or a comma-separated list of
     seed nodes).  It fails fast (one quick retry) so callers can answer 503 promptly.
 

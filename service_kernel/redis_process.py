@@ -135,7 +135,10 @@ class RedisClusterProcess:
                                    appendonly=False,
                                    extra_args=("--cluster-enabled", "yes",
                                                "--cluster-config-file", "nodes.conf",
-                                               "--cluster-node-timeout", "2000"))
+                                               # Generous: on a saturated machine gossip can
+                                               # stall for seconds, and with no replicas a
+                                               # node marked failed takes the cluster down.
+                                               "--cluster-node-timeout", "15000"))
                       for i in range(masters)]
 
     @property

@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 
 from .clock import Clock, system_clock
+from .redis_client import RedisClient, StreamEntries, stream_entries
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def decode_entry(entry_id: Any, fields: dict[Any, Any]) -> Entry:
 class StreamTailer:
     """Calls ``on_entries`` with each batch read; ``start`` picks the first id to read after."""
 
-    def __init__(self, redis: Any, key: str, on_entries: Callable[[list[Entry]], None], *,
+    def __init__(self, redis: RedisClient, key: str, on_entries: Callable[[list[Entry]], None], *,
                  start: Callable[[], Awaitable[str]] | None = None, clock: Clock = system_clock,
                  block_ms: int = 1000, batch: int = 1000,
                  on_tick: Callable[[], object] | None = None) -> None:
@@ -70,15 +71,16 @@ class StreamTailer:
 
     async def _tail_id(self) -> str:
         """The id of the newest entry (read only what comes after it), or 0-0."""
-        newest = await self._redis.xrevrange(self.key, count=1)
+        newest = stream_entries(await self._redis.xrevrange(self.key, count=1))
         return decode_entry(*newest[0])[0] if newest else "0-0"
 
     async def _read_once(self) -> None:
         assert self.last_id is not None
         timeout = self._block_ms / 1000 + 2.0  # a silent partition must not block forever
         async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel on 3.11
-            reply = await self._redis.xread({self.key: self.last_id}, block=self._block_ms,
-                                            count=self._batch)
+            # RESP2 (what connect() speaks): [(stream, entries)], or None when the block ends.
+            reply = cast(list[tuple[str, StreamEntries]] | None, await self._redis.xread(
+                {self.key: self.last_id}, block=self._block_ms, count=self._batch))
         got = 0
         for _stream, raw in reply or ():
             entries = [decode_entry(i, f) for i, f in raw]
@@ -94,11 +96,12 @@ class StreamTailer:
             self._on_tick()
 
 
-async def read_range(redis: Any, key: str, after: str, batch: int = 1000) -> AsyncIterator[Entry]:
+async def read_range(redis: RedisClient, key: str, after: str, batch: int = 1000
+                     ) -> AsyncIterator[Entry]:
     """Every entry after ``after`` (exclusive) up to the current end, in batches."""
     cursor = f"({after}" if after != "0-0" else "-"
     while True:
-        raw = await redis.xrange(key, min=cursor, count=batch)
+        raw = stream_entries(await redis.xrange(key, min=cursor, count=batch))
         for i, f in raw:
             entry = decode_entry(i, f)
             cursor = "(" + entry[0]

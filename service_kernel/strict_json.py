@@ -6,7 +6,7 @@ deep inside the parser; it accepts ``NaN``/``Infinity``, which are not
 JSON; and it decodes ``"\\ud800"`` into a lone surrogate that cannot be
 encoded back to UTF-8, so the first Redis write or ``.encode()`` of that
 string fails far from the boundary.  :func:`loads` turns each of these into
-:class:`~cdn_auth.errors.MalformedRequest` at the boundary, and checks the
+:class:`~service_kernel.errors.MalformedRequest` at the boundary, and checks the
 nesting depth and every string (keys too) with an explicit stack, never by
 recursion.
 """

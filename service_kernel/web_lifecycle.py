@@ -10,10 +10,11 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from .redis_client import RedisClient
 from .stream_tail import StreamTailer, running
 
 
-def tail_while_running(tailer: StreamTailer, owned_clients: list[Any]
+def tail_while_running(tailer: StreamTailer, owned_clients: list[RedisClient]
                        ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
     """A cleanup context: tail while the app runs; close the clients the app created, after."""
 
@@ -30,7 +31,7 @@ def tail_while_running(tailer: StreamTailer, owned_clients: list[Any]
     return lifecycle
 
 
-async def redis_answers(redis: Any, timeout_s: float = 1.0) -> bool:
+async def redis_answers(redis: RedisClient, timeout_s: float = 1.0) -> bool:
     """Whether Redis answers a PING within ``timeout_s`` (readiness, and the ``*_redis_up``
     gauges set at scrape time)."""
     try:
@@ -41,7 +42,7 @@ async def redis_answers(redis: Any, timeout_s: float = 1.0) -> bool:
     return True
 
 
-async def readiness(redis: Any, fresh: bool, **extra: Any) -> web.Response:
+async def readiness(redis: RedisClient, fresh: bool, **extra: Any) -> web.Response:
     """200 when Redis answers and the service's stream tail is fresh, else 503 + Retry-After."""
     redis_ok = await redis_answers(redis)
     ready = redis_ok and fresh

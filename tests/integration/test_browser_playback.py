@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from loadtests.sample_video import Container, FfmpegUnavailable, find_ffmpeg, make_video
-from loadtests.stack_procs import ProcStack, process_stack
+from loadtests.stack.processes import ProcStack, process_stack
 
 from ..support.browser import Browser, Request, find_chromium
 

@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 
 from dm.client import DmClient, DmClientError
-from loadtests.seed import video_bytes
+from loadtests.load.seed import video_bytes
 from service_kernel.redis_process import free_port
 
 from ..support.paths import REPO_ROOT

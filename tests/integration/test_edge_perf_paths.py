@@ -92,7 +92,7 @@ async def test_concurrent_misses_share_one_registry_read(edge: Edge, issuer: Dev
         assert gated.calls == [media.id]  # one read for all n
         assert await get_media(edge, media.id, session, ptr) == (200, data)
         assert gated.calls == [media.id]  # and then cached
-    assert edge.state.authorizer._media_fetches == {}
+    assert edge.state.authorizer.media_lookup.in_flight == 0
 
 
 async def test_concurrent_misses_send_one_hgetall_to_redis(edge: Edge, issuer: DevIssuer,
@@ -159,7 +159,7 @@ async def test_shared_read_errors_are_raised_to_each_caller(edge: Edge) -> None:
     assert all(isinstance(r, MediaNotFound) for r in results), results
     assert gated.calls == ["m_missing"]
     assert authorizer.media_cache.get("m_missing") is None
-    assert authorizer._media_fetches == {}
+    assert authorizer.media_lookup.in_flight == 0
 
 
 async def test_cancelled_waiter_does_not_cancel_the_shared_read(edge: Edge) -> None:

@@ -190,7 +190,7 @@ async def test_fingerprint_of_undecodable_file_keeps_exact_hashes(tmp_path: Path
 
 
 def test_matcher_benchmark_prints_the_contracted_keys(capsys: pytest.CaptureFixture[str]) -> None:
-    from loadtests.bench import main as bench
+    from loadtests.bench.__main__ import main as bench
 
     assert bench(["matcher", "--json", "--sizes", "1000,10000", "--queries", "20",
                   "--repeats", "1"]) == 0

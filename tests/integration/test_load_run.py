@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from loadtests.plan import DriveConfig
-from loadtests.recorder import SegmentData
-from loadtests.scenarios import MODES, VIEW_PREFIX, phases_of
-from loadtests.seed import Targets, seed
-from loadtests.stack_procs import ProcStack, process_stack
+from loadtests.load.plan import DriveConfig
+from loadtests.load.scenarios import MODES, VIEW_PREFIX, phases_of
+from loadtests.load.seed import Targets, seed
+from loadtests.report.recorder import SegmentData
+from loadtests.stack.processes import ProcStack, process_stack
 
 from ..support.paths import REPO_ROOT
 
@@ -110,7 +110,7 @@ def test_master_with_two_workers_merges_exact_counts(stack: ProcStack, tmp_path:
                       view_ratio=0.5, warmup_s=0, rounds=1, trial_rate=12, trial_s=2,
                       step_rates=[], refine=0)
     cfg.save(tmp_path / "drive.json")
-    _run(["loadtests.drive", str(tmp_path / "drive.json")], timeout_s=100)
+    _run(["loadtests.load.drive", str(tmp_path / "drive.json")], timeout_s=100)
     driver: dict[str, Any] = json.loads((tmp_path / "out" / "driver.json").read_text())
     segments = [json.loads(line) for line in
                 (tmp_path / "out" / "segments.jsonl").read_text().splitlines()]
@@ -138,7 +138,7 @@ def test_report_page_renders_its_plots(short_run: Path, tmp_path: Path) -> None:
     with Image.open(shot) as img:
         rgb = img.convert("RGB")
         colors = rgb.getcolors(maxcolors=1 << 20) or []
-    # The modes' line colours (loadtests.plots.COLORS) appear only if the SVG plots rendered.
+    # The modes' line colours (loadtests.report.plots.COLORS) appear only if the SVG plots rendered.
     wanted = {(0x1F, 0x6F, 0xB4), (0xE0, 0x7B, 0x00), (0x2A, 0x9D, 0x4B)}
     painted = {c: n for n, c in colors if c in wanted}
     assert len(painted) == 3 and all(n > 50 for n in painted.values()), painted

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.stack_procs import ProcStack, process_stack
+from loadtests.stack.processes import ProcStack, process_stack
 
 from ..support.paths import REPO_ROOT
 
@@ -25,11 +25,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def locust(stack: ProcStack, out: Path, seconds: int) -> tuple[list[dict[str, str]], str]:
-    """``locust -f loadtests/locustfile.py --host DM --edge-url EDGE --headless -u 4 -r 4
+    """``locust -f loadtests/load/locustfile.py --host DM --edge-url EDGE --headless -u 4 -r 4
     -t Ns PlainShare SealedShare``; the stats CSV rows and the output."""
     exe = shutil.which("locust", path=str(Path(sys.executable).parent)) or "locust"
     proc = subprocess.run(
-        [exe, "-f", "loadtests/locustfile.py", "--host", stack.dm_url,
+        [exe, "-f", "loadtests/load/locustfile.py", "--host", stack.dm_url,
          "--edge-url", stack.edge_url, "--headless", "-u", "4", "-r", "4", "-t", f"{seconds}s",
          "--csv", str(out / "run"), "--only-summary", "PlainShare", "SealedShare"],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)

@@ -14,7 +14,7 @@ from cdn_auth.app import FRONT_FEED
 from cdn_auth.keyring import KeyRing
 from cdn_auth.playback import COOKIE_NAME
 from dm.identity import DevIssuer
-from loadtests.nginx_front import NginxFront, NginxUnavailable, check_lua_module, find_nginx
+from loadtests.stack.nginx import NginxFront, NginxUnavailable, check_lua_module, find_nginx
 from service_kernel.redis_process import free_port
 
 from ..support.edge import mint

@@ -26,7 +26,7 @@ from cdn_auth.keyring import KeyRing
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from dm.identity import DevIssuer
-from loadtests.nginx_front import NginxFront, NginxUnavailable, check_lua_module, find_nginx, secure_link
+from loadtests.stack.nginx import NginxFront, NginxUnavailable, check_lua_module, find_nginx, secure_link
 from service_kernel.redis_process import free_port
 
 from ..support.edge import mint

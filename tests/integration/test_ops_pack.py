@@ -26,7 +26,7 @@ from cdn_auth.keyring import KeyRing
 from dm.identity import DevIssuer
 from dm.notify import QUEUE_MAX
 from dm.web_state import STATE as DM_STATE
-from loadtests.stack_procs import ProcStack, process_stack
+from loadtests.stack.processes import ProcStack, process_stack
 from service_kernel.redis_process import RedisProcess
 
 from ..support.edge import fetch, mint

@@ -7,7 +7,7 @@ import textwrap
 from typing import Any
 
 from dm.client import DmClient
-from loadtests.seed import video_bytes
+from loadtests.load.seed import video_bytes
 
 from ..support.paths import REPO_ROOT
 from ..support.sealed import edge_url

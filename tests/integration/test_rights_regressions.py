@@ -1,6 +1,6 @@
 """Bugs found while building the rights model and the parser properties, each as a plain
-named test (``tests/integration/test_rights_stateful.py``, ``tests/integration/test_parsers_property.py``); the
-docstring of each says how it was found and the minimal case.
+named test (``test_rights_stateful.py``, ``test_parsers_property.py``, beside this file);
+the docstring of each says how it was found and the minimal case.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from dm.sdk_errors import (
     error_from,
 )
 from dm.sdk_types import Grant, MediaRecord
-from loadtests.seed import video_bytes
+from loadtests.load.seed import video_bytes
 
 from ..support.paths import REPO_ROOT
 from ..support.sealed import edge_url, sealed_user

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadtests.recorder import Merger, Recorder
+from loadtests.report.recorder import Merger, Recorder
 
 
 def segment(name: str, kind: str, mode: str, rnd: int, rate: float, duration: float,

@@ -55,7 +55,7 @@ def test_compose_provisions_prometheus_and_grafana_from_deploy() -> None:
 
 
 def test_compose_nginx_config_is_rendered_from_the_template() -> None:
-    from loadtests.nginx_front import render
+    from cdn_auth.front_config import render
 
     rendered = render(prefix=Path("/var/cache/nginx/edge"), port=8000,
                       authorizer=["edge1:8080", "edge2:8080"], origin=Path("/data/origin"),

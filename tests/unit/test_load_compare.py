@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from loadtests import compare
-from loadtests.analysis import Run, analyze
-from loadtests.headline import single_run
-from loadtests.scenarios import MODES
-from loadtests.slo import Slo
-from loadtests.stats import NO_DIFFERENCE
+from loadtests.load.scenarios import MODES
+from loadtests.report import compare
+from loadtests.report.analysis import Run, analyze
+from loadtests.report.headline import single_run
+from loadtests.report.slo import Slo
+from loadtests.report.stats import NO_DIFFERENCE
 
 from ..support.load_report import segment
 

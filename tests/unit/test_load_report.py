@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import hdr
-from loadtests.analysis import Run, analyze
-from loadtests.report import summary_text, write_report
-from loadtests.scenarios import MODES
-from loadtests.slo import Slo
-from loadtests.stats import NO_DIFFERENCE
+from loadtests.load.scenarios import MODES
+from loadtests.report import hdr
+from loadtests.report.analysis import Run, analyze
+from loadtests.report.render import summary_text, write_report
+from loadtests.report.slo import Slo
+from loadtests.report.stats import NO_DIFFERENCE
 
 from ..support.load_report import segment
 

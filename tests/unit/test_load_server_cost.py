@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from loadtests import proc_cpu, server_cost
-from loadtests.analysis import Run, analyze
-from loadtests.recorder import SegmentData
-from loadtests.report import write_report
-from loadtests.slo import Slo, judge
+from loadtests.report import server_cost
+from loadtests.report.analysis import Run, Segment, analyze
+from loadtests.report.recorder import SegmentData
+from loadtests.report.render import write_report
+from loadtests.report.slo import Slo, judge
+from loadtests.stack import proc_cpu
 
 from ..support.load_report import segment
 
@@ -142,3 +143,15 @@ def test_idle_background_is_taken_out(run_dir: Path, tmp_path: Path) -> None:
     assert sealed["ratio_vs_plain"]["estimate"] == pytest.approx(ratio, abs=0.002)
     md = write_report(tmp_path, tmp_path / "out")["md"].read_text()
     assert "Idle CPU (% of one core): dm-0 0.1" in md
+
+
+def test_a_role_whose_cpu_rounds_to_zero_is_still_reported() -> None:
+    """Regression (a flaky load-run test): in a short trial an idle Redis used less than one
+    CPU tick, and the report left its role out instead of saying 0."""
+    trials = [Segment.from_json(_with_servers(
+        segment(f"00{r}-trial-plain-{r}", "trial", "plain", r, 10, 10, 1_000_000.0 + 11 * r,
+                [10.0] * 100), {"dm-0": 0.04, "edge-0": 0.03, "redis": 0.0}, 10.0, 20.0))
+        for r in range(1, 4)]
+    cost = server_cost.mode_cost(trials, "plain", None)
+    assert cost["measured"] and set(cost["by_role_us"]) == {"dm", "edge", "redis"}, cost
+    assert cost["by_role_us"]["redis"] == 0.0

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from loadtests import hdr
-from loadtests.arrivals import Arrivals
-from loadtests.recorder import Merger, Recorder, SegmentData
-from loadtests.slo import Slo, judge
-from loadtests.stats import NO_DIFFERENCE, bootstrap_difference
+from loadtests.load.arrivals import Arrivals
+from loadtests.report import hdr
+from loadtests.report.recorder import Merger, Recorder, SegmentData
+from loadtests.report.slo import Slo, judge
+from loadtests.report.stats import NO_DIFFERENCE, bootstrap_difference
 
 #: Three significant digits: any value is within 0.1 % (plus one microsecond of rounding).
 TOL = 0.001

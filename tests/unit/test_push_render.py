@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from dm import delivery
-from loadtests import bench_push_render
+from loadtests.bench import push_render as bench_push_render
 
 
 def test_each_device_gets_its_own_envelope_from_one_parse() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from loadtests import safety_table
-from loadtests.report import table_markdown
+from loadtests.report import safety_table
+from loadtests.report.render import table_markdown
 
 from ..support.paths import REPO_ROOT
 

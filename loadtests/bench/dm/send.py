@@ -1,0 +1,66 @@
+"""The send measurement: closed loop, wrk POSTing messages as fast as the dm accepts them,
+judged by wrk (statuses) and by the dm's own counter."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from loadtests.bench.conversations import Pair, message_body, send_path
+from loadtests.bench.pool import Pool
+from loadtests.bench.probes import Cpu, metric_sum, scrape
+from loadtests.bench.wrk import WrkRun, WrkSpec, request_line, run_requests, write_lines
+
+from .bed import MIN_SEND_HINT, SETTLE_S, Bed, say
+
+
+def send_pool(pairs: Sequence[Pair], kind: str) -> Pool:
+    """Round-robin over the conversations; every line has its own Idempotency-Key."""
+    def make(i: int) -> str:
+        p = pairs[i % len(pairs)]
+        return request_line("POST", send_path(p.cid), auth=f"Bearer {p.sender_token}",
+                            key=f"bench_{i}", body=message_body(kind, p.media_id, f"send {i}"))
+
+    return Pool("send", make, say)
+
+
+def accepted_sends(port: int) -> float:
+    return metric_sum(scrape(port), "dm_sends_total", replayed="false")
+
+
+@dataclass(frozen=True)
+class SendResult:
+    round: int
+    raw: WrkRun
+    server_accepted: int
+    cpu_us: dict[str, float | None]  # per accepted send: the dm's and its Redis's
+    problems: tuple[str, ...]
+
+
+def run_send(bed: Bed, pool: Pool, *, round_no: int, seconds: int,
+             hint: float) -> SendResult:
+    """One closed-loop wrk run, judged by wrk (statuses) and by the dm (its own counter)."""
+    lines = pool.reserve(int(max(hint, MIN_SEND_HINT) * (seconds + 2) * 1.5))
+    lines_file = write_lines(bed.root / "requests" / f"send-{round_no}.txt", lines)
+    bed.dm.check_alive()
+    before, cpu = accepted_sends(bed.dm.port), Cpu.of(bed.dm)
+    raw = run_requests(bed.wrk, WrkSpec(bed.dm.port, lines_file, bed.auth_file, seconds,
+                              bed.opts.connections, expected_status=201))
+    pool.retire(raw.sent)
+    time.sleep(SETTLE_S)
+    bed.dm.check_alive()
+    counted = int(accepted_sends(bed.dm.port) - before)
+    cpu_us = Cpu.of(bed.dm).per_op_us(cpu, counted)
+    problems = raw.problems(once=True)
+    # Requests still in flight when wrk stops are accepted but never counted by wrk.
+    if not raw.ok <= counted <= raw.sent:
+        problems.append(f"the dm accepted {counted} sends; wrk saw {raw.ok} 201s of {raw.sent}")
+    return SendResult(round_no, raw, counted, cpu_us, tuple(problems))
+
+
+def send_progress(r: SendResult, label: str) -> None:
+    verdict = "ok" if not r.problems else "INVALID: " + "; ".join(r.problems)
+    say(f"{label} send      {r.raw.rps:8.0f} sends/s  p50 {r.raw.p50_ms:7.2f} ms  "
+        f"p99 {r.raw.p99_ms:7.2f} ms  dm CPU {r.cpu_us['server']} us/send  "
+        f"errors {r.raw.errors}  {verdict}")

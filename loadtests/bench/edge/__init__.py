@@ -1,0 +1,1 @@
+"""The edge benchmark: authorization next to serving the same bytes bare (:mod:`.main`)."""

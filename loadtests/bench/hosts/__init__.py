@@ -1,0 +1,1 @@
+"""The hosts benchmark: revocation to edges on simulated hosts, and a partition (:mod:`.main`)."""

@@ -1,0 +1,1 @@
+"""The sealed benchmark: what end-to-end encryption costs per operation, next to plain (:mod:`.main`)."""

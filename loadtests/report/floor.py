@@ -1,0 +1,135 @@
+"""The floor of the sealed overhead, from primitives measured in the same run.
+
+Sealing a share adds, at the very least, what no design can avoid on the
+critical path: the sender's seal, the recipient's open, the edge's check of
+the grant on the first fetch, and the binding of the first redeemer (one
+Redis round trip).  Measured at the start of a run, in-process, on the same
+machine and under the same conditions as the load, their sum is the floor
+the measured overhead (sealed minus plain, p50) is compared with: a
+multiple far above 1 says the cost is design or measurement, not
+cryptography.
+
+Crypto and token costs are CPU time per call (the median of a few repeats
+of a few dozen calls: the scheduler's pauses on a shared machine do not
+count; well under a second in all); the binding round trip is wall-clock (it is a network round trip),
+the median of ``BIND_CALLS`` calls of the edge's own binding script on
+fresh grant keys in the run's Redis.  A remote target's Redis cannot be
+reached: its floor leaves the round trip out and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cdn_auth import grant as grant_mod
+from cdn_auth import redis_keys
+from cdn_auth.keyring import KeyRing
+from cdn_auth.keyset import keys_from_jwks
+from cdn_auth.redemption import BIND
+from cdn_auth.token_format import Alg
+from dm import envelope
+from loadtests.bench.tokens import TOKEN_TTL_S, Tokens, sample_payload
+from loadtests.load.scenarios import SUITE_OF
+from service_kernel.ids import new_id
+
+FILE = "floor.json"
+BIND_CALLS = 200
+REPEATS = 5
+#: Calls per repeat: enough to rise far above the CPU clock's resolution, few enough that
+#: the whole floor takes well under a second of CPU before the load starts.
+CALLS = 40
+
+
+def cpu_us(fn: Callable[[], object], repeats: int = REPEATS, calls: int = CALLS) -> float:
+    """Median over ``repeats`` of the per-call CPU time (µs) of ``calls`` calls."""
+    fn()  # warm caches and lazy imports outside the timing
+    out = []
+    for _ in range(repeats):
+        t = time.process_time()
+        for _ in range(calls):
+            fn()
+        out.append((time.process_time() - t) / calls * 1e6)
+    return round(statistics.median(out), 1)
+
+
+def crypto_us(suite: str, payload: envelope.Payload, repeats: int) -> tuple[float, float]:
+    """Seal to one device and open it (µs of CPU each), as the sealed benchmark's micro costs do."""
+    key = envelope.DeviceKey.generate(suite)
+    public = key.public_bytes()
+    binding = envelope.Binding("c_floor", "u_alice", "s_floor", "u_bob", "d_bob")
+    sealed = envelope.seal(suite, public, binding, payload)
+    return (cpu_us(lambda: envelope.seal(suite, public, binding, payload), repeats),
+            cpu_us(lambda: envelope.open_envelope(key, binding, sealed), repeats))
+
+
+def binding_rtt_us(redis_url: str, calls: int = BIND_CALLS) -> float:
+    """Median wall-clock µs of the edge's binding script on a fresh grant's redeemer set."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        bind = client.register_script(BIND)
+        expire_at = int(time.time()) + 60
+        bind(keys=[redis_keys.grant_key(new_id("g"))], args=["u_floor", 1, expire_at])  # load
+        samples = []
+        for _ in range(calls):
+            key = redis_keys.grant_key(new_id("g"))
+            t = time.perf_counter()
+            bind(keys=[key], args=["u_floor", 1, expire_at])
+            samples.append((time.perf_counter() - t) * 1e6)
+        return round(statistics.median(samples), 1)
+    finally:
+        client.close()
+
+
+def measure(redis_url: str | None, repeats: int = REPEATS) -> dict[str, Any]:
+    """Per sealed mode: seal, open, grant check, binding round trip (µs) and their sum (ms)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ring = KeyRing.load_or_create(Path(tmp) / "ring", Alg.ED25519)  # as the stack's edge
+        tokens = Tokens(ring.signer(), keys_from_jwks(ring.verify_jwks()), new_id("m"))
+    grant = tokens.grant("g_floor")
+    now = time.time()
+    check_us = cpu_us(lambda: grant_mod.verify(grant, tokens.keys, now,
+                                                  max_lifetime_s=TOKEN_TTL_S), repeats)
+    rtt = binding_rtt_us(redis_url) if redis_url else None
+    payload = sample_payload(tokens)
+    out: dict[str, Any] = {"measured_at": time.time(), "repeats": repeats,
+                           "grant_check_us": check_us, "binding_rtt_us": rtt,
+                           "note": None if rtt is not None else
+                           "binding round trip not measured (remote target's Redis)",
+                           "modes": {}}
+    for mode, suite in SUITE_OF.items():
+        seal_us, open_us = crypto_us(suite, payload, repeats)
+        parts = {"seal_us": seal_us, "open_us": open_us, "grant_check_us": check_us,
+                 "binding_rtt_us": rtt}
+        out["modes"][mode] = {**parts, "floor_ms": round(
+            sum(v for v in parts.values() if v is not None) / 1000.0, 3)}
+    return out
+
+
+def save(run_dir: Path, doc: dict[str, Any]) -> None:
+    (run_dir / FILE).write_text(json.dumps(doc, indent=1))
+
+
+def load(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / FILE
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def against(floor: dict[str, Any], modes: dict[str, Any]) -> dict[str, Any]:
+    """Each sealed mode's measured Δp50 next to its floor, as a multiple of it."""
+    out = {}
+    for mode, f in floor.get("modes", {}).items():
+        d = (modes.get(mode) or {}).get("delta_p50_ms") or {}
+        est = d.get("estimate")
+        fl = float(f["floor_ms"])
+        out[mode] = {**f, "overhead_ms": est, "ci_low": d.get("ci_low"),
+                     "ci_high": d.get("ci_high"),
+                     "multiple": None if est is None or fl <= 0 else round(est / fl, 2)}
+    return out
