@@ -13,6 +13,7 @@ from typing import Any
 
 from service_kernel.openapi import Answer, Api, Param, Schema, obj, operation_id, ref
 
+from .capability import MAX_GRANTS
 from .grant import MAX_REDEEMERS
 from .matching import MAX_SIGNALS_PER_ADD
 from .media import MAX_AGE_RULE, MAX_REGIONS, MEDIA_TOP_TYPES
@@ -126,6 +127,13 @@ _MEDIA_LINKS = {
     "CreateGrant": {"operationId": operation_id("POST", "/v1/grants"),
                     "requestBody": {"media_id": "$response.body#/id", "redeemers": 1},
                     "x-schemathesis": {"merge_body": False}},
+    "CreateCapability": {
+        "operationId": operation_id("POST", "/v1/capabilities"),
+        # The holder key is the device's own; this one is RFC 8032's first test key.
+        "description": "a capability for the new media (holder_key: your device's key)",
+        "requestBody": {"media_id": "$response.body#/id",
+                        "holder_key": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+        "x-schemathesis": {"merge_body": False}},
 }
 
 
@@ -177,9 +185,55 @@ CREATE_GRANT = Api(
     description="503 minting_disabled: this edge only verifies.")
 REVOKE_GRANT = Api(
     params=(Param("grant_id", "path", ID, required=True),),
+    body=obj({"grant": {**_TOKEN, "description": "a derived grant (d_...) itself: it shows "
+                                                 "whose it is (no record of it exists)"}}),
+    body_required=False,
     ok={200: Answer(obj({"grant_id": ID, "revoked": {"const": True},
                           "revocation_id": {"type": "string"}},
                          ("grant_id", "revoked", "revocation_id")))},
+    errors={400: None})
+
+# -- share capabilities (protocol section 14) --------------------------------------------------
+
+#: A canonical base64url Ed25519 public key: 32 bytes in 43 characters, whose last carries
+#: two zero bits (the decoder refuses any other spelling).
+HOLDER_KEY: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
+                      "description": "the holder device's Ed25519 public key (base64url)"}
+
+
+def _capability_body(s: EdgeSettings) -> Schema:
+    return obj({
+        "media_id": ID,
+        "holder_key": HOLDER_KEY,
+        "max_redeemers": {"type": "integer", "minimum": 1, "maximum": MAX_REDEEMERS,
+                          "description": "the largest N a derived grant may carry"},
+        "max_grants": {"type": "integer", "minimum": 1, "maximum": MAX_GRANTS,
+                       "description": "how many distinct grants may be derived"},
+        "ttl_s": {"type": "integer", "minimum": 60, "maximum": s.max_capability_lifetime_s},
+        "via_grant": {"type": "string", "description": "re-share: a grant you redeemed"}},
+        ("media_id", "holder_key"))
+
+
+CREATE_CAPABILITY = Api(
+    body=_capability_body,
+    ok={201: Answer(obj({"capability": {"type": "string"}, "cap_id": ID, "media_id": ID,
+                          "holder": ID, "max_redeemers": {"type": "integer"},
+                          "max_grants": {"type": "integer"},
+                          "sources": {"type": "array", "items": {"type": "string"}},
+                          "expires_at": {"type": "integer"},
+                          "max_grant_ttl_s": {"type": "integer"}},
+                         ("capability", "cap_id", "media_id", "holder", "max_redeemers",
+                          "max_grants", "sources", "expires_at", "max_grant_ttl_s")),
+                    links={"RevokeCapability": {
+                        "operationId": operation_id("DELETE", "/v1/capabilities/{cap_id}"),
+                        "parameters": {"cap_id": "$response.body#/cap_id"}}})},
+    description="The holder derives per-share grants from it on its device (no round trip "
+                "per share). 503 minting_disabled: this edge only verifies.")
+REVOKE_CAPABILITY = Api(
+    params=(Param("cap_id", "path", ID, required=True),),
+    ok={200: Answer(obj({"cap_id": ID, "revoked": {"const": True},
+                          "revocation_id": {"type": "string"}},
+                         ("cap_id", "revoked", "revocation_id")))},
     errors={400: None})
 
 # -- banks ------------------------------------------------------------------------------------

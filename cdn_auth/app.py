@@ -19,6 +19,7 @@ from . import (
     __version__,
     api_schemas,
     web_banks,
+    web_capabilities,
     web_edge,
     web_grants,
     web_media,
@@ -26,6 +27,7 @@ from . import (
     web_playback,
 )
 from .authorizer import Authorizer, AuthorizerConfig
+from .capability_gate import CapabilityGate, DerivedBindings, metered_caches
 from .errors import SessionMissing
 from .front_feed import FrontFeed, feeding
 from .grant_store import GrantStore
@@ -55,7 +57,8 @@ async def _caller(authorizer: Authorizer, request: web.Request) -> str:
     return (await authorizer.session(token)).sub
 
 
-ROUTES = (*web_edge.ROUTES, *web_media.ROUTES, *web_grants.ROUTES, *web_banks.ROUTES,
+ROUTES = (*web_edge.ROUTES, *web_media.ROUTES, *web_grants.ROUTES, *web_capabilities.ROUTES,
+          *web_banks.ROUTES,
           *web_playback.ROUTES,
           *web_ops.ROUTES)
 
@@ -76,7 +79,9 @@ def build_app(settings: EdgeSettings, *, redis: RedisClient | None = None,
     metrics = Metrics()
     metrics.staleness_bound.set(settings.staleness_bound_s)
     view = RevocationView(settings.max_token_lifetime_s + settings.token_leeway_s
-                          + REMINT_MARGIN_S, clock)
+                          + REMINT_MARGIN_S, clock,
+                          capability_window_s=settings.max_capability_lifetime_s
+                          + settings.token_leeway_s + REMINT_MARGIN_S)
     tailer = RevocationTailer(tail_redis, view, clock=clock,
                               block_ms=settings.revocation_block_ms,
                               on_lag=metrics.revocation_lag.observe)
@@ -89,13 +94,21 @@ def build_app(settings: EdgeSettings, *, redis: RedisClient | None = None,
     playback = None if settings.playback_secret_path is None else PlaybackTokens.from_file(
         settings.playback_secret_path, ttl_s=settings.playback_cookie_ttl_s,
         leeway_s=settings.token_leeway_s, clock=clock)
+    keys = KeySet(settings.pointer_jwks, clock=clock)
+    capabilities = CapabilityGate(
+        keys=keys, bindings=DerivedBindings(redis, settings.token_leeway_s), clock=clock,
+        max_token_lifetime_s=settings.max_token_lifetime_s,
+        max_capability_lifetime_s=settings.max_capability_lifetime_s,
+        leeway_s=settings.token_leeway_s,
+        cache=metered_caches(metrics, settings.cache_size, clock))
     authorizer = Authorizer(
         AuthorizerConfig(settings.max_token_lifetime_s, settings.token_leeway_s,
                          settings.staleness_bound_s, settings.media_cache_ttl_s,
                          settings.cache_size),
-        sessions=sessions, keys=KeySet(settings.pointer_jwks, clock=clock), registry=registry,
+        sessions=sessions, keys=keys, registry=registry,
         tailer=tailer, metrics=metrics,
-        redemptions=Redemptions(redis, settings.token_leeway_s), playback=playback, clock=clock)
+        redemptions=Redemptions(redis, settings.token_leeway_s), playback=playback, clock=clock,
+        capabilities=capabilities)
     logs.redact_bad_requests()
     # CORS outside the error middleware: refusals carry the headers too (web_cors.py).
     app = web.Application(middlewares=[

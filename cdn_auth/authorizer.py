@@ -20,6 +20,8 @@ from service_kernel.errors import InvalidField, ServiceError
 from service_kernel.ids import is_id
 
 from . import rights
+from .capability import Derived, is_derived
+from .capability_gate import CapabilityGate, check_live
 from .errors import (
     GrantMediaMismatch,
     GrantRevoked,
@@ -54,6 +56,8 @@ class Decision:
     #: Stream time (ms) the revocation view had reached when this was decided: a cached copy
     #: is good until something it depends on is revoked at or after it (cdn_auth.front_feed).
     through_ms: int = 0
+    #: A derived grant (cdn_auth.capability): ``grant`` then holds its claims as a grant.
+    derived: Derived | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +73,7 @@ class Authorizer:
     def __init__(self, config: AuthorizerConfig, *, sessions: SessionVerifier, keys: KeySet,
                  registry: MediaRegistry, tailer: RevocationTailer, metrics: Metrics,
                  redemptions: Redemptions, playback: PlaybackTokens | None = None,
-                 clock: Clock = system_clock) -> None:
+                 clock: Clock = system_clock, capabilities: CapabilityGate | None = None) -> None:
         self.config = config
         self._sessions = sessions
         self._keys = keys
@@ -81,6 +85,8 @@ class Authorizer:
         self.tailer = tailer
         self._metrics = metrics
         self._clock = clock
+        #: Derived grants ('D'); None: only minted grants are accepted.
+        self.capabilities = capabilities
 
         def cache(name: str) -> ExpiringCache[Any]:
             counters = metrics.cache_counters(name)  # bound once, not .labels() per lookup
@@ -122,6 +128,8 @@ class Authorizer:
         # Claims verified under a retired key must be verified again (and now fail).
         self.pointer_cache.clear()
         self.grant_cache.clear()
+        if self.capabilities is not None:
+            self.capabilities.on_keys_retired()
         for cb in self.key_listeners:
             cb(gone)
 
@@ -184,6 +192,9 @@ class Authorizer:
 
     async def _by_grant(self, media: Media, session: Session, token: str,
                         through: int) -> Decision:
+        if self.capabilities is not None and is_derived(token):
+            return await self.capabilities.decide(media, session, token, self.tailer.view,
+                                                  through)
         g = self.grant(token)
         if g.media_id != media.id:
             raise GrantMediaMismatch(g.grant_id)
@@ -213,6 +224,8 @@ class Authorizer:
             rights.check_active(d.media, view)
             if d.pointer is not None:
                 rights.check_not_revoked(d.pointer, view)
+            if d.derived is not None:
+                check_live(d.derived, d.media, view)
             return d.grant is None or not view.is_grant_revoked(d.grant.grant_id)
         except ServiceError:
             return False

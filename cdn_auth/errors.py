@@ -80,6 +80,13 @@ class PointerWrongRecipient(TokenError):
 
 
 # -- rights ------------------------------------------------------------------
+class CapabilityBoundsExceeded(TokenError):
+    """A derived grant asks for more than its capability allows (N, or a later expiry)."""
+
+    code, public_message = ("capability_bounds",
+                            "the grant exceeds what its capability allows")
+
+
 class Forbidden(CdnAuthError):
     status, code, public_message = 403, "forbidden", "not allowed"
 
@@ -106,6 +113,11 @@ class GrantExhausted(Forbidden):
 
 class GrantMediaMismatch(Forbidden):
     code, public_message = "grant_media_mismatch", "the grant is for another media item"
+
+
+class CapabilityExhausted(Forbidden):
+    code, public_message = ("capability_exhausted",
+                            "the capability's grants have all been redeemed")
 
 
 class NotModerator(Forbidden):
@@ -138,9 +150,25 @@ class GrantRevoked(Gone):
     code, public_message = "grant_revoked", "the grant has been revoked"
 
 
+class CapabilityRevoked(Gone):
+    code, public_message = "capability_revoked", "the capability behind this grant was revoked"
+
+
+class CapabilitySourceRevoked(Gone):
+    """A re-sharer's capability whose source (the grant it came through, or that grant's
+    own chain) was revoked: the re-share right is gone."""
+
+    code, public_message = ("capability_source_revoked",
+                            "the share this capability came from was revoked")
+
+
 # -- 404 / 409 / 416 -----------------------------------------------------------
 class NotFound(CdnAuthError):
     status, code, public_message = 404, "not_found", "not found"
+
+
+class CapabilityNotFound(NotFound):
+    code, public_message = "capability_not_found", "no such capability"
 
 
 class MediaNotFound(NotFound):

@@ -14,6 +14,9 @@ kind       a decision depends on it    revoked by
 ``l``      pointer: recipient's        ``left`` (leave or removal)
            membership
 ``g``      grant: the grant            ``grant_revoked``
+``c``      derived grant: its          ``capability_revoked``
+           capability, and the         (sources: also ``grant_revoked``,
+           capabilities it re-shares   as ``g``)
 ``k``      pointer/grant: signing key  the key leaving verify.jwks.json
 =========  ==========================  ===============================
 
@@ -81,6 +84,10 @@ def decision_deps(d: Decision) -> list[str]:
                  dep("k", p.kid)]
     elif d.grant is not None:
         deps += [dep("g", d.grant.grant_id), dep("k", d.grant.kid)]
+    if d.derived is not None:
+        cap = d.derived.capability
+        # A source is a grant id or a capability id: depend on it under both names.
+        deps += [dep("c", cap.cap_id), *(dep(kind, s) for s in cap.sources for kind in "gc")]
     return deps
 
 
@@ -92,6 +99,8 @@ def event_deps(ev: RevocationEvent) -> list[str]:
         return [dep("l", ev.conversation_id, ev.user_id)]
     if ev.kind == "takedown":
         return [dep("m", ev.media_id)]
+    if ev.kind == "capability_revoked":
+        return [dep("c", ev.cap_id)]
     return [dep("g", ev.grant_id)]
 
 

@@ -15,7 +15,8 @@ REVOCATION_STREAM = f"{PREFIX}:revocations"
 
 #: How long a revocation stream entry is kept (trimmed with MINID on write).
 #: Must exceed the longest token lifetime plus clock skew (settings cap that
-#: at 12 h); a starting edge loads the last max-token-lifetime of it.
+#: at 12 h) and the longest capability lifetime plus skew and margin (capped at 23 h);
+#: a starting edge loads the longer of those windows of it.
 REVOCATION_STREAM_RETENTION_S = 24 * 3600
 
 
@@ -33,6 +34,26 @@ def grant_meta_key(grant_id: str) -> str:
     """Hash: who minted the grant (so only they, or a moderator, revoke it).  No media id:
     which media a sealed message carries is kept out of Redis."""
     return f"{PREFIX}:grant:{{{grant_id}}}:meta"
+
+
+# -- share capabilities (cdn_auth.capability) --------------------------------------------
+# One capability's keys share the hash tag {<cap_id>}, so the binding script (the grant set
+# and the derived grant's redeemers) runs on one slot.
+
+def capability_meta_key(cap_id: str) -> str:
+    """Hash: ``holder`` and the media's ``owner`` (who may revoke it); expires with it.  No
+    media id, as for grants."""
+    return f"{PREFIX}:cap:{{{cap_id}}}:meta"
+
+
+def capability_grants_key(cap_id: str) -> str:
+    """Set of the derived grant ids redeemed under a capability (at most ``max_grants``)."""
+    return f"{PREFIX}:cap:{{{cap_id}}}:grants"
+
+
+def derived_redeemers_key(cap_id: str, grant_id: str) -> str:
+    """Set of the users bound to one derived grant; expires with the grant."""
+    return f"{PREFIX}:cap:{{{cap_id}}}:grant:{grant_id}:redeemers"
 
 
 # -- known-bad media (hash banks) ------------------------------------------------------------

@@ -6,6 +6,8 @@ Event kinds and their fields (all strings)::
     left           conversation_id, user_id          -> that user's pointers minted before: 403
     takedown       media_id                           -> every fetch of the media: 410
     grant_revoked  grant_id                           -> the grant: 410
+    capability_revoked  cap_id                        -> every grant derived from it, and
+                                                         every capability re-shared from it: 410
 
 A stream, not pub/sub: an edge that reconnects reads on from its last id
 and misses nothing; a starting edge reads the last max-token-lifetime of it.
@@ -24,8 +26,8 @@ from service_kernel.redis_client import RedisClient, field_map
 from . import redis_keys
 from .errors import RedisUnavailable
 
-KINDS = ("unsent", "left", "takedown", "grant_revoked")
-_FIELDS = ("conversation_id", "message_id", "user_id", "media_id", "grant_id")
+KINDS = ("unsent", "left", "takedown", "grant_revoked", "capability_revoked")
+_FIELDS = ("conversation_id", "message_id", "user_id", "media_id", "grant_id", "cap_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,7 @@ class RevocationEvent:
     user_id: str = ""
     media_id: str = ""
     grant_id: str = ""
+    cap_id: str = ""
     at_ms: int = 0  # from the stream id when read back
 
     def fields(self) -> dict[str, str]:
@@ -69,6 +72,10 @@ def takedown(media_id: str) -> RevocationEvent:
 
 def grant_revoked(grant_id: str) -> RevocationEvent:
     return RevocationEvent("grant_revoked", grant_id=grant_id)
+
+
+def capability_revoked(cap_id: str) -> RevocationEvent:
+    return RevocationEvent("capability_revoked", cap_id=cap_id)
 
 
 class RevocationLog:

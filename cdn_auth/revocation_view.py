@@ -40,8 +40,13 @@ LOAD_BATCH = 1000
 
 
 class RevocationView:
-    def __init__(self, window_s: float, clock: Clock = system_clock) -> None:
+    def __init__(self, window_s: float, clock: Clock = system_clock, *,
+                 capability_window_s: float = 0.0) -> None:
         self.window_s = window_s
+        #: How long a ``capability_revoked`` is remembered: capabilities outlive tokens, so
+        #: they have their own table and expiry queue (cdn_auth.capability_gate).
+        self.capability_window_s = max(capability_window_s, window_s)
+        self.capabilities = CapabilityRevocations(self.capability_window_s, clock)
         self._clock = clock
         self._unsent: dict[tuple[str, str], float] = {}
         self._left: dict[tuple[str, str], float] = {}  # -> left at (s)
@@ -52,9 +57,20 @@ class RevocationView:
 
     def __len__(self) -> int:
         """Distinct revoked things (what ``cdn_auth_revocation_view_entries`` reports)."""
-        return len(self._unsent) + len(self._left) + len(self._takedowns) + len(self._grants)
+        return len(self._unsent) + len(self._left) + len(self._takedowns) + len(self._grants) \
+            + len(self.capabilities)
+
+    @property
+    def load_window_s(self) -> float:
+        """How far back a starting edge reads the stream: the longest any event matters."""
+        return self.capability_window_s
 
     def apply(self, ev: RevocationEvent) -> None:
+        if ev.kind == "capability_revoked":
+            self.capabilities.apply(ev.cap_id, ev.at_ms / 1000)
+            for cb in self.listeners:
+                cb(ev)
+            return
         at_s = ev.at_ms / 1000
         expires = at_s + self.window_s
         key: Any
@@ -78,7 +94,7 @@ class RevocationView:
 
     def expire(self) -> int:
         """Forget entries past the window; events arrive in time order, so pop from the left."""
-        now, n = self._clock(), 0
+        now, n = self._clock(), self.capabilities.expire()
         while self._expiry and self._expiry[0][0] <= now:
             _, kind, key = self._expiry.popleft()
             table = self._table(kind)
@@ -120,6 +136,43 @@ class RevocationView:
         return grant_id in self._grants
 
 
+class CapabilityRevocations:
+    """Revoked capability ids, each forgotten ``window_s`` after its event (one expiry
+    queue of its own: a day-long window in the token queue would hold up its expiry)."""
+
+    def __init__(self, window_s: float, clock: Clock) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._revoked: dict[str, float] = {}  # -> forget at (s)
+        self._expiry: deque[tuple[float, str]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._revoked)
+
+    def __contains__(self, cap_id: object) -> bool:
+        return cap_id in self._revoked
+
+    def apply(self, cap_id: str, at_s: float) -> None:
+        expires = at_s + self.window_s
+        if cap_id not in self._revoked:
+            self._expiry.append((expires, cap_id))
+        self._revoked[cap_id] = max(expires, self._revoked.get(cap_id, 0.0))
+
+    def expire(self) -> int:
+        now, n = self._clock(), 0
+        while self._expiry and self._expiry[0][0] <= now:
+            _, cap_id = self._expiry.popleft()
+            until = self._revoked.get(cap_id)
+            if until is None:
+                continue
+            if until <= now:
+                del self._revoked[cap_id]
+                n += 1
+            else:
+                self._expiry.append((until, cap_id))
+        return n
+
+
 class RevocationTailer:
     """Loads the last window (max token lifetime + leeway) into the view, then tails on."""
 
@@ -152,7 +205,7 @@ class RevocationTailer:
         await self.stream.run()
 
     async def _load_window(self) -> str:
-        start_ms = max(int((self._clock() - self.view.window_s) * 1000), 0)
+        start_ms = max(int((self._clock() - self.view.load_window_s) * 1000), 0)
         last = f"{start_ms}-0"
         self._live = False
         batch: list[Entry] = []

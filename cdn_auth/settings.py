@@ -56,6 +56,9 @@ class EdgeSettings(ServiceSettings):
     #: 6 h by default: a sealed message's grant must outlive the hours a recipient may
     #: take to open it; pointers stay short (their own TTL, minted per read).
     max_token_lifetime_s: int = Field(6 * 3600, ge=10, le=12 * 3600)
+    #: Longest lifetime of a share capability (cdn_auth.capability); its revocation is
+    #: remembered this long, so with leeway and margin it stays inside the stream's 24 h.
+    max_capability_lifetime_s: int = Field(6 * 3600, ge=60, le=23 * 3600)
     media_cache_ttl_s: float = Field(30.0, ge=0, le=3600)
     cache_size: int = Field(100_000, ge=16)
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)

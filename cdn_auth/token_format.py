@@ -4,7 +4,8 @@ A token is ``b64url(body) "." b64url(signature)``; the body is binary::
 
     offset  size  field
     0       1     version       0x01
-    1       1     type          0x50 'P' pointer, 0x47 'G' grant, 0x42 'B' browser playback
+    1       1     type          0x50 'P' pointer, 0x47 'G' grant, 0x42 'B' browser playback,
+                            0x43 'C' capability, 0x44 'D' derived grant
     2       1     alg           0x01 Ed25519, 0x02 HMAC-SHA256
     3       1     kid length k  1..32
     4       k     kid           ASCII [A-Za-z0-9_-]
@@ -55,6 +56,8 @@ class TokenType(IntEnum):
     POINTER = 0x50
     GRANT = 0x47
     PLAYBACK = 0x42  # the browser media cookie (cdn_auth.playback)
+    CAPABILITY = 0x43  # 'C': a holder's share capability (cdn_auth.capability)
+    DERIVED = 0x44  # 'D': a grant derived from a capability, signed by its holder
 
 
 class Alg(IntEnum):
@@ -237,6 +240,32 @@ class FieldReader:
         self._pos += 2
         return int(value)
 
+    def u8(self) -> int:
+        if self._pos >= len(self._data):
+            raise TokenMalformed("truncated field")
+        self._pos += 1
+        return self._data[self._pos - 1]
+
+    def raw(self) -> bytes:
+        """A u8 length, then that many bytes, uninterpreted."""
+        if self._pos >= len(self._data):
+            raise TokenMalformed("truncated field")
+        n = self._data[self._pos]
+        start, end = self._pos + 1, self._pos + 1 + n
+        if end > len(self._data):
+            raise TokenMalformed("truncated field")
+        self._pos = end
+        return self._data[start:end]
+
+    def raw16(self) -> bytes:
+        """A u16 big-endian length, then that many bytes (an embedded token body)."""
+        n = self.u16()
+        if self._pos + n > len(self._data):
+            raise TokenMalformed("truncated field")
+        start = self._pos
+        self._pos += n
+        return self._data[start : self._pos]
+
     def end(self) -> None:
         if self._pos != len(self._data):
             raise TokenMalformed("trailing bytes")
@@ -251,3 +280,9 @@ def pack_string(value: str) -> bytes:
 
 def pack_u16(value: int) -> bytes:
     return struct.pack(">H", value)
+
+
+def pack_bytes(value: bytes) -> bytes:
+    if len(value) > 255:
+        raise ValueError("token field longer than 255 bytes")
+    return bytes([len(value)]) + value

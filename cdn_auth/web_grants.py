@@ -19,6 +19,7 @@ from service_kernel.web_errors import read_json
 from . import api_schemas as api
 from . import grant as grant_mod
 from . import revocation, rights
+from .capability import is_derived
 from .errors import (
     Forbidden,
     GrantMediaMismatch,
@@ -27,6 +28,8 @@ from .errors import (
     MintingDisabled,
     RevocationStale,
 )
+from .reshare import received_via
+from .web_capabilities import revoke_derived
 from .web_media import _session
 from .web_state import STATE
 
@@ -48,7 +51,11 @@ async def create_grant(request: web.Request) -> web.Response:
     rights.check_audience(media, session)  # the sharer must be allowed to view it
     received = False
     via = doc.get("via_grant")
-    if via is not None and not (media.is_public or media.owner == session.sub):
+    reshare = via is not None and not (media.is_public or media.owner == session.sub)
+    if reshare and isinstance(via, str) and is_derived(via):
+        # A derived grant (cdn_auth.capability) proves receipt too, while it is live.
+        received = (await received_via(state, session, media, via)).redeemed
+    elif reshare:
         if not isinstance(via, str):
             raise InvalidField("via_grant must be a grant token")
         prior = state.authorizer.grant(via)
@@ -80,6 +87,8 @@ async def revoke_grant(request: web.Request) -> web.Response:
     state = request.app[STATE]
     session = await _session(request)
     grant_id = check_id(request.match_info["grant_id"], "grant_id")
+    if grant_id.startswith("d_"):  # derived grants have no record: the body proves whose
+        return await revoke_derived(request, state, session, grant_id)
     sharer = await state.grants.sharer(grant_id)
     if sharer is None:
         raise GrantNotFound(grant_id)

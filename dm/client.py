@@ -29,10 +29,11 @@ import aiohttp
 from service_kernel.encoding import b64url_encode
 
 from . import envelope
+from .capabilities import CapabilityWallet, DerivedGrant
 from .edge_client import EdgeClient, HttpOwner, MediaResponse, raise_for
 from .envelope import DeviceKey
 from .sdk_errors import DeviceMismatch, DmClientError, NotSetUp
-from .sdk_types import Grant, MediaRecord
+from .sdk_types import Capability, Grant, MediaRecord
 
 __all__ = ["DmClient", "DmClientError", "EdgeClient", "MediaResponse"]
 _raise_for = raise_for
@@ -51,6 +52,11 @@ class DmClient(HttpOwner):
         self.user_id: str | None = None
         self.device_id: str | None = None
         self.device_key: DeviceKey | None = None
+        #: Share capabilities this device holds (sealed mode: grants made offline).
+        self.capabilities = CapabilityWallet()
+        #: Derived grants of sealed messages this client sent, so unsend can revoke them
+        #: (dm never sees them: it could not tell they are this sender's).
+        self._derived_sent: dict[tuple[str, str], tuple[DerivedGrant, str | None]] = {}
 
     @property
     def uid(self) -> str:
@@ -154,7 +160,26 @@ class DmClient(HttpOwner):
         return dict(await self.request("GET", f"/v1/conversations/{cid}/messages", params=params))
 
     async def unsend(self, cid: str, message_id: str) -> dict[str, Any]:
-        return dict(await self.request("DELETE", f"/v1/conversations/{cid}/messages/{message_id}"))
+        """Unsend; a sealed message's grant derived on this client is revoked first (dm
+        revokes only grants it was told of, i.e. minted ones)."""
+        done = dict(await self.request("DELETE", f"/v1/conversations/{cid}/messages/{message_id}"))
+        held = self._derived_sent.get((cid, message_id))
+        if held is not None:  # after dm said yes (a refused unsend revokes nothing); a
+            derived, edge_url = held  # failure here leaves it held, and a retry revokes it
+            edge = self._edge(edge_url) if edge_url else self.edge
+            try:
+                await edge.revoke_grant(derived.grant_id, derived.token)
+            except DmClientError as err:
+                if err.code != "token_expired":  # an expired grant needs no revoking
+                    raise
+            del self._derived_sent[(cid, message_id)]
+        return done
+
+    def derived_grant_of(self, cid: str, message_id: str) -> DerivedGrant | None:
+        """The grant this client derived for a sealed message it sent (None if it asked
+        the media API for one, or sent no media)."""
+        held = self._derived_sent.get((cid, message_id))
+        return None if held is None else held[0]
 
     async def report(self, cid: str, message_id: str, reason: str = "",
                      **extra: Any) -> dict[str, Any]:
@@ -212,24 +237,59 @@ class DmClient(HttpOwner):
         edge = self._edge(edge_url) if edge_url else self.edge
         return await edge.request_grant(media_id, redeemers, via_grant)
 
-    async def revoke_grant(self, edge_url: str | None, grant_id: str) -> None:
+    async def revoke_grant(self, edge_url: str | None, grant_id: str,
+                           grant: str | None = None) -> None:
+        """Revoke a grant; a derived one (``d_...``) needs its token, ``grant``."""
         edge = self._edge(edge_url) if edge_url else self.edge
-        await edge.revoke_grant(grant_id)
+        await edge.revoke_grant(grant_id, grant)
+
+    async def obtain_capability(self, media_id: str, *, edge_url: str | None = None,
+                                via_grant: str | None = None, max_redeemers: int | None = None,
+                                max_grants: int | None = None,
+                                ttl_s: int | None = None) -> Capability:
+        """Ask once for a capability to share ``media_id`` (a re-sharer names the grant it
+        received and redeemed as ``via_grant``) and hold it: later :meth:`send_sealed` calls
+        for this media derive their grants on this device, with no round trip."""
+        edge = self._edge(edge_url) if edge_url else self.edge
+        cap = await edge.request_capability(media_id, self.capabilities.public_key,
+                                            max_redeemers=max_redeemers, max_grants=max_grants,
+                                            ttl_s=ttl_s, via_grant=via_grant)
+        self.capabilities.hold(cap)
+        return cap
+
+    async def revoke_capability(self, media_id: str, *, edge_url: str | None = None) -> None:
+        """Revoke the held capability for ``media_id``: every grant made from it stops."""
+        cap = self.capabilities.forget(media_id)
+        if cap is not None:
+            edge = self._edge(edge_url) if edge_url else self.edge
+            await edge.revoke_capability(cap["cap_id"])
 
     async def send_sealed(self, cid: str, *, edge_url: str | None = None,
                           media_id: str | None = None, text: str | None = None,
-                          via_grant: str | None = None) -> dict[str, Any]:
+                          via_grant: str | None = None,
+                          capability: bool | None = None) -> dict[str, Any]:
         """Seal ``{media_id, grant, text, franking key}`` to every other device and send.
 
-        Gets a grant for the media first (redeemers = the other members) from ``edge_url``
-        (default: :attr:`edge_url`); on a 409 device mismatch, refreshes the device list
-        and seals again, once.
+        The grant (redeemers = the other members) is derived here from a held capability
+        (:meth:`obtain_capability`) when there is one: no round trip.  ``capability=True``
+        obtains one first if none is held; ``False`` always asks ``edge_url`` (default:
+        :attr:`edge_url`) for a grant, as does a send with no usable capability.  On a 409
+        device mismatch, refreshes the device list and seals again, once.
         """
         members = [u for u in (await self.conversation(cid))["members"] if u != self.uid]
         grant = grant_id = None
+        derived: DerivedGrant | None = None
         if media_id is not None:
-            g = await self.request_grant(edge_url, media_id, max(1, len(members)), via_grant)
-            grant, grant_id = g["grant"], g["grant_id"]
+            n = max(1, len(members))
+            if capability and self.capabilities.held(media_id) is None:
+                await self.obtain_capability(media_id, edge_url=edge_url, via_grant=via_grant)
+            if capability is not False:
+                derived = self.capabilities.derive(media_id, n)
+            if derived is not None:
+                grant = derived.token  # dm gets no grant id: it could not check it is ours
+            else:
+                g = await self.request_grant(edge_url, media_id, n, via_grant)
+                grant, grant_id = g["grant"], g["grant_id"]
         payload = envelope.Payload(media_id, grant, text, envelope.new_franking_key())
         cmid = envelope.new_client_message_id()
         for attempt in (0, 1):
@@ -238,8 +298,11 @@ class DmClient(HttpOwner):
             if grant_id:
                 body["grant_id"] = grant_id
             try:
-                return dict(await self.request("POST", f"/v1/conversations/{cid}/messages",
+                sent = dict(await self.request("POST", f"/v1/conversations/{cid}/messages",
                                                json_body=body))
+                if derived is not None:
+                    self._derived_sent[(cid, str(sent["id"]))] = (derived, edge_url)
+                return sent
             except DeviceMismatch:
                 if attempt == 1:
                     raise

@@ -24,7 +24,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from .sdk_errors import error_from
-from .sdk_types import Grant, MediaRecord
+from .sdk_types import Capability, Grant, MediaRecord
 
 
 @dataclass
@@ -173,8 +173,27 @@ class EdgeClient(HttpOwner):
             body["via_grant"] = via_grant
         return cast(Grant, await self._json("POST", "/v1/grants", json=body))
 
-    async def revoke_grant(self, grant_id: str) -> None:
-        await self._json("DELETE", f"/v1/grants/{grant_id}")
+    async def revoke_grant(self, grant_id: str, grant: str | None = None) -> None:
+        """Revoke a grant; a derived grant (``d_...``) needs its token as proof."""
+        kw = {"json": {"grant": grant}} if grant is not None else {}
+        await self._json("DELETE", f"/v1/grants/{grant_id}", **kw)
+
+    # -- capabilities (sealed mode, grants made offline) -------------------------------------
+    async def request_capability(self, media_id: str, holder_key: str, *,
+                                 max_redeemers: int | None = None,
+                                 max_grants: int | None = None, ttl_s: int | None = None,
+                                 via_grant: str | None = None) -> Capability:
+        """A capability for ``media_id`` naming ``holder_key`` (base64url Ed25519 public
+        key; see :class:`dm.capabilities.CapabilityWallet`)."""
+        body: dict[str, Any] = {"media_id": media_id, "holder_key": holder_key}
+        for name, value in (("max_redeemers", max_redeemers), ("max_grants", max_grants),
+                            ("ttl_s", ttl_s), ("via_grant", via_grant)):
+            if value is not None:
+                body[name] = value
+        return cast(Capability, await self._json("POST", "/v1/capabilities", json=body))
+
+    async def revoke_capability(self, cap_id: str) -> None:
+        await self._json("DELETE", f"/v1/capabilities/{cap_id}")
 
     # -- bytes ---------------------------------------------------------------------------------
     async def fetch(self, url: str, *, range_: tuple[int, int | None] | None = None,

@@ -39,3 +39,17 @@ class Grant(TypedDict):
     media_id: str
     max_redeemers: int
     expires_at: int
+
+
+class Capability(TypedDict):
+    """``POST /v1/capabilities``: lets its holder derive grants for one media offline."""
+
+    capability: str
+    cap_id: str
+    media_id: str
+    holder: str
+    max_redeemers: int
+    max_grants: int
+    sources: list[str]
+    expires_at: int
+    max_grant_ttl_s: int

@@ -36,7 +36,8 @@ FIELDS = ["text", "media_id", "members", "mode", "roles", "age", "region", "ttl_
           "public_key", "conversation_id", "message_id", "reason", "sealed", "envelopes",
           "client_message_id", "franking_commitment", "grant_id", "redeemers", "via_grant",
           "origin_path", "owner", "content_type", "visibility", "allow_reshare", "min_age",
-          "allowed_regions", "blocked_regions"]
+          "allowed_regions", "blocked_regions", "holder_key", "max_redeemers", "max_grants",
+          "grant"]
 
 #: Strings no id, cursor or text field should turn into a 500 or a 503.
 ARABIC_1, ARABIC_2, ARABIC_0 = "\u0661", "\u0662", "\u0660"
@@ -84,7 +85,7 @@ async def _world(dm: DmStack) -> dict[str, Any]:
     publisher = await dm.user(roles=["publisher", "moderator"])
     return {"alice": alice, "publisher": publisher, "cids": [plain["id"], sealed["id"]],
             "message_id": sent["id"], "user_id": bob.uid, "device_id": alice.device_id,
-            "media_id": media.id, "grant_id": "g_none", "bank": "moderation",
+            "media_id": media.id, "grant_id": "g_none", "cap_id": "c_none", "bank": "moderation",
             "item_id": "q-1-0", "request_id": "lr_none"}
 
 

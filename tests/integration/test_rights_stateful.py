@@ -43,6 +43,7 @@ from cdn_auth import redis_keys as cdn_keys
 from cdn_auth.keyring import KeyRing
 from dm import envelope
 from dm.client import DmClient, DmClientError
+from dm.edge_client import EdgeClient
 from dm.notify import id_key
 from dm.web_state import STATE as DM_STATE
 from service_kernel.stream_tail import decode_entry
@@ -245,6 +246,8 @@ class RightsMachine(RuleBasedStateMachine):
         self.msgs: list[str] = []
         self.grants: list[tuple[str, str]] = []  # (grant id, token)
         self.grant_tokens: dict[str, str] = {}
+        self.caps: list[str] = []  # capability ids, issued in this order
+        self.held: dict[tuple[str, str], str] = {}  # (user, media) -> the capability held
         self.ncursor: dict[str, str] = {}  # message id -> its notify stream cursor
         self.new_msgs: list[str] = []  # sent in the current step
         self.tokens: dict[tuple[str, str, str], Tok] = {}  # (holder, msg, source) -> pointer
@@ -278,8 +281,9 @@ class RightsMachine(RuleBasedStateMachine):
     def start(self, ages: list[str], regions: list[str],
               media: list[tuple[int, bool, bool, int, str]],
               convs: list[tuple[int, set[int], bool]], first: tuple[int, int, int]) -> None:
-        """Every history starts with three users, two videos, two conversations and one
-        share, so the steps that follow are spent on re-sharing and revoking."""
+        """Every history starts with three users, two videos, two conversations, one
+        share and a capability for the first video asked by its owner, so the steps that
+        follow are spent on re-sharing and revoking."""
         for age, region in zip(ages, regions, strict=True):
             self.create_user(age, region)
         for m in media:
@@ -287,6 +291,7 @@ class RightsMachine(RuleBasedStateMachine):
         for c in convs:
             self.create_conversation(*c)
         self.send_own(*first)
+        self.obtain_capability(self.users.index(self.model.media[self.media[0]].owner), 0, None)
 
     @precondition(lambda self: len(self.users) < MAX_USERS)
     @rule(age=AGES, region=st.sampled_from(REGIONS))
@@ -469,10 +474,11 @@ class RightsMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.grants))
     @rule(user=IDX, grant=IDX)
     def revoke_grant(self, user: int, grant: int) -> None:
-        gid, _ = pick(self.grants, grant)
+        gid, token = pick(self.grants, grant)
         uid = pick(self.first_those({self.model.grants[gid].sharer}), user)
+        proof = token if gid.startswith("d_") else None  # a derived grant proves whose
         got, _ = self.s.run(self.s.status(
-            self.s.people[uid].client.revoke_grant(self.s.edge_url, gid)))
+            self.s.people[uid].client.revoke_grant(self.s.edge_url, gid, proof)))
         self.expect(f"{uid} revokes grant {gid}", got, self.model.revoke_grant(uid, gid))
 
     @precondition(lambda self: bool(self.grants))
@@ -488,6 +494,72 @@ class RightsMachine(RuleBasedStateMachine):
         if mine:
             via = next(i for i, (x, _) in enumerate(self.grants) if x == gid)
             self.send_as(uid, pick(mine, conv), g.media, via)
+
+    # -- capabilities (docs/protocol.md, section 14) ---------------------------------------
+    @precondition(lambda self: bool(self.media))
+    @rule(user=IDX, media=IDX, via=st.none() | IDX)
+    def obtain_capability(self, user: int, media: int, via: int | None) -> None:
+        """Ask for a capability: for one's own media, or any (a re-share, by ``via_grant``
+        naming a grant of that media the user redeemed first, else any grant)."""
+        mid, uid = pick(self.media, media), pick(self.users, user)
+        via_g = None
+        if via is not None and self.grants:
+            ranked = sorted(self.grants, key=lambda t: not (
+                self.model.grants[t[0]].media == mid and uid in self.model.grants[t[0]].redeemers))
+            via_g = pick(ranked, via)
+        client = self.s.people[uid].client
+        got, cap = self.s.run(self.s.status(client.obtain_capability(
+            mid, edge_url=self.s.edge_url, via_grant=via_g[1] if via_g else None,
+            max_grants=2)))
+        cap_id = cap["cap_id"] if cap else "refused"
+        want = self.model.obtain_capability(cap_id, uid, mid, via_g[0] if via_g else None,
+                                            max_grants=2)
+        self.expect(f"{uid} asks a capability for {mid} via {via_g and via_g[0]}", got, want,
+                    lenient_deny=True)
+        if want.allowed:
+            self.caps.append(cap_id)
+            self.held[(uid, mid)] = cap_id
+
+    @precondition(lambda self: bool(self.held))
+    @rule(conv=IDX, pick_held=IDX)
+    def send_with_capability(self, conv: int, pick_held: int) -> None:
+        """A sealed send whose grant the sender's SDK derives from a held capability."""
+        uid, mid = pick(sorted(self.held, key=lambda k: self.caps.index(self.held[k])),
+                        pick_held)
+        cap_id = self.held[(uid, mid)]
+        mine = [c for c, v in self.model.convs.items()
+                if uid in v.members | v.departed and v.mode == "sealed"]
+        if not mine:
+            return
+        cid = pick(mine, conv)
+        client = self.s.people[uid].client
+        got, sent = self.s.run(self.s.status(client.send_sealed(
+            cid, edge_url=self.s.edge_url, media_id=mid, text="hi", capability=True)))
+        msg_id = sent["id"] if sent else "refused"
+        derived = client.derived_grant_of(cid, msg_id) if sent else None
+        gid = derived.grant_id if derived else None
+        if gid is not None and derived is not None:
+            self.model.derive(gid, cap_id, max(1, len(self.model.convs[cid].members) - 1))
+        want = self.model.send_sealed(msg_id, uid, cid, gid)
+        self.expect(f"{uid} sends sealed {mid} in {cid} with capability {cap_id}", got, want)
+        if want.allowed:
+            assert derived is not None and gid is not None
+            self.grants.append((gid, derived.token))
+            self.grant_tokens[gid] = derived.token
+            self.msgs.append(msg_id)
+            self.new_msgs.append(msg_id)
+
+    @precondition(lambda self: bool(self.caps))
+    @rule(user=IDX, cap=IDX)
+    def revoke_capability(self, user: int, cap: int) -> None:
+        cap_id = pick(self.caps, cap)
+        c = self.model.caps[cap_id]
+        uid = pick(self.first_those({c.holder, self.model.media[c.media].owner}), user)
+        client = self.s.people[uid].client
+        edge = EdgeClient(self.s.edge_url, session_token=client.session_token, http=client.http)
+        got, _ = self.s.run(self.s.status(edge.revoke_capability(cap_id)))
+        self.expect(f"{uid} revokes capability {cap_id}", got,
+                    self.model.revoke_capability(uid, cap_id))
 
     def recipients(self, gid: str) -> set[str]:
         return {u for m in self.model.messages.values() if m.grant == gid

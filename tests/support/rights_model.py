@@ -4,7 +4,8 @@ This is the executable statement of ``docs/threat-model.md``: pure Python over
 a history of actions, no I/O, no shortcuts taken from the implementation.  The
 stateful test (``tests/integration/test_rights_stateful.py``) applies the same actions to
 the real dm and edge and checks every answer against :meth:`Rights.fetch`,
-:meth:`Rights.send_plain`, :meth:`Rights.mint_grant` and :meth:`Rights.deliverable`.
+:meth:`Rights.send_plain`, :meth:`Rights.mint_grant`, :meth:`Rights.obtain_capability`
+and :meth:`Rights.deliverable`.
 
 A verdict is ``ALLOW`` or a denial ``(status, reason)``; the status is what
 the edge or dm must answer (the reason names the rule, for failure messages).
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: The longest re-share chain a capability names (then re-sharing by capability stops).
+MAX_SOURCES = 8
 #: The lowest age each session claim allows (the dev issuer's "adult" and "minor").
 AGE_OF = {"adult": 18, "minor": 13}
 
@@ -79,6 +82,19 @@ class GrantRec:
     n: int
     redeemers: list[str] = field(default_factory=list)  # bound users, first come first bound
     revoked: bool = False
+    cap: str | None = None  # a derived grant: the capability it was made from
+
+
+@dataclass
+class CapRec:
+    """A share capability (docs/protocol.md, section 14): its holder derives grants."""
+
+    media: str
+    holder: str
+    max_grants: int
+    sources: tuple[str, ...]  # the re-share chain: grant and capability ids
+    grants: set[str] = field(default_factory=set)  # derived grants redeemed at least once
+    revoked: bool = False
 
 
 @dataclass
@@ -98,6 +114,7 @@ class Rights:
         self.convs: dict[str, Conv] = {}
         self.messages: dict[str, Message] = {}
         self.grants: dict[str, GrantRec] = {}
+        self.caps: dict[str, CapRec] = {}
         self.blocks: set[tuple[str, str]] = set()  # (blocker, blocked)
 
     # -- rules ------------------------------------------------------------------------------
@@ -181,15 +198,45 @@ class Rights:
         g = self.grants[grant]
         if g.media != mid:
             return deny(403, "grant_media_mismatch")
-        if g.revoked:
-            return deny(410, "grant_revoked")
+        live = self.live(grant)
+        if not live.allowed:
+            return live
         if not m.active:
             return deny(410, "media_taken_down")
         aud = self.audience(uid, mid)
         if not aud.allowed:
             return aud
+        cap = self.caps[g.cap] if g.cap else None
+        if cap is not None and uid not in g.redeemers and grant not in cap.grants \
+                and len(cap.grants) >= cap.max_grants:
+            return deny(403, "capability_exhausted")
         if uid not in g.redeemers and len(g.redeemers) >= g.n:
             return deny(403, "grant_exhausted")
+        return ALLOW
+
+    def is_revoked(self, token_id: str) -> bool:
+        """A grant or a capability (a re-share chain names both) that was revoked."""
+        if token_id in self.caps:
+            return self.caps[token_id].revoked
+        return self.grants[token_id].revoked
+
+    def live(self, grant: str) -> Verdict:
+        """What can change about a grant after it was made: it is not revoked; a derived
+        one's capability is not revoked, nor anything in that capability's re-share chain,
+        and its holder may still share (the owner, or a re-sharer while re-sharing is on)."""
+        g = self.grants[grant]
+        if g.revoked:
+            return deny(410, "grant_revoked")
+        if g.cap is None:
+            return ALLOW
+        cap = self.caps[g.cap]
+        if cap.revoked:
+            return deny(410, "capability_revoked")
+        if any(self.is_revoked(s) for s in cap.sources):
+            return deny(410, "capability_source_revoked")
+        m = self.media[g.media]
+        if not (m.public or m.owner == cap.holder or (cap.sources and m.allow_reshare)):
+            return deny(403, "share_not_allowed")
         return ALLOW
 
     # -- actions: each returns the verdict the service must give, and applies it ---------
@@ -231,9 +278,10 @@ class Rights:
 
     def mint_grant(self, gid: str, uid: str, mid: str, n: int, via: str | None) -> Verdict:
         """``POST /v1/grants``; a re-share must name (``via``) a grant for the same media
-        that ``uid`` redeemed and that is not revoked."""
+        that ``uid`` redeemed and that is :meth:`live` (for a minted grant: not revoked)."""
         g = self.grants.get(via) if via else None
-        holds = (g is not None and g.media == mid and uid in g.redeemers and not g.revoked)
+        holds = (g is not None and g.media == mid and uid in g.redeemers
+                 and self.live(via or "").allowed)
         m = self.media[mid]
         if g is not None and g.media != mid and not (m.public or m.owner == uid):
             return deny(403, "grant_media_mismatch")
@@ -241,6 +289,41 @@ class Rights:
         if v.allowed:
             self.grants[gid] = GrantRec(mid, uid, n)
         return v
+
+    def obtain_capability(self, cap_id: str, uid: str, mid: str, via: str | None, *,
+                          max_grants: int = 1000) -> Verdict:
+        """``POST /v1/capabilities``: the checks of :meth:`mint_grant`, where the proof of
+        receipt may also be a derived grant, counted only while it is :meth:`live`.  A
+        re-sharer's capability names the chain it came through."""
+        g = self.grants.get(via) if via else None
+        holds = (g is not None and g.media == mid and uid in g.redeemers
+                 and self.live(via or "").allowed)
+        m = self.media[mid]
+        if g is not None and g.media != mid and not (m.public or m.owner == uid):
+            return deny(403, "grant_media_mismatch")
+        sources: tuple[str, ...] = ()
+        if g is not None and holds and not (m.public or m.owner == uid):
+            assert via is not None
+            sources = (via,) if g.cap is None else (via, g.cap, *self.caps[g.cap].sources)
+            if len(sources) > MAX_SOURCES:  # the chain a capability can carry
+                holds = False
+        v = self.share_right(uid, mid, holds=holds)
+        if v.allowed:
+            self.caps[cap_id] = CapRec(mid, uid, max_grants, sources if holds else ())
+        return v
+
+    def derive(self, gid: str, cap_id: str, n: int) -> None:
+        """A grant made on the holder's device: no service is asked, nothing is refused."""
+        cap = self.caps[cap_id]
+        self.grants[gid] = GrantRec(cap.media, cap.holder, n, cap=cap_id)
+
+    def revoke_capability(self, uid: str, cap_id: str) -> Verdict:
+        """Its holder, the media's owner (or a moderator) revokes a capability."""
+        cap = self.caps[cap_id]
+        if uid not in (cap.holder, self.media[cap.media].owner):
+            return deny(403, "forbidden")
+        cap.revoked = True
+        return ALLOW
 
     def send_sealed(self, msg_id: str, uid: str, cid: str, grant: str | None) -> Verdict:
         """A sealed send; it must be sealed to someone (alone in the conversation: 409)."""
@@ -259,10 +342,13 @@ class Rights:
         m, g = self.media[mid], self.grants[grant]
         if v.allowed and not (m.public or m.owner == uid) and uid not in g.redeemers:
             g.redeemers.append(uid)
+            if g.cap is not None:
+                self.caps[g.cap].grants.add(grant)
         return v
 
     def unsend(self, uid: str, msg_id: str) -> Verdict:
-        """Only the sender, while a member; it revokes the message's grant too."""
+        """Only the sender, while a member; it revokes the message's grant too (dm a minted
+        one, the sender's client a derived one)."""
         m = self.messages[msg_id]
         if not self.is_member(uid, m.cid):
             return deny(403, "not_a_member")
@@ -297,7 +383,8 @@ class Rights:
         self.media[mid].active = False
 
     def revoke_grant(self, uid: str, grant: str) -> Verdict:
-        """Only the grant's sharer (or a moderator) revokes it."""
+        """Only the grant's sharer (a derived grant's: its capability's holder), or a
+        moderator, revokes it."""
         g = self.grants[grant]
         if g.sharer != uid:
             return deny(403, "forbidden")
