@@ -30,13 +30,13 @@ SHARE_PHASES = ("grant", "seal", "send", "delivery", "open", "first_byte", "segm
 VIEW_PHASES = ("read", "open", "first_byte", "segment")
 TOTAL = "total"
 PHASE_LABELS = {
-    "grant": "grant", "seal": "seal (client crypto)", "send": "send",
+    "grant": "grant (derived on the device)", "seal": "seal (client crypto)", "send": "send",
     "delivery": "delivery (send until pushed)", "open": "open (client crypto)",
     "read": "read", "first_byte": "first byte", "segment": "segment fetch",
     TOTAL: "whole share (from intended start)",
 }
 #: Phases that are client-side crypto, recorded "like a request" with this request type.
-CRYPTO_PHASES = frozenset({"seal", "open"})
+CRYPTO_PHASES = frozenset({"grant", "seal", "open"})
 CRYPTO_REQUEST_TYPE = "crypto"
 
 #: The stand-in video the seeder registers (the one the load-test stack serves at

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 from locust import FastHttpUser, constant, task
 from locust.env import Environment
 
+from cdn_auth import capability as cap_mod
 from dm import envelope
+from dm.capabilities import CapabilityWallet, DerivedGrant
 from loadtests.load import push, seed
 from loadtests.load.scenarios import (
     CRYPTO_REQUEST_TYPE,
@@ -198,6 +200,10 @@ class _ShareUser(_FlowUser):
             self.devices = seed.devices_of(t, self.pair.sender, self.pair.recipient.user_id,
                                            self.pair.sender.user_id)
             self.recipient_key = self.pair.recipient.device_key()
+            # The sender's device holds a share capability for its video, obtained once
+            # (as at upload): each share then derives its grant here, with no round trip.
+            self.wallet = CapabilityWallet()
+            self._obtain_capability()
         self.watcher = push.watcher(t.dm_url, self.pair.recipient.token,
                                     self.pair.conversation_id)
         STATE.ready_users += 1
@@ -205,6 +211,27 @@ class _ShareUser(_FlowUser):
     def on_stop(self) -> None:
         if hasattr(self, "watcher"):
             self.watcher.close()
+
+    def _obtain_capability(self) -> None:
+        assert self.pair is not None
+        p = self.pair
+        self.wallet.hold(seed.call(
+            "POST", f"{STATE.targets.edge_url}/v1/capabilities", token=p.sender.token,
+            json_body={"media_id": p.media_id, "holder_key": self.wallet.public_key,
+                       "max_redeemers": 1, "max_grants": cap_mod.MAX_GRANTS}))
+
+    def before_slot(self) -> None:
+        """A capability near its end is replaced outside any measurement."""
+        if self.pair is not None and hasattr(self, "wallet") \
+                and self.wallet.held(self.pair.media_id) is None:
+            self._obtain_capability()
+
+    def _derive(self) -> DerivedGrant:
+        assert self.pair is not None
+        grant = self.wallet.derive(self.pair.media_id, redeemers=1)
+        if grant is None:
+            raise ValueError("no usable capability held")
+        return grant
 
     def _delivered(self, message_id: str, sent_at: float) -> dict[str, Any]:
         got = self.watcher.wait_for(message_id, DELIVERY_TIMEOUT_S)
@@ -228,13 +255,11 @@ class _ShareUser(_FlowUser):
             message = self._delivered(sent["id"], sent_at)
             self.play(message["media"]["url"], p.recipient.token, None)
             return
-        g = self.call("POST", f"{t.edge_url}/v1/grants", "grant", token=p.sender.token,
-                      expect=(200, 201), json_body={"media_id": p.media_id, "redeemers": 1})
+        g = self.crypto("grant", self._derive)  # on the device, from the held capability
         cmid = envelope.new_client_message_id()
         body = self.crypto("seal", lambda: envelope.seal_body(
             p.conversation_id, p.sender.user_id, p.sender.device_id, cmid,
-            envelope.new_payload(p.media_id, g["grant"], SHARE_TEXT), self.devices))
-        body["grant_id"] = g["grant_id"]
+            envelope.new_payload(p.media_id, g.token, SHARE_TEXT), self.devices))
         sent_at = time.perf_counter()
         sent = self.call("POST", messages, "send", token=p.sender.token, expect=(201,),
                          json_body=body)

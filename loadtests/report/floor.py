@@ -1,9 +1,12 @@
 """The floor of the sealed overhead, from primitives measured in the same run.
 
 Sealing a share adds, at the very least, what no design can avoid on the
-critical path: the sender's seal, the recipient's open, the edge's check of
-the grant on the first fetch, and the binding of the first redeemer (one
-Redis round trip).  Measured at the start of a run, in-process, on the same
+critical path: the sender's device deriving the share's grant from its
+capability (one Ed25519 signature, protocol section 14), the sender's seal,
+the recipient's open, the edge's check of the derived grant on the first
+fetch (the holder's signature: the capability's own ring signature is
+checked once and cached), and the binding of the first redeemer (one Redis
+round trip).  Measured at the start of a run, in-process, on the same
 machine and under the same conditions as the load, their sum is the floor
 the measured overhead (sealed minus plain, p50) is compared with: a
 multiple far above 1 says the cost is design or measurement, not
@@ -27,14 +30,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cdn_auth import grant as grant_mod
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cdn_auth import capability as cap_mod
 from cdn_auth import redis_keys
 from cdn_auth.keyring import KeyRing
 from cdn_auth.keyset import keys_from_jwks
 from cdn_auth.redemption import BIND
 from cdn_auth.token_format import Alg
 from dm import envelope
-from loadtests.bench.tokens import TOKEN_TTL_S, Tokens, sample_payload
+from loadtests.bench.tokens import TEXT, TOKEN_TTL_S, Tokens
 from loadtests.load.scenarios import SUITE_OF
 from service_kernel.ids import new_id
 
@@ -68,6 +73,27 @@ def crypto_us(suite: str, payload: envelope.Payload, repeats: int) -> tuple[floa
             cpu_us(lambda: envelope.open_envelope(key, binding, sealed), repeats))
 
 
+def derived_grant_us(tokens: Tokens, repeats: int) -> tuple[float, float, str]:
+    """The device deriving a grant from its capability, and the edge's first check of it
+    beyond the capability (whose ring signature it verified once, on the capability's
+    first use, and caches): µs of CPU each, and a derived grant (what a share carries)."""
+    holder = Ed25519PrivateKey.generate()
+    now = time.time()
+    cap = cap_mod.mint(tokens.signer, cap_id=new_id("c"), media_id=tokens.media_id,
+                       holder="u_alice", holder_key=holder.public_key().public_bytes_raw(),
+                       max_redeemers=1, max_grants=cap_mod.MAX_GRANTS, now=now,
+                       ttl_s=TOKEN_TTL_S)
+    derived, _ = cap_mod.derive(holder, cap, max_redeemers=1, now=now, ttl_s=TOKEN_TTL_S)
+    derive_us = cpu_us(lambda: cap_mod.derive(holder, cap, max_redeemers=1, now=now,
+                                              ttl_s=TOKEN_TTL_S), repeats)
+    whole = cpu_us(lambda: cap_mod.verify_derived(
+        derived, tokens.keys, now, max_lifetime_s=TOKEN_TTL_S,
+        max_capability_lifetime_s=TOKEN_TTL_S), repeats)
+    capability_only = cpu_us(lambda: cap_mod.verify(cap, tokens.keys, now,
+                                                    max_lifetime_s=TOKEN_TTL_S), repeats)
+    return derive_us, round(max(0.0, whole - capability_only), 1), derived
+
+
 def binding_rtt_us(redis_url: str, calls: int = BIND_CALLS) -> float:
     """Median wall-clock µs of the edge's binding script on a fresh grant's redeemer set."""
     import redis
@@ -89,25 +115,24 @@ def binding_rtt_us(redis_url: str, calls: int = BIND_CALLS) -> float:
 
 
 def measure(redis_url: str | None, repeats: int = REPEATS) -> dict[str, Any]:
-    """Per sealed mode: seal, open, grant check, binding round trip (µs) and their sum (ms)."""
+    """Per sealed mode: derive, seal, open, grant check, binding round trip (µs) and their
+    sum (ms)."""
     with tempfile.TemporaryDirectory() as tmp:
         ring = KeyRing.load_or_create(Path(tmp) / "ring", Alg.ED25519)  # as the stack's edge
         tokens = Tokens(ring.signer(), keys_from_jwks(ring.verify_jwks()), new_id("m"))
-    grant = tokens.grant("g_floor")
-    now = time.time()
-    check_us = cpu_us(lambda: grant_mod.verify(grant, tokens.keys, now,
-                                                  max_lifetime_s=TOKEN_TTL_S), repeats)
+    derive_us, check_us, derived = derived_grant_us(tokens, repeats)
     rtt = binding_rtt_us(redis_url) if redis_url else None
-    payload = sample_payload(tokens)
+    payload = envelope.Payload(tokens.media_id, derived, TEXT, envelope.new_franking_key())
     out: dict[str, Any] = {"measured_at": time.time(), "repeats": repeats,
-                           "grant_check_us": check_us, "binding_rtt_us": rtt,
+                           "derive_us": derive_us, "grant_check_us": check_us,
+                           "binding_rtt_us": rtt,
                            "note": None if rtt is not None else
                            "binding round trip not measured (remote target's Redis)",
                            "modes": {}}
     for mode, suite in SUITE_OF.items():
         seal_us, open_us = crypto_us(suite, payload, repeats)
-        parts = {"seal_us": seal_us, "open_us": open_us, "grant_check_us": check_us,
-                 "binding_rtt_us": rtt}
+        parts = {"derive_us": derive_us, "seal_us": seal_us, "open_us": open_us,
+                 "grant_check_us": check_us, "binding_rtt_us": rtt}
         out["modes"][mode] = {**parts, "floor_ms": round(
             sum(v for v in parts.values() if v is not None) / 1000.0, 3)}
     return out

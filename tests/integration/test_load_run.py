@@ -87,8 +87,10 @@ def test_every_user_class_runs_and_reports(stack: ProcStack, short_run: Path) ->
     for mode in ("sealed", "sealed-pq"):  # the floor, from primitives measured in this run
         f = doc["floor"][mode]
         assert f["seal_us"] > 0 and f["open_us"] > 0 and f["binding_rtt_us"] > 0, f
+        assert f["derive_us"] > 0 and f["grant_check_us"] > 0, f  # the capability path
         assert f["floor_ms"] == pytest.approx(
-            (f["seal_us"] + f["open_us"] + f["grant_check_us"] + f["binding_rtt_us"]) / 1000,
+            (f["derive_us"] + f["seal_us"] + f["open_us"] + f["grant_check_us"]
+             + f["binding_rtt_us"]) / 1000,
             abs=0.002)
         assert f["multiple"] == pytest.approx(f["overhead_ms"] / f["floor_ms"], abs=0.01)
     lags = [r["loop_lag_p99_ms"] for r in doc["validity"]["segments"]]
