@@ -2,11 +2,12 @@
 
 A hypothesis state machine drives the real dm and edge (aiohttp servers on
 free ports, a real redis-server; started once per test, Redis flushed per
-example) through random sequences of the actions in :mod:`tests.rights_model`,
-and after every step asks through every path a client has (HTTP reads, live
-WebSocket pushes, a WebSocket replay from the start of the notify stream,
-grants, ``GET|HEAD /m/{id}`` and ``GET /auth``) and compares each answer
-with the model.  Hypothesis shrinks a mismatch to a minimal history.
+example; :mod:`tests.support.rights_services`) through random sequences of
+the actions in :mod:`tests.support.rights_model`, and after every step asks
+through every path a client has (HTTP reads, live WebSocket pushes, a
+WebSocket replay from the start of the notify stream, grants,
+``GET|HEAD /m/{id}`` and ``GET /auth``) and compares each answer with the
+model.  Hypothesis shrinks a mismatch to a minimal history.
 
 Propagation is waited for, never slept for: after each step the edge's
 revocation tail must have read up to the newest revocation entry, and a
@@ -19,14 +20,10 @@ Budget: the ``ci`` profile (default) runs a bounded number of examples; set
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import uuid
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-import aiohttp
 import pytest
 from hypothesis import HealthCheck, Verbosity, settings
 from hypothesis import strategies as st
@@ -39,19 +36,16 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from cdn_auth import redis_keys as cdn_keys
 from cdn_auth.keyring import KeyRing
 from dm import envelope
-from dm.client import DmClient, DmClientError
+from dm.client import DmClient
 from dm.edge_client import EdgeClient
 from dm.notify import id_key
 from dm.web_state import STATE as DM_STATE
-from service_kernel.stream_tail import decode_entry
 
 from ..support.rights_model import MediaRec, Pointer, Rights, Verdict
-from ..support.services import DmFactory, DmStack, EdgeFactory, RedisBackend, wait_until
-
-T = TypeVar("T")
+from ..support.rights_services import Services, Tok, bearer_of, pick
+from ..support.services import DmFactory, EdgeFactory, RedisBackend, wait_until
 
 settings.register_profile("ci", max_examples=20, stateful_step_count=20, deadline=None,
                           suppress_health_check=list(HealthCheck), print_blob=True)
@@ -72,162 +66,6 @@ MEDIA = st.tuples(IDX, st.booleans(), st.booleans(), st.sampled_from([0, 0, 0, 1
 AGES = st.sampled_from(["adult", "adult", "minor"])
 #: creator, other members, sealed
 CONV = st.tuples(IDX, st.sets(IDX, min_size=1, max_size=2), st.booleans())
-STEP_TIMEOUT_S = 30.0
-
-
-def pick(items: list[T], i: int) -> T:
-    return items[i % len(items)]
-
-
-@dataclass
-class Tok:
-    """A token some user obtained, with what it names (for the model)."""
-
-    holder: str
-    media: str
-    url: str  # the edge URL (with the pointer in its query for pointers)
-    pointer: Pointer | None = None
-    grant: str | None = None  # grant id (the model's key)
-    grant_token: str | None = None
-
-
-@dataclass
-class Person:
-    client: DmClient
-    frames: list[dict[str, Any]] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-    cursors: list[str] = field(default_factory=lambda: ["0-0"])
-
-
-class Services:
-    """The running stack, driven from hypothesis' thread through the services' own loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, dm: DmStack, redis: Any,
-                 ring_path: Any) -> None:
-        self.loop, self.dm, self.redis, self.ring_path = loop, dm, redis, ring_path
-        self.edge_url = str(dm.edge.client.make_url("")).rstrip("/")
-        self.http: aiohttp.ClientSession | None = None
-        self.people: dict[str, Person] = {}
-        self.probe: DmClient | None = None
-        self.probe_convs: dict[str, str] = {}  # user -> the probe's conversation with them
-        self.syncs = 0
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(STEP_TIMEOUT_S * 4)
-
-    # -- per example -------------------------------------------------------------------
-    async def reset(self) -> None:
-        await self.close_people()
-        await self.redis.flushall()
-        self.http = aiohttp.ClientSession()
-        self.probe = await self._client(age="adult", region="GB")
-        self.moderator = await self._client(age="adult", region="GB", roles=["moderator"])
-        self.people, self.probe_convs, self.syncs = {}, {}, 0
-
-    async def close_people(self) -> None:
-        for p in self.people.values():
-            if p.task is not None:
-                p.task.cancel()
-                await asyncio.gather(p.task, return_exceptions=True)
-        if self.http is not None:
-            await self.http.close()
-            self.http = None
-
-    async def _client(self, **kw: Any) -> DmClient:
-        c = DmClient(self.dm.dm_url, http=self.http)
-        await c.create_user(**kw)
-        return c
-
-    async def add_user(self, age: str, region: str) -> str:
-        c = await self._client(age=age, region=region)
-        c.use_device_key(envelope.DeviceKey.generate("x25519"))
-        await c.publish_key()
-        assert self.probe is not None
-        conv = await self.probe.create_conversation([c.uid])
-        self.probe_convs[c.uid] = conv["id"]
-        person = Person(c)
-        person.task = asyncio.create_task(self._listen(person))
-        self.people[c.uid] = person
-        await self.sync([c.uid])
-        return c.uid
-
-    async def _listen(self, person: Person) -> None:
-        assert self.http is not None
-        async with self.http.ws_connect(self.dm.dm_url + "/v1/stream",
-                                        headers=_bearer(person.client)) as ws:
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    return
-                person.frames.append(json.loads(msg.data))
-
-    async def sync(self, users: list[str]) -> None:
-        """Wait until the edge has read every revocation and each user's live socket has
-        every event stored so far: a probe message sent now must arrive last."""
-        newest = await self.redis.xrevrange(cdn_keys.REVOCATION_STREAM, count=1)
-        if newest:
-            target = id_key(decode_entry(*newest[0])[0])
-            tailer = self.dm.edge.state.authorizer.tailer.stream
-            await wait_until(lambda: tailer.last_id is not None
-                             and id_key(tailer.last_id) >= target, STEP_TIMEOUT_S)
-        marks = {}
-        assert self.probe is not None
-        for u in users:
-            self.syncs += 1
-            marks[u] = f"sync-{self.syncs}"
-            await self.probe.send(self.probe_convs[u], text=marks[u])
-        for u in users:
-            frames = self.people[u].frames
-            await wait_until(lambda f=frames, m=marks[u]: any(  # type: ignore[misc]
-                x.get("message", {}).get("text") == m for x in f), STEP_TIMEOUT_S)
-
-    async def replay(self, uid: str, cursor: str) -> list[dict[str, Any]]:
-        """Connect at ``cursor``; collect frames until a probe message sent after connecting."""
-        assert self.http is not None and self.probe is not None
-        person = self.people[uid]
-        out: list[dict[str, Any]] = []
-        async with self.http.ws_connect(self.dm.dm_url + "/v1/stream", params={"cursor": cursor},
-                                        headers=_bearer(person.client)) as ws:
-            self.syncs += 1
-            mark = f"sync-{self.syncs}"
-            await self.probe.send(self.probe_convs[uid], text=mark)
-
-            async def collect() -> None:
-                async for msg in ws:
-                    if msg.type != aiohttp.WSMsgType.TEXT:
-                        raise AssertionError(f"replay for {uid} closed early: {msg.type}")
-                    frame = json.loads(msg.data)
-                    if frame.get("message", {}).get("text") == mark:
-                        return
-                    out.append(frame)
-
-            await asyncio.wait_for(collect(), STEP_TIMEOUT_S)
-        return out
-
-    async def status(self, call: Coroutine[Any, Any, Any]) -> tuple[int, Any]:
-        try:
-            return 200, await call
-        except DmClientError as err:
-            return err.status, None
-
-    async def fetch(self, uid: str, tok: Tok, how: str) -> int:
-        """One fetch with ``uid``'s session: ``get`` (a 1-byte Range), ``head``, or ``auth``."""
-        assert self.http is not None
-        h = _bearer(self.people[uid].client)
-        if tok.grant_token:
-            h["X-Grant"] = tok.grant_token
-        if how == "auth":
-            h["X-Original-URI"] = tok.url[len(self.edge_url):]
-            url, method = self.edge_url + "/auth", "GET"
-        else:
-            h["Range"] = "bytes=0-0"
-            url, method = tok.url, how.upper()
-        async with self.http.request(method, url, headers=h) as resp:
-            await resp.read()
-            return resp.status
-
-
-def _bearer(c: DmClient) -> dict[str, str]:
-    return {"Authorization": f"Bearer {c.session_token}"}
 
 
 SERVICES: Services | None = None
@@ -468,7 +306,7 @@ class RightsMachine(RuleBasedStateMachine):
     async def _takedown(self, mid: str) -> None:
         assert self.s.http is not None
         async with self.s.http.post(f"{self.s.edge_url}/v1/takedowns", json={"media_id": mid},
-                                    headers=_bearer(self.s.moderator)) as r:
+                                    headers=bearer_of(self.s.moderator)) as r:
             assert r.status == 200, await r.text()
 
     @precondition(lambda self: bool(self.grants))
