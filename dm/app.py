@@ -106,6 +106,7 @@ def build_app(settings: DmSettings, *, redis: RedisClient | None = None, clock: 
             state.block_cache.evict(fields.get("user_id", ""))
 
     hub.listeners.append(evict)
+    state.metrics.staleness_bound.set(settings.staleness_bound_s)
     logs.redact_bad_requests()
     app = web.Application(middlewares=[error_middleware(on_response=state.metrics.response)],
                           client_max_size=settings.max_body_bytes)

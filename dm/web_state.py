@@ -83,6 +83,9 @@ class DmMetrics:
         self.notify_tail_age = Gauge("dm_notify_tail_age_seconds",
                                      "Seconds since Redis last answered the notify tail",
                                      registry=r)
+        self.staleness_bound = Gauge("dm_notify_staleness_bound_seconds",
+                                     "Notify tail age past which /readyz answers 503 "
+                                     "(DM_STALENESS_BOUND_S)", registry=r)
         self._status: dict[int, Any] = {}
 
     def response(self, status: int) -> None:
