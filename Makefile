@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: test-unit demo share-demo web loadtest-quick loadtest test lint typecheck unit bench fuzz clean test-compose
+.PHONY: format test-unit demo share-demo web loadtest-quick loadtest test lint typecheck unit bench fuzz clean test-compose
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,13 @@ test: lint typecheck unit
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+
+## Format the tree (ruff format, then the fixable lint rules), as CI checks it.
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -79,6 +79,7 @@ if TYPE_CHECKING:
 
 
 if not TYPE_CHECKING:  # type checkers see the imports above, and catch a misspelt name
+
     def __getattr__(name: str) -> object:
         try:
             module, attr = _EXPORTS[name]

@@ -70,15 +70,26 @@ class AuthorizerConfig:
 
 
 class Authorizer:
-    def __init__(self, config: AuthorizerConfig, *, sessions: SessionVerifier, keys: KeySet,
-                 registry: MediaRegistry, tailer: RevocationTailer, metrics: Metrics,
-                 redemptions: Redemptions, playback: PlaybackTokens | None = None,
-                 clock: Clock = system_clock, capabilities: CapabilityGate | None = None) -> None:
+    def __init__(
+        self,
+        config: AuthorizerConfig,
+        *,
+        sessions: SessionVerifier,
+        keys: KeySet,
+        registry: MediaRegistry,
+        tailer: RevocationTailer,
+        metrics: Metrics,
+        redemptions: Redemptions,
+        playback: PlaybackTokens | None = None,
+        clock: Clock = system_clock,
+        capabilities: CapabilityGate | None = None,
+    ) -> None:
         self.config = config
         self._sessions = sessions
         self._keys = keys
-        self.verifier = Verifier(keys, max_lifetime_s=config.max_token_lifetime_s,
-                                 leeway_s=config.token_leeway_s, clock=clock)
+        self.verifier = Verifier(
+            keys, max_lifetime_s=config.max_token_lifetime_s, leeway_s=config.token_leeway_s, clock=clock
+        )
         self._registry = registry
         self._playback = playback
         self.redemptions = redemptions
@@ -90,8 +101,9 @@ class Authorizer:
 
         def cache(name: str) -> ExpiringCache[Any]:
             counters = metrics.cache_counters(name)  # bound once, not .labels() per lookup
-            return ExpiringCache(name, config.cache_size, clock,
-                                 on_hit=counters.hit, on_miss=counters.miss)
+            return ExpiringCache(
+                name, config.cache_size, clock, on_hit=counters.hit, on_miss=counters.miss
+            )
 
         self.session_cache: ExpiringCache[Session] = cache("session")
         self.playback_cache: ExpiringCache[Session] = cache("playback")
@@ -103,13 +115,16 @@ class Authorizer:
         #: Sessions verified once per token and cached until they expire; concurrent misses
         #: for one token share one verification (a JWKS fetch, at worst).
         self.session_lookup: CachedLookup[str, Session] = CachedLookup(
-            self.session_cache, lambda token: sessions.verify(token, clock()),
-            expires_at=_session_exp, key=token_key)
+            self.session_cache,
+            lambda token: sessions.verify(token, clock()),
+            expires_at=_session_exp,
+            key=token_key,
+        )
         #: Media records read from Redis: when a popular video's record expires, every
         #: request in flight for it misses at once and they share one read.
         self.media_lookup: CachedLookup[str, Media] = CachedLookup(
-            self.media_cache, self._read_media,
-            expires_at=lambda _: clock() + config.media_cache_ttl_s)
+            self.media_cache, self._read_media, expires_at=lambda _: clock() + config.media_cache_ttl_s
+        )
         tailer.view.listeners.append(self._on_revocation)
         #: Called with the kids that left the verify JWKS (a retirement), after the token
         #: caches have dropped their claims.
@@ -142,21 +157,33 @@ class Authorizer:
     def tail_fresh(self) -> bool:
         return self.tailer.age_s() <= self.config.staleness_bound_s
 
-    async def authorize(self, media_id: str, session_token: str | None,
-                        pointer_token: str | None, grant_token: str | None = None, *,
-                        playback_token: str | None = None) -> Decision:
+    async def authorize(
+        self,
+        media_id: str,
+        session_token: str | None,
+        pointer_token: str | None,
+        grant_token: str | None = None,
+        *,
+        playback_token: str | None = None,
+    ) -> Decision:
         """``playback_token`` is the browser's media cookie (cdn_auth.playback); a bearer
         session, when present, wins.  Callers pass it only for GET/HEAD of media."""
         started = time.perf_counter()
         try:
-            return await self._authorize(media_id, session_token, pointer_token, grant_token,
-                                         playback_token)
+            return await self._authorize(
+                media_id, session_token, pointer_token, grant_token, playback_token
+            )
         finally:
             self._metrics.decision_seconds.observe(time.perf_counter() - started)
 
-    async def _authorize(self, media_id: str, session_token: str | None,
-                         pointer_token: str | None, grant_token: str | None,
-                         playback_token: str | None) -> Decision:
+    async def _authorize(
+        self,
+        media_id: str,
+        session_token: str | None,
+        pointer_token: str | None,
+        grant_token: str | None,
+        playback_token: str | None,
+    ) -> Decision:
         if not is_id(media_id):
             raise InvalidField("media id")
         if session_token:
@@ -190,11 +217,9 @@ class Authorizer:
         rights.check_audience(media, session)
         return Decision(media, session, ptr, through_ms=through)
 
-    async def _by_grant(self, media: Media, session: Session, token: str,
-                        through: int) -> Decision:
+    async def _by_grant(self, media: Media, session: Session, token: str, through: int) -> Decision:
         if self.capabilities is not None and is_derived(token):
-            return await self.capabilities.decide(media, session, token, self.tailer.view,
-                                                  through)
+            return await self.capabilities.decide(media, session, token, self.tailer.view, through)
         g = self.grant(token)
         if g.media_id != media.id:
             raise GrantMediaMismatch(g.grant_id)

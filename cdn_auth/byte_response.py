@@ -32,9 +32,18 @@ class ByteRangeResponse(web.StreamResponse):
     Content-Length), which every HTTP client reports as an error.
     """
 
-    def __init__(self, *, fobj: IO[bytes], offset: int, count: int, status: int,
-                 headers: dict[str, str], still_allowed: Callable[[], bool] = lambda: True,
-                 window: int = 1024 * 1024, write_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        fobj: IO[bytes],
+        offset: int,
+        count: int,
+        status: int,
+        headers: dict[str, str],
+        still_allowed: Callable[[], bool] = lambda: True,
+        window: int = 1024 * 1024,
+        write_timeout_s: float = 30.0,
+    ) -> None:
         super().__init__(status=status, headers=headers)
         self._fobj = fobj
         self._offset = offset
@@ -76,19 +85,26 @@ class ByteRangeResponse(web.StreamResponse):
         finally:
             self._fobj.close()
 
-    async def _send_window(self, transport: asyncio.BaseTransport,
-                           writer: AbstractStreamWriter, loop: asyncio.AbstractEventLoop,
-                           pos: int, count: int) -> None:
+    async def _send_window(
+        self,
+        transport: asyncio.BaseTransport,
+        writer: AbstractStreamWriter,
+        loop: asyncio.AbstractEventLoop,
+        pos: int,
+        count: int,
+    ) -> None:
         try:
             await loop.sendfile(transport, self._fobj, pos, count)  # type: ignore[arg-type]
         except NotImplementedError:  # e.g. TLS transports
             await self._copy(writer, loop, pos, count)
 
-    async def _copy(self, writer: AbstractStreamWriter, loop: asyncio.AbstractEventLoop,
-                    pos: int, left: int) -> None:
+    async def _copy(
+        self, writer: AbstractStreamWriter, loop: asyncio.AbstractEventLoop, pos: int, left: int
+    ) -> None:
         while left > 0:
-            chunk = await loop.run_in_executor(None, os.pread, self._fobj.fileno(),
-                                               min(CHUNK, left), pos)
+            chunk = await loop.run_in_executor(
+                None, os.pread, self._fobj.fileno(), min(CHUNK, left), pos
+            )
             if not chunk:
                 raise ConnectionResetError("origin file shrank while streaming")
             await writer.write(chunk)
@@ -112,5 +128,3 @@ def open_origin(path: Path, expected_size: int) -> IO[bytes]:
         fobj.close()
         raise
     return fobj
-
-

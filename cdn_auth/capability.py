@@ -97,16 +97,24 @@ class Derived(NamedTuple):
         """The claims as a grant, so every grant-keyed path (revocation by grant id, the
         front's dependencies, expiry) treats a derived grant as the grant it is."""
         c = self.capability
-        return grant_mod.Grant(self.grant_id, c.media_id, self.max_redeemers, c.holder,
-                               self.iat, self.exp, c.kid)
+        return grant_mod.Grant(
+            self.grant_id, c.media_id, self.max_redeemers, c.holder, self.iat, self.exp, c.kid
+        )
 
 
 def derived_grant_id(cap_id: str, nonce: bytes) -> str:
     return "d_" + b64url_encode(hashlib.sha256(cap_id.encode() + nonce).digest()[:16])
 
 
-def _capability_fields(cap_id: str, media_id: str, holder: str, holder_key: bytes,
-                       max_redeemers: int, max_grants: int, sources: tuple[str, ...]) -> bytes:
+def _capability_fields(
+    cap_id: str,
+    media_id: str,
+    holder: str,
+    holder_key: bytes,
+    max_redeemers: int,
+    max_grants: int,
+    sources: tuple[str, ...],
+) -> bytes:
     if len(holder_key) != 32:
         raise ValueError("holder_key must be a 32-byte Ed25519 public key")
     if not 1 <= max_redeemers <= grant_mod.MAX_REDEEMERS:
@@ -115,18 +123,34 @@ def _capability_fields(cap_id: str, media_id: str, holder: str, holder_key: byte
         raise ValueError(f"max_grants must be 1..{MAX_GRANTS}")
     if len(sources) > MAX_SOURCES:
         raise ValueError(f"at most {MAX_SOURCES} sources")
-    return (tf.pack_string(cap_id) + tf.pack_string(media_id) + tf.pack_string(holder)
-            + tf.pack_bytes(holder_key) + tf.pack_u16(max_redeemers) + tf.pack_u16(max_grants)
-            + bytes([len(sources)]) + b"".join(tf.pack_string(s) for s in sources))
+    return (
+        tf.pack_string(cap_id)
+        + tf.pack_string(media_id)
+        + tf.pack_string(holder)
+        + tf.pack_bytes(holder_key)
+        + tf.pack_u16(max_redeemers)
+        + tf.pack_u16(max_grants)
+        + bytes([len(sources)])
+        + b"".join(tf.pack_string(s) for s in sources)
+    )
 
 
-def mint(key: SigningKey, *, cap_id: str, media_id: str, holder: str, holder_key: bytes,
-         max_redeemers: int, max_grants: int, sources: tuple[str, ...] = (), now: float,
-         ttl_s: int = DEFAULT_CAPABILITY_TTL_S) -> str:
+def mint(
+    key: SigningKey,
+    *,
+    cap_id: str,
+    media_id: str,
+    holder: str,
+    holder_key: bytes,
+    max_redeemers: int,
+    max_grants: int,
+    sources: tuple[str, ...] = (),
+    now: float,
+    ttl_s: int = DEFAULT_CAPABILITY_TTL_S,
+) -> str:
     """A capability signed by the ring; ``ValueError`` if it could not carry a derived grant."""
     iat = int(now)
-    fields = _capability_fields(cap_id, media_id, holder, holder_key, max_redeemers,
-                                max_grants, sources)
+    fields = _capability_fields(cap_id, media_id, holder, holder_key, max_redeemers, max_grants, sources)
     token = tf.encode(TokenType.CAPABILITY, key, iat, iat + ttl_s, fields)
     if len(b64url_decode(token.partition(".")[0])) > MAX_CAPABILITY_BODY:
         raise ValueError("capability too large to carry in a derived grant; shorten the ids")
@@ -146,15 +170,32 @@ def _parse_fields(env: tf.Envelope) -> Capability:
         raise TokenMalformed("holder_key length")
     if not 1 <= max_redeemers <= grant_mod.MAX_REDEEMERS or not 1 <= max_grants <= MAX_GRANTS:
         raise TokenMalformed("capability bounds out of range")
-    return Capability(cap_id, shared(media_id), shared(holder), holder_key, max_redeemers,
-                      max_grants, sources, env.iat, env.exp, shared(env.kid))
+    return Capability(
+        cap_id,
+        shared(media_id),
+        shared(holder),
+        holder_key,
+        max_redeemers,
+        max_grants,
+        sources,
+        env.iat,
+        env.exp,
+        shared(env.kid),
+    )
 
 
-def verify(token: str, keys: dict[str, VerifyKey], now: float, *, max_lifetime_s: int,
-           leeway_s: int = tf.DEFAULT_LEEWAY_S) -> Capability:
+def verify(
+    token: str,
+    keys: dict[str, VerifyKey],
+    now: float,
+    *,
+    max_lifetime_s: int,
+    leeway_s: int = tf.DEFAULT_LEEWAY_S,
+) -> Capability:
     """A capability token, verified as section 1.4 verifies any token (ring signature)."""
-    env = tf.verify(token, TokenType.CAPABILITY, keys, now, leeway_s=leeway_s,
-                    max_lifetime_s=max_lifetime_s)
+    env = tf.verify(
+        token, TokenType.CAPABILITY, keys, now, leeway_s=leeway_s, max_lifetime_s=max_lifetime_s
+    )
     return _parse_fields(env)
 
 
@@ -167,8 +208,15 @@ def is_derived(token: str) -> bool:
     return len(head) == 3 and head[1] == TokenType.DERIVED
 
 
-def derive(holder: Ed25519PrivateKey, capability: str, *, max_redeemers: int, now: float,
-           ttl_s: int, nonce: bytes | None = None) -> tuple[str, str]:
+def derive(
+    holder: Ed25519PrivateKey,
+    capability: str,
+    *,
+    max_redeemers: int,
+    now: float,
+    ttl_s: int,
+    nonce: bytes | None = None,
+) -> tuple[str, str]:
     """A derived grant for N = ``max_redeemers`` users, made on the holder's device.
 
     Returns ``(token, grant_id)``.  ``exp`` is ``now + ttl_s``, cut to the capability's
@@ -191,7 +239,7 @@ def derive(holder: Ed25519PrivateKey, capability: str, *, max_redeemers: int, no
     nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
     if len(nonce) != NONCE_BYTES:
         raise ValueError(f"nonce must be {NONCE_BYTES} bytes")
-    cap_body = env.signed[len(tf.SIGNING_CONTEXT):]
+    cap_body = env.signed[len(tf.SIGNING_CONTEXT) :]
     kid = HOLDER_KID.encode()
     body = struct.pack(">BBBB", tf.VERSION, TokenType.DERIVED, Alg.ED25519, len(kid)) + kid
     body += struct.pack(">QQ", iat, exp) + struct.pack(">H", len(cap_body)) + cap_body
@@ -202,9 +250,15 @@ def derive(holder: Ed25519PrivateKey, capability: str, *, max_redeemers: int, no
     return token, derived_grant_id(cap.cap_id, nonce)
 
 
-def verify_derived(token: str, keys: dict[str, VerifyKey], now: float, *,
-                   max_lifetime_s: int, max_capability_lifetime_s: int,
-                   leeway_s: int = tf.DEFAULT_LEEWAY_S) -> Derived:
+def verify_derived(
+    token: str,
+    keys: dict[str, VerifyKey],
+    now: float,
+    *,
+    max_lifetime_s: int,
+    max_capability_lifetime_s: int,
+    leeway_s: int = tf.DEFAULT_LEEWAY_S,
+) -> Derived:
     """Verify a derived grant: the capability inside (ring signature, lifetime), then the
     holder's signature with the key the capability names, then the grant's own lifetime
     and its bounds within the capability's.  Raises a :class:`TokenError` leaf."""
@@ -218,15 +272,21 @@ def verify_derived(token: str, keys: dict[str, VerifyKey], now: float, *,
     r.end()
     if len(nonce) != NONCE_BYTES:
         raise TokenMalformed("nonce length")
-    cap_env = tf.verify(b64url_encode(cap_body) + "." + b64url_encode(cap_sig),
-                        TokenType.CAPABILITY, keys, now, leeway_s=leeway_s,
-                        max_lifetime_s=max_capability_lifetime_s)
+    cap_env = tf.verify(
+        b64url_encode(cap_body) + "." + b64url_encode(cap_sig),
+        TokenType.CAPABILITY,
+        keys,
+        now,
+        leeway_s=leeway_s,
+        max_lifetime_s=max_capability_lifetime_s,
+    )
     cap = _parse_fields(cap_env)
     if len(env.signature) != 64:
         raise TokenBadSignature("holder signature length")
     try:
         Ed25519PublicKey.from_public_bytes(cap.holder_key).verify(
-            env.signature, HOLDER_CONTEXT + env.signed[len(tf.SIGNING_CONTEXT):])
+            env.signature, HOLDER_CONTEXT + env.signed[len(tf.SIGNING_CONTEXT) :]
+        )
     except (InvalidSignature, ValueError):
         raise TokenBadSignature("holder signature") from None
     if env.exp <= env.iat or env.exp - env.iat > max_lifetime_s:
@@ -240,4 +300,3 @@ def verify_derived(token: str, keys: dict[str, VerifyKey], now: float, *,
     if env.exp > cap.exp:
         raise CapabilityBoundsExceeded("the grant outlives its capability")
     return Derived(derived_grant_id(cap.cap_id, nonce), cap, nonce, n, env.iat, env.exp)
-

@@ -94,11 +94,22 @@ class DerivedBindings:
     async def bind(self, d: Derived, user: str) -> None:
         c = d.capability
         try:
-            ok = int(await self._bind(
-                keys=[redis_keys.capability_grants_key(c.cap_id),
-                      redis_keys.derived_redeemers_key(c.cap_id, d.grant_id)],
-                args=[d.grant_id, user, d.max_redeemers, c.max_grants, d.exp + self._leeway_s,
-                      c.exp + self._leeway_s]))
+            ok = int(
+                await self._bind(
+                    keys=[
+                        redis_keys.capability_grants_key(c.cap_id),
+                        redis_keys.derived_redeemers_key(c.cap_id, d.grant_id),
+                    ],
+                    args=[
+                        d.grant_id,
+                        user,
+                        d.max_redeemers,
+                        c.max_grants,
+                        d.exp + self._leeway_s,
+                        c.exp + self._leeway_s,
+                    ],
+                )
+            )
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
         if ok == -1:
@@ -114,21 +125,30 @@ class DerivedBindings:
             raise RedisUnavailable(str(exc)) from exc
 
 
-def metered_caches(metrics: Metrics, size: int, clock: Clock
-                   ) -> Callable[[str], ExpiringCache[Any]]:
+def metered_caches(metrics: Metrics, size: int, clock: Clock) -> Callable[[str], ExpiringCache[Any]]:
     """Caches reporting hits and misses as the authorizer's own do."""
+
     def cache(name: str) -> ExpiringCache[Any]:
         counters = metrics.cache_counters(name)
         return ExpiringCache(name, size, clock, on_hit=counters.hit, on_miss=counters.miss)
+
     return cache
 
 
 class CapabilityGate:
     """Verifies derived grants (cached per token until they expire) and decides with them."""
 
-    def __init__(self, *, keys: KeySet, bindings: DerivedBindings, clock: Clock,
-                 max_token_lifetime_s: int, max_capability_lifetime_s: int, leeway_s: int,
-                 cache: Callable[[str], ExpiringCache[Any]]) -> None:
+    def __init__(
+        self,
+        *,
+        keys: KeySet,
+        bindings: DerivedBindings,
+        clock: Clock,
+        max_token_lifetime_s: int,
+        max_capability_lifetime_s: int,
+        leeway_s: int,
+        cache: Callable[[str], ExpiringCache[Any]],
+    ) -> None:
         self._keys = keys
         self.bindings = bindings
         self._clock = clock
@@ -148,14 +168,15 @@ class CapabilityGate:
         if hit is not None:
             return hit
         now = self._clock()
-        kwargs = {"max_lifetime_s": self._max_token_lifetime_s,
-                  "max_capability_lifetime_s": self._max_capability_lifetime_s,
-                  "leeway_s": self._leeway_s}
+        kwargs = {
+            "max_lifetime_s": self._max_token_lifetime_s,
+            "max_capability_lifetime_s": self._max_capability_lifetime_s,
+            "leeway_s": self._leeway_s,
+        }
         try:
             d = cap_mod.verify_derived(token, self._keys.current(), now, **kwargs)
         except TokenUnknownKey:
-            d = cap_mod.verify_derived(token, self._keys.refresh_for_unknown_kid(), now,
-                                       **kwargs)
+            d = cap_mod.verify_derived(token, self._keys.refresh_for_unknown_kid(), now, **kwargs)
         self.derived_cache.put(key, d, shared_int(d.exp + self._leeway_s))
         return d
 
@@ -168,8 +189,9 @@ class CapabilityGate:
         except TokenUnknownKey:
             return cap_mod.verify(token, self._keys.refresh_for_unknown_kid(), now, **kwargs)
 
-    async def decide(self, media: Media, session: Session, token: str, view: RevocationView,
-                     through: int) -> Decision:
+    async def decide(
+        self, media: Media, session: Session, token: str, view: RevocationView, through: int
+    ) -> Decision:
         from .authorizer import Decision  # the authorizer imports this module
 
         d = self.derived(token)

@@ -1,7 +1,7 @@
 """``cdn-auth``: run the service, manage the pointer key ring.
 
-    cdn-auth serve [--port 8080] [--redis-url URL | --embedded-redis DIR]
-    cdn-auth keys init|add|switch|retire|rotate|list|jwks --dir DIR
+cdn-auth serve [--port 8080] [--redis-url URL | --embedded-redis DIR]
+cdn-auth keys init|add|switch|retire|rotate|list|jwks --dir DIR
 """
 
 from __future__ import annotations
@@ -29,13 +29,19 @@ def _serve(args: argparse.Namespace) -> int:
     from .settings import EdgeSettings
 
     def build(redis_url: str | None) -> tuple[web.Application, str, int, str]:
-        settings = EdgeSettings.load(host=args.host, port=args.port, redis_url=redis_url,
-                                     origin_dir=args.origin_dir)
+        settings = EdgeSettings.load(
+            host=args.host, port=args.port, redis_url=redis_url, origin_dir=args.origin_dir
+        )
         return build_app(settings), settings.host, settings.port, settings.log_level
 
-    return serve(build, argv=["-m", "cdn_auth", *args.raw_argv], workers=args.workers,
-                 embedded_redis=args.embedded_redis, redis_url=args.redis_url,
-                 reuse_port=args.reuse_port)
+    return serve(
+        build,
+        argv=["-m", "cdn_auth", *args.raw_argv],
+        workers=args.workers,
+        embedded_redis=args.embedded_redis,
+        redis_url=args.redis_url,
+        reuse_port=args.reuse_port,
+    )
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -63,9 +69,15 @@ def _keys(args: argparse.Namespace) -> int:
         elif args.action == "list":
             ring = KeyRing.load(d)
             for k in ring.keys:
-                state = "signing" if k.kid == ring.signing_kid else (
-                    f"superseded {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(k.superseded_at))}"
-                    if k.superseded_at else "published")
+                state = (
+                    "signing"
+                    if k.kid == ring.signing_kid
+                    else (
+                        f"superseded {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(k.superseded_at))}"
+                        if k.superseded_at
+                        else "published"
+                    )
+                )
                 print(f"{k.kid}\t{k.alg.jwa}\t{state}")
         elif args.action == "jwks":
             ring = KeyRing.load(d)
@@ -80,8 +92,9 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cdn-auth", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="cdn-auth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the media API and edge (settings: CDN_AUTH_* env)")
     add_serve_arguments(s)
@@ -92,11 +105,19 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--dir", required=True, help="key ring directory")
     k.add_argument("--alg", default="ed25519", choices=["ed25519", "hmac"])
     k.add_argument("--kid", help="for switch: the kid to sign with (default: newest)")
-    k.add_argument("--max-token-lifetime-s", type=int, default=6 * 3600,
-                   help="for retire/rotate: keep superseded keys this long")
+    k.add_argument(
+        "--max-token-lifetime-s",
+        type=int,
+        default=6 * 3600,
+        help="for retire/rotate: keep superseded keys this long",
+    )
     k.add_argument("--include-secrets", action="store_true")
-    k.add_argument("--publish-wait-s", type=float, default=2.0,
-                   help="for rotate: wait between publishing and signing with the new key")
+    k.add_argument(
+        "--publish-wait-s",
+        type=float,
+        default=2.0,
+        help="for rotate: wait between publishing and signing with the new key",
+    )
     k.set_defaults(func=_keys)
     return p
 

@@ -83,8 +83,7 @@ class PointerWrongRecipient(TokenError):
 class CapabilityBoundsExceeded(TokenError):
     """A derived grant asks for more than its capability allows (N, or a later expiry)."""
 
-    code, public_message = ("capability_bounds",
-                            "the grant exceeds what its capability allows")
+    code, public_message = ("capability_bounds", "the grant exceeds what its capability allows")
 
 
 class Forbidden(CdnAuthError):
@@ -116,8 +115,7 @@ class GrantMediaMismatch(Forbidden):
 
 
 class CapabilityExhausted(Forbidden):
-    code, public_message = ("capability_exhausted",
-                            "the capability's grants have all been redeemed")
+    code, public_message = ("capability_exhausted", "the capability's grants have all been redeemed")
 
 
 class NotModerator(Forbidden):
@@ -158,8 +156,10 @@ class CapabilitySourceRevoked(Gone):
     """A re-sharer's capability whose source (the grant it came through, or that grant's
     own chain) was revoked: the re-share right is gone."""
 
-    code, public_message = ("capability_source_revoked",
-                            "the share this capability came from was revoked")
+    code, public_message = (
+        "capability_source_revoked",
+        "the share this capability came from was revoked",
+    )
 
 
 # -- 404 / 409 / 416 -----------------------------------------------------------

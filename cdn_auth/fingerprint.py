@@ -48,8 +48,9 @@ class FingerprintLimits:
     budget_s: float = 10.0
 
 
-def fingerprint_file(path: Path, content_type: str,
-                     limits: FingerprintLimits = FingerprintLimits()) -> Fingerprint:
+def fingerprint_file(
+    path: Path, content_type: str, limits: FingerprintLimits = FingerprintLimits()
+) -> Fingerprint:
     """Hash a file on disk (blocking: run it in a worker thread)."""
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     with open(path, "rb") as fh:

@@ -44,11 +44,22 @@ SECURE_LINK_LOCATION = """
         }"""
 
 
-def render(*, prefix: Path, port: int, authorizer: str | list[str], origin: Path,
-           auth_cache_s: int, control_listen: str, secure_link_secret: str | None = None,
-           workers: int | str = 1, listen: str = "127.0.0.1", user: str | None = None,
-           lua_dir: Path = DEPLOY, modules_dir: Path | None = MODULES_DIR,
-           cors_origins: tuple[str, ...] = ()) -> str:
+def render(
+    *,
+    prefix: Path,
+    port: int,
+    authorizer: str | list[str],
+    origin: Path,
+    auth_cache_s: int,
+    control_listen: str,
+    secure_link_secret: str | None = None,
+    workers: int | str = 1,
+    listen: str = "127.0.0.1",
+    user: str | None = None,
+    lua_dir: Path = DEPLOY,
+    modules_dir: Path | None = MODULES_DIR,
+    cors_origins: tuple[str, ...] = (),
+) -> str:
     """The nginx config; ``authorizer`` is one ``host:port`` or several (load-balanced).
 
     ``control_listen`` is where the host's edge pushes revocations (``host:port``; keep it
@@ -61,14 +72,22 @@ def render(*, prefix: Path, port: int, authorizer: str | list[str], origin: Path
     if user is None:
         user = "root" if os.geteuid() == 0 else ""  # workers must read the test's files
     servers = [authorizer] if isinstance(authorizer, str) else authorizer
-    values = {"USER_DIRECTIVE": f"user {user};" if user else "", "WORKERS": str(workers),
-              "PREFIX": str(prefix), "PORT": str(port), "LISTEN": listen,
-              "UPSTREAM_SERVERS": "\n".join(f"        server {s};" for s in servers),
-              "SECURE_LINK_LOCATION": SECURE_LINK_LOCATION if secure_link_secret else "",
-              "ORIGIN": str(origin), "CONTROL_LISTEN": control_listen,
-              "LOAD_MODULES": load_modules(modules_dir), "LUA_DIR": str(lua_dir),
-              "AUTH_CACHE_S": str(auth_cache_s), "SECURE_LINK_SECRET": secure_link_secret or "",
-              "CORS_ORIGINS": "\n".join(f'        "{o}" $http_origin;' for o in cors_origins)}
+    values = {
+        "USER_DIRECTIVE": f"user {user};" if user else "",
+        "WORKERS": str(workers),
+        "PREFIX": str(prefix),
+        "PORT": str(port),
+        "LISTEN": listen,
+        "UPSTREAM_SERVERS": "\n".join(f"        server {s};" for s in servers),
+        "SECURE_LINK_LOCATION": SECURE_LINK_LOCATION if secure_link_secret else "",
+        "ORIGIN": str(origin),
+        "CONTROL_LISTEN": control_listen,
+        "LOAD_MODULES": load_modules(modules_dir),
+        "LUA_DIR": str(lua_dir),
+        "AUTH_CACHE_S": str(auth_cache_s),
+        "SECURE_LINK_SECRET": secure_link_secret or "",
+        "CORS_ORIGINS": "\n".join(f'        "{o}" $http_origin;' for o in cors_origins),
+    }
     text = TEMPLATE.read_text()
     for name, value in values.items():  # the location block first: it holds placeholders too
         text = text.replace("{{" + name + "}}", value)
@@ -86,24 +105,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--listen", default="0.0.0.0")  # noqa: S104 - a front door listens widely
     p.add_argument("--auth-cache-s", type=int, default=30)
-    p.add_argument("--control-listen", default="127.0.0.1:8001",
-                   help="where the host's edge pushes revocations (never a public address)")
+    p.add_argument(
+        "--control-listen",
+        default="127.0.0.1:8001",
+        help="where the host's edge pushes revocations (never a public address)",
+    )
     p.add_argument("--lua-dir", default=str(DEPLOY), help="directory of pointer_front.lua")
-    p.add_argument("--openresty", action="store_true",
-                   help="the Lua module is built in: render no load_module lines")
-    p.add_argument("--secure-link-secret", default=None,
-                   help="benchmarks only: add the /sl/ secure_link baseline location")
+    p.add_argument(
+        "--openresty",
+        action="store_true",
+        help="the Lua module is built in: render no load_module lines",
+    )
+    p.add_argument(
+        "--secure-link-secret",
+        default=None,
+        help="benchmarks only: add the /sl/ secure_link baseline location",
+    )
     p.add_argument("--workers", default="auto")
     p.add_argument("--user", default="nginx")
-    p.add_argument("--cors-origin", action="append", default=[],
-                   help="a web origin allowed to fetch media with credentials, repeatable")
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="a web origin allowed to fetch media with credentials, repeatable",
+    )
     a = p.parse_args(argv)
-    print(render(prefix=Path(a.prefix), port=a.port, authorizer=a.authorizer,
-                 origin=Path(a.origin), auth_cache_s=a.auth_cache_s,
-                 control_listen=a.control_listen, secure_link_secret=a.secure_link_secret,
-                 workers=a.workers, listen=a.listen, user=a.user, lua_dir=Path(a.lua_dir),
-                 modules_dir=None if a.openresty else MODULES_DIR,
-                 cors_origins=tuple(a.cors_origin)))
+    print(
+        render(
+            prefix=Path(a.prefix),
+            port=a.port,
+            authorizer=a.authorizer,
+            origin=Path(a.origin),
+            auth_cache_s=a.auth_cache_s,
+            control_listen=a.control_listen,
+            secure_link_secret=a.secure_link_secret,
+            workers=a.workers,
+            listen=a.listen,
+            user=a.user,
+            lua_dir=Path(a.lua_dir),
+            modules_dir=None if a.openresty else MODULES_DIR,
+            cors_origins=tuple(a.cors_origin),
+        )
+    )
     return 0
 
 

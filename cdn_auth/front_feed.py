@@ -80,8 +80,11 @@ def decision_deps(d: Decision) -> list[str]:
     deps = [dep("m", d.media.id)]
     if d.pointer is not None:
         p = d.pointer
-        deps += [dep("u", p.conversation_id, p.message_id), dep("l", p.conversation_id, p.sub),
-                 dep("k", p.kid)]
+        deps += [
+            dep("u", p.conversation_id, p.message_id),
+            dep("l", p.conversation_id, p.sub),
+            dep("k", p.kid),
+        ]
     elif d.grant is not None:
         deps += [dep("g", d.grant.grant_id), dep("k", d.grant.kid)]
     if d.derived is not None:
@@ -122,9 +125,16 @@ class FrontFeed:
     succeeds no liveness reaches the front.
     """
 
-    def __init__(self, url: str, secret: str, *, fresh_for_s: Callable[[], float],
-                 interval_s: float = 0.25, clock: Clock = system_clock,
-                 timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        *,
+        fresh_for_s: Callable[[], float],
+        interval_s: float = 0.25,
+        clock: Clock = system_clock,
+        timeout_s: float = 1.0,
+    ) -> None:
         self.url = url
         self._secret = secret
         self._fresh_for_s = fresh_for_s
@@ -188,8 +198,11 @@ class FrontFeed:
                 self._wake.clear()
                 batch = self._take()
                 try:
-                    async with http.post(self.url, data=self.body(batch, last=not self._pending),
-                                         headers={SECRET_HEADER: self._secret}) as r:
+                    async with http.post(
+                        self.url,
+                        data=self.body(batch, last=not self._pending),
+                        headers={SECRET_HEADER: self._secret},
+                    ) as r:
                         if r.status != 204:
                             raise aiohttp.ClientResponseError(r.request_info, (), status=r.status)
                     self.pushes += 1
@@ -202,8 +215,7 @@ class FrontFeed:
                     for key, at in batch.items():  # keep them; newer stamps win
                         if at > self._pending.get(key, -1):
                             self._pending[key] = at
-                    log.warning("front push failed; retrying",
-                                extra={"err": type(exc).__name__})
+                    log.warning("front push failed; retrying", extra={"err": type(exc).__name__})
                     await asyncio.sleep(backoff)
                     self._wake.set()  # retry the kept batch now, not at the next heartbeat
                     backoff = min(backoff * 2, 1.0)

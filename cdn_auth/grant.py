@@ -33,24 +33,42 @@ class Grant(NamedTuple):
     kid: str
 
 
-def mint(key: SigningKey, *, grant_id: str, media_id: str, max_redeemers: int, sharer: str,
-         now: float, ttl_s: int = DEFAULT_GRANT_TTL_S) -> str:
+def mint(
+    key: SigningKey,
+    *,
+    grant_id: str,
+    media_id: str,
+    max_redeemers: int,
+    sharer: str,
+    now: float,
+    ttl_s: int = DEFAULT_GRANT_TTL_S,
+) -> str:
     if not 1 <= max_redeemers <= MAX_REDEEMERS:
         raise ValueError(f"max_redeemers must be 1..{MAX_REDEEMERS}")
     iat = int(now)
-    fields = tf.pack_string(grant_id) + tf.pack_string(media_id) + tf.pack_u16(max_redeemers) \
+    fields = (
+        tf.pack_string(grant_id)
+        + tf.pack_string(media_id)
+        + tf.pack_u16(max_redeemers)
         + tf.pack_string(sharer)
+    )
     return tf.encode(TokenType.GRANT, key, iat, iat + ttl_s, fields)
 
 
-def verify(token: str, keys: dict[str, VerifyKey], now: float, *, max_lifetime_s: int,
-           leeway_s: int = tf.DEFAULT_LEEWAY_S) -> Grant:
-    env = tf.verify(token, TokenType.GRANT, keys, now, leeway_s=leeway_s,
-                    max_lifetime_s=max_lifetime_s)
+def verify(
+    token: str,
+    keys: dict[str, VerifyKey],
+    now: float,
+    *,
+    max_lifetime_s: int,
+    leeway_s: int = tf.DEFAULT_LEEWAY_S,
+) -> Grant:
+    env = tf.verify(token, TokenType.GRANT, keys, now, leeway_s=leeway_s, max_lifetime_s=max_lifetime_s)
     r = tf.FieldReader(env.fields)
     grant_id, media_id, max_redeemers, sharer = r.string(), r.string(), r.u16(), r.string()
     r.end()
     if not 1 <= max_redeemers <= MAX_REDEEMERS:
         raise TokenMalformed("max_redeemers out of range")
-    return Grant(grant_id, shared(media_id), max_redeemers, shared(sharer), env.iat, env.exp,
-                 shared(env.kid))
+    return Grant(
+        grant_id, shared(media_id), max_redeemers, shared(sharer), env.iat, env.exp, shared(env.kid)
+    )

@@ -42,8 +42,7 @@ class GrantStore:
         """Who minted a grant (None if unknown or expired)."""
         return await grant_sharer(self._redis, grant_id)
 
-    async def record_capability(self, cap_id: str, holder: str, owner: str,
-                                expire_at_s: int) -> None:
+    async def record_capability(self, cap_id: str, holder: str, owner: str, expire_at_s: int) -> None:
         """Note who holds ``cap_id`` and whose media it shares (the owner, not the media id:
         which media a holder may share stays out of Redis); expires at ``expire_at_s``."""
         meta = redis_keys.capability_meta_key(cap_id)

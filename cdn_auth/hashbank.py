@@ -42,10 +42,20 @@ if TYPE_CHECKING:
     from .pdq_index import PdqIndex
 
 ACTIONS = ("refuse", "hold")
-SIGNAL_TYPES = {"pdq": "pdq", "md5": "md5", "video_md5": "md5", "photo_md5": "md5",
-                "sha256": "sha256", "video_sha256": "sha256", "photo_sha256": "sha256"}
-_HEX = {"md5": re.compile(r"[0-9a-f]{32}"), "sha256": re.compile(r"[0-9a-f]{64}"),
-        "pdq": re.compile(r"[0-9a-f]{64}")}
+SIGNAL_TYPES = {
+    "pdq": "pdq",
+    "md5": "md5",
+    "video_md5": "md5",
+    "photo_md5": "md5",
+    "sha256": "sha256",
+    "video_sha256": "sha256",
+    "photo_sha256": "sha256",
+}
+_HEX = {
+    "md5": re.compile(r"[0-9a-f]{32}"),
+    "sha256": re.compile(r"[0-9a-f]{64}"),
+    "pdq": re.compile(r"[0-9a-f]{64}"),
+}
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 MAX_FILE_BYTES = 512 * 1024 * 1024
 
@@ -127,8 +137,7 @@ class Bank:
         hits: list[tuple[str, str, int]] = []
         pdq_queries: list[str] = []
         for kind, value in signals:
-            if (kind == "md5" and value in self.md5) or (kind == "sha256"
-                                                         and value in self.sha256):
+            if (kind == "md5" and value in self.md5) or (kind == "sha256" and value in self.sha256):
                 hits.append((kind, value, 0))
             elif kind == "pdq":
                 pdq_queries.append(value)

@@ -65,8 +65,10 @@ class KeyRing:
         self._signer: SigningKey | None = None
 
     def __repr__(self) -> str:
-        return f"KeyRing(path={str(self.path)!r}, kids={[k.kid for k in self.keys]}, " \
-               f"signing={self.signing_kid!r})"
+        return (
+            f"KeyRing(path={str(self.path)!r}, kids={[k.kid for k in self.keys]}, "
+            f"signing={self.signing_kid!r})"
+        )
 
     # -- loading and creating ----------------------------------------------
     @classmethod
@@ -91,8 +93,12 @@ class KeyRing:
         try:
             doc = json.loads((path / RING_FILE).read_text())
             keys = tuple(
-                KeyInfo(k["kid"], Alg.from_name(k["alg"]), int(k["created_at"]),
-                        None if k.get("superseded_at") is None else int(k["superseded_at"]))
+                KeyInfo(
+                    k["kid"],
+                    Alg.from_name(k["alg"]),
+                    int(k["created_at"]),
+                    None if k.get("superseded_at") is None else int(k["superseded_at"]),
+                )
                 for k in doc["keys"]
             )
             signing = str(doc["signing"])
@@ -144,20 +150,27 @@ class KeyRing:
         if target == self.signing_kid:
             return self
         keys = tuple(
-            replace(k, superseded_at=ts) if k.kid == self.signing_kid
-            else replace(k, superseded_at=None) if k.kid == target else k
+            replace(k, superseded_at=ts)
+            if k.kid == self.signing_kid
+            else replace(k, superseded_at=None)
+            if k.kid == target
+            else k
             for k in self.keys
         )
         ring = KeyRing(self.path, keys, target)
         ring.save()
         return ring
 
-    def retire(self, max_token_lifetime_s: int, *, now: float | None = None,
-               leeway_s: int = DEFAULT_LEEWAY_S) -> tuple[KeyRing, list[str]]:
+    def retire(
+        self, max_token_lifetime_s: int, *, now: float | None = None, leeway_s: int = DEFAULT_LEEWAY_S
+    ) -> tuple[KeyRing, list[str]]:
         """Step 3: delete superseded keys whose every token has expired."""
         ts = time.time() if now is None else now
-        gone = [k for k in self.keys if k.superseded_at is not None
-                and k.superseded_at + max_token_lifetime_s + leeway_s <= ts]
+        gone = [
+            k
+            for k in self.keys
+            if k.superseded_at is not None and k.superseded_at + max_token_lifetime_s + leeway_s <= ts
+        ]
         if not gone:
             return self, []
         ring = KeyRing(self.path, tuple(k for k in self.keys if k not in gone), self.signing_kid)
@@ -168,13 +181,24 @@ class KeyRing:
         return ring, [k.kid for k in gone]
 
     def save(self) -> None:
-        doc = {"version": 1, "signing": self.signing_kid, "keys": [
-            {"kid": k.kid, "alg": k.alg.jwa, "created_at": k.created_at,
-             "superseded_at": k.superseded_at} for k in self.keys]}
+        doc = {
+            "version": 1,
+            "signing": self.signing_kid,
+            "keys": [
+                {
+                    "kid": k.kid,
+                    "alg": k.alg.jwa,
+                    "created_at": k.created_at,
+                    "superseded_at": k.superseded_at,
+                }
+                for k in self.keys
+            ],
+        }
         # The JWKS goes first: a key must be verifiable before any ring names it signer.
         mode = 0o600 if self.has_secrets_in_jwks else 0o644
-        atomic_write(self.path / VERIFY_JWKS_FILE,
-                      json.dumps(self.verify_jwks(), indent=1).encode(), mode)
+        atomic_write(
+            self.path / VERIFY_JWKS_FILE, json.dumps(self.verify_jwks(), indent=1).encode(), mode
+        )
         atomic_write(self.path / RING_FILE, json.dumps(doc, indent=1).encode(), 0o600)
 
     def _info(self, kid: str) -> KeyInfo:
@@ -192,12 +216,18 @@ class KeyRingSource:
     keeps the last good one (:class:`service_kernel.reloading_file.ReloadingFile`).
     """
 
-    def __init__(self, path: Path | str, *, recheck_s: float = 1.0,
-                 clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, path: Path | str, *, recheck_s: float = 1.0, clock: Clock = time.monotonic
+    ) -> None:
         self.path = Path(path)
-        self._file = ReloadingFile(self.path / RING_FILE, lambda: KeyRing.load(self.path),
-                                   what="key ring", clock=clock, recheck_s=recheck_s,
-                                   errors=(OSError, KeyRingError))
+        self._file = ReloadingFile(
+            self.path / RING_FILE,
+            lambda: KeyRing.load(self.path),
+            what="key ring",
+            clock=clock,
+            recheck_s=recheck_s,
+            errors=(OSError, KeyRingError),
+        )
 
     def current(self) -> KeyRing:
         return self._file.current()
@@ -209,8 +239,8 @@ class KeyRingSource:
 def _write_secret(path: Path, info: KeyInfo) -> None:
     if info.alg is Alg.ED25519:
         data = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption())
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     else:
         data = b64url_encode(secrets.token_bytes(32)).encode()
     atomic_write(path / PRIVATE_DIR / f"{info.kid}.key", data, 0o600)
@@ -235,9 +265,13 @@ def _read_secret(path: Path, info: KeyInfo) -> Ed25519PrivateKey | bytes:
 
 def _jwk(info: KeyInfo, secret: Ed25519PrivateKey | bytes) -> dict[str, str]:
     if isinstance(secret, Ed25519PrivateKey):
-        x = secret.public_key().public_bytes(serialization.Encoding.Raw,
-                                             serialization.PublicFormat.Raw)
-        return {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(x), "kid": info.kid,
-                "alg": "EdDSA", "use": "sig"}
-    return {"kty": "oct", "k": b64url_encode(secret), "kid": info.kid, "alg": "HS256",
-            "use": "sig"}
+        x = secret.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": b64url_encode(x),
+            "kid": info.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        }
+    return {"kty": "oct", "k": b64url_encode(secret), "kid": info.kid, "alg": "HS256", "use": "sig"}

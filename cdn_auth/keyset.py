@@ -35,8 +35,11 @@ def keys_from_jwks(doc: dict[str, Any]) -> dict[str, VerifyKey]:
             jwk = jwt.PyJWK(raw)
         except jwt.PyJWTError as exc:
             raise KeyRingError(f"bad JWK {kid}: {exc}") from exc
-        if raw.get("kty") == "OKP" and raw.get("crv") == "Ed25519" \
-                and isinstance(jwk.key, Ed25519PublicKey):
+        if (
+            raw.get("kty") == "OKP"
+            and raw.get("crv") == "Ed25519"
+            and isinstance(jwk.key, Ed25519PublicKey)
+        ):
             out[kid] = VerifyKey(kid, Alg.ED25519, jwk.key)
         elif raw.get("kty") == "oct" and raw.get("alg") == "HS256" and isinstance(jwk.key, bytes):
             if len(jwk.key) < 32:
@@ -50,12 +53,16 @@ def keys_from_jwks(doc: dict[str, Any]) -> dict[str, VerifyKey]:
 class KeySet:
     """Verify keys by kid, from a JWKS file kept fresh (a bad file keeps the last good keys)."""
 
-    def __init__(self, path: Path | str, *, clock: Clock = system_clock,
-                 recheck_s: float = 1.0) -> None:
+    def __init__(self, path: Path | str, *, clock: Clock = system_clock, recheck_s: float = 1.0) -> None:
         self.path = Path(path)
-        self._file = ReloadingFile(self.path, self._read, what="pointer JWKS", clock=clock,
-                                   recheck_s=recheck_s,
-                                   errors=(OSError, ValueError, KeyRingError))
+        self._file = ReloadingFile(
+            self.path,
+            self._read,
+            what="pointer JWKS",
+            clock=clock,
+            recheck_s=recheck_s,
+            errors=(OSError, ValueError, KeyRingError),
+        )
 
     def __repr__(self) -> str:
         return f"KeySet(path={str(self.path)!r}, kids={sorted(self.keys)})"

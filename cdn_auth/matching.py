@@ -46,8 +46,15 @@ class BankMatch:
 
 
 class BankSet:
-    def __init__(self, redis: RedisClient, banks: Sequence[Bank], *, moderation_bank: str = "moderation",
-                 moderation_action: str = "refuse", threshold: int = DEFAULT_THRESHOLD) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        banks: Sequence[Bank],
+        *,
+        moderation_bank: str = "moderation",
+        moderation_action: str = "refuse",
+        threshold: int = DEFAULT_THRESHOLD,
+    ) -> None:
         self._redis = redis
         self.banks = {b.name: b for b in banks}
         if moderation_bank not in self.banks:
@@ -88,21 +95,34 @@ class BankSet:
         if bank not in self.banks:
             raise InvalidField(f"no bank named {bank[:64]!r}")
         if signals:
-            await self._redis.rpush(redis_keys.bank_signals(bank),
-                                    *(f"{kind},{value}" for kind, value in signals))
+            await self._redis.rpush(
+                redis_keys.bank_signals(bank), *(f"{kind},{value}" for kind, value in signals)
+            )
         await self.sync()
 
     def summary(self) -> list[dict[str, Any]]:
-        return [{"name": b.name, "action": b.action, "md5": len(b.md5), "sha256": len(b.sha256),
-                 "pdq": len(b.pdq)} for b in self.banks.values()]
+        return [
+            {
+                "name": b.name,
+                "action": b.action,
+                "md5": len(b.md5),
+                "sha256": len(b.sha256),
+                "pdq": len(b.pdq),
+            }
+            for b in self.banks.values()
+        ]
 
 
 def banks_from(settings: EdgeSettings, redis: RedisClient) -> BankSet:
     """The banks a deployment's settings name (files read once, at start)."""
-    files = (load_manifest(settings.bank_manifest, threshold=settings.pdq_threshold)
-             if settings.bank_manifest is not None else [])
-    return BankSet(redis, files, moderation_action=settings.moderation_bank_action,
-                   threshold=settings.pdq_threshold)
+    files = (
+        load_manifest(settings.bank_manifest, threshold=settings.pdq_threshold)
+        if settings.bank_manifest is not None
+        else []
+    )
+    return BankSet(
+        redis, files, moderation_action=settings.moderation_bank_action, threshold=settings.pdq_threshold
+    )
 
 
 def parse_request_signals(raw: Any) -> list[tuple[str, str]]:
@@ -111,8 +131,11 @@ def parse_request_signals(raw: Any) -> list[tuple[str, str]]:
         raise InvalidField(f"signals must be a list of 1..{MAX_SIGNALS_PER_ADD} items")
     out = []
     for item in raw:
-        if not isinstance(item, dict) or not isinstance(item.get("signal_type"), str) \
-                or not isinstance(item.get("signal"), str):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("signal_type"), str)
+            or not isinstance(item.get("signal"), str)
+        ):
             raise InvalidField("each signal is {signal_type, signal}")
         try:
             out.append(normalize(item["signal_type"], item["signal"]))
@@ -128,8 +151,10 @@ class MediaHashIndex:
 
     async def record(self, media_id: str, fp: Fingerprint) -> None:
         async with self._redis.pipeline(transaction=False) as p:
-            p.hset(redis_keys.media_fingerprint(media_id),
-                   mapping={"md5": fp.md5, "sha256": fp.sha256, "pdq": ",".join(fp.pdq)})
+            p.hset(
+                redis_keys.media_fingerprint(media_id),
+                mapping={"md5": fp.md5, "sha256": fp.sha256, "pdq": ",".join(fp.pdq)},
+            )
             p.sadd(redis_keys.exact_hash_index("md5", fp.md5), media_id)
             p.sadd(redis_keys.exact_hash_index("sha256", fp.sha256), media_id)
             if fp.pdq:
@@ -149,8 +174,9 @@ class MediaHashIndex:
         ids: set[str] = set()
         for kind, value in signals:
             if kind in ("md5", "sha256"):
-                ids |= cast(set[str], await self._redis.smembers(
-                    redis_keys.exact_hash_index(kind, value)))
+                ids |= cast(
+                    set[str], await self._redis.smembers(redis_keys.exact_hash_index(kind, value))
+                )
         wanted = [parse_hex(v) for kind, v in signals if kind == "pdq"]
         if wanted:
             ids |= await self._scan_pdq(wanted)
@@ -165,8 +191,9 @@ class MediaHashIndex:
         found: set[str] = set()
         cursor = 0
         while True:
-            cursor, reply = await self._redis.hscan(redis_keys.MEDIA_PDQ_INDEX, cursor,
-                                                    count=SWEEP_CHUNK)
+            cursor, reply = await self._redis.hscan(
+                redis_keys.MEDIA_PDQ_INDEX, cursor, count=SWEEP_CHUNK
+            )
             chunk = cast(dict[str, str], reply)  # with values (no novalues=): a decoded map
             owners, hashes = [], []
             for media_id, joined in chunk.items():
@@ -182,9 +209,16 @@ class MediaHashIndex:
                 return found
 
 
-async def bank_and_take_down(banks: BankSet, index: MediaHashIndex, registry: MediaRegistry,
-                             revocations: RevocationLog, bank: str,
-                             signals: Sequence[tuple[str, str]], *, by: str) -> list[str]:
+async def bank_and_take_down(
+    banks: BankSet,
+    index: MediaHashIndex,
+    registry: MediaRegistry,
+    revocations: RevocationLog,
+    bank: str,
+    signals: Sequence[tuple[str, str]],
+    *,
+    by: str,
+) -> list[str]:
     """Add ``signals`` to ``bank``, then take down every registered item that matches them,
     at every edge (each takedown is a revocation event the edges apply within a second)."""
     await banks.add(bank, signals)

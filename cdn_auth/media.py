@@ -48,8 +48,7 @@ class Media:
     # the constructor, equality, hash, repr or public view; ``replace`` starts them afresh.
     _etag: str | None = field(default=None, init=False, repr=False, compare=False)
     _last_modified: str | None = field(default=None, init=False, repr=False, compare=False)
-    _origin_file: tuple[Path, Path] | None = field(default=None, init=False, repr=False,
-                                                   compare=False)
+    _origin_file: tuple[Path, Path] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_public(self) -> bool:
@@ -88,9 +87,11 @@ class Media:
 
     def public_view(self) -> dict[str, Any]:
         d = asdict(self)
-        d["audience"] = {"min_age": self.audience.min_age,
-                         "allowed_regions": sorted(self.audience.allowed_regions),
-                         "blocked_regions": sorted(self.audience.blocked_regions)}
+        d["audience"] = {
+            "min_age": self.audience.min_age,
+            "allowed_regions": sorted(self.audience.allowed_regions),
+            "blocked_regions": sorted(self.audience.blocked_regions),
+        }
         for name in ("origin", *_DERIVED):
             del d[name]
         return d
@@ -124,8 +125,11 @@ def parse_rules(doc: dict[str, Any]) -> tuple[str, bool, AudienceRules]:
     min_age = doc.get("min_age", 0)
     if not isinstance(min_age, int) or isinstance(min_age, bool) or not 0 <= min_age <= MAX_AGE_RULE:
         raise InvalidField(f"min_age must be an integer 0..{MAX_AGE_RULE}")
-    rules = AudienceRules(min_age, parse_regions(doc.get("allowed_regions"), "allowed_regions"),
-                          parse_regions(doc.get("blocked_regions"), "blocked_regions"))
+    rules = AudienceRules(
+        min_age,
+        parse_regions(doc.get("allowed_regions"), "allowed_regions"),
+        parse_regions(doc.get("blocked_regions"), "blocked_regions"),
+    )
     return visibility, allow_reshare, rules
 
 
@@ -146,12 +150,19 @@ def check_content_type(value: object) -> str:
 
 def to_redis(m: Media) -> dict[str, str]:
     return {
-        "id": m.id, "owner": m.owner, "visibility": m.visibility,
-        "allow_reshare": "1" if m.allow_reshare else "0", "min_age": str(m.audience.min_age),
+        "id": m.id,
+        "owner": m.owner,
+        "visibility": m.visibility,
+        "allow_reshare": "1" if m.allow_reshare else "0",
+        "min_age": str(m.audience.min_age),
         "allowed_regions": ",".join(sorted(m.audience.allowed_regions)),
         "blocked_regions": ",".join(sorted(m.audience.blocked_regions)),
-        "status": m.status, "content_type": m.content_type, "size": str(m.size),
-        "sha256": m.sha256, "origin": m.origin, "created_at": str(m.created_at),
+        "status": m.status,
+        "content_type": m.content_type,
+        "size": str(m.size),
+        "sha256": m.sha256,
+        "origin": m.origin,
+        "created_at": str(m.created_at),
     }
 
 
@@ -160,10 +171,17 @@ def from_redis(h: dict[str, str]) -> Media:
         return frozenset(x for x in s.split(",") if x)
 
     return Media(
-        id=h["id"], owner=h["owner"], visibility=h["visibility"],
+        id=h["id"],
+        owner=h["owner"],
+        visibility=h["visibility"],
         allow_reshare=h["allow_reshare"] == "1",
-        audience=AudienceRules(int(h["min_age"]), regions(h["allowed_regions"]),
-                               regions(h["blocked_regions"])),
-        status=h["status"], content_type=h["content_type"], size=int(h["size"]),
-        sha256=h["sha256"], origin=h["origin"], created_at=int(h["created_at"]),
+        audience=AudienceRules(
+            int(h["min_age"]), regions(h["allowed_regions"]), regions(h["blocked_regions"])
+        ),
+        status=h["status"],
+        content_type=h["content_type"],
+        size=int(h["size"]),
+        sha256=h["sha256"],
+        origin=h["origin"],
+        created_at=int(h["created_at"]),
     )

@@ -22,8 +22,21 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-_LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                    0.05, 0.1, 0.25, 1.0)
+_LATENCY_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
 
 #: The edge's decision caches (see :class:`cdn_auth.authorizer.Authorizer`).
 CACHE_NAMES = ("session", "pointer", "media", "grant", "grant_binding")
@@ -73,33 +86,48 @@ class Metrics:
         r = self.registry
         self._tallies: list[Tally] = []
         r.register(_FoldTallies(self._tallies))  # first: folds before anything is read
-        self.decisions = Counter("cdn_auth_decisions", "Edge authorization decisions",
-                                 ["outcome", "reason"], registry=r)
-        self.decision_seconds = Histogram("cdn_auth_decision_seconds",
-                                          "Time to reach an authorization decision",
-                                          buckets=_LATENCY_BUCKETS, registry=r)
-        self.cache_lookups = Counter("cdn_auth_cache_lookups", "Decision cache lookups",
-                                     ["cache", "result"], registry=r)
-        self.revocation_lag = Histogram("cdn_auth_revocation_lag_seconds",
-                                        "Event write to applied at this edge",
-                                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                                 0.5, 1, 2.5, 5), registry=r)
-        self.revocation_tail_age = Gauge("cdn_auth_revocation_tail_age_seconds",
-                                         "Seconds since Redis last answered the tail",
-                                         registry=r)
-        self.revocation_view_size = Gauge("cdn_auth_revocation_view_entries",
-                                          "Entries in the in-memory revocation view", registry=r)
+        self.decisions = Counter(
+            "cdn_auth_decisions", "Edge authorization decisions", ["outcome", "reason"], registry=r
+        )
+        self.decision_seconds = Histogram(
+            "cdn_auth_decision_seconds",
+            "Time to reach an authorization decision",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cache_lookups = Counter(
+            "cdn_auth_cache_lookups", "Decision cache lookups", ["cache", "result"], registry=r
+        )
+        self.revocation_lag = Histogram(
+            "cdn_auth_revocation_lag_seconds",
+            "Event write to applied at this edge",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.revocation_tail_age = Gauge(
+            "cdn_auth_revocation_tail_age_seconds",
+            "Seconds since Redis last answered the tail",
+            registry=r,
+        )
+        self.revocation_view_size = Gauge(
+            "cdn_auth_revocation_view_entries", "Entries in the in-memory revocation view", registry=r
+        )
         self.bytes_served = Counter("cdn_auth_bytes_served", "Media bytes sent", registry=r)
-        self.bank_matches = Counter("cdn_auth_bank_matches", "Registrations matching a hash bank",
-                                    ["bank", "action"], registry=r)
-        self.http_responses = Counter("cdn_auth_http_responses", "HTTP responses by status",
-                                      ["status"], registry=r)
+        self.bank_matches = Counter(
+            "cdn_auth_bank_matches", "Registrations matching a hash bank", ["bank", "action"], registry=r
+        )
+        self.http_responses = Counter(
+            "cdn_auth_http_responses", "HTTP responses by status", ["status"], registry=r
+        )
         # Set when /metrics is scraped, so an alert sees a dependency down even without traffic.
-        self.redis_up = Gauge("cdn_auth_redis_up", "1 if Redis answered a PING at scrape time",
-                              registry=r)
-        self.staleness_bound = Gauge("cdn_auth_revocation_staleness_bound_seconds",
-                                     "Tail age past which pointer and grant requests fail closed",
-                                     registry=r)
+        self.redis_up = Gauge(
+            "cdn_auth_redis_up", "1 if Redis answered a PING at scrape time", registry=r
+        )
+        self.staleness_bound = Gauge(
+            "cdn_auth_revocation_staleness_bound_seconds",
+            "Tail age past which pointer and grant requests fail closed",
+            registry=r,
+        )
         # The hot path's counters (see the module docstring).
         self.served = self.tally(self.bytes_served)
         self.allow_pointer = self.tally(self.decisions.labels("allow", "pointer"))
@@ -122,8 +150,10 @@ class Metrics:
         """The hit/miss increments of one cache, bound on first use."""
         counters = self._caches.get(cache)
         if counters is None:
-            counters = CacheCounters(self.tally(self.cache_lookups.labels(cache, "hit")).inc,
-                                     self.tally(self.cache_lookups.labels(cache, "miss")).inc)
+            counters = CacheCounters(
+                self.tally(self.cache_lookups.labels(cache, "hit")).inc,
+                self.tally(self.cache_lookups.labels(cache, "miss")).inc,
+            )
             self._caches[cache] = counters
         return counters
 

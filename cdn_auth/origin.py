@@ -128,8 +128,7 @@ class Origin:
                 raise
         return size, digest
 
-    async def store(self, media_id: str, chunks: AsyncIterator[bytes],
-                    max_bytes: int) -> StoredObject:
+    async def store(self, media_id: str, chunks: AsyncIterator[bytes], max_bytes: int) -> StoredObject:
         """Write an upload to ``uploads/<id[-2:]>/<id>``, hashing as it goes; 413 past max_bytes."""
         rel = Path(UPLOADS_DIR) / media_id[-2:] / media_id
         final = self.root / rel
@@ -178,6 +177,5 @@ class Origin:
 def _storage_error(op: str, exc: OSError) -> StorageUnavailable:
     """Log what the file system said (an operator must fix it) and answer 503."""
     name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-    log.error("origin storage failed", extra={"op": op, "errno": name,
-                                              "file": exc.filename or ""})
+    log.error("origin storage failed", extra={"op": op, "errno": name, "file": exc.filename or ""})
     return StorageUnavailable(f"origin {op} failed: {name}")

@@ -49,7 +49,8 @@ def to_words(hashes: Sequence[bytes]) -> U64:
 def distances(words: U64, query: U64) -> npt.NDArray[np.int64]:
     """Hamming distance of each row of ``words`` to the one row ``query``."""
     counts: npt.NDArray[np.int64] = np.bitwise_count(np.bitwise_xor(words, query)).sum(
-        axis=1, dtype=np.int64)
+        axis=1, dtype=np.int64
+    )
     return counts
 
 
@@ -85,7 +86,7 @@ class PdqIndex:
         self._offsets = np.empty((BANDS, (1 << BAND_BITS) + 1), dtype=np.int64)
         for b in range(BANDS):
             col = bands[:, b]
-            self._order[b * n:(b + 1) * n] = np.argsort(col, kind="stable").astype(np.uint32)
+            self._order[b * n : (b + 1) * n] = np.argsort(col, kind="stable").astype(np.uint32)
             counts = np.bincount(col, minlength=1 << BAND_BITS)
             self._offsets[b, 0] = b * n
             np.cumsum(counts, out=self._offsets[b, 1:])
@@ -105,7 +106,7 @@ class PdqIndex:
         if not len(self.words):
             return []
         q = to_words([query])
-        keys = _bands(q)[0][:, None] ^ self._masks[None, :]          # (bands, probes)
+        keys = _bands(q)[0][:, None] ^ self._masks[None, :]  # (bands, probes)
         starts = self._offsets[self._band_rows, keys].ravel()
         ends = self._offsets[self._band_rows, keys + 1].ravel()
         lengths = ends - starts
@@ -118,8 +119,7 @@ class PdqIndex:
         d = distances(self.words[candidates], q)
         hit = d <= self.threshold
         # A hash close on several bands is a candidate several times; report it once.
-        return sorted({int(i): int(x) for i, x in zip(candidates[hit], d[hit], strict=True)}
-                      .items())
+        return sorted({int(i): int(x) for i, x in zip(candidates[hit], d[hit], strict=True)}.items())
 
     def search_many(self, queries: Iterable[bytes]) -> list[tuple[int, int]]:
         """The best distance per matched position over several queries (a video's frames)."""

@@ -46,8 +46,14 @@ class PlaybackTokens:
     makes old cookies fail with 401 and the web client simply asks again.
     """
 
-    def __init__(self, secret: bytes, *, ttl_s: int, leeway_s: int = tf.DEFAULT_LEEWAY_S,
-                 clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        ttl_s: int,
+        leeway_s: int = tf.DEFAULT_LEEWAY_S,
+        clock: Clock = system_clock,
+    ) -> None:
         if len(secret) < 32:
             raise ValueError("the playback secret must be at least 32 bytes")
         if not 10 <= ttl_s <= MAX_PLAYBACK_TTL_S:
@@ -60,8 +66,9 @@ class PlaybackTokens:
         self._clock = clock
 
     @classmethod
-    def from_file(cls, path: Path, *, ttl_s: int, leeway_s: int = tf.DEFAULT_LEEWAY_S,
-                  clock: Clock = system_clock) -> PlaybackTokens:
+    def from_file(
+        cls, path: Path, *, ttl_s: int, leeway_s: int = tf.DEFAULT_LEEWAY_S, clock: Clock = system_clock
+    ) -> PlaybackTokens:
         return cls(load_or_create_secret(path), ttl_s=ttl_s, leeway_s=leeway_s, clock=clock)
 
     def __repr__(self) -> str:
@@ -74,8 +81,12 @@ class PlaybackTokens:
         if exp <= iat:
             raise SessionExpired("the session expires before a playback token could live")
         age = _AGE_UNKNOWN if session.age is None else min(session.age, _AGE_UNKNOWN - 1)
-        fields = (tf.pack_string(session.sub) + tf.pack_string(session.dev)
-                  + tf.pack_u16(age) + tf.pack_string(session.region or ""))
+        fields = (
+            tf.pack_string(session.sub)
+            + tf.pack_string(session.dev)
+            + tf.pack_u16(age)
+            + tf.pack_string(session.region or "")
+        )
         return tf.encode(TokenType.PLAYBACK, self._signer, iat, exp, fields), exp
 
     def verify(self, token: str, now: float | None = None) -> Session:
@@ -83,8 +94,14 @@ class PlaybackTokens:
         because a bad cookie means "no valid session", exactly like a bad bearer."""
         now = self._clock() if now is None else now
         try:
-            env = tf.verify(token, TokenType.PLAYBACK, self._keys, now, leeway_s=self._leeway_s,
-                            max_lifetime_s=MAX_PLAYBACK_TTL_S)
+            env = tf.verify(
+                token,
+                TokenType.PLAYBACK,
+                self._keys,
+                now,
+                leeway_s=self._leeway_s,
+                max_lifetime_s=MAX_PLAYBACK_TTL_S,
+            )
             r = tf.FieldReader(env.fields)
             sub, dev, age, region = r.string(), r.string(), r.u16(), r.string()
             r.end()
@@ -94,5 +111,12 @@ class PlaybackTokens:
             raise SessionInvalid(f"playback cookie: {exc.code}") from None
         if not sub:
             raise SessionInvalid("playback cookie: empty sub")
-        return Session(sub=sub, dev=dev, age=None if age == _AGE_UNKNOWN else age,
-                       region=region or None, roles=frozenset(), iat=env.iat, exp=env.exp)
+        return Session(
+            sub=sub,
+            dev=dev,
+            age=None if age == _AGE_UNKNOWN else age,
+            region=region or None,
+            roles=frozenset(),
+            iat=env.iat,
+            exp=env.exp,
+        )

@@ -41,9 +41,7 @@ def mint(
 ) -> str:
     """Mint a pointer for ``sub`` to fetch ``media_id``, valid for ``ttl_s`` seconds."""
     iat = int(now)
-    fields = b"".join(
-        tf.pack_string(v) for v in (media_id, sub, conversation_id, message_id)
-    )
+    fields = b"".join(tf.pack_string(v) for v in (media_id, sub, conversation_id, message_id))
     return tf.encode(TokenType.POINTER, key, iat, iat + ttl_s, fields)
 
 
@@ -60,11 +58,19 @@ def verify(
     Binding checks (media id, recipient, revocation) are the caller's,
     in :mod:`cdn_auth.rights`, because they need the request context.
     """
-    env = tf.verify(token, TokenType.POINTER, keys, now, leeway_s=leeway_s,
-                    max_lifetime_s=max_lifetime_s)
+    env = tf.verify(
+        token, TokenType.POINTER, keys, now, leeway_s=leeway_s, max_lifetime_s=max_lifetime_s
+    )
     r = tf.FieldReader(env.fields)
     media_id, sub, conversation_id, message_id = r.string(), r.string(), r.string(), r.string()
     r.end()
     # Interned: a cache of 10^5 pointers repeats these few values (memory per entry).
-    return Pointer(shared(media_id), shared(sub), shared(conversation_id), message_id,
-                   shared_int(env.iat), shared_int(env.exp), shared(env.kid))
+    return Pointer(
+        shared(media_id),
+        shared(sub),
+        shared(conversation_id),
+        message_id,
+        shared_int(env.iat),
+        shared_int(env.exp),
+        shared(env.kid),
+    )

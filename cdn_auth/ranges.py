@@ -13,8 +13,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-_RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*",
-                       re.IGNORECASE | re.ASCII)  # ASCII: int() also reads Arabic-Indic digits
+_RANGE_RE = re.compile(
+    r"\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*", re.IGNORECASE | re.ASCII
+)  # ASCII: int() also reads Arabic-Indic digits
 _ETAG_RE = re.compile(r'\s*(W/)?("[^"]*")\s*')
 
 
@@ -77,8 +78,9 @@ def plan(headers: Mapping[str, str], *, size: int, etag: str, last_modified: str
         return Plan(416, headers={**base, "Content-Range": f"bytes */{size}"})
     if isinstance(window, tuple):
         start, end = window
-        return Plan(206, start, end - start + 1,
-                    {**base, "Content-Range": f"bytes {start}-{end}/{size}"})
+        return Plan(
+            206, start, end - start + 1, {**base, "Content-Range": f"bytes {start}-{end}/{size}"}
+        )
     return Plan(200, 0, size, base)
 
 

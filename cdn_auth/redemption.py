@@ -30,8 +30,10 @@ class Redemptions:
     async def bind(self, grant: Grant, user: str) -> None:
         """Bind ``user`` to ``grant`` or raise :class:`GrantExhausted` (403)."""
         try:
-            ok = await self._bind(keys=[redis_keys.grant_key(grant.grant_id)],
-                                  args=[user, grant.max_redeemers, grant.exp + self._leeway_s])
+            ok = await self._bind(
+                keys=[redis_keys.grant_key(grant.grant_id)],
+                args=[user, grant.max_redeemers, grant.exp + self._leeway_s],
+            )
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
         if int(ok) != 1:

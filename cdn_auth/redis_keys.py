@@ -40,6 +40,7 @@ def grant_meta_key(grant_id: str) -> str:
 # One capability's keys share the hash tag {<cap_id>}, so the binding script (the grant set
 # and the derived grant's redeemers) runs on one slot.
 
+
 def capability_meta_key(cap_id: str) -> str:
     """Hash: ``holder`` and the media's ``owner`` (who may revoke it); expires with it.  No
     media id, as for grants."""

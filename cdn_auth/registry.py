@@ -36,32 +36,35 @@ class MediaRegistry:
 
     async def announce_hold(self, media: Media, at_s: int) -> None:
         """Queue media registered "held" (a bank match) for the moderators' review."""
-        await self._redis.xadd(redis_keys.MEDIA_HOLDS_STREAM, {
-            "media_id": media.id, "owner": media.owner, "at": str(at_s)})
+        await self._redis.xadd(
+            redis_keys.MEDIA_HOLDS_STREAM, {"media_id": media.id, "owner": media.owner, "at": str(at_s)}
+        )
 
-    async def set_status(self, media_id: str, status: str, *, reason: str = "",
-                         by: str = "") -> Media:
+    async def set_status(self, media_id: str, status: str, *, reason: str = "", by: str = "") -> Media:
         """Change the status; the moderator and reason are kept on the record for audit."""
         if status not in STATUSES:
             raise InvalidField(f"status must be one of {STATUSES}")
         media = await self.get(media_id)
         try:
-            await self._redis.hset(redis_keys.media_key(media_id), mapping={
-                "status": status, "status_reason": reason, "status_by": by})
+            await self._redis.hset(
+                redis_keys.media_key(media_id),
+                mapping={"status": status, "status_reason": reason, "status_by": by},
+            )
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
         return replace(media, status=status)
 
-
-    async def transition(self, media_id: str, from_status: str, to_status: str, *,
-                         reason: str = "", by: str = "") -> bool:
+    async def transition(
+        self, media_id: str, from_status: str, to_status: str, *, reason: str = "", by: str = ""
+    ) -> bool:
         """Change the status only if it is still ``from_status`` (one script: a takedown
         landing meanwhile is never overwritten).  True if it changed."""
         if to_status not in STATUSES:
             raise InvalidField(f"status must be one of {STATUSES}")
         try:
-            changed = await self._transition(keys=[redis_keys.media_key(media_id)],
-                                             args=[from_status, to_status, reason, by])
+            changed = await self._transition(
+                keys=[redis_keys.media_key(media_id)], args=[from_status, to_status, reason, by]
+            )
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
         return bool(int(changed))

@@ -51,8 +51,7 @@ async def received_via(state: EdgeState, session: Session, media: Media, via: ob
     _fresh(state)
     if authorizer.tailer.view.is_grant_revoked(g.grant_id):
         raise GrantRevoked(g.grant_id)
-    return Receipt(await authorizer.redemptions.is_bound(g.grant_id, session.sub),
-                   (g.grant_id,), g.exp)
+    return Receipt(await authorizer.redemptions.is_bound(g.grant_id, session.sub), (g.grant_id,), g.exp)
 
 
 def _fresh(state: EdgeState) -> None:

@@ -81,16 +81,18 @@ def capability_revoked(cap_id: str) -> RevocationEvent:
 class RevocationLog:
     """Appends events; trims entries older than the retention window on each write."""
 
-    def __init__(self, redis: RedisClient,
-                 retention_s: int = redis_keys.REVOCATION_STREAM_RETENTION_S) -> None:
+    def __init__(
+        self, redis: RedisClient, retention_s: int = redis_keys.REVOCATION_STREAM_RETENTION_S
+    ) -> None:
         self._redis = redis
         self._retention_ms = retention_s * 1000
 
     async def publish(self, event: RevocationEvent) -> str:
         minid = int(time.time() * 1000) - self._retention_ms
         try:
-            entry_id = await self._redis.xadd(redis_keys.REVOCATION_STREAM, field_map(event.fields()),
-                                              minid=minid, approximate=True)
+            entry_id = await self._redis.xadd(
+                redis_keys.REVOCATION_STREAM, field_map(event.fields()), minid=minid, approximate=True
+            )
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

@@ -40,8 +40,9 @@ LOAD_BATCH = 1000
 
 
 class RevocationView:
-    def __init__(self, window_s: float, clock: Clock = system_clock, *,
-                 capability_window_s: float = 0.0) -> None:
+    def __init__(
+        self, window_s: float, clock: Clock = system_clock, *, capability_window_s: float = 0.0
+    ) -> None:
         self.window_s = window_s
         #: How long a ``capability_revoked`` is remembered: capabilities outlive tokens, so
         #: they have their own table and expiry queue (cdn_auth.capability_gate).
@@ -57,8 +58,13 @@ class RevocationView:
 
     def __len__(self) -> int:
         """Distinct revoked things (what ``cdn_auth_revocation_view_entries`` reports)."""
-        return len(self._unsent) + len(self._left) + len(self._takedowns) + len(self._grants) \
+        return (
+            len(self._unsent)
+            + len(self._left)
+            + len(self._takedowns)
+            + len(self._grants)
             + len(self.capabilities)
+        )
 
     @property
     def load_window_s(self) -> float:
@@ -176,8 +182,15 @@ class CapabilityRevocations:
 class RevocationTailer:
     """Loads the last window (max token lifetime + leeway) into the view, then tails on."""
 
-    def __init__(self, redis: RedisClient, view: RevocationView, *, clock: Clock = system_clock,
-                 block_ms: int = 1000, on_lag: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        view: RevocationView,
+        *,
+        clock: Clock = system_clock,
+        block_ms: int = 1000,
+        on_lag: Callable[[float], None] | None = None,
+    ) -> None:
         self._redis = redis
         self.view = view
         self._clock = clock
@@ -186,9 +199,15 @@ class RevocationTailer:
         self.events_applied = 0
         #: Periodic upkeep after every read (about once a second when idle).
         self.tick_listeners: list[Callable[[], object]] = [view.expire]
-        self.stream = StreamTailer(redis, redis_keys.REVOCATION_STREAM, self._apply_batch,
-                                   start=self._load_window, clock=clock, block_ms=block_ms,
-                                   on_tick=self._tick)
+        self.stream = StreamTailer(
+            redis,
+            redis_keys.REVOCATION_STREAM,
+            self._apply_batch,
+            start=self._load_window,
+            clock=clock,
+            block_ms=block_ms,
+            on_tick=self._tick,
+        )
 
     def _tick(self) -> None:
         for cb in self.tick_listeners:
@@ -210,8 +229,7 @@ class RevocationTailer:
         self._live = False
         batch: list[Entry] = []
         # Applied page by page as read, never held whole: a window can be 10^5+ events.
-        async for entry in read_range(self._redis, redis_keys.REVOCATION_STREAM, last,
-                                      batch=LOAD_BATCH):
+        async for entry in read_range(self._redis, redis_keys.REVOCATION_STREAM, last, batch=LOAD_BATCH):
             batch.append(entry)
             last = entry[0]
             if len(batch) >= LOAD_BATCH:

@@ -36,8 +36,11 @@ def check_audience(media: Media, session: Session) -> None:
         raise AgeRestricted(f"age {session.age} < {rules.min_age}")
     if rules.allowed_regions or rules.blocked_regions:
         region = session.region
-        if region is None or region in rules.blocked_regions or (
-                rules.allowed_regions and region not in rules.allowed_regions):
+        if (
+            region is None
+            or region in rules.blocked_regions
+            or (rules.allowed_regions and region not in rules.allowed_regions)
+        ):
             raise RegionRestricted(f"region {region}")
 
 

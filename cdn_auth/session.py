@@ -80,8 +80,14 @@ class JwksSource:
     when it changes; a bad file keeps the last good keys); a URL is fetched here.
     """
 
-    def __init__(self, location: str, *, clock: Clock = system_clock,
-                 refresh_s: float = 300.0, min_refetch_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        location: str,
+        *,
+        clock: Clock = system_clock,
+        refresh_s: float = 300.0,
+        min_refetch_s: float = 5.0,
+    ) -> None:
         self.location = location
         self._clock = clock
         self._refresh_s = refresh_s
@@ -93,8 +99,12 @@ class JwksSource:
         if not location.startswith(("http://", "https://")):
             # Re-checked when get() finds the keys stale or a kid unknown, not on a timer.
             self._file = ReloadingFile(
-                location, lambda: self._parse(json.loads(Path(location).read_text())),
-                what="session JWKS", clock=clock, recheck_s=0.0)
+                location,
+                lambda: self._parse(json.loads(Path(location).read_text())),
+                what="session JWKS",
+                clock=clock,
+                recheck_s=0.0,
+            )
             self.keys = self._file.value
             self._fetched_at = self._clock()
 
@@ -133,8 +143,10 @@ class JwksSource:
                 return
             try:
                 timeout = aiohttp.ClientTimeout(total=5)
-                async with aiohttp.ClientSession(timeout=timeout) as http, \
-                        http.get(self.location) as resp:
+                async with (
+                    aiohttp.ClientSession(timeout=timeout) as http,
+                    http.get(self.location) as resp,
+                ):
                     resp.raise_for_status()
                     self.keys = self._parse(await resp.json(content_type=None))
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -146,11 +158,17 @@ class JwksSource:
 class SessionVerifier:
     """Verifies session JWTs: pinned algorithms, issuer, audience, times at ``now``."""
 
-    def __init__(self, jwks: JwksSource, *, issuer: str, audience: str,
-                 algorithms: Sequence[str] = ("EdDSA",),
-                 leeway_s: int = DEFAULT_SESSION_LEEWAY_S,
-                 max_lifetime_s: int = DEFAULT_SESSION_MAX_LIFETIME_S,
-                 clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        jwks: JwksSource,
+        *,
+        issuer: str,
+        audience: str,
+        algorithms: Sequence[str] = ("EdDSA",),
+        leeway_s: int = DEFAULT_SESSION_LEEWAY_S,
+        max_lifetime_s: int = DEFAULT_SESSION_MAX_LIFETIME_S,
+        clock: Clock = system_clock,
+    ) -> None:
         if not algorithms or any(a.lower() == "none" for a in algorithms):
             raise ValueError("session algorithms must be pinned and never 'none'")
         self.max_lifetime_s = max_lifetime_s
@@ -183,9 +201,17 @@ class SessionVerifier:
             raise SessionInvalid(f"alg {alg!r} does not match the key's {jwk.algorithm_name!r}")
         try:
             claims = jwt.decode(
-                token, key=jwk.key, algorithms=[alg], audience=self.audience, issuer=self.issuer,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"], "verify_exp": False,
-                         "verify_iat": False, "verify_nbf": False},
+                token,
+                key=jwk.key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={
+                    "require": ["exp", "iat", "sub", "iss", "aud"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
             )
         except jwt.PyJWTError as exc:
             raise SessionInvalid(f"{type(exc).__name__}: {exc}") from None
@@ -211,6 +237,12 @@ class SessionVerifier:
         if not (dev == "" or is_user_id(dev)) or not isinstance(roles, list):
             raise SessionInvalid("bad dev or roles")
         assert isinstance(dev, str)
-        return Session(sub=sub, dev=dev, age=age_from_claim(claims.get("age"), now),
-                       region=region_from_claim(claims.get("region")),
-                       roles=frozenset(r for r in roles if isinstance(r, str)), iat=iat, exp=exp)
+        return Session(
+            sub=sub,
+            dev=dev,
+            age=age_from_claim(claims.get("age"), now),
+            region=region_from_claim(claims.get("region")),
+            roles=frozenset(r for r in roles if isinstance(r, str)),
+            iat=iat,
+            exp=exp,
+        )

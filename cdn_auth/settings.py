@@ -21,11 +21,11 @@ from service_kernel.settings_base import ServiceSettings
 #: (``Route(limit=...)``); docs/operations.md lists them.  ``CDN_AUTH_RATE_LIMITS`` (JSON,
 #: e.g. ``{"grant": [20, 200]}``) overrides some or all.
 DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
-    "media_create": (1.0, 30),   # registrations and uploads (each may write up to 512 MiB)
+    "media_create": (1.0, 30),  # registrations and uploads (each may write up to 512 MiB)
     "media_lookup": (20.0, 200),
-    "grant": (10.0, 100),        # mint and revoke (each revoke is a revocation event)
-    "takedown": (10.0, 100),     # moderators: each is a revocation event on every edge
-    "banks": (2.0, 20),          # moderators: each addition may sweep every registered item
+    "grant": (10.0, 100),  # mint and revoke (each revoke is a revocation event)
+    "takedown": (10.0, 100),  # moderators: each is a revocation event on every edge
+    "banks": (2.0, 20),  # moderators: each addition may sweep every registered item
 }
 
 
@@ -105,10 +105,16 @@ class EdgeSettings(ServiceSettings):
     def _origins_are_exact(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for origin in value:
             parts = urlsplit(origin)
-            if parts.scheme not in ("http", "https") or not parts.hostname or \
-                    origin != f"{parts.scheme}://{parts.netloc}" or origin != origin.lower():
-                raise ValueError(f"CORS origin {origin!r} must be scheme://host[:port], "
-                                 "lower case, with no path (and never '*')")
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or origin != f"{parts.scheme}://{parts.netloc}"
+                or origin != origin.lower()
+            ):
+                raise ValueError(
+                    f"CORS origin {origin!r} must be scheme://host[:port], "
+                    "lower case, with no path (and never '*')"
+                )
         return value
 
     @model_validator(mode="after")
@@ -120,8 +126,10 @@ class EdgeSettings(ServiceSettings):
     @model_validator(mode="after")
     def _tail_blocks_inside_the_staleness_bound(self) -> EdgeSettings:
         if self.revocation_block_ms >= self.staleness_bound_s * 1000:
-            raise ValueError("revocation_block_ms must be shorter than staleness_bound_s, or "
-                             "a healthy but idle tail would look stale")
+            raise ValueError(
+                "revocation_block_ms must be shorter than staleness_bound_s, or "
+                "a healthy but idle tail would look stale"
+            )
         return self
 
     @model_validator(mode="after")

@@ -70,8 +70,13 @@ class Alg(IntEnum):
 
     @classmethod
     def from_name(cls, name: str) -> Alg:
-        names = {"ed25519": cls.ED25519, "eddsa": cls.ED25519, "hmac": cls.HMAC_SHA256,
-                 "hs256": cls.HMAC_SHA256, "hmac-sha256": cls.HMAC_SHA256}
+        names = {
+            "ed25519": cls.ED25519,
+            "eddsa": cls.ED25519,
+            "hmac": cls.HMAC_SHA256,
+            "hs256": cls.HMAC_SHA256,
+            "hmac-sha256": cls.HMAC_SHA256,
+        }
         try:
             return names[name.lower()]
         except KeyError:
@@ -175,8 +180,7 @@ def parse_unverified(token: str) -> Envelope:
     if _KID_RE.fullmatch(kid) is None:
         raise TokenMalformed("kid syntax")
     iat, exp = struct.unpack_from(">QQ", body, 4 + kid_len)
-    return Envelope(type_, alg, kid, iat, exp, body[20 + kid_len :], SIGNING_CONTEXT + body,
-                    signature)
+    return Envelope(type_, alg, kid, iat, exp, body[20 + kid_len :], SIGNING_CONTEXT + body, signature)
 
 
 def verify(

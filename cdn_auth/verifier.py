@@ -35,16 +35,21 @@ class Verifier:
     Each raises a :class:`~cdn_auth.errors.TokenError` leaf; none returns a bool.
     """
 
-    def __init__(self, keys: KeySet, *, max_lifetime_s: int,
-                 leeway_s: int = DEFAULT_LEEWAY_S, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        keys: KeySet,
+        *,
+        max_lifetime_s: int,
+        leeway_s: int = DEFAULT_LEEWAY_S,
+        clock: Clock = system_clock,
+    ) -> None:
         self.keys = keys
         self.max_lifetime_s = max_lifetime_s
         self.leeway_s = leeway_s
         self._clock = clock
 
     def __repr__(self) -> str:
-        return f"Verifier({self.keys!r}, max_lifetime_s={self.max_lifetime_s}, " \
-               f"leeway_s={self.leeway_s})"
+        return f"Verifier({self.keys!r}, max_lifetime_s={self.max_lifetime_s}, leeway_s={self.leeway_s})"
 
     def pointer(self, token: str) -> Pointer:
         return self.pointer_at(token, self._clock())
@@ -60,9 +65,19 @@ class Verifier:
 
     def _verify(self, verify: Callable[..., C], token: str, now: float) -> C:
         try:
-            return verify(token, self.keys.current(), now, max_lifetime_s=self.max_lifetime_s,
-                          leeway_s=self.leeway_s)
+            return verify(
+                token,
+                self.keys.current(),
+                now,
+                max_lifetime_s=self.max_lifetime_s,
+                leeway_s=self.leeway_s,
+            )
         except TokenUnknownKey:
             # A rotation may have published a key moments ago: re-read, then retry once.
-            return verify(token, self.keys.refresh_for_unknown_kid(), now,
-                          max_lifetime_s=self.max_lifetime_s, leeway_s=self.leeway_s)
+            return verify(
+                token,
+                self.keys.refresh_for_unknown_kid(),
+                now,
+                max_lifetime_s=self.max_lifetime_s,
+                leeway_s=self.leeway_s,
+            )

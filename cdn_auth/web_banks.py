@@ -42,19 +42,42 @@ async def add_signals(request: web.Request) -> web.Response:
     state = request.app[STATE]
     doc = await read_json(request, max_bytes=2 * 1024 * 1024, allowed={"signals"})
     signals = parse_request_signals(doc.get("signals"))
-    taken = await bank_and_take_down(state.banks, state.hash_index, state.registry,
-                                     state.revocations, request.match_info["bank"], signals,
-                                     by=session.sub)
-    return web.json_response({"bank": request.match_info["bank"], "added": len(signals),
-                              "taken_down": taken})
+    taken = await bank_and_take_down(
+        state.banks,
+        state.hash_index,
+        state.registry,
+        state.revocations,
+        request.match_info["bank"],
+        signals,
+        by=session.sub,
+    )
+    return web.json_response(
+        {"bank": request.match_info["bank"], "added": len(signals), "taken_down": taken}
+    )
 
 
 ROUTES = (
-    Route("GET", "/v1/banks", list_banks, "Hash banks and their sizes (moderator)", "banks",
-          auth="moderator", responses=(200, 401, 403, 429, 503), limit="media_lookup",
-          api=api.LIST_BANKS),
-    Route("POST", "/v1/banks/{bank}/signals", add_signals,
-          "Add hashes to a bank; take down every registered match at every edge (moderator)",
-          "banks", auth="moderator", responses=(200, 400, 401, 403, 429, 503),
-          body="signals: [{signal_type, signal}]", limit="banks", api=api.ADD_SIGNALS),
+    Route(
+        "GET",
+        "/v1/banks",
+        list_banks,
+        "Hash banks and their sizes (moderator)",
+        "banks",
+        auth="moderator",
+        responses=(200, 401, 403, 429, 503),
+        limit="media_lookup",
+        api=api.LIST_BANKS,
+    ),
+    Route(
+        "POST",
+        "/v1/banks/{bank}/signals",
+        add_signals,
+        "Add hashes to a bank; take down every registered match at every edge (moderator)",
+        "banks",
+        auth="moderator",
+        responses=(200, 400, 401, 403, 429, 503),
+        body="signals: [{signal_type, signal}]",
+        limit="banks",
+        api=api.ADD_SIGNALS,
+    ),
 )

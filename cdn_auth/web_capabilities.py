@@ -61,12 +61,12 @@ def _holder_key(value: object) -> bytes:
 async def create_capability(request: web.Request) -> web.Response:
     state = request.app[STATE]
     session = await _session(request)
-    doc = await read_json(request, allowed={"media_id", "holder_key", "max_redeemers",
-                                            "max_grants", "ttl_s", "via_grant"})
+    doc = await read_json(
+        request, allowed={"media_id", "holder_key", "max_redeemers", "max_grants", "ttl_s", "via_grant"}
+    )
     media = await state.registry.get(check_id(doc.get("media_id"), "media_id"))
     holder_key = _holder_key(doc.get("holder_key"))
-    max_redeemers = _int(doc, "max_redeemers", grant_mod.MAX_REDEEMERS, 1,
-                         grant_mod.MAX_REDEEMERS)
+    max_redeemers = _int(doc, "max_redeemers", grant_mod.MAX_REDEEMERS, 1, grant_mod.MAX_REDEEMERS)
     max_grants = _int(doc, "max_grants", DEFAULT_MAX_GRANTS, 1, cap_mod.MAX_GRANTS)
     max_ttl = state.settings.max_capability_lifetime_s
     ttl_s = _int(doc, "ttl_s", min(cap_mod.DEFAULT_CAPABILITY_TTL_S, max_ttl), 60, max_ttl)
@@ -89,21 +89,38 @@ async def create_capability(request: web.Request) -> web.Response:
         raise MintingDisabled()
     cap_id = new_id("c")
     try:
-        token = cap_mod.mint(state.minter.signer(), cap_id=cap_id, media_id=media.id,
-                             holder=session.sub, holder_key=holder_key,
-                             max_redeemers=max_redeemers, max_grants=max_grants,
-                             sources=sources, now=now, ttl_s=ttl_s)
+        token = cap_mod.mint(
+            state.minter.signer(),
+            cap_id=cap_id,
+            media_id=media.id,
+            holder=session.sub,
+            holder_key=holder_key,
+            max_redeemers=max_redeemers,
+            max_grants=max_grants,
+            sources=sources,
+            now=now,
+            ttl_s=ttl_s,
+        )
     except ValueError as exc:
         raise InvalidField(str(exc)) from None
-    await state.grants.record_capability(cap_id, session.sub, media.owner,
-                                         iat + ttl_s + state.settings.token_leeway_s)
-    return web.json_response({"capability": token, "cap_id": cap_id, "media_id": media.id,
-                              "holder": session.sub, "max_redeemers": max_redeemers,
-                              "max_grants": max_grants, "sources": list(sources),
-                              "expires_at": iat + ttl_s,
-                              # how long a derived grant may live: the edges' token lifetime
-                              "max_grant_ttl_s": state.settings.max_token_lifetime_s},
-                             status=201)
+    await state.grants.record_capability(
+        cap_id, session.sub, media.owner, iat + ttl_s + state.settings.token_leeway_s
+    )
+    return web.json_response(
+        {
+            "capability": token,
+            "cap_id": cap_id,
+            "media_id": media.id,
+            "holder": session.sub,
+            "max_redeemers": max_redeemers,
+            "max_grants": max_grants,
+            "sources": list(sources),
+            "expires_at": iat + ttl_s,
+            # how long a derived grant may live: the edges' token lifetime
+            "max_grant_ttl_s": state.settings.max_token_lifetime_s,
+        },
+        status=201,
+    )
 
 
 async def revoke_capability(request: web.Request) -> web.Response:
@@ -121,8 +138,9 @@ async def revoke_capability(request: web.Request) -> web.Response:
     return web.json_response({"cap_id": cap_id, "revoked": True, "revocation_id": entry})
 
 
-async def revoke_derived(request: web.Request, state: EdgeState, session: Session,
-                         grant_id: str) -> web.Response:
+async def revoke_derived(
+    request: web.Request, state: EdgeState, session: Session, grant_id: str
+) -> web.Response:
     """``DELETE /v1/grants/{d_...}``: no record of a derived grant exists, so the grant
     itself, in the body, shows whose it is: its capability's holder (or a moderator)."""
     doc = await read_json(request, allowed={"grant"})
@@ -142,12 +160,25 @@ async def revoke_derived(request: web.Request, state: EdgeState, session: Sessio
 
 
 ROUTES = (
-    Route("POST", "/v1/capabilities", create_capability,
-          "Issue a share capability: its holder derives per-share grants offline",
-          "grants", responses=(201, 400, 401, 403, 404, 410, 503),
-          body="media_id, holder_key, max_redeemers, max_grants, ttl_s, via_grant (re-share)",
-          limit="grant", api=api.CREATE_CAPABILITY),
-    Route("DELETE", "/v1/capabilities/{cap_id}", revoke_capability,
-          "Revoke a capability and every grant derived from it", "grants",
-          responses=(200, 401, 403, 404, 503), limit="grant", api=api.REVOKE_CAPABILITY),
+    Route(
+        "POST",
+        "/v1/capabilities",
+        create_capability,
+        "Issue a share capability: its holder derives per-share grants offline",
+        "grants",
+        responses=(201, 400, 401, 403, 404, 410, 503),
+        body="media_id, holder_key, max_redeemers, max_grants, ttl_s, via_grant (re-share)",
+        limit="grant",
+        api=api.CREATE_CAPABILITY,
+    ),
+    Route(
+        "DELETE",
+        "/v1/capabilities/{cap_id}",
+        revoke_capability,
+        "Revoke a capability and every grant derived from it",
+        "grants",
+        responses=(200, 401, 403, 404, 503),
+        limit="grant",
+        api=api.REVOKE_CAPABILITY,
+    ),
 )

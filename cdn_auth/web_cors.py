@@ -24,11 +24,13 @@ from aiohttp import web
 from service_kernel.web_errors import Handler, json_error
 
 ALLOW_METHODS = "GET, HEAD, POST, DELETE"
-ALLOW_HEADERS = "Authorization, Content-Type, Range, If-Range, If-None-Match, X-Pointer, " \
-                "X-Grant, Idempotency-Key"
+ALLOW_HEADERS = (
+    "Authorization, Content-Type, Range, If-Range, If-None-Match, X-Pointer, X-Grant, Idempotency-Key"
+)
 #: What a cross-origin page may read: a player needs the range headers, a client the errors.
-EXPOSE_HEADERS = "Content-Range, Accept-Ranges, Content-Length, Content-Type, ETag, " \
-                 "Retry-After, Location"
+EXPOSE_HEADERS = (
+    "Content-Range, Accept-Ranges, Content-Length, Content-Type, ETag, Retry-After, Location"
+)
 
 
 def cors_middleware(origins: Iterable[str], *, max_age_s: int) -> Any:
@@ -42,12 +44,17 @@ def cors_middleware(origins: Iterable[str], *, max_age_s: int) -> Any:
             if not ok:
                 return json_error(403, "cors_origin_denied", "this origin may not call the edge")
             assert origin is not None
-            return web.Response(status=204, headers={
-                "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Credentials": "true",
-                "Access-Control-Allow-Methods": ALLOW_METHODS,
-                "Access-Control-Allow-Headers": ALLOW_HEADERS,
-                "Access-Control-Max-Age": str(max_age_s), "Vary": "Origin"})
+            return web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Origin": origin,
+                    "Access-Control-Allow-Credentials": "true",
+                    "Access-Control-Allow-Methods": ALLOW_METHODS,
+                    "Access-Control-Allow-Headers": ALLOW_HEADERS,
+                    "Access-Control-Max-Age": str(max_age_s),
+                    "Vary": "Origin",
+                },
+            )
         response = await handler(request)
         if allowed:  # the answer depends on Origin whenever any origin is configured
             vary = response.headers.get("Vary")

@@ -40,8 +40,11 @@ async def create_grant(request: web.Request) -> web.Response:
     doc = await read_json(request, allowed={"media_id", "redeemers", "via_grant", "ttl_s"})
     media = await state.registry.get(check_id(doc.get("media_id"), "media_id"))
     redeemers = doc.get("redeemers")
-    if not isinstance(redeemers, int) or isinstance(redeemers, bool) \
-            or not 1 <= redeemers <= grant_mod.MAX_REDEEMERS:
+    if (
+        not isinstance(redeemers, int)
+        or isinstance(redeemers, bool)
+        or not 1 <= redeemers <= grant_mod.MAX_REDEEMERS
+    ):
         raise InvalidField(f"redeemers must be an integer 1..{grant_mod.MAX_REDEEMERS}")
     max_ttl = state.settings.max_token_lifetime_s
     ttl_s = doc.get("ttl_s", min(grant_mod.DEFAULT_GRANT_TTL_S, max_ttl))
@@ -73,13 +76,26 @@ async def create_grant(request: web.Request) -> web.Response:
         raise MintingDisabled()
     grant_id = new_id("g")
     now = state.clock()
-    token = grant_mod.mint(state.minter.signer(), grant_id=grant_id, media_id=media.id,
-                           max_redeemers=redeemers, sharer=session.sub, now=now, ttl_s=ttl_s)
-    await state.grants.record(grant_id, session.sub,
-                              int(now) + ttl_s + state.settings.token_leeway_s)
-    return web.json_response({"grant": token, "grant_id": grant_id, "media_id": media.id,
-                              "max_redeemers": redeemers, "expires_at": int(now) + ttl_s},
-                             status=201)
+    token = grant_mod.mint(
+        state.minter.signer(),
+        grant_id=grant_id,
+        media_id=media.id,
+        max_redeemers=redeemers,
+        sharer=session.sub,
+        now=now,
+        ttl_s=ttl_s,
+    )
+    await state.grants.record(grant_id, session.sub, int(now) + ttl_s + state.settings.token_leeway_s)
+    return web.json_response(
+        {
+            "grant": token,
+            "grant_id": grant_id,
+            "media_id": media.id,
+            "max_redeemers": redeemers,
+            "expires_at": int(now) + ttl_s,
+        },
+        status=201,
+    )
 
 
 async def revoke_grant(request: web.Request) -> web.Response:
@@ -99,9 +115,25 @@ async def revoke_grant(request: web.Request) -> web.Response:
 
 
 ROUTES = (
-    Route("POST", "/v1/grants", create_grant, "Mint a grant for sharing media in sealed mode",
-          "grants", responses=(201, 400, 401, 403, 404, 410, 503),
-          body="media_id, redeemers, via_grant (re-share), ttl_s", limit="grant", api=api.CREATE_GRANT),
-    Route("DELETE", "/v1/grants/{grant_id}", revoke_grant, "Revoke a grant", "grants",
-          responses=(200, 401, 403, 404, 503), limit="grant", api=api.REVOKE_GRANT),
+    Route(
+        "POST",
+        "/v1/grants",
+        create_grant,
+        "Mint a grant for sharing media in sealed mode",
+        "grants",
+        responses=(201, 400, 401, 403, 404, 410, 503),
+        body="media_id, redeemers, via_grant (re-share), ttl_s",
+        limit="grant",
+        api=api.CREATE_GRANT,
+    ),
+    Route(
+        "DELETE",
+        "/v1/grants/{grant_id}",
+        revoke_grant,
+        "Revoke a grant",
+        "grants",
+        responses=(200, 401, 403, 404, 503),
+        limit="grant",
+        api=api.REVOKE_GRANT,
+    ),
 )

@@ -31,8 +31,16 @@ from .origin import StoredObject
 from .session import Session
 from .web_state import STATE, EdgeState
 
-_META_FIELDS = {"origin_path", "content_type", "visibility", "allow_reshare", "min_age",
-                "allowed_regions", "blocked_regions", "owner"}
+_META_FIELDS = {
+    "origin_path",
+    "content_type",
+    "visibility",
+    "allow_reshare",
+    "min_age",
+    "allowed_regions",
+    "blocked_regions",
+    "owner",
+}
 MAX_META_BYTES = 16 * 1024
 log = logging.getLogger(__name__)
 
@@ -63,8 +71,9 @@ async def create_media(request: web.Request) -> web.Response:
     await state.registry.put(media)
     if media.status == "held":
         await state.registry.announce_hold(media, int(state.clock()))
-    return web.json_response(media.public_view(), status=201,
-                             headers={"Location": f"/v1/media/{media.id}"})
+    return web.json_response(
+        media.public_view(), status=201, headers={"Location": f"/v1/media/{media.id}"}
+    )
 
 
 async def _screen(state: EdgeState, media: Media, *, uploaded: bool) -> Media:
@@ -74,13 +83,15 @@ async def _screen(state: EdgeState, media: Media, *, uploaded: bool) -> Media:
     The hashes are indexed before the record exists, so a bank entry added at any moment
     finds the item (see matching.bank_and_take_down)."""
     path = state.origin.root / media.origin
-    limits = FingerprintLimits(max_frames=state.settings.fingerprint_max_frames,
-                               budget_s=state.settings.fingerprint_budget_s)
+    limits = FingerprintLimits(
+        max_frames=state.settings.fingerprint_max_frames, budget_s=state.settings.fingerprint_budget_s
+    )
     fp = await asyncio.to_thread(fingerprint_file, path, media.content_type, limits)
     match = await state.banks.match(fp)
     if match is not None:
-        log.warning("media %s (owner %s) matched bank %s: %s", media.id, media.owner,
-                    match.bank, match.action)
+        log.warning(
+            "media %s (owner %s) matched bank %s: %s", media.id, media.owner, match.bank, match.action
+        )
         state.metrics.bank_matches.labels(match.bank, match.action).inc()
         if match.action == "refuse":
             if uploaded:
@@ -91,8 +102,9 @@ async def _screen(state: EdgeState, media: Media, *, uploaded: bool) -> Media:
     return media
 
 
-def _record(meta: dict[str, Any], session: Session, media_id: str, stored: StoredObject,
-            now: int) -> Media:
+def _record(
+    meta: dict[str, Any], session: Session, media_id: str, stored: StoredObject, now: int
+) -> Media:
     visibility, allow_reshare, rules = parse_rules(meta)
     owner = session.sub
     if "owner" in meta:
@@ -101,14 +113,24 @@ def _record(meta: dict[str, Any], session: Session, media_id: str, stored: Store
         if not isinstance(meta["owner"], str) or not 0 < len(meta["owner"]) <= 255:
             raise InvalidField("owner must be a user id")
         owner = meta["owner"]
-    return Media(id=media_id, owner=owner, visibility=visibility, allow_reshare=allow_reshare,
-                 audience=rules, status="active",
-                 content_type=check_content_type(meta.get("content_type", "video/mp4")),
-                 size=stored.size, sha256=stored.sha256, origin=stored.relpath, created_at=now)
+    return Media(
+        id=media_id,
+        owner=owner,
+        visibility=visibility,
+        allow_reshare=allow_reshare,
+        audience=rules,
+        status="active",
+        content_type=check_content_type(meta.get("content_type", "video/mp4")),
+        size=stored.size,
+        sha256=stored.sha256,
+        origin=stored.relpath,
+        created_at=now,
+    )
 
 
-async def _from_upload(request: web.Request, state: EdgeState, session: Session,
-                       media_id: str) -> tuple[dict[str, Any], StoredObject]:
+async def _from_upload(
+    request: web.Request, state: EdgeState, session: Session, media_id: str
+) -> tuple[dict[str, Any], StoredObject]:
     clock = body_deadline.for_request(request)  # 408 for an upload that trickles in
     try:
         reader = await request.multipart()
@@ -171,23 +193,47 @@ async def takedown(request: web.Request) -> web.Response:
     reason = doc.get("reason", "")
     if not isinstance(reason, str) or len(reason) > 1000:
         raise InvalidField("reason must be a string of at most 1000 characters")
-    media = await state.registry.set_status(media_id, "taken_down", reason=reason,
-                                            by=session.sub)
+    media = await state.registry.set_status(media_id, "taken_down", reason=reason, by=session.sub)
     # Published on every call, so a retry after a failure here still reaches every edge.
     entry = await state.revocations.publish(revocation.takedown(media_id))
-    return web.json_response({"media_id": media.id, "status": media.status,
-                              "revocation_id": entry, "at": int(state.clock())})
+    return web.json_response(
+        {"media_id": media.id, "status": media.status, "revocation_id": entry, "at": int(state.clock())}
+    )
 
 
 ROUTES = (
-    Route("POST", "/v1/media", create_media, "Register a hosted video (JSON origin_path, or "
-          "multipart metadata+file)", "media", responses=(201, 400, 401, 403, 413, 503),
-          body="metadata: content_type, visibility, allow_reshare, min_age, allowed_regions, "
-               "blocked_regions, origin_path | multipart file", limit="media_create",
-          api=api.CREATE_MEDIA),
-    Route("GET", "/v1/media/{media_id}", get_media, "A media record", "media",
-          responses=(200, 401, 403, 404, 503), limit="media_lookup", api=api.GET_MEDIA),
-    Route("POST", "/v1/takedowns", takedown, "Take media down at every edge (moderator)",
-          "media", auth="moderator", responses=(200, 400, 401, 403, 404, 503),
-          body="media_id, reason", limit="takedown", api=api.TAKEDOWN),
+    Route(
+        "POST",
+        "/v1/media",
+        create_media,
+        "Register a hosted video (JSON origin_path, or multipart metadata+file)",
+        "media",
+        responses=(201, 400, 401, 403, 413, 503),
+        body="metadata: content_type, visibility, allow_reshare, min_age, allowed_regions, "
+        "blocked_regions, origin_path | multipart file",
+        limit="media_create",
+        api=api.CREATE_MEDIA,
+    ),
+    Route(
+        "GET",
+        "/v1/media/{media_id}",
+        get_media,
+        "A media record",
+        "media",
+        responses=(200, 401, 403, 404, 503),
+        limit="media_lookup",
+        api=api.GET_MEDIA,
+    ),
+    Route(
+        "POST",
+        "/v1/takedowns",
+        takedown,
+        "Take media down at every edge (moderator)",
+        "media",
+        auth="moderator",
+        responses=(200, 400, 401, 403, 404, 503),
+        body="media_id, reason",
+        limit="takedown",
+        api=api.TAKEDOWN,
+    ),
 )

@@ -21,10 +21,16 @@ def probe(state: EdgeState) -> OpsProbe:
         m.revocation_view_size.set(len(tailer.view))
 
     def ready_fields(tail_age_s: float) -> dict[str, Any]:
-        return {"revocation_tail_age_s": round(tail_age_s, 3)
-                if tail_age_s != float("inf") else None}
+        return {"revocation_tail_age_s": round(tail_age_s, 3) if tail_age_s != float("inf") else None}
 
-    return OpsProbe(redis=state.redis, registry=m.registry, tail_age_s=tailer.age_s,
-                    staleness_bound_s=state.settings.staleness_bound_s,
-                    fresh_field="revocation_tail_fresh", tail_age_gauge=m.revocation_tail_age,
-                    redis_up_gauge=m.redis_up, on_scrape=on_scrape, ready_fields=ready_fields)
+    return OpsProbe(
+        redis=state.redis,
+        registry=m.registry,
+        tail_age_s=tailer.age_s,
+        staleness_bound_s=state.settings.staleness_bound_s,
+        fresh_field="revocation_tail_fresh",
+        tail_age_gauge=m.revocation_tail_age,
+        redis_up_gauge=m.redis_up,
+        on_scrape=on_scrape,
+        ready_fields=ready_fields,
+    )

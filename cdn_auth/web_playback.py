@@ -43,12 +43,20 @@ async def create(request: web.Request) -> web.Response:
     tokens = _tokens(state)
     session = await _bearer_session(request)
     token, exp = tokens.mint(session)
-    resp = web.json_response({"user_id": session.sub, "expires_at": exp,
-                              "cookie_path": COOKIE_PATH}, status=201,
-                             headers={"Cache-Control": "no-store"})
-    resp.set_cookie(COOKIE_NAME, token, path=COOKIE_PATH, max_age=max(1, exp - int(state.clock())),
-                    httponly=True, secure=_secure(request, state),
-                    samesite=state.settings.playback_cookie_samesite)
+    resp = web.json_response(
+        {"user_id": session.sub, "expires_at": exp, "cookie_path": COOKIE_PATH},
+        status=201,
+        headers={"Cache-Control": "no-store"},
+    )
+    resp.set_cookie(
+        COOKIE_NAME,
+        token,
+        path=COOKIE_PATH,
+        max_age=max(1, exp - int(state.clock())),
+        httponly=True,
+        secure=_secure(request, state),
+        samesite=state.settings.playback_cookie_samesite,
+    )
     return resp
 
 
@@ -57,15 +65,33 @@ async def delete(request: web.Request) -> web.Response:
     _tokens(state)
     await _bearer_session(request)
     resp = web.json_response({"cleared": True}, headers={"Cache-Control": "no-store"})
-    resp.del_cookie(COOKIE_NAME, path=COOKIE_PATH, secure=_secure(request, state),
-                    httponly=True, samesite=state.settings.playback_cookie_samesite)
+    resp.del_cookie(
+        COOKIE_NAME,
+        path=COOKIE_PATH,
+        secure=_secure(request, state),
+        httponly=True,
+        samesite=state.settings.playback_cookie_samesite,
+    )
     return resp
 
 
 ROUTES = (
-    Route("POST", "/v1/playback-session", create,
-          "Browser playback: set the short-lived HttpOnly media cookie (Path=/m/) for this "
-          "session", "edge", responses=(201, 401, 404), api=api.PLAYBACK_CREATE),
-    Route("DELETE", "/v1/playback-session", delete, "Browser playback: clear the media cookie",
-          "edge", responses=(200, 401, 404), api=api.PLAYBACK_DELETE),
+    Route(
+        "POST",
+        "/v1/playback-session",
+        create,
+        "Browser playback: set the short-lived HttpOnly media cookie (Path=/m/) for this session",
+        "edge",
+        responses=(201, 401, 404),
+        api=api.PLAYBACK_CREATE,
+    ),
+    Route(
+        "DELETE",
+        "/v1/playback-session",
+        delete,
+        "Browser playback: clear the media cookie",
+        "edge",
+        responses=(200, 401, 404),
+        api=api.PLAYBACK_DELETE,
+    ),
 )

@@ -21,14 +21,16 @@ from .settings import DmSettings
 # -- shared pieces ---------------------------------------------------------------------------
 
 #: Our own ids (conversations, media, grants, review items...): service_kernel.ids.check_id.
-ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "minLength": 1,
-              "maxLength": 64}
+ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "minLength": 1, "maxLength": 64}
 #: Ids from the identity provider: no whitespace (as Python's str.isspace), no "," "/" "{" "}"
 #: and no control character (service_kernel.ids.is_user_id).
 USER_ID: Schema = {
-    "type": "string", "minLength": 1, "maxLength": 255,
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
     "pattern": "^[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029"
-               "\\u202f\\u205f\\u3000,/{}\\u0000-\\u001f\\u007f]{1,255}$"}
+    "\\u202f\\u205f\\u3000,/{}\\u0000-\\u001f\\u007f]{1,255}$",
+}
 #: A message id or stream cursor (dm.web_messages.check_cursor).
 CURSOR: Schema = {"type": "string", "pattern": "^[0-9]{1,15}-[0-9]{1,10}$"}
 B64URL: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"}
@@ -44,6 +46,7 @@ def _nullable(schema: Schema) -> Schema:
 def _page_limit(default: int) -> Any:
     def schema(s: DmSettings) -> Schema:
         return {"type": "integer", "minimum": 1, "maximum": s.page_limit_max, "default": default}
+
     return schema
 
 
@@ -57,342 +60,646 @@ CID = Param("cid", "path", ID, "conversation id", required=True)
 
 # -- components: the shapes a client codes against -------------------------------------------
 
-MEDIA_REF: Schema = obj({
-    "id": ID,
-    "pointer": {"type": "string", "description": "this reader's pointer token"},
-    "expires_at": {"type": "integer", "description": "the pointer's expiry (Unix seconds)"},
-    "url": {"type": "string", "description": "the edge URL carrying the pointer"}},
-    ("id",), closed=False, description="Media in a message; a read carries a pointer minted "
-    "for the reader (the sender's own copy only the id)")
-FRANKING: Schema = obj({"commitment": {"type": ["string", "null"]},
-                         "countersignature": {"type": ["string", "null"]},
-                         "ts_ms": {"type": "integer"}}, ("commitment", "countersignature", "ts_ms"))
-MESSAGE: Schema = obj({
-    "id": CURSOR, "conversation_id": ID, "sender": {"type": "string"},
-    "sent_at_ms": {"type": "integer"}, "kind": {"enum": ["plain", "sealed"]},
-    "text": {"type": ["string", "null"]}, "media": _nullable(ref("MediaRef")),
-    "client_message_id": {"type": ["string", "null"]},
-    "envelope": {"type": ["string", "null"], "description": "this device's envelope (sealed)"},
-    "franking": ref("Franking"),
-    "held": {"type": "boolean", "description": "held for review (202): not delivered yet"}},
+MEDIA_REF: Schema = obj(
+    {
+        "id": ID,
+        "pointer": {"type": "string", "description": "this reader's pointer token"},
+        "expires_at": {"type": "integer", "description": "the pointer's expiry (Unix seconds)"},
+        "url": {"type": "string", "description": "the edge URL carrying the pointer"},
+    },
+    ("id",),
+    closed=False,
+    description="Media in a message; a read carries a pointer minted "
+    "for the reader (the sender's own copy only the id)",
+)
+FRANKING: Schema = obj(
+    {
+        "commitment": {"type": ["string", "null"]},
+        "countersignature": {"type": ["string", "null"]},
+        "ts_ms": {"type": "integer"},
+    },
+    ("commitment", "countersignature", "ts_ms"),
+)
+MESSAGE: Schema = obj(
+    {
+        "id": CURSOR,
+        "conversation_id": ID,
+        "sender": {"type": "string"},
+        "sent_at_ms": {"type": "integer"},
+        "kind": {"enum": ["plain", "sealed"]},
+        "text": {"type": ["string", "null"]},
+        "media": _nullable(ref("MediaRef")),
+        "client_message_id": {"type": ["string", "null"]},
+        "envelope": {"type": ["string", "null"], "description": "this device's envelope (sealed)"},
+        "franking": ref("Franking"),
+        "held": {"type": "boolean", "description": "held for review (202): not delivered yet"},
+    },
     ("id", "conversation_id", "sender", "sent_at_ms", "kind"),
     description="A message as one reader's device receives it (plain: text and media; "
-                "sealed: this device's envelope and the franking values)")
-CONVERSATION: Schema = obj({
-    "id": ID, "mode": {"enum": ["plain", "sealed"]}, "created_by": {"type": "string"},
-    "created_at_ms": {"type": "integer"}, "members": {"type": "array", "items": {"type": "string"}}},
-    ("id", "mode", "created_by", "created_at_ms", "members"))
-DEVICE_KEY: Schema = obj({
-    "device_id": {"type": "string"}, "suite": {"enum": sorted(envelope.SUITES)},
-    "public_key": B64URL, "fingerprint": {"type": "string"}, "updated_at_ms": {"type": "integer"}},
-    ("device_id", "suite", "public_key", "fingerprint", "updated_at_ms"))
+    "sealed: this device's envelope and the franking values)",
+)
+CONVERSATION: Schema = obj(
+    {
+        "id": ID,
+        "mode": {"enum": ["plain", "sealed"]},
+        "created_by": {"type": "string"},
+        "created_at_ms": {"type": "integer"},
+        "members": {"type": "array", "items": {"type": "string"}},
+    },
+    ("id", "mode", "created_by", "created_at_ms", "members"),
+)
+DEVICE_KEY: Schema = obj(
+    {
+        "device_id": {"type": "string"},
+        "suite": {"enum": sorted(envelope.SUITES)},
+        "public_key": B64URL,
+        "fingerprint": {"type": "string"},
+        "updated_at_ms": {"type": "integer"},
+    },
+    ("device_id", "suite", "public_key", "fingerprint", "updated_at_ms"),
+)
 DEVICE_MISMATCH: Schema = {
-    "type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message"], "properties": {
-            "code": {"type": "string"}, "message": {"type": "string"},
-            "missing_devices": {"type": "array", "items": {"type": "string"}},
-            "extra_devices": {"type": "array", "items": {"type": "string"}}}}},
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "missing_devices": {"type": "array", "items": {"type": "string"}},
+                "extra_devices": {"type": "array", "items": {"type": "string"}},
+            },
+        }
+    },
     "description": "409 device_mismatch (sealed send): the devices to add and to drop, as "
-                   "'user/device'; idempotency_conflict carries only code and message"}
+    "'user/device'; idempotency_conflict carries only code and message",
+}
 
 COMPONENTS: dict[str, Schema] = {
-    "Message": MESSAGE, "MediaRef": MEDIA_REF, "Franking": FRANKING,
-    "Conversation": CONVERSATION, "DeviceKey": DEVICE_KEY, "DeviceMismatch": DEVICE_MISMATCH,
+    "Message": MESSAGE,
+    "MediaRef": MEDIA_REF,
+    "Franking": FRANKING,
+    "Conversation": CONVERSATION,
+    "DeviceKey": DEVICE_KEY,
+    "DeviceMismatch": DEVICE_MISMATCH,
 }
 
 # -- identity ------------------------------------------------------------------------------
 
-_SESSION = obj({"user_id": {"type": "string"}, "device_id": {"type": "string"},
-                 "session_token": {"type": "string"}, "expires_in": {"type": "integer"}},
-                ("user_id", "device_id", "session_token"))
+_SESSION = obj(
+    {
+        "user_id": {"type": "string"},
+        "device_id": {"type": "string"},
+        "session_token": {"type": "string"},
+        "expires_in": {"type": "integer"},
+    },
+    ("user_id", "device_id", "session_token"),
+)
 
 
 def _user_body(s: DmSettings) -> Schema:
     from .web_users import ROLES  # the handler's module imports this one
 
-    return obj({
-        "age": {"anyOf": [{"enum": ["adult", "minor"]},
-                          {"type": "integer", "minimum": 1900, "maximum": 2100}],
-                "default": "adult", "description": "'adult', 'minor' or a birth year"},
-        "region": {"type": "string", "pattern": "^[A-Za-z]{2}$", "default": "GB",
-                   "description": "ISO 3166-1 alpha-2"},
-        "roles": {"type": "array", "items": {"enum": sorted(ROLES)},
-                  "description": "only where DM_DEV_ISSUER_ROLES is on (else 403)"},
-        "ttl_s": {"type": "integer", "minimum": 60, "maximum": s.session_max_lifetime_s,
-                  "default": 3600}})
+    return obj(
+        {
+            "age": {
+                "anyOf": [
+                    {"enum": ["adult", "minor"]},
+                    {"type": "integer", "minimum": 1900, "maximum": 2100},
+                ],
+                "default": "adult",
+                "description": "'adult', 'minor' or a birth year",
+            },
+            "region": {
+                "type": "string",
+                "pattern": "^[A-Za-z]{2}$",
+                "default": "GB",
+                "description": "ISO 3166-1 alpha-2",
+            },
+            "roles": {
+                "type": "array",
+                "items": {"enum": sorted(ROLES)},
+                "description": "only where DM_DEV_ISSUER_ROLES is on (else 403)",
+            },
+            "ttl_s": {
+                "type": "integer",
+                "minimum": 60,
+                "maximum": s.session_max_lifetime_s,
+                "default": 3600,
+            },
+        }
+    )
 
 
 CREATE_USER = Api(
-    body=_user_body, body_required=False,
+    body=_user_body,
+    body_required=False,
     description="Dev issuer only (404 where the deployment trusts an external identity "
-                "provider). The body may be omitted.",
-    ok={201: Answer(_SESSION, links={
-        "OpenConversationWithUser": {
-            "operationId": _op("POST", "/v1/conversations"),
-            "requestBody": {"members": ["$response.body#/user_id"], "mode": "plain"},
-            "x-schemathesis": {"merge_body": False},
-            "description": "the caller opens a plain conversation with the new user"},
-        "UserDevices": {"operationId": _op("GET", "/v1/users/{user_id}/devices"),
-                        "parameters": {"user_id": "$response.body#/user_id"}}})})
+    "provider). The body may be omitted.",
+    ok={
+        201: Answer(
+            _SESSION,
+            links={
+                "OpenConversationWithUser": {
+                    "operationId": _op("POST", "/v1/conversations"),
+                    "requestBody": {"members": ["$response.body#/user_id"], "mode": "plain"},
+                    "x-schemathesis": {"merge_body": False},
+                    "description": "the caller opens a plain conversation with the new user",
+                },
+                "UserDevices": {
+                    "operationId": _op("GET", "/v1/users/{user_id}/devices"),
+                    "parameters": {"user_id": "$response.body#/user_id"},
+                },
+            },
+        )
+    },
+)
 LINK_DEVICE = Api(ok={201: Answer(_SESSION)}, errors={404: None})
-JWKS = Api(ok={200: Answer(obj({"keys": {"type": "array", "items": {"type": "object"}}},
-                                ("keys",), closed=False))})
+JWKS = Api(
+    ok={
+        200: Answer(
+            obj({"keys": {"type": "array", "items": {"type": "object"}}}, ("keys",), closed=False)
+        )
+    }
+)
 
 # -- devices -------------------------------------------------------------------------------
 
 PUT_KEY = Api(
-    params=(Param("device_id", "path", {"type": "string", "minLength": 1},
-                  "this session's own device (dev claim); any other is 403", required=True),),
-    body={"type": "object", "additionalProperties": False, "required": ["suite", "public_key"],
-          "properties": {"suite": {"enum": sorted(envelope.SUITES)}, "public_key": B64URL},
-          "oneOf": [
-              {"properties": {"suite": {"const": "x25519"}, "public_key": B64URL_32}},
-              {"properties": {"suite": {"const": "mlkem768-x25519"},
-                              "public_key": _X_WING_KEY}}],
-          "description": "public_key: canonical unpadded base64url of the suite's public key "
-                         "(x25519: 32 bytes; mlkem768-x25519: 1216, a valid ML-KEM-768 "
-                         "encapsulation key then an X25519 key: else 400)"},
-    ok={200: Answer(obj({"user_id": {"type": "string"}, **DEVICE_KEY["properties"]},
-                         ("user_id", *DEVICE_KEY["required"])))})
+    params=(
+        Param(
+            "device_id",
+            "path",
+            {"type": "string", "minLength": 1},
+            "this session's own device (dev claim); any other is 403",
+            required=True,
+        ),
+    ),
+    body={
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["suite", "public_key"],
+        "properties": {"suite": {"enum": sorted(envelope.SUITES)}, "public_key": B64URL},
+        "oneOf": [
+            {"properties": {"suite": {"const": "x25519"}, "public_key": B64URL_32}},
+            {"properties": {"suite": {"const": "mlkem768-x25519"}, "public_key": _X_WING_KEY}},
+        ],
+        "description": "public_key: canonical unpadded base64url of the suite's public key "
+        "(x25519: 32 bytes; mlkem768-x25519: 1216, a valid ML-KEM-768 "
+        "encapsulation key then an X25519 key: else 400)",
+    },
+    ok={
+        200: Answer(
+            obj(
+                {"user_id": {"type": "string"}, **DEVICE_KEY["properties"]},
+                ("user_id", *DEVICE_KEY["required"]),
+            )
+        )
+    },
+)
 DELETE_KEY = Api(
-    params=(Param("device_id", "path", {"type": "string", "minLength": 1, "maxLength": 255},
-                  required=True),),
-    ok={200: Answer(obj({"user_id": {"type": "string"}, "device_id": {"type": "string"},
-                          "removed": {"const": True}}, ("user_id", "device_id", "removed")))},
-    errors={400: None})
+    params=(
+        Param("device_id", "path", {"type": "string", "minLength": 1, "maxLength": 255}, required=True),
+    ),
+    ok={
+        200: Answer(
+            obj(
+                {
+                    "user_id": {"type": "string"},
+                    "device_id": {"type": "string"},
+                    "removed": {"const": True},
+                },
+                ("user_id", "device_id", "removed"),
+            )
+        )
+    },
+    errors={400: None},
+)
 LIST_DEVICES = Api(
     params=(Param("user_id", "path", USER_ID, required=True),),
-    ok={200: Answer(obj({"user_id": {"type": "string"},
-                          "devices": {"type": "array", "items": ref("DeviceKey")}},
-                         ("user_id", "devices")))},
-    errors={400: None})
+    ok={
+        200: Answer(
+            obj(
+                {"user_id": {"type": "string"}, "devices": {"type": "array", "items": ref("DeviceKey")}},
+                ("user_id", "devices"),
+            )
+        )
+    },
+    errors={400: None},
+)
 
 # -- conversations ---------------------------------------------------------------------------
 
 _TO_CONVERSATION = {
-    "GetConversation": {"operationId": _op("GET", _CONV),
-                        "parameters": {"cid": "$response.body#/id"}},
-    "SendMessage": {"operationId": _op("POST", _MSGS), "parameters": {"cid": "$response.body#/id"},
-                    "requestBody": {"text": "hello"}, "x-schemathesis": {"merge_body": False},
-                    "description": "a plain text message (a sealed conversation takes "
-                                   "envelopes)"},
+    "GetConversation": {"operationId": _op("GET", _CONV), "parameters": {"cid": "$response.body#/id"}},
+    "SendMessage": {
+        "operationId": _op("POST", _MSGS),
+        "parameters": {"cid": "$response.body#/id"},
+        "requestBody": {"text": "hello"},
+        "x-schemathesis": {"merge_body": False},
+        "description": "a plain text message (a sealed conversation takes envelopes)",
+    },
     "ReadMessages": {"operationId": _op("GET", _MSGS), "parameters": {"cid": "$response.body#/id"}},
 }
 
 
 def _create_conversation_body(s: DmSettings) -> Schema:
-    return obj({
-        "members": {"type": "array", "items": USER_ID, "minItems": 1,
-                    "maxItems": s.max_group_size - 1,
-                    "description": f"the other members (known users); a conversation has "
-                                   f"2..{s.max_group_size} members, the caller included"},
-        "mode": {"enum": ["plain", "sealed"], "default": s.default_mode}}, ("members",))
+    return obj(
+        {
+            "members": {
+                "type": "array",
+                "items": USER_ID,
+                "minItems": 1,
+                "maxItems": s.max_group_size - 1,
+                "description": f"the other members (known users); a conversation has "
+                f"2..{s.max_group_size} members, the caller included",
+            },
+            "mode": {"enum": ["plain", "sealed"], "default": s.default_mode},
+        },
+        ("members",),
+    )
 
 
 CREATE_CONVERSATION = Api(
     body=_create_conversation_body,
-    ok={201: Answer(ref("Conversation"), headers={"Location": {"schema": {"type": "string"}}},
-                    links=_TO_CONVERSATION)},
+    ok={
+        201: Answer(
+            ref("Conversation"),
+            headers={"Location": {"schema": {"type": "string"}}},
+            links=_TO_CONVERSATION,
+        )
+    },
     description="403 blocked: a member blocked the caller; 404 user_not_found: a member is "
-                "unknown to dm.")
+    "unknown to dm.",
+)
 
 
 LIST_CONVERSATIONS = Api(
-    params=(Param("after", "query", ID, "cursor: the last conversation id seen"),
-            Param("limit", "query", _page_limit(100), "page size")),
-    ok={200: Answer(obj({"conversations": {"type": "array", "items": ID},
-                          "next_cursor": {"type": ["string", "null"]},
-                          "more": {"type": "boolean"}}, ("conversations", "next_cursor", "more")))})
+    params=(
+        Param("after", "query", ID, "cursor: the last conversation id seen"),
+        Param("limit", "query", _page_limit(100), "page size"),
+    ),
+    ok={
+        200: Answer(
+            obj(
+                {
+                    "conversations": {"type": "array", "items": ID},
+                    "next_cursor": {"type": ["string", "null"]},
+                    "more": {"type": "boolean"},
+                },
+                ("conversations", "next_cursor", "more"),
+            )
+        )
+    },
+)
 GET_CONVERSATION = Api(params=(CID,), ok={200: Answer(ref("Conversation"))}, errors={400: None})
 REMOVE_MEMBER = Api(
     params=(CID, Param("user_id", "path", USER_ID, required=True)),
-    ok={200: Answer(obj({"conversation_id": ID, "removed": {"type": "string"}},
-                         ("conversation_id", "removed")))},
-    errors={400: None})
-_BLOCK = Answer(obj({"user_id": {"type": "string"}, "blocked": {"type": "boolean"}},
-                     ("user_id", "blocked")))
-BLOCK = Api(params=(Param("user_id", "path", USER_ID, "not yourself (400)", required=True),),
-            ok={200: _BLOCK})
+    ok={
+        200: Answer(
+            obj({"conversation_id": ID, "removed": {"type": "string"}}, ("conversation_id", "removed"))
+        )
+    },
+    errors={400: None},
+)
+_BLOCK = Answer(
+    obj({"user_id": {"type": "string"}, "blocked": {"type": "boolean"}}, ("user_id", "blocked"))
+)
+BLOCK = Api(
+    params=(Param("user_id", "path", USER_ID, "not yourself (400)", required=True),), ok={200: _BLOCK}
+)
 UNBLOCK = BLOCK
 
 # -- messages --------------------------------------------------------------------------------
 
 
 def _plain_send(s: DmSettings) -> Schema:
-    return obj({"text": {"type": "string", "maxLength": s.max_text_bytes,
-                          "description": f"at most {s.max_text_bytes} UTF-8 bytes (413 beyond)"},
-                 "media_id": ID}, title="PlainSend", minProperties=1,
-                description="text, media_id or both")
+    return obj(
+        {
+            "text": {
+                "type": "string",
+                "maxLength": s.max_text_bytes,
+                "description": f"at most {s.max_text_bytes} UTF-8 bytes (413 beyond)",
+            },
+            "media_id": ID,
+        },
+        title="PlainSend",
+        minProperties=1,
+        description="text, media_id or both",
+    )
 
 
-_ENVELOPE: Schema = obj({
-    "user_id": {"type": "string", "minLength": 1, "maxLength": 255},
-    "device_id": {"type": "string", "minLength": 1, "maxLength": 255},
-    "suite": {"enum": sorted(envelope.SUITES)},
-    "ciphertext": {**B64URL, "maxLength": envelope.MAX_ENVELOPE_BYTES * 4 // 3 + 4,
-                   "description": "an HPKE envelope for this device, base64url"}},
-    ("user_id", "device_id", "suite", "ciphertext"))
+_ENVELOPE: Schema = obj(
+    {
+        "user_id": {"type": "string", "minLength": 1, "maxLength": 255},
+        "device_id": {"type": "string", "minLength": 1, "maxLength": 255},
+        "suite": {"enum": sorted(envelope.SUITES)},
+        "ciphertext": {
+            **B64URL,
+            "maxLength": envelope.MAX_ENVELOPE_BYTES * 4 // 3 + 4,
+            "description": "an HPKE envelope for this device, base64url",
+        },
+    },
+    ("user_id", "device_id", "suite", "ciphertext"),
+)
 
 
 def _sealed_send(s: DmSettings) -> Schema:
-    return obj({
-        "client_message_id": ID, "franking_commitment": B64URL_32,
-        "grant_id": {**ID, "description": "a grant this sender minted (revoked on unsend)"},
-        "envelopes": {"type": "array", "items": _ENVELOPE,
-                      "description": "exactly one per current device of every member but the "
-                                     "sending device (409 device_mismatch otherwise)"}},
-        ("client_message_id", "franking_commitment", "envelopes"), title="SealedSend")
+    return obj(
+        {
+            "client_message_id": ID,
+            "franking_commitment": B64URL_32,
+            "grant_id": {**ID, "description": "a grant this sender minted (revoked on unsend)"},
+            "envelopes": {
+                "type": "array",
+                "items": _ENVELOPE,
+                "description": "exactly one per current device of every member but the "
+                "sending device (409 device_mismatch otherwise)",
+            },
+        },
+        ("client_message_id", "franking_commitment", "envelopes"),
+        title="SealedSend",
+    )
 
 
 def _send_body(s: DmSettings) -> Schema:
-    return {"oneOf": [_plain_send(s), _sealed_send(s)],
-            "description": "plain conversations take text and/or media_id; sealed ones take "
-                           "envelopes only (400 for the other form)"}
+    return {
+        "oneOf": [_plain_send(s), _sealed_send(s)],
+        "description": "plain conversations take text and/or media_id; sealed ones take "
+        "envelopes only (400 for the other form)",
+    }
 
 
 _SENT_LINKS = {
-    "UnsendMessage": {"operationId": _op("DELETE", "/v1/conversations/{cid}/messages/{message_id}"),
-                      "parameters": {"cid": "$request.path.cid",
-                                     "message_id": "$response.body#/id"}},
-    "ReadMessages": {"operationId": _op("GET", _MSGS),
-                     "parameters": {"cid": "$request.path.cid"}},
-    "ReportMessage": {"operationId": _op("POST", "/v1/reports"),
-                      "requestBody": {"conversation_id": "$request.path.cid",
-                                      "message_id": "$response.body#/id"}},
+    "UnsendMessage": {
+        "operationId": _op("DELETE", "/v1/conversations/{cid}/messages/{message_id}"),
+        "parameters": {"cid": "$request.path.cid", "message_id": "$response.body#/id"},
+    },
+    "ReadMessages": {"operationId": _op("GET", _MSGS), "parameters": {"cid": "$request.path.cid"}},
+    "ReportMessage": {
+        "operationId": _op("POST", "/v1/reports"),
+        "requestBody": {"conversation_id": "$request.path.cid", "message_id": "$response.body#/id"},
+    },
 }
 SEND = Api(
-    params=(CID, Param("Idempotency-Key", "header", ID, "retry-safe key: a retry with the same "
-                       "key and body answers 200 with the first message")),
+    params=(
+        CID,
+        Param(
+            "Idempotency-Key",
+            "header",
+            ID,
+            "retry-safe key: a retry with the same key and body answers 200 with the first message",
+        ),
+    ),
     body=_send_body,
-    ok={201: Answer(ref("Message"), links=_SENT_LINKS),
+    ok={
+        201: Answer(ref("Message"), links=_SENT_LINKS),
         202: Answer(ref("Message"), "Accepted but held for review (not delivered)"),
-        200: Answer(ref("Message"), "A replay of an Idempotency-Key",
-                    headers={"Idempotent-Replayed": {"schema": {"const": "true"}}})},
-    errors={409: Answer(ref("DeviceMismatch"), "device_mismatch or idempotency_conflict")})
+        200: Answer(
+            ref("Message"),
+            "A replay of an Idempotency-Key",
+            headers={"Idempotent-Replayed": {"schema": {"const": "true"}}},
+        ),
+    },
+    errors={409: Answer(ref("DeviceMismatch"), "device_mismatch or idempotency_conflict")},
+)
 READ = Api(
-    params=(CID, Param("after", "query", CURSOR, "cursor: the last message id seen"),
-            Param("limit", "query", _page_limit(50), "page size")),
-    ok={200: Answer(obj({"messages": {"type": "array", "items": ref("Message")},
-                          "next_cursor": _nullable(CURSOR), "more": {"type": "boolean"}},
-                         ("messages", "next_cursor", "more")))})
+    params=(
+        CID,
+        Param("after", "query", CURSOR, "cursor: the last message id seen"),
+        Param("limit", "query", _page_limit(50), "page size"),
+    ),
+    ok={
+        200: Answer(
+            obj(
+                {
+                    "messages": {"type": "array", "items": ref("Message")},
+                    "next_cursor": _nullable(CURSOR),
+                    "more": {"type": "boolean"},
+                },
+                ("messages", "next_cursor", "more"),
+            )
+        )
+    },
+)
 UNSEND = Api(
     params=(CID, Param("message_id", "path", CURSOR, required=True)),
-    ok={200: Answer(obj({"conversation_id": ID, "message_id": CURSOR, "unsent": {"const": True}},
-                         ("conversation_id", "message_id", "unsent")))},
-    errors={400: None})
+    ok={
+        200: Answer(
+            obj(
+                {"conversation_id": ID, "message_id": CURSOR, "unsent": {"const": True}},
+                ("conversation_id", "message_id", "unsent"),
+            )
+        )
+    },
+    errors={400: None},
+)
 STREAM = Api(
-    params=(Param("cursor", "query", CURSOR, "resume after this cursor"),
-            Param("Sec-WebSocket-Protocol", "header", {"type": "string"},
-                  "browsers: 'pointer-dm.v1, bearer.<session JWT>' (answered 'pointer-dm.v1')")),
+    params=(
+        Param("cursor", "query", CURSOR, "resume after this cursor"),
+        Param(
+            "Sec-WebSocket-Protocol",
+            "header",
+            {"type": "string"},
+            "browsers: 'pointer-dm.v1, bearer.<session JWT>' (answered 'pointer-dm.v1')",
+        ),
+    ),
     security=[{"bearer": []}, {"websocketProtocol": []}],
-    ok={101: Answer(description="WebSocket: JSON frames {type: message | unsent | member_left | "
-                                "joined, cursor, conversation_id, ...}")},
+    ok={
+        101: Answer(
+            description="WebSocket: JSON frames {type: message | unsent | member_left | "
+            "joined, cursor, conversation_id, ...}"
+        )
+    },
     description="A WebSocket upgrade (a plain GET is 400). Authenticate with Authorization: "
-                "Bearer or, from a browser, the subprotocols 'pointer-dm.v1' and "
-                "'bearer.<session JWT>' (the server answers 'pointer-dm.v1'); never a query "
-                "parameter. 429 too_many_streams: close one of yours.")
+    "Bearer or, from a browser, the subprotocols 'pointer-dm.v1' and "
+    "'bearer.<session JWT>' (the server answers 'pointer-dm.v1'); never a query "
+    "parameter. 429 too_many_streams: close one of yours.",
+)
 
 # -- reports and moderation -------------------------------------------------------------------
 
-_SEALED_REPORT: Schema = obj({
-    "client_message_id": ID, "sender": {"type": "string"},
-    "ts_ms": {"type": "integer", "minimum": 0, "maximum": envelope.MAX_TS_MS},
-    "commitment": B64URL, "countersignature": B64URL, "franking_key": B64URL,
-    "media_id": {"type": ["string", "null"]}, "grant": {"type": ["string", "null"]},
-    "text": {"type": ["string", "null"]}},
+_SEALED_REPORT: Schema = obj(
+    {
+        "client_message_id": ID,
+        "sender": {"type": "string"},
+        "ts_ms": {"type": "integer", "minimum": 0, "maximum": envelope.MAX_TS_MS},
+        "commitment": B64URL,
+        "countersignature": B64URL,
+        "franking_key": B64URL,
+        "media_id": {"type": ["string", "null"]},
+        "grant": {"type": ["string", "null"]},
+        "text": {"type": ["string", "null"]},
+    },
     ("client_message_id", "sender", "ts_ms", "commitment", "countersignature", "franking_key"),
-    description="what the reporter's device decrypted, and the franking values it received")
+    description="what the reporter's device decrypted, and the franking values it received",
+)
 COMPONENTS["SealedReport"] = _SEALED_REPORT
-_REPORTED = obj({"report_id": {"type": ["string", "null"]}, "conversation_id": ID,
-                  "sender": {"type": "string"}, "media_id": {"type": ["string", "null"]},
-                  "verified": {"type": "boolean"}, "evidence": {"type": "string"},
-                  "duplicate": {"type": "boolean"}},
-                 ("report_id", "conversation_id", "verified", "duplicate"))
+_REPORTED = obj(
+    {
+        "report_id": {"type": ["string", "null"]},
+        "conversation_id": ID,
+        "sender": {"type": "string"},
+        "media_id": {"type": ["string", "null"]},
+        "verified": {"type": "boolean"},
+        "evidence": {"type": "string"},
+        "duplicate": {"type": "boolean"},
+    },
+    ("report_id", "conversation_id", "verified", "duplicate"),
+)
 REPORT = Api(
-    body=obj({"conversation_id": ID, "message_id": CURSOR,
-               "reason": {"type": "string", "maxLength": 2000},
-               # A plain conversation's report ignores ``sealed`` whatever it holds, so the
-               # document cannot constrain it; its shape is the SealedReport component.
-               "sealed": {"description": "sealed conversations: a SealedReport "
-                                         "(#/components/schemas/SealedReport; 400 when "
-                                         "malformed); ignored in a plain conversation"}},
-              ("conversation_id",), anyOf=[{"required": ["message_id"]}, {"required": ["sealed"]}],
-              description="plain conversations: message_id; sealed: sealed{...} (400 for the "
-                          "other form)"),
-    ok={201: Answer(_REPORTED),
-        200: Answer(_REPORTED, "a repeat of this reporter's report: the first report's id")})
+    body=obj(
+        {
+            "conversation_id": ID,
+            "message_id": CURSOR,
+            "reason": {"type": "string", "maxLength": 2000},
+            # A plain conversation's report ignores ``sealed`` whatever it holds, so the
+            # document cannot constrain it; its shape is the SealedReport component.
+            "sealed": {
+                "description": "sealed conversations: a SealedReport "
+                "(#/components/schemas/SealedReport; 400 when "
+                "malformed); ignored in a plain conversation"
+            },
+        },
+        ("conversation_id",),
+        anyOf=[{"required": ["message_id"]}, {"required": ["sealed"]}],
+        description="plain conversations: message_id; sealed: sealed{...} (400 for the other form)",
+    ),
+    ok={
+        201: Answer(_REPORTED),
+        200: Answer(_REPORTED, "a repeat of this reporter's report: the first report's id"),
+    },
+)
 
 _ANY_OBJECT: Schema = {"type": "object"}
-QUEUE = Api(params=(Param("status", "query", {"enum": ["open", "closed", "all"],
-                                              "default": "open"}),
-                    Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 500,
-                                             "default": 50})),
-            ok={200: Answer(obj({"items": {"type": "array", "items": _ANY_OBJECT}}, ("items",)))})
+QUEUE = Api(
+    params=(
+        Param("status", "query", {"enum": ["open", "closed", "all"], "default": "open"}),
+        Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 500, "default": 50}),
+    ),
+    ok={200: Answer(obj({"items": {"type": "array", "items": _ANY_OBJECT}}, ("items",)))},
+)
 
 
 def _context(s: DmSettings) -> Schema:
-    return {"type": "integer", "minimum": 0, "maximum": s.moderation_context_max,
-            "default": s.moderation_context}
+    return {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": s.moderation_context_max,
+        "default": s.moderation_context,
+    }
 
 
-ITEM_ID: Schema = {"type": "string", "pattern": "^[qh]-[0-9]{1,15}-[0-9]{1,10}$",
-                   "description": "a review item id from the queue (404 for any other)"}
-OPEN_ITEM = Api(params=(Param("item_id", "path", ITEM_ID, required=True),
-                        Param("context", "query", _context, "messages either side (plain)")),
-                ok={200: Answer(_ANY_OBJECT)})
+ITEM_ID: Schema = {
+    "type": "string",
+    "pattern": "^[qh]-[0-9]{1,15}-[0-9]{1,10}$",
+    "description": "a review item id from the queue (404 for any other)",
+}
+OPEN_ITEM = Api(
+    params=(
+        Param("item_id", "path", ITEM_ID, required=True),
+        Param("context", "query", _context, "messages either side (plain)"),
+    ),
+    ok={200: Answer(_ANY_OBJECT)},
+)
 
 
 def _act_body(_: DmSettings) -> Schema:
     from .moderation import ACTIONS  # moderation imports the handlers, which import this
 
-    return obj({"action": {"enum": list(ACTIONS)},
-                 "reason": {"type": "string", "maxLength": 1000}}, ("action",))
+    return obj(
+        {"action": {"enum": list(ACTIONS)}, "reason": {"type": "string", "maxLength": 1000}}, ("action",)
+    )
 
 
-ACT = Api(params=(Param("item_id", "path", ITEM_ID, required=True),),
-          body=_act_body,
-          ok={200: Answer(obj({"item_id": {"type": "string"}, "action": {"type": "string"}},
-                               ("item_id", "action"), closed=False))})
-OPEN_MESSAGE = Api(params=(CID, Param("message_id", "path", CURSOR, required=True),
-                           Param("justification", "query", {"type": "string", "maxLength": 64},
-                                 "a review item or legal request id"),
-                           Param("context", "query", _context, "messages either side")),
-                   ok={200: Answer(_ANY_OBJECT)})
-AUDIT = Api(params=(Param("after", "query", CURSOR, "last entry id seen"),
-                    Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 1000,
-                                             "default": 100})),
-            ok={200: Answer(obj({"entries": {"type": "array", "items": _ANY_OBJECT}},
-                                 ("entries",)))})
+ACT = Api(
+    params=(Param("item_id", "path", ITEM_ID, required=True),),
+    body=_act_body,
+    ok={
+        200: Answer(
+            obj(
+                {"item_id": {"type": "string"}, "action": {"type": "string"}},
+                ("item_id", "action"),
+                closed=False,
+            )
+        )
+    },
+)
+OPEN_MESSAGE = Api(
+    params=(
+        CID,
+        Param("message_id", "path", CURSOR, required=True),
+        Param(
+            "justification",
+            "query",
+            {"type": "string", "maxLength": 64},
+            "a review item or legal request id",
+        ),
+        Param("context", "query", _context, "messages either side"),
+    ),
+    ok={200: Answer(_ANY_OBJECT)},
+)
+AUDIT = Api(
+    params=(
+        Param("after", "query", CURSOR, "last entry id seen"),
+        Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100}),
+    ),
+    ok={200: Answer(obj({"entries": {"type": "array", "items": _ANY_OBJECT}}, ("entries",)))},
+)
 
 
 def _legal_body(s: DmSettings) -> Schema:
-    return obj({"reference": {"type": "string", "minLength": 1, "maxLength": 200},
-                 "conversation_id": {"type": "string"}, "from_ms": {"type": "integer"},
-                 "to_ms": {"type": "integer"}},
-                ("reference", "conversation_id", "from_ms", "to_ms"),
-                description=f"to_ms - from_ms must be 0..{s.legal_max_span_s * 1000} (400)")
+    return obj(
+        {
+            "reference": {"type": "string", "minLength": 1, "maxLength": 200},
+            "conversation_id": {"type": "string"},
+            "from_ms": {"type": "integer"},
+            "to_ms": {"type": "integer"},
+        },
+        ("reference", "conversation_id", "from_ms", "to_ms"),
+        description=f"to_ms - from_ms must be 0..{s.legal_max_span_s * 1000} (400)",
+    )
 
 
 LEGAL_REQUEST = Api(body=_legal_body, ok={201: Answer(_ANY_OBJECT)})
-LEGAL_EXPORT = Api(params=(Param("request_id", "path", ID, required=True),),
-                   ok={200: Answer(_ANY_OBJECT)}, errors={400: None})
+LEGAL_EXPORT = Api(
+    params=(Param("request_id", "path", ID, required=True),),
+    ok={200: Answer(_ANY_OBJECT)},
+    errors={400: None},
+)
 
 # -- the web client and operations -------------------------------------------------------------
 
 APP_REDIRECT = Api(ok={302: Answer(headers={"Location": {"schema": {"const": "/app/"}}})})
 APP_INDEX = Api(ok={200: Answer({"type": "string"}, media_type="text/html")})
-APP_CONFIG = Api(ok={200: Answer(obj({"edge_url": {"type": "string"},
-                                       "dev_issuer": {"type": "boolean"}},
-                                      ("edge_url", "dev_issuer")))})
-APP_ASSET = Api(params=(Param("name", "path", {"enum": ["app.js", "app.css"]}, required=True),),
-                ok={200: Answer({"type": "string"}, media_type=("text/javascript", "text/css"))})
+APP_CONFIG = Api(
+    ok={
+        200: Answer(
+            obj(
+                {"edge_url": {"type": "string"}, "dev_issuer": {"type": "boolean"}},
+                ("edge_url", "dev_issuer"),
+            )
+        )
+    }
+)
+APP_ASSET = Api(
+    params=(Param("name", "path", {"enum": ["app.js", "app.css"]}, required=True),),
+    ok={200: Answer({"type": "string"}, media_type=("text/javascript", "text/css"))},
+)
 DOCUMENT: dict[str, Any] = {
     "description": "Direct messages that share videos by pointer. Errors are "
-                   "{\"error\": {\"code\", \"message\"}}; limited routes answer 429 with "
-                   "Retry-After.",
+    '{"error": {"code", "message"}}; limited routes answer 429 with '
+    "Retry-After.",
     "components": COMPONENTS,
-    "security_schemes": {"websocketProtocol": {
-        "type": "apiKey", "in": "header", "name": "Sec-WebSocket-Protocol",
-        "description": "GET /v1/stream only, for browsers that cannot set Authorization on a "
-                       "WebSocket: offer 'pointer-dm.v1, bearer.<session JWT>'."}},
+    "security_schemes": {
+        "websocketProtocol": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Sec-WebSocket-Protocol",
+            "description": "GET /v1/stream only, for browsers that cannot set Authorization on a "
+            "WebSocket: offer 'pointer-dm.v1, bearer.<session JWT>'.",
+        }
+    },
 }

@@ -37,8 +37,9 @@ class DerivedGrant(NamedTuple):
 
 
 class CapabilityWallet:
-    def __init__(self, key: Ed25519PrivateKey | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, key: Ed25519PrivateKey | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.key = key if key is not None else Ed25519PrivateKey.generate()
         self._clock = clock
         self._held: dict[str, Capability] = {}
@@ -65,8 +66,9 @@ class CapabilityWallet:
             return None
         return cap
 
-    def derive(self, media_id: str, redeemers: int,
-               ttl_s: int = DEFAULT_GRANT_TTL_S) -> DerivedGrant | None:
+    def derive(
+        self, media_id: str, redeemers: int, ttl_s: int = DEFAULT_GRANT_TTL_S
+    ) -> DerivedGrant | None:
         """A grant for ``redeemers`` users, made here; None when no held capability can
         make it (none held, or it allows fewer redeemers)."""
         cap = self.held(media_id)
@@ -74,6 +76,7 @@ class CapabilityWallet:
             return None
         now = self._clock()
         ttl = min(ttl_s, cap["max_grant_ttl_s"])
-        token, grant_id = cap_mod.derive(self.key, cap["capability"], max_redeemers=redeemers,
-                                         now=now, ttl_s=ttl)
+        token, grant_id = cap_mod.derive(
+            self.key, cap["capability"], max_redeemers=redeemers, now=now, ttl_s=ttl
+        )
         return DerivedGrant(token, grant_id, min(int(now) + ttl, cap["expires_at"]))

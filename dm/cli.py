@@ -18,13 +18,23 @@ def _serve(args: argparse.Namespace) -> int:
     from .settings import DmSettings
 
     def build(redis_url: str | None) -> tuple[web.Application, str, int, str]:
-        settings = DmSettings.load(host=args.host, port=args.port, redis_url=redis_url,
-                                   edge_base_url=args.edge_url, keyring_dir=args.keyring_dir)
+        settings = DmSettings.load(
+            host=args.host,
+            port=args.port,
+            redis_url=redis_url,
+            edge_base_url=args.edge_url,
+            keyring_dir=args.keyring_dir,
+        )
         return build_app(settings), settings.host, settings.port, settings.log_level
 
-    return serve(build, argv=["-m", "dm", *args.raw_argv], workers=args.workers,
-                 embedded_redis=args.embedded_redis, redis_url=args.redis_url,
-                 reuse_port=args.reuse_port)
+    return serve(
+        build,
+        argv=["-m", "dm", *args.raw_argv],
+        workers=args.workers,
+        embedded_redis=args.embedded_redis,
+        redis_url=args.redis_url,
+        reuse_port=args.reuse_port,
+    )
 
 
 def parser() -> argparse.ArgumentParser:

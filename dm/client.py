@@ -43,8 +43,14 @@ class DmClient(HttpOwner):
     """One user's device, signed in to ``base_url`` (dm); ``edge_url`` names the media API /
     edge once, for :attr:`edge`, :meth:`upload_media` and grants."""
 
-    def __init__(self, base_url: str, *, session_token: str | None = None,
-                 http: aiohttp.ClientSession | None = None, edge_url: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session_token: str | None = None,
+        http: aiohttp.ClientSession | None = None,
+        edge_url: str | None = None,
+    ) -> None:
         super().__init__(http)
         self.base_url = base_url.rstrip("/")
         self.edge_url = edge_url.rstrip("/") if edge_url else None
@@ -87,20 +93,29 @@ class DmClient(HttpOwner):
             h["Authorization"] = f"Bearer {self.session_token}"
         return h
 
-    async def request(self, method: str, path: str, *, json_body: Any = None,
-                      headers: dict[str, str] | None = None,
-                      params: dict[str, str] | None = None) -> Any:
-        async with self.http.request(method, self.base_url + path, json=json_body,
-                                     params=params, headers=self._headers(headers)) as resp:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        async with self.http.request(
+            method, self.base_url + path, json=json_body, params=params, headers=self._headers(headers)
+        ) as resp:
             await _raise_for(resp)
             return await resp.json()
 
     # -- identity ---------------------------------------------------------------------
-    async def create_user(self, *, age: str | int = "adult", region: str = "GB",
-                          roles: list[str] | None = None) -> dict[str, Any]:
+    async def create_user(
+        self, *, age: str | int = "adult", region: str = "GB", roles: list[str] | None = None
+    ) -> dict[str, Any]:
         """Dev issuer: create a user and adopt its session."""
-        doc = await self.request("POST", "/v1/users",
-                                 json_body={"age": age, "region": region, "roles": roles or []})
+        doc = await self.request(
+            "POST", "/v1/users", json_body={"age": age, "region": region, "roles": roles or []}
+        )
         self.session_token, self.user_id = doc["session_token"], doc["user_id"]
         self.device_id = doc["device_id"]
         return dict(doc)
@@ -108,8 +123,9 @@ class DmClient(HttpOwner):
     async def link_device(self) -> DmClient:
         """Dev issuer: a second device of this user, as a new client sharing the HTTP session."""
         doc = await self.request("POST", "/v1/devices")
-        other = DmClient(self.base_url, session_token=doc["session_token"], http=self.http,
-                         edge_url=self.edge_url)
+        other = DmClient(
+            self.base_url, session_token=doc["session_token"], http=self.http, edge_url=self.edge_url
+        )
         other.user_id, other.device_id = doc["user_id"], doc["device_id"]
         return other
 
@@ -128,9 +144,16 @@ class DmClient(HttpOwner):
         return dict(await self.request("POST", f"/v1/blocks/{user_id}"))
 
     # -- messages ------------------------------------------------------------------------
-    async def send(self, cid: str, *, text: str | None = None, media_id: str | None = None,
-                   idempotency_key: str | None = None, body: dict[str, Any] | None = None,
-                   retries: int = 3) -> dict[str, Any]:
+    async def send(
+        self,
+        cid: str,
+        *,
+        text: str | None = None,
+        media_id: str | None = None,
+        idempotency_key: str | None = None,
+        body: dict[str, Any] | None = None,
+        retries: int = 3,
+    ) -> dict[str, Any]:
         """Send; retries 503/429 answers with the same Idempotency-Key, so never twice."""
         payload = dict(body or {})
         if text is not None:
@@ -140,9 +163,14 @@ class DmClient(HttpOwner):
         key = idempotency_key or uuid.uuid4().hex
         for attempt in range(retries + 1):
             try:
-                return dict(await self.request("POST", f"/v1/conversations/{cid}/messages",
-                                               json_body=payload,
-                                               headers={"Idempotency-Key": key}))
+                return dict(
+                    await self.request(
+                        "POST",
+                        f"/v1/conversations/{cid}/messages",
+                        json_body=payload,
+                        headers={"Idempotency-Key": key},
+                    )
+                )
             except DmClientError as err:
                 if err.status not in (429, 503) or attempt == retries:
                     raise
@@ -181,20 +209,26 @@ class DmClient(HttpOwner):
         held = self._derived_sent.get((cid, message_id))
         return None if held is None else held[0]
 
-    async def report(self, cid: str, message_id: str, reason: str = "",
-                     **extra: Any) -> dict[str, Any]:
-        return dict(await self.request("POST", "/v1/reports", json_body={
-            "conversation_id": cid, "message_id": message_id, "reason": reason, **extra}))
+    async def report(self, cid: str, message_id: str, reason: str = "", **extra: Any) -> dict[str, Any]:
+        return dict(
+            await self.request(
+                "POST",
+                "/v1/reports",
+                json_body={"conversation_id": cid, "message_id": message_id, "reason": reason, **extra},
+            )
+        )
 
-    async def stream(self, *, cursor: str | None = None,
-                     reconnect: bool = True) -> AsyncGenerator[dict[str, Any], None]:
+    async def stream(
+        self, *, cursor: str | None = None, reconnect: bool = True
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Yield pushed events forever; on a drop, reconnect with the last cursor seen."""
         delay = 0.05
         while True:
             params = {"cursor": cursor} if cursor else {}
             try:
-                async with self.http.ws_connect(self.base_url + "/v1/stream", params=params,
-                                                headers=self._headers(), heartbeat=20) as ws:
+                async with self.http.ws_connect(
+                    self.base_url + "/v1/stream", params=params, headers=self._headers(), heartbeat=20
+                ) as ws:
                     delay = 0.05
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
@@ -220,10 +254,11 @@ class DmClient(HttpOwner):
         """Publish this device's HPKE public key in the directory."""
         if self.device_key is None or self.device_id is None:
             raise NotSetUp("set a device key (use_device_key) after create_user")
-        body = {"suite": self.device_key.suite,
-                "public_key": b64url_encode(self.device_key.public_bytes())}
-        return dict(await self.request("PUT", f"/v1/devices/{self.device_id}/key",
-                                       json_body=body))
+        body = {
+            "suite": self.device_key.suite,
+            "public_key": b64url_encode(self.device_key.public_bytes()),
+        }
+        return dict(await self.request("PUT", f"/v1/devices/{self.device_id}/key", json_body=body))
 
     async def devices_of(self, user_id: str) -> list[dict[str, Any]]:
         return list((await self.request("GET", f"/v1/users/{user_id}/devices"))["devices"])
@@ -231,29 +266,40 @@ class DmClient(HttpOwner):
     async def conversation(self, cid: str) -> dict[str, Any]:
         return dict(await self.request("GET", f"/v1/conversations/{cid}"))
 
-    async def request_grant(self, edge_url: str | None, media_id: str, redeemers: int,
-                            via_grant: str | None = None) -> Grant:
+    async def request_grant(
+        self, edge_url: str | None, media_id: str, redeemers: int, via_grant: str | None = None
+    ) -> Grant:
         """A grant for ``media_id`` (sealed mode); ``edge_url`` None means :attr:`edge_url`."""
         edge = self._edge(edge_url) if edge_url else self.edge
         return await edge.request_grant(media_id, redeemers, via_grant)
 
-    async def revoke_grant(self, edge_url: str | None, grant_id: str,
-                           grant: str | None = None) -> None:
+    async def revoke_grant(self, edge_url: str | None, grant_id: str, grant: str | None = None) -> None:
         """Revoke a grant; a derived one (``d_...``) needs its token, ``grant``."""
         edge = self._edge(edge_url) if edge_url else self.edge
         await edge.revoke_grant(grant_id, grant)
 
-    async def obtain_capability(self, media_id: str, *, edge_url: str | None = None,
-                                via_grant: str | None = None, max_redeemers: int | None = None,
-                                max_grants: int | None = None,
-                                ttl_s: int | None = None) -> Capability:
+    async def obtain_capability(
+        self,
+        media_id: str,
+        *,
+        edge_url: str | None = None,
+        via_grant: str | None = None,
+        max_redeemers: int | None = None,
+        max_grants: int | None = None,
+        ttl_s: int | None = None,
+    ) -> Capability:
         """Ask once for a capability to share ``media_id`` (a re-sharer names the grant it
         received and redeemed as ``via_grant``) and hold it: later :meth:`send_sealed` calls
         for this media derive their grants on this device, with no round trip."""
         edge = self._edge(edge_url) if edge_url else self.edge
-        cap = await edge.request_capability(media_id, self.capabilities.public_key,
-                                            max_redeemers=max_redeemers, max_grants=max_grants,
-                                            ttl_s=ttl_s, via_grant=via_grant)
+        cap = await edge.request_capability(
+            media_id,
+            self.capabilities.public_key,
+            max_redeemers=max_redeemers,
+            max_grants=max_grants,
+            ttl_s=ttl_s,
+            via_grant=via_grant,
+        )
         self.capabilities.hold(cap)
         return cap
 
@@ -264,10 +310,16 @@ class DmClient(HttpOwner):
             edge = self._edge(edge_url) if edge_url else self.edge
             await edge.revoke_capability(cap["cap_id"])
 
-    async def send_sealed(self, cid: str, *, edge_url: str | None = None,
-                          media_id: str | None = None, text: str | None = None,
-                          via_grant: str | None = None,
-                          capability: bool | None = None) -> dict[str, Any]:
+    async def send_sealed(
+        self,
+        cid: str,
+        *,
+        edge_url: str | None = None,
+        media_id: str | None = None,
+        text: str | None = None,
+        via_grant: str | None = None,
+        capability: bool | None = None,
+    ) -> dict[str, Any]:
         """Seal ``{media_id, grant, text, franking key}`` to every other device and send.
 
         The grant (redeemers = the other members) is derived here from a held capability
@@ -298,8 +350,9 @@ class DmClient(HttpOwner):
             if grant_id:
                 body["grant_id"] = grant_id
             try:
-                sent = dict(await self.request("POST", f"/v1/conversations/{cid}/messages",
-                                               json_body=body))
+                sent = dict(
+                    await self.request("POST", f"/v1/conversations/{cid}/messages", json_body=body)
+                )
                 if derived is not None:
                     self._derived_sent[(cid, str(sent["id"]))] = (derived, edge_url)
                 return sent
@@ -308,8 +361,9 @@ class DmClient(HttpOwner):
                     raise
         raise AssertionError("unreachable")
 
-    def _seal_all(self, cid: str, cmid: str, payload: envelope.Payload,
-                  devices: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    def _seal_all(
+        self, cid: str, cmid: str, payload: envelope.Payload, devices: dict[str, list[dict[str, Any]]]
+    ) -> dict[str, Any]:
         assert self.device_id is not None
         return envelope.seal_body(cid, self.uid, self.device_id, cmid, payload, devices)
 
@@ -319,22 +373,44 @@ class DmClient(HttpOwner):
             raise NotSetUp("no device key")
         return envelope.open_message(self.device_key, self.uid, self.device_id, message)
 
-    async def report_sealed(self, message: dict[str, Any], payload: envelope.Payload,
-                            reason: str = "") -> dict[str, Any]:
+    async def report_sealed(
+        self, message: dict[str, Any], payload: envelope.Payload, reason: str = ""
+    ) -> dict[str, Any]:
         """Reveal one message's plaintext and franking key to the moderators, verifiably."""
         f = message["franking"]
-        sealed = {"client_message_id": message["client_message_id"],
-                  "sender": message["sender"], "ts_ms": f["ts_ms"],
-                  "commitment": f["commitment"], "countersignature": f["countersignature"],
-                  "franking_key": b64url_encode(payload.franking_key),
-                  "media_id": payload.media_id, "grant": payload.grant, "text": payload.text}
-        return dict(await self.request("POST", "/v1/reports", json_body={
-            "conversation_id": message["conversation_id"], "sealed": sealed, "reason": reason}))
+        sealed = {
+            "client_message_id": message["client_message_id"],
+            "sender": message["sender"],
+            "ts_ms": f["ts_ms"],
+            "commitment": f["commitment"],
+            "countersignature": f["countersignature"],
+            "franking_key": b64url_encode(payload.franking_key),
+            "media_id": payload.media_id,
+            "grant": payload.grant,
+            "text": payload.text,
+        }
+        return dict(
+            await self.request(
+                "POST",
+                "/v1/reports",
+                json_body={
+                    "conversation_id": message["conversation_id"],
+                    "sealed": sealed,
+                    "reason": reason,
+                },
+            )
+        )
 
     # -- the edge -------------------------------------------------------------------------
-    async def fetch_media(self, url: str, *, range_: tuple[int, int | None] | None = None,
-                          headers: dict[str, str] | None = None, method: str = "GET",
-                          grant: str | None = None) -> MediaResponse:
+    async def fetch_media(
+        self,
+        url: str,
+        *,
+        range_: tuple[int, int | None] | None = None,
+        headers: dict[str, str] | None = None,
+        method: str = "GET",
+        grant: str | None = None,
+    ) -> MediaResponse:
         """Fetch through the edge with this session, as a player would (optionally a Range).
 
         ``url`` is a pointer URL from a plain message, or ``{edge}/m/{media_id}``

@@ -28,11 +28,21 @@ class PointerMinter:
 
     def media_for(self, media_id: str, reader: str, cid: str, message_id: str) -> dict[str, Any]:
         now = time.time()
-        token = pointer.mint(self._ring.signer(), media_id=media_id, sub=reader,
-                             conversation_id=cid, message_id=message_id, now=now,
-                             ttl_s=self._ttl_s)
-        return {"id": media_id, "pointer": token, "expires_at": int(now) + self._ttl_s,
-                "url": f"{self._edge}/m/{quote(media_id)}?pointer={token}"}
+        token = pointer.mint(
+            self._ring.signer(),
+            media_id=media_id,
+            sub=reader,
+            conversation_id=cid,
+            message_id=message_id,
+            now=now,
+            ttl_s=self._ttl_s,
+        )
+        return {
+            "id": media_id,
+            "pointer": token,
+            "expires_at": int(now) + self._ttl_s,
+            "url": f"{self._edge}/m/{quote(media_id)}?pointer={token}",
+        }
 
 
 #: Sealed messages whose envelope maps stay parsed: a fan-out renders one message for every
@@ -54,16 +64,25 @@ def envelopes_of(raw: str) -> Mapping[str, str]:
     return doc if isinstance(doc, dict) else {}
 
 
-def render(minter: PointerMinter | None, cid: str, message_id: str, fields: dict[str, str],
-           reader: str, device: str = "") -> dict[str, Any]:
+def render(
+    minter: PointerMinter | None,
+    cid: str,
+    message_id: str,
+    fields: dict[str, str],
+    reader: str,
+    device: str = "",
+) -> dict[str, Any]:
     """The JSON a reader's device receives for one message, over HTTP or the WebSocket.
 
     Plain: text and media with a pointer minted for this reader.  Sealed: only
     this device's envelope and the franking values; the server cannot do more.
     """
     out: dict[str, Any] = {
-        "id": message_id, "conversation_id": cid, "sender": fields.get("sender", ""),
-        "sent_at_ms": id_key(message_id)[0], "kind": fields.get("kind", "plain"),
+        "id": message_id,
+        "conversation_id": cid,
+        "sender": fields.get("sender", ""),
+        "sent_at_ms": id_key(message_id)[0],
+        "kind": fields.get("kind", "plain"),
     }
     if out["kind"] == "plain":
         out["text"] = fields.get("text") or None
@@ -78,7 +97,9 @@ def render(minter: PointerMinter | None, cid: str, message_id: str, fields: dict
         envelopes = envelopes_of(fields.get("envelopes", "{}"))
         out["client_message_id"] = fields.get("client_message_id")
         out["envelope"] = envelopes.get(f"{reader}/{device}")
-        out["franking"] = {"commitment": fields.get("commitment"),
-                           "countersignature": fields.get("countersignature"),
-                           "ts_ms": int(fields.get("ts_ms", "0"))}
+        out["franking"] = {
+            "commitment": fields.get("commitment"),
+            "countersignature": fields.get("countersignature"),
+            "ts_ms": int(fields.get("ts_ms", "0")),
+        }
     return out

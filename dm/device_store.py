@@ -13,8 +13,7 @@ from .envelope import DeviceKey
 
 def save(key: DeviceKey, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    atomic_write(path, json.dumps({"suite": key.suite, "seed": b64url_encode(key.seed)}).encode(),
-                 0o600)
+    atomic_write(path, json.dumps({"suite": key.suite, "seed": b64url_encode(key.seed)}).encode(), 0o600)
 
 
 def load(path: Path) -> DeviceKey:

@@ -34,32 +34,43 @@ class MediaResponse:
     body: bytes
 
 
-def media_metadata(*, content_type: str = "video/mp4", visibility: str = "private",
-                   allow_reshare: bool | None = None, min_age: int | None = None,
-                   allowed_regions: list[str] | None = None,
-                   blocked_regions: list[str] | None = None) -> dict[str, Any]:
+def media_metadata(
+    *,
+    content_type: str = "video/mp4",
+    visibility: str = "private",
+    allow_reshare: bool | None = None,
+    min_age: int | None = None,
+    allowed_regions: list[str] | None = None,
+    blocked_regions: list[str] | None = None,
+) -> dict[str, Any]:
     """The ``metadata`` of a media registration, with only the fields given."""
     meta: dict[str, Any] = {"content_type": content_type, "visibility": visibility}
-    for name, value in (("allow_reshare", allow_reshare), ("min_age", min_age),
-                        ("allowed_regions", allowed_regions),
-                        ("blocked_regions", blocked_regions)):
+    for name, value in (
+        ("allow_reshare", allow_reshare),
+        ("min_age", min_age),
+        ("allowed_regions", allowed_regions),
+        ("blocked_regions", blocked_regions),
+    ):
         if value is not None:
             meta[name] = value
     return meta
 
 
-def encode_upload(meta: dict[str, Any], data: bytes, *,
-                  filename: str = "upload") -> tuple[bytes, str]:
+def encode_upload(meta: dict[str, Any], data: bytes, *, filename: str = "upload") -> tuple[bytes, str]:
     """``POST /v1/media`` multipart body (a ``metadata`` JSON part, then the ``file``) and its
     Content-Type, for clients without aiohttp (the gevent load generator uses it)."""
     boundary = "pdm" + uuid.uuid4().hex
     ctype = str(meta.get("content_type", "application/octet-stream"))
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n"
-            f"Content-Type: application/json\r\n\r\n{json.dumps(meta)}\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"{filename}\"\r\nContent-Type: {ctype}\r\n\r\n").encode()
-    return (head + data + f"\r\n--{boundary}--\r\n".encode(),
-            f"multipart/form-data; boundary={boundary}")
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="metadata"\r\n'
+        f"Content-Type: application/json\r\n\r\n{json.dumps(meta)}\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{filename}"\r\nContent-Type: {ctype}\r\n\r\n'
+    ).encode()
+    return (
+        head + data + f"\r\n--{boundary}--\r\n".encode(),
+        f"multipart/form-data; boundary={boundary}",
+    )
 
 
 async def raise_for(resp: aiohttp.ClientResponse) -> None:
@@ -86,8 +97,9 @@ class HttpOwner:
             self._http = aiohttp.ClientSession()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -109,8 +121,13 @@ class EdgeClient(HttpOwner):
     :class:`~dm.client.DmClient` passes its own, so a later sign-in is seen).
     """
 
-    def __init__(self, base_url: str, *, session_token: str | Callable[[], str | None] | None
-                 = None, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session_token: str | Callable[[], str | None] | None = None,
+        http: aiohttp.ClientSession | None = None,
+    ) -> None:
         super().__init__(http)
         self.base_url = base_url.rstrip("/")
         self._token = session_token
@@ -133,26 +150,52 @@ class EdgeClient(HttpOwner):
             return await resp.json() if resp.status != 204 else None
 
     # -- media ---------------------------------------------------------------------------
-    async def upload_media(self, data: bytes, *, content_type: str = "video/mp4",
-                           visibility: str = "private", allow_reshare: bool | None = None,
-                           min_age: int | None = None, allowed_regions: list[str] | None = None,
-                           blocked_regions: list[str] | None = None,
-                           filename: str = "upload") -> MediaRecord:
+    async def upload_media(
+        self,
+        data: bytes,
+        *,
+        content_type: str = "video/mp4",
+        visibility: str = "private",
+        allow_reshare: bool | None = None,
+        min_age: int | None = None,
+        allowed_regions: list[str] | None = None,
+        blocked_regions: list[str] | None = None,
+        filename: str = "upload",
+    ) -> MediaRecord:
         """Upload bytes and register them, owned by this session's user; the record."""
-        meta = media_metadata(content_type=content_type, visibility=visibility,
-                              allow_reshare=allow_reshare, min_age=min_age,
-                              allowed_regions=allowed_regions, blocked_regions=blocked_regions)
+        meta = media_metadata(
+            content_type=content_type,
+            visibility=visibility,
+            allow_reshare=allow_reshare,
+            min_age=min_age,
+            allowed_regions=allowed_regions,
+            blocked_regions=blocked_regions,
+        )
         body, ctype = encode_upload(meta, data, filename=filename)
         # A file-like body streams in chunks; raw bytes of megabytes would block the loop.
-        return cast(MediaRecord, await self._json("POST", "/v1/media", data=io.BytesIO(body),
-                                                  headers={"Content-Type": ctype}))
+        return cast(
+            MediaRecord,
+            await self._json(
+                "POST", "/v1/media", data=io.BytesIO(body), headers={"Content-Type": ctype}
+            ),
+        )
 
-    async def register_media(self, origin_path: str, *, owner: str | None = None,
-                             content_type: str = "video/mp4", visibility: str = "private",
-                             allow_reshare: bool | None = None) -> MediaRecord:
+    async def register_media(
+        self,
+        origin_path: str,
+        *,
+        owner: str | None = None,
+        content_type: str = "video/mp4",
+        visibility: str = "private",
+        allow_reshare: bool | None = None,
+    ) -> MediaRecord:
         """Register a file already under the origin's ingest root (publisher role)."""
-        body = {**media_metadata(content_type=content_type, visibility=visibility,
-                                 allow_reshare=allow_reshare), "origin_path": origin_path}
+        body = {
+            **media_metadata(
+                content_type=content_type, visibility=visibility, allow_reshare=allow_reshare
+            ),
+            "origin_path": origin_path,
+        }
         if owner is not None:
             body["owner"] = owner
         return cast(MediaRecord, await self._json("POST", "/v1/media", json=body))
@@ -162,12 +205,12 @@ class EdgeClient(HttpOwner):
 
     async def take_down(self, media_id: str, reason: str = "") -> dict[str, Any]:
         """Moderators: take media down at every edge."""
-        return dict(await self._json("POST", "/v1/takedowns",
-                                     json={"media_id": media_id, "reason": reason}))
+        return dict(
+            await self._json("POST", "/v1/takedowns", json={"media_id": media_id, "reason": reason})
+        )
 
     # -- grants (sealed mode) ----------------------------------------------------------------
-    async def request_grant(self, media_id: str, redeemers: int,
-                            via_grant: str | None = None) -> Grant:
+    async def request_grant(self, media_id: str, redeemers: int, via_grant: str | None = None) -> Grant:
         body: dict[str, Any] = {"media_id": media_id, "redeemers": redeemers}
         if via_grant:
             body["via_grant"] = via_grant
@@ -179,15 +222,25 @@ class EdgeClient(HttpOwner):
         await self._json("DELETE", f"/v1/grants/{grant_id}", **kw)
 
     # -- capabilities (sealed mode, grants made offline) -------------------------------------
-    async def request_capability(self, media_id: str, holder_key: str, *,
-                                 max_redeemers: int | None = None,
-                                 max_grants: int | None = None, ttl_s: int | None = None,
-                                 via_grant: str | None = None) -> Capability:
+    async def request_capability(
+        self,
+        media_id: str,
+        holder_key: str,
+        *,
+        max_redeemers: int | None = None,
+        max_grants: int | None = None,
+        ttl_s: int | None = None,
+        via_grant: str | None = None,
+    ) -> Capability:
         """A capability for ``media_id`` naming ``holder_key`` (base64url Ed25519 public
         key; see :class:`dm.capabilities.CapabilityWallet`)."""
         body: dict[str, Any] = {"media_id": media_id, "holder_key": holder_key}
-        for name, value in (("max_redeemers", max_redeemers), ("max_grants", max_grants),
-                            ("ttl_s", ttl_s), ("via_grant", via_grant)):
+        for name, value in (
+            ("max_redeemers", max_redeemers),
+            ("max_grants", max_grants),
+            ("ttl_s", ttl_s),
+            ("via_grant", via_grant),
+        ):
             if value is not None:
                 body[name] = value
         return cast(Capability, await self._json("POST", "/v1/capabilities", json=body))
@@ -196,9 +249,15 @@ class EdgeClient(HttpOwner):
         await self._json("DELETE", f"/v1/capabilities/{cap_id}")
 
     # -- bytes ---------------------------------------------------------------------------------
-    async def fetch(self, url: str, *, range_: tuple[int, int | None] | None = None,
-                    grant: str | None = None, headers: dict[str, str] | None = None,
-                    method: str = "GET") -> MediaResponse:
+    async def fetch(
+        self,
+        url: str,
+        *,
+        range_: tuple[int, int | None] | None = None,
+        grant: str | None = None,
+        headers: dict[str, str] | None = None,
+        method: str = "GET",
+    ) -> MediaResponse:
         """Fetch as a player would: a pointer URL from a plain message, or ``/m/{id}`` with
         ``grant`` from an opened sealed message; optionally a ``Range``."""
         h = self._headers(headers)

@@ -79,9 +79,10 @@ _HPKE = {
 _TAG_BYTES = 16  # ChaCha20-Poly1305
 # The shortest plaintext: empty strings (2 bytes) are shorter than nulls (4 bytes).
 _MIN_PAYLOAD = len(b'{"fk":"","grant":"","media_id":"","text":"","v":1}') + 43
-_MIN_SEALED = {name: suite_kem.enc_length() + _TAG_BYTES + _MIN_PAYLOAD
-               for name, suite_kem in (("x25519", KEM.X25519),
-                                       ("mlkem768-x25519", KEM.MLKEM768_X25519))}
+_MIN_SEALED = {
+    name: suite_kem.enc_length() + _TAG_BYTES + _MIN_PAYLOAD
+    for name, suite_kem in (("x25519", KEM.X25519), ("mlkem768-x25519", KEM.MLKEM768_X25519))
+}
 
 PublicKey = x25519.X25519PublicKey | MLKEM768X25519PublicKey
 PrivateKey = x25519.X25519PrivateKey | MLKEM768X25519PrivateKey
@@ -115,8 +116,10 @@ def parse_public_key(suite: str, raw: bytes) -> PublicKey:
     try:
         if suite == "x25519":
             return x25519.X25519PublicKey.from_public_bytes(raw)
-        return MLKEM768X25519PublicKey(mlkem.MLKEM768PublicKey.from_public_bytes(raw[:1184]),
-                                       x25519.X25519PublicKey.from_public_bytes(raw[1184:]))
+        return MLKEM768X25519PublicKey(
+            mlkem.MLKEM768PublicKey.from_public_bytes(raw[:1184]),
+            x25519.X25519PublicKey.from_public_bytes(raw[1184:]),
+        )
     except ValueError as exc:
         raise EnvelopeError(f"bad {suite} public key") from exc
 
@@ -124,7 +127,7 @@ def parse_public_key(suite: str, raw: bytes) -> PublicKey:
 def fingerprint(suite: str, raw_public: bytes) -> str:
     """Short, human-comparable identity of a device key: 128 bits of SHA-256, hex in groups."""
     digest = hashlib.sha256(bytes([SUITES[suite]]) + raw_public).hexdigest()[:32]
-    return " ".join(digest[i:i + 4] for i in range(0, 32, 4))
+    return " ".join(digest[i : i + 4] for i in range(0, 32, 4))
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,10 @@ class DeviceKey:
         if suite == "x25519" and len(seed) == 32:
             return cls(suite, x25519.X25519PrivateKey.from_private_bytes(seed), seed)
         if suite == "mlkem768-x25519" and len(seed) == 96:
-            private = MLKEM768X25519PrivateKey(mlkem.MLKEM768PrivateKey.from_seed_bytes(seed[:64]),
-                                               x25519.X25519PrivateKey.from_private_bytes(seed[64:]))
+            private = MLKEM768X25519PrivateKey(
+                mlkem.MLKEM768PrivateKey.from_seed_bytes(seed[:64]),
+                x25519.X25519PrivateKey.from_private_bytes(seed[64:]),
+            )
             return cls(suite, private, seed)
         raise EnvelopeError("bad device key seed")
 
@@ -179,8 +184,15 @@ class Binding:
     recipient_device: str
 
     def info(self, suite: str) -> bytes:
-        return INFO_LABEL + bytes([SUITES[suite]]) + lp(self.conversation_id) + lp(self.sender) \
-            + lp(self.client_message_id) + lp(self.recipient_user) + lp(self.recipient_device)
+        return (
+            INFO_LABEL
+            + bytes([SUITES[suite]])
+            + lp(self.conversation_id)
+            + lp(self.sender)
+            + lp(self.client_message_id)
+            + lp(self.recipient_user)
+            + lp(self.recipient_device)
+        )
 
 
 @dataclass(frozen=True)
@@ -194,8 +206,15 @@ class Payload:
         return canonical({"grant": self.grant, "media_id": self.media_id, "text": self.text})
 
     def encode(self) -> bytes:
-        return canonical({"fk": b64url_encode(self.franking_key), "grant": self.grant,
-                          "media_id": self.media_id, "text": self.text, "v": 1})
+        return canonical(
+            {
+                "fk": b64url_encode(self.franking_key),
+                "grant": self.grant,
+                "media_id": self.media_id,
+                "text": self.text,
+                "v": 1,
+            }
+        )
 
     @classmethod
     def decode(cls, raw: bytes) -> Payload:
@@ -238,8 +257,7 @@ def open_envelope(key: DeviceKey, binding: Binding, envelope: bytes) -> Payload:
     if envelope_suite(envelope) != key.suite:
         raise EnvelopeError("envelope suite differs from the device key's")
     try:
-        raw = _HPKE[key.suite].decrypt(envelope[2:], key.private,
-                                       info=binding.info(key.suite))
+        raw = _HPKE[key.suite].decrypt(envelope[2:], key.private, info=binding.info(key.suite))
     except (InvalidTag, ValueError) as exc:
         raise EnvelopeError("envelope does not open here (wrong key or binding)") from exc
     return Payload.decode(raw)
@@ -253,26 +271,28 @@ def _frank_input(cid: str, sender: str, cmid: str, content: bytes) -> bytes:
 
 
 def commit(payload: Payload, cid: str, sender: str, cmid: str) -> bytes:
-    return hmac.new(payload.franking_key, _frank_input(cid, sender, cmid, payload.content()),
-                    hashlib.sha256).digest()
+    return hmac.new(
+        payload.franking_key, _frank_input(cid, sender, cmid, payload.content()), hashlib.sha256
+    ).digest()
 
 
-def check_commitment(commitment: bytes, payload: Payload, cid: str, sender: str,
-                     cmid: str) -> None:
+def check_commitment(commitment: bytes, payload: Payload, cid: str, sender: str, cmid: str) -> None:
     if not hmac.compare_digest(commit(payload, cid, sender, cmid), commitment):
         raise EnvelopeError("franking commitment does not match the content")
 
 
-def countersign(server_key: bytes, commitment: bytes, cid: str, sender: str, cmid: str,
-                ts_ms: int) -> bytes:
+def countersign(
+    server_key: bytes, commitment: bytes, cid: str, sender: str, cmid: str, ts_ms: int
+) -> bytes:
     if not 0 <= ts_ms <= MAX_TS_MS:
         raise EnvelopeError("ts_ms out of range")
     msg = COUNTERSIGN_LABEL + commitment + lp(cid) + lp(sender) + lp(cmid) + struct.pack(">Q", ts_ms)
     return hmac.new(server_key, msg, hashlib.sha256).digest()
 
 
-def check_countersignature(server_key: bytes, signature: bytes, commitment: bytes, cid: str,
-                           sender: str, cmid: str, ts_ms: int) -> None:
+def check_countersignature(
+    server_key: bytes, signature: bytes, commitment: bytes, cid: str, sender: str, cmid: str, ts_ms: int
+) -> None:
     expected = countersign(server_key, commitment, cid, sender, cmid, ts_ms)
     if not hmac.compare_digest(expected, signature):
         raise EnvelopeError("countersignature does not verify")
@@ -295,8 +315,14 @@ def new_payload(media_id: str | None, grant: str | None, text: str | None) -> Pa
     return Payload(media_id, grant, text, new_franking_key())
 
 
-def seal_body(cid: str, sender: str, sender_device: str, cmid: str, payload: Payload,
-              devices: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def seal_body(
+    cid: str,
+    sender: str,
+    sender_device: str,
+    cmid: str,
+    payload: Payload,
+    devices: dict[str, list[dict[str, Any]]],
+) -> dict[str, Any]:
     """One envelope per device of every member but the sending device, and the commitment.
 
     ``devices`` maps user id to its published device keys (as
@@ -309,22 +335,35 @@ def seal_body(cid: str, sender: str, sender_device: str, cmid: str, payload: Pay
                 continue
             binding = Binding(cid, sender, cmid, user, d["device_id"])
             ct = seal(d["suite"], b64url_decode(d["public_key"]), binding, payload)
-            envelopes.append({"user_id": user, "device_id": d["device_id"], "suite": d["suite"],
-                              "ciphertext": b64url_encode(ct)})
+            envelopes.append(
+                {
+                    "user_id": user,
+                    "device_id": d["device_id"],
+                    "suite": d["suite"],
+                    "ciphertext": b64url_encode(ct),
+                }
+            )
     commitment = commit(payload, cid, sender, cmid)
-    return {"client_message_id": cmid, "envelopes": envelopes,
-            "franking_commitment": b64url_encode(commitment)}
+    return {
+        "client_message_id": cmid,
+        "envelopes": envelopes,
+        "franking_commitment": b64url_encode(commitment),
+    }
 
 
-def open_message(key: DeviceKey, user_id: str, device_id: str,
-                 message: dict[str, Any]) -> Payload:
+def open_message(key: DeviceKey, user_id: str, device_id: str, message: dict[str, Any]) -> Payload:
     """Open this device's envelope and check the franking commitment; raise if either fails."""
     if not message.get("envelope"):
         raise EnvelopeError("no envelope for this device")
-    binding = Binding(message["conversation_id"], message["sender"],
-                               message["client_message_id"], user_id, device_id)
+    binding = Binding(
+        message["conversation_id"], message["sender"], message["client_message_id"], user_id, device_id
+    )
     payload = open_envelope(key, binding, b64url_decode(message["envelope"]))
-    check_commitment(b64url_decode(message["franking"]["commitment"]), payload,
-                              message["conversation_id"], message["sender"],
-                              message["client_message_id"])
+    check_commitment(
+        b64url_decode(message["franking"]["commitment"]),
+        payload,
+        message["conversation_id"],
+        message["sender"],
+        message["client_message_id"],
+    )
     return payload

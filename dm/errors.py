@@ -18,8 +18,10 @@ class BadCursor(BadRequest):
 
 
 class SealedNeedsEnvelopes(BadRequest):
-    code, public_message = "sealed_conversation", \
-        "a sealed conversation accepts only envelopes, never plaintext media ids or text"
+    code, public_message = (
+        "sealed_conversation",
+        "a sealed conversation accepts only envelopes, never plaintext media ids or text",
+    )
 
 
 class TooLarge(DmError):
@@ -39,13 +41,19 @@ class NotAllowed(DmError):
 
 
 class DevIssuerDisabled(DmError):
-    status, code, public_message = 404, "dev_issuer_disabled", \
-        "this deployment trusts an external identity provider"
+    status, code, public_message = (
+        404,
+        "dev_issuer_disabled",
+        "this deployment trusts an external identity provider",
+    )
 
 
 class DevIssuerRolesDisabled(DmError):
-    status, code, public_message = 403, "dev_issuer_roles_disabled", \
-        "the dev issuer grants no roles here (DM_DEV_ISSUER_ROLES is off)"
+    status, code, public_message = (
+        403,
+        "dev_issuer_roles_disabled",
+        "the dev issuer grants no roles here (DM_DEV_ISSUER_ROLES is off)",
+    )
 
 
 class NotFound(DmError):
@@ -76,8 +84,11 @@ class MessageUnsent(DmError):
 class DeviceMismatch(DmError):
     """Like Signal's mismatched-devices answer: the sender's device list is stale."""
 
-    status, code, public_message = 409, "device_mismatch", \
-        "envelopes do not match the conversation's current devices"
+    status, code, public_message = (
+        409,
+        "device_mismatch",
+        "envelopes do not match the conversation's current devices",
+    )
 
     def __init__(self, missing: list[str], extra: list[str]) -> None:
         super().__init__(f"missing {len(missing)}, extra {len(extra)}")
@@ -85,13 +96,19 @@ class DeviceMismatch(DmError):
 
 
 class ReportUnverified(DmError):
-    status, code, public_message = 403, "report_unverified", \
-        "the report does not match the franking commitment or countersignature"
+    status, code, public_message = (
+        403,
+        "report_unverified",
+        "the report does not match the franking commitment or countersignature",
+    )
 
 
 class IdempotencyConflict(DmError):
-    status, code, public_message = 409, "idempotency_conflict", \
-        "this Idempotency-Key was used with a different request"
+    status, code, public_message = (
+        409,
+        "idempotency_conflict",
+        "this Idempotency-Key was used with a different request",
+    )
 
 
 class RateLimited(DmError):
@@ -100,22 +117,31 @@ class RateLimited(DmError):
 
 
 class TooManySockets(DmError):
-    status, code, public_message = 429, "too_many_streams", \
-        "too many open streams for this user; close one"
+    status, code, public_message = (
+        429,
+        "too_many_streams",
+        "too many open streams for this user; close one",
+    )
     retry_after_s = 5
 
 
 class StreamsFull(DmError):
-    status, code, public_message = 503, "streams_full", \
-        "this server holds all the streams it can; retry (another may have room)"
+    status, code, public_message = (
+        503,
+        "streams_full",
+        "this server holds all the streams it can; retry (another may have room)",
+    )
     retry_after_s = 1
 
 
 class JustificationRequired(DmError):
     """Moderator access to content needs a report, alert or legal-request id that covers it."""
 
-    status, code, public_message = 403, "justification_required", \
-        "opening content needs a report, alert or legal-request id that covers it"
+    status, code, public_message = (
+        403,
+        "justification_required",
+        "opening content needs a report, alert or legal-request id that covers it",
+    )
 
 
 class RoleRequired(DmError):
@@ -139,8 +165,12 @@ class ItemClosed(DmError):
 
 
 class ActionNotApplicable(DmError):
-    status, code, public_message, expose_detail = 409, "action_not_applicable", \
-        "this action does not apply to this item", True
+    status, code, public_message, expose_detail = (
+        409,
+        "action_not_applicable",
+        "this action does not apply to this item",
+        True,
+    )
 
 
 # -- files an operator supplies (callers name the failure: a ValueError, not an HTTP answer)

@@ -37,8 +37,9 @@ class DevIssuer:
         return f"DevIssuer(kid={self.kid!r}, issuer={self.issuer!r})"
 
     @classmethod
-    def load_or_create(cls, directory: Path | str, *, issuer: str = "pointer-dm-dev",
-                       audience: str = "pointer-dm") -> DevIssuer:
+    def load_or_create(
+        cls, directory: Path | str, *, issuer: str = "pointer-dm-dev", audience: str = "pointer-dm"
+    ) -> DevIssuer:
         """Load the issuer key from ``directory`` (creating it, mode 0600, if absent)
         and (re)write the public ``jwks.json`` beside it."""
         d = Path(directory)
@@ -48,19 +49,20 @@ class DevIssuer:
             # The same rule as every other key file: a key others can read is refused.
             mode = key_path.stat().st_mode & 0o777
             if mode & 0o077:
-                raise PermissionError(f"{key_path} is readable by others (mode {mode:o}); "
-                                      "chmod 600 it")
+                raise PermissionError(f"{key_path} is readable by others (mode {mode:o}); chmod 600 it")
             loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             if not isinstance(loaded, Ed25519PrivateKey):
                 raise ValueError(f"{key_path} is not an Ed25519 key")
             key = loaded
         else:
             key = Ed25519PrivateKey.generate()
-            pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
             atomic_write(key_path, pem, 0o600)
-        raw = key.public_key().public_bytes(serialization.Encoding.Raw,
-                                            serialization.PublicFormat.Raw)
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         kid = "s-" + b64url_encode(raw)[:12]
         me = cls(key, kid, issuer=issuer, audience=audience)
         atomic_write(d / JWKS_FILE, json.dumps(me.jwks(), indent=1).encode(), 0o644)
@@ -69,25 +71,52 @@ class DevIssuer:
     @classmethod
     def generate(cls, *, issuer: str = "pointer-dm-dev", audience: str = "pointer-dm") -> DevIssuer:
         """An in-memory issuer (tests and benchmarks)."""
-        return cls(Ed25519PrivateKey.generate(), "s-" + secrets.token_hex(6), issuer=issuer,
-                   audience=audience)
+        return cls(
+            Ed25519PrivateKey.generate(), "s-" + secrets.token_hex(6), issuer=issuer, audience=audience
+        )
 
     def jwks(self) -> dict[str, Any]:
-        raw = self._key.public_key().public_bytes(serialization.Encoding.Raw,
-                                                  serialization.PublicFormat.Raw)
-        return {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(raw),
-                          "kid": self.kid, "alg": "EdDSA", "use": "sig"}]}
+        raw = self._key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return {
+            "keys": [
+                {
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": b64url_encode(raw),
+                    "kid": self.kid,
+                    "alg": "EdDSA",
+                    "use": "sig",
+                }
+            ]
+        }
 
     def write_jwks(self, path: Path | str) -> None:
         atomic_write(Path(path), json.dumps(self.jwks()).encode(), 0o644)
 
-    def mint(self, sub: str, *, dev: str = "d1", age: str | int | None = "adult", region: str = "GB",
-             roles: list[str] | None = None, ttl_s: int = DEFAULT_SESSION_TTL_S,
-             now: float | None = None, extra: dict[str, Any] | None = None) -> str:
+    def mint(
+        self,
+        sub: str,
+        *,
+        dev: str = "d1",
+        age: str | int | None = "adult",
+        region: str = "GB",
+        roles: list[str] | None = None,
+        ttl_s: int = DEFAULT_SESSION_TTL_S,
+        now: float | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
         iat = int(time.time() if now is None else now)
         claims: dict[str, Any] = {
-            "iss": self.issuer, "aud": self.audience, "sub": sub, "dev": dev,
-            "region": region, "iat": iat, "exp": iat + ttl_s, "jti": uuid.uuid4().hex,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": sub,
+            "dev": dev,
+            "region": region,
+            "iat": iat,
+            "exp": iat + ttl_s,
+            "jti": uuid.uuid4().hex,
         }
         if age is not None:  # no claim: the age is unknown, and age gates fail closed
             claims["age"] = age
@@ -95,7 +124,4 @@ class DevIssuer:
             claims["roles"] = roles
         if extra:
             claims.update(extra)
-        return jwt.encode(claims, self._key, algorithm="EdDSA",
-                          headers={"kid": self.kid, "typ": "JWT"})
-
-
+        return jwt.encode(claims, self._key, algorithm="EdDSA", headers={"kid": self.kid, "typ": "JWT"})

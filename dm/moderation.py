@@ -42,8 +42,7 @@ from .review import ITEM_RE, Item
 from .web_messages import _announce  # one announce path for sends and releases
 from .web_state import DmState
 
-ACTIONS = ("dismiss", "remove_message", "take_down_media", "bank_media", "suspend_user",
-           "release")
+ACTIONS = ("dismiss", "remove_message", "take_down_media", "bank_media", "suspend_user", "release")
 
 
 def require_role(me: Session, role: str) -> None:
@@ -52,8 +51,12 @@ def require_role(me: Session, role: str) -> None:
 
 
 def _view(state: DmState, me: Session, cid: str, mid: str, f: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": mid, "sender": f.get("sender", ""),
-                           "sent_at_ms": int(mid.split("-")[0]), "kind": f.get("kind", "plain")}
+    out: dict[str, Any] = {
+        "id": mid,
+        "sender": f.get("sender", ""),
+        "sent_at_ms": int(mid.split("-")[0]),
+        "kind": f.get("kind", "plain"),
+    }
     if out["kind"] == "sealed":
         out["content"] = "end-to-end encrypted: the platform holds no key"
         return out
@@ -72,8 +75,7 @@ def _entries(raw: object) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
-async def _context(state: DmState, me: Session, cid: str, mid: str,
-                   n: int) -> list[dict[str, Any]]:
+async def _context(state: DmState, me: Session, cid: str, mid: str, n: int) -> list[dict[str, Any]]:
     """The message and up to ``n`` messages before and after it, oldest first."""
     key = k.conv_messages(cid)
     before = _entries(await state.redis.xrevrange(key, max=f"({mid}", count=n)) if n else []
@@ -84,8 +86,7 @@ async def _context(state: DmState, me: Session, cid: str, mid: str,
 async def open_item(state: DmState, me: Session, item: Item, n: int) -> dict[str, Any]:
     require_role(me, "moderator")
     f = item.fields
-    cid, mid, media_id = f.get("conversation_id", ""), f.get("message_id", ""), f.get(
-        "media_id", "")
+    cid, mid, media_id = f.get("conversation_id", ""), f.get("message_id", ""), f.get("media_id", "")
     out: dict[str, Any] = {"item": item.summary()}
     shown = 0
     if item.source == "media_hold":
@@ -95,24 +96,38 @@ async def open_item(state: DmState, me: Session, item: Item, n: int) -> dict[str
             out["media"] = None
         out["note"] = "held at upload by a hash bank; the edge serves no bytes until released"
     elif f.get("kind") == "sealed":
-        out["message"] = {"client_message_id": mid, "sender": f.get("sender", ""),
-                          "text": f.get("text") or None, "evidence": f.get("evidence", ""),
-                          "media": state.mod_minter.media_for(media_id, me.sub, cid, mid)
-                          if media_id else None}
+        out["message"] = {
+            "client_message_id": mid,
+            "sender": f.get("sender", ""),
+            "text": f.get("text") or None,
+            "evidence": f.get("evidence", ""),
+            "media": state.mod_minter.media_for(media_id, me.sub, cid, mid) if media_id else None,
+        }
         out["context"] = []
-        out["note"] = ("sealed conversation: only the message the reporter unlocked (franking "
-                       "verified); the platform cannot decrypt anything else")
+        out["note"] = (
+            "sealed conversation: only the message the reporter unlocked (franking "
+            "verified); the platform cannot decrypt anything else"
+        )
         shown = 1
     else:
         out["context"] = await _context(state, me, cid, mid, n)
         out["message_id"] = mid
-        out["server_copy"] = {"text": f.get("text") or None, "media_id": media_id or None} \
-            if f.get("evidence") == "server_copy" else None
+        out["server_copy"] = (
+            {"text": f.get("text") or None, "media_id": media_id or None}
+            if f.get("evidence") == "server_copy"
+            else None
+        )
         shown = len(out["context"])
-    await state.audit.record(actor=me.sub, roles=me.roles, action="open_item",
-                             justification=item.id, conversation_id=cid, message_id=mid,
-                             media_id=media_id, detail={"context_n": n, "messages_shown": shown,
-                                                        "source": item.source})
+    await state.audit.record(
+        actor=me.sub,
+        roles=me.roles,
+        action="open_item",
+        justification=item.id,
+        conversation_id=cid,
+        message_id=mid,
+        media_id=media_id,
+        detail={"context_n": n, "messages_shown": shown, "source": item.source},
+    )
     return out
 
 
@@ -129,8 +144,9 @@ async def _justifies(state: DmState, justification: str, cid: str, mid: str) -> 
     return False
 
 
-async def open_message(state: DmState, me: Session, cid: str, mid: str, justification: str,
-                       n: int) -> dict[str, Any]:
+async def open_message(
+    state: DmState, me: Session, cid: str, mid: str, justification: str, n: int
+) -> dict[str, Any]:
     """Open one message (and context) of a plain conversation under a justification."""
     require_role(me, "moderator")
     if not justification:
@@ -149,20 +165,31 @@ async def open_message(state: DmState, me: Session, cid: str, mid: str, justific
     context = await _context(state, me, cid, mid, n)
     if not any(m["id"] == mid for m in context):
         raise MessageNotFound(mid)
-    await state.audit.record(actor=me.sub, roles=me.roles, action="open_message",
-                             justification=justification, conversation_id=cid, message_id=mid,
-                             detail={"context_n": n, "messages_shown": len(context)})
+    await state.audit.record(
+        actor=me.sub,
+        roles=me.roles,
+        action="open_message",
+        justification=justification,
+        conversation_id=cid,
+        message_id=mid,
+        detail={"context_n": n, "messages_shown": len(context)},
+    )
     return {"conversation_id": cid, "message_id": mid, "context": context}
 
 
 async def _refused(state: DmState, me: Session, cid: str, mid: str, why: str) -> None:
-    await state.audit.record(actor=me.sub, roles=me.roles, action="open_refused",
-                             justification="", conversation_id=cid, message_id=mid,
-                             detail={"why": why})
+    await state.audit.record(
+        actor=me.sub,
+        roles=me.roles,
+        action="open_refused",
+        justification="",
+        conversation_id=cid,
+        message_id=mid,
+        detail={"why": why},
+    )
 
 
-async def act(state: DmState, me: Session, item: Item, action: str,
-              reason: str) -> dict[str, Any]:
+async def act(state: DmState, me: Session, item: Item, action: str, reason: str) -> dict[str, Any]:
     require_role(me, "moderator")
     if action not in ACTIONS:
         raise InvalidField(f"action must be one of {ACTIONS}")
@@ -171,8 +198,7 @@ async def act(state: DmState, me: Session, item: Item, action: str,
         # a release comes first or not at all: never after another decision on it.
         raise ItemClosed(item.id)
     f = item.fields
-    cid, mid, media_id = (f.get("conversation_id", ""), f.get("message_id", ""),
-                          f.get("media_id", ""))
+    cid, mid, media_id = (f.get("conversation_id", ""), f.get("message_id", ""), f.get("media_id", ""))
     target = f.get("owner", "") if item.source == "media_hold" else f.get("sender", "")
     result: dict[str, Any] = {"item_id": item.id, "action": action}
     if action == "remove_message":
@@ -187,25 +213,37 @@ async def act(state: DmState, me: Session, item: Item, action: str,
             if fp is None:
                 raise ActionNotApplicable("the CDN holds no fingerprint for this media")
             result["taken_down"] = await bank_and_take_down(
-                state.banks, state.hash_index, state.registry, state.revocations,
-                state.banks.moderation_bank, fp.signals(), by=me.sub)
-        await state.registry.set_status(media_id, "taken_down", reason=reason or action,
-                                        by=me.sub)
+                state.banks,
+                state.hash_index,
+                state.registry,
+                state.revocations,
+                state.banks.moderation_bank,
+                fp.signals(),
+                by=me.sub,
+            )
+        await state.registry.set_status(media_id, "taken_down", reason=reason or action, by=me.sub)
         await state.revocations.publish(revocation.takedown(media_id))
         state.media_lookup.evict(media_id)
     elif action == "suspend_user":
         if not target:
             raise ActionNotApplicable("the item names no user")
         await state.store.suspend(
-            target, {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)})
+            target, {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)}
+        )
         result["suspended"] = target
     elif action == "release":
         result.update(await _release(state, item))
-    await state.audit.record(actor=me.sub, roles=me.roles, action=action,
-                             justification=item.id, conversation_id=cid, message_id=mid,
-                             media_id=media_id, target_user=target,
-                             detail={"reason": reason[:500], **{
-                                 key: v for key, v in result.items() if key != "action"}})
+    await state.audit.record(
+        actor=me.sub,
+        roles=me.roles,
+        action=action,
+        justification=item.id,
+        conversation_id=cid,
+        message_id=mid,
+        media_id=media_id,
+        target_user=target,
+        detail={"reason": reason[:500], **{key: v for key, v in result.items() if key != "action"}},
+    )
     result["state"] = await state.queue.close(item.id, action=action, by=me.sub)
     return result
 
@@ -219,8 +257,7 @@ async def _remove(state: DmState, cid: str, mid: str, sender: str, *, held: bool
     await state.revocations.publish(revocation.unsent(cid, mid))
     if not held:  # a held message was never delivered: recipients are told nothing
         conv = await state.store.conversation(cid)
-        await state.notify.publish(state.notify.event("unsent", cid, conv.members,
-                                                      {"message_id": mid}))
+        await state.notify.publish(state.notify.event("unsent", cid, conv.members, {"message_id": mid}))
     return True
 
 
@@ -228,8 +265,7 @@ async def _release(state: DmState, item: Item) -> dict[str, Any]:
     f = item.fields
     if item.source == "media_hold":
         # Only a record still held becomes active: a takedown meanwhile must stand.
-        if not await state.registry.transition(f["media_id"], "held", "active",
-                                               reason="released"):
+        if not await state.registry.transition(f["media_id"], "held", "active", reason="released"):
             raise ActionNotApplicable("the media is no longer held (taken down meanwhile?)")
         state.media_lookup.evict(f["media_id"])
         return {"released": f["media_id"]}
@@ -242,9 +278,9 @@ async def _release(state: DmState, item: Item) -> dict[str, Any]:
         raise ActionNotApplicable("the held message is gone (removed or unsent)") from None
     fields = {key: v for key, v in held.items() if key != "held"}
     fields["released_from"] = mid
-    result = await state.store.append(cid, fields["sender"], fields,
-                                      idempotency_key=f"release-{item.id[2:]}",
-                                      request_hash="release")
+    result = await state.store.append(
+        cid, fields["sender"], fields, idempotency_key=f"release-{item.id[2:]}", request_hash="release"
+    )
     if not result.announced:
         await _announce(state, cid, result, fields, f"release-{item.id[2:]}")
     await state.store.unsend(cid, mid, fields["sender"])  # the held copy goes
@@ -257,8 +293,9 @@ async def file_legal_request(state: DmState, me: Session, doc: dict[str, Any]) -
     from_ms, to_ms = doc.get("from_ms"), doc.get("to_ms")
     if not isinstance(ref, str) or not 0 < len(ref) <= 200:
         raise InvalidField("reference (the legal process's own id) is 1..200 characters")
-    if not isinstance(cid, str) or not all(isinstance(x, int) and not isinstance(x, bool)
-                                           for x in (from_ms, to_ms)):
+    if not isinstance(cid, str) or not all(
+        isinstance(x, int) and not isinstance(x, bool) for x in (from_ms, to_ms)
+    ):
         raise InvalidField("conversation_id, from_ms and to_ms are required")
     assert isinstance(from_ms, int) and isinstance(to_ms, int)
     span = to_ms - from_ms
@@ -266,12 +303,23 @@ async def file_legal_request(state: DmState, me: Session, doc: dict[str, Any]) -
         raise InvalidField(f"the time scope must be 0..{state.settings.legal_max_span_s} s")
     await state.store.conversation(cid)  # 404 if none
     rid = new_id("lr")
-    record = {"reference": ref, "conversation_id": cid, "from_ms": str(from_ms),
-              "to_ms": str(to_ms), "filed_by": me.sub, "at_ms": str(int(time.time() * 1000))}
+    record = {
+        "reference": ref,
+        "conversation_id": cid,
+        "from_ms": str(from_ms),
+        "to_ms": str(to_ms),
+        "filed_by": me.sub,
+        "at_ms": str(int(time.time() * 1000)),
+    }
     await state.redis.hset(k.legal_request(rid), mapping=field_map(record))
-    await state.audit.record(actor=me.sub, roles=me.roles, action="file_legal_request",
-                             justification=rid, conversation_id=cid,
-                             detail={"reference": ref, "from_ms": from_ms, "to_ms": to_ms})
+    await state.audit.record(
+        actor=me.sub,
+        roles=me.roles,
+        action="file_legal_request",
+        justification=rid,
+        conversation_id=cid,
+        detail={"reference": ref, "from_ms": from_ms, "to_ms": to_ms},
+    )
     return {"id": rid, **record}
 
 
@@ -279,37 +327,69 @@ async def legal_export(state: DmState, me: Session, rid: str) -> dict[str, Any]:
     """Plain: the messages in the request's time scope.  Sealed: the metadata the platform
     has, and a statement that the content is not available to it."""
     require_role(me, "legal")
-    req = cast(dict[str, str], await state.redis.hgetall(  # decoded
-        k.legal_request(rid))) if rid.startswith("lr_") else {}
+    req = (
+        cast(
+            dict[str, str],
+            await state.redis.hgetall(  # decoded
+                k.legal_request(rid)
+            ),
+        )
+        if rid.startswith("lr_")
+        else {}
+    )
     if not req:
         raise LegalRequestNotFound(rid[:40])
     cid, lo, hi = req["conversation_id"], int(req["from_ms"]), int(req["to_ms"])
     conv = await state.store.conversation(cid)
     cap = state.settings.legal_export_max_messages
-    entries = _entries(await state.redis.xrange(k.conv_messages(cid), min=f"{lo}-0",
-                                                max=f"{hi}-18446744073709551615", count=cap))
+    entries = _entries(
+        await state.redis.xrange(
+            k.conv_messages(cid), min=f"{lo}-0", max=f"{hi}-18446744073709551615", count=cap
+        )
+    )
     out: dict[str, Any] = {
-        "legal_request": {"id": rid, **req}, "conversation": conv.view(),
-        "scope": {"from_ms": lo, "to_ms": hi}, "truncated": len(entries) >= cap}
+        "legal_request": {"id": rid, **req},
+        "conversation": conv.view(),
+        "scope": {"from_ms": lo, "to_ms": hi},
+        "truncated": len(entries) >= cap,
+    }
     if conv.mode == "sealed":
         out["content_available"] = False
         out["statement"] = (
             "This conversation is end-to-end encrypted. The platform stores only ciphertext "
             "sealed to the participants' device keys and holds no key that opens it: message "
             "content and which media was shared are not available to the platform. Provided "
-            "is the metadata it does hold.")
-        out["metadata"] = [{"id": i, "sender": f.get("sender", ""),
-                            "sent_at_ms": int(i.split("-")[0]),
-                            "recipient_devices": len(json.loads(f.get("envelopes", "{}"))),
-                            "ciphertext_bytes": len(f.get("envelopes", ""))}
-                           for i, f in entries]
+            "is the metadata it does hold."
+        )
+        out["metadata"] = [
+            {
+                "id": i,
+                "sender": f.get("sender", ""),
+                "sent_at_ms": int(i.split("-")[0]),
+                "recipient_devices": len(json.loads(f.get("envelopes", "{}"))),
+                "ciphertext_bytes": len(f.get("envelopes", "")),
+            }
+            for i, f in entries
+        ]
     else:
         out["content_available"] = True
-        out["messages"] = [{"id": i, "sender": f.get("sender", ""),
-                            "sent_at_ms": int(i.split("-")[0]), "text": f.get("text") or None,
-                            "media_id": f.get("media_id") or None, "held": bool(f.get("held"))}
-                           for i, f in entries]
-    await state.audit.record(actor=me.sub, roles=me.roles, action="legal_export",
-                             justification=rid, conversation_id=cid,
-                             detail={"mode": conv.mode, "entries": len(entries)})
+        out["messages"] = [
+            {
+                "id": i,
+                "sender": f.get("sender", ""),
+                "sent_at_ms": int(i.split("-")[0]),
+                "text": f.get("text") or None,
+                "media_id": f.get("media_id") or None,
+                "held": bool(f.get("held")),
+            }
+            for i, f in entries
+        ]
+    await state.audit.record(
+        actor=me.sub,
+        roles=me.roles,
+        action="legal_export",
+        justification=rid,
+        conversation_id=cid,
+        detail={"mode": conv.mode, "entries": len(entries)},
+    )
     return out

@@ -48,21 +48,23 @@ class NotifyLog:
     async def publish(self, fields: dict[str, str]) -> str:
         minid = int(time.time() * 1000) - self._retention_ms
         recipients = sorted({u for u in fields.get("to", "").split(",") if u})
-        return str(await self._notify(
-            keys=[k.NOTIFY_STREAM, *(k.user_inbox(u) for u in recipients)],
-            args=[_encode(fields), minid, k.INBOX_MAX, self._retention_ms]))
+        return str(
+            await self._notify(
+                keys=[k.NOTIFY_STREAM, *(k.user_inbox(u) for u in recipients)],
+                args=[_encode(fields), minid, k.INBOX_MAX, self._retention_ms],
+            )
+        )
 
     async def replay(self, user: str, after: str) -> AsyncIterator[Entry]:
         """The events for ``user`` after the cursor ``after`` (exclusive), oldest first:
         read through the user's inbox, so the cost is what this user missed (at most
         INBOX_MAX events), not the whole stream."""
         ms, seq = id_key(after)
-        ids = [str(i) for i in await self._redis.zrange(
-            k.user_inbox(user), ms, "+inf", byscore=True)]
+        ids = [str(i) for i in await self._redis.zrange(k.user_inbox(user), ms, "+inf", byscore=True)]
         ids = [i for i in ids if id_key(i) > (ms, seq)]
         for start in range(0, len(ids), 200):
             async with self._redis.pipeline(transaction=False) as p:
-                for i in ids[start:start + 200]:
+                for i in ids[start : start + 200]:
                     p.xrange(k.NOTIFY_STREAM, min=i, max=i)
                 rows = await p.execute()
             for row in rows:

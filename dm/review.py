@@ -24,8 +24,21 @@ from .errors import ReviewItemNotFound
 from .scanner import Verdict
 
 ITEM_RE = re.compile(r"[qh]-\d{1,15}-\d{1,10}")
-_SUMMARY = ("source", "kind", "conversation_id", "message_id", "sender", "reporter", "reason",
-            "verdict", "labels", "held", "media_id", "owner", "at")
+_SUMMARY = (
+    "source",
+    "kind",
+    "conversation_id",
+    "message_id",
+    "sender",
+    "reporter",
+    "reason",
+    "verdict",
+    "labels",
+    "held",
+    "media_id",
+    "owner",
+    "at",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +72,26 @@ class ReviewQueue:
     def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
 
-    async def add_alert(self, cid: str, message_id: str, fields: dict[str, str],
-                        verdict: Verdict) -> str:
-        entry = {"source": "alert", "kind": "plain", "conversation_id": cid,
-                 "message_id": message_id, "sender": fields.get("sender", ""),
-                 "media_id": fields.get("media_id", ""), "verdict": verdict.action,
-                 "labels": ",".join(verdict.labels), "held": "1" if verdict.held else "",
-                 "at": str(int(time.time()))}
-        return "q-" + str(await self._redis.xadd(k.REPORTS_STREAM, field_map(entry),
-                                                 maxlen=k.REPORTS_MAXLEN, approximate=True))
+    async def add_alert(
+        self, cid: str, message_id: str, fields: dict[str, str], verdict: Verdict
+    ) -> str:
+        entry = {
+            "source": "alert",
+            "kind": "plain",
+            "conversation_id": cid,
+            "message_id": message_id,
+            "sender": fields.get("sender", ""),
+            "media_id": fields.get("media_id", ""),
+            "verdict": verdict.action,
+            "labels": ",".join(verdict.labels),
+            "held": "1" if verdict.held else "",
+            "at": str(int(time.time())),
+        }
+        return "q-" + str(
+            await self._redis.xadd(
+                k.REPORTS_STREAM, field_map(entry), maxlen=k.REPORTS_MAXLEN, approximate=True
+            )
+        )
 
     async def get(self, item_id: str) -> Item:
         stream, entry = _stream_of(item_id)
@@ -80,11 +104,18 @@ class ReviewQueue:
     async def items(self, *, status: str, limit: int) -> list[Item]:
         """Newest first, from both streams; ``status`` is open, closed or all."""
         reports = stream_entries(await self._redis.xrevrange(k.REPORTS_STREAM, count=limit * 4))
-        holds = stream_entries(await self._redis.xrevrange(cdn_keys.MEDIA_HOLDS_STREAM,
-                                                           count=limit * 4))
+        holds = stream_entries(await self._redis.xrevrange(cdn_keys.MEDIA_HOLDS_STREAM, count=limit * 4))
         ids = [("q-" + str(i), f) for i, f in reports] + [("h-" + str(i), f) for i, f in holds]
-        states = cast(list[str | None], await self._redis.hmget(  # decoded
-            k.REVIEW_STATE, [i for i, _ in ids])) if ids else []
+        states = (
+            cast(
+                list[str | None],
+                await self._redis.hmget(  # decoded
+                    k.REVIEW_STATE, [i for i, _ in ids]
+                ),
+            )
+            if ids
+            else []
+        )
         out = [self._item(i, f, s) for (i, f), s in zip(ids, states, strict=True)]
         if status != "all":
             out = [it for it in out if it.open == (status == "open")]

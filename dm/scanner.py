@@ -102,8 +102,9 @@ class ScanLists:
     Patterns are regular expressions, one alternation per list.
     """
 
-    def __init__(self, lists: Sequence[_List] = (),
-                 phrases: dict[str, tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self, lists: Sequence[_List] = (), phrases: dict[str, tuple[str, str]] | None = None
+    ) -> None:
         self._lists = [lst for lst in lists if lst.regex is not None]
         self._phrases = phrases or {}  # "word word" -> (label, verdict)
         self._sizes = sorted({p.count(" ") + 1 for p in self._phrases})
@@ -131,8 +132,10 @@ class ScanLists:
             keywords, patterns = e.get("keywords", []), e.get("patterns", [])
             if not label or verdict not in ("flag", "hold"):
                 raise ScanListError(f"list {label!r}: needs a label and verdict flag|hold")
-            if not all(isinstance(x, str) and x for x in (*keywords, *patterns)) or \
-                    len(keywords) + len(patterns) > MAX_LIST_ENTRIES:
+            if (
+                not all(isinstance(x, str) and x for x in (*keywords, *patterns))
+                or len(keywords) + len(patterns) > MAX_LIST_ENTRIES
+            ):
                 raise ScanListError(f"list {label!r}: keywords/patterns are non-empty strings")
             for w in keywords:
                 words = _tokens(w)
@@ -143,21 +146,27 @@ class ScanLists:
                 if seen is None or VERDICTS.index(verdict) > VERDICTS.index(seen[1]):
                     phrases[phrase] = (label, verdict)
             try:
-                regex = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) \
-                    if patterns else None
+                regex = (
+                    re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+                    if patterns
+                    else None
+                )
             except re.error as exc:
                 raise ScanListError(f"list {label!r}: {exc}") from None
             out.append(_List(label, verdict, regex))
         return cls(out, phrases)
 
     def scan(self, text: str) -> Verdict:
-        hits = [Verdict(lst.verdict, (lst.label,)) for lst in self._lists
-                if lst.regex is not None and lst.regex.search(text)]
+        hits = [
+            Verdict(lst.verdict, (lst.label,))
+            for lst in self._lists
+            if lst.regex is not None and lst.regex.search(text)
+        ]
         if self._phrases:
             words = _tokens(text)
             for n in self._sizes:
                 for i in range(len(words) - n + 1):
-                    found = self._phrases.get(" ".join(words[i:i + n]))
+                    found = self._phrases.get(" ".join(words[i : i + n]))
                     if found is not None:
                         hits.append(Verdict(found[1], (found[0],)))
         return strictest(hits) if hits else ALLOW
@@ -181,12 +190,14 @@ class HttpClassifier:
             self._http = aiohttp.ClientSession()
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with self._http.post(self.url, json={"sender": sender, "text": text,
-                                                           "media_id": media_id}) as r:
+                async with self._http.post(
+                    self.url, json={"sender": sender, "text": text, "media_id": media_id}
+                ) as r:
                     doc = await r.json(content_type=None) if r.status == 200 else {}
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            log.warning("classifier %s: %s; verdict %s", self.url, type(exc).__name__,
-                        self.on_error.action)
+            log.warning(
+                "classifier %s: %s; verdict %s", self.url, type(exc).__name__, self.on_error.action
+            )
             return self.on_error
         verdict, label = doc.get("verdict"), doc.get("label", "classifier")
         if verdict not in VERDICTS or not isinstance(label, str):
@@ -201,8 +212,7 @@ class HttpClassifier:
 class MediaHashCheck:
     """The CDN's fingerprint of a shared item against the banks (cached per media id)."""
 
-    def __init__(self, banks: BankSet, index: MediaHashIndex, clock: Clock,
-                 ttl_s: float = 30.0) -> None:
+    def __init__(self, banks: BankSet, index: MediaHashIndex, clock: Clock, ttl_s: float = 30.0) -> None:
         self._banks, self._index = banks, index
         self._cache: ExpiringCache[Verdict] = ExpiringCache("media_verdict", 100_000, clock)
         self._clock, self._ttl_s = clock, ttl_s
@@ -219,8 +229,13 @@ class MediaHashCheck:
 
 
 class Scanner:
-    def __init__(self, lists: ScanLists, *, media: MediaHashCheck | None = None,
-                 classifier: Classifier | None = None) -> None:
+    def __init__(
+        self,
+        lists: ScanLists,
+        *,
+        media: MediaHashCheck | None = None,
+        classifier: Classifier | None = None,
+    ) -> None:
         self.lists = lists
         self.media = media
         self.classifier = classifier
@@ -230,8 +245,7 @@ class Scanner:
         if media is not None and self.media is not None:
             verdicts.append(await self.media.verdict(media))
         if self.classifier is not None:
-            verdicts.append(await self.classifier.classify(sender, text,
-                                                           media.id if media else None))
+            verdicts.append(await self.classifier.classify(sender, text, media.id if media else None))
         return strictest(verdicts)
 
     @staticmethod
@@ -244,11 +258,16 @@ class Scanner:
             await self.classifier.close()
 
 
-def build_scanner(settings: DmSettings, banks: BankSet, index: MediaHashIndex,
-                  clock: Clock) -> Scanner:
+def build_scanner(settings: DmSettings, banks: BankSet, index: MediaHashIndex, clock: Clock) -> Scanner:
     lists = ScanLists.load(settings.scan_lists) if settings.scan_lists else ScanLists()
-    classifier = HttpClassifier(settings.classifier_url, timeout_s=settings.classifier_timeout_s,
-                                on_error=settings.classifier_on_timeout) \
-        if settings.classifier_url else None
+    classifier = (
+        HttpClassifier(
+            settings.classifier_url,
+            timeout_s=settings.classifier_timeout_s,
+            on_error=settings.classifier_on_timeout,
+        )
+        if settings.classifier_url
+        else None
+    )
     media = MediaHashCheck(banks, index, clock) if settings.scan_media_hashes else None
     return Scanner(lists, media=media, classifier=classifier)

@@ -36,8 +36,14 @@ class DmClientError(SdkError):
     """A non-2xx answer: the HTTP status, the service's stable ``code``, its message, the
     ``Retry-After`` it gave (seconds) and the whole error object (``body``)."""
 
-    def __init__(self, status: int, code: str, message: str, retry_after_s: float | None,
-                 body: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        retry_after_s: float | None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
@@ -71,8 +77,14 @@ class DeviceMismatch(Conflict):
     devices.  ``missing`` are devices without an envelope, ``extra`` envelopes for devices
     that are gone: fetch the device lists again and seal anew."""
 
-    def __init__(self, status: int, code: str, message: str, retry_after_s: float | None,
-                 body: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        retry_after_s: float | None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(status, code, message, retry_after_s, body)
         self.missing: list[str] = [str(d) for d in self.body.get("missing_devices", ())]
         self.extra: list[str] = [str(d) for d in self.body.get("extra_devices", ())]
@@ -98,15 +110,24 @@ class Unavailable(ServerError):
     """503: a dependency is down (Redis, storage, revocation state); retry later."""
 
 
-_BY_CODE: dict[str, type[DmClientError]] = {"device_mismatch": DeviceMismatch,
-                                            "rate_limited": RateLimited}
+_BY_CODE: dict[str, type[DmClientError]] = {
+    "device_mismatch": DeviceMismatch,
+    "rate_limited": RateLimited,
+}
 _BY_STATUS: dict[int, type[DmClientError]] = {
-    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
-    410: Gone, 413: TooLarge, 429: RateLimited, 503: Unavailable}
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    410: Gone,
+    413: TooLarge,
+    429: RateLimited,
+    503: Unavailable,
+}
 
 
-def error_from(status: int, doc: Any, reason: str = "",
-               retry_after: str | None = None) -> DmClientError:
+def error_from(status: int, doc: Any, reason: str = "", retry_after: str | None = None) -> DmClientError:
     """The exception for an answer: by its code where the code carries data or meaning of
     its own, else by status.  ``doc`` is the parsed body (anything, if it was not JSON)."""
     err = doc.get("error") if isinstance(doc, dict) else None
@@ -117,6 +138,7 @@ def error_from(status: int, doc: Any, reason: str = "",
     retry_s: float | None = None
     if retry_after is not None and retry_after.strip().isdigit():
         retry_s = float(retry_after.strip())
-    cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or (
-        ServerError if status >= 500 else DmClientError)
+    cls = (
+        _BY_CODE.get(code) or _BY_STATUS.get(status) or (ServerError if status >= 500 else DmClientError)
+    )
     return cls(status, code, message, retry_s, body)

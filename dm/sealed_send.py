@@ -37,8 +37,9 @@ def _b64(value: object, field: str, max_bytes: int) -> bytes:
         raise InvalidField(f"{field} is not canonical base64url") from None
 
 
-async def sealed_fields(state: DmState, me: Session, conv: Conversation,
-                        doc: dict[str, Any]) -> dict[str, str]:
+async def sealed_fields(
+    state: DmState, me: Session, conv: Conversation, doc: dict[str, Any]
+) -> dict[str, str]:
     await state.check_not_blocked(me, conv)
     cmid = check_id(doc.get("client_message_id"), "client_message_id")
     commitment = _b64(doc.get("franking_commitment"), "franking_commitment", 32)
@@ -53,23 +54,31 @@ async def sealed_fields(state: DmState, me: Session, conv: Conversation,
             raise NotAllowed("grant_id names a grant this sender did not mint")
     devices = await state.store.devices_of(sorted(conv.members))
     expected = {f"{u}/{d}" for u, devs in devices.items() for d in devs} - {f"{me.sub}/{me.dev}"}
-    given = _check_envelopes(doc.get("envelopes"), devices,
-                             limit=len(conv.members) * state.settings.max_devices_per_user)
+    given = _check_envelopes(
+        doc.get("envelopes"), devices, limit=len(conv.members) * state.settings.max_devices_per_user
+    )
     missing, extra = sorted(expected - set(given)), sorted(set(given) - expected)
     if missing or extra or not expected:
         raise DeviceMismatch(missing, extra)
     ts_ms = int(time.time() * 1000)
     sig = envelope.countersign(state.franking_key, commitment, conv.id, me.sub, cmid, ts_ms)
-    fields = {"sender": me.sub, "kind": "sealed", "client_message_id": cmid,
-              "commitment": b64url_encode(commitment), "countersignature": b64url_encode(sig),
-              "ts_ms": str(ts_ms), "envelopes": json.dumps(given, sort_keys=True)}
+    fields = {
+        "sender": me.sub,
+        "kind": "sealed",
+        "client_message_id": cmid,
+        "commitment": b64url_encode(commitment),
+        "countersignature": b64url_encode(sig),
+        "ts_ms": str(ts_ms),
+        "envelopes": json.dumps(given, sort_keys=True),
+    }
     if grant_id is not None:
         fields["grant_id"] = grant_id  # so a server-side unsend can revoke it
     return fields
 
 
-def _check_envelopes(value: object, devices: dict[str, dict[str, dict[str, Any]]], *,
-                     limit: int) -> dict[str, str]:
+def _check_envelopes(
+    value: object, devices: dict[str, dict[str, dict[str, Any]]], *, limit: int
+) -> dict[str, str]:
     if not isinstance(value, list) or len(value) > limit:
         raise InvalidField(f"envelopes must be a list of at most {limit}")
     out: dict[str, str] = {}

@@ -22,19 +22,19 @@ from .redis_keys import NOTIFY_BLOCK_MS
 #: docs/operations.md lists them; ``DM_RATE_LIMITS`` (JSON, e.g. ``{"send": [20, 40]}``)
 #: overrides some or all.
 DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
-    "signup": (2.0, 50),               # dev issuer only, per address
+    "signup": (2.0, 50),  # dev issuer only, per address
     "device_link": (1.0, 10),
     "device_key": (1.0, 20),
-    "lookup": (20.0, 200),             # conversation and device directory reads
+    "lookup": (20.0, 200),  # conversation and device directory reads
     "conversation_create": (1.0, 30),
-    "membership": (5.0, 50),           # leave / remove: each is a revocation event
+    "membership": (5.0, 50),  # leave / remove: each is a revocation event
     "block": (2.0, 50),
-    "send": (10.0, 50),                # across all conversations (send_rate_per_s is per one)
-    "read": (20.0, 100),               # a page mints up to page_limit_max pointers
+    "send": (10.0, 50),  # across all conversations (send_rate_per_s is per one)
+    "read": (20.0, 100),  # a page mints up to page_limit_max pointers
     "unsend": (10.0, 100),
-    "connect": (1.0, 20),              # WebSocket connects, replays included
+    "connect": (1.0, 20),  # WebSocket connects, replays included
     "report": (0.5, 20),
-    "moderation": (20.0, 200),         # staff: queue, items, actions (each audited)
+    "moderation": (20.0, 200),  # staff: queue, items, actions (each audited)
     "audit": (5.0, 50),
     "legal": (1.0, 20),
 }
@@ -132,9 +132,11 @@ class DmSettings(ServiceSettings):
     @model_validator(mode="after")
     def _tail_blocks_inside_the_staleness_bound(self) -> DmSettings:
         if self.staleness_bound_s * 1000 <= NOTIFY_BLOCK_MS:
-            raise ValueError(f"staleness_bound_s must be longer than the notify tail's XREAD "
-                             f"block ({NOTIFY_BLOCK_MS} ms), or a healthy but idle tail "
-                             "would look stale")
+            raise ValueError(
+                f"staleness_bound_s must be longer than the notify tail's XREAD "
+                f"block ({NOTIFY_BLOCK_MS} ms), or a healthy but idle tail "
+                "would look stale"
+            )
         return self
 
     @property

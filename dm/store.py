@@ -43,8 +43,13 @@ class Conversation:
         return len(self.members) == 2
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "mode": self.mode, "created_by": self.created_by,
-                "created_at_ms": self.created_at_ms, "members": sorted(self.members)}
+        return {
+            "id": self.id,
+            "mode": self.mode,
+            "created_by": self.created_by,
+            "created_at_ms": self.created_at_ms,
+            "members": sorted(self.members),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +89,16 @@ class DmStore:
         self._block = redis.register_script(scripts.BLOCK)
 
     # -- conversations ------------------------------------------------------------
-    async def create_conversation(self, cid: str, creator: str, members: Sequence[str],
-                                  mode: str) -> Conversation:
+    async def create_conversation(
+        self, cid: str, creator: str, members: Sequence[str], mode: str
+    ) -> Conversation:
         now_ms = int(time.time() * 1000)
         everyone = dict.fromkeys([creator, *members], now_ms)
         async with self.redis.pipeline(transaction=False) as p:
-            p.hset(k.conv_meta(cid), mapping={"mode": mode, "created_by": creator,
-                                               "created_at_ms": str(now_ms)})
+            p.hset(
+                k.conv_meta(cid),
+                mapping={"mode": mode, "created_by": creator, "created_at_ms": str(now_ms)},
+            )
             p.hset(k.conv_members(cid), mapping={u: str(t) for u, t in everyone.items()})
             for u in everyone:
                 p.zadd(k.user_conversations(u), {cid: 0})
@@ -104,16 +112,24 @@ class DmStore:
             meta, members = await p.execute()
         if not meta:
             raise ConversationNotFound(cid)
-        return Conversation(cid, meta["mode"], meta["created_by"], int(meta["created_at_ms"]),
-                            {u: int(t) for u, t in members.items()})
+        return Conversation(
+            cid,
+            meta["mode"],
+            meta["created_by"],
+            int(meta["created_at_ms"]),
+            {u: int(t) for u, t in members.items()},
+        )
 
-    async def conversations_of(self, uid: str, after: str | None = None,
-                               limit: int = 100) -> list[str]:
+    async def conversations_of(self, uid: str, after: str | None = None, limit: int = 100) -> list[str]:
         """A page of the user's conversation ids in id order, after ``after`` (exclusive):
         a sorted set of equal scores, read by lexicographic range (ZRANGE BYLEX)."""
         low = f"({after}" if after else "-"
-        return [str(c) for c in await self.redis.zrange(
-            k.user_conversations(uid), low, "+", bylex=True, offset=0, num=limit)]
+        return [
+            str(c)
+            for c in await self.redis.zrange(
+                k.user_conversations(uid), low, "+", bylex=True, offset=0, num=limit
+            )
+        ]
 
     async def remove_member(self, cid: str, uid: str) -> bool:
         """Remove ``uid``, noting (in the same slot) that its events are still to publish."""
@@ -133,13 +149,26 @@ class DmStore:
         await self.redis.hset(k.conv_left(cid), uid, "1")
 
     # -- messages -------------------------------------------------------------------
-    async def append(self, cid: str, sender: str, fields: dict[str, str], *,
-                     idempotency_key: str | None, request_hash: str) -> SendResult:
+    async def append(
+        self,
+        cid: str,
+        sender: str,
+        fields: dict[str, str],
+        *,
+        idempotency_key: str | None,
+        request_hash: str,
+    ) -> SendResult:
         key = k.conv_idempotency(cid, sender, idempotency_key or "-")
         status, value, *members = await self._send(
             keys=[key, k.conv_members(cid), k.conv_messages(cid), k.conv_rate(cid, sender)],
-            args=[sender, request_hash if idempotency_key else "", self._idem_ttl_s, self._rate,
-                  json.dumps(fields, separators=(",", ":"))])
+            args=[
+                sender,
+                request_hash if idempotency_key else "",
+                self._idem_ttl_s,
+                self._rate,
+                json.dumps(fields, separators=(",", ":")),
+            ],
+        )
         if status == "ok":
             return SendResult(value, replayed=False, members=tuple(members), announced=False)
         if status == "dup":
@@ -148,8 +177,7 @@ class DmStore:
             if seen_hash != request_hash:
                 raise IdempotencyConflict(idempotency_key or "")
             # Records written before the flag existed ("id|hash") count as announced.
-            return SendResult(message_id, replayed=True, members=tuple(members),
-                              announced=flag != "0")
+            return SendResult(message_id, replayed=True, members=tuple(members), announced=flag != "0")
         if status == "not_member":
             raise NotMember(cid)
         err = RateLimited(f"retry in {value} ms")
@@ -158,13 +186,13 @@ class DmStore:
 
     async def page(self, cid: str, after: str | None, limit: int) -> list[tuple[str, dict[str, str]]]:
         start = f"({after}" if after else "-"
-        raw = stream_entries(await self.redis.xrange(k.conv_messages(cid), min=start,
-                                                     count=limit))
+        raw = stream_entries(await self.redis.xrange(k.conv_messages(cid), min=start, count=limit))
         return [_message(i, f) for i, f in raw]
 
     async def message(self, cid: str, message_id: str) -> dict[str, str]:
-        raw = stream_entries(await self.redis.xrange(k.conv_messages(cid), min=message_id,
-                                                     max=message_id))
+        raw = stream_entries(
+            await self.redis.xrange(k.conv_messages(cid), min=message_id, max=message_id)
+        )
         if not raw:
             raise MessageNotFound(message_id)
         return _message(*raw[0])[1]
@@ -175,7 +203,8 @@ class DmStore:
 
     async def unsend(self, cid: str, message_id: str, requester: str) -> Unsent:
         status, media, grant = await self._unsend(
-            keys=[k.conv_messages(cid), k.conv_unsent(cid)], args=[message_id, requester])
+            keys=[k.conv_messages(cid), k.conv_unsent(cid)], args=[message_id, requester]
+        )
         if status == "missing":
             raise MessageNotFound(message_id)
         if status == "forbidden":
@@ -229,9 +258,18 @@ class DmStore:
     async def blocks_of(self, uid: str) -> set[str]:
         return set(cast(set[str], await self.redis.smembers(k.user_blocks(uid))))  # decoded
 
-    async def announce(self, notify: NotifyLog, event: dict[str, str], *, cid: str,
-                       message_id: str, received_by: Iterable[str], media_id: str | None,
-                       idempotency_key: str | None, sender: str) -> None:
+    async def announce(
+        self,
+        notify: NotifyLog,
+        event: dict[str, str],
+        *,
+        cid: str,
+        message_id: str,
+        received_by: Iterable[str],
+        media_id: str | None,
+        idempotency_key: str | None,
+        sender: str,
+    ) -> None:
         """Push the message to its recipients and record, per recipient, which message brought
         them the media (re-share rights); then mark the send announced, so an idempotent retry
         knows whether it must finish this step.  Every write here is idempotent."""
@@ -246,7 +284,8 @@ class DmStore:
                 await p.execute()
         if idempotency_key:
             await self._mark_announced(
-                keys=[k.conv_idempotency(cid, sender, idempotency_key)], args=[message_id])
+                keys=[k.conv_idempotency(cid, sender, idempotency_key)], args=[message_id]
+            )
 
     async def holds_media(self, uid: str, media_id: str) -> bool:
         """Whether ``uid`` currently holds ``media_id`` through a plain message: one that
@@ -254,7 +293,7 @@ class DmStore:
         Checked afresh at every re-share (dead sources are dropped as they are found)."""
         key = k.user_received(uid, media_id)
         members = cast(set[str], await self.redis.smembers(key))  # decoded
-        sources = sorted(members)[-k.RECEIVED_SOURCES_MAX:]
+        sources = sorted(members)[-k.RECEIVED_SOURCES_MAX :]
         if not sources:
             return False
         pairs = [s.split("|", 1) for s in sources]
@@ -268,10 +307,12 @@ class DmStore:
             await self.redis.srem(key, *dead)
         return len(dead) < len(sources)
 
-    async def put_device(self, uid: str, device_id: str, record: dict[str, Any],
-                         max_devices: int) -> None:
-        stored = await self._put_device(keys=[k.user_devices(uid)], args=[
-            device_id, json.dumps(record, sort_keys=True), max_devices])
+    async def put_device(
+        self, uid: str, device_id: str, record: dict[str, Any], max_devices: int
+    ) -> None:
+        stored = await self._put_device(
+            keys=[k.user_devices(uid)], args=[device_id, json.dumps(record, sort_keys=True), max_devices]
+        )
         if not stored:
             raise NotAllowed(f"at most {max_devices} devices per user")
 
@@ -284,8 +325,9 @@ class DmStore:
             for u in users:
                 p.hgetall(k.user_devices(u))
             rows = await p.execute()
-        return {u: {d: json.loads(v) for d, v in row.items()} for u, row in zip(users, rows,
-                                                                                strict=True)}
+        return {
+            u: {d: json.loads(v) for d, v in row.items()} for u, row in zip(users, rows, strict=True)
+        }
 
     async def save_profile(self, uid: str, profile: dict[str, str]) -> None:
         """Dev issuer: the new user's profile; they exist from now on (see user_seen)."""
@@ -299,13 +341,15 @@ class DmStore:
         """File a report; ``(report id, True)`` for a repeat of the reporter's earlier report
         of the same message, which files nothing.  The claim is taken before the XADD, so
         concurrent repeats file one report (an id of "" means the first is in flight)."""
-        dedup = k.report_dedup(fields["reporter"], fields["conversation_id"],
-                               fields["message_id"])
+        dedup = k.report_dedup(fields["reporter"], fields["conversation_id"], fields["message_id"])
         if not await self.redis.set(dedup, "", nx=True, ex=k.REPORT_DEDUP_TTL_S):
             return str(await self.redis.get(dedup) or ""), True
         try:
-            report_id = str(await self.redis.xadd(k.REPORTS_STREAM, field_map(fields),
-                                                  maxlen=k.REPORTS_MAXLEN, approximate=True))
+            report_id = str(
+                await self.redis.xadd(
+                    k.REPORTS_STREAM, field_map(fields), maxlen=k.REPORTS_MAXLEN, approximate=True
+                )
+            )
         except BaseException:
             await self.redis.delete(dedup)  # let the retry file it
             raise

@@ -22,8 +22,11 @@ from .errors import NotFound, WebClientDisabled
 from .web_state import STATE
 
 WEBAPP_DIR = Path(__file__).resolve().parent / "webapp"
-FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-         "app.css": "text/css; charset=utf-8"}
+FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+}
 _BODIES = {name: (WEBAPP_DIR / name).read_bytes() for name in FILES}
 
 
@@ -34,12 +37,18 @@ def _origin(url: str) -> str:
 
 def _headers(request: web.Request, content_type: str) -> dict[str, str]:
     edge = _origin(request.app[STATE].settings.edge_base_url)
-    csp = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-           f"media-src {edge}; connect-src 'self' {edge}; base-uri 'none'; form-action 'none'; "
-           "frame-ancestors 'none'")
-    return {"Content-Type": content_type, "Content-Security-Policy": csp,
-            "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
-            "Cache-Control": "no-cache"}
+    csp = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"media-src {edge}; connect-src 'self' {edge}; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return {
+        "Content-Type": content_type,
+        "Content-Security-Policy": csp,
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-cache",
+    }
 
 
 def _check_enabled(request: web.Request) -> None:
@@ -64,9 +73,10 @@ async def config(request: web.Request) -> web.Response:
     """What the page needs to know: where the edge is and whether the dev issuer signs in."""
     _check_enabled(request)
     state = request.app[STATE]
-    return web.json_response({"edge_url": state.settings.edge_base_url.rstrip("/"),
-                              "dev_issuer": state.issuer is not None},
-                             headers={"Cache-Control": "no-cache"})
+    return web.json_response(
+        {"edge_url": state.settings.edge_base_url.rstrip("/"), "dev_issuer": state.issuer is not None},
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 async def redirect(request: web.Request) -> web.Response:
@@ -74,12 +84,44 @@ async def redirect(request: web.Request) -> web.Response:
 
 
 ROUTES = (
-    Route("GET", "/app", redirect, "The web client (redirects to /app/)", "web", auth="none",
-          responses=(302,), api=api.APP_REDIRECT),
-    Route("GET", "/app/", index, "The web client's page", "web", auth="none",
-          responses=(200, 404), api=api.APP_INDEX),
-    Route("GET", "/app/config.json", config, "The web client's configuration", "web",
-          auth="none", responses=(200, 404), api=api.APP_CONFIG),
-    Route("GET", "/app/{name}", asset, "The web client's script and style", "web", auth="none",
-          responses=(200, 404), api=api.APP_ASSET),
+    Route(
+        "GET",
+        "/app",
+        redirect,
+        "The web client (redirects to /app/)",
+        "web",
+        auth="none",
+        responses=(302,),
+        api=api.APP_REDIRECT,
+    ),
+    Route(
+        "GET",
+        "/app/",
+        index,
+        "The web client's page",
+        "web",
+        auth="none",
+        responses=(200, 404),
+        api=api.APP_INDEX,
+    ),
+    Route(
+        "GET",
+        "/app/config.json",
+        config,
+        "The web client's configuration",
+        "web",
+        auth="none",
+        responses=(200, 404),
+        api=api.APP_CONFIG,
+    ),
+    Route(
+        "GET",
+        "/app/{name}",
+        asset,
+        "The web client's script and style",
+        "web",
+        auth="none",
+        responses=(200, 404),
+        api=api.APP_ASSET,
+    ),
 )

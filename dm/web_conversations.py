@@ -38,8 +38,9 @@ async def create_conversation(request: web.Request) -> web.Response:
     await state.check_may_open(me, others)
     conv = await state.store.create_conversation(new_id("c"), me.sub, others, mode)
     await state.notify.publish(state.notify.event("joined", conv.id, conv.members, {}))
-    return web.json_response(conv.view(), status=201,
-                             headers={"Location": f"/v1/conversations/{conv.id}"})
+    return web.json_response(
+        conv.view(), status=201, headers={"Location": f"/v1/conversations/{conv.id}"}
+    )
 
 
 async def list_conversations(request: web.Request) -> web.Response:
@@ -55,8 +56,9 @@ async def list_conversations(request: web.Request) -> web.Response:
     if not 1 <= limit <= state.settings.page_limit_max:
         raise InvalidField(f"limit must be 1..{state.settings.page_limit_max}")
     page = await state.store.conversations_of(me.sub, after, limit)
-    return web.json_response({"conversations": page, "next_cursor": page[-1] if page else after,
-                              "more": len(page) == limit})
+    return web.json_response(
+        {"conversations": page, "next_cursor": page[-1] if page else after, "more": len(page) == limit}
+    )
 
 
 async def get_conversation(request: web.Request) -> web.Response:
@@ -91,8 +93,9 @@ async def remove_member(request: web.Request) -> web.Response:
         if done == "1":  # a finished removal: nothing is published twice
             return web.json_response({"conversation_id": cid, "removed": target})
     await state.revocations.publish(revocation.left(cid, target))
-    await state.notify.publish(state.notify.event(
-        "member_left", cid, sorted({*conv.members, target}), {"user_id": target}))
+    await state.notify.publish(
+        state.notify.event("member_left", cid, sorted({*conv.members, target}), {"user_id": target})
+    )
     await state.store.mark_left_announced(cid, target)
     state.conv_cache.evict(cid)
     return web.json_response({"conversation_id": cid, "removed": target})
@@ -110,27 +113,74 @@ async def block(request: web.Request) -> web.Response:
         changed = await state.store.block(me.sub, target, state.settings.max_blocks_per_user)
     state.block_cache.evict(me.sub)
     if changed:  # a repeat changes nothing and announces nothing (caches expire in 60 s)
-        await state.notify.publish(state.notify.event("blocks_changed", "", [],
-                                                      {"user_id": me.sub}))
+        await state.notify.publish(state.notify.event("blocks_changed", "", [], {"user_id": me.sub}))
     return web.json_response({"user_id": target, "blocked": request.method != "DELETE"})
 
 
 ROUTES = (
-    Route("POST", "/v1/conversations", create_conversation, "Open a conversation",
-          "conversations", responses=(201, 400, 401, 403, 404, 503), body="members, mode",
-          limit="conversation_create", api=api.CREATE_CONVERSATION),
-    Route("GET", "/v1/conversations", list_conversations, "My conversations, a page at a time",
-          "conversations", responses=(200, 400, 401),
-          params=(("after", "query", "cursor: the last conversation id seen"),
-                  ("limit", "query", "page size (default 100)")), limit="lookup",
-          api=api.LIST_CONVERSATIONS),
-    Route("GET", "/v1/conversations/{cid}", get_conversation, "One conversation",
-          "conversations", responses=(200, 401, 403, 404), limit="lookup", api=api.GET_CONVERSATION),
-    Route("DELETE", "/v1/conversations/{cid}/members/{user_id}", remove_member,
-          "Leave, or remove a member", "conversations", responses=(200, 401, 403, 404, 503),
-          limit="membership", api=api.REMOVE_MEMBER),
-    Route("POST", "/v1/blocks/{user_id}", block, "Block a user", "conversations",
-          responses=(200, 400, 401, 403), limit="block", api=api.BLOCK),
-    Route("DELETE", "/v1/blocks/{user_id}", block, "Unblock a user", "conversations",
-          responses=(200, 400, 401), limit="block", api=api.UNBLOCK),
+    Route(
+        "POST",
+        "/v1/conversations",
+        create_conversation,
+        "Open a conversation",
+        "conversations",
+        responses=(201, 400, 401, 403, 404, 503),
+        body="members, mode",
+        limit="conversation_create",
+        api=api.CREATE_CONVERSATION,
+    ),
+    Route(
+        "GET",
+        "/v1/conversations",
+        list_conversations,
+        "My conversations, a page at a time",
+        "conversations",
+        responses=(200, 400, 401),
+        params=(
+            ("after", "query", "cursor: the last conversation id seen"),
+            ("limit", "query", "page size (default 100)"),
+        ),
+        limit="lookup",
+        api=api.LIST_CONVERSATIONS,
+    ),
+    Route(
+        "GET",
+        "/v1/conversations/{cid}",
+        get_conversation,
+        "One conversation",
+        "conversations",
+        responses=(200, 401, 403, 404),
+        limit="lookup",
+        api=api.GET_CONVERSATION,
+    ),
+    Route(
+        "DELETE",
+        "/v1/conversations/{cid}/members/{user_id}",
+        remove_member,
+        "Leave, or remove a member",
+        "conversations",
+        responses=(200, 401, 403, 404, 503),
+        limit="membership",
+        api=api.REMOVE_MEMBER,
+    ),
+    Route(
+        "POST",
+        "/v1/blocks/{user_id}",
+        block,
+        "Block a user",
+        "conversations",
+        responses=(200, 400, 401, 403),
+        limit="block",
+        api=api.BLOCK,
+    ),
+    Route(
+        "DELETE",
+        "/v1/blocks/{user_id}",
+        block,
+        "Unblock a user",
+        "conversations",
+        responses=(200, 400, 401),
+        limit="block",
+        api=api.UNBLOCK,
+    ),
 )

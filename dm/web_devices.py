@@ -36,9 +36,12 @@ async def put_key(request: web.Request) -> web.Response:
         envelope.parse_public_key(suite, raw)
     except (Base64Error, envelope.EnvelopeError) as exc:
         raise InvalidField(f"public_key: {exc}") from None
-    record = {"suite": suite, "public_key": b64url_encode(raw),
-              "fingerprint": envelope.fingerprint(suite, raw),
-              "updated_at_ms": int(time.time() * 1000)}
+    record = {
+        "suite": suite,
+        "public_key": b64url_encode(raw),
+        "fingerprint": envelope.fingerprint(suite, raw),
+        "updated_at_ms": int(time.time() * 1000),
+    }
     await state.store.put_device(me.sub, device_id, record, state.settings.max_devices_per_user)
     return web.json_response({"user_id": me.sub, "device_id": device_id, **record})
 
@@ -60,17 +63,41 @@ async def list_devices(request: web.Request) -> web.Response:
     await state.session(request)
     user = _user_id(request.match_info["user_id"], "user_id")
     devices = (await state.store.devices_of([user]))[user]
-    return web.json_response({"user_id": user, "devices": [
-        {"device_id": d, **rec} for d, rec in sorted(devices.items())]})
+    return web.json_response(
+        {"user_id": user, "devices": [{"device_id": d, **rec} for d, rec in sorted(devices.items())]}
+    )
 
 
 ROUTES = (
-    Route("PUT", "/v1/devices/{device_id}/key", put_key, "Publish this device's HPKE key",
-          "devices", responses=(200, 400, 401, 403), body="suite, public_key (base64url)",
-          limit="device_key", api=api.PUT_KEY),
-    Route("DELETE", "/v1/devices/{device_id}/key", delete_key,
-          "Withdraw one of my devices' keys", "devices", responses=(200, 401, 404), limit="device_key",
-          api=api.DELETE_KEY),
-    Route("GET", "/v1/users/{user_id}/devices", list_devices, "A user's device keys",
-          "devices", responses=(200, 401), limit="lookup", api=api.LIST_DEVICES),
+    Route(
+        "PUT",
+        "/v1/devices/{device_id}/key",
+        put_key,
+        "Publish this device's HPKE key",
+        "devices",
+        responses=(200, 400, 401, 403),
+        body="suite, public_key (base64url)",
+        limit="device_key",
+        api=api.PUT_KEY,
+    ),
+    Route(
+        "DELETE",
+        "/v1/devices/{device_id}/key",
+        delete_key,
+        "Withdraw one of my devices' keys",
+        "devices",
+        responses=(200, 401, 404),
+        limit="device_key",
+        api=api.DELETE_KEY,
+    ),
+    Route(
+        "GET",
+        "/v1/users/{user_id}/devices",
+        list_devices,
+        "A user's device keys",
+        "devices",
+        responses=(200, 401),
+        limit="lookup",
+        api=api.LIST_DEVICES,
+    ),
 )

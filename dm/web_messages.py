@@ -67,8 +67,9 @@ async def send(request: web.Request) -> web.Response:
     else:
         fields = await _plain_fields(state, me, conv, parse_json(raw, _PLAIN_FIELDS))
     verdict = await state.scan_send(me, conv, fields)  # safety (docs/safety.md): may hold
-    result = await state.store.append(conv.id, me.sub, fields, idempotency_key=idem,
-                                      request_hash=hashlib.sha256(raw).hexdigest()[:32])
+    result = await state.store.append(
+        conv.id, me.sub, fields, idempotency_key=idem, request_hash=hashlib.sha256(raw).hexdigest()[:32]
+    )
     if result.replayed:
         if await state.store.is_unsent(conv.id, result.message_id):
             raise MessageUnsent(result.message_id)
@@ -87,13 +88,16 @@ async def send(request: web.Request) -> web.Response:
     body = render(None, conv.id, result.message_id, fields, me.sub, me.dev)
     if fields.get("held"):
         body["held"] = True
-    return web.json_response(body, status=200 if result.replayed else 202 if verdict.held
-                             else 201,
-                             headers={"Idempotent-Replayed": "true"} if result.replayed else None)
+    return web.json_response(
+        body,
+        status=200 if result.replayed else 202 if verdict.held else 201,
+        headers={"Idempotent-Replayed": "true"} if result.replayed else None,
+    )
 
 
-async def _plain_fields(state: DmState, me: Session, conv: Conversation,
-                        doc: dict[str, Any]) -> dict[str, str]:
+async def _plain_fields(
+    state: DmState, me: Session, conv: Conversation, doc: dict[str, Any]
+) -> dict[str, str]:
     text, media_id = doc.get("text"), doc.get("media_id")
     if text is None and media_id is None:
         raise InvalidField("a message needs text, media_id or both")
@@ -106,8 +110,12 @@ async def _plain_fields(state: DmState, me: Session, conv: Conversation,
     if media_id is not None:
         media = await state.media(check_id(media_id, "media_id"))
         rights.check_audience(media, me)  # the sender must be allowed to view it too
-        received = (not media.is_public and media.owner != me.sub and media.allow_reshare
-                    and await state.store.holds_media(me.sub, media.id))
+        received = (
+            not media.is_public
+            and media.owner != me.sub
+            and media.allow_reshare
+            and await state.store.holds_media(me.sub, media.id)
+        )
         rights.may_share(media, me.sub, received_from_owner_chain=received)
     for check in state.safety:
         await check.check(me.sub, media, text or "")
@@ -119,17 +127,22 @@ async def _plain_fields(state: DmState, me: Session, conv: Conversation,
     return fields
 
 
-async def _announce(state: DmState, cid: str, result: SendResult, fields: dict[str, str],
-                    idempotency_key: str | None) -> None:
+async def _announce(
+    state: DmState, cid: str, result: SendResult, fields: dict[str, str], idempotency_key: str | None
+) -> None:
     """Notify the members the message was stored for; record who received private media."""
     recipients = result.members
-    event = state.notify.event("message", cid, recipients,
-                               {"message_id": result.message_id, **fields})
+    event = state.notify.event("message", cid, recipients, {"message_id": result.message_id, **fields})
     await state.store.announce(
-        state.notify, event, cid=cid, message_id=result.message_id,
+        state.notify,
+        event,
+        cid=cid,
+        message_id=result.message_id,
         received_by=[u for u in recipients if u != fields.get("sender")],
-        media_id=fields.get("media_id"), idempotency_key=idempotency_key,
-        sender=fields.get("sender", ""))
+        media_id=fields.get("media_id"),
+        idempotency_key=idempotency_key,
+        sender=fields.get("sender", ""),
+    )
 
 
 async def read(request: web.Request) -> web.Response:
@@ -146,11 +159,15 @@ async def read(request: web.Request) -> web.Response:
         raise BadCursor(f"limit must be 1..{state.settings.page_limit_max}")
     entries = await state.store.page(conv.id, after, limit)
     blocked = await state.blocks_of(me.sub)
-    messages = [render(state.minter, conv.id, mid, f, me.sub, me.dev) for mid, f in entries
-                if f.get("sender") not in blocked and not f.get("held")]
+    messages = [
+        render(state.minter, conv.id, mid, f, me.sub, me.dev)
+        for mid, f in entries
+        if f.get("sender") not in blocked and not f.get("held")
+    ]
     next_cursor = entries[-1][0] if entries else after
-    return web.json_response({"messages": messages, "next_cursor": next_cursor,
-                              "more": len(entries) == limit})
+    return web.json_response(
+        {"messages": messages, "next_cursor": next_cursor, "more": len(entries) == limit}
+    )
 
 
 async def unsend(request: web.Request) -> web.Response:
@@ -165,24 +182,45 @@ async def unsend(request: web.Request) -> web.Response:
         await state.revocations.publish(revocation.unsent(conv.id, message_id))
         if gone.grant_id:
             await state.revocations.publish(revocation.grant_revoked(gone.grant_id))
-        await state.notify.publish(state.notify.event("unsent", conv.id, conv.members,
-                                                      {"message_id": message_id}))
+        await state.notify.publish(
+            state.notify.event("unsent", conv.id, conv.members, {"message_id": message_id})
+        )
         await state.store.mark_unsend_announced(conv.id, message_id)
-    return web.json_response({"conversation_id": conv.id, "message_id": message_id,
-                              "unsent": True})
+    return web.json_response({"conversation_id": conv.id, "message_id": message_id, "unsent": True})
 
 
 ROUTES = (
-    Route("POST", "/v1/conversations/{cid}/messages", send,
-          "Send a message (honours Idempotency-Key)", "messages",
-          responses=(200, 201, 202, 400, 401, 403, 404, 409, 410, 413, 429, 503),
-          body="text and/or media_id (plain); envelopes (sealed)",
-          params=(("Idempotency-Key", "header", "retry-safe key, [A-Za-z0-9_-]{1,64}"),), limit="send",
-          api=api.SEND),
-    Route("GET", "/v1/conversations/{cid}/messages", read, "Read a page of messages", "messages",
-          responses=(200, 400, 401, 403, 404, 503),
-          params=(("after", "query", "cursor: the last message id seen"),
-                  ("limit", "query", "page size")), limit="read", api=api.READ),
-    Route("DELETE", "/v1/conversations/{cid}/messages/{message_id}", unsend, "Unsend a message",
-          "messages", responses=(200, 401, 403, 404, 503), limit="unsend", api=api.UNSEND),
+    Route(
+        "POST",
+        "/v1/conversations/{cid}/messages",
+        send,
+        "Send a message (honours Idempotency-Key)",
+        "messages",
+        responses=(200, 201, 202, 400, 401, 403, 404, 409, 410, 413, 429, 503),
+        body="text and/or media_id (plain); envelopes (sealed)",
+        params=(("Idempotency-Key", "header", "retry-safe key, [A-Za-z0-9_-]{1,64}"),),
+        limit="send",
+        api=api.SEND,
+    ),
+    Route(
+        "GET",
+        "/v1/conversations/{cid}/messages",
+        read,
+        "Read a page of messages",
+        "messages",
+        responses=(200, 400, 401, 403, 404, 503),
+        params=(("after", "query", "cursor: the last message id seen"), ("limit", "query", "page size")),
+        limit="read",
+        api=api.READ,
+    ),
+    Route(
+        "DELETE",
+        "/v1/conversations/{cid}/messages/{message_id}",
+        unsend,
+        "Unsend a message",
+        "messages",
+        responses=(200, 401, 403, 404, 503),
+        limit="unsend",
+        api=api.UNSEND,
+    ),
 )

@@ -35,8 +35,9 @@ def _int_query(request: web.Request, name: str, default: int, hi: int) -> int:
 
 
 def _context_n(state: DmState, request: web.Request) -> int:
-    return _int_query(request, "context", state.settings.moderation_context,
-                      state.settings.moderation_context_max)
+    return _int_query(
+        request, "context", state.settings.moderation_context, state.settings.moderation_context_max
+    )
 
 
 async def queue(request: web.Request) -> web.Response:
@@ -48,8 +49,13 @@ async def queue(request: web.Request) -> web.Response:
         raise InvalidField("status must be open, closed or all")
     limit = _int_query(request, "limit", 50, 500)
     items = await state.queue.items(status=status, limit=limit)
-    await state.audit.record(actor=me.sub, roles=me.roles, action="list_queue",
-                             justification="", detail={"status": status, "items": len(items)})
+    await state.audit.record(
+        actor=me.sub,
+        roles=me.roles,
+        action="list_queue",
+        justification="",
+        detail={"status": status, "items": len(items)},
+    )
     return web.json_response({"items": [it.summary() for it in items]})
 
 
@@ -58,8 +64,7 @@ async def open_item(request: web.Request) -> web.Response:
     me = await state.session(request)
     require_role(me, "moderator")
     item = await state.queue.get(request.match_info["item_id"])
-    return web.json_response(await moderation.open_item(state, me, item,
-                                                        _context_n(state, request)))
+    return web.json_response(await moderation.open_item(state, me, item, _context_n(state, request)))
 
 
 async def act(request: web.Request) -> web.Response:
@@ -83,8 +88,9 @@ async def open_message(request: web.Request) -> web.Response:
     justification = request.query.get("justification", "")
     if len(justification) > 64:
         raise InvalidField("justification is a review item or legal request id")
-    return web.json_response(await moderation.open_message(
-        state, me, cid, mid, justification, _context_n(state, request)))
+    return web.json_response(
+        await moderation.open_message(state, me, cid, mid, justification, _context_n(state, request))
+    )
 
 
 async def audit_log(request: web.Request) -> web.Response:
@@ -116,37 +122,92 @@ async def legal_export(request: web.Request) -> web.Response:
 
 
 ROUTES = (
-    Route("GET", "/v1/moderation/queue", queue, "Review queue: reports, alerts, media holds "
-          "(metadata only; moderator)", "moderation", auth="moderator",
-          responses=(200, 400, 401, 403),
-          params=(("status", "query", "open | closed | all"), ("limit", "query", "0..500")),
-          limit="moderation", api=api.QUEUE),
-    Route("GET", "/v1/moderation/items/{item_id}", open_item, "Open a review item: the "
-          "message in context (plain) or what the reporter unlocked (sealed); audited",
-          "moderation", auth="moderator", responses=(200, 400, 401, 403, 404),
-          params=(("context", "query", "messages either side (plain)"),), limit="moderation",
-          api=api.OPEN_ITEM),
-    Route("POST", "/v1/moderation/items/{item_id}/actions", act, "Act on an item: dismiss, "
-          "remove_message, take_down_media, bank_media, suspend_user, release; audited",
-          "moderation", auth="moderator", responses=(200, 400, 401, 403, 404, 409),
-          body="action, reason", limit="moderation", api=api.ACT),
-    Route("GET", "/v1/moderation/conversations/{cid}/messages/{message_id}", open_message,
-          "Open a plain message under a justification (review item or legal request id); "
-          "refused without one; audited", "moderation", auth="moderator",
-          responses=(200, 400, 401, 403, 404, 409),
-          params=(("justification", "query", "review item or legal request id"),
-                  ("context", "query", "messages either side")), limit="moderation",
-          api=api.OPEN_MESSAGE),
-    Route("GET", "/v1/audit", audit_log, "The audit log (auditor role only)", "moderation",
-          responses=(200, 400, 401, 403),
-          params=(("after", "query", "last entry id seen"), ("limit", "query", "1..1000")),
-          limit="audit", api=api.AUDIT),
-    Route("POST", "/v1/legal/requests", file_legal_request, "File a legal request: reference, "
-          "conversation, time scope (legal role); audited", "legal",
-          responses=(201, 400, 401, 403, 404),
-          body="reference, conversation_id, from_ms, to_ms", limit="legal", api=api.LEGAL_REQUEST),
-    Route("GET", "/v1/legal/requests/{request_id}/export", legal_export, "Export for a legal "
-          "request: plain messages in scope, or sealed metadata and a statement that content "
-          "is unavailable (legal role); audited", "legal", responses=(200, 401, 403, 404),
-          limit="legal", api=api.LEGAL_EXPORT),
+    Route(
+        "GET",
+        "/v1/moderation/queue",
+        queue,
+        "Review queue: reports, alerts, media holds (metadata only; moderator)",
+        "moderation",
+        auth="moderator",
+        responses=(200, 400, 401, 403),
+        params=(("status", "query", "open | closed | all"), ("limit", "query", "0..500")),
+        limit="moderation",
+        api=api.QUEUE,
+    ),
+    Route(
+        "GET",
+        "/v1/moderation/items/{item_id}",
+        open_item,
+        "Open a review item: the "
+        "message in context (plain) or what the reporter unlocked (sealed); audited",
+        "moderation",
+        auth="moderator",
+        responses=(200, 400, 401, 403, 404),
+        params=(("context", "query", "messages either side (plain)"),),
+        limit="moderation",
+        api=api.OPEN_ITEM,
+    ),
+    Route(
+        "POST",
+        "/v1/moderation/items/{item_id}/actions",
+        act,
+        "Act on an item: dismiss, "
+        "remove_message, take_down_media, bank_media, suspend_user, release; audited",
+        "moderation",
+        auth="moderator",
+        responses=(200, 400, 401, 403, 404, 409),
+        body="action, reason",
+        limit="moderation",
+        api=api.ACT,
+    ),
+    Route(
+        "GET",
+        "/v1/moderation/conversations/{cid}/messages/{message_id}",
+        open_message,
+        "Open a plain message under a justification (review item or legal request id); "
+        "refused without one; audited",
+        "moderation",
+        auth="moderator",
+        responses=(200, 400, 401, 403, 404, 409),
+        params=(
+            ("justification", "query", "review item or legal request id"),
+            ("context", "query", "messages either side"),
+        ),
+        limit="moderation",
+        api=api.OPEN_MESSAGE,
+    ),
+    Route(
+        "GET",
+        "/v1/audit",
+        audit_log,
+        "The audit log (auditor role only)",
+        "moderation",
+        responses=(200, 400, 401, 403),
+        params=(("after", "query", "last entry id seen"), ("limit", "query", "1..1000")),
+        limit="audit",
+        api=api.AUDIT,
+    ),
+    Route(
+        "POST",
+        "/v1/legal/requests",
+        file_legal_request,
+        "File a legal request: reference, conversation, time scope (legal role); audited",
+        "legal",
+        responses=(201, 400, 401, 403, 404),
+        body="reference, conversation_id, from_ms, to_ms",
+        limit="legal",
+        api=api.LEGAL_REQUEST,
+    ),
+    Route(
+        "GET",
+        "/v1/legal/requests/{request_id}/export",
+        legal_export,
+        "Export for a legal "
+        "request: plain messages in scope, or sealed metadata and a statement that content "
+        "is unavailable (legal role); audited",
+        "legal",
+        responses=(200, 401, 403, 404),
+        limit="legal",
+        api=api.LEGAL_EXPORT,
+    ),
 )

@@ -23,7 +23,14 @@ def probe(state: DmState) -> OpsProbe:
     def ready_fields(_tail_age_s: float) -> dict[str, Any]:
         return {"websockets": hub.connected}
 
-    return OpsProbe(redis=state.redis, registry=m.registry, tail_age_s=hub.tailer.age_s,
-                    staleness_bound_s=state.settings.staleness_bound_s,
-                    fresh_field="notify_tail_fresh", tail_age_gauge=m.notify_tail_age,
-                    redis_up_gauge=m.redis_up, on_scrape=on_scrape, ready_fields=ready_fields)
+    return OpsProbe(
+        redis=state.redis,
+        registry=m.registry,
+        tail_age_s=hub.tailer.age_s,
+        staleness_bound_s=state.settings.staleness_bound_s,
+        fresh_field="notify_tail_fresh",
+        tail_age_gauge=m.notify_tail_age,
+        redis_up_gauge=m.redis_up,
+        on_scrape=on_scrape,
+        ready_fields=ready_fields,
+    )

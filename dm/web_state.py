@@ -45,8 +45,9 @@ def websocket_protocol_token(request: web.Request) -> str | None:
     for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
         proto = proto.strip()
         if proto.startswith(WS_BEARER_PROTOCOL_PREFIX):
-            return proto[len(WS_BEARER_PROTOCOL_PREFIX):] or None
+            return proto[len(WS_BEARER_PROTOCOL_PREFIX) :] or None
     return None
+
 
 class DmMetrics:
     """dm's Prometheus metrics, in a registry of its own (one per app, no globals).
@@ -59,33 +60,43 @@ class DmMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.sends = Counter("dm_sends", "Messages accepted", ["mode", "replayed"], registry=r)
-        self.send_seconds = Histogram("dm_send_seconds", "Time to accept a message (201/200)",
-                                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                               0.25, 0.5, 1.0, 2.5), registry=r)
+        self.send_seconds = Histogram(
+            "dm_send_seconds",
+            "Time to accept a message (201/200)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
         self.pushes = Counter("dm_pushes", "Events pushed to WebSockets", registry=r)
-        self.alerts = Counter("dm_scan_alerts", "Scanner alerts queued", ["verdict"],
-                              registry=r)
-        self.push_lag = Histogram("dm_push_lag_seconds", "Send accepted to pushed by this process",
-                                  buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
-                                  registry=r)
-        self.http_responses = Counter("dm_http_responses", "HTTP responses by status", ["status"],
-                                      registry=r)
+        self.alerts = Counter("dm_scan_alerts", "Scanner alerts queued", ["verdict"], registry=r)
+        self.push_lag = Histogram(
+            "dm_push_lag_seconds",
+            "Send accepted to pushed by this process",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
+        self.http_responses = Counter(
+            "dm_http_responses", "HTTP responses by status", ["status"], registry=r
+        )
         self.websockets = Gauge("dm_websockets", "WebSockets held by this process", registry=r)
         self.websockets_dropped = Counter(
-            "dm_websockets_dropped", "WebSockets this process closed on its clients", ["reason"],
-            registry=r)
+            "dm_websockets_dropped",
+            "WebSockets this process closed on its clients",
+            ["reason"],
+            registry=r,
+        )
         # slow_consumer: 1000 events behind; slow_writer: a push not written within the
         # write deadline (the client stopped reading).
         self.slow_consumer_drops = self.websockets_dropped.labels("slow_consumer")
         self.slow_writer_drops = self.websockets_dropped.labels("slow_writer")
-        self.redis_up = Gauge("dm_redis_up", "1 if Redis answered a PING at scrape time",
-                              registry=r)
-        self.notify_tail_age = Gauge("dm_notify_tail_age_seconds",
-                                     "Seconds since Redis last answered the notify tail",
-                                     registry=r)
-        self.staleness_bound = Gauge("dm_notify_staleness_bound_seconds",
-                                     "Notify tail age past which /readyz answers 503 "
-                                     "(DM_STALENESS_BOUND_S)", registry=r)
+        self.redis_up = Gauge("dm_redis_up", "1 if Redis answered a PING at scrape time", registry=r)
+        self.notify_tail_age = Gauge(
+            "dm_notify_tail_age_seconds", "Seconds since Redis last answered the notify tail", registry=r
+        )
+        self.staleness_bound = Gauge(
+            "dm_notify_staleness_bound_seconds",
+            "Notify tail age past which /readyz answers 503 (DM_STALENESS_BOUND_S)",
+            registry=r,
+        )
         self._status: dict[int, Any] = {}
 
     def response(self, status: int) -> None:
@@ -139,15 +150,17 @@ class DmState:
         c = self.settings
         self.session_cache = ExpiringCache("session", c.session_cache_size, self.clock)
         self.media_cache = ExpiringCache("media", c.media_cache_size, self.clock)
-        self.session_lookup = CachedLookup(self.session_cache, self._load_session,
-                                           expires_at=_session_exp, key=token_key)
+        self.session_lookup = CachedLookup(
+            self.session_cache, self._load_session, expires_at=_session_exp, key=token_key
+        )
         self.media_lookup = CachedLookup(
-            self.media_cache, self._load_media,
-            expires_at=lambda _: self.clock() + self.settings.media_cache_ttl_s)
+            self.media_cache,
+            self._load_media,
+            expires_at=lambda _: self.clock() + self.settings.media_cache_ttl_s,
+        )
         self.conv_cache = ExpiringCache("conversation", c.conversation_cache_size, self.clock)
         self.block_cache = ExpiringCache("blocks", c.block_cache_size, self.clock)
-        self.recent_unsent = ExpiringCache("recent_unsent", c.recent_unsent_cache_size,
-                                           self.clock)
+        self.recent_unsent = ExpiringCache("recent_unsent", c.recent_unsent_cache_size, self.clock)
         self.frame_cache = ExpiringCache("frames", c.frame_cache_size, self.clock)
 
     async def session(self, request: web.Request) -> Session:
@@ -192,8 +205,7 @@ class DmState:
         if blockers:
             raise Blocked(blockers[0])
 
-    async def scan_send(self, me: Session, conv: Conversation,
-                        fields: dict[str, str]) -> Verdict:
+    async def scan_send(self, me: Session, conv: Conversation, fields: dict[str, str]) -> Verdict:
         """The send path's one safety call: suspended senders are refused in both modes;
         plain content is scanned (a hold marks ``fields`` so reads skip it); sealed content
         cannot be, and the verdict says the scanner saw metadata only."""
@@ -207,8 +219,9 @@ class DmState:
             fields["held"] = "1"
         return verdict
 
-    async def after_send(self, conv: Conversation, message_id: str, fields: dict[str, str],
-                         verdict: Verdict) -> None:
+    async def after_send(
+        self, conv: Conversation, message_id: str, fields: dict[str, str], verdict: Verdict
+    ) -> None:
         """A flag or hold becomes an alert in the review queue."""
         if verdict.alerts:
             await self.queue.add_alert(conv.id, message_id, fields, verdict)

@@ -157,18 +157,20 @@ async def _close_slow(ws: web.WebSocketResponse, request: web.Request) -> None:
     connection: a client that reads nothing will not read a close frame either."""
     try:
         async with asyncio.timeout(1.0):
-            await ws.close(code=aiohttp.WSCloseCode.TRY_AGAIN_LATER,
-                           message=b"slow consumer: reconnect with your cursor")
+            await ws.close(
+                code=aiohttp.WSCloseCode.TRY_AGAIN_LATER,
+                message=b"slow consumer: reconnect with your cursor",
+            )
     except TimeoutError:
         if request.transport is not None:
             request.transport.abort()
 
 
-async def _send(state: DmState, ws: web.WebSocketResponse, entry: Entry, reader: str,
-                device: str) -> None:
+async def _send(
+    state: DmState, ws: web.WebSocketResponse, entry: Entry, reader: str, device: str
+) -> None:
     kind, f = entry[1].get("type"), entry[1]
-    if kind == "message" and f.get("sender") in await state.blocks_of(
-            reader, fallback_on_error=True):
+    if kind == "message" and f.get("sender") in await state.blocks_of(reader, fallback_on_error=True):
         return  # as on reads: messages from users the reader blocked are not shown
     # A plain frame is the same for every socket of one reader: rendered (and its pointer
     # minted) once per message and reader, however many sockets the reader holds.  Sealed
@@ -206,10 +208,22 @@ async def _drain_client(ws: web.WebSocketResponse, sub: Subscription) -> None:
 
 
 ROUTES = (
-    Route("GET", "/v1/stream", stream, "WebSocket: new messages pushed as they arrive",
-          "messages", responses=(101, 400, 401, 429, 503),
-          params=(("cursor", "query", "resume after this cursor"),
-                  ("Sec-WebSocket-Protocol", "header",
-                   "browsers: 'pointer-dm.v1, bearer.<session JWT>' (answered 'pointer-dm.v1')")),
-          limit="connect", api=api.STREAM),
+    Route(
+        "GET",
+        "/v1/stream",
+        stream,
+        "WebSocket: new messages pushed as they arrive",
+        "messages",
+        responses=(101, 400, 401, 429, 503),
+        params=(
+            ("cursor", "query", "resume after this cursor"),
+            (
+                "Sec-WebSocket-Protocol",
+                "header",
+                "browsers: 'pointer-dm.v1, bearer.<session JWT>' (answered 'pointer-dm.v1')",
+            ),
+        ),
+        limit="connect",
+        api=api.STREAM,
+    ),
 )

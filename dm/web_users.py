@@ -24,18 +24,26 @@ async def create_user(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if state.issuer is None:
         raise DevIssuerDisabled()
-    doc = await read_json(request, allowed={"age", "region", "roles", "ttl_s"}) \
-        if request.can_read_body else {}
+    doc = (
+        await read_json(request, allowed={"age", "region", "roles", "ttl_s"})
+        if request.can_read_body
+        else {}
+    )
     age = doc.get("age", "adult")
-    if not (age in ("adult", "minor") or (isinstance(age, int) and not isinstance(age, bool)
-                                          and 1900 <= age <= 2100)):
+    if not (
+        age in ("adult", "minor")
+        or (isinstance(age, int) and not isinstance(age, bool) and 1900 <= age <= 2100)
+    ):
         raise InvalidField("age must be 'adult', 'minor' or a birth year")
     region = region_from_claim(doc.get("region", "GB"))
     if region is None:
         raise InvalidField("region must be an ISO 3166-1 alpha-2 code")
     roles = doc.get("roles", [])
-    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles) \
-            or not set(roles) <= ROLES:
+    if (
+        not isinstance(roles, list)
+        or not all(isinstance(r, str) for r in roles)
+        or not set(roles) <= ROLES
+    ):
         raise InvalidField(f"roles must be a subset of {sorted(ROLES)}")
     if roles and not state.settings.dev_issuer_roles:
         raise DevIssuerRolesDisabled()
@@ -44,12 +52,14 @@ async def create_user(request: web.Request) -> web.Response:
     if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 60 <= ttl_s <= max_ttl:
         raise InvalidField(f"ttl_s must be 60..{max_ttl}")
     user_id, device_id = new_id("u"), new_id("d")
-    token = state.issuer.mint(user_id, dev=device_id, age=age, region=region, roles=roles,
-                              ttl_s=ttl_s)
-    await state.store.save_profile(user_id, {"age": str(age), "region": region,
-                                             "roles": ",".join(roles)})
-    return web.json_response({"user_id": user_id, "device_id": device_id,
-                              "session_token": token, "expires_in": ttl_s}, status=201)
+    token = state.issuer.mint(user_id, dev=device_id, age=age, region=region, roles=roles, ttl_s=ttl_s)
+    await state.store.save_profile(
+        user_id, {"age": str(age), "region": region, "roles": ",".join(roles)}
+    )
+    return web.json_response(
+        {"user_id": user_id, "device_id": device_id, "session_token": token, "expires_in": ttl_s},
+        status=201,
+    )
 
 
 async def link_device(request: web.Request) -> web.Response:
@@ -63,10 +73,12 @@ async def link_device(request: web.Request) -> web.Response:
     # birth year (age_from_claim maps it back exactly), never a rounder "minor" (13) that
     # would let a 9-year-old past a 13+ gate; an unknown age stays unknown.
     age: int | None = None if me.age is None else time.gmtime(state.clock()).tm_year - me.age - 1
-    token = state.issuer.mint(me.sub, dev=device_id, age=age, region=me.region or "GB",
-                              roles=sorted(me.roles))
-    return web.json_response({"user_id": me.sub, "device_id": device_id,
-                              "session_token": token}, status=201)
+    token = state.issuer.mint(
+        me.sub, dev=device_id, age=age, region=me.region or "GB", roles=sorted(me.roles)
+    )
+    return web.json_response(
+        {"user_id": me.sub, "device_id": device_id, "session_token": token}, status=201
+    )
 
 
 async def jwks(request: web.Request) -> web.Response:
@@ -77,12 +89,36 @@ async def jwks(request: web.Request) -> web.Response:
 
 
 ROUTES = (
-    Route("POST", "/v1/users", create_user, "Dev issuer: create a user, device and session",
-          "identity", auth="none", responses=(201, 400, 403, 404),
-          body="age, region, roles (only with DM_DEV_ISSUER_ROLES), ttl_s",
-          limit="signup", api=api.CREATE_USER),
-    Route("POST", "/v1/devices", link_device, "Dev issuer: add a device to my account",
-          "identity", responses=(201, 401, 404), limit="device_link", api=api.LINK_DEVICE),
-    Route("GET", "/.well-known/jwks.json", jwks, "Session verification keys (JWKS)", "identity",
-          auth="none", responses=(200, 404), api=api.JWKS),
+    Route(
+        "POST",
+        "/v1/users",
+        create_user,
+        "Dev issuer: create a user, device and session",
+        "identity",
+        auth="none",
+        responses=(201, 400, 403, 404),
+        body="age, region, roles (only with DM_DEV_ISSUER_ROLES), ttl_s",
+        limit="signup",
+        api=api.CREATE_USER,
+    ),
+    Route(
+        "POST",
+        "/v1/devices",
+        link_device,
+        "Dev issuer: add a device to my account",
+        "identity",
+        responses=(201, 401, 404),
+        limit="device_link",
+        api=api.LINK_DEVICE,
+    ),
+    Route(
+        "GET",
+        "/.well-known/jwks.json",
+        jwks,
+        "Session verification keys (JWKS)",
+        "identity",
+        auth="none",
+        responses=(200, 404),
+        api=api.JWKS,
+    ),
 )

@@ -7,10 +7,15 @@ import sys
 
 
 def main() -> int:
-    commands = {"demo": "loadtests.demo", "bench": "loadtests.bench.__main__",
-                "run": "loadtests.load.runner", "report": "loadtests.report.render",
-                "compare": "loadtests.report.compare",
-                "seed": "loadtests.load.seed", "web": "loadtests.web"}
+    commands = {
+        "demo": "loadtests.demo",
+        "bench": "loadtests.bench.__main__",
+        "run": "loadtests.load.runner",
+        "report": "loadtests.report.render",
+        "compare": "loadtests.report.compare",
+        "seed": "loadtests.load.seed",
+        "web": "loadtests.web",
+    }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(f"usage: python -m loadtests {{{','.join(commands)}}} [args]", file=sys.stderr)
         return 2

@@ -45,16 +45,20 @@ async def _refusal(client: DmClient, url: str) -> str:
 async def demo(root: Path) -> int:
     print(f"Starting Redis, the edge and dm under {root} ...", flush=True)
     async with local_stack(root) as st, aiohttp.ClientSession() as http:
-        alice, bob, carol, teen = (DmClient(st.dm_url, http=http, edge_url=st.edge_url)
-                                   for _ in range(4))
+        alice, bob, carol, teen = (
+            DmClient(st.dm_url, http=http, edge_url=st.edge_url) for _ in range(4)
+        )
         for c, age in ((alice, "adult"), (bob, "adult"), (carol, "adult"), (teen, "minor")):
             await c.create_user(age=age, region="GB")
         say("Users created (dev issuer)", f"alice={alice.uid} bob={bob.uid}")
         data = _video()
-        media = await alice.upload_media(data, content_type="video/mp4", visibility="private",
-                                         min_age=16, filename="clip.mp4")
-        say("Alice registers a private video", f"{media['id']} ({media['size']} bytes, "
-            f"min_age {media['audience']['min_age']})")
+        media = await alice.upload_media(
+            data, content_type="video/mp4", visibility="private", min_age=16, filename="clip.mp4"
+        )
+        say(
+            "Alice registers a private video",
+            f"{media['id']} ({media['size']} bytes, min_age {media['audience']['min_age']})",
+        )
         conv = await alice.create_conversation([bob.uid])
         events = bob.stream()
         pushed = asyncio.ensure_future(events.__anext__())
@@ -63,25 +67,37 @@ async def demo(root: Path) -> int:
         sent = await alice.send(conv["id"], media_id=media["id"], text="watch this")
         async with asyncio.timeout(5):
             event = await pushed
-        say("Alice sends it to Bob; Bob's socket gets it",
-            f"message {sent['id']} pushed in {(time.perf_counter() - t0) * 1000:.1f} ms")
+        say(
+            "Alice sends it to Bob; Bob's socket gets it",
+            f"message {sent['id']} pushed in {(time.perf_counter() - t0) * 1000:.1f} ms",
+        )
         url = event["message"]["media"]["url"]
-        say("Bob's pointer (minted for Bob only)",
+        say(
+            "Bob's pointer (minted for Bob only)",
             f"{len(event['message']['media']['pointer'])} chars, expires in "
-            f"{event['message']['media']['expires_at'] - int(time.time())} s")
+            f"{event['message']['media']['expires_at'] - int(time.time())} s",
+        )
 
         head = await bob.fetch_media(url, method="HEAD")
-        say("Bob: HEAD", f"{head.status} {head.headers['Content-Type']} "
-            f"len={head.headers['Content-Length']} etag={head.headers['ETag']}")
+        say(
+            "Bob: HEAD",
+            f"{head.status} {head.headers['Content-Type']} "
+            f"len={head.headers['Content-Length']} etag={head.headers['ETag']}",
+        )
         got, t0 = bytearray(), time.perf_counter()
         for start in range(0, VIDEO_BYTES, SEGMENT):
             r = await bob.fetch_media(url, range_=(start, start + SEGMENT - 1))
             got += r.body
-            say(f"Bob: GET Range bytes={start}-{start + SEGMENT - 1}",
-                f"{r.status} {r.headers['Content-Range']}")
+            say(
+                f"Bob: GET Range bytes={start}-{start + SEGMENT - 1}",
+                f"{r.status} {r.headers['Content-Range']}",
+            )
         ok = hashlib.sha256(got).hexdigest() == media["sha256"]
-        say("Bob streamed the whole video", f"{len(got)} bytes in "
-            f"{(time.perf_counter() - t0) * 1000:.1f} ms, sha256 {'matches' if ok else 'MISMATCH'}")
+        say(
+            "Bob streamed the whole video",
+            f"{len(got)} bytes in "
+            f"{(time.perf_counter() - t0) * 1000:.1f} ms, sha256 {'matches' if ok else 'MISMATCH'}",
+        )
         say("Carol uses Bob's link", await _refusal(carol, url))
 
         teen_conv = await alice.create_conversation([teen.uid])
@@ -93,15 +109,19 @@ async def demo(root: Path) -> int:
         t0 = time.perf_counter()
         deadline = t0 + 5.0
         # Polling the edge is the point: it measures how soon the unsend takes effect there.
-        while (outcome := await _refusal(bob, url)).startswith("200") \
-                and time.perf_counter() < deadline:  # noqa: ASYNC110
+        while (outcome := await _refusal(bob, url)).startswith("200") and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.002)
-        say("Alice unsends; Bob fetches again",
-            f"{outcome} after {(time.perf_counter() - t0) * 1000:.1f} ms")
+        say(
+            "Alice unsends; Bob fetches again",
+            f"{outcome} after {(time.perf_counter() - t0) * 1000:.1f} ms",
+        )
         await events.aclose()
         async with http.get(f"{st.edge_url}/metrics") as resp:
-            lines = [ln for ln in (await resp.text()).splitlines()
-                     if ln.startswith("cdn_auth_decisions_total")]
+            lines = [
+                ln
+                for ln in (await resp.text()).splitlines()
+                if ln.startswith("cdn_auth_decisions_total")
+            ]
         print("Edge decisions (from /metrics):")
         for ln in lines:
             print("   ", ln)

@@ -22,11 +22,18 @@ from loadtests.stack.processes import interrupt_on_signal, process_stack
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests web", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests web",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--dir", type=Path, default=Path("var/web"), help="working directory")
-    p.add_argument("--exit-after-s", type=float, default=None,
-                   help="stop after this many seconds (for scripted checks)")
+    p.add_argument(
+        "--exit-after-s",
+        type=float,
+        default=None,
+        help="stop after this many seconds (for scripted checks)",
+    )
     a = p.parse_args(argv)
     signal.signal(signal.SIGTERM, interrupt_on_signal)
     sample = a.dir.resolve() / "sample.mp4"
@@ -40,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Sample clip to upload: {sample}", flush=True)
             except (FfmpegUnavailable, OSError) as exc:
                 print(f"(no sample clip: {exc}; upload any MP4)", flush=True)
-            print("Open the URL in two windows that do not share cookies (e.g. a normal and a "
-                  "private window); create a user in each. Ctrl-C stops.", flush=True)
+            print(
+                "Open the URL in two windows that do not share cookies (e.g. a normal and a "
+                "private window); create a user in each. Ctrl-C stops.",
+                flush=True,
+            )
             deadline = None if a.exit_after_s is None else time.monotonic() + a.exit_after_s
             while deadline is None or time.monotonic() < deadline:
                 st.check_alive()

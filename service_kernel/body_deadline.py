@@ -54,8 +54,9 @@ class BodyClock:
             async with asyncio.timeout(remaining):
                 return await step
         except TimeoutError:
-            raise BodyTimeout(f"body slower than {self.deadline.min_rate_bps} B/s after "
-                              f"{self.deadline.grace_s} s") from None
+            raise BodyTimeout(
+                f"body slower than {self.deadline.min_rate_bps} B/s after {self.deadline.grace_s} s"
+            ) from None
 
     def got(self, n: int) -> None:
         self.received += n

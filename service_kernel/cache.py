@@ -56,8 +56,9 @@ def token_key(token: str) -> int:
     process, so nobody can aim two tokens at one key; accidental collisions among the
     at most 10^5 live entries of a cache have odds of about 3 in 10^10.
     """
-    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8,
-                                          key=_TOKEN_KEY_SECRET).digest(), "big")
+    return int.from_bytes(
+        hashlib.blake2b(token.encode(), digest_size=8, key=_TOKEN_KEY_SECRET).digest(), "big"
+    )
 
 
 #: Timestamps repeat across tokens minted in the same second; bounded, so never a leak.
@@ -79,9 +80,9 @@ def shared(value: str) -> str:
     a key id) so the cache holds one copy instead of one per token."""
     return sys.intern(value)
 
+
 #: Ids (``str``) or token digests (``int``, see :func:`token_key`); one kind per cache.
 Key: TypeAlias = str | int
-
 
 
 class ExpiringCache(Generic[V]):
@@ -91,10 +92,16 @@ class ExpiringCache(Generic[V]):
     passes ``on_hit``/``on_miss`` instead (pre-bound metric increments).
     """
 
-    def __init__(self, name: str, maxsize: int, clock: Clock = system_clock,
-                 on_lookup: Callable[[str, bool], None] | None = None, *,
-                 on_hit: Callable[[], object] | None = None,
-                 on_miss: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        maxsize: int,
+        clock: Clock = system_clock,
+        on_lookup: Callable[[str, bool], None] | None = None,
+        *,
+        on_hit: Callable[[], object] | None = None,
+        on_miss: Callable[[], object] | None = None,
+    ) -> None:
         self.name = name
         self.maxsize = maxsize
         # time.time directly for the default clock: one call less on every lookup.
@@ -103,6 +110,7 @@ class ExpiringCache(Generic[V]):
         self._expires: dict[Key, float] = {}
         self._puts_since_sweep = 0
         if on_lookup is not None:
+
             def hit() -> None:
                 on_lookup(name, True)
 

@@ -33,9 +33,14 @@ class CachedLookup(Generic[A, V]):
     the cache key (identity by default; a token digest for tokens).
     """
 
-    def __init__(self, cache: ExpiringCache[V], load: Callable[[A], Awaitable[V]], *,
-                 expires_at: Callable[[V], float],
-                 key: Callable[[A], Key] | None = None) -> None:
+    def __init__(
+        self,
+        cache: ExpiringCache[V],
+        load: Callable[[A], Awaitable[V]],
+        *,
+        expires_at: Callable[[V], float],
+        key: Callable[[A], Key] | None = None,
+    ) -> None:
         self.cache = cache
         self._load = load
         self._expires_at = expires_at

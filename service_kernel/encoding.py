@@ -30,8 +30,7 @@ def b64url_decode(text: str) -> bytes:
     if rem == 1:
         raise Base64Error("base64url length")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)) if _ALPHABET_OK(text) \
-            else None
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)) if _ALPHABET_OK(text) else None
     except (binascii.Error, ValueError) as exc:
         raise Base64Error("base64url alphabet") from exc
     if raw is None:

@@ -28,23 +28,28 @@ class ServiceError(Exception):
         super().__init__(detail or self.public_message)
         self.detail = detail or self.public_message
 
+
 # -- 400: malformed input ---------------------------------------------------
 class MalformedRequest(ServiceError):
     status, code, public_message = 400, "malformed_request", "the request is malformed"
     expose_detail = True
 
+
 class InvalidField(MalformedRequest):
     code, public_message = "invalid_field", "a field is missing or invalid"
+
 
 class InputTooLarge(ServiceError):
     status, code, public_message = 413, "too_large", "the request is too large"
     expose_detail = True
+
 
 class BodyTimeout(ServiceError):
     """The request body arrived too slowly (see :mod:`service_kernel.body_deadline`)."""
 
     status, code, public_message = 408, "body_timeout", "the request body arrived too slowly"
     expose_detail = True
+
 
 # -- 429: rate limits -------------------------------------------------------------
 class RateLimited(ServiceError):

@@ -41,8 +41,10 @@ _JSON = json.JSONEncoder(default=str)  # as json.dumps(..., default=str), built 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": round(record.created, 3), "level": record.levelname,
-            "logger": record.name, "msg": record.getMessage(),
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
         }
         doc.update({k: v for k, v in record.__dict__.items() if k not in _STD})
         if record.exc_info:
@@ -173,11 +175,17 @@ atexit.register(shutdown)
 
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time_s: float) -> None:
-        self.logger.info("access", extra={
-            "method": request.method, "path": request.path, "status": response.status,
-            "bytes": response.body_length, "ms": round(time_s * 1000, 3),
-            "at": round(time.time(), 3),
-        })
+        self.logger.info(
+            "access",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "bytes": response.body_length,
+                "ms": round(time_s * 1000, 3),
+                "at": round(time.time(), 3),
+            },
+        )
 
     @property
     def enabled(self) -> bool:
@@ -200,8 +208,7 @@ class RedactBadRequests(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
             peer = record.args[0] if isinstance(record.args, tuple) and record.args else ""
-            record.msg, record.args = "unparseable request from %s: %s", (
-                peer, type(exc).__name__)
+            record.msg, record.args = "unparseable request from %s: %s", (peer, type(exc).__name__)
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True

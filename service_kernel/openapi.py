@@ -31,8 +31,9 @@ Schema = dict[str, Any]
 SchemaSource = Schema | Callable[[Any], Schema]
 
 
-def obj(props: dict[str, Schema], required: tuple[str, ...] = (), *, closed: bool = True,
-        **extra: Any) -> Schema:
+def obj(
+    props: dict[str, Schema], required: tuple[str, ...] = (), *, closed: bool = True, **extra: Any
+) -> Schema:
     """A JSON object schema; ``closed`` (the default) refuses unknown fields, as the
     handlers do (``additionalProperties: false``)."""
     out: Schema = {"type": "object", "properties": props, **extra}
@@ -47,24 +48,50 @@ def ref(name: str) -> Schema:
     """A reference to a schema under ``components/schemas``."""
     return {"$ref": f"#/components/schemas/{name}"}
 
-_REASONS = {101: "Switching Protocols", 200: "OK", 201: "Created", 202: "Accepted (held for review)",
-            204: "No Content", 206: "Partial Content", 302: "Found", 304: "Not Modified",
-            400: "Malformed request or invalid field", 401: "No or bad session",
-            403: "Not allowed", 404: "Unknown", 408: "Request body too slow",
-            409: "Conflict", 410: "Gone", 413: "Too large", 415: "Unsupported media type",
-            416: "Range not satisfiable", 429: "Rate limited (Retry-After)",
-            503: "Dependency down (Retry-After)"}
+
+_REASONS = {
+    101: "Switching Protocols",
+    200: "OK",
+    201: "Created",
+    202: "Accepted (held for review)",
+    204: "No Content",
+    206: "Partial Content",
+    302: "Found",
+    304: "Not Modified",
+    400: "Malformed request or invalid field",
+    401: "No or bad session",
+    403: "Not allowed",
+    404: "Unknown",
+    408: "Request body too slow",
+    409: "Conflict",
+    410: "Gone",
+    413: "Too large",
+    415: "Unsupported media type",
+    416: "Range not satisfiable",
+    429: "Rate limited (Retry-After)",
+    503: "Dependency down (Retry-After)",
+}
 
 ERROR_SCHEMA: Schema = {
-    "type": "object", "required": ["error"],
+    "type": "object",
+    "required": ["error"],
     "description": "Every error answer: a stable machine-readable code and a message. Some "
-                   "codes carry more fields (device_mismatch: missing_devices, extra_devices).",
-    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-        "code": {"type": "string", "pattern": "^[a-z0-9_]+$"},
-        "message": {"type": "string"}}}},
+    "codes carry more fields (device_mismatch: missing_devices, extra_devices).",
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "pattern": "^[a-z0-9_]+$"},
+                "message": {"type": "string"},
+            },
+        }
+    },
 }
-_RETRY_AFTER = {"description": "Seconds to wait before retrying",
-                "schema": {"type": "string", "pattern": "^[0-9]+$"}}
+_RETRY_AFTER = {
+    "description": "Seconds to wait before retrying",
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
 _WWW_AUTHENTICATE = {"description": "The auth scheme (Bearer)", "schema": {"type": "string"}}
 
 
@@ -182,17 +209,26 @@ def _resolve(source: SchemaSource, settings: Any) -> Schema:
     return source
 
 
-def document(title: str, version: str, routes: Iterable[Route], settings: Any = None, *,
-             description: str = "",
-             security_schemes: Mapping[str, Schema] | None = None,
-             components: Mapping[str, Schema] | None = None) -> dict[str, Any]:
+def document(
+    title: str,
+    version: str,
+    routes: Iterable[Route],
+    settings: Any = None,
+    *,
+    description: str = "",
+    security_schemes: Mapping[str, Schema] | None = None,
+    components: Mapping[str, Schema] | None = None,
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``routes``; schema functions are called with
     ``settings``.  ``components`` adds named schemas (``#/components/schemas/<name>``)."""
     paths: dict[str, dict[str, Any]] = {}
     for r in routes:
         api = r.api or Api()
-        op: dict[str, Any] = {"summary": r.summary, "tags": [r.tag],
-                              "operationId": operation_id(r.method, r.path)}
+        op: dict[str, Any] = {
+            "summary": r.summary,
+            "tags": [r.tag],
+            "operationId": operation_id(r.method, r.path),
+        }
         if api.description:
             op["description"] = api.description
         params = _parameters(r, api, settings)
@@ -211,22 +247,45 @@ def document(title: str, version: str, routes: Iterable[Route], settings: Any = 
             op["security"] = []
         op["responses"] = {str(s): _response(s, api, settings) for s in statuses(r)}
         paths.setdefault(re.sub(r"{(\w+):[^}]*}", r"{\1}", r.path), {})[r.method.lower()] = op
-    paths["/openapi.json"] = {"get": {
-        "summary": "This document", "tags": ["ops"], "operationId": "get_openapi",
-        "security": [], "responses": {"200": {"description": "OK", "content": {
-            "application/json": {"schema": {"type": "object", "required": ["openapi", "paths"]}}}}}}}
-    schemes: dict[str, Schema] = {"bearer": {
-        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-        "description": "A session JWT from the identity provider (or dm's dev issuer: "
-                       "POST /v1/users)."}}
+    paths["/openapi.json"] = {
+        "get": {
+            "summary": "This document",
+            "tags": ["ops"],
+            "operationId": "get_openapi",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {
+                            "schema": {"type": "object", "required": ["openapi", "paths"]}
+                        }
+                    },
+                }
+            },
+        }
+    }
+    schemes: dict[str, Schema] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "A session JWT from the identity provider (or dm's dev issuer: "
+            "POST /v1/users).",
+        }
+    }
     schemes.update(security_schemes or {})
     info: dict[str, Any] = {"title": title, "version": version}
     if description:
         info["description"] = description
     return {
-        "openapi": "3.1.0", "info": info, "paths": paths,
-        "components": {"schemas": {"Error": ERROR_SCHEMA, **(components or {})},
-                       "securitySchemes": schemes},
+        "openapi": "3.1.0",
+        "info": info,
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": ERROR_SCHEMA, **(components or {})},
+            "securitySchemes": schemes,
+        },
     }
 
 
@@ -235,16 +294,29 @@ def _parameters(r: Route, api: Api, settings: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for name in re.findall(r"{(\w+)(?::[^}]*)?}", r.path):
         p = given.pop((name, "path"), None)
-        out.append({"name": name, "in": "path", "required": True,
-                    "schema": _resolve(p.schema, settings) if p else {"type": "string"},
-                    **({"description": p.description} if p and p.description else {})})
+        out.append(
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": _resolve(p.schema, settings) if p else {"type": "string"},
+                **({"description": p.description} if p and p.description else {}),
+            }
+        )
     for name, where, doc in r.params:
         if name in api.omit:
             continue
         p = given.pop((name, where), None)
         if p is None:
-            out.append({"name": name, "in": where, "required": False, "description": doc,
-                        "schema": {"type": "string"}})
+            out.append(
+                {
+                    "name": name,
+                    "in": where,
+                    "required": False,
+                    "description": doc,
+                    "schema": {"type": "string"},
+                }
+            )
         else:
             out.append(_param(p, settings, doc))
     out += [_param(p, settings, "") for p in given.values()]
@@ -252,8 +324,13 @@ def _parameters(r: Route, api: Api, settings: Any) -> list[dict[str, Any]]:
 
 
 def _param(p: Param, settings: Any, doc: str) -> dict[str, Any]:
-    return {"name": p.name, "in": p.where, "required": p.required,
-            "description": p.description or doc, "schema": _resolve(p.schema, settings)}
+    return {
+        "name": p.name,
+        "in": p.where,
+        "required": p.required,
+        "description": p.description or doc,
+        "schema": _resolve(p.schema, settings),
+    }
 
 
 def _request_body(r: Route, api: Api, settings: Any) -> dict[str, Any] | None:
@@ -301,8 +378,14 @@ def _slug(path: str) -> str:
     return f"{slug}_index" if path.endswith("/") and len(path) > 1 else slug
 
 
-def serve_document(app: web.Application, title: str, version: str, routes: Iterable[Route],
-                   settings: Any = None, **extra: Any) -> None:
+def serve_document(
+    app: web.Application,
+    title: str,
+    version: str,
+    routes: Iterable[Route],
+    settings: Any = None,
+    **extra: Any,
+) -> None:
     """Register ``routes`` and ``GET /openapi.json`` describing them (``extra``: see
     :func:`document`)."""
     routes = tuple(routes)

@@ -112,8 +112,11 @@ class RateLimiter:
             if now < until:
                 raise _limited(name, until - now)
             del denied[(subject, name)]
-        wait_us = int(await self._script(  # type: ignore[attr-defined]
-            keys=[rate_limit_key(subject, name)], args=[limit.interval_us, limit.burst]))
+        wait_us = int(
+            await self._script(  # type: ignore[attr-defined]
+                keys=[rate_limit_key(subject, name)], args=[limit.interval_us, limit.burst]
+            )
+        )
         if wait_us > 0:
             if len(denied) >= DENIED_MAX:
                 denied.clear()  # bounded; forgetting only costs a Redis round trip
@@ -121,8 +124,9 @@ class RateLimiter:
             raise _limited(name, wait_us / 1_000_000)
 
     async def charge_request(self, name: str, request: web.Request, *, by_address: bool) -> None:
-        subject = f"ip:{request.remote or 'unknown'}" if by_address else \
-            f"u:{await self.identify(request)}"
+        subject = (
+            f"ip:{request.remote or 'unknown'}" if by_address else f"u:{await self.identify(request)}"
+        )
         await self.charge(name, subject)
 
 

@@ -38,6 +38,7 @@ def stream_entries(reply: object) -> StreamEntries:
     ``str`` (decoded).  redis-py types the reply ``... | None``; an absent stream is ``[]``."""
     return cast(StreamEntries, reply or [])
 
+
 try:
     from redis.maint_notifications import MaintNotificationsConfig
 
@@ -54,22 +55,27 @@ def connect(url: str, *, cluster: bool = False, socket_timeout_s: float | None =
     XREAD guards itself with ``asyncio.wait_for``.
     """
     retry = Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
-    common: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 1.0,
-                              "socket_timeout": socket_timeout_s, "retry": retry}
+    common: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": 1.0,
+        "socket_timeout": socket_timeout_s,
+        "retry": retry,
+    }
     if cluster:
         urls = [u.strip() for u in url.split(",") if u.strip()]
         if len(urls) > 1:  # a list of seed nodes: any reachable one discovers the rest
-            nodes = [ClusterNode(p.hostname or "127.0.0.1", p.port or 6379)
-                     for p in map(urlsplit, urls)]
+            nodes = [ClusterNode(p.hostname or "127.0.0.1", p.port or 6379) for p in map(urlsplit, urls)]
             first = urlsplit(urls[0])
-            return RedisCluster(startup_nodes=nodes, password=first.password,
-                                username=first.username, **common)
+            return RedisCluster(
+                startup_nodes=nodes, password=first.password, username=first.username, **common
+            )
         return RedisCluster.from_url(url, **common)
     # A request waits (up to 1 s) for a free connection instead of failing at once: redis-py's
     # default pool raises MaxConnectionsError beyond 100 in flight, which under load turned
     # into 503s although Redis itself was idle.
-    pool = BlockingConnectionPool.from_url(url, max_connections=512, timeout=1.0,
-                                           health_check_interval=10, **common)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=512, timeout=1.0, health_check_interval=10, **common
+    )
     extra: dict[str, Any] = {}
     if _MAINT_OFF is not None:  # redis-py >= 7 asks servers for maintenance pushes; 6.2/7.0 lack it
         extra["maint_notifications_config"] = _MAINT_OFF

@@ -53,8 +53,14 @@ def free_port() -> int:
 class RedisProcess:
     """One redis-server child process on 127.0.0.1, stopped with :meth:`stop`."""
 
-    def __init__(self, data_dir: Path | str, *, port: int | None = None,
-                 appendonly: bool = True, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        port: int | None = None,
+        appendonly: bool = True,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
@@ -67,10 +73,26 @@ class RedisProcess:
 
     def start(self, timeout_s: float = 10.0) -> RedisProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.data_dir), "--save", "", "--daemonize", "no",
-                "--appendonly", "yes" if self.appendonly else "no",
-                "--appendfsync", "everysec", "--logfile", "redis.log", *self.extra_args]
+        args = [
+            find_redis_server(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--logfile",
+            "redis.log",
+            *self.extra_args,
+        ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -84,8 +106,10 @@ class RedisProcess:
         raise RedisStartError(f"redis-server did not answer on port {self.port}")
 
     def _ping(self) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2) as s:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s,
+        ):
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
         return False
@@ -131,15 +155,25 @@ class RedisClusterProcess:
 
     def __init__(self, data_dir: Path | str, *, masters: int = 3) -> None:
         self.data_dir = Path(data_dir)
-        self.nodes = [RedisProcess(self.data_dir / f"node{i}", port=free_cluster_port(),
-                                   appendonly=False,
-                                   extra_args=("--cluster-enabled", "yes",
-                                               "--cluster-config-file", "nodes.conf",
-                                               # Generous: on a saturated machine gossip can
-                                               # stall for seconds, and with no replicas a
-                                               # node marked failed takes the cluster down.
-                                               "--cluster-node-timeout", "15000"))
-                      for i in range(masters)]
+        self.nodes = [
+            RedisProcess(
+                self.data_dir / f"node{i}",
+                port=free_cluster_port(),
+                appendonly=False,
+                extra_args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    # Generous: on a saturated machine gossip can
+                    # stall for seconds, and with no replicas a
+                    # node marked failed takes the cluster down.
+                    "--cluster-node-timeout",
+                    "15000",
+                ),
+            )
+            for i in range(masters)
+        ]
 
     @property
     def url(self) -> str:
@@ -151,10 +185,19 @@ class RedisClusterProcess:
             for n in self.nodes:
                 n.start()
             subprocess.run(
-                [find_redis_binary("redis-cli"), "--cluster", "create",
-                 *(f"127.0.0.1:{n.port}" for n in self.nodes),
-                 "--cluster-replicas", "0", "--cluster-yes"],
-                check=True, capture_output=True, timeout=timeout_s)
+                [
+                    find_redis_binary("redis-cli"),
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=timeout_s,
+            )
             deadline = time.monotonic() + timeout_s
             while not all(self._state_ok(n.port) for n in self.nodes):
                 if time.monotonic() > deadline:
@@ -170,8 +213,10 @@ class RedisClusterProcess:
 
     @staticmethod
     def _state_ok(port: int) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", port), timeout=0.5) as s:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.5) as s,
+        ):
             s.sendall(b"CLUSTER INFO\r\n")
             return b"cluster_state:ok" in s.recv(4096)
         return False

@@ -42,9 +42,16 @@ class ReloadingFile(Generic[T]):
     (not the first).  ``clock`` only paces the re-checks: any monotonic-enough seconds.
     """
 
-    def __init__(self, path: Path | str, load: Callable[[], T], *, what: str,
-                 clock: Clock = time.monotonic, recheck_s: float = 1.0,
-                 errors: tuple[type[Exception], ...] = (OSError, ValueError)) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        load: Callable[[], T],
+        *,
+        what: str,
+        clock: Clock = time.monotonic,
+        recheck_s: float = 1.0,
+        errors: tuple[type[Exception], ...] = (OSError, ValueError),
+    ) -> None:
         self.path = Path(path)
         self.what = what
         self._load = load
@@ -80,8 +87,11 @@ class ReloadingFile(Generic[T]):
             value = self._load()
         except self._errors as exc:
             # Loudly: the service keeps working on keys that may soon be retired.
-            log.error("%s unreadable; keeping the previous keys", self.what,
-                      extra={"path": str(self.path), "err": str(exc)[:200]})
+            log.error(
+                "%s unreadable; keeping the previous keys",
+                self.what,
+                extra={"path": str(self.path), "err": str(exc)[:200]},
+            )
             return False
         self._stamp = stamp
         self.value = value

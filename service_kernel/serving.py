@@ -64,11 +64,18 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--redis-url")
-    p.add_argument("--embedded-redis", metavar="DIR",
-                   help="start a private redis-server (append-only file) with its data in DIR")
+    p.add_argument(
+        "--embedded-redis",
+        metavar="DIR",
+        help="start a private redis-server (append-only file) with its data in DIR",
+    )
     p.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several processes")
-    p.add_argument("--workers", type=int, default=1,
-                   help="run this many processes sharing the port (each tails its stream)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run this many processes sharing the port (each tails its stream)",
+    )
 
 
 def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
@@ -79,9 +86,15 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     return int(args.func(args))
 
 
-def serve(build: Callable[[str | None], tuple[web.Application, str, int, str]], *,
-          argv: Sequence[str], workers: int, embedded_redis: str | None,
-          redis_url: str | None, reuse_port: bool) -> int:
+def serve(
+    build: Callable[[str | None], tuple[web.Application, str, int, str]],
+    *,
+    argv: Sequence[str],
+    workers: int,
+    embedded_redis: str | None,
+    redis_url: str | None,
+    reuse_port: bool,
+) -> int:
     """Run one service process, or supervise ``workers`` of them on one port.
 
     ``build(redis_url)`` returns the app, host, port and log level from the
@@ -97,8 +110,14 @@ def serve(build: Callable[[str | None], tuple[web.Application, str, int, str]], 
         app, host, port, log_level = build(url)
         logs.configure(log_level)
         tune_gc()
-        web.run_app(app, host=host, port=port, access_log_class=logs.AccessLogger, print=None,
-                    reuse_port=reuse_port)
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            access_log_class=logs.AccessLogger,
+            print=None,
+            reuse_port=reuse_port,
+        )
         return 0
     finally:
         logs.shutdown()
@@ -144,8 +163,7 @@ class _Slot:
     respawn_at: float = 0.0
 
 
-def _supervise(argv: list[str], workers: int, *, clock: Callable[[], float] = time.monotonic
-               ) -> int:
+def _supervise(argv: list[str], workers: int, *, clock: Callable[[], float] = time.monotonic) -> int:
     """Run ``workers`` processes; replace any that dies, as gunicorn's arbiter does.
 
     The other workers keep serving (their sockets and streams are untouched).  A worker
@@ -168,8 +186,7 @@ def _supervise(argv: list[str], workers: int, *, clock: Callable[[], float] = ti
             if slot.proc is not None and slot.proc.poll() is None:
                 slot.proc.send_signal(signum)
 
-    previous: dict[int, Any] = {s: signal.signal(s, forward)
-                                for s in (signal.SIGTERM, signal.SIGINT)}
+    previous: dict[int, Any] = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     exit_code = 0
     try:
         for slot in slots:
@@ -193,10 +210,15 @@ def _supervise(argv: list[str], workers: int, *, clock: Callable[[], float] = ti
                     exit_code = code or 1
                     forward(signal.SIGTERM, None)
                     break
-                delay = 0.0 if slot.quick_deaths == 0 else \
-                    min(BACKOFF_S[1], BACKOFF_S[0] * 2 ** (slot.quick_deaths - 1))
-                log.warning("worker died; respawning", extra={
-                    "pid": slot.proc.pid, "code": code, "delay_s": delay})
+                delay = (
+                    0.0
+                    if slot.quick_deaths == 0
+                    else min(BACKOFF_S[1], BACKOFF_S[0] * 2 ** (slot.quick_deaths - 1))
+                )
+                log.warning(
+                    "worker died; respawning",
+                    extra={"pid": slot.proc.pid, "code": code, "delay_s": delay},
+                )
                 slot.proc, slot.respawn_at = None, now + delay
             time.sleep(0.1)
         for slot in slots:

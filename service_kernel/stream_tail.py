@@ -34,10 +34,18 @@ def decode_entry(entry_id: Any, fields: dict[Any, Any]) -> Entry:
 class StreamTailer:
     """Calls ``on_entries`` with each batch read; ``start`` picks the first id to read after."""
 
-    def __init__(self, redis: RedisClient, key: str, on_entries: Callable[[list[Entry]], None], *,
-                 start: Callable[[], Awaitable[str]] | None = None, clock: Clock = system_clock,
-                 block_ms: int = 1000, batch: int = 1000,
-                 on_tick: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        key: str,
+        on_entries: Callable[[list[Entry]], None],
+        *,
+        start: Callable[[], Awaitable[str]] | None = None,
+        clock: Clock = system_clock,
+        block_ms: int = 1000,
+        batch: int = 1000,
+        on_tick: Callable[[], object] | None = None,
+    ) -> None:
         self._redis = redis
         self.key = key
         self._on_entries = on_entries
@@ -64,8 +72,9 @@ class StreamTailer:
                 await self._read_once()
                 backoff = 0.05
             except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("stream tail broken; retrying",
-                            extra={"stream": self.key, "err": type(exc).__name__})
+                log.warning(
+                    "stream tail broken; retrying", extra={"stream": self.key, "err": type(exc).__name__}
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
 
@@ -79,8 +88,12 @@ class StreamTailer:
         timeout = self._block_ms / 1000 + 2.0  # a silent partition must not block forever
         async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel on 3.11
             # RESP2 (what connect() speaks): [(stream, entries)], or None when the block ends.
-            reply = cast(list[tuple[str, StreamEntries]] | None, await self._redis.xread(
-                {self.key: self.last_id}, block=self._block_ms, count=self._batch))
+            reply = cast(
+                list[tuple[str, StreamEntries]] | None,
+                await self._redis.xread(
+                    {self.key: self.last_id}, block=self._block_ms, count=self._batch
+                ),
+            )
         got = 0
         for _stream, raw in reply or ():
             entries = [decode_entry(i, f) for i, f in raw]
@@ -96,8 +109,9 @@ class StreamTailer:
             self._on_tick()
 
 
-async def read_range(redis: RedisClient, key: str, after: str, batch: int = 1000
-                     ) -> AsyncIterator[Entry]:
+async def read_range(
+    redis: RedisClient, key: str, after: str, batch: int = 1000
+) -> AsyncIterator[Entry]:
     """Every entry after ``after`` (exclusive) up to the current end, in batches."""
     cursor = f"({after}" if after != "0-0" else "-"
     while True:

@@ -22,39 +22,66 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_STATUS_CODES = {400: "malformed_request", 401: "session_missing", 403: "forbidden",
-                 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
-                 408: "body_timeout",
-                 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-                 416: "range_not_satisfiable", 429: "rate_limited", 431: "headers_too_large",
-                 503: "unavailable"}
+_STATUS_CODES = {
+    400: "malformed_request",
+    401: "session_missing",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "body_timeout",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    429: "rate_limited",
+    431: "headers_too_large",
+    503: "unavailable",
+}
 
 
-def json_error(status: int, code: str, message: str, *, retry_after_s: int | None = None,
-               headers: dict[str, str] | None = None,
-               extra: dict[str, Any] | None = None) -> web.Response:
+def json_error(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    retry_after_s: int | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> web.Response:
     hdrs = dict(headers or {})
     if retry_after_s is not None:
         hdrs["Retry-After"] = str(retry_after_s)
     if status == 401:
         hdrs.setdefault("WWW-Authenticate", 'Bearer realm="pointer-dm"')
-    return web.json_response({"error": {"code": code, "message": message, **(extra or {})}},
-                             status=status, headers=hdrs)
+    return web.json_response(
+        {"error": {"code": code, "message": message, **(extra or {})}}, status=status, headers=hdrs
+    )
 
 
 def error_response(exc: Exception) -> web.Response:
     """Map any package error (anything with status/code/public_message) to a JSON response."""
     status = int(getattr(exc, "status", 500))
     headers = dict(getattr(exc, "headers", None) or {})
-    message = str(exc) if getattr(exc, "expose_detail", False) else \
-        str(getattr(exc, "public_message", "internal error"))
-    return json_error(status, str(getattr(exc, "code", "internal")), message,
-                      retry_after_s=getattr(exc, "retry_after_s", None), headers=headers,
-                      extra=getattr(exc, "body_extra", None))
+    message = (
+        str(exc)
+        if getattr(exc, "expose_detail", False)
+        else str(getattr(exc, "public_message", "internal error"))
+    )
+    return json_error(
+        status,
+        str(getattr(exc, "code", "internal")),
+        message,
+        retry_after_s=getattr(exc, "retry_after_s", None),
+        headers=headers,
+        extra=getattr(exc, "body_extra", None),
+    )
 
 
-def error_middleware(roots: tuple[type[Exception], ...] = (ServiceError,),
-                     on_response: Callable[[int], object] | None = None) -> Any:
+def error_middleware(
+    roots: tuple[type[Exception], ...] = (ServiceError,),
+    on_response: Callable[[int], object] | None = None,
+) -> Any:
     """Map errors to the JSON contract; ``on_response(status)`` sees every answer's status
     (the services count them by status for their 5xx alerts)."""
     if on_response is None:
@@ -78,19 +105,25 @@ def _error_middleware(roots: tuple[type[Exception], ...]) -> Any:
             return await handler(request)
         except roots as exc:
             if int(getattr(exc, "status", 500)) >= 500:
-                log.warning("request failed", extra={"path": request.path,
-                                                      "code": getattr(exc, "code", "")})
+                log.warning(
+                    "request failed", extra={"path": request.path, "code": getattr(exc, "code", "")}
+                )
             return error_response(exc)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             code = _STATUS_CODES.get(exc.status, "http_error")
-            return json_error(exc.status, code, exc.reason, headers={
-                k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")})
+            return json_error(
+                exc.status,
+                code,
+                exc.reason,
+                headers={k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")},
+            )
         except RedisError as exc:
             log.warning("redis error", extra={"path": request.path, "err": type(exc).__name__})
-            return json_error(503, "redis_unavailable", "the state store is unreachable",
-                              retry_after_s=1)
+            return json_error(
+                503, "redis_unavailable", "the state store is unreachable", retry_after_s=1
+            )
         except Exception:
             log.exception("unhandled error", extra={"path": request.path})
             return json_error(500, "internal", "internal error")
@@ -114,8 +147,9 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: web.Request, *, max_bytes: int = 64 * 1024,
-                    allowed: Collection[str] | None = None) -> dict[str, Any]:
+async def read_json(
+    request: web.Request, *, max_bytes: int = 64 * 1024, allowed: Collection[str] | None = None
+) -> dict[str, Any]:
     """Parse a JSON object body; 400 for bad JSON or unknown fields, 413 for size."""
     require_json(request)
     return parse_json(await read_body(request, max_bytes), allowed)

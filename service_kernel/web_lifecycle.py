@@ -14,8 +14,9 @@ from .redis_client import RedisClient
 from .stream_tail import StreamTailer, running
 
 
-def tail_while_running(tailer: StreamTailer, owned_clients: list[RedisClient]
-                       ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
+def tail_while_running(
+    tailer: StreamTailer, owned_clients: list[RedisClient]
+) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
     """A cleanup context: tail while the app runs; close the clients the app created, after."""
 
     @contextlib.asynccontextmanager
@@ -46,6 +47,8 @@ async def readiness(redis: RedisClient, fresh: bool, **extra: Any) -> web.Respon
     """200 when Redis answers and the service's stream tail is fresh, else 503 + Retry-After."""
     redis_ok = await redis_answers(redis)
     ready = redis_ok and fresh
-    return web.json_response({"status": "ready" if ready else "not_ready", "redis": redis_ok,
-                              **extra}, status=200 if ready else 503,
-                             headers=None if ready else {"Retry-After": "1"})
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", "redis": redis_ok, **extra},
+        status=200 if ready else 503,
+        headers=None if ready else {"Retry-After": "1"},
+    )

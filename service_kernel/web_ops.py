@@ -62,8 +62,9 @@ async def metrics(request: web.Request) -> web.Response:
     probe.tail_age_gauge.set(max(0.0, probe.tail_age_s()))
     probe.on_scrape()
     probe.redis_up_gauge.set(1 if await redis_answers(probe.redis, 0.5) else 0)
-    return web.Response(body=generate_latest(probe.registry),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(
+        body=generate_latest(probe.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -75,25 +76,37 @@ async def readyz(request: web.Request) -> web.Response:
     probe = request.app[OPS]
     age = probe.tail_age_s()
     fresh = probe.tail_fresh(age)
-    return await readiness(probe.redis, fresh, **{probe.fresh_field: fresh},
-                           **probe.ready_fields(age))
+    return await readiness(probe.redis, fresh, **{probe.fresh_field: fresh}, **probe.ready_fields(age))
 
 
-HEALTHZ = Api(ok={200: Answer(obj({"status": {"const": "ok"}, "pid": {"type": "integer"}},
-                                  ("status", "pid")))})
-_READINESS = obj({"status": {"enum": ["ready", "not_ready"]}, "redis": {"type": "boolean"}},
-                 ("status", "redis"), closed=False)  # plus the service's own fields
-READYZ = Api(ok={200: Answer(_READINESS)},
-             errors={503: Answer(_READINESS, headers={"Retry-After": {"schema": {"type": "string"}}})})
+HEALTHZ = Api(
+    ok={200: Answer(obj({"status": {"const": "ok"}, "pid": {"type": "integer"}}, ("status", "pid")))}
+)
+_READINESS = obj(
+    {"status": {"enum": ["ready", "not_ready"]}, "redis": {"type": "boolean"}},
+    ("status", "redis"),
+    closed=False,
+)  # plus the service's own fields
+READYZ = Api(
+    ok={200: Answer(_READINESS)},
+    errors={503: Answer(_READINESS, headers={"Retry-After": {"schema": {"type": "string"}}})},
+)
 METRICS = Api(ok={200: Answer({"type": "string"}, media_type="text/plain")})
 
 
 def routes(readiness_summary: str) -> tuple[Route, ...]:
     """The three routes, with the service's own words for what ``/readyz`` checks."""
     return (
-        Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none",
-              api=METRICS),
+        Route("GET", "/metrics", metrics, "Prometheus metrics", "ops", auth="none", api=METRICS),
         Route("GET", "/healthz", healthz, "Liveness", "ops", auth="none", api=HEALTHZ),
-        Route("GET", "/readyz", readyz, readiness_summary, "ops", auth="none",
-              responses=(200, 503), api=READYZ),
+        Route(
+            "GET",
+            "/readyz",
+            readyz,
+            readiness_summary,
+            "ops",
+            auth="none",
+            responses=(200, 503),
+            api=READYZ,
+        ),
     )

@@ -34,8 +34,9 @@ from .support.services import (
 
 
 @pytest.fixture(scope="session", params=["single", "cluster"])
-def redis_server(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisBackend]:
+def redis_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisBackend]:
     """Every test that touches Redis runs twice: on one redis-server and on a real Redis
     Cluster (three masters joined by ``redis-cli --cluster create``); flushed per test."""
     if request.param == "single":
@@ -66,15 +67,10 @@ def ring(tmp_path: Path) -> KeyRing:
     return KeyRing.create(tmp_path / "ring", Alg.ED25519)
 
 
-
-
-
-
-
-
 @pytest.fixture
-async def make_edge(tmp_path: Path, redis_server: RedisBackend, redis: Any, issuer: DevIssuer,
-                    ring: KeyRing) -> AsyncIterator[EdgeFactory]:
+async def make_edge(
+    tmp_path: Path, redis_server: RedisBackend, redis: Any, issuer: DevIssuer, ring: KeyRing
+) -> AsyncIterator[EdgeFactory]:
     """Start edges (real aiohttp servers on free ports) with settings overrides."""
     started: list[TestClient[web.Request, web.Application]] = []
 
@@ -99,36 +95,32 @@ async def edge(make_edge: EdgeFactory) -> Edge:
     return await make_edge()
 
 
-
-
-
-
-
-
-
-
-
-
 @pytest.fixture
-async def make_dm(make_edge: EdgeFactory, tmp_path: Path, redis_server: RedisBackend,
-                  ring: KeyRing) -> AsyncIterator[DmFactory]:
+async def make_dm(
+    make_edge: EdgeFactory, tmp_path: Path, redis_server: RedisBackend, ring: KeyRing
+) -> AsyncIterator[DmFactory]:
     from dm.app import build_app as build_dm
     from dm.settings import DmSettings
 
     servers: list[TestServer] = []
     stacks: list[DmStack] = []
 
-    async def factory(redis_url: str | None = None, edge: Edge | None = None,
-                      **overrides: Any) -> DmStack:
+    async def factory(
+        redis_url: str | None = None, edge: Edge | None = None, **overrides: Any
+    ) -> DmStack:
         url = redis_url or redis_server.url
         edge = edge or await make_edge(redis_url=redis_url)
         base: dict[str, Any] = {
-            "redis_url": url, "redis_cluster": redis_url is None and redis_server.cluster,
-            "keyring_dir": ring.path, "issuer_dir": tmp_path / "session-keys",
+            "redis_url": url,
+            "redis_cluster": redis_url is None and redis_server.cluster,
+            "keyring_dir": ring.path,
+            "issuer_dir": tmp_path / "session-keys",
             "franking_key_path": tmp_path / "franking.key",
             "edge_base_url": str(edge.client.make_url("")).rstrip("/"),
             # Off by default (production-safe); tests enable both switches explicitly.
-            "dev_issuer": True, "dev_issuer_roles": True}
+            "dev_issuer": True,
+            "dev_issuer_roles": True,
+        }
         app = build_dm(DmSettings.load(**{**base, **overrides}))
         server = TestServer(app)
         await server.start_server()

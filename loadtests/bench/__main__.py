@@ -12,34 +12,57 @@ import sys
 
 #: name -> (module, one-line description).  New benchmarks add a line here.
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "edge": ("loadtests.bench.edge.main",
-             "edge authorization throughput (warm, cold Ed25519, cold HMAC) vs a bare file server"),
-    "dm": ("loadtests.bench.dm.main",
-           "one dm process: send throughput (wrk) and send-to-push latency at fixed rates"),
-    "sealed": ("loadtests.bench.sealed.main",
-               "sealed vs plain per operation: grants, HPKE seal/open, sends, edge fetches"),
-    "revocation": ("loadtests.bench.revocation",
-                   "time from an unsend until every one of N edge processes refuses (p50/p99)"),
-    "matcher": ("loadtests.bench.matcher",
-                "PDQ perceptual lookups/s per core and bytes per hash at 1e5 and 1e6 hashes"),
-    "abuse": ("loadtests.bench.abuse",
-              "one abusive account per issue-15 vector vs a victim's send->push p99"),
-    "push-render": ("loadtests.bench.push_render",
-                    "dm CPU to render one sealed group message for every device (in-process)"),
-    "nginx": ("loadtests.bench.nginx",
-              "nginx + authorizer (cached decisions) vs nginx secure_link on the same file"),
-    "front-mix": ("loadtests.bench.front_mix",
-                  "nginx front on a viewing mix (new pointer per view, Zipf media, 1 MiB "
-                  "ranges) vs secure_link; revocation delay under that load"),
-    "hosts": ("loadtests.bench.hosts.main",
-              "edges + fronts in network namespaces with delayed links to Redis: revocation "
-              "p99 per delay, a partition failing closed and catching up (root)"),
+    "edge": (
+        "loadtests.bench.edge.main",
+        "edge authorization throughput (warm, cold Ed25519, cold HMAC) vs a bare file server",
+    ),
+    "dm": (
+        "loadtests.bench.dm.main",
+        "one dm process: send throughput (wrk) and send-to-push latency at fixed rates",
+    ),
+    "sealed": (
+        "loadtests.bench.sealed.main",
+        "sealed vs plain per operation: grants, HPKE seal/open, sends, edge fetches",
+    ),
+    "revocation": (
+        "loadtests.bench.revocation",
+        "time from an unsend until every one of N edge processes refuses (p50/p99)",
+    ),
+    "matcher": (
+        "loadtests.bench.matcher",
+        "PDQ perceptual lookups/s per core and bytes per hash at 1e5 and 1e6 hashes",
+    ),
+    "abuse": (
+        "loadtests.bench.abuse",
+        "one abusive account per issue-15 vector vs a victim's send->push p99",
+    ),
+    "push-render": (
+        "loadtests.bench.push_render",
+        "dm CPU to render one sealed group message for every device (in-process)",
+    ),
+    "nginx": (
+        "loadtests.bench.nginx",
+        "nginx + authorizer (cached decisions) vs nginx secure_link on the same file",
+    ),
+    "front-mix": (
+        "loadtests.bench.front_mix",
+        "nginx front on a viewing mix (new pointer per view, Zipf media, 1 MiB "
+        "ranges) vs secure_link; revocation delay under that load",
+    ),
+    "hosts": (
+        "loadtests.bench.hosts.main",
+        "edges + fronts in network namespaces with delayed links to Redis: revocation "
+        "p99 per delay, a partition failing closed and catching up (root)",
+    ),
 }
 
 
 def usage() -> str:
-    lines = ["usage: python -m loadtests.bench <benchmark> [args]  (<benchmark> --help for its flags)",
-             "", "benchmarks:"]
+    lines = [
+        "usage: python -m loadtests.bench <benchmark> [args]  (<benchmark> --help for its flags)",
+        "",
+        "benchmarks:",
+    ]
     lines += [f"  {name:<10} {desc}" for name, (_, desc) in BENCHMARKS.items()]
     return "\n".join(lines)
 

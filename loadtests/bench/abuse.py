@@ -45,8 +45,14 @@ from loadtests.bench.harness import speaker
 from loadtests.stack.processes import ProcStack, process_stack
 from service_kernel.redis_client import connect
 
-VECTORS = ("unsend_repeat", "socket_flood", "replay_connect", "conversation_spam",
-           "report_flood", "send_flood")
+VECTORS = (
+    "unsend_repeat",
+    "socket_flood",
+    "replay_connect",
+    "conversation_spam",
+    "report_flood",
+    "send_flood",
+)
 VICTIM_RATE_PER_S = 10
 ATTACK_LOOPS = 8
 
@@ -54,16 +60,14 @@ say = speaker("abuse")
 
 
 class Api:
-    def __init__(self, http: aiohttp.ClientSession, base: str, token: str = "",
-                 uid: str = "") -> None:
+    def __init__(self, http: aiohttp.ClientSession, base: str, token: str = "", uid: str = "") -> None:
         self.http, self.base, self.token, self.uid = http, base, token, uid
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.http.request(method, self.base + path, json=body,
-                                     headers=self.headers()) as r:
+        async with self.http.request(method, self.base + path, json=body, headers=self.headers()) as r:
             doc = await r.json(content_type=None) if r.content_length != 0 else None
             return r.status, doc
 
@@ -79,6 +83,7 @@ async def victim(api_a: Api, api_b: Api, cid: str, seconds: float) -> list[float
     latencies: list[float] = []
     url = api_b.base.replace("http", "ws", 1) + "/v1/stream"
     async with api_b.http.ws_connect(url, headers=api_b.headers()) as ws:
+
         async def receive() -> None:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
@@ -101,8 +106,9 @@ async def victim(api_a: Api, api_b: Api, cid: str, seconds: float) -> list[float
     return latencies
 
 
-async def attack_loop(step: Callable[[], Awaitable[int]], until: float,
-                      statuses: collections.Counter[int]) -> None:
+async def attack_loop(
+    step: Callable[[], Awaitable[int]], until: float, statuses: collections.Counter[int]
+) -> None:
     while time.monotonic() < until:
         try:
             statuses[await step()] += 1
@@ -128,40 +134,50 @@ async def vector_step(name: str, attacker: Api, world: dict[str, Any]) -> Callab
                 return err.status
             if name == "socket_flood":
                 held.append(ws)  # kept open: the sockets are the load
-                await attacker.call("POST", f"/v1/conversations/{world['attacker_cid']}/messages",
-                                    {"text": "x" * 1000})
+                await attacker.call(
+                    "POST", f"/v1/conversations/{world['attacker_cid']}/messages", {"text": "x" * 1000}
+                )
             else:
                 await ws.close()
             return 101
+
         return connect_once
     if name == "conversation_spam":
         members = [world["victim_uid"], *(f"u_madeup{i:060d}" for i in range(62))]
         return lambda: _status(attacker.call("POST", "/v1/conversations", {"members": members}))
     if name == "report_flood":
-        body = {"conversation_id": world["report_cid"], "message_id": world["report_mid"],
-                "reason": "r" * 2000}
+        body = {
+            "conversation_id": world["report_cid"],
+            "message_id": world["report_mid"],
+            "reason": "r" * 2000,
+        }
         return lambda: _status(attacker.call("POST", "/v1/reports", body))
     cids = world["attacker_cids"]
     counter = iter(range(10**9))
-    return lambda: _status(attacker.call(
-        "POST", f"/v1/conversations/{cids[next(counter) % len(cids)]}/messages", {"text": "s"}))
+    return lambda: _status(
+        attacker.call(
+            "POST", f"/v1/conversations/{cids[next(counter) % len(cids)]}/messages", {"text": "s"}
+        )
+    )
 
 
-def attack_process(base: str, token: str, uid: str, name: str, world: dict[str, Any],
-                   seconds: float) -> dict[int, int]:
+def attack_process(
+    base: str, token: str, uid: str, name: str, world: dict[str, Any], seconds: float
+) -> dict[int, int]:
     """One vector's attack, run in its own process (so the attacker's client work does not
     share an event loop, or a GIL, with the victim's measurement)."""
+
     async def run() -> dict[int, int]:
         statuses: collections.Counter[int] = collections.Counter()
         async with aiohttp.ClientSession() as http:
             attacker = Api(http, base, token, uid)
             step = await vector_step(name, attacker, world)
             until = time.monotonic() + seconds
-            await asyncio.gather(*(attack_loop(step, until, statuses)
-                                   for _ in range(ATTACK_LOOPS)))
+            await asyncio.gather(*(attack_loop(step, until, statuses) for _ in range(ATTACK_LOOPS)))
             for ws in world.pop("held", []):
                 await ws.close()
         return dict(statuses)
+
     return asyncio.run(run())
 
 
@@ -185,14 +201,19 @@ async def run_phases(stack: ProcStack, seconds: float) -> dict[str, Any]:
         _, own = await mallory.call("POST", "/v1/conversations", {"members": [helper.uid]})
         _, msg = await mallory.call("POST", f"/v1/conversations/{own['id']}/messages", {"text": "m"})
         _, shared = await helper.call("POST", "/v1/conversations", {"members": [mallory.uid]})
-        _, hmsg = await helper.call("POST", f"/v1/conversations/{shared['id']}/messages",
-                                    {"text": "h"})
-        spread = [await (await anon.user()).call("POST", "/v1/conversations",
-                                                 {"members": [mallory.uid]}) for _ in range(20)]
+        _, hmsg = await helper.call("POST", f"/v1/conversations/{shared['id']}/messages", {"text": "h"})
+        spread = [
+            await (await anon.user()).call("POST", "/v1/conversations", {"members": [mallory.uid]})
+            for _ in range(20)
+        ]
         world: dict[str, Any] = {
-            "attacker_cid": own["id"], "attacker_mid": msg["id"], "victim_uid": bob.uid,
-            "report_cid": shared["id"], "report_mid": hmsg["id"],
-            "attacker_cids": [doc["id"] for _, doc in spread]}
+            "attacker_cid": own["id"],
+            "attacker_mid": msg["id"],
+            "victim_uid": bob.uid,
+            "report_cid": shared["id"],
+            "report_mid": hmsg["id"],
+            "attacker_cids": [doc["id"] for _, doc in spread],
+        }
         phases: dict[str, Any] = {}
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         for name in ("baseline_before", *VECTORS, "baseline_after"):
@@ -201,8 +222,8 @@ async def run_phases(stack: ProcStack, seconds: float) -> dict[str, Any]:
             attack = None
             if not name.startswith("baseline"):
                 attack = asyncio.get_running_loop().run_in_executor(
-                    pool, attack_process, stack.dm_url, mallory.token, mallory.uid, name,
-                    world, seconds)
+                    pool, attack_process, stack.dm_url, mallory.token, mallory.uid, name, world, seconds
+                )
             latencies = await victim(alice, bob, conv["id"], seconds)
             if attack is not None:
                 statuses.update(await attack)
@@ -211,39 +232,48 @@ async def run_phases(stack: ProcStack, seconds: float) -> dict[str, Any]:
             phases[name] = {
                 "victim_p99_ms": round(p99(latencies), 2),
                 "victim_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
-                "victim_messages": len(latencies), "attack_requests": requests,
+                "victim_messages": len(latencies),
+                "attack_requests": requests,
                 "attack_statuses": {str(k): v for k, v in sorted(statuses.items())},
                 "redis_bytes_delta": mem_after - mem_before,
                 "redis_bytes_per_attack_request": round((mem_after - mem_before) / requests, 1)
-                if requests else None}
-            say(f"{name:<18} victim p99 {phases[name]['victim_p99_ms']:>8} ms, "
-                f"{requests} attack requests {dict(statuses)}")
+                if requests
+                else None,
+            }
+            say(
+                f"{name:<18} victim p99 {phases[name]['victim_p99_ms']:>8} ms, "
+                f"{requests} attack requests {dict(statuses)}"
+            )
         pool.shutdown()
     await redis.aclose()
     return phases
 
 
 def summarize(phases: dict[str, Any], seconds: float) -> dict[str, Any]:
-    base = statistics.median([phases["baseline_before"]["victim_p99_ms"],
-                              phases["baseline_after"]["victim_p99_ms"]])
+    base = statistics.median(
+        [phases["baseline_before"]["victim_p99_ms"], phases["baseline_after"]["victim_p99_ms"]]
+    )
     for name in VECTORS:
-        phases[name]["victim_p99_ratio"] = round(phases[name]["victim_p99_ms"] / base, 2) \
-            if base else None
-    ratios = [phases[n]["victim_p99_ratio"] for n in VECTORS
-              if phases[n]["victim_p99_ratio"] is not None]
-    per_request = [max(0.0, phases[n]["redis_bytes_per_attack_request"] or 0.0)
-                   for n in VECTORS]
+        phases[name]["victim_p99_ratio"] = (
+            round(phases[name]["victim_p99_ms"] / base, 2) if base else None
+        )
+    ratios = [
+        phases[n]["victim_p99_ratio"] for n in VECTORS if phases[n]["victim_p99_ratio"] is not None
+    ]
+    per_request = [max(0.0, phases[n]["redis_bytes_per_attack_request"] or 0.0) for n in VECTORS]
     return {
-        "benchmark": "abuse", "seconds_per_phase": seconds, "victim_rate_per_s":
-        VICTIM_RATE_PER_S, "attack_loops": ATTACK_LOOPS, "baseline_p99_ms": base,
+        "benchmark": "abuse",
+        "seconds_per_phase": seconds,
+        "victim_rate_per_s": VICTIM_RATE_PER_S,
+        "attack_loops": ATTACK_LOOPS,
+        "baseline_p99_ms": base,
         "victim_p99_ratio_max": max(ratios) if ratios else None,
         "redis_bytes_per_attack_request_max": max(per_request) if per_request else None,
         "target": {"victim_p99_ratio_max": 2.0},
         "note": "one run on a shared 2-core machine: noisy; Redis used_memory also moves with "
-                "allocator behaviour, so small per-request figures are within noise",
-        "phases": phases}
-
-
+        "allocator behaviour, so small per-request figures are within noise",
+        "phases": phases,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,19 +284,25 @@ def main(argv: list[str] | None = None) -> int:
     # Every account signs up from this one address: only that limit is lifted; the
     # per-user limits under test stay at their defaults.
     only_signup = {"DM_RATE_LIMITS": json.dumps({"signup": [1_000_000, 1_000_000]})}
-    with tempfile.TemporaryDirectory() as tmp, \
-            process_stack(Path(tmp), dm_settings=only_signup) as stack:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        process_stack(Path(tmp), dm_settings=only_signup) as stack,
+    ):
         phases = asyncio.run(run_phases(stack, args.seconds))
     report = summarize(phases, args.seconds)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"victim p99 baseline {report['baseline_p99_ms']} ms; worst ratio "
-              f"{report['victim_p99_ratio_max']}; Redis bytes per attack request (max) "
-              f"{report['redis_bytes_per_attack_request_max']}")
+        print(
+            f"victim p99 baseline {report['baseline_p99_ms']} ms; worst ratio "
+            f"{report['victim_p99_ratio_max']}; Redis bytes per attack request (max) "
+            f"{report['redis_bytes_per_attack_request_max']}"
+        )
         for name in VECTORS:
             ph = phases[name]
-            print(f"  {name:<18} p99 {ph['victim_p99_ms']:>8} ms  ratio "
-                  f"{ph['victim_p99_ratio']:>5}  requests {ph['attack_requests']:>6}  "
-                  f"Redis B/request {ph['redis_bytes_per_attack_request']}")
+            print(
+                f"  {name:<18} p99 {ph['victim_p99_ms']:>8} ms  ratio "
+                f"{ph['victim_p99_ratio']:>5}  requests {ph['attack_requests']:>6}  "
+                f"Redis B/request {ph['redis_bytes_per_attack_request']}"
+            )
     return 0

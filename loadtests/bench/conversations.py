@@ -36,8 +36,12 @@ class Pair:
 
     def spec(self) -> dict[str, str]:
         """What the push load generator needs (tokens and ids only)."""
-        return {"cid": self.cid, "sender_token": self.sender_token,
-                "recipient_token": self.recipient_token, "media_id": self.media_id}
+        return {
+            "cid": self.cid,
+            "sender_token": self.sender_token,
+            "recipient_token": self.recipient_token,
+            "media_id": self.media_id,
+        }
 
 
 async def _one_pair(base_url: str, http: Any, mode: str, suite: str | None) -> Pair:
@@ -51,17 +55,27 @@ async def _one_pair(base_url: str, http: Any, mode: str, suite: str | None) -> P
         await recipient.publish_key()
     conv = await sender.create_conversation([recipient.uid], mode=mode)
     assert sender.session_token and recipient.session_token and recipient.device_id
-    return Pair(conv["id"], sender.uid, sender.session_token, recipient.uid,
-                recipient.session_token, recipient.device_id, new_id("m"), key)
+    return Pair(
+        conv["id"],
+        sender.uid,
+        sender.session_token,
+        recipient.uid,
+        recipient.session_token,
+        recipient.device_id,
+        new_id("m"),
+        key,
+    )
 
 
-async def make_pairs(base_url: str, count: int, *, mode: str = "plain",
-                     suite: str | None = None) -> list[Pair]:
+async def make_pairs(
+    base_url: str, count: int, *, mode: str = "plain", suite: str | None = None
+) -> list[Pair]:
     """Users and conversations through the dm's own API (dev issuer), as clients would."""
     import aiohttp
 
     limit = asyncio.Semaphore(8)
     async with aiohttp.ClientSession() as http:
+
         async def one() -> Pair:
             async with limit:
                 return await _one_pair(base_url, http, mode, suite)
@@ -75,11 +89,21 @@ async def register_sender_media(redis_url: str, pairs: Sequence[Pair]) -> None:
     try:
         registry = MediaRegistry(redis)
         for p in pairs:
-            await registry.put(Media(
-                id=p.media_id, owner=p.sender, visibility="private", allow_reshare=False,
-                audience=AudienceRules(), status="active", content_type="video/mp4",
-                size=MEDIA_BYTES, sha256="0" * 64, origin="bench/clip.mp4",
-                created_at=int(time.time())))
+            await registry.put(
+                Media(
+                    id=p.media_id,
+                    owner=p.sender,
+                    visibility="private",
+                    allow_reshare=False,
+                    audience=AudienceRules(),
+                    status="active",
+                    content_type="video/mp4",
+                    size=MEDIA_BYTES,
+                    sha256="0" * 64,
+                    origin="bench/clip.mp4",
+                    created_at=int(time.time()),
+                )
+            )
     finally:
         await redis.aclose()
 

@@ -94,8 +94,9 @@ class View:
     offsets: list[int]
 
 
-def plan_views(mix: Mix, rng: random.Random, count: int, signer: SigningKey,
-               media_ids: list[str], tag: str) -> list[View]:
+def plan_views(
+    mix: Mix, rng: random.Random, count: int, signer: SigningKey, media_ids: list[str], tag: str
+) -> list[View]:
     weights = [1 / (i + 1) ** mix.zipf for i in range(mix.media)]
     chunks = mix.media_mib
     views = []
@@ -109,9 +110,15 @@ def plan_views(mix: Mix, rng: random.Random, count: int, signer: SigningKey,
             if rng.random() < mix.abandon:
                 break
             at = rng.randrange(chunks) if rng.random() < mix.seek else at + 1
-        ptr = pointer.mint(signer, media_id=media_ids[m], sub=f"u{user}",
-                           conversation_id=f"c_{tag}_{n}", message_id=f"m_{tag}_{n}",
-                           now=time.time(), ttl_s=POINTER_TTL_S)
+        ptr = pointer.mint(
+            signer,
+            media_id=media_ids[m],
+            sub=f"u{user}",
+            conversation_id=f"c_{tag}_{n}",
+            message_id=f"m_{tag}_{n}",
+            now=time.time(),
+            ttl_s=POINTER_TTL_S,
+        )
         views.append(View(m, user, ptr, int(time.time()) + 3600 + n, offsets))
     return views
 
@@ -135,16 +142,24 @@ def interleave(views: list[View], players: int, rng: random.Random) -> list[tupl
     return out
 
 
-def write_traces(root: Path, round_no: int, views: list[View], order: list[tuple[int, int]],
-                 media_ids: list[str], sessions: list[str], sl_secret: str) -> dict[str, Path]:
+def write_traces(
+    root: Path,
+    round_no: int,
+    views: list[View],
+    order: list[tuple[int, int]],
+    media_ids: list[str],
+    sessions: list[str],
+    sl_secret: str,
+) -> dict[str, Path]:
     front, base = [], []
     for vi, off in order:
         v = views[vi]
         rng_hdr = f"bytes={off * MIB}-{(off + 1) * MIB - 1}"
         auth = f"Bearer {sessions[v.user]}"
         front.append(f"/m/{media_ids[v.media]}?pointer={v.pointer}\t{auth}\t{rng_hdr}")
-        base.append(f"{secure_link(f'/sl/mix/{v.media}.mp4', sl_secret, v.sl_expires)}"
-                    f"\t{auth}\t{rng_hdr}")
+        base.append(
+            f"{secure_link(f'/sl/mix/{v.media}.mp4', sl_secret, v.sl_expires)}\t{auth}\t{rng_hdr}"
+        )
     paths = {"front": root / f"front-{round_no}.trace", "secure_link": root / f"sl-{round_no}.trace"}
     paths["front"].write_text("\n".join(front) + "\n")
     paths["secure_link"].write_text("\n".join(base) + "\n")
@@ -158,11 +173,21 @@ async def register(redis_url: str, count: int, size: int) -> list[str]:
         registry = MediaRegistry(redis)
         for i in range(count):
             media_id = f"m_mix_{i}"
-            await registry.put(Media(
-                id=media_id, owner="alice", visibility="private", allow_reshare=False,
-                audience=AudienceRules(), status="active", content_type="video/mp4",
-                size=size, sha256="0" * 64, origin=f"mix/{i}.mp4",
-                created_at=int(time.time())))
+            await registry.put(
+                Media(
+                    id=media_id,
+                    owner="alice",
+                    visibility="private",
+                    allow_reshare=False,
+                    audience=AudienceRules(),
+                    status="active",
+                    content_type="video/mp4",
+                    size=size,
+                    sha256="0" * 64,
+                    origin=f"mix/{i}.mp4",
+                    created_at=int(time.time()),
+                )
+            )
             ids.append(media_id)
     finally:
         await redis.aclose()
@@ -172,8 +197,15 @@ async def register(redis_url: str, count: int, size: int) -> list[str]:
 class RevocationProbe:
     """While a round runs: play, unsend, time until the front says 410; repeat."""
 
-    def __init__(self, front: NginxFront, redis_url: str, signer: SigningKey, media_id: str,
-                 session: str, interval_s: float) -> None:
+    def __init__(
+        self,
+        front: NginxFront,
+        redis_url: str,
+        signer: SigningKey,
+        media_id: str,
+        session: str,
+        interval_s: float,
+    ) -> None:
         self.url, self.redis_url, self.signer = front.url, redis_url, signer
         self.stats_url = f"http://{front.host}:{front.control_port}/_front/stats"
         self.stats_headers = {"X-Front-Secret": front.control_secret}
@@ -194,8 +226,9 @@ class RevocationProbe:
         self._thread.join(30)
 
     async def _status(self, http: aiohttp.ClientSession, path: str) -> int:
-        async with http.get(self.url + path, headers={"Authorization": self.auth,
-                                                      "Range": "bytes=0-0"}) as r:
+        async with http.get(
+            self.url + path, headers={"Authorization": self.auth, "Range": "bytes=0-0"}
+        ) as r:
             await r.read()
             return r.status
 
@@ -217,8 +250,14 @@ class RevocationProbe:
     async def _trial(self, http: aiohttp.ClientSession, log: RevocationLog) -> None:
         self._n += 1
         msg = f"m_probe_{time.monotonic_ns()}"
-        ptr = pointer.mint(self.signer, media_id=self.media_id, sub="probe",
-                           conversation_id="c_probe", message_id=msg, now=time.time())
+        ptr = pointer.mint(
+            self.signer,
+            media_id=self.media_id,
+            sub="probe",
+            conversation_id="c_probe",
+            message_id=msg,
+            now=time.time(),
+        )
         path = f"/m/{self.media_id}?pointer={ptr}"
         if await self._status(http, path) != 206 or await self._status(http, path) != 206:
             self.failures += 1
@@ -271,10 +310,18 @@ def run(root: Path, o: Options) -> dict[str, Any]:
     probe_failures = 0
     with RedisProcess(root / "redis", appendonly=False) as redis:
         port = free_port()
-        front = NginxFront(root / "nginx", port=free_port(), authorizer=f"127.0.0.1:{port}",
-                           origin=origin, auth_cache_s=o.auth_cache_s)
-        env = {**edge_env(jwks, root / "keys" / "session" / JWKS_FILE), **front.edge_env(),
-               "CDN_AUTH_MAX_TOKEN_LIFETIME_S": str(POINTER_TTL_S)}
+        front = NginxFront(
+            root / "nginx",
+            port=free_port(),
+            authorizer=f"127.0.0.1:{port}",
+            origin=origin,
+            auth_cache_s=o.auth_cache_s,
+        )
+        env = {
+            **edge_env(jwks, root / "keys" / "session" / JWKS_FILE),
+            **front.edge_env(),
+            "CDN_AUTH_MAX_TOKEN_LIFETIME_S": str(POINTER_TTL_S),
+        }
         log = root / "edge.log"
         cmd = [*edge_command(port, redis.url, origin), "--workers", str(o.edge_workers)]
         with child_process(cmd, log, env) as proc, front:
@@ -288,20 +335,28 @@ def run(root: Path, o: Options) -> dict[str, Any]:
             for r in range(o.rounds):
                 views = plan_views(o.mix, rng, o.views_per_round, signer, media_ids, f"r{r}")
                 order = interleave(views, o.mix.players, rng)
-                traces = write_traces(root, r, views, order, media_ids, sessions,
-                                      front.secure_link_secret)
-                for name in (("front", "secure_link") if r % 2 == 0
-                             else ("secure_link", "front")):
+                traces = write_traces(
+                    root, r, views, order, media_ids, sessions, front.secure_link_secret
+                )
+                for name in ("front", "secure_link") if r % 2 == 0 else ("secure_link", "front"):
                     before = front.stats()
                     started = time.monotonic()
                     with contextlib.ExitStack() as stack:
                         probe = None
                         if name == "front":
-                            probe = stack.enter_context(RevocationProbe(
-                                front, redis.url, signer, media_ids[0],
-                                issuer.mint("probe", ttl_s=3600), 0.2))
-                        doc = wrk.run("trace.lua", front.port, o.duration_s, o.connections,
-                                      [str(traces[name])])
+                            probe = stack.enter_context(
+                                RevocationProbe(
+                                    front,
+                                    redis.url,
+                                    signer,
+                                    media_ids[0],
+                                    issuer.mint("probe", ttl_s=3600),
+                                    0.2,
+                                )
+                            )
+                        doc = wrk.run(
+                            "trace.lua", front.port, o.duration_s, o.connections, [str(traces[name])]
+                        )
                     elapsed = time.monotonic() - started
                     after = front.stats()
                     if probe is not None:
@@ -315,23 +370,32 @@ def run(root: Path, o: Options) -> dict[str, Any]:
                     doc["trace_requests"] = len(order)
                     runs[name].append(doc)
                     rps = doc["requests"] / (doc["duration_us"] / 1e6)
-                    say(f"round {r + 1}/{o.rounds} {name:<11} {rps:8.0f} req/s "
+                    say(
+                        f"round {r + 1}/{o.rounds} {name:<11} {rps:8.0f} req/s "
                         f"p50 {doc['p50_us'] / 1000:7.2f} ms p99 {doc['p99_us'] / 1000:7.2f} ms "
                         f"errors {doc['errors'] + doc['status']}"
-                        + (f" hit ratio {doc['hit_ratio']:.2f}" if name == "front" else ""))
+                        + (f" hit ratio {doc['hit_ratio']:.2f}" if name == "front" else "")
+                    )
     return summarize(runs, probes, observed, probe_failures, o)
 
 
-def summarize(runs: dict[str, list[dict[str, Any]]], probes: list[float], observed: list[float],
-              probe_failures: int, o: Options) -> dict[str, Any]:
+def summarize(
+    runs: dict[str, list[dict[str, Any]]],
+    probes: list[float],
+    observed: list[float],
+    probe_failures: int,
+    o: Options,
+) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for name, docs in runs.items():
         secs = [d["duration_us"] / 1e6 for d in docs]
         paths[name] = {
-            "rps": round(statistics.median(d["requests"] / s for d, s in zip(docs, secs,
-                                                                             strict=True)), 1),
-            "mb_per_s": round(statistics.median(d["bytes"] / s / 1e6 for d, s in zip(
-                docs, secs, strict=True)), 1),
+            "rps": round(
+                statistics.median(d["requests"] / s for d, s in zip(docs, secs, strict=True)), 1
+            ),
+            "mb_per_s": round(
+                statistics.median(d["bytes"] / s / 1e6 for d, s in zip(docs, secs, strict=True)), 1
+            ),
             "p50_ms": round(statistics.median(d["p50_us"] for d in docs) / 1000, 3),
             "p99_ms": round(statistics.median(d["p99_us"] for d in docs) / 1000, 3),
             "errors": sum(d["errors"] + d["status"] for d in docs),
@@ -340,25 +404,32 @@ def summarize(runs: dict[str, list[dict[str, Any]]], probes: list[float], observ
         }
     front = runs["front"]
     paths["front"]["authorizer_calls_per_s"] = round(
-        statistics.median(d["auth_calls_per_s"] for d in front), 1)
+        statistics.median(d["auth_calls_per_s"] for d in front), 1
+    )
     paths["front"]["decision_cache_hit_ratio"] = round(
-        statistics.median(d["hit_ratio"] for d in front), 3)
+        statistics.median(d["hit_ratio"] for d in front), 3
+    )
     ratio = paths["front"]["rps"] / max(1e-9, paths["secure_link"]["rps"])
     p99 = percentile(probes, 0.99) if probes else None
     return {
-        "benchmark": "front-mix", "rounds": o.rounds, "duration_s": o.duration_s,
-        "connections": o.connections, "views_per_round": o.views_per_round,
+        "benchmark": "front-mix",
+        "rounds": o.rounds,
+        "duration_s": o.duration_s,
+        "connections": o.connections,
+        "views_per_round": o.views_per_round,
         "edge_workers": o.edge_workers,
-        "auth_cache_s": o.auth_cache_s, "mix": o.mix.__dict__, "paths": paths,
-        "front_ratio_viewing_mix": round(ratio, 3), "target_ratio": TARGET_RATIO,
+        "auth_cache_s": o.auth_cache_s,
+        "mix": o.mix.__dict__,
+        "paths": paths,
+        "front_ratio_viewing_mix": round(ratio, 3),
+        "target_ratio": TARGET_RATIO,
         "front_revocation_p50_ms": round(statistics.median(probes), 2) if probes else None,
         "front_revocation_p99_ms": round(p99, 2) if p99 is not None else None,
         # Client-side: until the probe's own request came back 410, queueing included.
-        "front_revocation_observed_p50_ms":
-            round(statistics.median(observed), 2) if observed else None,
-        "front_revocation_observed_p99_ms":
-            round(percentile(observed, 0.99), 2) if observed else None,
-        "revocation_trials": len(probes), "revocation_failures": probe_failures,
+        "front_revocation_observed_p50_ms": round(statistics.median(observed), 2) if observed else None,
+        "front_revocation_observed_p99_ms": round(percentile(observed, 0.99), 2) if observed else None,
+        "revocation_trials": len(probes),
+        "revocation_failures": probe_failures,
         "target_p99_ms": TARGET_P99_MS,
         "target_met": ratio >= TARGET_RATIO and p99 is not None and p99 <= TARGET_P99_MS,
         "valid": probe_failures == 0 and all(p["errors"] == 0 for p in paths.values()),
@@ -367,8 +438,11 @@ def summarize(runs: dict[str, list[dict[str, Any]]], probes: list[float], observ
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench front-mix", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench front-mix",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--duration", type=int, default=6)
     p.add_argument("--connections", type=int, default=32)
@@ -376,32 +450,50 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=3000)
     p.add_argument("--media", type=int, default=24)
     p.add_argument("--media-mib", type=int, default=16, help="size of each media file (MiB)")
-    p.add_argument("--edge-workers", type=int, default=2,
-                   help="authorizer processes (serve --workers; one per core, as deployed)")
+    p.add_argument(
+        "--edge-workers",
+        type=int,
+        default=2,
+        help="authorizer processes (serve --workers; one per core, as deployed)",
+    )
     p.add_argument("--players", type=int, default=64, help="views in flight at once")
     p.add_argument("--zipf", type=float, default=1.1)
-    p.add_argument("--abandon", type=float, default=0.15,
-                   help="chance a view stops after each range")
-    p.add_argument("--seek", type=float, default=0.1,
-                   help="chance a view seeks after a range")
+    p.add_argument("--abandon", type=float, default=0.15, help="chance a view stops after each range")
+    p.add_argument("--seek", type=float, default=0.1, help="chance a view seeks after a range")
     p.add_argument("--auth-cache-s", type=int, default=30)
     p.add_argument("--seed", type=int, default=14)
     common_flags(p)
     a = p.parse_args(argv)
-    o = Options(a.rounds, a.duration, a.connections, a.views, a.auth_cache_s,
-                Mix(a.users, a.media, a.players, a.zipf, a.abandon, a.seek, a.media_mib), a.seed,
-                a.edge_workers)
+    o = Options(
+        a.rounds,
+        a.duration,
+        a.connections,
+        a.views,
+        a.auth_cache_s,
+        Mix(a.users, a.media, a.players, a.zipf, a.abandon, a.seek, a.media_mib),
+        a.seed,
+        a.edge_workers,
+    )
     with tempfile.TemporaryDirectory(prefix="bench-front-mix-") as tmp:
         result = run(Path(tmp), o)
     for name, v in result["paths"].items():
-        extra = (f"  auth calls/s {v['authorizer_calls_per_s']}  hit ratio "
-                 f"{v['decision_cache_hit_ratio']}") if name == "front" else ""
-        print(f"{name:<11} {v['rps']:>8} req/s {v['mb_per_s']:>7} MB/s  p50 {v['p50_ms']} ms  "
-              f"p99 {v['p99_ms']} ms  errors {v['errors']}{extra}", file=sys.stderr)
-    print(f"front_ratio_viewing_mix {result['front_ratio_viewing_mix']} (target >= "
-          f"{TARGET_RATIO}); front revocation p50 {result['front_revocation_p50_ms']} ms p99 "
-          f"{result['front_revocation_p99_ms']} ms over {result['revocation_trials']} trials "
-          f"(target <= {TARGET_P99_MS:.0f} ms)", file=sys.stderr)
+        extra = (
+            (f"  auth calls/s {v['authorizer_calls_per_s']}  hit ratio {v['decision_cache_hit_ratio']}")
+            if name == "front"
+            else ""
+        )
+        print(
+            f"{name:<11} {v['rps']:>8} req/s {v['mb_per_s']:>7} MB/s  p50 {v['p50_ms']} ms  "
+            f"p99 {v['p99_ms']} ms  errors {v['errors']}{extra}",
+            file=sys.stderr,
+        )
+    print(
+        f"front_ratio_viewing_mix {result['front_ratio_viewing_mix']} (target >= "
+        f"{TARGET_RATIO}); front revocation p50 {result['front_revocation_p50_ms']} ms p99 "
+        f"{result['front_revocation_p99_ms']} ms over {result['revocation_trials']} trials "
+        f"(target <= {TARGET_P99_MS:.0f} ms)",
+        file=sys.stderr,
+    )
     if a.json:
         print(json.dumps(result, indent=2))
     return 0 if result["valid"] else 1

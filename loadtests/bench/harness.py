@@ -32,9 +32,23 @@ from loadtests.stack.children import (
     wait_ready,
 )
 
-__all__ = ["HOST", "MARKER", "REPO_ROOT", "BenchError", "StackError", "child_process",
-           "common_flags", "fetch", "log_tail", "parse_result", "run_and_report", "speaker",
-           "stop_process", "wait_ready", "workdir"]
+__all__ = [
+    "HOST",
+    "MARKER",
+    "REPO_ROOT",
+    "BenchError",
+    "StackError",
+    "child_process",
+    "common_flags",
+    "fetch",
+    "log_tail",
+    "parse_result",
+    "run_and_report",
+    "speaker",
+    "stop_process",
+    "wait_ready",
+    "workdir",
+]
 
 #: Prefix of the one JSON line a load generator (wrk's Lua or a Python child) prints.
 MARKER = "BENCH_RESULT "
@@ -46,6 +60,7 @@ class BenchError(Exception):
 
 def speaker(name: str) -> Callable[[str], None]:
     """A benchmark's progress line: to stderr, so that stdout stays the report (or pure JSON)."""
+
     def say(message: str) -> None:
         print(f"[bench {name}] {message}", file=sys.stderr, flush=True)
 
@@ -55,10 +70,16 @@ def speaker(name: str) -> Callable[[str], None]:
 def common_flags(p: argparse.ArgumentParser, *, workdir: bool = False) -> argparse.ArgumentParser:
     """``--json`` (and ``--dir`` for benchmarks that keep a working directory)."""
     if workdir:
-        p.add_argument("--dir", type=Path, help="working directory, recreated and kept "
-                       "(default: a temporary one, removed at the end)")
-    p.add_argument("--json", action="store_true",
-                   help="print the report as JSON on stdout (the table then goes to stderr)")
+        p.add_argument(
+            "--dir",
+            type=Path,
+            help="working directory, recreated and kept (default: a temporary one, removed at the end)",
+        )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON on stdout (the table then goes to stderr)",
+    )
     return p
 
 
@@ -66,7 +87,7 @@ def parse_result(stdout: str, what: str, stderr: str = "") -> dict[str, Any]:
     """The :data:`MARKER` line a generator printed, as JSON; none is a failed run."""
     for line in stdout.splitlines():
         if line.startswith(MARKER):
-            doc: dict[str, Any] = json.loads(line[len(MARKER):])
+            doc: dict[str, Any] = json.loads(line[len(MARKER) :])
             return doc
     raise BenchError(f"{what} printed no result:\n{stdout[-800:]}\n{stderr[-800:]}")
 
@@ -95,8 +116,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run_and_report(run: Callable[[], dict[str, Any]], render: Callable[[dict[str, Any]], str], *,
-                   as_json: bool, say: Callable[[str], None]) -> int:
+def run_and_report(
+    run: Callable[[], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+    *,
+    as_json: bool,
+    say: Callable[[str], None],
+) -> int:
     """What a benchmark's ``main`` does once its options are parsed: run with SIGTERM
     unwinding like Ctrl-C (so every child process is stopped), print the table (to stderr
     when stdout carries the JSON), and exit 0 on a valid measurement, 1 if invalid or

@@ -74,32 +74,47 @@ def measure(n: int, queries: int, repeats: int, seed: int = 1) -> dict[str, Any]
         expected = [(int(p), int(d[p])) for p in np.nonzero(d <= DEFAULT_THRESHOLD)[0]]
         if index.search(q) != expected:
             raise AssertionError("index and brute force disagree")
-    return {"hashes": n, "queries": len(qs), "found": found, "build_s": round(build_s, 2),
-            "lookups_per_s_per_core": round(statistics.median(cpu_rates)),
-            "lookups_per_s_wall": round(statistics.median(wall_rates)),
-            "lookups_per_s_per_core_runs": [round(r) for r in cpu_rates],
-            "bytes_per_hash": round(index.nbytes / n, 1)}
+    return {
+        "hashes": n,
+        "queries": len(qs),
+        "found": found,
+        "build_s": round(build_s, 2),
+        "lookups_per_s_per_core": round(statistics.median(cpu_rates)),
+        "lookups_per_s_wall": round(statistics.median(wall_rates)),
+        "lookups_per_s_per_core_runs": [round(r) for r in cpu_rates],
+        "bytes_per_hash": round(index.nbytes / n, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench matcher", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench matcher",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--queries", type=int, default=1000, help="lookups per run (default 1000)")
     p.add_argument("--repeats", type=int, default=3, help="runs per size; median reported")
     p.add_argument("--sizes", default="100000,1000000", help="bank sizes (comma-separated)")
     a = p.parse_args(argv)
     sizes = [int(float(x)) for x in a.sizes.split(",") if x.strip()]
-    if not sizes or min(sizes) < 1 or max(sizes) > 20_000_000 or not 1 <= a.queries <= 100_000 \
-            or not 1 <= a.repeats <= 20:
+    if (
+        not sizes
+        or min(sizes) < 1
+        or max(sizes) > 20_000_000
+        or not 1 <= a.queries <= 100_000
+        or not 1 <= a.repeats <= 20
+    ):
         p.error("sizes 1..2e7, queries 1..1e5, repeats 1..20")
-    out: dict[str, Any] = {"benchmark": "matcher", "threshold": DEFAULT_THRESHOLD,
-                           "index": "multi-index hashing, 16 bands x 16 bits, numpy",
-                           "hma_target": {"hashes": HMA_TARGET_HASHES,
-                                          "lookups_per_s": HMA_TARGET_LOOKUPS_S},
-                           "note": "synthetic uniform hashes; CPU-time rates (per core); the "
-                                   "machine may be shared, so compare within one run",
-                           "runs": []}
+    out: dict[str, Any] = {
+        "benchmark": "matcher",
+        "threshold": DEFAULT_THRESHOLD,
+        "index": "multi-index hashing, 16 bands x 16 bits, numpy",
+        "hma_target": {"hashes": HMA_TARGET_HASHES, "lookups_per_s": HMA_TARGET_LOOKUPS_S},
+        "note": "synthetic uniform hashes; CPU-time rates (per core); the "
+        "machine may be shared, so compare within one run",
+        "runs": [],
+    }
     for n in sizes:
         r = measure(n, a.queries, a.repeats)
         out["runs"].append(r)
@@ -107,11 +122,15 @@ def main(argv: list[str] | None = None) -> int:
         out[f"lookups_per_s_per_core_{tag}"] = r["lookups_per_s_per_core"]
         out[f"bytes_per_hash_{tag}"] = r["bytes_per_hash"]
         out[f"cores_for_hma_rate_{tag}"] = round(
-            HMA_TARGET_LOOKUPS_S / max(r["lookups_per_s_per_core"], 1), 2)
+            HMA_TARGET_LOOKUPS_S / max(r["lookups_per_s_per_core"], 1), 2
+        )
         if not a.json:
-            print(f"{n:>10} hashes: {r['lookups_per_s_per_core']:>7} lookups/s per core "
-                  f"({r['lookups_per_s_wall']} wall), {r['bytes_per_hash']} B/hash, "
-                  f"built in {r['build_s']} s", flush=True)
+            print(
+                f"{n:>10} hashes: {r['lookups_per_s_per_core']:>7} lookups/s per core "
+                f"({r['lookups_per_s_wall']} wall), {r['bytes_per_hash']} B/hash, "
+                f"built in {r['build_s']} s",
+                flush=True,
+            )
     if a.json:
         print(json.dumps(out, indent=1))
     return 0

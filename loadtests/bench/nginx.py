@@ -47,8 +47,9 @@ TARGET = 0.5
 say = speaker("nginx")
 
 
-def run(root: Path, *, rounds: int, duration_s: int, connections: int,
-        auth_cache_s: int) -> dict[str, object]:
+def run(
+    root: Path, *, rounds: int, duration_s: int, connections: int, auth_cache_s: int
+) -> dict[str, object]:
     keys, jwks = write_keys(root)
     issuer = session_issuer(root)
     origin = root / "origin"
@@ -58,18 +59,31 @@ def run(root: Path, *, rounds: int, duration_s: int, connections: int,
     with RedisProcess(root / "redis", appendonly=False) as redis:
         port = free_port()
         log = root / "edge.log"
-        front = NginxFront(root / "nginx", port=free_port(), authorizer=f"127.0.0.1:{port}",
-                           origin=origin, auth_cache_s=auth_cache_s)
+        front = NginxFront(
+            root / "nginx",
+            port=free_port(),
+            authorizer=f"127.0.0.1:{port}",
+            origin=origin,
+            auth_cache_s=auth_cache_s,
+        )
         env = {**edge_env(jwks, root / "keys" / "session" / JWKS_FILE), **front.edge_env()}
         with child_process(edge_command(port, redis.url, origin), log, env) as proc:
             wait_ready("edge", proc, port, "/readyz", log)
             media_id = register_media(port, issuer)
-            ptr = pointer.mint(keys[Alg.ED25519], media_id=media_id, sub="bob",
-                               conversation_id="c_bench", message_id="m_1", now=time.time())
-            paths = {"nginx_auth": f"/m/{media_id}?pointer={ptr}",
-                     "secure_link": secure_link(f"/sl/{INGEST}/{ORIGIN_RELPATH}",
-                                                front.secure_link_secret,
-                                                int(time.time()) + 3600)}
+            ptr = pointer.mint(
+                keys[Alg.ED25519],
+                media_id=media_id,
+                sub="bob",
+                conversation_id="c_bench",
+                message_id="m_1",
+                now=time.time(),
+            )
+            paths = {
+                "nginx_auth": f"/m/{media_id}?pointer={ptr}",
+                "secure_link": secure_link(
+                    f"/sl/{INGEST}/{ORIGIN_RELPATH}", front.secure_link_secret, int(time.time()) + 3600
+                ),
+            }
             auth = root / "auth.txt"
             auth.write_text(f"Bearer {issuer.mint('bob')}\n")
             results: dict[str, list[RawRun]] = {k: [] for k in paths}
@@ -79,13 +93,14 @@ def run(root: Path, *, rounds: int, duration_s: int, connections: int,
                     for name in order:
                         targets = root / f"{name}.txt"
                         targets.write_text(paths[name] + "\n")
-                        raw = gen.run(LoadSpec(front.port, targets, auth, duration_s,
-                                               connections))
+                        raw = gen.run(LoadSpec(front.port, targets, auth, duration_s, connections))
                         results[name].append(raw)
                         rps = raw.requests / raw.duration_s
-                        say(f"round {r + 1}/{rounds} {name:<12} {rps:8.0f} req/s "
+                        say(
+                            f"round {r + 1}/{rounds} {name:<12} {rps:8.0f} req/s "
                             f"p50 {raw.p50_ms:6.2f} ms p99 {raw.p99_ms:6.2f} ms "
-                            f"errors {raw.status_errors + raw.socket_errors}")
+                            f"errors {raw.status_errors + raw.socket_errors}"
+                        )
                 front_stats = front.stats()
     result = summarize(results, gen.version, rounds, duration_s, connections, auth_cache_s)
     # The front's own counters: how many requests the decision cache answered.
@@ -93,8 +108,14 @@ def run(root: Path, *, rounds: int, duration_s: int, connections: int,
     return result
 
 
-def summarize(results: dict[str, list[RawRun]], generator: str, rounds: int, duration_s: int,
-              connections: int, auth_cache_s: int) -> dict[str, object]:
+def summarize(
+    results: dict[str, list[RawRun]],
+    generator: str,
+    rounds: int,
+    duration_s: int,
+    connections: int,
+    auth_cache_s: int,
+) -> dict[str, object]:
     paths: dict[str, dict[str, float | int | bool]] = {}
     for name, runs in results.items():
         errors = sum(r.status_errors + r.socket_errors + r.timeouts for r in runs)
@@ -108,16 +129,28 @@ def summarize(results: dict[str, list[RawRun]], generator: str, rounds: int, dur
             "valid": errors == 0 and all(RANGE_BYTES <= b <= RANGE_BYTES + 1024 for b in per_resp),
         }
     ratio = float(paths["nginx_auth"]["rps"]) / float(paths["secure_link"]["rps"])
-    return {"benchmark": "nginx", "generator": generator, "rounds": rounds,
-            "duration_s": duration_s, "connections": connections, "auth_cache_s": auth_cache_s,
-            "range_bytes": RANGE_BYTES, "paths": paths, "nginx_front_ratio": round(ratio, 3),
-            "target": TARGET, "target_met": ratio >= TARGET,
-            "valid": all(bool(p["valid"]) for p in paths.values())}
+    return {
+        "benchmark": "nginx",
+        "generator": generator,
+        "rounds": rounds,
+        "duration_s": duration_s,
+        "connections": connections,
+        "auth_cache_s": auth_cache_s,
+        "range_bytes": RANGE_BYTES,
+        "paths": paths,
+        "nginx_front_ratio": round(ratio, 3),
+        "target": TARGET,
+        "target_met": ratio >= TARGET,
+        "valid": all(bool(p["valid"]) for p in paths.values()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench nginx", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench nginx",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--connections", type=int, default=64)
@@ -125,15 +158,26 @@ def main(argv: list[str] | None = None) -> int:
     common_flags(p)
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
-        result = run(Path(tmp), rounds=a.rounds, duration_s=a.duration,
-                     connections=a.connections, auth_cache_s=a.auth_cache_s)
+        result = run(
+            Path(tmp),
+            rounds=a.rounds,
+            duration_s=a.duration,
+            connections=a.connections,
+            auth_cache_s=a.auth_cache_s,
+        )
     paths = result["paths"]
     assert isinstance(paths, dict)
     for name, v in paths.items():
-        print(f"{name:<12} {v['rps']:>9} req/s  p50 {v['p50_ms']:>7} ms  p99 {v['p99_ms']:>7} ms  "
-              f"errors {v['errors']}  valid {v['valid']}", file=sys.stderr)
-    print(f"nginx_front_ratio {result['nginx_front_ratio']} (target >= {TARGET}: "
-          f"{'met' if result['target_met'] else 'MISSED'})", file=sys.stderr)
+        print(
+            f"{name:<12} {v['rps']:>9} req/s  p50 {v['p50_ms']:>7} ms  p99 {v['p99_ms']:>7} ms  "
+            f"errors {v['errors']}  valid {v['valid']}",
+            file=sys.stderr,
+        )
+    print(
+        f"nginx_front_ratio {result['nginx_front_ratio']} (target >= {TARGET}: "
+        f"{'met' if result['target_met'] else 'MISSED'})",
+        file=sys.stderr,
+    )
     if a.json:
         print(json.dumps(result, indent=2))
     return 0 if result["valid"] else 1

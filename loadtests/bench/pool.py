@@ -32,9 +32,8 @@ class Pool:
             started = time.perf_counter()
             base = len(self.items)
             self.items += [self.make(base + i) for i in range(short)]
-            self.log(f"prepared {short} {self.label} requests in "
-                     f"{time.perf_counter() - started:.1f}s")
-        return self.items[self.used:self.used + count]
+            self.log(f"prepared {short} {self.label} requests in {time.perf_counter() - started:.1f}s")
+        return self.items[self.used : self.used + count]
 
     def retire(self, sent: int) -> None:
         if self.once:

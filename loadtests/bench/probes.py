@@ -18,6 +18,7 @@ from .harness import BenchError, fetch
 
 # -- order statistics -------------------------------------------------------------------------
 
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (``q`` in 0..1): an observed value, never an interpolation;
     0.0 for none."""
@@ -35,7 +36,8 @@ def median(values: Sequence[float]) -> float:
 # -- Prometheus scraping --------------------------------------------------------------------
 
 _SAMPLE_RE = re.compile(
-    r"^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$")
+    r"^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$"
+)
 _LABEL_RE = re.compile(r'(\w+)="([^"]*)"')
 Sample = tuple[str, dict[str, str], float]
 
@@ -63,11 +65,13 @@ def scrape(port: int) -> list[Sample]:
 
 def metric_sum(samples: Sequence[Sample], name: str, **labels: str) -> float:
     """Sum of ``name`` over the samples whose labels include ``labels``."""
-    return sum(v for n, lab, v in samples
-               if n == name and all(lab.get(k) == want for k, want in labels.items()))
+    return sum(
+        v for n, lab, v in samples if n == name and all(lab.get(k) == want for k, want in labels.items())
+    )
 
 
 # -- CPU ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Cpu:
@@ -86,8 +90,10 @@ class Cpu:
 
     def per_op_us(self, before: Cpu, ops: int) -> dict[str, float | None]:
         """Microseconds of CPU per operation since ``before``, for the server and its Redis."""
+
         def each(now: float | None, then: float | None) -> float | None:
-            return None if now is None or then is None or ops <= 0 \
-                else round((now - then) / ops * 1e6, 1)
+            return (
+                None if now is None or then is None or ops <= 0 else round((now - then) / ops * 1e6, 1)
+            )
 
         return {"server": each(self.server, before.server), "redis": each(self.redis, before.redis)}

@@ -32,8 +32,9 @@ from dm import delivery, envelope
 from service_kernel.encoding import b64url_encode
 
 
-def build_messages(members: int, devices: int, suite: str, count: int
-                   ) -> tuple[list[dict[str, str]], list[tuple[str, str]]]:
+def build_messages(
+    members: int, devices: int, suite: str, count: int
+) -> tuple[list[dict[str, str]], list[tuple[str, str]]]:
     """``count`` distinct sealed messages, each with one real envelope per member device."""
     payload = envelope.Payload("m_bench", "g_bench", "look at this", envelope.new_franking_key())
     sockets = [(f"u_{m}", f"d_{d}") for m in range(members) for d in range(devices)]
@@ -42,14 +43,23 @@ def build_messages(members: int, devices: int, suite: str, count: int
         key = envelope.DeviceKey.generate(suite)
         binding = envelope.Binding("c_bench", "u_0", "s_bench", user, dev)
         sealed[f"{user}/{dev}"] = b64url_encode(
-            envelope.seal(suite, key.public_bytes(), binding, payload))
+            envelope.seal(suite, key.public_bytes(), binding, payload)
+        )
     messages = []
     for i in range(count):
         env = dict(sealed)
         env[f"u_0/d_{i}"] = f"x{i}"  # a distinct map per message: its first render misses
-        messages.append({"sender": "u_0", "kind": "sealed", "client_message_id": f"cm_{i}",
-                         "commitment": "c" * 43, "countersignature": "s" * 43,
-                         "ts_ms": "1700000000000", "envelopes": json.dumps(env)})
+        messages.append(
+            {
+                "sender": "u_0",
+                "kind": "sealed",
+                "client_message_id": f"cm_{i}",
+                "commitment": "c" * 43,
+                "countersignature": "s" * 43,
+                "ts_ms": "1700000000000",
+                "envelopes": json.dumps(env),
+            }
+        )
     return messages, sockets
 
 
@@ -57,14 +67,16 @@ def push_one(fields: dict[str, str], sockets: list[tuple[str, str]], *, cached: 
     for reader, device in sockets:
         if not cached:
             delivery.envelopes_of.cache_clear()
-        out = {"type": "message", "cursor": "1700000000000-0", "conversation_id": "c_bench",
-               "message": delivery.render(None, "c_bench", "1700000000000-0", fields, reader,
-                                          device)}
+        out = {
+            "type": "message",
+            "cursor": "1700000000000-0",
+            "conversation_id": "c_bench",
+            "message": delivery.render(None, "c_bench", "1700000000000-0", fields, reader, device),
+        }
         json.dumps(out)
 
 
-def cpu_us_per_message(fn: Callable[[dict[str, str]], None], messages: list[dict[str, str]]
-                       ) -> float:
+def cpu_us_per_message(fn: Callable[[dict[str, str]], None], messages: list[dict[str, str]]) -> float:
     t = time.process_time()
     for m in messages:
         fn(m)
@@ -78,24 +90,34 @@ def run(members: int, devices: int, suite: str, rounds: int, count: int) -> dict
         order = list(results) if r % 2 == 0 else list(reversed(results))
         for name in order:
             delivery.envelopes_of.cache_clear()
-            results[name].append(cpu_us_per_message(
-                functools.partial(push_one, sockets=sockets, cached=name == "per_message"),
-                messages))
+            results[name].append(
+                cpu_us_per_message(
+                    functools.partial(push_one, sockets=sockets, cached=name == "per_message"), messages
+                )
+            )
     med = {k: statistics.median(v) for k, v in results.items()}
-    return {"benchmark": "push-render", "members": members, "devices": devices, "suite": suite,
-            "sockets": len(sockets), "messages_per_round": count, "rounds": rounds,
-            "envelope_map_bytes": len(messages[0]["envelopes"]),
-            "cpu_us_per_message": {k: round(v, 1) for k, v in med.items()},
-            "cpu_us_per_message_rounds": {k: [round(x, 1) for x in v]
-                                          for k, v in results.items()},
-            "ratio_per_message_vs_per_device": round(med["per_message"] / med["per_device"], 3),
-            "statistic": "median of interleaved rounds, CPU time"}
+    return {
+        "benchmark": "push-render",
+        "members": members,
+        "devices": devices,
+        "suite": suite,
+        "sockets": len(sockets),
+        "messages_per_round": count,
+        "rounds": rounds,
+        "envelope_map_bytes": len(messages[0]["envelopes"]),
+        "cpu_us_per_message": {k: round(v, 1) for k, v in med.items()},
+        "cpu_us_per_message_rounds": {k: [round(x, 1) for x in v] for k, v in results.items()},
+        "ratio_per_message_vs_per_device": round(med["per_message"] / med["per_device"], 3),
+        "statistic": "median of interleaved rounds, CPU time",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench push-render",
-                                description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench push-render",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--members", type=int, default=16, help="group members (16)")
     p.add_argument("--devices", type=int, default=2, help="devices per member (2)")
     p.add_argument("--suite", choices=sorted(envelope.SUITES), default="x25519")
@@ -110,12 +132,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(doc, indent=1))
         return 0
     c = doc["cpu_us_per_message"]
-    print(f"sealed message to {doc['members']} members x {doc['devices']} devices "
-          f"({doc['sockets']} sockets, envelope map {doc['envelope_map_bytes']} bytes, "
-          f"{doc['suite']}); CPU per message, median of {doc['rounds']} interleaved rounds:")
+    print(
+        f"sealed message to {doc['members']} members x {doc['devices']} devices "
+        f"({doc['sockets']} sockets, envelope map {doc['envelope_map_bytes']} bytes, "
+        f"{doc['suite']}); CPU per message, median of {doc['rounds']} interleaved rounds:"
+    )
     print(f"  map parsed per device : {c['per_device']:10.1f} us")
-    print(f"  map parsed per message: {c['per_message']:10.1f} us  "
-          f"(x{doc['ratio_per_message_vs_per_device']:.3f})")
+    print(
+        f"  map parsed per message: {c['per_message']:10.1f} us  "
+        f"(x{doc['ratio_per_message_vs_per_device']:.3f})"
+    )
     return 0
 
 

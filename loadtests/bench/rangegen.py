@@ -54,12 +54,19 @@ class RawRun:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> RawRun:
-        return cls(int(doc["requests"]), doc["duration_us"] / 1e6, int(doc["bytes"]),
-                   int(doc["connect"]) + int(doc["read"]) + int(doc["write"]),
-                   int(doc["timeout"]), int(doc["status"]),
-                   None if doc.get("non206") is None else int(doc["non206"]),
-                   doc["p50_us"] / 1000, doc["p99_us"] / 1000, int(doc["sent"]),
-                   int(doc["npaths"]))
+        return cls(
+            int(doc["requests"]),
+            doc["duration_us"] / 1e6,
+            int(doc["bytes"]),
+            int(doc["connect"]) + int(doc["read"]) + int(doc["write"]),
+            int(doc["timeout"]),
+            int(doc["status"]),
+            None if doc.get("non206") is None else int(doc["non206"]),
+            doc["p50_us"] / 1000,
+            doc["p99_us"] / 1000,
+            int(doc["sent"]),
+            int(doc["npaths"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -71,9 +78,17 @@ class Generator:
 
 def wrk_generator(wrk: Wrk) -> Generator:
     """wrk, one thread, ``cycle.lua`` over the file of targets."""
+
     def run(spec: LoadSpec) -> RawRun:
-        return RawRun.from_doc(wrk.run("cycle.lua", spec.port, spec.duration_s, spec.connections,
-                                       [str(spec.targets_file), str(spec.auth_file), RANGE_HEADER]))
+        return RawRun.from_doc(
+            wrk.run(
+                "cycle.lua",
+                spec.port,
+                spec.duration_s,
+                spec.connections,
+                [str(spec.targets_file), str(spec.auth_file), RANGE_HEADER],
+            )
+        )
 
     return Generator("wrk", wrk.version, run)
 
@@ -83,11 +98,29 @@ def python_generator() -> Generator:
     import aiohttp
 
     def run(spec: LoadSpec) -> RawRun:
-        cmd = [sys.executable, "-m", "loadtests.bench.rangegen", "--port", str(spec.port),
-               "--targets", str(spec.targets_file), "--auth-file", str(spec.auth_file),
-               "--duration", str(spec.duration_s), "--connections", str(spec.connections)]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO_ROOT,
-                              timeout=spec.duration_s + 120)
+        cmd = [
+            sys.executable,
+            "-m",
+            "loadtests.bench.rangegen",
+            "--port",
+            str(spec.port),
+            "--targets",
+            str(spec.targets_file),
+            "--auth-file",
+            str(spec.auth_file),
+            "--duration",
+            str(spec.duration_s),
+            "--connections",
+            str(spec.connections),
+        ]
+        done = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=REPO_ROOT,
+            timeout=spec.duration_s + 120,
+        )
         return RawRun.from_doc(parse_result(done.stdout, "python load generator", done.stderr))
 
     return Generator("python-aiohttp", f"aiohttp {aiohttp.__version__}", run)
@@ -100,24 +133,37 @@ def choose_generator(wanted: str, say: Callable[[str], None]) -> Generator:
     if wanted != "python" and shutil.which("wrk") is not None:
         return wrk_generator(Wrk.find())
     if wanted == "auto":
-        say("wrk not on PATH: falling back to the Python (aiohttp) load generator; "
-            "it competes with the server for CPU, so absolute rates are lower")
+        say(
+            "wrk not on PATH: falling back to the Python (aiohttp) load generator; "
+            "it competes with the server for CPU, so absolute rates are lower"
+        )
     return python_generator()
 
 
-async def generate(port: int, targets: list[str], headers: dict[str, str], duration_s: float,
-                   connections: int) -> dict[str, Any]:
+async def generate(
+    port: int, targets: list[str], headers: dict[str, str], duration_s: float, connections: int
+) -> dict[str, Any]:
     """The Python generator's load loop: ``connections`` keep-alive workers until the deadline."""
     import aiohttp
 
     latencies: list[float] = []
-    counts = {"requests": 0, "bytes": 0, "connect": 0, "read": 0, "write": 0, "timeout": 0,
-              "status": 0, "non206": 0, "sent": 0}
+    counts = {
+        "requests": 0,
+        "bytes": 0,
+        "connect": 0,
+        "read": 0,
+        "write": 0,
+        "timeout": 0,
+        "status": 0,
+        "non206": 0,
+        "sent": 0,
+    }
     loop = asyncio.get_running_loop()
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(f"http://{HOST}:{port}", connector=connector,
-                                     timeout=timeout) as client:
+    async with aiohttp.ClientSession(
+        f"http://{HOST}:{port}", connector=connector, timeout=timeout
+    ) as client:
         deadline = loop.time() + duration_s
 
         async def worker() -> None:
@@ -148,8 +194,13 @@ async def generate(port: int, targets: list[str], headers: dict[str, str], durat
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e6 if latencies else 0.0
 
-    return {**counts, "duration_us": elapsed * 1e6, "p50_us": pct(0.50), "p99_us": pct(0.99),
-            "npaths": len(targets)}
+    return {
+        **counts,
+        "duration_us": elapsed * 1e6,
+        "p50_us": pct(0.50),
+        "p99_us": pct(0.99),
+        "npaths": len(targets),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

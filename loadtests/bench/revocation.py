@@ -50,17 +50,26 @@ say = speaker("revocation")
 
 
 async def _status(http: aiohttp.ClientSession, port: int, path: str, auth: str) -> int:
-    async with http.get(f"http://127.0.0.1:{port}{path}",
-                        headers={"Authorization": auth, "Range": "bytes=0-0"}) as r:
+    async with http.get(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": auth, "Range": "bytes=0-0"}
+    ) as r:
         await r.read()
         return r.status
 
 
-async def trial(http: aiohttp.ClientSession, ports: list[int], key: SigningKey, media_id: str,
-                auth: str, log: RevocationLog, n: int) -> float:
+async def trial(
+    http: aiohttp.ClientSession,
+    ports: list[int],
+    key: SigningKey,
+    media_id: str,
+    auth: str,
+    log: RevocationLog,
+    n: int,
+) -> float:
     msg = f"msg_{n}"
-    ptr = pointer.mint(key, media_id=media_id, sub="bob", conversation_id="c_bench",
-                       message_id=msg, now=time.time())
+    ptr = pointer.mint(
+        key, media_id=media_id, sub="bob", conversation_id="c_bench", message_id=msg, now=time.time()
+    )
     path = f"/m/{media_id}?pointer={ptr}"
     warm = await asyncio.gather(*(_status(http, p, path, auth) for p in ports))
     if set(warm) != {206}:
@@ -79,8 +88,9 @@ async def trial(http: aiohttp.ClientSession, ports: list[int], key: SigningKey, 
     return max(await asyncio.gather(*(until_refused(p) for p in ports))) * 1000
 
 
-async def measure(ports: list[int], key: SigningKey, media_id: str, session: str,
-                  redis_url: str, trials: int) -> list[float]:
+async def measure(
+    ports: list[int], key: SigningKey, media_id: str, session: str, redis_url: str, trials: int
+) -> list[float]:
     redis = connect(redis_url)
     log = RevocationLog(redis)
     out: list[float] = []
@@ -106,23 +116,32 @@ def run(edges: int, trials: int, root: Path) -> dict[str, object]:
         ports = [free_port() for _ in range(edges)]
         for i, port in enumerate(ports):
             log = root / f"edge{i}.log"
-            proc = stack.enter_context(child_process(edge_command(port, redis.url, origin),
-                                                     log, env))
+            proc = stack.enter_context(child_process(edge_command(port, redis.url, origin), log, env))
             wait_ready(f"edge {i}", proc, port, "/readyz", log)
         say(f"{edges} edge processes up on ports {ports}; {trials} trials")
         media_id = register_media(ports[0], issuer)
-        lat = asyncio.run(measure(ports, keys[Alg.ED25519], media_id, issuer.mint("bob"),
-                                  redis.url, trials))
+        lat = asyncio.run(
+            measure(ports, keys[Alg.ED25519], media_id, issuer.mint("bob"), redis.url, trials)
+        )
     p99 = percentile(lat, 0.99)
-    return {"benchmark": "revocation", "edges": edges, "trials": trials,
-            "revocation_p50_ms": round(statistics.median(lat), 2),
-            "revocation_p99_ms": round(p99, 2), "revocation_max_ms": round(max(lat), 2),
-            "target_p99_ms": TARGET_P99_MS, "target_met": p99 <= TARGET_P99_MS}
+    return {
+        "benchmark": "revocation",
+        "edges": edges,
+        "trials": trials,
+        "revocation_p50_ms": round(statistics.median(lat), 2),
+        "revocation_p99_ms": round(p99, 2),
+        "revocation_max_ms": round(max(lat), 2),
+        "target_p99_ms": TARGET_P99_MS,
+        "target_met": p99 <= TARGET_P99_MS,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench revocation", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench revocation",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--edges", type=int, default=4)
     p.add_argument("--trials", type=int, default=200)
     common_flags(p)
@@ -131,10 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--edges and --trials must be positive")
     with tempfile.TemporaryDirectory(prefix="bench-revocation-") as tmp:
         result = run(args.edges, args.trials, Path(tmp))
-    print(f"revocation propagation to all {result['edges']} edges over {result['trials']} "
-          f"trials: p50 {result['revocation_p50_ms']} ms, p99 {result['revocation_p99_ms']} ms, "
-          f"max {result['revocation_max_ms']} ms (target p99 <= {TARGET_P99_MS:.0f} ms: "
-          f"{'met' if result['target_met'] else 'MISSED'})", file=sys.stderr)
+    print(
+        f"revocation propagation to all {result['edges']} edges over {result['trials']} "
+        f"trials: p50 {result['revocation_p50_ms']} ms, p99 {result['revocation_p99_ms']} ms, "
+        f"max {result['revocation_max_ms']} ms (target p99 <= {TARGET_P99_MS:.0f} ms: "
+        f"{'met' if result['target_met'] else 'MISSED'})",
+        file=sys.stderr,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     return 0

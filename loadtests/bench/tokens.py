@@ -26,17 +26,30 @@ class Tokens:
     media_id: str
 
     def grant(self, grant_id: str, sharer: str = "alice") -> str:
-        return grant_mod.mint(self.signer, grant_id=grant_id, media_id=self.media_id,
-                              max_redeemers=1, sharer=sharer, now=time.time(),
-                              ttl_s=TOKEN_TTL_S)
+        return grant_mod.mint(
+            self.signer,
+            grant_id=grant_id,
+            media_id=self.media_id,
+            max_redeemers=1,
+            sharer=sharer,
+            now=time.time(),
+            ttl_s=TOKEN_TTL_S,
+        )
 
     def pointer(self, message_id: str, reader: str = "bob") -> str:
-        return pointer_mod.mint(self.signer, media_id=self.media_id, sub=reader,
-                                conversation_id="c_bench", message_id=message_id,
-                                now=time.time(), ttl_s=TOKEN_TTL_S)
+        return pointer_mod.mint(
+            self.signer,
+            media_id=self.media_id,
+            sub=reader,
+            conversation_id="c_bench",
+            message_id=message_id,
+            now=time.time(),
+            ttl_s=TOKEN_TTL_S,
+        )
 
 
 def sample_payload(tokens: Tokens) -> envelope.Payload:
     """What a sealed video share carries: the media id, a real grant, a caption, a franking key."""
-    return envelope.Payload(tokens.media_id, tokens.grant(new_id("g")), TEXT,
-                            envelope.new_franking_key())
+    return envelope.Payload(
+        tokens.media_id, tokens.grant(new_id("g")), TEXT, envelope.new_franking_key()
+    )

@@ -38,17 +38,29 @@ class Wrk:
         banner = (probe.stdout or probe.stderr).split("\n", 1)[0]  # "wrk 4.1.0 [epoll] ..."
         return cls(binary, banner.split(" [", 1)[0].strip() or "wrk")
 
-    def run(self, script: str, port: int, duration_s: float, connections: int,
-            args: Sequence[str]) -> dict[str, Any]:
+    def run(
+        self, script: str, port: int, duration_s: float, connections: int, args: Sequence[str]
+    ) -> dict[str, Any]:
         """One run of ``lua/<script>`` against ``127.0.0.1:port``: the script's result line."""
-        cmd = [self.binary, "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--timeout", "10s",
-               "-s", str(LUA_DIR / script), f"http://{HOST}:{port}", "--", *args]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                              timeout=duration_s + 120)
+        cmd = [
+            self.binary,
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration_s:g}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA_DIR / script),
+            f"http://{HOST}:{port}",
+            "--",
+            *args,
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=duration_s + 120)
         return parse_result(done.stdout, "wrk", done.stderr)
 
 
 # -- requests.lua: a file of request lines, every response checked ----------------------------
+
 
 def request_line(method: str, path: str, *, auth: str = "", key: str = "", body: str = "") -> str:
     """One line of a request file; the fields may hold neither tabs nor newlines."""
@@ -94,11 +106,20 @@ class WrkRun:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> WrkRun:
-        return cls(int(doc["requests"]), doc["duration_us"] / 1e6, int(doc["ok"]),
-                   int(doc["bad_status"]), int(doc["bad_length"]), int(doc["first_bad"]),
-                   int(doc["connect"]) + int(doc["read"]) + int(doc["write"]),
-                   int(doc["timeout"]), doc["p50_us"] / 1000, doc["p99_us"] / 1000,
-                   int(doc["sent"]), int(doc["nlines"]))
+        return cls(
+            int(doc["requests"]),
+            doc["duration_us"] / 1e6,
+            int(doc["ok"]),
+            int(doc["bad_status"]),
+            int(doc["bad_length"]),
+            int(doc["first_bad"]),
+            int(doc["connect"]) + int(doc["read"]) + int(doc["write"]),
+            int(doc["timeout"]),
+            doc["p50_us"] / 1000,
+            doc["p99_us"] / 1000,
+            int(doc["sent"]),
+            int(doc["nlines"]),
+        )
 
     @property
     def rps(self) -> float:
@@ -121,14 +142,27 @@ class WrkRun:
         if self.socket_errors or self.timeouts:
             out.append(f"{self.socket_errors} socket errors, {self.timeouts} timeouts")
         if once and self.sent > self.nlines:
-            out.append(f"request file wrapped ({self.sent} sent, {self.nlines} lines): "
-                       "some requests were repeats")
+            out.append(
+                f"request file wrapped ({self.sent} sent, {self.nlines} lines): "
+                "some requests were repeats"
+            )
         return out
 
 
 def run_requests(wrk: Wrk, spec: WrkSpec) -> WrkRun:
     """One ``requests.lua`` run."""
-    return WrkRun.from_doc(wrk.run(
-        "requests.lua", spec.port, spec.duration_s, spec.connections,
-        [str(spec.lines_file), str(spec.auth_file), str(spec.expected_status),
-         str(spec.expected_len), spec.extra_header]))
+    return WrkRun.from_doc(
+        wrk.run(
+            "requests.lua",
+            spec.port,
+            spec.duration_s,
+            spec.connections,
+            [
+                str(spec.lines_file),
+                str(spec.auth_file),
+                str(spec.expected_status),
+                str(spec.expected_len),
+                spec.extra_header,
+            ],
+        )
+    )

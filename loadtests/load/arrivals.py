@@ -44,8 +44,16 @@ class Arrivals:
         self._next = 0
         self._until: float | None = None
 
-    def configure(self, segment: str, rate_per_s: float, t0: float, offset_s: float = 0.0,
-                  *, closed: bool = False, until: float | None = None) -> None:
+    def configure(
+        self,
+        segment: str,
+        rate_per_s: float,
+        t0: float,
+        offset_s: float = 0.0,
+        *,
+        closed: bool = False,
+        until: float | None = None,
+    ) -> None:
         """Start a new timetable; slots claimed under the previous one become stale.
 
         ``closed``: no timetable, each user starts its next flow at once (Locust's

@@ -75,6 +75,7 @@ def sleep_until(deadline: float) -> None:
 
 # -- controlling Locust: in this process, or as the master of worker processes --------------
 
+
 class Control:
     """Start and end segments; a local runner calls the process state directly."""
 
@@ -82,15 +83,13 @@ class Control:
         self.env, self.runner, self.workers = env, runner, workers
 
     def setup(self, cfg: DriveConfig) -> None:
-        STATE.setup(Setup(cfg.dm_url, cfg.edge_url, cfg.seed_file, 1, 0, cfg.scan_dm_url),
-                    driven=True)
+        STATE.setup(Setup(cfg.dm_url, cfg.edge_url, cfg.seed_file, 1, 0, cfg.scan_dm_url), driven=True)
 
     def ready(self) -> int:
         """Users that finished on_start (sockets open, device keys fetched)."""
         return STATE.ready_users
 
-    def start(self, segment: str, rates: dict[str, float], t0: float,
-              duration_s: float) -> None:
+    def start(self, segment: str, rates: dict[str, float], t0: float, duration_s: float) -> None:
         STATE.start_segment(segment, rates, t0, duration_s=duration_s)
 
     def end(self, segment: str) -> tuple[SegmentData, list[dict[str, Any]]]:
@@ -106,8 +105,9 @@ class Control:
 class MasterControl(Control):
     """The same over Locust custom messages; worker reports carry the histograms."""
 
-    def __init__(self, env: Environment, runner: MasterRunner, workers: int,
-                 procs: list[subprocess.Popen[bytes]]) -> None:
+    def __init__(
+        self, env: Environment, runner: MasterRunner, workers: int, procs: list[subprocess.Popen[bytes]]
+    ) -> None:
         super().__init__(env, runner, workers)
         self.master = runner
         self.procs = procs
@@ -131,27 +131,37 @@ class MasterControl(Control):
         return sum(STATE.worker_ready.values())
 
     def setup(self, cfg: DriveConfig) -> None:
-        STATE.setup(Setup(cfg.dm_url, cfg.edge_url, cfg.seed_file, self.workers, 0,
-                          cfg.scan_dm_url), driven=True)
-        self.master.send_message(locustfile.MSG_SETUP, {
-            "dm_url": cfg.dm_url, "edge_url": cfg.edge_url, "seed_file": cfg.seed_file,
-            "n_workers": self.workers, "scan_dm_url": cfg.scan_dm_url})
+        STATE.setup(
+            Setup(cfg.dm_url, cfg.edge_url, cfg.seed_file, self.workers, 0, cfg.scan_dm_url), driven=True
+        )
+        self.master.send_message(
+            locustfile.MSG_SETUP,
+            {
+                "dm_url": cfg.dm_url,
+                "edge_url": cfg.edge_url,
+                "seed_file": cfg.seed_file,
+                "n_workers": self.workers,
+                "scan_dm_url": cfg.scan_dm_url,
+            },
+        )
 
-    def start(self, segment: str, rates: dict[str, float], t0: float,
-              duration_s: float) -> None:
+    def start(self, segment: str, rates: dict[str, float], t0: float, duration_s: float) -> None:
         STATE.start_segment(segment, rates, t0)  # the master's own window (CPU) only
-        self.master.send_message(locustfile.MSG_SEGMENT, {
-            "segment": segment, "rates": rates, "t0": t0, "duration_s": duration_s})
+        self.master.send_message(
+            locustfile.MSG_SEGMENT,
+            {"segment": segment, "rates": rates, "t0": t0, "duration_s": duration_s},
+        )
 
-    def end(self, segment: str, timeout_s: float = 60.0) -> tuple[SegmentData,
-                                                                  list[dict[str, Any]]]:
+    def end(self, segment: str, timeout_s: float = 60.0) -> tuple[SegmentData, list[dict[str, Any]]]:
         STATE.end_segment(segment)
         self.master.send_message(locustfile.MSG_END, {"segment": segment})
         deadline = time.monotonic() + timeout_s
         while len(self.replies.get(segment, [])) < self.workers:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(self.replies.get(segment, []))} of "
-                                   f"{self.workers} workers answered for {segment}")
+                raise RuntimeError(
+                    f"only {len(self.replies.get(segment, []))} of "
+                    f"{self.workers} workers answered for {segment}"
+                )
             time.sleep(0.01)
         return STATE.merger.take(segment), self.replies.pop(segment)
 
@@ -160,7 +170,8 @@ class MasterControl(Control):
         since = time.monotonic()
         deadline = since + 10.0
         while time.monotonic() < deadline and any(
-                self.last_report.get(c.id, 0.0) <= since for c in self.master.clients.all):
+            self.last_report.get(c.id, 0.0) <= since for c in self.master.clients.all
+        ):
             time.sleep(0.05)
         self.master.quit()
         for p in self.procs:
@@ -176,10 +187,27 @@ def start_workers(n: int, port: int, log_dir: Path) -> list[subprocess.Popen[byt
     procs = []
     for i in range(n):
         log = open(log_dir / f"worker-{i}.log", "wb")  # noqa: SIM115 - lives as long as the child
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "locust", "-f", locustfile.__file__, "--worker",
-             "--master-host", HOST, "--master-port", str(port), "--loglevel", "WARNING"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "locust",
+                    "-f",
+                    locustfile.__file__,
+                    "--worker",
+                    "--master-host",
+                    HOST,
+                    "--master-port",
+                    str(port),
+                    "--loglevel",
+                    "WARNING",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     return procs
 
 
@@ -217,8 +245,7 @@ def spawn(control: Control, cfg: DriveConfig) -> None:
     for scenario, n in cfg.pools.items():
         locustfile.USER_CLASSES[scenario].fixed_count = n
     total = sum(cfg.pools.values())
-    classes: list[type[User]] = [locustfile.USER_CLASSES[s] for s, n in cfg.pools.items()
-                                 if n > 0]
+    classes: list[type[User]] = [locustfile.USER_CLASSES[s] for s, n in cfg.pools.items() if n > 0]
     control.runner.start(total, spawn_rate=min(100.0, float(total)), user_classes=classes)
     deadline = time.monotonic() + 60 + total / 20
     while (ready := control.ready()) < total:
@@ -229,14 +256,16 @@ def spawn(control: Control, cfg: DriveConfig) -> None:
 
 # -- the plan --------------------------------------------------------------------------------
 
+
 class Driver:
     def __init__(self, cfg: DriveConfig, control: Control, out: Path) -> None:
         self.cfg, self.control, self.out = cfg, control, out
         self.slo = Slo.from_dict(cfg.slo)
         self.index = 0
         self.t_start = time.monotonic()
-        self.planned_total = (len(cfg.modes) * (1 if cfg.warmup_s > 0 else 0)
-                              + len(cfg.modes) * cfg.rounds)
+        self.planned_total = (
+            len(cfg.modes) * (1 if cfg.warmup_s > 0 else 0) + len(cfg.modes) * cfg.rounds
+        )
         self.step_budget = len(cfg.modes) * (len(cfg.step_rates) + cfg.refine)
 
     def rates(self, mode: str, rate: float) -> dict[str, float]:
@@ -250,32 +279,51 @@ class Driver:
         segment = f"{self.index:03d}-{p.kind}-{p.mode}-{p.round}"
         elapsed = time.monotonic() - self.t_start
         left = self.planned_total + self.step_budget - self.index + 1
-        say(f"[{_clock(elapsed)}] segment {self.index} of <={self.planned_total + self.step_budget}"
-            f": {p.label()}  ({p.duration_s:g} s; <={_clock(left * (p.duration_s + 0.6))} left)")
+        say(
+            f"[{_clock(elapsed)}] segment {self.index} of <={self.planned_total + self.step_budget}"
+            f": {p.label()}  ({p.duration_s:g} s; <={_clock(left * (p.duration_s + 0.6))} left)"
+        )
         rates = self.rates(p.mode, p.rate)
         t0 = time.time() + LEAD_S
         cpu0, wall0 = proc_cpu.sample(self.cfg.server_pids), time.time()
         self.control.start(segment, rates, t0, p.duration_s)
         sleep_until(t0 + p.duration_s + 0.05)  # the last slot is due just before the end
         data, processes = self.control.end(segment)
-        servers = {"window_s": round(time.time() - wall0, 6),
-                   "cpu_s": proc_cpu.used(cpu0, proc_cpu.sample(self.cfg.server_pids))}
+        servers = {
+            "window_s": round(time.time() - wall0, 6),
+            "cpu_s": proc_cpu.used(cpu0, proc_cpu.sample(self.cfg.server_pids)),
+        }
         verdict = judge(self.slo, p.mode, p.rate, p.duration_s, data, processes)
-        views = {s: judge(self.slo, s, r, p.duration_s, data, processes).as_dict()
-                 for s, r in rates.items() if s != p.mode}
-        record = {"segment": segment, "kind": p.kind, "mode": p.mode, "round": p.round,
-                  "rates": rates, "target_rps": p.rate, "duration_s": p.duration_s,
-                  "started_at": t0, "processes": processes, "servers": servers,
-                  "verdict": verdict.as_dict(),
-                  "view_verdicts": views, "data": data.to_json()}
+        views = {
+            s: judge(self.slo, s, r, p.duration_s, data, processes).as_dict()
+            for s, r in rates.items()
+            if s != p.mode
+        }
+        record = {
+            "segment": segment,
+            "kind": p.kind,
+            "mode": p.mode,
+            "round": p.round,
+            "rates": rates,
+            "target_rps": p.rate,
+            "duration_s": p.duration_s,
+            "started_at": t0,
+            "processes": processes,
+            "servers": servers,
+            "verdict": verdict.as_dict(),
+            "view_verdicts": views,
+            "data": data.to_json(),
+        }
         with open(self.out / SEGMENTS_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")
         total = data.hists.get(key(p.mode, "total"))
         p50 = hdr.percentile_ms(total, 50) if total is not None else None
         flags = "" if not verdict.problems else "  ! " + "; ".join(verdict.problems)
         slo = "" if p.kind != "step" else ("  SLO met" if verdict.meets_slo else "  SLO missed")
-        say(f"{'':>8}achieved {verdict.achieved_rps:6.1f}/s  p50 {_ms(p50)}  "
-            f"p99 {_ms(verdict.latency_ms)}  failed {verdict.failed}{slo}{flags}")
+        say(
+            f"{'':>8}achieved {verdict.achieved_rps:6.1f}/s  p50 {_ms(p50)}  "
+            f"p99 {_ms(verdict.latency_ms)}  failed {verdict.failed}{slo}{flags}"
+        )
         return verdict
 
     def run(self) -> dict[str, Any]:
@@ -340,19 +388,33 @@ def locust_totals(env: Environment) -> dict[str, dict[str, int]]:
     return dict(sorted(out.items()))
 
 
-def write_summary(out: Path, cfg: DriveConfig, env: Environment, started: float,
-                  cpu_warning: bool, outcome: dict[str, Any]) -> None:
+def write_summary(
+    out: Path,
+    cfg: DriveConfig,
+    env: Environment,
+    started: float,
+    cpu_warning: bool,
+    outcome: dict[str, Any],
+) -> None:
     """driver.json: Locust's own counts (a cross-check of the histograms) and the run's facts."""
     recorded: dict[str, int] = {}
     seg_file = out / SEGMENTS_FILE
     for line in seg_file.read_text().splitlines() if seg_file.exists() else []:
         for proc in json.loads(line)["processes"]:
             recorded[str(proc["worker_index"])] = int(proc["recorded_total"])
-    doc = {"locust_version": locust.__version__, "python": platform.python_version(),
-           "workers": cfg.workers, "distributed": cfg.workers > 0,
-           "delivery": "websocket" if push.websocket_available() else "poll",
-           "started_at": started, "ended_at": time.time(), "cpu_warning": cpu_warning,
-           "locust_stats": locust_totals(env), "worker_recorded": recorded, **outcome}
+    doc = {
+        "locust_version": locust.__version__,
+        "python": platform.python_version(),
+        "workers": cfg.workers,
+        "distributed": cfg.workers > 0,
+        "delivery": "websocket" if push.websocket_available() else "poll",
+        "started_at": started,
+        "ended_at": time.time(),
+        "cpu_warning": cpu_warning,
+        "locust_stats": locust_totals(env),
+        "worker_recorded": recorded,
+        **outcome,
+    }
     (out / DRIVER_FILE).write_text(json.dumps(doc, indent=1))
 
 
@@ -366,8 +428,10 @@ def idle_server_cpu(cfg: DriveConfig, seconds: float = IDLE_S) -> dict[str, Any]
         return {}
     before, t0 = proc_cpu.sample(cfg.server_pids), time.time()
     sleep_until(t0 + seconds)
-    return {"window_s": round(time.time() - t0, 6),
-            "cpu_s": proc_cpu.used(before, proc_cpu.sample(cfg.server_pids))}
+    return {
+        "window_s": round(time.time() - t0, 6),
+        "cpu_s": proc_cpu.used(before, proc_cpu.sample(cfg.server_pids)),
+    }
 
 
 def drive(cfg: DriveConfig) -> int:
@@ -395,8 +459,11 @@ def drive(cfg: DriveConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.load.drive", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.load.drive",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("config", type=Path, help="JSON written by the runner")
     a = p.parse_args(argv)
     signal.signal(signal.SIGTERM, Stopping.request)

@@ -51,8 +51,17 @@ from loadtests.load.users import (
 from loadtests.load.worker_state import STATE, Setup
 
 #: The users Locust runs, imported from :mod:`.users` so that ``locust -f`` finds them here.
-__all__ = ["USER_CLASSES", "PlainScanShare", "PlainShare", "SealedPqShare", "SealedShare",
-           "VideoViewerPlain", "VideoViewerPlainScan", "VideoViewerSealed", "VideoViewerSealedPq"]
+__all__ = [
+    "USER_CLASSES",
+    "PlainScanShare",
+    "PlainShare",
+    "SealedPqShare",
+    "SealedShare",
+    "VideoViewerPlain",
+    "VideoViewerPlainScan",
+    "VideoViewerSealed",
+    "VideoViewerSealedPq",
+]
 
 
 #: Locust custom message types between the driver (master) and workers.
@@ -61,14 +70,26 @@ MSG_SETUP, MSG_SEGMENT, MSG_END, MSG_DATA = "lt_setup", "lt_segment", "lt_end", 
 
 # -- the request hook and shipping ------------------------------------------------------------
 
-def _record(name: str, response_time: float, exception: BaseException | None = None,
-            context: dict[str, Any] | None = None, request_type: str = "", **_: Any) -> None:
+
+def _record(
+    name: str,
+    response_time: float,
+    exception: BaseException | None = None,
+    context: dict[str, Any] | None = None,
+    request_type: str = "",
+    **_: Any,
+) -> None:
     """Every request and crypto step of a flow (its context names the segment) -> HDR."""
     segment = (context or {}).get("lt_segment")
     if segment is None or request_type == THROTTLED_REQUEST_TYPE:
         return  # a throttled answer is neither the phase's latency nor a failure
-    STATE.recorder.record(segment, name, float(response_time), ok=exception is None,
-                          second=(context or {}).get("lt_second"))
+    STATE.recorder.record(
+        segment,
+        name,
+        float(response_time),
+        ok=exception is None,
+        second=(context or {}).get("lt_second"),
+    )
 
 
 def _ship(client_id: str, data: dict[str, Any]) -> None:
@@ -91,19 +112,35 @@ def _cpu_warning(environment: Environment, cpu_usage: float, **_: Any) -> None:
 
 # -- command line (plain ``locust -f`` runs) and worker messages ---------------------------------
 
+
 def _arguments(parser: Any) -> None:
     parser.add_argument("--edge-url", default="", help="base URL of the edge (cdn_auth)")
-    parser.add_argument("--seed-file", default="", help="pairs seeded by `python -m loadtests "
-                        "seed`; without it each user creates its own users and video")
+    parser.add_argument(
+        "--seed-file",
+        default="",
+        help="pairs seeded by `python -m loadtests "
+        "seed`; without it each user creates its own users and video",
+    )
     for scenario in SCENARIOS:
         if not scenario.startswith(VIEW_PREFIX):
-            parser.add_argument(f"--rate-{scenario}", type=float, default=0.0,
-                                help=f"target {scenario} shares/s over all workers "
-                                     "(0: closed loop)")
-    parser.add_argument("--rate-view", type=float, default=0.0,
-                        help="target views/s per viewing scenario (0: closed loop)")
-    parser.add_argument("--hdr-out", default="", help="directory for the merged HDR "
-                        "histograms at exit (render with `python -m loadtests report DIR`)")
+            parser.add_argument(
+                f"--rate-{scenario}",
+                type=float,
+                default=0.0,
+                help=f"target {scenario} shares/s over all workers (0: closed loop)",
+            )
+    parser.add_argument(
+        "--rate-view",
+        type=float,
+        default=0.0,
+        help="target views/s per viewing scenario (0: closed loop)",
+    )
+    parser.add_argument(
+        "--hdr-out",
+        default="",
+        help="directory for the merged HDR "
+        "histograms at exit (render with `python -m loadtests report DIR`)",
+    )
 
 
 def _on_init(environment: Environment, **_: Any) -> None:
@@ -118,14 +155,22 @@ def _on_setup(environment: Environment, msg: Any, **_: Any) -> None:
     d = msg.data
     runner = environment.runner
     index = runner.worker_index if isinstance(runner, WorkerRunner) else 0
-    STATE.setup(Setup(d["dm_url"], d["edge_url"], d.get("seed_file"), int(d["n_workers"]),
-                      index, d.get("scan_dm_url", "")), driven=True)
+    STATE.setup(
+        Setup(
+            d["dm_url"],
+            d["edge_url"],
+            d.get("seed_file"),
+            int(d["n_workers"]),
+            index,
+            d.get("scan_dm_url", ""),
+        ),
+        driven=True,
+    )
 
 
 def _on_segment(environment: Environment, msg: Any, **_: Any) -> None:
     d = msg.data
-    STATE.start_segment(d["segment"], d["rates"], float(d["t0"]),
-                        duration_s=d.get("duration_s"))
+    STATE.start_segment(d["segment"], d["rates"], float(d["t0"]), duration_s=d.get("duration_s"))
 
 
 def _on_end(environment: Environment, msg: Any, **_: Any) -> None:
@@ -143,18 +188,23 @@ def _standalone_start(environment: Environment, **_: Any) -> None:
     opts = environment.parsed_options
     if STATE.driven or opts is None or not getattr(opts, "edge_url", ""):
         return
-    rates = {s: float(getattr(opts, f"rate_{s.replace('-', '_')}", 0.0)) for s in SCENARIOS
-             if not s.startswith(VIEW_PREFIX)}
+    rates = {
+        s: float(getattr(opts, f"rate_{s.replace('-', '_')}", 0.0))
+        for s in SCENARIOS
+        if not s.startswith(VIEW_PREFIX)
+    }
     rates.update({s: float(opts.rate_view) for s in SCENARIOS if s.startswith(VIEW_PREFIX)})
     _STANDALONE.update(t0=time.time() + 1.0, rates=rates)
     runner = environment.runner
     if isinstance(runner, MasterRunner):
         return  # the workers run the flows; the master only merges
-    workers = max(1, int(getattr(opts, "expect_workers", 1) or 1)) \
-        if isinstance(runner, WorkerRunner) else 1
+    workers = (
+        max(1, int(getattr(opts, "expect_workers", 1) or 1)) if isinstance(runner, WorkerRunner) else 1
+    )
     index = runner.worker_index if isinstance(runner, WorkerRunner) else 0
-    STATE.setup(Setup(str(environment.host), opts.edge_url, opts.seed_file or None, workers,
-                      index), driven=False)
+    STATE.setup(
+        Setup(str(environment.host), opts.edge_url, opts.seed_file or None, workers, index), driven=False
+    )
     closed = frozenset(s for s, r in rates.items() if r <= 0)
     STATE.start_segment("locust", rates, _STANDALONE["t0"], closed=closed)
 
@@ -176,15 +226,22 @@ def _write_hdr(exit_code: int, **_: Any) -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0 = _STANDALONE.get("t0")
     record: dict[str, Any] = {
-              "segment": "locust", "kind": "locust", "mode": None, "round": 1,
-              "rates": {s: r for s, r in _STANDALONE.get("rates", {}).items() if r > 0},
-              "target_rps": None, "duration_s": time.time() - t0 if t0 else None,
-              "started_at": t0, "processes": [],
-              "data": STATE.merger.take("locust").to_json()}
+        "segment": "locust",
+        "kind": "locust",
+        "mode": None,
+        "round": 1,
+        "rates": {s: r for s, r in _STANDALONE.get("rates", {}).items() if r > 0},
+        "target_rps": None,
+        "duration_s": time.time() - t0 if t0 else None,
+        "started_at": t0,
+        "processes": [],
+        "data": STATE.merger.take("locust").to_json(),
+    }
     (out / "segments.jsonl").write_text(json.dumps(record) + "\n")
 
 
 # -- registration (Locust's hooks are untyped; one typed place to attach them) -------------
+
 
 def _listen(hook: Any, fn: Callable[..., Any]) -> None:
     hook.add_listener(fn)

@@ -57,8 +57,11 @@ class Planned:
     bisect: bool = False
 
     def label(self) -> str:
-        what = {"warmup": "warm-up", "trial": f"trial {self.round}",
-                "step": f"{'bisect' if self.bisect else 'step'} {self.round}"}[self.kind]
+        what = {
+            "warmup": "warm-up",
+            "trial": f"trial {self.round}",
+            "step": f"{'bisect' if self.bisect else 'step'} {self.round}",
+        }[self.kind]
         return f"{what:<9} {self.mode:<9} @ {self.rate:g}/s"
 
 
@@ -74,5 +77,3 @@ def fixed_plan(cfg: DriveConfig) -> Iterator[Planned]:
     for r in range(1, cfg.rounds + 1):
         for m in rotated(cfg.modes, r - 1):
             yield Planned("trial", m, cfg.trial_rate, cfg.trial_s, r)
-
-

@@ -49,8 +49,7 @@ class PushWatcher:
     def __init__(self, dm_url: str, token: str, *, connect_timeout_s: float = 10.0) -> None:
         if websocket is None:
             raise RuntimeError("websocket-client is not installed")
-        self._url = dm_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) \
-            + "/v1/stream"
+        self._url = dm_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/v1/stream"
         self._token = token
         self._timeout = connect_timeout_s
         self._arrived: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -63,8 +62,12 @@ class PushWatcher:
     def _connect(self) -> Any:
         url = self._url + (f"?cursor={self._cursor}" if self._cursor else "")
         assert websocket is not None
-        ws = websocket.create_connection(url, header=[f"Authorization: Bearer {self._token}"],
-                                         timeout=self._timeout, enable_multithread=False)
+        ws = websocket.create_connection(
+            url,
+            header=[f"Authorization: Bearer {self._token}"],
+            timeout=self._timeout,
+            enable_multithread=False,
+        )
         ws.settimeout(None)  # the reader blocks (cooperatively) until a frame comes
         return ws
 
@@ -127,8 +130,11 @@ class PollWatcher:
     def _last_id(self) -> str | None:
         after, last = None, None
         while True:
-            page = seed.call("GET", self._url + (f"?limit=200&after={after}" if after else
-                                                 "?limit=200"), token=self._token)
+            page = seed.call(
+                "GET",
+                self._url + (f"?limit=200&after={after}" if after else "?limit=200"),
+                token=self._token,
+            )
             if page["messages"]:
                 last = page["messages"][-1]["id"]
             if not page["more"]:

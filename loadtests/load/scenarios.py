@@ -18,8 +18,7 @@ SCANNED_MODES = frozenset({"plain+scan"})
 #: HPKE suite of each sealed mode (dm.envelope names).
 SUITE_OF = {"sealed": "x25519", "sealed-pq": "mlkem768-x25519"}
 #: Conversation mode on the dm service.
-CONVERSATION_MODE = {"plain": "plain", "plain+scan": "plain", "sealed": "sealed",
-                     "sealed-pq": "sealed"}
+CONVERSATION_MODE = {"plain": "plain", "plain+scan": "plain", "sealed": "sealed", "sealed-pq": "sealed"}
 VIEW_PREFIX = "view-"
 #: Share scenarios and the matching re-open-and-play scenarios.
 SCENARIOS = (*MODES, *(VIEW_PREFIX + m for m in MODES))
@@ -30,9 +29,14 @@ SHARE_PHASES = ("grant", "seal", "send", "delivery", "open", "first_byte", "segm
 VIEW_PHASES = ("read", "open", "first_byte", "segment")
 TOTAL = "total"
 PHASE_LABELS = {
-    "grant": "grant (derived on the device)", "seal": "seal (client crypto)", "send": "send",
-    "delivery": "delivery (send until pushed)", "open": "open (client crypto)",
-    "read": "read", "first_byte": "first byte", "segment": "segment fetch",
+    "grant": "grant (derived on the device)",
+    "seal": "seal (client crypto)",
+    "send": "send",
+    "delivery": "delivery (send until pushed)",
+    "open": "open (client crypto)",
+    "read": "read",
+    "first_byte": "first byte",
+    "segment": "segment fetch",
     TOTAL: "whole share (from intended start)",
 }
 #: Phases that are client-side crypto, recorded "like a request" with this request type.

@@ -42,8 +42,9 @@ SEED_VERSION = 1
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, method: str, url: str, body: bytes, *,
-                 retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, status: int, method: str, url: str, body: bytes, *, retry_after_s: float | None = None
+    ) -> None:
         try:
             err = json.loads(body)["error"]
             code, message = str(err["code"]), str(err["message"])
@@ -54,9 +55,17 @@ class ApiError(Exception):
         self.retry_after_s = retry_after_s
 
 
-def call(method: str, url: str, *, token: str | None = None, json_body: Any = None,
-         body: bytes | None = None, headers: dict[str, str] | None = None,
-         timeout_s: float = 15.0, rate_limited_retries: int = 5) -> Any:
+def call(
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    json_body: Any = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 15.0,
+    rate_limited_retries: int = 5,
+) -> Any:
     """One HTTP request; JSON answer (or ``None`` when empty); :class:`ApiError` on >= 400.
 
     A ``429`` is retried after the ``Retry-After`` it names (at most 5 s, a few times): a
@@ -64,18 +73,37 @@ def call(method: str, url: str, *, token: str | None = None, json_body: Any = No
     """
     for attempt in range(rate_limited_retries + 1):
         try:
-            return _call_once(method, url, token=token, json_body=json_body, body=body,
-                              headers=headers, timeout_s=timeout_s)
+            return _call_once(
+                method,
+                url,
+                token=token,
+                json_body=json_body,
+                body=body,
+                headers=headers,
+                timeout_s=timeout_s,
+            )
         except ApiError as err:
-            if (err.status != 429 or err.retry_after_s is None or err.retry_after_s > 5.0
-                    or attempt == rate_limited_retries):
+            if (
+                err.status != 429
+                or err.retry_after_s is None
+                or err.retry_after_s > 5.0
+                or attempt == rate_limited_retries
+            ):
                 raise
             time.sleep(err.retry_after_s)
     raise AssertionError("unreachable")
 
 
-def _call_once(method: str, url: str, *, token: str | None, json_body: Any, body: bytes | None,
-               headers: dict[str, str] | None, timeout_s: float) -> Any:
+def _call_once(
+    method: str,
+    url: str,
+    *,
+    token: str | None,
+    json_body: Any,
+    body: bytes | None,
+    headers: dict[str, str] | None,
+    timeout_s: float,
+) -> Any:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
@@ -96,8 +124,13 @@ def _call_once(method: str, url: str, *, token: str | None, json_body: Any, body
         conn.close()
     if resp.status >= 400:
         retry = resp.getheader("Retry-After")
-        raise ApiError(resp.status, method, url, raw,
-                       retry_after_s=float(retry) if retry and retry.strip().isdigit() else None)
+        raise ApiError(
+            resp.status,
+            method,
+            url,
+            raw,
+            retry_after_s=float(retry) if retry and retry.strip().isdigit() else None,
+        )
     return json.loads(raw) if raw else None
 
 
@@ -115,8 +148,7 @@ class Targets:
 
     def send_base(self, scenario: str) -> str:
         """Where a scenario's sends go: the scanning dm for scanned modes."""
-        return (self.scan_dm_url or self.dm_url) if mode_of(scenario) in SCANNED_MODES \
-            else self.dm_url
+        return (self.scan_dm_url or self.dm_url) if mode_of(scenario) in SCANNED_MODES else self.dm_url
 
 
 @dataclass
@@ -148,8 +180,9 @@ class Pair:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Pair:
-        return cls(**{**doc, "sender": Account(**doc["sender"]),
-                      "recipient": Account(**doc["recipient"])})
+        return cls(
+            **{**doc, "sender": Account(**doc["sender"]), "recipient": Account(**doc["recipient"])}
+        )
 
 
 @dataclass
@@ -161,9 +194,14 @@ class SeedFile:
     session_ttl_s: int = SESSION_TTL_S
 
     def save(self, path: Path) -> None:
-        doc = {"version": SEED_VERSION, "dm_url": self.dm_url, "edge_url": self.edge_url,
-               "created_at": self.created_at, "session_ttl_s": self.session_ttl_s,
-               "pairs": {s: [asdict(p) for p in ps] for s, ps in self.pairs.items()}}
+        doc = {
+            "version": SEED_VERSION,
+            "dm_url": self.dm_url,
+            "edge_url": self.edge_url,
+            "created_at": self.created_at,
+            "session_ttl_s": self.session_ttl_s,
+            "pairs": {s: [asdict(p) for p in ps] for s, ps in self.pairs.items()},
+        }
         path.write_text(json.dumps(doc))
         path.chmod(0o600)  # it holds sessions and device private keys
 
@@ -172,44 +210,74 @@ class SeedFile:
         doc = json.loads(path.read_text())
         if doc.get("version") != SEED_VERSION:
             raise ValueError(f"{path}: unknown seed file version {doc.get('version')!r}")
-        return cls(doc["dm_url"], doc["edge_url"],
-                   {s: [Pair.from_json(p) for p in ps] for s, ps in doc["pairs"].items()},
-                   float(doc["created_at"]), int(doc["session_ttl_s"]))
+        return cls(
+            doc["dm_url"],
+            doc["edge_url"],
+            {s: [Pair.from_json(p) for p in ps] for s, ps in doc["pairs"].items()},
+            float(doc["created_at"]),
+            int(doc["session_ttl_s"]),
+        )
 
 
-def create_account(t: Targets, suite: str | None = None, roles: list[str] | None = None,
-                   ttl_s: int = SESSION_TTL_S) -> Account:
-    doc = call("POST", f"{t.dm_url}/v1/users",
-               json_body={"age": "adult", "region": "GB", "roles": roles or [], "ttl_s": ttl_s})
+def create_account(
+    t: Targets, suite: str | None = None, roles: list[str] | None = None, ttl_s: int = SESSION_TTL_S
+) -> Account:
+    doc = call(
+        "POST",
+        f"{t.dm_url}/v1/users",
+        json_body={"age": "adult", "region": "GB", "roles": roles or [], "ttl_s": ttl_s},
+    )
     acct = Account(doc["user_id"], doc["device_id"], doc["session_token"])
     if suite is not None:
         key = envelope.DeviceKey.generate(suite)
-        call("PUT", f"{t.dm_url}/v1/devices/{acct.device_id}/key", token=acct.token,
-             json_body={"suite": suite, "public_key": b64url_encode(key.public_bytes())})
+        call(
+            "PUT",
+            f"{t.dm_url}/v1/devices/{acct.device_id}/key",
+            token=acct.token,
+            json_body={"suite": suite, "public_key": b64url_encode(key.public_bytes())},
+        )
         acct.suite, acct.key_seed = suite, b64url_encode(key.seed)
     return acct
 
 
-def register_media(t: Targets, owner: Account, *, origin_path: str | None = None,
-                   publisher_token: str | None = None, data: bytes | None = None) -> str:
+def register_media(
+    t: Targets,
+    owner: Account,
+    *,
+    origin_path: str | None = None,
+    publisher_token: str | None = None,
+    data: bytes | None = None,
+) -> str:
     """A private video owned by ``owner``: an existing origin file, or uploaded bytes."""
     meta = media_metadata(content_type="video/mp4", visibility="private")
     if origin_path is not None:
         if publisher_token is None:
             raise ValueError("registering an origin path needs a publisher session")
-        doc = call("POST", f"{t.edge_url}/v1/media", token=publisher_token,
-                   json_body={**meta, "origin_path": origin_path, "owner": owner.user_id})
+        doc = call(
+            "POST",
+            f"{t.edge_url}/v1/media",
+            token=publisher_token,
+            json_body={**meta, "origin_path": origin_path, "owner": owner.user_id},
+        )
     else:
-        body, ctype = encode_upload(meta, data if data is not None else video_bytes(),
-                                    filename="clip.mp4")
-        doc = call("POST", f"{t.edge_url}/v1/media", token=owner.token, body=body,
-                   headers={"Content-Type": ctype})
+        body, ctype = encode_upload(
+            meta, data if data is not None else video_bytes(), filename="clip.mp4"
+        )
+        doc = call(
+            "POST",
+            f"{t.edge_url}/v1/media",
+            token=owner.token,
+            body=body,
+            headers={"Content-Type": ctype},
+        )
     return str(doc["id"])
 
 
 def devices_of(t: Targets, viewer: Account, *user_ids: str) -> dict[str, list[dict[str, Any]]]:
-    return {u: list(call("GET", f"{t.dm_url}/v1/users/{u}/devices", token=viewer.token)["devices"])
-            for u in user_ids}
+    return {
+        u: list(call("GET", f"{t.dm_url}/v1/users/{u}/devices", token=viewer.token)["devices"])
+        for u in user_ids
+    }
 
 
 def share_once(t: Targets, pair: Pair) -> str:
@@ -217,15 +285,29 @@ def share_once(t: Targets, pair: Pair) -> str:
     mode, s = mode_of(pair.scenario), pair.sender
     url = f"{t.send_base(pair.scenario)}/v1/conversations/{pair.conversation_id}/messages"
     if CONVERSATION_MODE[mode] == "plain":
-        doc = call("POST", url, token=s.token, json_body={"media_id": pair.media_id},
-                   headers={"Idempotency-Key": uuid.uuid4().hex})
+        doc = call(
+            "POST",
+            url,
+            token=s.token,
+            json_body={"media_id": pair.media_id},
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+        )
     else:
-        g = call("POST", f"{t.edge_url}/v1/grants", token=s.token,
-                 json_body={"media_id": pair.media_id, "redeemers": 1})
+        g = call(
+            "POST",
+            f"{t.edge_url}/v1/grants",
+            token=s.token,
+            json_body={"media_id": pair.media_id, "redeemers": 1},
+        )
         cmid = envelope.new_client_message_id()
-        body = envelope.seal_body(pair.conversation_id, s.user_id, s.device_id, cmid,
-                                 envelope.new_payload(pair.media_id, g["grant"], None),
-                                 devices_of(t, s, pair.recipient.user_id, s.user_id))
+        body = envelope.seal_body(
+            pair.conversation_id,
+            s.user_id,
+            s.device_id,
+            cmid,
+            envelope.new_payload(pair.media_id, g["grant"], None),
+            devices_of(t, s, pair.recipient.user_id, s.user_id),
+        )
         doc = call("POST", url, token=s.token, json_body={**body, "grant_id": g["grant_id"]})
     pair.read_after = pair.message_id
     pair.message_id = str(doc["id"])
@@ -233,23 +315,40 @@ def share_once(t: Targets, pair: Pair) -> str:
     return pair.message_id
 
 
-def make_pair(t: Targets, scenario: str, *, origin_path: str | None = None,
-              publisher_token: str | None = None, data: bytes | None = None) -> Pair:
+def make_pair(
+    t: Targets,
+    scenario: str,
+    *,
+    origin_path: str | None = None,
+    publisher_token: str | None = None,
+    data: bytes | None = None,
+) -> Pair:
     mode = mode_of(scenario)
     suite = SUITE_OF.get(mode)
     sender, recipient = create_account(t, suite), create_account(t, suite)
-    conv = call("POST", f"{t.dm_url}/v1/conversations", token=sender.token,
-                json_body={"members": [recipient.user_id], "mode": CONVERSATION_MODE[mode]})
-    media_id = register_media(t, sender, origin_path=origin_path,
-                              publisher_token=publisher_token, data=data)
+    conv = call(
+        "POST",
+        f"{t.dm_url}/v1/conversations",
+        token=sender.token,
+        json_body={"members": [recipient.user_id], "mode": CONVERSATION_MODE[mode]},
+    )
+    media_id = register_media(
+        t, sender, origin_path=origin_path, publisher_token=publisher_token, data=data
+    )
     pair = Pair(scenario, sender, recipient, str(conv["id"]), media_id)
     if is_view(scenario):
         share_once(t, pair)
     return pair
 
 
-def seed(t: Targets, counts: dict[str, int], *, origin_path: str | None = None,
-         threads: int = 8, progress: Callable[[int, int], None] | None = None) -> SeedFile:
+def seed(
+    t: Targets,
+    counts: dict[str, int],
+    *,
+    origin_path: str | None = None,
+    threads: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> SeedFile:
     """``counts[scenario]`` pairs each; media by ``origin_path`` (needs a publisher) or upload."""
     publisher = create_account(t, roles=["publisher"]).token if origin_path else None
     data = None if origin_path else video_bytes()
@@ -257,8 +356,10 @@ def seed(t: Targets, counts: dict[str, int], *, origin_path: str | None = None,
     out = SeedFile(t.dm_url, t.edge_url, {s: [] for s in counts}, time.time())
     done = 0
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        futures = [pool.submit(make_pair, t, s, origin_path=origin_path,
-                               publisher_token=publisher, data=data) for s in jobs]
+        futures = [
+            pool.submit(make_pair, t, s, origin_path=origin_path, publisher_token=publisher, data=data)
+            for s in jobs
+        ]
         try:
             for fut in futures:
                 pair = fut.result()
@@ -278,16 +379,24 @@ def main(argv: list[str] | None = None) -> int:
 
     from loadtests.load.scenarios import SCENARIOS
 
-    p = argparse.ArgumentParser(prog="python -m loadtests seed", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests seed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--dm-url", required=True)
     p.add_argument("--edge-url", required=True)
     p.add_argument("--out", type=Path, required=True, help="seed file to write (mode 0600)")
-    p.add_argument("--pairs", default=",".join(f"{s}=10" for s in SCENARIOS),
-                   help="scenario=count,... (a Locust process takes one pair per user; with "
-                        "N workers seed at least users + N per scenario)")
-    p.add_argument("--origin-path", help="register videos by this origin path (publisher "
-                   "role) instead of uploading one per sender")
+    p.add_argument(
+        "--pairs",
+        default=",".join(f"{s}=10" for s in SCENARIOS),
+        help="scenario=count,... (a Locust process takes one pair per user; with "
+        "N workers seed at least users + N per scenario)",
+    )
+    p.add_argument(
+        "--origin-path",
+        help="register videos by this origin path (publisher role) instead of uploading one per sender",
+    )
     a = p.parse_args(argv)
     try:
         counts = {k.strip(): int(v) for k, v in (x.split("=") for x in a.pairs.split(",") if x)}
@@ -295,8 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--pairs is scenario=count,...")
     if set(counts) - set(SCENARIOS):
         p.error(f"scenarios are {', '.join(SCENARIOS)}")
-    out = seed(Targets(a.dm_url.rstrip("/"), a.edge_url.rstrip("/")), counts,
-               origin_path=a.origin_path)
+    out = seed(Targets(a.dm_url.rstrip("/"), a.edge_url.rstrip("/")), counts, origin_path=a.origin_path)
     out.save(a.out)
     print(f"{sum(len(v) for v in out.pairs.values())} pairs written to {a.out}")
     return 0

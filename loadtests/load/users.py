@@ -64,7 +64,6 @@ class FlowFailed(Exception):
     """A phase failed; it is already recorded as a failure, the flow stops here."""
 
 
-
 class _FlowUser(FastHttpUser):
     """Claims slots of its scenario's timetable and runs one flow per slot."""
 
@@ -124,8 +123,13 @@ class _FlowUser(FastHttpUser):
     # -- recording helpers --------------------------------------------------------------
     def _fire(self, request_type: str, phase: str, ms: float, error: BaseException | None) -> None:
         self.environment.events.request.fire(
-            request_type=request_type, name=key(self.scenario, phase), response_time=ms,
-            response_length=0, exception=error, context=dict(self._ctx))
+            request_type=request_type,
+            name=key(self.scenario, phase),
+            response_time=ms,
+            response_length=0,
+            exception=error,
+            context=dict(self._ctx),
+        )
 
     def crypto(self, phase: str, fn: Callable[[], T]) -> T:
         """Time client-side crypto and record it like a request."""
@@ -138,9 +142,18 @@ class _FlowUser(FastHttpUser):
         self._fire(CRYPTO_REQUEST_TYPE, phase, (time.perf_counter() - t0) * 1000.0, None)
         return result
 
-    def call(self, method: str, url: str, phase: str, *, token: str, expect: tuple[int, ...],
-             json_body: Any = None, headers: dict[str, str] | None = None,
-             length: int | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        url: str,
+        phase: str,
+        *,
+        token: str,
+        expect: tuple[int, ...],
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        length: int | None = None,
+    ) -> Any:
         """One HTTP request of a flow; a wrong status (or body size) fails the phase.
 
         A ``429``/``503`` with ``Retry-After`` is honoured as the SDK does (wait, then send
@@ -152,8 +165,14 @@ class _FlowUser(FastHttpUser):
         h = {"Authorization": f"Bearer {token}", **(headers or {})}
         for attempt in range(THROTTLED_RETRIES + 1):
             problem, wait_s = None, None
-            with self.client.request(method, url, name=key(self.scenario, phase), headers=h,
-                                     json=json_body, catch_response=True) as r:
+            with self.client.request(
+                method,
+                url,
+                name=key(self.scenario, phase),
+                headers=h,
+                json=json_body,
+                catch_response=True,
+            ) as r:
                 if r.status_code in (429, 503) and attempt < THROTTLED_RETRIES:
                     wait_s = retry_after_s(r.headers.get("Retry-After"))
                 if wait_s is not None:
@@ -183,8 +202,15 @@ class _FlowUser(FastHttpUser):
             h = {"Range": f"bytes={start}-{end}"}
             if grant is not None:
                 h["X-Grant"] = grant
-            self.call("GET", url, "first_byte" if i == 0 else "segment", token=token,
-                      expect=(206,), headers=h, length=end - start + 1)
+            self.call(
+                "GET",
+                url,
+                "first_byte" if i == 0 else "segment",
+                token=token,
+                expect=(206,),
+                headers=h,
+                length=end - start + 1,
+            )
 
 
 class _ShareUser(_FlowUser):
@@ -197,15 +223,15 @@ class _ShareUser(_FlowUser):
         t = STATE.targets
         self.devices: dict[str, list[dict[str, Any]]] = {}
         if not is_plain(self.scenario):
-            self.devices = seed.devices_of(t, self.pair.sender, self.pair.recipient.user_id,
-                                           self.pair.sender.user_id)
+            self.devices = seed.devices_of(
+                t, self.pair.sender, self.pair.recipient.user_id, self.pair.sender.user_id
+            )
             self.recipient_key = self.pair.recipient.device_key()
             # The sender's device holds a share capability for its video, obtained once
             # (as at upload): each share then derives its grant here, with no round trip.
             self.wallet = CapabilityWallet()
             self._obtain_capability()
-        self.watcher = push.watcher(t.dm_url, self.pair.recipient.token,
-                                    self.pair.conversation_id)
+        self.watcher = push.watcher(t.dm_url, self.pair.recipient.token, self.pair.conversation_id)
         STATE.ready_users += 1
 
     def on_stop(self) -> None:
@@ -215,15 +241,27 @@ class _ShareUser(_FlowUser):
     def _obtain_capability(self) -> None:
         assert self.pair is not None
         p = self.pair
-        self.wallet.hold(seed.call(
-            "POST", f"{STATE.targets.edge_url}/v1/capabilities", token=p.sender.token,
-            json_body={"media_id": p.media_id, "holder_key": self.wallet.public_key,
-                       "max_redeemers": 1, "max_grants": cap_mod.MAX_GRANTS}))
+        self.wallet.hold(
+            seed.call(
+                "POST",
+                f"{STATE.targets.edge_url}/v1/capabilities",
+                token=p.sender.token,
+                json_body={
+                    "media_id": p.media_id,
+                    "holder_key": self.wallet.public_key,
+                    "max_redeemers": 1,
+                    "max_grants": cap_mod.MAX_GRANTS,
+                },
+            )
+        )
 
     def before_slot(self) -> None:
         """A capability near its end is replaced outside any measurement."""
-        if self.pair is not None and hasattr(self, "wallet") \
-                and self.wallet.held(self.pair.media_id) is None:
+        if (
+            self.pair is not None
+            and hasattr(self, "wallet")
+            and self.wallet.held(self.pair.media_id) is None
+        ):
             self._obtain_capability()
 
     def _derive(self) -> DerivedGrant:
@@ -249,23 +287,40 @@ class _ShareUser(_FlowUser):
         messages = f"{t.send_base(self.scenario)}/v1/conversations/{p.conversation_id}/messages"
         if is_plain(self.scenario):
             sent_at = time.perf_counter()
-            sent = self.call("POST", messages, "send", token=p.sender.token, expect=(201,),
-                             json_body={"media_id": p.media_id, "text": SHARE_TEXT},
-                             headers={"Idempotency-Key": uuid.uuid4().hex})
+            sent = self.call(
+                "POST",
+                messages,
+                "send",
+                token=p.sender.token,
+                expect=(201,),
+                json_body={"media_id": p.media_id, "text": SHARE_TEXT},
+                headers={"Idempotency-Key": uuid.uuid4().hex},
+            )
             message = self._delivered(sent["id"], sent_at)
             self.play(message["media"]["url"], p.recipient.token, None)
             return
         g = self.crypto("grant", self._derive)  # on the device, from the held capability
         cmid = envelope.new_client_message_id()
-        body = self.crypto("seal", lambda: envelope.seal_body(
-            p.conversation_id, p.sender.user_id, p.sender.device_id, cmid,
-            envelope.new_payload(p.media_id, g.token, SHARE_TEXT), self.devices))
+        body = self.crypto(
+            "seal",
+            lambda: envelope.seal_body(
+                p.conversation_id,
+                p.sender.user_id,
+                p.sender.device_id,
+                cmid,
+                envelope.new_payload(p.media_id, g.token, SHARE_TEXT),
+                self.devices,
+            ),
+        )
         sent_at = time.perf_counter()
-        sent = self.call("POST", messages, "send", token=p.sender.token, expect=(201,),
-                         json_body=body)
+        sent = self.call("POST", messages, "send", token=p.sender.token, expect=(201,), json_body=body)
         message = self._delivered(sent["id"], sent_at)
-        payload = self.crypto("open", lambda: envelope.open_message(
-            self.recipient_key, p.recipient.user_id, p.recipient.device_id, message))
+        payload = self.crypto(
+            "open",
+            lambda: envelope.open_message(
+                self.recipient_key, p.recipient.user_id, p.recipient.device_id, message
+            ),
+        )
         if payload.media_id is None:
             raise FlowFailed("opened envelope carries no media")
         self.play(f"{t.edge_url}/m/{payload.media_id}", p.recipient.token, payload.grant)
@@ -306,16 +361,25 @@ class VideoViewer(_FlowUser):
         assert self.pair is not None
         p, t = self.pair, STATE.targets
         query = "?limit=1" + (f"&after={p.read_after}" if p.read_after else "")
-        page = self.call("GET", f"{t.dm_url}/v1/conversations/{p.conversation_id}/messages"
-                         + query, "read", token=p.recipient.token, expect=(200,))
+        page = self.call(
+            "GET",
+            f"{t.dm_url}/v1/conversations/{p.conversation_id}/messages" + query,
+            "read",
+            token=p.recipient.token,
+            expect=(200,),
+        )
         if not page["messages"] or page["messages"][0]["id"] != p.message_id:
             raise FlowFailed("the shared message is not where it was sent")
         message = page["messages"][0]
         if is_plain(self.scenario):
             self.play(message["media"]["url"], p.recipient.token, None)
             return
-        payload = self.crypto("open", lambda: envelope.open_message(
-            self.recipient_key, p.recipient.user_id, p.recipient.device_id, message))
+        payload = self.crypto(
+            "open",
+            lambda: envelope.open_message(
+                self.recipient_key, p.recipient.user_id, p.recipient.device_id, message
+            ),
+        )
         self.play(f"{t.edge_url}/m/{payload.media_id}", p.recipient.token, payload.grant)
 
 
@@ -337,6 +401,15 @@ class VideoViewerSealedPq(VideoViewer):
 
 #: Scenario -> user class (the driver spawns these).
 USER_CLASSES: dict[str, type[_FlowUser]] = {
-    c.scenario: c for c in (PlainShare, PlainScanShare, SealedShare, SealedPqShare,
-                            VideoViewerPlain, VideoViewerPlainScan, VideoViewerSealed,
-                            VideoViewerSealedPq)}
+    c.scenario: c
+    for c in (
+        PlainShare,
+        PlainScanShare,
+        SealedShare,
+        SealedPqShare,
+        VideoViewerPlain,
+        VideoViewerPlainScan,
+        VideoViewerSealed,
+        VideoViewerSealedPq,
+    )
+}

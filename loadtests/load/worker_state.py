@@ -79,8 +79,7 @@ class ProcessState:
     driven: bool = False
     seedfile: seed.SeedFile | None = None
     next_index: dict[str, int] = field(default_factory=dict)
-    arrivals: dict[str, Arrivals] = field(
-        default_factory=lambda: {s: Arrivals() for s in SCENARIOS})
+    arrivals: dict[str, Arrivals] = field(default_factory=lambda: {s: Arrivals() for s in SCENARIOS})
     changed: dict[str, Any] = field(default_factory=lambda: {s: Event() for s in SCENARIOS})
     recorder: Recorder = field(default_factory=Recorder)
     merger: Merger = field(default_factory=Merger)
@@ -107,15 +106,17 @@ class ProcessState:
             t = time.perf_counter()
             gevent_sleep(LAG_TICK_S)
             if self.window is not None:
-                hdr.record_ms(self.loop_lag,
-                              max(0.0, (time.perf_counter() - t - LAG_TICK_S) * 1000.0))
+                hdr.record_ms(self.loop_lag, max(0.0, (time.perf_counter() - t - LAG_TICK_S) * 1000.0))
 
     def loop_lag_summary(self) -> dict[str, float | int | None]:
         p50, p99 = hdr.percentiles_ms(self.loop_lag, [50.0, 99.0])
         n = hdr.count(self.loop_lag)
-        return {"p50_ms": p50, "p99_ms": p99,
-                "max_ms": float(self.loop_lag.get_max_value()) / 1000.0 if n else None,
-                "count": n}
+        return {
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "max_ms": float(self.loop_lag.get_max_value()) / 1000.0 if n else None,
+            "count": n,
+        }
 
     # -- configuration ------------------------------------------------------------------
     def setup(self, s: Setup, *, driven: bool) -> None:
@@ -130,8 +131,11 @@ class ProcessState:
     def targets(self) -> seed.Targets:
         if self.setup_ is None:
             raise RuntimeError("load test not set up (no driver message and no --edge-url)")
-        return seed.Targets(self.setup_.dm_url.rstrip("/"), self.setup_.edge_url.rstrip("/"),
-                            self.setup_.scan_dm_url.rstrip("/"))
+        return seed.Targets(
+            self.setup_.dm_url.rstrip("/"),
+            self.setup_.edge_url.rstrip("/"),
+            self.setup_.scan_dm_url.rstrip("/"),
+        )
 
     def take_pair(self, scenario: str) -> seed.Pair:
         """This process's next pair: workers take disjoint strides of the seed file."""
@@ -143,8 +147,9 @@ class ProcessState:
         pairs = self.seedfile.pairs.get(scenario, [])
         idx = self.setup_.worker_index + k * self.setup_.n_workers
         if idx >= len(pairs):
-            raise RuntimeError(f"seed file has {len(pairs)} {scenario} pairs; "
-                               f"this process needs pair {idx}")
+            raise RuntimeError(
+                f"seed file has {len(pairs)} {scenario} pairs; this process needs pair {idx}"
+            )
         return pairs[idx]
 
     def _notify(self, scenario: str) -> None:
@@ -156,16 +161,21 @@ class ProcessState:
         self.changed[scenario].wait(timeout_s)
 
     # -- segments -----------------------------------------------------------------------
-    def start_segment(self, segment: str, rates: dict[str, float], t0_epoch: float,
-                      *, closed: frozenset[str] = frozenset(),
-                      duration_s: float | None = None) -> None:
+    def start_segment(
+        self,
+        segment: str,
+        rates: dict[str, float],
+        t0_epoch: float,
+        *,
+        closed: frozenset[str] = frozenset(),
+        duration_s: float | None = None,
+    ) -> None:
         """Every process runs ``rate / N`` on a shared clock, shifted so arrivals interleave."""
         assert self.setup_ is not None
         n, i = max(1, self.setup_.n_workers), self.setup_.worker_index
         t0 = time.perf_counter() + (t0_epoch - time.time())
         until = None if duration_s is None else t0 + duration_s
-        self.window = _Window(segment, time.time(), _cpu_seconds(), _machine_jiffies(),
-                              dict(rates))
+        self.window = _Window(segment, time.time(), _cpu_seconds(), _machine_jiffies(), dict(rates))
         self.loop_lag = hdr.new()
         for s in SCENARIOS:
             rate = float(rates.get(s, 0.0))
@@ -198,12 +208,16 @@ class ProcessState:
         busy, total = _machine_jiffies()
         d_busy, d_total = (busy - w.machine0[0], total - w.machine0[1]) if w else (0, 0)
         payload["process"] = {
-            "segment": segment, "worker_index": self.setup_.worker_index if self.setup_ else 0,
-            "window_s": wall, "cpu_pct": 100.0 * cpu / wall if wall > 0 else 0.0,
+            "segment": segment,
+            "worker_index": self.setup_.worker_index if self.setup_ else 0,
+            "window_s": wall,
+            "cpu_pct": 100.0 * cpu / wall if wall > 0 else 0.0,
             "machine_cpu_pct": 100.0 * d_busy / d_total if d_total > 0 else None,
-            "cpu_warning": segment in self.cpu_warned, "undrained": self.inflight,
+            "cpu_warning": segment in self.cpu_warned,
+            "undrained": self.inflight,
             "recorded_total": self.recorder.recorded_total,
-            "loop_lag": self.loop_lag_summary()}
+            "loop_lag": self.loop_lag_summary(),
+        }
         self.window = None
         return payload
 

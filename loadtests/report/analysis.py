@@ -65,11 +65,19 @@ class Segment:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Segment:
-        return cls(doc["segment"], doc["kind"], doc.get("mode"), int(doc.get("round", 0)),
-                   {k: float(v) for k, v in (doc.get("rates") or {}).items()},
-                   doc.get("target_rps"), doc.get("duration_s"), doc.get("started_at"),
-                   list(doc.get("processes", [])), SegmentData.from_json(doc.get("data", {})),
-                   dict(doc.get("servers") or {}))
+        return cls(
+            doc["segment"],
+            doc["kind"],
+            doc.get("mode"),
+            int(doc.get("round", 0)),
+            {k: float(v) for k, v in (doc.get("rates") or {}).items()},
+            doc.get("target_rps"),
+            doc.get("duration_s"),
+            doc.get("started_at"),
+            list(doc.get("processes", [])),
+            SegmentData.from_json(doc.get("data", {})),
+            dict(doc.get("servers") or {}),
+        )
 
 
 @dataclass
@@ -85,8 +93,11 @@ class Run:
         seg_file = directory / SEGMENTS_FILE
         if not seg_file.exists():
             raise FileNotFoundError(f"{seg_file} not found: is {directory} a load-test run?")
-        segments = [Segment.from_json(json.loads(line))
-                    for line in seg_file.read_text().splitlines() if line.strip()]
+        segments = [
+            Segment.from_json(json.loads(line))
+            for line in seg_file.read_text().splitlines()
+            if line.strip()
+        ]
         driver = _read_json(directory / DRIVER_FILE)
         meta = _read_json(directory / RUN_FILE)
         return cls(segments, driver, meta, floor_mod.load(directory))
@@ -138,16 +149,20 @@ def scenario_summary(segments: list[Segment], scenario: str) -> dict[str, Any]:
     finished = flows["completed"] + flows["failed"]
     targets = [s.rates.get(scenario, 0.0) for s in segments]
     out: dict[str, Any] = {
-        "p50_ms": _r(hdr.percentile_ms(total, 50)), "p90_ms": _r(hdr.percentile_ms(total, 90)),
-        "p99_ms": _r(hdr.percentile_ms(total, 99)), "p999_ms": _r(hdr.percentile_ms(total, 99.9)),
+        "p50_ms": _r(hdr.percentile_ms(total, 50)),
+        "p90_ms": _r(hdr.percentile_ms(total, 90)),
+        "p99_ms": _r(hdr.percentile_ms(total, 99)),
+        "p999_ms": _r(hdr.percentile_ms(total, 99.9)),
         "max_ms": _r(float(total.get_max_value()) / 1000.0 if hdr.count(total) else None),
         "count": hdr.count(total),
         "rps": _r(flows["completed"] / seconds if seconds else 0.0),
         "achieved_rps": _r(flows["started"] / seconds if seconds else 0.0),
         "target_rps": _r(sum(targets) / len(targets) if targets else None),
-        "errors": flows["failed"], "error_pct": _r(100.0 * flows["failed"] / finished
-                                                   if finished else 0.0, 4),
-        "late_starts": flows["late"], "flows": flows, "seconds": _r(seconds),
+        "errors": flows["failed"],
+        "error_pct": _r(100.0 * flows["failed"] / finished if finished else 0.0, 4),
+        "late_starts": flows["late"],
+        "flows": flows,
+        "seconds": _r(seconds),
         "phases": phase_table(segments, scenario),
     }
     return out
@@ -160,16 +175,28 @@ def trial_points(segments: list[Segment], scenario: str) -> list[dict[str, Any]]
         h = s.data.hists.get(key(scenario, TOTAL), hdr.new())
         flows = s.data.flows.get(scenario, {})
         dur = float(s.duration_s or 0.0)
-        out.append({"round": s.round, "segment": s.segment,
-                    "p50_ms": _r(hdr.percentile_ms(h, 50)), "p99_ms": _r(hdr.percentile_ms(h, 99)),
-                    "p999_ms": _r(hdr.percentile_ms(h, 99.9)), "count": hdr.count(h),
-                    "rps": _r(flows.get("completed", 0) / dur if dur else 0.0),
-                    "errors": flows.get("failed", 0)})
+        out.append(
+            {
+                "round": s.round,
+                "segment": s.segment,
+                "p50_ms": _r(hdr.percentile_ms(h, 50)),
+                "p99_ms": _r(hdr.percentile_ms(h, 99)),
+                "p999_ms": _r(hdr.percentile_ms(h, 99.9)),
+                "count": hdr.count(h),
+                "rps": _r(flows.get("completed", 0) / dur if dur else 0.0),
+                "errors": flows.get("failed", 0),
+            }
+        )
     return out
 
 
-def compare(trials: dict[str, list[Segment]], base: str, other: str, entry_phase: str = TOTAL,
-            scenario_of: dict[str, str] | None = None) -> dict[str, Any]:
+def compare(
+    trials: dict[str, list[Segment]],
+    base: str,
+    other: str,
+    entry_phase: str = TOTAL,
+    scenario_of: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Median per-round difference ``other - base`` of p50/p99/p99.9, with bootstrap CIs."""
     sc = scenario_of or {m: m for m in trials}
     by_round_a = {s.round: s for s in trials.get(base, [])}
@@ -194,17 +221,27 @@ def steps_table(run: Run, slo: Slo) -> list[dict[str, Any]]:
     out = []
     for s in run.of("step"):
         assert s.mode is not None
-        v = judge(slo, s.mode, float(s.target_rps or 0.0), float(s.duration_s or 0.0), s.data,
-                  s.processes)
+        v = judge(
+            slo, s.mode, float(s.target_rps or 0.0), float(s.duration_s or 0.0), s.data, s.processes
+        )
         h = s.data.hists.get(key(s.mode, TOTAL), hdr.new())
-        out.append({"mode": s.mode, "segment": s.segment, "target_rps": s.target_rps,
-                    "achieved_rps": _r(v.achieved_rps), "throughput_rps": _r(v.throughput_rps),
-                    "p50_ms": _r(hdr.percentile_ms(h, 50)), "p99_ms": _r(hdr.percentile_ms(h, 99)),
-                    "error_pct": _r(v.error_pct, 4), "meets_slo": v.meets_slo,
-                    "cpu_warning": v.cpu_warning, "problems": v.problems,
-                    "machine_cpu_pct": _r(v.machine_cpu_pct, 1),
-                    "cpu_pct_by_process": {k: _r(x, 1) for k, x in
-                                           server_cost.process_cpu_pct(s).items()}})
+        out.append(
+            {
+                "mode": s.mode,
+                "segment": s.segment,
+                "target_rps": s.target_rps,
+                "achieved_rps": _r(v.achieved_rps),
+                "throughput_rps": _r(v.throughput_rps),
+                "p50_ms": _r(hdr.percentile_ms(h, 50)),
+                "p99_ms": _r(hdr.percentile_ms(h, 99)),
+                "error_pct": _r(v.error_pct, 4),
+                "meets_slo": v.meets_slo,
+                "cpu_warning": v.cpu_warning,
+                "problems": v.problems,
+                "machine_cpu_pct": _r(v.machine_cpu_pct, 1),
+                "cpu_pct_by_process": {k: _r(x, 1) for k, x in server_cost.process_cpu_pct(s).items()},
+            }
+        )
     return out
 
 
@@ -250,8 +287,13 @@ def timeline(run: Run) -> dict[str, list[list[float]]]:
                 if p50 is None or p99 is None:
                     continue
                 out.setdefault(mode, []).append(
-                    [round(s.started_at - t_run + sec + 0.5, 3), round(p50, 3), round(p99, 3),
-                     hdr.count(h)])
+                    [
+                        round(s.started_at - t_run + sec + 0.5, 3),
+                        round(p50, 3),
+                        round(p99, 3),
+                        hdr.count(h),
+                    ]
+                )
     for pts in out.values():
         pts.sort()
     return out
@@ -263,10 +305,17 @@ def spans(run: Run) -> list[dict[str, Any]]:
     if not starts:
         return []
     t_run = min(starts)
-    return [{"segment": s.segment, "kind": s.kind, "mode": s.mode,
-             "start_s": round(s.started_at - t_run, 3),
-             "end_s": round(s.started_at - t_run + float(s.duration_s or 0), 3)}
-            for s in run.segments if s.started_at is not None]
+    return [
+        {
+            "segment": s.segment,
+            "kind": s.kind,
+            "mode": s.mode,
+            "start_s": round(s.started_at - t_run, 3),
+            "end_s": round(s.started_at - t_run + float(s.duration_s or 0), 3),
+        }
+        for s in run.segments
+        if s.started_at is not None
+    ]
 
 
 def validity(run: Run, slo: Slo, trials: dict[str, list[Segment]]) -> dict[str, Any]:
@@ -277,12 +326,22 @@ def validity(run: Run, slo: Slo, trials: dict[str, list[Segment]]) -> dict[str, 
         for mode in modes_in(s):
             target = s.rates.get(mode, 0.0)
             v = judge(slo, mode, target, float(s.duration_s or 0.0), s.data, s.processes)
-            rows.append({"segment": s.segment, "kind": s.kind, "mode": mode, "round": s.round,
-                         "target_rps": target, "achieved_rps": _r(v.achieved_rps),
-                         "errors": v.failed, "cpu_pct": _r(v.cpu_pct, 1),
-                         "machine_cpu_pct": _r(v.machine_cpu_pct, 1),
-                         "loop_lag_p99_ms": _r(v.loop_lag_p99_ms),
-                         "cpu_warning": v.cpu_warning, "problems": v.problems})
+            rows.append(
+                {
+                    "segment": s.segment,
+                    "kind": s.kind,
+                    "mode": mode,
+                    "round": s.round,
+                    "target_rps": target,
+                    "achieved_rps": _r(v.achieved_rps),
+                    "errors": v.failed,
+                    "cpu_pct": _r(v.cpu_pct, 1),
+                    "machine_cpu_pct": _r(v.machine_cpu_pct, 1),
+                    "loop_lag_p99_ms": _r(v.loop_lag_p99_ms),
+                    "cpu_warning": v.cpu_warning,
+                    "problems": v.problems,
+                }
+            )
             if s.kind in ("trial", "locust"):
                 problems += [f"{s.segment} {mode}: {p}" for p in v.problems]
             elif s.kind == "step" and v.cpu_warning:
@@ -293,31 +352,41 @@ def validity(run: Run, slo: Slo, trials: dict[str, list[Segment]]) -> dict[str, 
             problems.append(f"{m}: {n} trials (at least {MIN_TRIALS} are needed for the intervals)")
     if run.driver.get("cpu_warning"):
         problems.append("Locust raised its CPU warning during the run")
-    return {"valid": not problems, "problems": problems, "notes": notes, "segments": rows,
-            "cpu_warning": bool(run.driver.get("cpu_warning"))}
+    return {
+        "valid": not problems,
+        "problems": problems,
+        "notes": notes,
+        "segments": rows,
+        "cpu_warning": bool(run.driver.get("cpu_warning")),
+    }
 
 
 def analyze(run: Run) -> dict[str, Any]:
     slo = Slo.from_dict(run.meta.get("slo") or Slo().as_dict())
     trials = {m: run.of("trial", m) for m in MODES}
     if not any(trials.values()):  # a plain ``locust --hdr-out`` run: one open-ended segment
-        trials = {m: [s for s in run.of("locust") if key(m, TOTAL) in s.data.hists]
-                  for m in MODES}
+        trials = {m: [s for s in run.of("locust") if key(m, TOTAL) in s.data.hists] for m in MODES}
     modes = [m for m in MODES if trials[m]]
     steps = steps_table(run, slo)
-    doc: dict[str, Any] = {"schema": SCHEMA, "generated_at": time.time(), "slo": slo.as_dict(),
-                           "config": run.meta.get("config", {}),
-                           "environment": run.meta.get("environment", {}),
-                           "driver": {k: v for k, v in run.driver.items() if k != "locust_stats"},
-                           "modes": {}, "comparisons": {}}
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "generated_at": time.time(),
+        "slo": slo.as_dict(),
+        "config": run.meta.get("config", {}),
+        "environment": run.meta.get("environment", {}),
+        "driver": {k: v for k, v in run.driver.items() if k != "locust_stats"},
+        "modes": {},
+        "comparisons": {},
+    }
     for m in modes:
         entry = scenario_summary(trials[m], m)
         entry["saturation_rps"], entry["saturation_note"] = saturation(steps, m)
         entry["saturation_bound"] = server_cost.bound(
-            server_cost.knee(steps, m, entry["saturation_rps"]), slo.machine_limit_pct)
+            server_cost.knee(steps, m, entry["saturation_rps"]), slo.machine_limit_pct
+        )
         entry["server_cost"] = server_cost.mode_cost(
-            trials[m], m, trials.get("plain") if m != "plain" else None,
-            run.driver.get("server_idle"))
+            trials[m], m, trials.get("plain") if m != "plain" else None, run.driver.get("server_idle")
+        )
         entry["trials"] = trial_points(trials[m], m)
         view = VIEW_PREFIX + m
         if any(view in s.rates for s in trials[m]):
@@ -334,8 +403,7 @@ def analyze(run: Run) -> dict[str, Any]:
             phases[phase] = {k: c[k] for k in ("delta_p50_ms", "delta_p99_ms")}
         comp["phases"] = phases
         if all(any(VIEW_PREFIX + x in s.rates for s in trials[x]) for x in (base, m)):
-            vc = compare(trials, base, m,
-                         scenario_of={base: VIEW_PREFIX + base, m: VIEW_PREFIX + m})
+            vc = compare(trials, base, m, scenario_of={base: VIEW_PREFIX + base, m: VIEW_PREFIX + m})
             comp["view"] = {k: vc[k] for k in DELTAS}
         doc["comparisons"][m] = comp
         for name in DELTAS:

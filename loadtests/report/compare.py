@@ -65,8 +65,9 @@ def comparability(meta_a: dict[str, Any], meta_b: dict[str, Any]) -> dict[str, A
     caveats: list[str] = []
     for side, meta in (("A", meta_a), ("B", meta_b)):
         if not meta.get("config"):
-            blocking.append(f"run {side} has no recorded configuration (run.json): "
-                            "not a `loadtests run` directory")
+            blocking.append(
+                f"run {side} has no recorded configuration (run.json): not a `loadtests run` directory"
+            )
     cfg_a, cfg_b = meta_a.get("config", {}), meta_b.get("config", {})
     for name in BLOCKING_CONFIG:
         if cfg_a.get(name) != cfg_b.get(name):
@@ -105,9 +106,11 @@ def _trial_values(run: Run, scenario: str, phase: str, p: float) -> list[float]:
 
 
 def _merged(run: Run, scenario: str, phase: str) -> dict[str, float | None]:
-    h = hdr.merge(s.data.hists[key(scenario, phase)]
-                  for s in run.of("trial", scenario.removeprefix(VIEW_PREFIX))
-                  if key(scenario, phase) in s.data.hists)
+    h = hdr.merge(
+        s.data.hists[key(scenario, phase)]
+        for s in run.of("trial", scenario.removeprefix(VIEW_PREFIX))
+        if key(scenario, phase) in s.data.hists
+    )
     p50, p99, p999 = hdr.percentiles_ms(h, [50.0, 99.0, 99.9])
     return {"p50_ms": _r(p50), "p99_ms": _r(p99), "p999_ms": _r(p999), "count": hdr.count(h)}
 
@@ -116,13 +119,15 @@ def _r(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
 
 
-def scenario_difference(a: Run, b: Run, scenario: str, phase: str = TOTAL,
-                        percentiles: dict[str, float] | None = None) -> dict[str, Any]:
+def scenario_difference(
+    a: Run, b: Run, scenario: str, phase: str = TOTAL, percentiles: dict[str, float] | None = None
+) -> dict[str, Any]:
     """B minus A of one scenario's entry: merged figures of each run and unpaired CIs."""
     out: dict[str, Any] = {"a": _merged(a, scenario, phase), "b": _merged(b, scenario, phase)}
     for name, p in (percentiles or PERCENTILES).items():
-        d = bootstrap_difference(_trial_values(a, scenario, phase, p),
-                                 _trial_values(b, scenario, phase, p), paired=False)
+        d = bootstrap_difference(
+            _trial_values(a, scenario, phase, p), _trial_values(b, scenario, phase, p), paired=False
+        )
         out[name] = d.as_dict()
     return out
 
@@ -139,22 +144,31 @@ def compare_runs(dir_a: Path, dir_b: Path, *, force: bool = False) -> dict[str, 
         raise Incomparable(comp["blocking"])
     for side, d in (("A", doc_a), ("B", doc_b)):
         if not d["validity"]["valid"]:
-            comp["caveats"].insert(0, f"run {side} is NOT VALID: "
-                                   + "; ".join(d["validity"]["problems"][:3]))
+            comp["caveats"].insert(
+                0, f"run {side} is NOT VALID: " + "; ".join(d["validity"]["problems"][:3])
+            )
     comp["forced"] = force and bool(comp["blocking"])
     doc: dict[str, Any] = {
-        "schema": SCHEMA, "generated_at": time.time(),
-        "runs": {side: {"dir": str(d), "valid": bool(x["validity"]["valid"]),
-                        "code": x.get("environment", {}).get("code", {}),
-                        "config": x.get("config", {})}
-                 for side, d, x in (("a", dir_a, doc_a), ("b", dir_b, doc_b))},
-        "comparability": comp, "modes": {}}
+        "schema": SCHEMA,
+        "generated_at": time.time(),
+        "runs": {
+            side: {
+                "dir": str(d),
+                "valid": bool(x["validity"]["valid"]),
+                "code": x.get("environment", {}).get("code", {}),
+                "config": x.get("config", {}),
+            }
+            for side, d, x in (("a", dir_a, doc_a), ("b", dir_b, doc_b))
+        },
+        "comparability": comp,
+        "modes": {},
+    }
     for mode in common:
         entry = scenario_difference(a, b, mode)
         entry["phases"] = {
-            phase: scenario_difference(a, b, mode, phase,
-                                       {"delta_p50_ms": 50.0, "delta_p99_ms": 99.0})
-            for phase in phases_of(mode)}
+            phase: scenario_difference(a, b, mode, phase, {"delta_p50_ms": 50.0, "delta_p99_ms": 99.0})
+            for phase in phases_of(mode)
+        }
         view = VIEW_PREFIX + mode
         if "view" in doc_a["modes"][mode] and "view" in doc_b["modes"][mode]:
             entry["view"] = scenario_difference(a, b, view)
@@ -165,49 +179,116 @@ def compare_runs(dir_a: Path, dir_b: Path, *, force: bool = False) -> dict[str, 
 
 def blocks(doc: dict[str, Any]) -> list[Block]:
     runs, comp = doc["runs"], doc["comparability"]
-    out: list[Block] = [("h1", "Load-test comparison: run B against run A"),
-                        ("lead", doc["headline"])]
+    out: list[Block] = [("h1", "Load-test comparison: run B against run A"), ("lead", doc["headline"])]
     ok = comp["comparable"] and all(r["valid"] for r in runs.values())
     if comp.get("forced"):
-        out.append(("verdict", False, "INCOMPARABLE RUNS, compared only because --force was "
-                                      "given: " + "; ".join(comp["blocking"])))
+        out.append(
+            (
+                "verdict",
+                False,
+                "INCOMPARABLE RUNS, compared only because --force was "
+                "given: " + "; ".join(comp["blocking"]),
+            )
+        )
     else:
-        out.append(("verdict", ok, "Comparable runs" if ok else
-                    "Comparable configuration, but a run is not valid"))
-    out.append(("ul", [f"Run {s.upper()}: {r['dir']} (code "
-                       f"{r['code'].get('commit', '?')}{' dirty' if r['code'].get('dirty') else ''}"
-                       f", {'valid' if r['valid'] else 'NOT VALID'})" for s, r in runs.items()]))
+        out.append(
+            (
+                "verdict",
+                ok,
+                "Comparable runs" if ok else "Comparable configuration, but a run is not valid",
+            )
+        )
+    out.append(
+        (
+            "ul",
+            [
+                f"Run {s.upper()}: {r['dir']} (code "
+                f"{r['code'].get('commit', '?')}{' dirty' if r['code'].get('dirty') else ''}"
+                f", {'valid' if r['valid'] else 'NOT VALID'})"
+                for s, r in runs.items()
+            ],
+        )
+    )
     if comp["caveats"]:
         out.append(("p", "Caveats (differences that may explain a change):"))
         out.append(("ul", ["CAVEAT: " + c for c in comp["caveats"]]))
-    out.append(("p", "Each difference is B minus A: the median over B's trials minus the median "
-                     "over A's trials of each trial's percentile, with a bootstrap 95% interval "
-                     "(each run's trials resampled on their own: runs are not paired); "
-                     f"\"{NO_DIFFERENCE}\" when the interval spans zero."))
+    out.append(
+        (
+            "p",
+            "Each difference is B minus A: the median over B's trials minus the median "
+            "over A's trials of each trial's percentile, with a bootstrap 95% interval "
+            "(each run's trials resampled on their own: runs are not paired); "
+            f'"{NO_DIFFERENCE}" when the interval spans zero.',
+        )
+    )
     out.append(("h2", "Whole share"))
     rows = []
     for mode, m in doc["modes"].items():
-        rows.append([mode, ms(m["a"]["p50_ms"]), ms(m["b"]["p50_ms"]), delta(m["delta_p50_ms"]),
-                     ms(m["a"]["p99_ms"]), ms(m["b"]["p99_ms"]), delta(m["delta_p99_ms"]),
-                     delta(m["delta_p999_ms"])])
-    out.append(("table", ["mode", "A p50 ms", "B p50 ms", "Δp50 ms [95% CI]", "A p99 ms",
-                          "B p99 ms", "Δp99 ms [95% CI]", "Δp99.9 ms [95% CI]"], rows))
+        rows.append(
+            [
+                mode,
+                ms(m["a"]["p50_ms"]),
+                ms(m["b"]["p50_ms"]),
+                delta(m["delta_p50_ms"]),
+                ms(m["a"]["p99_ms"]),
+                ms(m["b"]["p99_ms"]),
+                delta(m["delta_p99_ms"]),
+                delta(m["delta_p999_ms"]),
+            ]
+        )
+    out.append(
+        (
+            "table",
+            [
+                "mode",
+                "A p50 ms",
+                "B p50 ms",
+                "Δp50 ms [95% CI]",
+                "A p99 ms",
+                "B p99 ms",
+                "Δp99 ms [95% CI]",
+                "Δp99.9 ms [95% CI]",
+            ],
+            rows,
+        )
+    )
     out.append(("h2", "Per phase"))
     rows = []
     for mode, m in doc["modes"].items():
         for phase, d in m["phases"].items():
-            rows.append([mode, PHASE_LABELS.get(phase, phase), ms(d["a"]["p50_ms"]),
-                         ms(d["b"]["p50_ms"]), delta(d["delta_p50_ms"]), ms(d["a"]["p99_ms"]),
-                         ms(d["b"]["p99_ms"]), delta(d["delta_p99_ms"])])
-    out.append(("table", ["mode", "phase", "A p50", "B p50", "Δp50 [95% CI]", "A p99", "B p99",
-                          "Δp99 [95% CI]"], rows))
+            rows.append(
+                [
+                    mode,
+                    PHASE_LABELS.get(phase, phase),
+                    ms(d["a"]["p50_ms"]),
+                    ms(d["b"]["p50_ms"]),
+                    delta(d["delta_p50_ms"]),
+                    ms(d["a"]["p99_ms"]),
+                    ms(d["b"]["p99_ms"]),
+                    delta(d["delta_p99_ms"]),
+                ]
+            )
+    out.append(
+        (
+            "table",
+            ["mode", "phase", "A p50", "B p50", "Δp50 [95% CI]", "A p99", "B p99", "Δp99 [95% CI]"],
+            rows,
+        )
+    )
     views = {mode: m["view"] for mode, m in doc["modes"].items() if "view" in m}
     if views:
         out.append(("h2", "Re-opening a shared video (viewing)"))
-        rows = [[mode, ms(v["a"]["p50_ms"]), ms(v["b"]["p50_ms"]), delta(v["delta_p50_ms"]),
-                 delta(v["delta_p99_ms"])] for mode, v in views.items()]
-        out.append(("table", ["mode", "A p50 ms", "B p50 ms", "Δp50 [95% CI]",
-                              "Δp99 [95% CI]"], rows))
+        rows = [
+            [
+                mode,
+                ms(v["a"]["p50_ms"]),
+                ms(v["b"]["p50_ms"]),
+                delta(v["delta_p50_ms"]),
+                delta(v["delta_p99_ms"]),
+            ]
+            for mode, v in views.items()
+        ]
+        out.append(("table", ["mode", "A p50 ms", "B p50 ms", "Δp50 [95% CI]", "Δp99 [95% CI]"], rows))
     return out
 
 
@@ -223,15 +304,24 @@ def write_compare(dir_a: Path, dir_b: Path, out: Path, *, force: bool = False) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run_a", type=Path, help="the baseline run directory")
     p.add_argument("run_b", type=Path, help="the run compared with it")
-    p.add_argument("--out", type=Path,
-                   help=f"where to write {JSON_FILE}, {MD_FILE}, {HTML_OUT} "
-                        "(default: RUN_B/compare-<name of RUN_A>)")
-    p.add_argument("--force", action="store_true",
-                   help="compare incomparable runs anyway (the report says so loudly)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help=f"where to write {JSON_FILE}, {MD_FILE}, {HTML_OUT} "
+        "(default: RUN_B/compare-<name of RUN_A>)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="compare incomparable runs anyway (the report says so loudly)",
+    )
     a = p.parse_args(argv)
     out = a.out or a.run_b / f"compare-{a.run_a.resolve().name}"
     try:
@@ -252,4 +342,3 @@ def main(argv: list[str] | None = None) -> int:
     for kind, path in paths.items():
         print(f"{kind:>4}: {path}")
     return 0
-

@@ -16,8 +16,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-PACKAGES = ("locust", "hdrhistogram", "cryptography", "aiohttp", "redis", "hiredis",
-            "matplotlib", "numpy", "websocket-client", "gevent")
+PACKAGES = (
+    "locust",
+    "hdrhistogram",
+    "cryptography",
+    "aiohttp",
+    "redis",
+    "hiredis",
+    "matplotlib",
+    "numpy",
+    "websocket-client",
+    "gevent",
+)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,12 +51,22 @@ def _git() -> dict[str, Any]:
     """Read-only: the commit and whether the tree had local changes."""
     out: dict[str, Any] = {}
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                                       capture_output=True, text=True, timeout=5,
-                                       check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=5,
-                                check=True).stdout
+        out["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
         out["dirty"] = bool(status.strip())
     return out
 
@@ -56,8 +76,10 @@ def redis_version(url: str) -> str | None:
     parts = urlsplit(url)
     if not parts.hostname:
         return None
-    with contextlib.suppress(OSError), socket.create_connection(
-            (parts.hostname, parts.port or 6379), timeout=2) as s:
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection((parts.hostname, parts.port or 6379), timeout=2) as s,
+    ):
         s.sendall(b"INFO server\r\n")
         data = b""
         while b"redis_version:" not in data or not data.endswith(b"\r\n"):
@@ -79,8 +101,15 @@ def collect(redis_url: str | None = None) -> dict[str, Any]:
     versions["python"] = platform.python_version()
     if redis_url:
         versions["redis-server"] = redis_version(redis_url) or "unknown"
-    return {"versions": versions,
-            "machine": {"hostname": socket.gethostname(), "platform": platform.platform(),
-                        "cpu": _cpu_model(), "cpus": os.cpu_count(), "memory_gib": _memory_gib(),
-                        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
-            "code": _git()}
+    return {
+        "versions": versions,
+        "machine": {
+            "hostname": socket.gethostname(),
+            "platform": platform.platform(),
+            "cpu": _cpu_model(),
+            "cpus": os.cpu_count(),
+            "memory_gib": _memory_gib(),
+            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        },
+        "code": _git(),
+    }

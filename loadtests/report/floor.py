@@ -69,8 +69,10 @@ def crypto_us(suite: str, payload: envelope.Payload, repeats: int) -> tuple[floa
     public = key.public_bytes()
     binding = envelope.Binding("c_floor", "u_alice", "s_floor", "u_bob", "d_bob")
     sealed = envelope.seal(suite, public, binding, payload)
-    return (cpu_us(lambda: envelope.seal(suite, public, binding, payload), repeats),
-            cpu_us(lambda: envelope.open_envelope(key, binding, sealed), repeats))
+    return (
+        cpu_us(lambda: envelope.seal(suite, public, binding, payload), repeats),
+        cpu_us(lambda: envelope.open_envelope(key, binding, sealed), repeats),
+    )
 
 
 def derived_grant_us(tokens: Tokens, repeats: int) -> tuple[float, float, str]:
@@ -79,18 +81,30 @@ def derived_grant_us(tokens: Tokens, repeats: int) -> tuple[float, float, str]:
     first use, and caches): µs of CPU each, and a derived grant (what a share carries)."""
     holder = Ed25519PrivateKey.generate()
     now = time.time()
-    cap = cap_mod.mint(tokens.signer, cap_id=new_id("c"), media_id=tokens.media_id,
-                       holder="u_alice", holder_key=holder.public_key().public_bytes_raw(),
-                       max_redeemers=1, max_grants=cap_mod.MAX_GRANTS, now=now,
-                       ttl_s=TOKEN_TTL_S)
+    cap = cap_mod.mint(
+        tokens.signer,
+        cap_id=new_id("c"),
+        media_id=tokens.media_id,
+        holder="u_alice",
+        holder_key=holder.public_key().public_bytes_raw(),
+        max_redeemers=1,
+        max_grants=cap_mod.MAX_GRANTS,
+        now=now,
+        ttl_s=TOKEN_TTL_S,
+    )
     derived, _ = cap_mod.derive(holder, cap, max_redeemers=1, now=now, ttl_s=TOKEN_TTL_S)
-    derive_us = cpu_us(lambda: cap_mod.derive(holder, cap, max_redeemers=1, now=now,
-                                              ttl_s=TOKEN_TTL_S), repeats)
-    whole = cpu_us(lambda: cap_mod.verify_derived(
-        derived, tokens.keys, now, max_lifetime_s=TOKEN_TTL_S,
-        max_capability_lifetime_s=TOKEN_TTL_S), repeats)
-    capability_only = cpu_us(lambda: cap_mod.verify(cap, tokens.keys, now,
-                                                    max_lifetime_s=TOKEN_TTL_S), repeats)
+    derive_us = cpu_us(
+        lambda: cap_mod.derive(holder, cap, max_redeemers=1, now=now, ttl_s=TOKEN_TTL_S), repeats
+    )
+    whole = cpu_us(
+        lambda: cap_mod.verify_derived(
+            derived, tokens.keys, now, max_lifetime_s=TOKEN_TTL_S, max_capability_lifetime_s=TOKEN_TTL_S
+        ),
+        repeats,
+    )
+    capability_only = cpu_us(
+        lambda: cap_mod.verify(cap, tokens.keys, now, max_lifetime_s=TOKEN_TTL_S), repeats
+    )
     return derive_us, round(max(0.0, whole - capability_only), 1), derived
 
 
@@ -123,18 +137,28 @@ def measure(redis_url: str | None, repeats: int = REPEATS) -> dict[str, Any]:
     derive_us, check_us, derived = derived_grant_us(tokens, repeats)
     rtt = binding_rtt_us(redis_url) if redis_url else None
     payload = envelope.Payload(tokens.media_id, derived, TEXT, envelope.new_franking_key())
-    out: dict[str, Any] = {"measured_at": time.time(), "repeats": repeats,
-                           "derive_us": derive_us, "grant_check_us": check_us,
-                           "binding_rtt_us": rtt,
-                           "note": None if rtt is not None else
-                           "binding round trip not measured (remote target's Redis)",
-                           "modes": {}}
+    out: dict[str, Any] = {
+        "measured_at": time.time(),
+        "repeats": repeats,
+        "derive_us": derive_us,
+        "grant_check_us": check_us,
+        "binding_rtt_us": rtt,
+        "note": None if rtt is not None else "binding round trip not measured (remote target's Redis)",
+        "modes": {},
+    }
     for mode, suite in SUITE_OF.items():
         seal_us, open_us = crypto_us(suite, payload, repeats)
-        parts = {"derive_us": derive_us, "seal_us": seal_us, "open_us": open_us,
-                 "grant_check_us": check_us, "binding_rtt_us": rtt}
-        out["modes"][mode] = {**parts, "floor_ms": round(
-            sum(v for v in parts.values() if v is not None) / 1000.0, 3)}
+        parts = {
+            "derive_us": derive_us,
+            "seal_us": seal_us,
+            "open_us": open_us,
+            "grant_check_us": check_us,
+            "binding_rtt_us": rtt,
+        }
+        out["modes"][mode] = {
+            **parts,
+            "floor_ms": round(sum(v for v in parts.values() if v is not None) / 1000.0, 3),
+        }
     return out
 
 
@@ -154,7 +178,11 @@ def against(floor: dict[str, Any], modes: dict[str, Any]) -> dict[str, Any]:
         d = (modes.get(mode) or {}).get("delta_p50_ms") or {}
         est = d.get("estimate")
         fl = float(f["floor_ms"])
-        out[mode] = {**f, "overhead_ms": est, "ci_low": d.get("ci_low"),
-                     "ci_high": d.get("ci_high"),
-                     "multiple": None if est is None or fl <= 0 else round(est / fl, 2)}
+        out[mode] = {
+            **f,
+            "overhead_ms": est,
+            "ci_low": d.get("ci_low"),
+            "ci_high": d.get("ci_high"),
+            "multiple": None if est is None or fl <= 0 else round(est / fl, 2),
+        }
     return out

@@ -79,8 +79,9 @@ def percentiles_ms(hist: HdrHistogram, percentiles: list[float]) -> list[float |
         target = hist.get_target_count_at_percentile(p)
         index = min(int(np.searchsorted(cum, target)), hist.counts_len - 1)
         value = hist.get_value_from_index(index)
-        value = hist.get_highest_equivalent_value(value) if p else \
-            hist.get_lowest_equivalent_value(value)
+        value = (
+            hist.get_highest_equivalent_value(value) if p else hist.get_lowest_equivalent_value(value)
+        )
         out.append(float(value) / 1000.0)
     return out
 
@@ -96,11 +97,18 @@ _MIDPOINTS: list[Any] = []
 def _midpoints(hist: HdrHistogram) -> Any:
     """Each bucket's median-equivalent value (the same for every histogram made by ``new``)."""
     if not _MIDPOINTS:
-        _MIDPOINTS.append(np.array([
-            lo + ((hi - lo + 1) >> 1)
-            for lo, hi in ((hist.get_lowest_equivalent_value(v), hist.get_highest_equivalent_value(v))
-                           for v in (hist.get_value_from_index(i) for i in range(hist.counts_len)))],
-            dtype=np.float64))
+        _MIDPOINTS.append(
+            np.array(
+                [
+                    lo + ((hi - lo + 1) >> 1)
+                    for lo, hi in (
+                        (hist.get_lowest_equivalent_value(v), hist.get_highest_equivalent_value(v))
+                        for v in (hist.get_value_from_index(i) for i in range(hist.counts_len))
+                    )
+                ],
+                dtype=np.float64,
+            )
+        )
     return _MIDPOINTS[0]
 
 
@@ -143,5 +151,4 @@ def spectrum(hist: HdrHistogram, max_nines: float | None = None) -> list[tuple[f
     supported = math.log10(n) if n > 1 else 0.0
     nines = supported if max_nines is None else min(max_nines, supported)
     points = spectrum_points(max(nines, 0.0))
-    return [(p, v) for p, v in zip(points, percentiles_ms(hist, points), strict=True)
-            if v is not None]
+    return [(p, v) for p, v in zip(points, percentiles_ms(hist, points), strict=True) if v is not None]

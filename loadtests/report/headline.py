@@ -14,8 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 #: How a mode is named in prose; unknown modes (added later) keep their own name.
-MODE_NAMES = {"plain": "plain", "plain+scan": "plain with scanning", "sealed": "sealed",
-              "sealed-pq": "post-quantum sealed"}
+MODE_NAMES = {
+    "plain": "plain",
+    "plain+scan": "plain with scanning",
+    "sealed": "sealed",
+    "sealed-pq": "post-quantum sealed",
+}
 
 
 def mode_name(mode: str) -> str:
@@ -36,8 +40,10 @@ def _effect(d: dict[str, Any] | None, verb_up: str, verb_down: str) -> str | Non
     if not d or d.get("estimate") is None:
         return None
     if d.get("ci_low") is None:
-        return f"{verb_up if d['estimate'] >= 0 else verb_down} {_num(d['estimate'])} ms " \
-               "(too few trials for an interval)"
+        return (
+            f"{verb_up if d['estimate'] >= 0 else verb_down} {_num(d['estimate'])} ms "
+            "(too few trials for an interval)"
+        )
     if not d.get("significant"):
         return f"makes no significant difference ({_ci(d)})"
     verb = verb_up if d["estimate"] > 0 else verb_down
@@ -79,13 +85,17 @@ def between_runs(doc: dict[str, Any]) -> str:
         if not d or d.get("estimate") is None or a is None or b is None:
             continue
         if d.get("ci_low") is not None and not d.get("significant"):
-            clauses.append(f"a {mode_name(mode)} share shows no significant difference "
-                           f"({a:.1f} -> {b:.1f} ms, {_ci(d)})")
+            clauses.append(
+                f"a {mode_name(mode)} share shows no significant difference "
+                f"({a:.1f} -> {b:.1f} ms, {_ci(d)})"
+            )
         else:
             way = "slower" if d["estimate"] > 0 else "faster"
             ci = f", {_ci(d)}" if d.get("ci_low") is not None else ", too few trials"
-            clauses.append(f"a {mode_name(mode)} share is {_num(d['estimate'])} ms {way} "
-                           f"({a:.1f} -> {b:.1f} ms{ci})")
+            clauses.append(
+                f"a {mode_name(mode)} share is {_num(d['estimate'])} ms {way} "
+                f"({a:.1f} -> {b:.1f} ms{ci})"
+            )
     if not clauses:
         return "The two runs have no mode with measurements in common."
     text = "At the median, from run A to run B, " + "; ".join(clauses) + "."

@@ -24,13 +24,25 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 from loadtests.load.scenarios import PHASE_LABELS, SHARE_PHASES
 from loadtests.report import hdr
 
-COLORS = {"plain": "#1f6fb4", "plain+scan": "#7b4fb4", "sealed": "#e07b00",
-          "sealed-pq": "#2a9d4b"}
+COLORS = {"plain": "#1f6fb4", "plain+scan": "#7b4fb4", "sealed": "#e07b00", "sealed-pq": "#2a9d4b"}
 KIND_SHADES = {"warmup": "#eeeeee", "trial": "#f7fbff", "step": "#fff7ec"}
-PHASE_COLORS = {"grant": "#8c564b", "seal": "#d62728", "delivery": "#1f77b4",
-                "open": "#9467bd", "first_byte": "#2ca02c", "segment": "#bcbd22"}
-plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "loadtests", "font.size": 9,
-                     "axes.spines.top": False, "axes.spines.right": False})
+PHASE_COLORS = {
+    "grant": "#8c564b",
+    "seal": "#d62728",
+    "delivery": "#1f77b4",
+    "open": "#9467bd",
+    "first_byte": "#2ca02c",
+    "segment": "#bcbd22",
+}
+plt.rcParams.update(
+    {
+        "svg.fonttype": "none",
+        "svg.hashsalt": "loadtests",
+        "font.size": 9,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+    }
+)
 
 
 def _data_uri(fig: Figure) -> str:
@@ -75,24 +87,35 @@ def spectrum(hists: dict[str, Any]) -> str:
     return _data_uri(fig)
 
 
-def latency_vs_throughput(steps: list[dict[str, Any]], saturation: dict[str, float | None],
-                          slo_ms: float) -> str:
+def latency_vs_throughput(
+    steps: list[dict[str, Any]], saturation: dict[str, float | None], slo_ms: float
+) -> str:
     """p99 and p50 against achieved rate for every step, with each mode's saturation point."""
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     for mode in dict.fromkeys(s["mode"] for s in steps):
-        mine = sorted((s for s in steps if s["mode"] == mode and s["p99_ms"] is not None),
-                      key=lambda s: s["target_rps"])
+        mine = sorted(
+            (s for s in steps if s["mode"] == mode and s["p99_ms"] is not None),
+            key=lambda s: s["target_rps"],
+        )
         if not mine:
             continue
         xs = [s["achieved_rps"] for s in mine]
         ax.plot(xs, [s["p99_ms"] for s in mine], "o-", color=_color(mode), label=f"{mode} p99")
-        ax.plot(xs, [s["p50_ms"] for s in mine], "o:", color=_color(mode), alpha=0.6,
-                label=f"{mode} p50")
+        ax.plot(
+            xs, [s["p50_ms"] for s in mine], "o:", color=_color(mode), alpha=0.6, label=f"{mode} p50"
+        )
         sat = saturation.get(mode)
         at = [s for s in mine if s["target_rps"] == sat]
         if at:
-            ax.plot([at[0]["achieved_rps"]], [at[0]["p99_ms"]], "*", ms=16, color=_color(mode),
-                    markeredgecolor="black", label=f"{mode} saturation {sat:g}/s")
+            ax.plot(
+                [at[0]["achieved_rps"]],
+                [at[0]["p99_ms"]],
+                "*",
+                ms=16,
+                color=_color(mode),
+                markeredgecolor="black",
+                label=f"{mode} saturation {sat:g}/s",
+            )
     ax.axhline(slo_ms, color="#c00", ls="--", lw=1, label=f"SLO {slo_ms:g} ms")
     if not steps:
         ax.text(0.5, 0.5, "no step load in this run", transform=ax.transAxes, ha="center")
@@ -101,8 +124,7 @@ def latency_vs_throughput(steps: list[dict[str, Any]], saturation: dict[str, flo
     ax.set_ylabel("whole share, ms")
     ax.set_title("Latency against throughput (step load)")
     ax.grid(True, alpha=0.3)
-    _legend(ax, frameon=False, fontsize=7, ncol=4, loc="upper center",
-            bbox_to_anchor=(0.5, -0.2))
+    _legend(ax, frameon=False, fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return _data_uri(fig)
 
 
@@ -119,8 +141,14 @@ def phase_bars(phases: dict[str, dict[str, dict[str, Any]]]) -> str:
             if not v:
                 continue
             width = float(v) * (3 if phase == "segment" else 1)
-            ax.barh(i, width, left=left, color=PHASE_COLORS.get(phase, "#999"),
-                    edgecolor="white", label=PHASE_LABELS[phase])
+            ax.barh(
+                i,
+                width,
+                left=left,
+                color=PHASE_COLORS.get(phase, "#999"),
+                edgecolor="white",
+                label=PHASE_LABELS[phase],
+            )
             left += width
         total = phases[mode].get("total", {}).get("p50_ms")
         if total:
@@ -128,8 +156,15 @@ def phase_bars(phases: dict[str, dict[str, dict[str, Any]]]) -> str:
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles, strict=False))
     if uniq:
-        ax.legend(uniq.values(), uniq.keys(), frameon=False, fontsize=7, ncol=3,
-                  loc="upper center", bbox_to_anchor=(0.5, -0.22))
+        ax.legend(
+            uniq.values(),
+            uniq.keys(),
+            frameon=False,
+            fontsize=7,
+            ncol=3,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.22),
+        )
     ax.set_yticks(range(len(modes)), modes)
     ax.invert_yaxis()
     ax.set_xlabel("ms (median of each phase; segments x3; | = median whole share)")

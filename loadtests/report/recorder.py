@@ -40,10 +40,12 @@ class _Pending:
     flows: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(_flow_counts))
 
     def payload(self) -> dict[str, Any]:
-        return {"hist": {k: hdr.encode(h) for k, h in self.hists.items()},
-                "fails": dict(self.fails),
-                "timeline": {k: hdr.encode(h) for k, h in self.timeline.items()},
-                "flows": {k: dict(v) for k, v in self.flows.items()}}
+        return {
+            "hist": {k: hdr.encode(h) for k, h in self.hists.items()},
+            "fails": dict(self.fails),
+            "timeline": {k: hdr.encode(h) for k, h in self.timeline.items()},
+            "flows": {k: dict(v) for k, v in self.flows.items()},
+        }
 
 
 class Recorder:
@@ -64,8 +66,9 @@ class Recorder:
             seg = self._pending[segment] = _Pending()
         return seg
 
-    def record(self, segment: str, entry: str, ms: float, *, ok: bool,
-               second: int | None = None) -> None:
+    def record(
+        self, segment: str, entry: str, ms: float, *, ok: bool, second: int | None = None
+    ) -> None:
         seg = self._seg(segment)
         self.recorded_total += 1
         if not ok:
@@ -120,21 +123,28 @@ class SegmentData:
         return sum(hdr.count(h) for h in self.hists.values()) + sum(self.fails.values())
 
     def to_json(self) -> dict[str, Any]:
-        return {"hist": {k: hdr.encode(h) for k, h in sorted(self.hists.items())},
-                "fails": dict(sorted(self.fails.items())),
-                "timeline": {entry: {str(s): hdr.encode(h) for s, h in sorted(per.items())}
-                             for entry, per in sorted(self.timeline.items())},
-                "flows": self.flows}
+        return {
+            "hist": {k: hdr.encode(h) for k, h in sorted(self.hists.items())},
+            "fails": dict(sorted(self.fails.items())),
+            "timeline": {
+                entry: {str(s): hdr.encode(h) for s, h in sorted(per.items())}
+                for entry, per in sorted(self.timeline.items())
+            },
+            "flows": self.flows,
+        }
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> SegmentData:
         out = cls()
         out.hists = {k: hdr.decode(v) for k, v in doc.get("hist", {}).items()}
         out.fails = {k: int(v) for k, v in doc.get("fails", {}).items()}
-        out.timeline = {entry: {int(s): hdr.decode(v) for s, v in per.items()}
-                        for entry, per in doc.get("timeline", {}).items()}
-        out.flows = {k: {f: int(v.get(f, 0)) for f in FLOW_FIELDS}
-                     for k, v in doc.get("flows", {}).items()}
+        out.timeline = {
+            entry: {int(s): hdr.decode(v) for s, v in per.items()}
+            for entry, per in doc.get("timeline", {}).items()
+        }
+        out.flows = {
+            k: {f: int(v.get(f, 0)) for f in FLOW_FIELDS} for k, v in doc.get("flows", {}).items()
+        }
         return out
 
 

@@ -27,6 +27,7 @@ Block = tuple[Any, ...]
 
 # -- formatting ------------------------------------------------------------------------------
 
+
 def ms(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.2f}"
 
@@ -71,26 +72,56 @@ def floor_blocks(doc: dict[str, Any]) -> list[Block]:
     if not fl:
         return []
     out: list[Block] = [("h2", "The floor of the sealed overhead")]
-    out.append(("p", "What sealing cannot avoid on a share's critical path, measured in-process "
-                     "at the start of this run: the sender's device deriving the grant from its "
-                     "capability, its seal, the recipient's open (CPU time per call), the "
-                     "edge's check of the derived grant on the first fetch and the binding "
-                     "of the first redeemer (one Redis round trip, wall clock). The measured "
-                     "overhead is the Δp50 vs plain above; its multiple of the floor says how "
-                     "much of it is design and measurement rather than cryptography."))
+    out.append(
+        (
+            "p",
+            "What sealing cannot avoid on a share's critical path, measured in-process "
+            "at the start of this run: the sender's device deriving the grant from its "
+            "capability, its seal, the recipient's open (CPU time per call), the "
+            "edge's check of the derived grant on the first fetch and the binding "
+            "of the first redeemer (one Redis round trip, wall clock). The measured "
+            "overhead is the Δp50 vs plain above; its multiple of the floor says how "
+            "much of it is design and measurement rather than cryptography.",
+        )
+    )
     rows = []
     for mode, f in fl.items():
-        d = {"estimate": f["overhead_ms"], "ci_low": f["ci_low"], "ci_high": f["ci_high"],
-             "significant": f["ci_low"] is not None and (f["ci_low"] > 0 or f["ci_high"] < 0)}
-        rows.append([mode, rate(f.get("derive_us")), rate(f["seal_us"]), rate(f["open_us"]),
-                     rate(f["grant_check_us"]),
-                     "not measured" if f["binding_rtt_us"] is None else rate(f["binding_rtt_us"]),
-                     f"{f['floor_ms']:.3f}", delta(d),
-                     "n/a" if f["multiple"] is None else f"{f['multiple']:.1f}x"])
-    out.append(("table", ["mode", "derive µs", "seal µs", "open µs", "grant check µs",
-                          "binding RTT µs",
-                          "floor ms", "measured Δp50 ms [95% CI]", "multiple of the floor"],
-                rows))
+        d = {
+            "estimate": f["overhead_ms"],
+            "ci_low": f["ci_low"],
+            "ci_high": f["ci_high"],
+            "significant": f["ci_low"] is not None and (f["ci_low"] > 0 or f["ci_high"] < 0),
+        }
+        rows.append(
+            [
+                mode,
+                rate(f.get("derive_us")),
+                rate(f["seal_us"]),
+                rate(f["open_us"]),
+                rate(f["grant_check_us"]),
+                "not measured" if f["binding_rtt_us"] is None else rate(f["binding_rtt_us"]),
+                f"{f['floor_ms']:.3f}",
+                delta(d),
+                "n/a" if f["multiple"] is None else f"{f['multiple']:.1f}x",
+            ]
+        )
+    out.append(
+        (
+            "table",
+            [
+                "mode",
+                "derive µs",
+                "seal µs",
+                "open µs",
+                "grant check µs",
+                "binding RTT µs",
+                "floor ms",
+                "measured Δp50 ms [95% CI]",
+                "multiple of the floor",
+            ],
+            rows,
+        )
+    )
     return out
 
 
@@ -101,108 +132,205 @@ def cost_blocks(doc: dict[str, Any]) -> list[Block]:
         return []
     cfg = doc.get("config", {})
     out: list[Block] = [("h2", "Server CPU per share")]
-    out.append(("p", "CPU the dm service, the edge and Redis spent per completed share in each "
-                     "trial (from /proc, sampled at the segment's start and end), with its "
-                     f"{cfg.get('view_ratio', 0):g} views per share included; median over "
-                     "trials with bootstrap 95% intervals, and sealed against plain as the median "
-                     "per-round ratio. Capacity = shares/s one fully busy server core would "
-                     "serve. The generator's CPU is the load generator's own (client crypto "
-                     "included), which runs on phones in production. When the servers' idle "
-                     "CPU was measured (every user connected, no flow, before the plan), the "
-                     "per-role figures, the ratio and the capacity are net of it: the marginal "
-                     "cost of a share."))
-    idle = next((m["server_cost"].get("idle_cpu_pct") for m in modes.values()
-                 if m.get("server_cost", {}).get("idle_cpu_pct")), None)
+    out.append(
+        (
+            "p",
+            "CPU the dm service, the edge and Redis spent per completed share in each "
+            "trial (from /proc, sampled at the segment's start and end), with its "
+            f"{cfg.get('view_ratio', 0):g} views per share included; median over "
+            "trials with bootstrap 95% intervals, and sealed against plain as the median "
+            "per-round ratio. Capacity = shares/s one fully busy server core would "
+            "serve. The generator's CPU is the load generator's own (client crypto "
+            "included), which runs on phones in production. When the servers' idle "
+            "CPU was measured (every user connected, no flow, before the plan), the "
+            "per-role figures, the ratio and the capacity are net of it: the marginal "
+            "cost of a share.",
+        )
+    )
+    idle = next(
+        (
+            m["server_cost"].get("idle_cpu_pct")
+            for m in modes.values()
+            if m.get("server_cost", {}).get("idle_cpu_pct")
+        ),
+        None,
+    )
     if idle:
-        out.append(("p", "Idle CPU (% of one core): " + ", ".join(
-            f"{k} {v:.1f}" for k, v in sorted(idle.items())) + "."))
+        out.append(
+            (
+                "p",
+                "Idle CPU (% of one core): "
+                + ", ".join(f"{k} {v:.1f}" for k, v in sorted(idle.items()))
+                + ".",
+            )
+        )
     rows = []
     for mode, m in modes.items():
         c = m.get("server_cost", {})
         if not c.get("measured"):
-            rows.append([mode, ms(m["p50_ms"]), c.get("note", "not measured"), "", "", "", "",
-                         "", "", "", "", ""])
+            rows.append(
+                [
+                    mode,
+                    ms(m["p50_ms"]),
+                    c.get("note", "not measured"),
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
             continue
         by = c["by_role_us"]
-        rows.append([mode, ms(m["p50_ms"]), rate(by.get("dm")), rate(by.get("edge")),
-                     rate(by.get("redis")), estimate(c["us_per_share"]),
-                     estimate(c.get("net_us_per_share")),
-                     estimate(c.get("ratio_vs_plain"), "{:.2f}", "x") if mode != "plain"
-                     else "(baseline)",
-                     rate(c["shares_per_core_s"]), estimate(c["generator_cpu_pct"]),
-                     estimate(c["servers_cpu_pct"]), estimate(c["machine_cpu_pct"])])
-    out.append(("table", ["mode", "p50 ms", "dm µs", "edge µs", "Redis µs",
-                          "server µs/share [95% CI]", "net of idle [95% CI]",
-                          "vs plain [95% CI]",
-                          "shares/s per server core", "generator CPU %", "servers CPU %",
-                          "machine CPU %"], rows))
+        rows.append(
+            [
+                mode,
+                ms(m["p50_ms"]),
+                rate(by.get("dm")),
+                rate(by.get("edge")),
+                rate(by.get("redis")),
+                estimate(c["us_per_share"]),
+                estimate(c.get("net_us_per_share")),
+                estimate(c.get("ratio_vs_plain"), "{:.2f}", "x") if mode != "plain" else "(baseline)",
+                rate(c["shares_per_core_s"]),
+                estimate(c["generator_cpu_pct"]),
+                estimate(c["servers_cpu_pct"]),
+                estimate(c["machine_cpu_pct"]),
+            ]
+        )
+    out.append(
+        (
+            "table",
+            [
+                "mode",
+                "p50 ms",
+                "dm µs",
+                "edge µs",
+                "Redis µs",
+                "server µs/share [95% CI]",
+                "net of idle [95% CI]",
+                "vs plain [95% CI]",
+                "shares/s per server core",
+                "generator CPU %",
+                "servers CPU %",
+                "machine CPU %",
+            ],
+            rows,
+        )
+    )
     items = []
     for mode, m in modes.items():
         b = m.get("saturation_bound") or {}
         if b.get("saturated_first") is None:
             continue
-        pct = ", ".join(f"{k} {v:.0f}%" for k, v in sorted(
-            b["cpu_pct"].items(), key=lambda kv: -kv[1]))
-        verdict = {"generator-bound": "GENERATOR-BOUND: the saturation figure measures the "
-                                      "load generator, not the servers",
-                   "machine-bound": "MACHINE-BOUND: the whole machine was saturated",
-                   "server-bound": f"server-bound ({b['saturated_first']})"}.get(
-            b.get("bound") or "", "servers not measured")
-        items.append(f"{mode}: at {b['at_rps']:g}/s the busiest process was "
-                     f"{b['saturated_first']} (CPU % of one core: {pct}); {verdict}")
+        pct = ", ".join(f"{k} {v:.0f}%" for k, v in sorted(b["cpu_pct"].items(), key=lambda kv: -kv[1]))
+        verdict = {
+            "generator-bound": "GENERATOR-BOUND: the saturation figure measures the "
+            "load generator, not the servers",
+            "machine-bound": "MACHINE-BOUND: the whole machine was saturated",
+            "server-bound": f"server-bound ({b['saturated_first']})",
+        }.get(b.get("bound") or "", "servers not measured")
+        items.append(
+            f"{mode}: at {b['at_rps']:g}/s the busiest process was "
+            f"{b['saturated_first']} (CPU % of one core: {pct}); {verdict}"
+        )
     if items:
-        out.append(("p", "Which process saturated first (the step where the SLO was first "
-                         "missed, or the highest step):"))
+        out.append(
+            (
+                "p",
+                "Which process saturated first (the step where the SLO was first "
+                "missed, or the highest step):",
+            )
+        )
         out.append(("ul", items))
     return out
 
 
 # -- the report as blocks (rendered twice: Markdown and HTML) -----------------------------------
 
+
 def summary_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["mode", "shares", "p50 ms", "p99 ms", "p99.9 ms", "shares/s", "errors",
-            "saturation /s",
-            "Δp50 vs plain ms [95% CI]", "Δp99 vs plain ms [95% CI]"]
+    head = [
+        "mode",
+        "shares",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "shares/s",
+        "errors",
+        "saturation /s",
+        "Δp50 vs plain ms [95% CI]",
+        "Δp99 vs plain ms [95% CI]",
+    ]
     rows = []
     for mode, m in doc["modes"].items():
-        rows.append([mode, str(m["count"]), ms(m["p50_ms"]), ms(m["p99_ms"]), ms(m["p999_ms"]),
-                     rate(m["rps"]),
-                     str(m["errors"]), saturation_text(m),
-                     delta(m.get("delta_p50_ms")) if mode != "plain" else "(baseline)",
-                     delta(m.get("delta_p99_ms")) if mode != "plain" else "(baseline)"])
+        rows.append(
+            [
+                mode,
+                str(m["count"]),
+                ms(m["p50_ms"]),
+                ms(m["p99_ms"]),
+                ms(m["p999_ms"]),
+                rate(m["rps"]),
+                str(m["errors"]),
+                saturation_text(m),
+                delta(m.get("delta_p50_ms")) if mode != "plain" else "(baseline)",
+                delta(m.get("delta_p99_ms")) if mode != "plain" else "(baseline)",
+            ]
+        )
     return head, rows
 
 
 def blocks(doc: dict[str, Any], images: dict[str, str]) -> list[Block]:
     cfg, modes = doc.get("config", {}), doc["modes"]
     validity = doc["validity"]
-    out: list[Block] = [("h1", "Sharing a video by DM: plain, plain + scanning, sealed, "
-                               "post-quantum sealed"),
-                        ("lead", doc.get("headline") or headline.single_run(doc))]
+    out: list[Block] = [
+        ("h1", "Sharing a video by DM: plain, plain + scanning, sealed, post-quantum sealed"),
+        ("lead", doc.get("headline") or headline.single_run(doc)),
+    ]
     when = datetime.datetime.fromtimestamp(doc["generated_at"], datetime.UTC)
     if cfg:
-        out.append(("p", f"Generated {when:%Y-%m-%d %H:%M} UTC. Each mode was run in "
-                         f"{cfg.get('rounds', '?')} interleaved trials of "
-                         f"{cfg.get('trial_s', '?')} s at {cfg.get('trial_rate', '?')} shares/s "
-                         "(open model, latency from the intended start), plus views at "
-                         f"{cfg.get('view_ratio', 0):g}x that rate; then a step load. "
-                         f"Target: {cfg.get('target', '?')}."))
+        out.append(
+            (
+                "p",
+                f"Generated {when:%Y-%m-%d %H:%M} UTC. Each mode was run in "
+                f"{cfg.get('rounds', '?')} interleaved trials of "
+                f"{cfg.get('trial_s', '?')} s at {cfg.get('trial_rate', '?')} shares/s "
+                "(open model, latency from the intended start), plus views at "
+                f"{cfg.get('view_ratio', 0):g}x that rate; then a step load. "
+                f"Target: {cfg.get('target', '?')}.",
+            )
+        )
     else:
-        out.append(("p", f"Generated {when:%Y-%m-%d %H:%M} UTC from a plain Locust run "
-                         "(locust -f loadtests/load/locustfile.py --hdr-out): one open-ended segment, "
-                         "so there are no repeated trials to compare and no step load."))
+        out.append(
+            (
+                "p",
+                f"Generated {when:%Y-%m-%d %H:%M} UTC from a plain Locust run "
+                "(locust -f loadtests/load/locustfile.py --hdr-out): one open-ended segment, "
+                "so there are no repeated trials to compare and no step load.",
+            )
+        )
     verdict = "VALID" if validity["valid"] else "NOT VALID: " + "; ".join(validity["problems"])
     out.append(("verdict", validity["valid"], f"Measurement: {verdict}"))
     out.append(("h2", "Whole share, merged over trials"))
-    out.append(("p", "A share is everything from the moment the sender was due to start "
-                     "(grant, seal, send) until the recipient has been pushed the message, "
-                     f"opened it and played the first range and {SEGMENTS} more segments. "
-                     "Percentiles come from the HDR histogram merged over "
-                     "all trials (below 1000 shares, p99.9 is the slowest one); differences are "
-                     "medians over paired rounds with bootstrap "
-                     f"95% intervals, \"{NO_DIFFERENCE}\" when the interval spans zero. "
-                     f"Saturation: the highest step rate meeting the SLO "
-                     f"({doc['slo']['text']})."))
+    out.append(
+        (
+            "p",
+            "A share is everything from the moment the sender was due to start "
+            "(grant, seal, send) until the recipient has been pushed the message, "
+            f"opened it and played the first range and {SEGMENTS} more segments. "
+            "Percentiles come from the HDR histogram merged over "
+            "all trials (below 1000 shares, p99.9 is the slowest one); differences are "
+            "medians over paired rounds with bootstrap "
+            f'95% intervals, "{NO_DIFFERENCE}" when the interval spans zero. '
+            f"Saturation: the highest step rate meeting the SLO "
+            f"({doc['slo']['text']}).",
+        )
+    )
     head, rows = summary_rows(doc)
     out.append(("table", head, rows))
     out.append(("img", images.get("spectrum"), "Percentile spectrum of the modes overlaid"))
@@ -223,33 +351,85 @@ def blocks(doc: dict[str, Any], images: dict[str, str]) -> list[Block]:
         rows = []
         for mode, c in comps.items():
             for phase, d in c.get("phases", {}).items():
-                rows.append([mode, PHASE_LABELS.get(phase, phase), delta(d["delta_p50_ms"]),
-                             delta(d["delta_p99_ms"])])
+                rows.append(
+                    [
+                        mode,
+                        PHASE_LABELS.get(phase, phase),
+                        delta(d["delta_p50_ms"]),
+                        delta(d["delta_p99_ms"]),
+                    ]
+                )
         out.append(("p", "Differences of the phases both modes share (ms, vs plain):"))
         out.append(("table", ["mode", "phase", "Δp50 [95% CI]", "Δp99 [95% CI]"], rows))
     out.append(("img", images.get("phases"), "Per-phase stacked bars"))
     views = {m: v["view"] for m, v in modes.items() if "view" in v}
     if views:
         out.append(("h2", "Re-opening a shared video (viewing)"))
-        out.append(("p", "A viewer reads the message again (a plain read mints a new pointer; "
-                         "a sealed one is decrypted again) and plays it."))
+        out.append(
+            (
+                "p",
+                "A viewer reads the message again (a plain read mints a new pointer; "
+                "a sealed one is decrypted again) and plays it.",
+            )
+        )
         rows = []
         for mode, v in views.items():
             dv = comps.get(mode, {}).get("view", {})
-            rows.append([mode, ms(v["p50_ms"]), ms(v["p99_ms"]), ms(v["p999_ms"]),
-                         rate(v["rps"]), str(v["errors"]),
-                         delta(dv.get("delta_p50_ms")) if dv else "(baseline)",
-                         delta(dv.get("delta_p99_ms")) if dv else "(baseline)"])
-        out.append(("table", ["mode", "p50 ms", "p99 ms", "p99.9 ms", "views/s", "errors",
-                              "Δp50 [95% CI]", "Δp99 [95% CI]"], rows))
+            rows.append(
+                [
+                    mode,
+                    ms(v["p50_ms"]),
+                    ms(v["p99_ms"]),
+                    ms(v["p999_ms"]),
+                    rate(v["rps"]),
+                    str(v["errors"]),
+                    delta(dv.get("delta_p50_ms")) if dv else "(baseline)",
+                    delta(dv.get("delta_p99_ms")) if dv else "(baseline)",
+                ]
+            )
+        out.append(
+            (
+                "table",
+                [
+                    "mode",
+                    "p50 ms",
+                    "p99 ms",
+                    "p99.9 ms",
+                    "views/s",
+                    "errors",
+                    "Δp50 [95% CI]",
+                    "Δp99 [95% CI]",
+                ],
+                rows,
+            )
+        )
     out.append(("h2", "Throughput and saturation (step load)"))
-    rows = [[s["mode"], rate(s["target_rps"]), rate(s["achieved_rps"]), ms(s["p50_ms"]),
-             ms(s["p99_ms"]), f"{s['error_pct']:.2f}", "yes" if s["meets_slo"] else "no",
-             "; ".join(s["problems"])] for s in doc["steps"]]
-    out.append(("table", ["mode", "target /s", "achieved /s", "p50 ms", "p99 ms", "errors %",
-                          "SLO met", "notes"], rows))
-    out.append(("ul", [f"{m}: {saturation_text(v)} shares/s ({v['saturation_note']})"
-                       for m, v in modes.items()]))
+    rows = [
+        [
+            s["mode"],
+            rate(s["target_rps"]),
+            rate(s["achieved_rps"]),
+            ms(s["p50_ms"]),
+            ms(s["p99_ms"]),
+            f"{s['error_pct']:.2f}",
+            "yes" if s["meets_slo"] else "no",
+            "; ".join(s["problems"]),
+        ]
+        for s in doc["steps"]
+    ]
+    out.append(
+        (
+            "table",
+            ["mode", "target /s", "achieved /s", "p50 ms", "p99 ms", "errors %", "SLO met", "notes"],
+            rows,
+        )
+    )
+    out.append(
+        (
+            "ul",
+            [f"{m}: {saturation_text(v)} shares/s ({v['saturation_note']})" for m, v in modes.items()],
+        )
+    )
     out.append(("img", images.get("throughput"), "Latency against throughput"))
     out.append(("h2", "Latency over time"))
     out.append(("img", images.get("timeline"), "Latency over time"))
@@ -257,16 +437,29 @@ def blocks(doc: dict[str, Any], images: dict[str, str]) -> list[Block]:
     rows = []
     for mode, m in modes.items():
         for t in m["trials"]:
-            rows.append([mode, str(t["round"]), ms(t["p50_ms"]), ms(t["p99_ms"]),
-                         ms(t["p999_ms"]), rate(t["rps"]), str(t["errors"])])
-    out.append(("table", ["mode", "round", "p50 ms", "p99 ms", "p99.9 ms", "shares/s",
-                          "errors"], rows))
+            rows.append(
+                [
+                    mode,
+                    str(t["round"]),
+                    ms(t["p50_ms"]),
+                    ms(t["p99_ms"]),
+                    ms(t["p999_ms"]),
+                    rate(t["rps"]),
+                    str(t["errors"]),
+                ]
+            )
+    out.append(("table", ["mode", "round", "p50 ms", "p99 ms", "p99.9 ms", "shares/s", "errors"], rows))
     out += validity_blocks(doc)
     out.append(("h2", "Appendix: what each mode lets a safety team do"))
-    out.append(("p", "Row by row against the seed articles' claims; each row names the test "
-                     "that shows it (docs/safety.md). The plain+scan row above measures the "
-                     "latency of keeping eyes on; the sealed rows the latency of keeping "
-                     "eyes off."))
+    out.append(
+        (
+            "p",
+            "Row by row against the seed articles' claims; each row names the test "
+            "that shows it (docs/safety.md). The plain+scan row above measures the "
+            "latency of keeping eyes on; the sealed rows the latency of keeping "
+            "eyes off.",
+        )
+    )
     out.append(("table", safety_table.HEAD, safety_table.ROWS))
     return out
 
@@ -277,35 +470,71 @@ def validity_blocks(doc: dict[str, Any]) -> list[Block]:
     if v["problems"]:
         out.append(("ul", ["PROBLEM: " + p for p in v["problems"]]))
     else:
-        out.append(("p", "Every trial achieved its target arrival rate on a machine that was "
-                         "not saturated, the generator never reached Locust's CPU warning, and its "
-                         "event loop woke flows within the loop-lag bound."))
+        out.append(
+            (
+                "p",
+                "Every trial achieved its target arrival rate on a machine that was "
+                "not saturated, the generator never reached Locust's CPU warning, and its "
+                "event loop woke flows within the loop-lag bound.",
+            )
+        )
     if v["notes"]:
         out.append(("ul", v["notes"]))
-    rows = [[r["segment"], r["kind"], r["mode"], rate(r["target_rps"]), rate(r["achieved_rps"]),
-             str(r["errors"]), f"{r['cpu_pct']:.0f}",
-             "n/a" if r.get("machine_cpu_pct") is None else f"{r['machine_cpu_pct']:.0f}",
-             ms(r.get("loop_lag_p99_ms")),
-             "yes" if r["cpu_warning"] else "no", "; ".join(r["problems"])]
-            for r in v["segments"]]
-    out.append(("table", ["segment", "kind", "mode", "target /s", "achieved /s", "errors",
-                          "generator CPU %", "machine CPU %", "loop lag p99 ms", "CPU warning",
-                          "problems"], rows))
+    rows = [
+        [
+            r["segment"],
+            r["kind"],
+            r["mode"],
+            rate(r["target_rps"]),
+            rate(r["achieved_rps"]),
+            str(r["errors"]),
+            f"{r['cpu_pct']:.0f}",
+            "n/a" if r.get("machine_cpu_pct") is None else f"{r['machine_cpu_pct']:.0f}",
+            ms(r.get("loop_lag_p99_ms")),
+            "yes" if r["cpu_warning"] else "no",
+            "; ".join(r["problems"]),
+        ]
+        for r in v["segments"]
+    ]
+    out.append(
+        (
+            "table",
+            [
+                "segment",
+                "kind",
+                "mode",
+                "target /s",
+                "achieved /s",
+                "errors",
+                "generator CPU %",
+                "machine CPU %",
+                "loop lag p99 ms",
+                "CPU warning",
+                "problems",
+            ],
+            rows,
+        )
+    )
     drv = doc.get("driver", {})
-    runners = (f"distributed: 1 master + {drv.get('workers')} workers"
-               if drv.get("distributed") else "one local runner")
-    facts = [f"Locust {drv.get('locust_version', '?')}, {runners}; "
-             f"delivery observed over {drv.get('delivery', '?')}",
-             "Versions: " + ", ".join(f"{k} {v}" for k, v in
-                                      env.get("versions", {}).items()),
-             "Machine: " + ", ".join(f"{k} {v}" for k, v in env.get("machine", {}).items()),
-             "Code: " + ", ".join(f"{k} {v}" for k, v in env.get("code", {}).items()),
-             "Configuration: " + json.dumps(cfg, sort_keys=True)]
+    runners = (
+        f"distributed: 1 master + {drv.get('workers')} workers"
+        if drv.get("distributed")
+        else "one local runner"
+    )
+    facts = [
+        f"Locust {drv.get('locust_version', '?')}, {runners}; "
+        f"delivery observed over {drv.get('delivery', '?')}",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in env.get("machine", {}).items()),
+        "Code: " + ", ".join(f"{k} {v}" for k, v in env.get("code", {}).items()),
+        "Configuration: " + json.dumps(cfg, sort_keys=True),
+    ]
     out.append(("ul", facts))
     return out
 
 
 # -- rendering -----------------------------------------------------------------------------------
+
 
 def to_markdown(bs: list[Block]) -> str:
     lines: list[str] = []
@@ -334,8 +563,7 @@ def table_markdown(head: list[str], rows: list[list[str]]) -> str:
     def esc(c: str) -> str:
         return str(c).replace("|", "\\|")
 
-    out = ["| " + " | ".join(esc(h) for h in head) + " |",
-           "|" + "|".join("---" for _ in head) + "|"]
+    out = ["| " + " | ".join(esc(h) for h in head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
@@ -344,8 +572,9 @@ def table_text(head: list[str], rows: list[list[str]]) -> str:
     """A plain aligned table for the terminal."""
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths)),
-                      *(fmt.format(*r) for r in rows)])
+    return "\n".join(
+        [fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)]
+    )
 
 
 CSS = """
@@ -364,43 +593,57 @@ li{font-size:.9em}
 
 def to_html(bs: list[Block]) -> str:
     e = html.escape
-    parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">",
-             f"<title>{e(next(b[1] for b in bs if b[0] == 'h1'))}</title>",
-             f"<style>{CSS}</style></head><body>"]
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width,initial-scale=1">',
+        f"<title>{e(next(b[1] for b in bs if b[0] == 'h1'))}</title>",
+        f"<style>{CSS}</style></head><body>",
+    ]
     for b in bs:
         kind = b[0]
         if kind in ("h1", "h2", "p"):
             parts.append(f"<{kind}>{e(b[1])}</{kind}>")
         elif kind == "verdict":
-            parts.append(f"<p class=\"verdict {'ok' if b[1] else 'bad'}\">{e(b[2])}</p>")
+            parts.append(f'<p class="verdict {"ok" if b[1] else "bad"}">{e(b[2])}</p>')
         elif kind == "lead":
-            parts.append(f"<p class=\"lead\">{e(b[1])}</p>")
+            parts.append(f'<p class="lead">{e(b[1])}</p>')
         elif kind == "ul":
             parts.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in b[1]) + "</ul>")
         elif kind == "table":
-            parts.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in b[1])
-                         + "</tr></thead><tbody>"
-                         + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r)
-                                   + "</tr>" for r in b[2]) + "</tbody></table>")
+            parts.append(
+                "<table><thead><tr>"
+                + "".join(f"<th>{e(h)}</th>" for h in b[1])
+                + "</tr></thead><tbody>"
+                + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
+                + "</tbody></table>"
+            )
         elif kind == "img" and b[1]:
-            parts.append(f"<figure><img src=\"{b[1]}\" alt=\"{e(b[2])}\">"
-                         f"<figcaption>{e(b[2])}</figcaption></figure>")
+            parts.append(
+                f'<figure><img src="{b[1]}" alt="{e(b[2])}"><figcaption>{e(b[2])}</figcaption></figure>'
+            )
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def render_plots(run: Run, doc: dict[str, Any]) -> dict[str, str]:
     modes = list(doc["modes"])
-    merged = {m: hdr.merge(s.data.hists[key(m, TOTAL)] for s in run.of("trial", m)
-                           if key(m, TOTAL) in s.data.hists) for m in modes}
+    merged = {
+        m: hdr.merge(
+            s.data.hists[key(m, TOTAL)] for s in run.of("trial", m) if key(m, TOTAL) in s.data.hists
+        )
+        for m in modes
+    }
     phases = {m: doc["modes"][m]["phases"] for m in modes}
-    return {"spectrum": plots.spectrum(merged),
-            "phases": plots.phase_bars(phases),
-            "throughput": plots.latency_vs_throughput(
-                doc["steps"], {m: doc["modes"][m]["saturation_rps"] for m in modes},
-                float(doc["slo"]["p99_ms"])),
-            "timeline": plots.over_time(doc["timeline"], doc["segments"])}
+    return {
+        "spectrum": plots.spectrum(merged),
+        "phases": plots.phase_bars(phases),
+        "throughput": plots.latency_vs_throughput(
+            doc["steps"],
+            {m: doc["modes"][m]["saturation_rps"] for m in modes},
+            float(doc["slo"]["p99_ms"]),
+        ),
+        "timeline": plots.over_time(doc["timeline"], doc["segments"]),
+    }
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
@@ -420,9 +663,13 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
 def summary_text(doc: dict[str, Any]) -> str:
     head, rows = summary_rows(doc)
     v = doc["validity"]
-    lines = [doc.get("headline") or headline.single_run(doc), "", table_text(head, rows), "",
-             "VALID measurement" if v["valid"] else
-             "NOT VALID: " + "; ".join(v["problems"])]
+    lines = [
+        doc.get("headline") or headline.single_run(doc),
+        "",
+        table_text(head, rows),
+        "",
+        "VALID measurement" if v["valid"] else "NOT VALID: " + "; ".join(v["problems"]),
+    ]
     return "\n".join(lines)
 
 
@@ -441,4 +688,3 @@ def main(argv: list[str] | None = None) -> int:
     for kind, path in paths.items():
         print(f"{kind:>4}: {path}")
     return 0
-

@@ -43,8 +43,7 @@ def idle_rates(idle: dict[str, Any] | None) -> dict[str, float]:
     return {k: float(v) / w for k, v in (idle.get("cpu_s") or {}).items()}
 
 
-def per_trial_us(seg: Any, mode: str, idle: dict[str, float] | None = None
-                 ) -> dict[str, float] | None:
+def per_trial_us(seg: Any, mode: str, idle: dict[str, float] | None = None) -> dict[str, float] | None:
     """Server CPU µs per completed share in one trial, by role and ``total``; None if unmeasured.
 
     With ``idle`` (CPU s/s per process, :func:`idle_rates`) the background the servers
@@ -75,8 +74,9 @@ def process_cpu_pct(seg: Any) -> dict[str, float]:
     return out
 
 
-def mode_cost(trials: Sequence[Any], mode: str, base: Sequence[Any] | None,
-              idle: dict[str, Any] | None = None) -> dict[str, Any]:
+def mode_cost(
+    trials: Sequence[Any], mode: str, base: Sequence[Any] | None, idle: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The server cost of one mode's shares; ``base``: plain's trials, for the paired ratio.
 
     ``idle`` (driver.json's ``server_idle``): when present, the by-role figures, the
@@ -87,44 +87,63 @@ def mode_cost(trials: Sequence[Any], mode: str, base: Sequence[Any] | None,
     gross = [t["total"] for s in trials if (t := per_trial_us(s, mode)) is not None]
     rows = [(s.round, t) for s in trials if (t := per_trial_us(s, mode, rates)) is not None]
     if not rows:
-        return {"measured": False,
-                "note": "not measured (the servers are not processes on this machine)"}
+        return {
+            "measured": False,
+            "note": "not measured (the servers are not processes on this machine)",
+        }
     totals = [t["total"] for _, t in rows]
     present = {role(name) for seg in trials for name in _cpu_s(seg)}
     est = bootstrap_median(totals)
     out: dict[str, Any] = {
-        "measured": True, "us_per_share": bootstrap_median(gross).as_dict(1),
+        "measured": True,
+        "us_per_share": bootstrap_median(gross).as_dict(1),
         "net_of_idle": bool(rates),
         "net_us_per_share": est.as_dict(1) if rates else None,
         "idle_cpu_pct": {k: round(100 * v, 2) for k, v in rates.items()},
         # Every role that has a process, even one whose (net) CPU rounds to zero: a short
         # trial on an idle Redis is a measured 0, not a missing role.
-        "by_role_us": {r: round(float(sorted(t[r] for _, t in rows)[len(rows) // 2]), 1)
-                       for r in ROLES if r in present},
+        "by_role_us": {
+            r: round(float(sorted(t[r] for _, t in rows)[len(rows) // 2]), 1)
+            for r in ROLES
+            if r in present
+        },
         "shares_per_core_s": round(1e6 / est.estimate, 1) if est.estimate else None,
-        "trials": [{"round": r, **{k: round(v, 1) for k, v in t.items()}} for r, t in rows]}
+        "trials": [{"round": r, **{k: round(v, 1) for k, v in t.items()}} for r, t in rows],
+    }
     gen = [process_cpu_pct(s).get(GENERATOR) for s in trials]
     srv = [sum(v for k, v in process_cpu_pct(s).items() if k != GENERATOR) for s in trials]
-    mach = [max((float(p["machine_cpu_pct"]) for p in s.processes
-                 if p.get("machine_cpu_pct") is not None), default=None) for s in trials]
+    mach = [
+        max(
+            (float(p["machine_cpu_pct"]) for p in s.processes if p.get("machine_cpu_pct") is not None),
+            default=None,
+        )
+        for s in trials
+    ]
     out["generator_cpu_pct"] = bootstrap_median([g for g in gen if g is not None]).as_dict(1)
     out["servers_cpu_pct"] = bootstrap_median(srv).as_dict(1)
     out["machine_cpu_pct"] = bootstrap_median([m for m in mach if m is not None]).as_dict(1)
     if base is not None:
         mine = dict(rows)
         ref = {s.round: t for s in base if (t := per_trial_us(s, "plain", rates)) is not None}
-        ratios = [mine[r]["total"] / ref[r]["total"] for r in sorted(set(mine) & set(ref))
-                  if ref[r]["total"] > 0]
+        ratios = [
+            mine[r]["total"] / ref[r]["total"]
+            for r in sorted(set(mine) & set(ref))
+            if ref[r]["total"] > 0
+        ]
         out["ratio_vs_plain"] = bootstrap_median(ratios).as_dict(3)
     return out
 
 
-def knee(steps: Sequence[dict[str, Any]], mode: str, saturation_rps: float | None
-         ) -> dict[str, Any] | None:
+def knee(
+    steps: Sequence[dict[str, Any]], mode: str, saturation_rps: float | None
+) -> dict[str, Any] | None:
     """The step where ``mode`` first missed the SLO above its saturation point (or its last)."""
     mine = [s for s in steps if s["mode"] == mode]
-    above = [s for s in mine if not s["meets_slo"]
-             and (saturation_rps is None or float(s["target_rps"]) > saturation_rps)]
+    above = [
+        s
+        for s in mine
+        if not s["meets_slo"] and (saturation_rps is None or float(s["target_rps"]) > saturation_rps)
+    ]
     if above:
         return min(above, key=lambda s: float(s["target_rps"]))
     return max(mine, key=lambda s: float(s["target_rps"])) if mine else None
@@ -145,5 +164,10 @@ def bound(step: dict[str, Any] | None, machine_limit_pct: float) -> dict[str, An
         kind = None  # only the generator could be read: the servers were not measured
     else:
         kind = "server-bound"
-    return {"bound": kind, "saturated_first": top, "at_rps": step["target_rps"],
-            "cpu_pct": {k: round(v, 1) for k, v in by.items()}, "machine_cpu_pct": machine}
+    return {
+        "bound": kind,
+        "saturated_first": top,
+        "at_rps": step["target_rps"],
+        "cpu_pct": {k: round(v, 1) for k, v in by.items()},
+        "machine_cpu_pct": machine,
+    }

@@ -35,21 +35,36 @@ class Slo:
     loop_lag_p99_ms: float = 5.0
 
     def describe(self) -> str:
-        return (f"p{self.percentile:g} of {self.phase} <= {self.p99_ms:g} ms and errors <= "
-                f"{self.error_pct:g}% of flows, at >= {self.min_rate_ratio:.0%} of the target rate")
+        return (
+            f"p{self.percentile:g} of {self.phase} <= {self.p99_ms:g} ms and errors <= "
+            f"{self.error_pct:g}% of flows, at >= {self.min_rate_ratio:.0%} of the target rate"
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"p99_ms": self.p99_ms, "error_pct": self.error_pct, "phase": self.phase,
-                "percentile": self.percentile, "min_rate_ratio": self.min_rate_ratio,
-                "cpu_limit_pct": self.cpu_limit_pct, "machine_limit_pct": self.machine_limit_pct,
-                "loop_lag_p99_ms": self.loop_lag_p99_ms, "text": self.describe()}
+        return {
+            "p99_ms": self.p99_ms,
+            "error_pct": self.error_pct,
+            "phase": self.phase,
+            "percentile": self.percentile,
+            "min_rate_ratio": self.min_rate_ratio,
+            "cpu_limit_pct": self.cpu_limit_pct,
+            "machine_limit_pct": self.machine_limit_pct,
+            "loop_lag_p99_ms": self.loop_lag_p99_ms,
+            "text": self.describe(),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Slo:
-        return cls(float(d["p99_ms"]), float(d["error_pct"]), str(d.get("phase", TOTAL)),
-                   float(d.get("percentile", 99.0)), float(d.get("min_rate_ratio", 0.95)),
-                   float(d.get("cpu_limit_pct", 90.0)), float(d.get("machine_limit_pct", 95.0)),
-                   float(d.get("loop_lag_p99_ms", 5.0)))
+        return cls(
+            float(d["p99_ms"]),
+            float(d["error_pct"]),
+            str(d.get("phase", TOTAL)),
+            float(d.get("percentile", 99.0)),
+            float(d.get("min_rate_ratio", 0.95)),
+            float(d.get("cpu_limit_pct", 90.0)),
+            float(d.get("machine_limit_pct", 95.0)),
+            float(d.get("loop_lag_p99_ms", 5.0)),
+        )
 
 
 @dataclass
@@ -80,22 +95,33 @@ class Verdict:
         return not self.cpu_warning
 
     def as_dict(self) -> dict[str, Any]:
-        return {"scenario": self.scenario, "target_rps": self.target_rps,
-                "started": self.started, "completed": self.completed, "failed": self.failed,
-                "achieved_rps": round(self.achieved_rps, 3),
-                "throughput_rps": round(self.throughput_rps, 3),
-                "error_pct": round(self.error_pct, 4),
-                "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
-                "cpu_pct": round(self.cpu_pct, 1), "cpu_warning": self.cpu_warning,
-                "machine_cpu_pct": None if self.machine_cpu_pct is None
-                else round(self.machine_cpu_pct, 1),
-                "meets_slo": self.meets_slo, "problems": list(self.problems),
-                "loop_lag_p99_ms": None if self.loop_lag_p99_ms is None
-                else round(self.loop_lag_p99_ms, 3)}
+        return {
+            "scenario": self.scenario,
+            "target_rps": self.target_rps,
+            "started": self.started,
+            "completed": self.completed,
+            "failed": self.failed,
+            "achieved_rps": round(self.achieved_rps, 3),
+            "throughput_rps": round(self.throughput_rps, 3),
+            "error_pct": round(self.error_pct, 4),
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
+            "cpu_pct": round(self.cpu_pct, 1),
+            "cpu_warning": self.cpu_warning,
+            "machine_cpu_pct": None if self.machine_cpu_pct is None else round(self.machine_cpu_pct, 1),
+            "meets_slo": self.meets_slo,
+            "problems": list(self.problems),
+            "loop_lag_p99_ms": None if self.loop_lag_p99_ms is None else round(self.loop_lag_p99_ms, 3),
+        }
 
 
-def judge(slo: Slo, scenario: str, target_rps: float, duration_s: float, data: SegmentData,
-          processes: list[dict[str, Any]]) -> Verdict:
+def judge(
+    slo: Slo,
+    scenario: str,
+    target_rps: float,
+    duration_s: float,
+    data: SegmentData,
+    processes: list[dict[str, Any]],
+) -> Verdict:
     """The SLO verdict and the validity problems of one scenario in one segment."""
     flows = data.flows.get(scenario, {})
     started, completed, failed = (int(flows.get(k, 0)) for k in ("started", "completed", "failed"))
@@ -112,20 +138,44 @@ def judge(slo: Slo, scenario: str, target_rps: float, duration_s: float, data: S
     if target_rps > 0 and achieved < slo.min_rate_ratio * target_rps:
         problems.append(f"achieved {achieved:.1f}/s of a {target_rps:g}/s target")
     if warned:
-        problems.append(f"generator CPU {cpu:.0f}% (Locust's warning is at "
-                        f"{slo.cpu_limit_pct:.0f}%)")
-    machine = max((float(p["machine_cpu_pct"]) for p in processes
-                   if p.get("machine_cpu_pct") is not None), default=None)
+        problems.append(f"generator CPU {cpu:.0f}% (Locust's warning is at {slo.cpu_limit_pct:.0f}%)")
+    machine = max(
+        (float(p["machine_cpu_pct"]) for p in processes if p.get("machine_cpu_pct") is not None),
+        default=None,
+    )
     if machine is not None and machine >= slo.machine_limit_pct:
         problems.append(f"machine CPU {machine:.0f}%: the cores were saturated")
-    lag = max((float(v) for p in processes
-               if (v := (p.get("loop_lag") or {}).get("p99_ms")) is not None), default=None)
+    lag = max(
+        (float(v) for p in processes if (v := (p.get("loop_lag") or {}).get("p99_ms")) is not None),
+        default=None,
+    )
     if lag is not None and lag > slo.loop_lag_p99_ms:
-        problems.append(f"generator loop lag p99 {lag:.1f} ms (bound {slo.loop_lag_p99_ms:g} ms): "
-                        "flows' clocks slipped")
+        problems.append(
+            f"generator loop lag p99 {lag:.1f} ms (bound {slo.loop_lag_p99_ms:g} ms): "
+            "flows' clocks slipped"
+        )
     if any(int(p.get("undrained", 0)) for p in processes):
         problems.append("flows still running when the segment was collected")
-    meets = (latency is not None and latency <= slo.p99_ms and error_pct <= slo.error_pct
-             and not any(p.startswith("achieved") for p in problems))
-    return Verdict(scenario, target_rps, started, completed, failed, achieved, throughput,
-                   error_pct, latency, cpu, warned, machine, meets, problems, lag)
+    meets = (
+        latency is not None
+        and latency <= slo.p99_ms
+        and error_pct <= slo.error_pct
+        and not any(p.startswith("achieved") for p in problems)
+    )
+    return Verdict(
+        scenario,
+        target_rps,
+        started,
+        completed,
+        failed,
+        achieved,
+        throughput,
+        error_pct,
+        latency,
+        cpu,
+        warned,
+        machine,
+        meets,
+        problems,
+        lag,
+    )

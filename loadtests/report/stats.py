@@ -55,14 +55,27 @@ class Difference:
         def r(x: float | None) -> float | None:
             return None if x is None else round(x, unit_digits)
 
-        return {"estimate": r(self.estimate), "ci_low": r(self.ci_low), "ci_high": r(self.ci_high),
-                "n": self.n, "paired": self.paired, "confidence": self.confidence,
-                "significant": self.significant, "verdict": self.verdict}
+        return {
+            "estimate": r(self.estimate),
+            "ci_low": r(self.ci_low),
+            "ci_high": r(self.ci_high),
+            "n": self.n,
+            "paired": self.paired,
+            "confidence": self.confidence,
+            "significant": self.significant,
+            "verdict": self.verdict,
+        }
 
 
-def bootstrap_difference(a: Sequence[float], b: Sequence[float], *, paired: bool = True,
-                         resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95,
-                         seed: int = 0) -> Difference:
+def bootstrap_difference(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    paired: bool = True,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Difference:
     """Median of ``b - a`` over trials with a percentile-bootstrap interval.
 
     ``paired``: ``a[i]`` and ``b[i]`` come from the same round (needs equal
@@ -111,12 +124,22 @@ class Estimate:
         def r(x: float | None) -> float | None:
             return None if x is None else round(x, digits)
 
-        return {"estimate": r(self.estimate), "ci_low": r(self.ci_low),
-                "ci_high": r(self.ci_high), "n": self.n, "confidence": self.confidence}
+        return {
+            "estimate": r(self.estimate),
+            "ci_low": r(self.ci_low),
+            "ci_high": r(self.ci_high),
+            "n": self.n,
+            "confidence": self.confidence,
+        }
 
 
-def bootstrap_median(values: Sequence[float], *, resamples: int = DEFAULT_RESAMPLES,
-                     confidence: float = 0.95, seed: int = 0) -> Estimate:
+def bootstrap_median(
+    values: Sequence[float],
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
     """Median of per-trial values (CPU per share, a ratio) and its bootstrap interval."""
     if not 0 < confidence < 1:
         raise ValueError("confidence must be in (0, 1)")

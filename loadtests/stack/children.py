@@ -35,12 +35,14 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None
 
 
 @contextlib.contextmanager
-def child_process(args: list[str], log_path: Path,
-                  env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def child_process(
+    args: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server child with its output in ``log_path``; always stopped on exit."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT
+        )
         try:
             yield proc
         finally:
@@ -59,9 +61,15 @@ def check_alive(name: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         raise StackError(f"{name} exited with {proc.returncode}:\n{log_tail(log)}")
 
 
-def fetch(port: int, method: str, target: str, *, headers: dict[str, str] | None = None,
-          body: bytes | None = None,
-          timeout_s: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+def fetch(
+    port: int,
+    method: str,
+    target: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout_s: float = 5.0,
+) -> tuple[int, dict[str, str], bytes]:
     """One request to ``127.0.0.1:port`` (setup and checks only; never part of a measurement)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
     try:
@@ -79,8 +87,14 @@ def answers_200(port: int, target: str) -> bool:
     return False
 
 
-def wait_ready(name: str, proc: subprocess.Popen[bytes], port: int, target: str,
-               log_path: Path, timeout_s: float = 30.0) -> None:
+def wait_ready(
+    name: str,
+    proc: subprocess.Popen[bytes],
+    port: int,
+    target: str,
+    log_path: Path,
+    timeout_s: float = 30.0,
+) -> None:
     """Poll ``target`` until 200; a child that exits or never answers is a setup error."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -41,12 +41,16 @@ class Stack:
     redis: Any
 
 
-def edge_settings(root: Path, redis_url: str, ring_dir: Path, session_dir: Path,
-                  **overrides: Any) -> EdgeSettings:
+def edge_settings(
+    root: Path, redis_url: str, ring_dir: Path, session_dir: Path, **overrides: Any
+) -> EdgeSettings:
     base: dict[str, Any] = {
-        "redis_url": redis_url, "origin_dir": root / "origin",
-        "pointer_jwks": ring_dir / VERIFY_JWKS_FILE, "keyring_dir": ring_dir,
-        "session_jwks": str(session_dir / JWKS_FILE)}
+        "redis_url": redis_url,
+        "origin_dir": root / "origin",
+        "pointer_jwks": ring_dir / VERIFY_JWKS_FILE,
+        "keyring_dir": ring_dir,
+        "session_jwks": str(session_dir / JWKS_FILE),
+    }
     return EdgeSettings.load(**{**base, **overrides})
 
 
@@ -59,8 +63,9 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
 
 
 @contextlib.asynccontextmanager
-async def local_stack(root: Path, *, alg: Alg = Alg.ED25519, redis_url: str | None = None,
-                      **overrides: Any) -> AsyncIterator[Stack]:
+async def local_stack(
+    root: Path, *, alg: Alg = Alg.ED25519, redis_url: str | None = None, **overrides: Any
+) -> AsyncIterator[Stack]:
     """Start Redis (unless ``redis_url`` is given), one edge and one dm on free ports."""
     root.mkdir(parents=True, exist_ok=True)
     redis_proc = None
@@ -76,10 +81,19 @@ async def local_stack(root: Path, *, alg: Alg = Alg.ED25519, redis_url: str | No
     try:
         edge_runner, edge_url = await _serve(build_edge(settings))
         runners.append(edge_runner)
-        dm_runner, dm_url = await _serve(build_dm(DmSettings.load(
-            redis_url=redis_url, edge_base_url=edge_url, keyring_dir=ring.path,
-            issuer_dir=session_dir, franking_key_path=root / "keys" / "franking.key",
-            dev_issuer=True, dev_issuer_roles=True)))
+        dm_runner, dm_url = await _serve(
+            build_dm(
+                DmSettings.load(
+                    redis_url=redis_url,
+                    edge_base_url=edge_url,
+                    keyring_dir=ring.path,
+                    issuer_dir=session_dir,
+                    franking_key_path=root / "keys" / "franking.key",
+                    dev_issuer=True,
+                    dev_issuer_roles=True,
+                )
+            )
+        )
         runners.append(dm_runner)
         yield Stack(root, redis_url, edge_url, dm_url, issuer, ring, settings, redis)
     finally:

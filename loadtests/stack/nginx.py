@@ -38,8 +38,10 @@ def check_lua_module(modules_dir: Path = MODULES_DIR) -> None:
     """Raise :class:`NginxUnavailable` unless this machine has the Lua module the front needs."""
     missing = [str(modules_dir / n) for n in LUA_MODULES if not (modules_dir / n).exists()]
     if missing:
-        raise NginxUnavailable("the nginx Lua module is not installed (Debian: apt-get install "
-                               f"libnginx-mod-http-lua); missing {', '.join(missing)}")
+        raise NginxUnavailable(
+            "the nginx Lua module is not installed (Debian: apt-get install "
+            f"libnginx-mod-http-lua); missing {', '.join(missing)}"
+        )
 
 
 def secure_link(path: str, secret: str, expires: int) -> str:
@@ -57,11 +59,22 @@ class NginxFront:
     namespace (the multi-host benchmark).
     """
 
-    def __init__(self, prefix: Path, *, port: int, authorizer: str | list[str], origin: Path,
-                 auth_cache_s: int = 30, secure_link_secret: str | None = None,
-                 workers: int = 1, control_port: int | None = None,
-                 control_secret: str | None = None, listen: str = "127.0.0.1",
-                 netns: str | None = None, cors_origins: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        prefix: Path,
+        *,
+        port: int,
+        authorizer: str | list[str],
+        origin: Path,
+        auth_cache_s: int = 30,
+        secure_link_secret: str | None = None,
+        workers: int = 1,
+        control_port: int | None = None,
+        control_secret: str | None = None,
+        listen: str = "127.0.0.1",
+        netns: str | None = None,
+        cors_origins: tuple[str, ...] = (),
+    ) -> None:
         self.prefix = prefix
         self.port = port
         self.host = listen
@@ -72,12 +85,20 @@ class NginxFront:
         self.proc: subprocess.Popen[bytes] | None = None
         prefix.mkdir(parents=True, exist_ok=True)
         self.conf = prefix / "nginx.conf"
-        self.conf.write_text(render(prefix=prefix, port=port, authorizer=authorizer,
-                                    origin=origin, auth_cache_s=auth_cache_s,
-                                    control_listen=f"{listen}:{self.control_port}",
-                                    secure_link_secret=self.secure_link_secret,
-                                    workers=workers, listen=listen,
-                                    cors_origins=cors_origins))
+        self.conf.write_text(
+            render(
+                prefix=prefix,
+                port=port,
+                authorizer=authorizer,
+                origin=origin,
+                auth_cache_s=auth_cache_s,
+                control_listen=f"{listen}:{self.control_port}",
+                secure_link_secret=self.secure_link_secret,
+                workers=workers,
+                listen=listen,
+                cors_origins=cors_origins,
+            )
+        )
 
     @property
     def url(self) -> str:
@@ -90,32 +111,37 @@ class NginxFront:
 
     def edge_env(self) -> dict[str, str]:
         """What an edge on this host needs to feed this front (``CDN_AUTH_FRONT_*``)."""
-        return {"CDN_AUTH_FRONT_CONTROL_URL": self.control_url,
-                "CDN_AUTH_FRONT_CONTROL_SECRET": self.control_secret}
+        return {
+            "CDN_AUTH_FRONT_CONTROL_URL": self.control_url,
+            "CDN_AUTH_FRONT_CONTROL_SECRET": self.control_secret,
+        }
 
     def stats(self) -> dict[str, int | bool]:
         """The front's counters (hits, authorizer calls, invalidations, alive)."""
-        req = urllib.request.Request(f"http://{self.host}:{self.control_port}/_front/stats",
-                                     headers={"X-Front-Secret": self.control_secret})
+        req = urllib.request.Request(
+            f"http://{self.host}:{self.control_port}/_front/stats",
+            headers={"X-Front-Secret": self.control_secret},
+        )
         with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - our own nginx
             doc: dict[str, int | bool] = json.loads(r.read())
         return doc
 
     def _cmd(self, *args: str) -> list[str]:
         # In the foreground, as the nginx image runs it (the config does not say so).
-        base = [find_nginx(), "-g", "daemon off;", "-c", str(self.conf), "-p", str(self.prefix),
-                *args]
+        base = [find_nginx(), "-g", "daemon off;", "-c", str(self.conf), "-p", str(self.prefix), *args]
         return ["ip", "netns", "exec", self.netns, *base] if self.netns else base
 
     def start(self, timeout_s: float = 10.0) -> NginxFront:
         check_lua_module()
         env = {**os.environ, SECRET_ENV: self.control_secret}
-        check = subprocess.run(self._cmd("-t"), capture_output=True, timeout=timeout_s,
-                               check=False, env=env)
+        check = subprocess.run(
+            self._cmd("-t"), capture_output=True, timeout=timeout_s, check=False, env=env
+        )
         if check.returncode != 0:
             raise NginxUnavailable(check.stderr.decode(errors="replace")[-800:])
-        self.proc = subprocess.Popen(self._cmd(), env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self._cmd(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:

@@ -70,10 +70,16 @@ class ProcStack:
         return out
 
     def describe(self) -> dict[str, object]:
-        return {"redis_url": self.redis_url, "edge_url": self.edge_url, "dm_url": self.dm_url,
-                "scan_dm_url": self.scan_dm_url,
-                "procs": self.procs, "origin_path": self.origin_path, "root": str(self.root),
-                "pids": {name: proc.pid for name, proc, _ in self.children}}
+        return {
+            "redis_url": self.redis_url,
+            "edge_url": self.edge_url,
+            "dm_url": self.dm_url,
+            "scan_dm_url": self.scan_dm_url,
+            "procs": self.procs,
+            "origin_path": self.origin_path,
+            "root": str(self.root),
+            "pids": {name: proc.pid for name, proc, _ in self.children},
+        }
 
 
 def _listeners(port: int) -> int:
@@ -92,24 +98,28 @@ def _listeners(port: int) -> int:
 #: open-model arrivals may land many sends on one simulated user, so the per-user send
 #: limit is too (both still charged, so their cost is in the figures).  The abuse
 #: benchmark passes the real limits back in through ``dm_settings``.
-LOAD_TEST_RATE_LIMITS = json.dumps({"signup": [1_000_000, 1_000_000],
-                                    "send": [1_000_000, 1_000_000]})
+LOAD_TEST_RATE_LIMITS = json.dumps({"signup": [1_000_000, 1_000_000], "send": [1_000_000, 1_000_000]})
 #: The seeding publisher registers one video per sender (hundreds in a few seconds), so its
 #: per-user registration limit is lifted too; every other edge limit stays as shipped.
 LOAD_TEST_EDGE_RATE_LIMITS = json.dumps({"media_create": [1_000_000, 1_000_000]})
 
 
 def _clean_env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CDN_AUTH_", "DM_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDN_AUTH_", "DM_"))}
     env.update(values)
     return env
 
 
 @contextlib.contextmanager
-def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
-                  timeout_s: float = 60.0, dm_settings: dict[str, str] | None = None,
-                  web: bool = False) -> Iterator[ProcStack]:
+def process_stack(
+    root: Path,
+    *,
+    procs: int = 1,
+    redis_url: str | None = None,
+    timeout_s: float = 60.0,
+    dm_settings: dict[str, str] | None = None,
+    web: bool = False,
+) -> Iterator[ProcStack]:
     """Start Redis (unless ``redis_url``), ``procs`` edges and ``procs`` dm services.
     ``dm_settings`` adds ``DM_*`` variables (say, a tighter send rate limit).
 
@@ -137,9 +147,11 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
     if web:
         playback_key = root / "keys" / "playback.key"
         load_or_create_secret(playback_key)  # one secret for every edge, made before they start
-        web_edge_env = {"CDN_AUTH_PLAYBACK_SECRET_PATH": str(playback_key),
-                        "CDN_AUTH_CORS_ORIGINS": json.dumps([f"http://{HOST}:{dm_port}"]),
-                        "CDN_AUTH_LOG_LEVEL": "INFO"}
+        web_edge_env = {
+            "CDN_AUTH_PLAYBACK_SECRET_PATH": str(playback_key),
+            "CDN_AUTH_CORS_ORIGINS": json.dumps([f"http://{HOST}:{dm_port}"]),
+            "CDN_AUTH_LOG_LEVEL": "INFO",
+        }
         # The web client asks for no roles: nobody at the page mints a moderator.
         web_dm_env = {"DM_DEV_ISSUER_ROLES": "false", "DM_LOG_LEVEL": "INFO"}
     with contextlib.ExitStack() as stack:
@@ -148,31 +160,54 @@ def process_stack(root: Path, *, procs: int = 1, redis_url: str | None = None,
             embedded = stack.enter_context(RedisProcess(root / "redis"))
             redis_url = embedded.url
             redis_pid = embedded.proc.pid if embedded.proc is not None else None
-        st = ProcStack(root, redis_url, f"http://{HOST}:{edge_port}", f"http://{HOST}:{dm_port}",
-                       procs, scan_dm_url=f"http://{HOST}:{scan_port}", redis_pid=redis_pid)
+        st = ProcStack(
+            root,
+            redis_url,
+            f"http://{HOST}:{edge_port}",
+            f"http://{HOST}:{dm_port}",
+            procs,
+            scan_dm_url=f"http://{HOST}:{scan_port}",
+            redis_pid=redis_pid,
+        )
         edge_env = _clean_env(
             CDN_AUTH_POINTER_JWKS=str(ring.path / VERIFY_JWKS_FILE),
-            CDN_AUTH_KEYRING_DIR=str(ring.path), CDN_AUTH_SESSION_JWKS=str(session_dir / JWKS_FILE),
-            CDN_AUTH_LOG_LEVEL="WARNING", CDN_AUTH_RATE_LIMITS=LOAD_TEST_EDGE_RATE_LIMITS)
+            CDN_AUTH_KEYRING_DIR=str(ring.path),
+            CDN_AUTH_SESSION_JWKS=str(session_dir / JWKS_FILE),
+            CDN_AUTH_LOG_LEVEL="WARNING",
+            CDN_AUTH_RATE_LIMITS=LOAD_TEST_EDGE_RATE_LIMITS,
+        )
         edge_env.update(web_edge_env)
         # A local stack for load tests and demos: the dev issuer (and its roles, for the
         # seeding publisher) switched on explicitly; production leaves both off.
         # Every simulated user signs up from 127.0.0.1: the per-address sign-up limit is
         # lifted (per-user limits stay as an operator would have them).
-        dm_env = _clean_env(**{
-            "DM_ISSUER_DIR": str(session_dir), "DM_FRANKING_KEY_PATH": str(franking),
-            "DM_LOG_LEVEL": "WARNING", "DM_DEV_ISSUER": "true", "DM_DEV_ISSUER_ROLES": "true",
-            "DM_RATE_LIMITS": LOAD_TEST_RATE_LIMITS, **(dm_settings or {})})
+        dm_env = _clean_env(
+            **{
+                "DM_ISSUER_DIR": str(session_dir),
+                "DM_FRANKING_KEY_PATH": str(franking),
+                "DM_LOG_LEVEL": "WARNING",
+                "DM_DEV_ISSUER": "true",
+                "DM_DEV_ISSUER_ROLES": "true",
+                "DM_RATE_LIMITS": LOAD_TEST_RATE_LIMITS,
+                **(dm_settings or {}),
+            }
+        )
         dm_env.update(web_dm_env)
         commands = []
         for i in range(procs):
-            commands.append((f"edge-{i}", edge_command(edge_port, redis_url, origin,
-                                                       reuse_port=True), edge_env))
+            commands.append(
+                (f"edge-{i}", edge_command(edge_port, redis_url, origin, reuse_port=True), edge_env)
+            )
         scan_env = {**dm_env, "DM_SCAN_LISTS": str(SCAN_LISTS)}
         for i in range(procs):
             for name, port, env in (("dm", dm_port, dm_env), ("dm-scan", scan_port, scan_env)):
-                commands.append((f"{name}-{i}", dm_command(port, redis_url, st.edge_url, ring.path,
-                                                          reuse_port=True), env))
+                commands.append(
+                    (
+                        f"{name}-{i}",
+                        dm_command(port, redis_url, st.edge_url, ring.path, reuse_port=True),
+                        env,
+                    )
+                )
         for name, args, env in commands:
             log = root / f"{name}.log"
             proc = stack.enter_context(child_process(args, log, env))
@@ -192,8 +227,11 @@ def interrupt_on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.stack.processes", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.stack.processes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--dir", type=Path, default=Path("var/loadstack"), help="working directory")
     p.add_argument("--procs", type=int, default=1, help="edge and dm processes each (1)")
     p.add_argument("--redis-url", help="use this Redis instead of starting one")

@@ -32,6 +32,7 @@ POINTER_TTL_S = 900  # the edge's default max_token_lifetime_s: covers any sane 
 
 # -- the edge ---------------------------------------------------------------------------------
 
+
 def clip_bytes(size: int = CLIP_BYTES) -> bytes:
     """A bed's stand-in video (:func:`.clip.clip_bytes` with the benchmarks' seed)."""
     return clip.clip_bytes(size, b"bench-edge")
@@ -39,8 +40,10 @@ def clip_bytes(size: int = CLIP_BYTES) -> bytes:
 
 def write_keys(root: Path) -> tuple[dict[Alg, SigningKey], Path]:
     """One ring per algorithm, and one JWKS holding both, so ONE edge verifies either."""
-    rings = {alg: KeyRing.create(root / "keys" / f"pointer-{alg.name.lower()}", alg)
-             for alg in (Alg.ED25519, Alg.HMAC_SHA256)}
+    rings = {
+        alg: KeyRing.create(root / "keys" / f"pointer-{alg.name.lower()}", alg)
+        for alg in (Alg.ED25519, Alg.HMAC_SHA256)
+    }
     jwks = {"keys": [k for ring in rings.values() for k in ring.verify_jwks()["keys"]]}
     path = root / "keys" / "pointer.jwks.json"
     atomic_write(path, json.dumps(jwks).encode(), 0o600)  # it holds the HMAC secret
@@ -48,9 +51,21 @@ def write_keys(root: Path) -> tuple[dict[Alg, SigningKey], Path]:
 
 
 def edge_command(port: int, redis_url: str, origin: Path, *, reuse_port: bool = False) -> list[str]:
-    return [sys.executable, "-m", "cdn_auth", "serve", "--host", HOST, "--port", str(port),
-            "--redis-url", redis_url, "--origin-dir", str(origin),
-            *(["--reuse-port"] if reuse_port else [])]
+    return [
+        sys.executable,
+        "-m",
+        "cdn_auth",
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--redis-url",
+        redis_url,
+        "--origin-dir",
+        str(origin),
+        *(["--reuse-port"] if reuse_port else []),
+    ]
 
 
 def edge_env(pointer_jwks: Path, session_jwks: Path) -> dict[str, str]:
@@ -60,18 +75,34 @@ def edge_env(pointer_jwks: Path, session_jwks: Path) -> dict[str, str]:
     a benchmark measures.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDN_AUTH_")}
-    env.update(CDN_AUTH_POINTER_JWKS=str(pointer_jwks), CDN_AUTH_SESSION_JWKS=str(session_jwks),
-               CDN_AUTH_LOG_LEVEL="WARNING", CDN_AUTH_MAX_TOKEN_LIFETIME_S=str(POINTER_TTL_S))
+    env.update(
+        CDN_AUTH_POINTER_JWKS=str(pointer_jwks),
+        CDN_AUTH_SESSION_JWKS=str(session_jwks),
+        CDN_AUTH_LOG_LEVEL="WARNING",
+        CDN_AUTH_MAX_TOKEN_LIFETIME_S=str(POINTER_TTL_S),
+    )
     return env
 
 
 def register_media(port: int, issuer: DevIssuer) -> str:
     """Register the origin file as Alice's private video, as a content pipeline would."""
     publisher = issuer.mint("publisher", roles=["publisher"])
-    body = json.dumps({"origin_path": ORIGIN_RELPATH, "content_type": "video/mp4",
-                       "visibility": "private", "min_age": 16, "owner": "alice"}).encode()
-    status, _, raw = fetch(port, "POST", "/v1/media", body=body, headers={
-        "Authorization": f"Bearer {publisher}", "Content-Type": "application/json"})
+    body = json.dumps(
+        {
+            "origin_path": ORIGIN_RELPATH,
+            "content_type": "video/mp4",
+            "visibility": "private",
+            "min_age": 16,
+            "owner": "alice",
+        }
+    ).encode()
+    status, _, raw = fetch(
+        port,
+        "POST",
+        "/v1/media",
+        body=body,
+        headers={"Authorization": f"Bearer {publisher}", "Content-Type": "application/json"},
+    )
     if status != 201:
         raise StackError(f"media registration failed: {status} {raw[:300]!r}")
     return str(json.loads(raw)["id"])
@@ -84,14 +115,14 @@ def start_edge(stack: contextlib.ExitStack, root: Path, ring: KeyRing) -> Server
     port, log = free_port(), root / "edge.log"
     env = edge_env(ring.path / VERIFY_JWKS_FILE, root / "keys" / "session" / JWKS_FILE)
     env["CDN_AUTH_KEYRING_DIR"] = str(ring.path)
-    proc = stack.enter_context(child_process(
-        edge_command(port, redis.url, root / "origin"), log, env))
+    proc = stack.enter_context(child_process(edge_command(port, redis.url, root / "origin"), log, env))
     wait_ready("edge", proc, port, "/readyz", log)
     assert redis.proc is not None
     return Server("edge", port, proc, log, redis.url, redis.proc.pid)
 
 
 # -- the dm -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Server:
@@ -123,9 +154,12 @@ def dm_env(root: Path, *, send_rate_per_s: int | None, log_level: str) -> dict[s
     WARNING turns the per-request access log off, as for the edge.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DM_")}
-    env.update(DM_ISSUER_DIR=str(root / "keys" / "session"),
-               DM_FRANKING_KEY_PATH=str(root / "keys" / "franking.key"), DM_LOG_LEVEL=log_level,
-               DM_DEV_ISSUER="true")
+    env.update(
+        DM_ISSUER_DIR=str(root / "keys" / "session"),
+        DM_FRANKING_KEY_PATH=str(root / "keys" / "franking.key"),
+        DM_LOG_LEVEL=log_level,
+        DM_DEV_ISSUER="true",
+    )
     # One address signs every user up, and a few senders drive the whole load: those two
     # per-user limits are lifted (still charged, so their cost is in the figures) and the
     # per-conversation limit below stays what a benchmark measures.
@@ -136,21 +170,47 @@ def dm_env(root: Path, *, send_rate_per_s: int | None, log_level: str) -> dict[s
     return env
 
 
-def dm_command(port: int, redis_url: str, edge_url: str, keyring_dir: Path, *,
-               reuse_port: bool = False) -> list[str]:
-    return [sys.executable, "-m", "dm", "serve", "--host", HOST, "--port", str(port),
-            "--redis-url", redis_url, "--edge-url", edge_url, "--keyring-dir", str(keyring_dir),
-            *(["--reuse-port"] if reuse_port else [])]
+def dm_command(
+    port: int, redis_url: str, edge_url: str, keyring_dir: Path, *, reuse_port: bool = False
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "dm",
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--redis-url",
+        redis_url,
+        "--edge-url",
+        edge_url,
+        "--keyring-dir",
+        str(keyring_dir),
+        *(["--reuse-port"] if reuse_port else []),
+    ]
 
 
-def start_dm(stack: contextlib.ExitStack, root: Path, keyring_dir: Path, *, edge_url: str,
-             send_rate_per_s: int | None = None, log_level: str = "WARNING") -> Server:
+def start_dm(
+    stack: contextlib.ExitStack,
+    root: Path,
+    keyring_dir: Path,
+    *,
+    edge_url: str,
+    send_rate_per_s: int | None = None,
+    log_level: str = "WARNING",
+) -> Server:
     """Its own Redis, then ``python -m dm serve``; both stopped when ``stack`` closes."""
     redis = stack.enter_context(RedisProcess(root / "dm-redis"))
     port, log = free_port(), root / "dm.log"
-    proc = stack.enter_context(child_process(
-        dm_command(port, redis.url, edge_url, keyring_dir), log,
-        dm_env(root, send_rate_per_s=send_rate_per_s, log_level=log_level)))
+    proc = stack.enter_context(
+        child_process(
+            dm_command(port, redis.url, edge_url, keyring_dir),
+            log,
+            dm_env(root, send_rate_per_s=send_rate_per_s, log_level=log_level),
+        )
+    )
     wait_ready("dm", proc, port, "/readyz", log)
     assert redis.proc is not None
     return Server("dm", port, proc, log, redis.url, redis.proc.pid)

@@ -41,8 +41,9 @@ async def test_send_rate_limited_per_user_across_conversations(make_dm: DmFactor
     for c in convs[:5]:
         await alice.send(c["id"], text="hi")
     with pytest.raises(DmClientError) as info:
-        await alice.request("POST", f"/v1/conversations/{convs[5]['id']}/messages",
-                            json_body={"text": "one too many"})  # send() would retry
+        await alice.request(
+            "POST", f"/v1/conversations/{convs[5]['id']}/messages", json_body={"text": "one too many"}
+        )  # send() would retry
     assert (info.value.status, info.value.code) == (429, "rate_limited")
     assert info.value.retry_after_s is not None and info.value.retry_after_s >= 1
     # Another user is not charged for alice's sends.
@@ -54,8 +55,7 @@ async def test_signup_rate_limited_per_address(make_dm: DmFactory) -> None:
     dm = await make_dm(rate_limits={"signup": (0.01, 3)})
     for _ in range(3):
         await dm.user()
-    async with aiohttp.ClientSession() as http, http.post(f"{dm.dm_url}/v1/users",
-                                                          json={}) as r:
+    async with aiohttp.ClientSession() as http, http.post(f"{dm.dm_url}/v1/users", json={}) as r:
         assert r.status == 429
         assert int(r.headers["Retry-After"]) >= 1
         assert (await r.json())["error"]["code"] == "rate_limited"
@@ -75,16 +75,13 @@ async def test_stream_connects_rate_limited(make_dm: DmFactory) -> None:
         assert info.value.status == 429
 
 
-async def test_edge_media_lookup_rate_limited(make_edge: EdgeFactory,
-                                              issuer: DevIssuer) -> None:
+async def test_edge_media_lookup_rate_limited(make_edge: EdgeFactory, issuer: DevIssuer) -> None:
     edge = await make_edge(rate_limits={"media_lookup": (0.01, 2)})
     media, _ = await edge.add_media(owner="alice")
     for expect in (200, 200, 429):
-        async with edge.client.get(f"/v1/media/{media.id}",
-                                   headers=bearer(issuer.mint("alice"))) as r:
+        async with edge.client.get(f"/v1/media/{media.id}", headers=bearer(issuer.mint("alice"))) as r:
             assert r.status == expect
-    async with edge.client.get(f"/v1/media/{media.id}",
-                               headers=bearer(issuer.mint("bob"))) as r:
+    async with edge.client.get(f"/v1/media/{media.id}", headers=bearer(issuer.mint("bob"))) as r:
         assert r.status != 429  # bob has his own budget
 
 
@@ -182,18 +179,20 @@ async def test_user_known_from_external_session(dm: DmStack, issuer: DevIssuer) 
     assert "ext-user-1" in conv["members"]
 
 
-async def test_device_key_cap_is_atomic(make_dm: DmFactory, issuer: DevIssuer,
-                                        redis: Any) -> None:
+async def test_device_key_cap_is_atomic(make_dm: DmFactory, issuer: DevIssuer, redis: Any) -> None:
     """40 concurrent publishes stored 21 keys against a cap of 8 (check-then-write)."""
     dm = await make_dm(rate_limits={"device_key": (1000, 1000)})
     user = await dm.user()
     pub = _public_key()
     async with aiohttp.ClientSession() as http:
+
         async def put(i: int) -> int:
             token = issuer.mint(user.uid, dev=f"d{i}")
-            async with http.put(f"{dm.dm_url}/v1/devices/d{i}/key", json=pub,
-                                headers=bearer(token)) as r:
+            async with http.put(
+                f"{dm.dm_url}/v1/devices/d{i}/key", json=pub, headers=bearer(token)
+            ) as r:
                 return r.status
+
         statuses = await asyncio.gather(*(put(i) for i in range(40)))
     assert statuses.count(200) == 8 and statuses.count(403) == 32
     assert await redis.hlen(k.user_devices(user.uid)) == 8
@@ -229,8 +228,9 @@ async def test_conversation_list_paginates(make_dm: DmFactory) -> None:
     made = sorted([(await o.create_conversation([alice.uid]))["id"] for o in others])
     first = await alice.request("GET", "/v1/conversations", params={"limit": "2"})
     assert (first["conversations"], first["more"]) == (made[:2], True)
-    rest = await alice.request("GET", "/v1/conversations",
-                               params={"after": first["next_cursor"], "limit": "10"})
+    rest = await alice.request(
+        "GET", "/v1/conversations", params={"after": first["next_cursor"], "limit": "10"}
+    )
     assert (rest["conversations"], rest["more"]) == (made[2:], False)
     with pytest.raises(DmClientError) as info:
         await alice.request("GET", "/v1/conversations", params={"limit": "\u0661"})
@@ -259,8 +259,9 @@ async def test_replay_reads_only_the_callers_events(dm: DmStack, redis: Any) -> 
     assert got[0]["type"] == "message" and got[0]["message"]["id"] == sent["id"]
 
 
-async def test_push_mints_once_per_message_and_reader(dm: DmStack,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_push_mints_once_per_message_and_reader(
+    dm: DmStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each pushed frame minted a pointer per socket (1,000 sockets of one user x 50
     messages/s saturated dm); a reader's sockets now share one rendering."""
     state = dm.app[STATE]
@@ -276,8 +277,7 @@ async def test_push_mints_once_per_message_and_reader(dm: DmStack,
     media, _ = await dm.edge.add_media(owner=alice.uid)
     url = f"{dm.dm_url}/v1/stream"
     async with aiohttp.ClientSession() as http:
-        sockets = [await http.ws_connect(url, headers=bearer(str(bob.session_token)))
-                   for _ in range(3)]
+        sockets = [await http.ws_connect(url, headers=bearer(str(bob.session_token))) for _ in range(3)]
         await asyncio.sleep(0.3)
         sent = await alice.send(conv["id"], media_id=media.id)
         frames = []

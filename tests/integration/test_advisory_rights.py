@@ -55,8 +55,9 @@ async def test_dev_issuer_grants_no_roles_without_second_switch(make_dm: Any) ->
 
 async def test_publisher_cannot_alias_another_users_upload(edge: Edge, issuer: DevIssuer) -> None:
     data = b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096)
-    async with edge.client.post("/v1/media", data=_form({"visibility": "private"}, data),
-                                headers=bearer(issuer.mint("alice"))) as r:
+    async with edge.client.post(
+        "/v1/media", data=_form({"visibility": "private"}, data), headers=bearer(issuer.mint("alice"))
+    ) as r:
         assert r.status == 201
         private_id = (await r.json())["id"]
     upload_rel = f"uploads/{private_id[-2:]}/{private_id}"
@@ -65,10 +66,15 @@ async def test_publisher_cannot_alias_another_users_upload(edge: Edge, issuer: D
     # The upload path follows from the media id that every pointer URL shows; a link in the
     # ingest root pointing at it must not work either.
     (edge.state.origin.ingest / "evil.mp4").symlink_to(edge.state.origin.root / upload_rel)
-    for origin_path in (upload_rel, f"../{upload_rel}", "evil.mp4",
-                        f"../../{edge.state.origin.root.name}/{upload_rel}"):
-        async with edge.client.post("/v1/media", headers=publisher, json={
-                "origin_path": origin_path, "visibility": "public"}) as r:
+    for origin_path in (
+        upload_rel,
+        f"../{upload_rel}",
+        "evil.mp4",
+        f"../../{edge.state.origin.root.name}/{upload_rel}",
+    ):
+        async with edge.client.post(
+            "/v1/media", headers=publisher, json={"origin_path": origin_path, "visibility": "public"}
+        ) as r:
             assert r.status == 400, origin_path
             assert (await r.json())["error"]["code"] == "invalid_field"
 
@@ -83,12 +89,13 @@ async def test_media_is_served_with_nosniff(edge: Edge, issuer: DevIssuer) -> No
         assert r.headers["X-Content-Type-Options"] == "nosniff"
 
 
-@pytest.mark.parametrize("ctype", ["text/html", "image/svg+xml", "application/javascript",
-                                   "application/octet-stream"])
-async def test_non_media_content_types_are_refused(edge: Edge, issuer: DevIssuer,
-                                                   ctype: str) -> None:
-    async with edge.client.post("/v1/media", data=_form({"content_type": ctype}, b"<svg/>"),
-                                headers=bearer(issuer.mint("alice"))) as r:
+@pytest.mark.parametrize(
+    "ctype", ["text/html", "image/svg+xml", "application/javascript", "application/octet-stream"]
+)
+async def test_non_media_content_types_are_refused(edge: Edge, issuer: DevIssuer, ctype: str) -> None:
+    async with edge.client.post(
+        "/v1/media", data=_form({"content_type": ctype}, b"<svg/>"), headers=bearer(issuer.mint("alice"))
+    ) as r:
         assert r.status == 400
         assert (await r.json())["error"]["code"] == "invalid_field"
 
@@ -97,11 +104,11 @@ async def test_session_without_jwt_typ_is_refused(edge: Edge, tmp_path: Path) ->
     from cryptography.hazmat.primitives import serialization
 
     key = serialization.load_pem_private_key(
-        (tmp_path / "session-keys" / "issuer.key").read_bytes(), password=None)
+        (tmp_path / "session-keys" / "issuer.key").read_bytes(), password=None
+    )
     issuer = DevIssuer.load_or_create(tmp_path / "session-keys")
     now = int(time.time())
-    claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "bob", "iat": now,
-              "exp": now + 600}
+    claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "bob", "iat": now, "exp": now + 600}
     media, _ = await edge.add_media(owner="alice", visibility="public")
     for typ in ("dpop+jwt", "secevent+jwt", None):
         headers: dict[str, Any] = {"kid": issuer.kid, "typ": typ}
@@ -135,15 +142,24 @@ def test_dev_issuer_key_readable_by_others_is_refused(tmp_path: Path) -> None:
         DevIssuer.load_or_create(tmp_path / "keys")
 
 
-async def test_huge_multipart_metadata_is_413_without_buffering(edge: Edge,
-                                                              issuer: DevIssuer) -> None:
+async def test_huge_multipart_metadata_is_413_without_buffering(edge: Edge, issuer: DevIssuer) -> None:
     boundary = "b0undary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n"
-            "Content-Type: application/json\r\n\r\n{").encode() + b" " * (4 * 1024 * 1024) \
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="metadata"\r\n'
+            "Content-Type: application/json\r\n\r\n{"
+        ).encode()
+        + b" " * (4 * 1024 * 1024)
         + f"}}\r\n--{boundary}--\r\n".encode()
-    async with edge.client.post("/v1/media", data=io.BytesIO(body), headers={
+    )
+    async with edge.client.post(
+        "/v1/media",
+        data=io.BytesIO(body),
+        headers={
             **bearer(issuer.mint("alice")),
-            "Content-Type": f"multipart/form-data; boundary={boundary}"}) as r:
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    ) as r:
         assert r.status == 413
 
 
@@ -170,8 +186,13 @@ async def _replay(c: DmClient, dm: DmStack, marker_from: DmClient) -> list[dict[
 
 
 def _pointer_events(events: list[dict[str, Any]], cid: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["type"] == "message" and e["conversation_id"] == cid
-            and (e["message"].get("media") or {}).get("pointer")]
+    return [
+        e
+        for e in events
+        if e["type"] == "message"
+        and e["conversation_id"] == cid
+        and (e["message"].get("media") or {}).get("pointer")
+    ]
 
 
 async def _status(c: DmClient, url: str, **kw: Any) -> int:
@@ -296,11 +317,20 @@ async def test_report_with_out_of_range_ts_ms_is_400(dm: DmStack, ts_ms: int) ->
     alice, bob = await dm.user(), await dm.user()
     conv = await alice.create_conversation([bob.uid], mode="sealed")
     b64 = "A" * 43
-    sealed = {"client_message_id": "s_1", "sender": alice.uid, "ts_ms": ts_ms,
-              "commitment": b64, "countersignature": b64, "franking_key": b64}
+    sealed = {
+        "client_message_id": "s_1",
+        "sender": alice.uid,
+        "ts_ms": ts_ms,
+        "commitment": b64,
+        "countersignature": b64,
+        "franking_key": b64,
+    }
     with pytest.raises(DmClientError) as info:
-        await bob.request("POST", "/v1/reports", json_body={
-            "conversation_id": conv["id"], "sealed": sealed, "reason": "x"})
+        await bob.request(
+            "POST",
+            "/v1/reports",
+            json_body={"conversation_id": conv["id"], "sealed": sealed, "reason": "x"},
+        )
     assert (info.value.status, info.value.code) == (400, "invalid_field")
 
 
@@ -315,18 +345,29 @@ async def test_idempotent_retry_completes_a_failed_announce(dm: DmStack) -> None
     # The state a first attempt leaves when Redis fails between storing and announcing:
     # the message and its idempotency record, nothing else.
     store = dm.app[STATE_DM].store
-    first = await store.append(conv["id"], alice.uid,
-                               {"sender": alice.uid, "kind": "plain", "media_id": media.id},
-                               idempotency_key="retry-1",
-                               request_hash=hashlib.sha256(body).hexdigest()[:32])
+    first = await store.append(
+        conv["id"],
+        alice.uid,
+        {"sender": alice.uid, "kind": "plain", "media_id": media.id},
+        idempotency_key="retry-1",
+        request_hash=hashlib.sha256(body).hexdigest()[:32],
+    )
     assert not first.announced
     events = bob.stream()
     nxt = asyncio.ensure_future(events.__anext__())
     await asyncio.sleep(0.2)
-    async with aiohttp.ClientSession() as http, http.post(
-            f"{dm.dm_url}/v1/conversations/{conv['id']}/messages", data=body, headers={
-                **bearer(alice.session_token or ""), "Idempotency-Key": "retry-1",
-                "Content-Type": "application/json"}) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{dm.dm_url}/v1/conversations/{conv['id']}/messages",
+            data=body,
+            headers={
+                **bearer(alice.session_token or ""),
+                "Idempotency-Key": "retry-1",
+                "Content-Type": "application/json",
+            },
+        ) as r,
+    ):
         assert r.status == 200 and r.headers["Idempotent-Replayed"] == "true"
     pushed = await asyncio.wait_for(nxt, 5)
     assert pushed["message"]["id"] == first.message_id
@@ -349,8 +390,7 @@ async def test_retry_after_unsend_is_410(dm: DmStack) -> None:
 
 
 @pytest.mark.parametrize("sub", ["a,b", "a/b", "a{b}", "a b", "a\x00b", ""])
-async def test_session_sub_with_separator_characters_is_refused(edge: Edge,
-                                                               sub: str) -> None:
+async def test_session_sub_with_separator_characters_is_refused(edge: Edge, sub: str) -> None:
     issuer = DevIssuer.load_or_create(edge.tmp / "session-keys")
     media, _ = await edge.add_media(owner="alice", visibility="public")
     async with edge.client.get(f"/m/{media.id}", headers=bearer(issuer.mint(sub))) as r:

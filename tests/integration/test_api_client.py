@@ -24,8 +24,7 @@ import pytest
 
 from ..support.services import DmStack, wait_until
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.parametrize("redis_server", ["single"], indirect=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("redis_server", ["single"], indirect=True)]
 
 GENERATOR = Path(sys.executable).parent / "openapi-python-client"
 #: No formatter post-hooks (ruff or black may be absent; the code is only imported); the
@@ -44,10 +43,21 @@ async def _generate(url: str, package: str, tmp: Path) -> Any:
         (tmp / f"{package}.json").write_bytes(await r.read())
     (tmp / "generator.yml").write_text(CONFIG)
     proc = await asyncio.create_subprocess_exec(
-        str(GENERATOR), "generate", "--path", str(tmp / f"{package}.json"), "--meta", "none",
-        "--config", str(tmp / "generator.yml"), "--output-path", str(tmp / package),
-        "--fail-on-warning", cwd=tmp, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
+        str(GENERATOR),
+        "generate",
+        "--path",
+        str(tmp / f"{package}.json"),
+        "--meta",
+        "none",
+        "--config",
+        str(tmp / "generator.yml"),
+        "--output-path",
+        str(tmp / package),
+        "--fail-on-warning",
+        cwd=tmp,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()[-4000:]
     _import_unset(tmp / package)
@@ -62,8 +72,9 @@ def _import_unset(package: Path) -> None:
     for module in (package / "api").rglob("*.py"):
         text = module.read_text()
         if "| Unset = UNSET" in text and "import Response, UNSET\n" in text:
-            module.write_text(text.replace("import Response, UNSET\n",
-                                           "import Response, UNSET, Unset\n", 1))
+            module.write_text(
+                text.replace("import Response, UNSET\n", "import Response, UNSET, Unset\n", 1)
+            )
 
 
 @pytest.fixture
@@ -103,30 +114,38 @@ async def _flow(dm: DmStack, clients: contextlib.AsyncExitStack, d: str, e: str)
     fetch = _mod(f"{e}.api.edge.get_m_media_id")
 
     async def client(package: str, url: str, token: str | None = None) -> Any:
-        made = _mod(package).Client(base_url=url) if token is None else \
-            _mod(package).AuthenticatedClient(base_url=url, token=token)
+        made = (
+            _mod(package).Client(base_url=url)
+            if token is None
+            else _mod(package).AuthenticatedClient(base_url=url, token=token)
+        )
         return await clients.enter_async_context(made)  # closes its httpx client
 
     anonymous = await client(d, dm.dm_url)
     alice = await create_user.asyncio(client=anonymous, body=dm_models.PostV1UsersBody())
-    bob = await create_user.asyncio(client=anonymous,
-                                    body=dm_models.PostV1UsersBody(region="FR"))
+    bob = await create_user.asyncio(client=anonymous, body=dm_models.PostV1UsersBody(region="FR"))
     assert isinstance(alice, dm_models.PostV1UsersResponse201), alice
     alice_dm = await client(d, dm.dm_url, alice.session_token)
     bob_dm = await client(d, dm.dm_url, bob.session_token)
     alice_edge = await client(e, edge_url, alice.session_token)
     bob_edge = await client(e, edge_url, bob.session_token)
 
-    conv = await open_conv.asyncio(client=alice_dm, body=dm_models.PostV1ConversationsBody(
-        members=[bob.user_id], mode=dm_models.PostV1ConversationsBodyMode.PLAIN))
+    conv = await open_conv.asyncio(
+        client=alice_dm,
+        body=dm_models.PostV1ConversationsBody(
+            members=[bob.user_id], mode=dm_models.PostV1ConversationsBodyMode.PLAIN
+        ),
+    )
     assert isinstance(conv, dm_models.Conversation), conv
     assert sorted(conv.members) == sorted([alice.user_id, bob.user_id])
 
     video = bytes(range(256)) * 64
     upload = edge_models.PostV1MediaFilesBody(
         metadata=edge_models.PostV1MediaFilesBodyMetadata(content_type="video/mp4"),
-        file=_mod(f"{e}.types").File(payload=io.BytesIO(video), file_name="clip.mp4",
-                                     mime_type="video/mp4"))
+        file=_mod(f"{e}.types").File(
+            payload=io.BytesIO(video), file_name="clip.mp4", mime_type="video/mp4"
+        ),
+    )
     media = await register.asyncio(client=alice_edge, body=upload)
     assert isinstance(media, edge_models.MediaRecord), media
     assert media.size == len(video) and media.owner == alice.user_id
@@ -134,8 +153,10 @@ async def _flow(dm: DmStack, clients: contextlib.AsyncExitStack, d: str, e: str)
     assert isinstance(record, edge_models.MediaRecord) and record.id == media.id
 
     sent = await send.asyncio_detailed(
-        conv.id, client=alice_dm,
-        body=dm_models.PostV1ConversationsCidMessagesPlainSend(text="look", media_id=media.id))
+        conv.id,
+        client=alice_dm,
+        body=dm_models.PostV1ConversationsCidMessagesPlainSend(text="look", media_id=media.id),
+    )
     assert sent.status_code == 201, sent.content
     assert isinstance(sent.parsed, dm_models.Message) and sent.parsed.text == "look"
 
@@ -147,8 +168,7 @@ async def _flow(dm: DmStack, clients: contextlib.AsyncExitStack, d: str, e: str)
 
     got = await fetch.asyncio_detailed(media.id, client=bob_edge, pointer=pointer)
     assert got.status_code == 200 and got.content == video
-    part = await fetch.asyncio_detailed(media.id, client=bob_edge, pointer=pointer,
-                                        range_="bytes=0-99")
+    part = await fetch.asyncio_detailed(media.id, client=bob_edge, pointer=pointer, range_="bytes=0-99")
     assert part.status_code == 206 and part.content == video[:100]
 
     gone = await unsend.asyncio(conv.id, message.id, client=alice_dm)

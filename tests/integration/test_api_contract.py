@@ -52,8 +52,10 @@ async def test_documents_are_precise(dm: DmStack) -> None:
                 where = f"{name} {method.upper()} {path}"
                 for p in op.get("parameters", []):
                     if p["in"] == "path":
-                        assert set(p["schema"]) & {"pattern", "enum", "minLength", "$ref"}, \
-                            (where, p["name"])
+                        assert set(p["schema"]) & {"pattern", "enum", "minLength", "$ref"}, (
+                            where,
+                            p["name"],
+                        )
                 body = op.get("requestBody")
                 if body:
                     for media in body["content"].values():

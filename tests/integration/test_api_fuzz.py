@@ -28,8 +28,7 @@ import pytest
 
 from ..support.services import DmFactory, EdgeFactory
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.parametrize("redis_server", ["single"], indirect=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("redis_server", ["single"], indirect=True)]
 
 SEED = int(os.environ.get("PDM_FUZZ_SEED", "20261201"))
 EXAMPLES = int(os.environ.get("PDM_FUZZ_EXAMPLES", "30"))
@@ -87,12 +86,33 @@ async def _schemathesis(url: str, token: str, workdir: Path, *extra: str) -> tup
     config = workdir / "schemathesis.toml"
     config.write_text(CONFIG)
     proc = await asyncio.create_subprocess_exec(
-        str(exe), "--no-color", "--config-file", str(config), "run", f"{url}/openapi.json",
-        "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
-        "--seed", str(SEED), "--max-examples", str(EXAMPLES), "--workers", "1",
-        "--generation-database", "none", "--request-timeout", "10",
-        "-H", f"Authorization: Bearer {token}", *extra,
-        cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        str(exe),
+        "--no-color",
+        "--config-file",
+        str(config),
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "all",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--seed",
+        str(SEED),
+        "--max-examples",
+        str(EXAMPLES),
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "10",
+        "-H",
+        f"Authorization: Bearer {token}",
+        *extra,
+        cwd=workdir,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         async with asyncio.timeout(TIMEOUT_S):
             out, _ = await proc.communicate()  # the servers keep serving on this loop
@@ -103,20 +123,21 @@ async def _schemathesis(url: str, token: str, workdir: Path, *extra: str) -> tup
     return proc.returncode or 0, out.decode("utf-8", "replace")
 
 
-async def test_schemathesis_finds_nothing(make_dm: DmFactory, make_edge: EdgeFactory,
-                                          tmp_path: Path) -> None:
+async def test_schemathesis_finds_nothing(
+    make_dm: DmFactory, make_edge: EdgeFactory, tmp_path: Path
+) -> None:
     # Browser playback on, so its routes are fuzzed past "not configured" (404).
-    edge = await make_edge(rate_limits_enabled=False,
-                           playback_secret_path=tmp_path / "playback.key")
+    edge = await make_edge(rate_limits_enabled=False, playback_secret_path=tmp_path / "playback.key")
     dm = await make_dm(edge=edge, rate_limits_enabled=False)
     user = await dm.user()
     assert user.session_token is not None
     edge_url = str(dm.edge.client.make_url("")).rstrip("/")
     for name, url, extra in (
-            # The WebSocket cannot be fuzzed over plain HTTP (tests/test_dm_plain.py and
-            # test_slow_peers.py drive it); everything else is in.
-            ("dm", dm.dm_url, ("--exclude-path", "/v1/stream")),
-            ("edge", edge_url, ())):
+        # The WebSocket cannot be fuzzed over plain HTTP (tests/test_dm_plain.py and
+        # test_slow_peers.py drive it); everything else is in.
+        ("dm", dm.dm_url, ("--exclude-path", "/v1/stream")),
+        ("edge", edge_url, ()),
+    ):
         workdir = tmp_path / name
         workdir.mkdir()
         code, out = await _schemathesis(url, user.session_token, workdir, *extra)

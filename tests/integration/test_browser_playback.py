@@ -68,7 +68,8 @@ def _sign_in(b: Browser, app_url: str) -> str:
 
 
 def _video_state(b: Browser, message_id: str) -> dict[str, Any] | None:
-    state = b.js("""
+    state = b.js(
+        """
         const v = document.querySelector(`#messages li[data-id="${arguments[0]}"] video`);
         if (!v) return null;
         const ranges = [];
@@ -77,12 +78,15 @@ def _video_state(b: Browser, message_id: str) -> dict[str, Any] | None:
         }
         return {t: v.currentTime, duration: v.duration, ready: v.readyState, seeking: v.seeking,
                 paused: v.paused, error: v.error ? v.error.code : null, buffered: ranges};
-    """, message_id)
+    """,
+        message_id,
+    )
     return dict(state) if state else None
 
 
-def _unbuffered_time(state: dict[str, Any], after: float, before: float | None = None,
-                     margin: float = 1.5) -> float | None:
+def _unbuffered_time(
+    state: dict[str, Any], after: float, before: float | None = None, margin: float = 1.5
+) -> float | None:
     """A position in ``[after, before)`` at least ``margin`` s away from anything buffered.
 
     Behind the play position is the safe place to look after a seek: the download in
@@ -124,8 +128,7 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
     container: Container = "mp4" if alice.js(can_play, H264_AAC) else "webm"
     if container == "webm":
         assert alice.js(can_play, VP9_OPUS), "this Chromium plays neither H.264/AAC nor VP9/Opus"
-    clip = make_video(web.video.with_suffix(f".{container}"), container=container,
-                      seconds=CLIP_S)
+    clip = make_video(web.video.with_suffix(f".{container}"), container=container, seconds=CLIP_S)
     print(f"\nclip: {clip} ({container}, {clip.stat().st_size} bytes)")
 
     # Alice uploads the clip through the edge (multipart, CORS with credentials).
@@ -138,32 +141,43 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
     alice.by_css("#new-conversation button").click()
     alice.wait("the conversation", lambda: alice.by_css("#conversation-view").is_displayed())
     assert alice.text("#conversation-mode") == "plain mode"
-    bob.wait("the conversation to appear, marked plain",
-             lambda: "plain" in bob.text("#conversations li .badge"))
+    bob.wait(
+        "the conversation to appear, marked plain",
+        lambda: "plain" in bob.text("#conversations li .badge"),
+    )
     bob.by_css("#conversations li").click()
     bob.wait("the conversation view", lambda: bob.by_css("#conversation-view").is_displayed())
-    bob.driver.set_network_conditions(offline=False, latency=1,
-                                      download_throughput=BOB_DOWNLOAD_BYTES_S,
-                                      upload_throughput=1024 * 1024)
+    bob.driver.set_network_conditions(
+        offline=False, latency=1, download_throughput=BOB_DOWNLOAD_BYTES_S, upload_throughput=1024 * 1024
+    )
 
     # Alice sends; Bob receives it over the WebSocket (his conversation view is already open).
     alice.by_css("#text").send_keys("watch this")
     alice.by_css("#attach").click() if not alice.by_css("#attach").is_selected() else None
     alice.by_css("#composer button").click()
-    message_id = alice.wait("the sent message",
-                            lambda: alice.by_css("#messages li").get_attribute("data-id"))
+    message_id = alice.wait(
+        "the sent message", lambda: alice.by_css("#messages li").get_attribute("data-id")
+    )
     bob.wait("live delivery", lambda: bob.all_by_css(f'#messages li[data-id="{message_id}"] video'))
     url = bob.by_css(f'#messages li[data-id="{message_id}"] video').get_attribute("src")
     assert "pointer=" in url
 
     # Bob plays past 2 s, and time advances.
-    bob.js("document.querySelector(`#messages li[data-id='${arguments[0]}'] video`).play()",
-           message_id)
-    first = bob.wait("playback past 2 s", lambda: (s := _video_state(bob, message_id))
-                     and s["t"] > 2.0 and s, timeout_s=60)
+    bob.js("document.querySelector(`#messages li[data-id='${arguments[0]}'] video`).play()", message_id)
+    first = bob.wait(
+        "playback past 2 s",
+        lambda: (s := _video_state(bob, message_id)) and s["t"] > 2.0 and s,
+        timeout_s=60,
+    )
     assert first["error"] is None
-    bob.wait("currentTime advancing", lambda: _video_state(bob, message_id)["t"]  # type: ignore[index]
-             > first["t"] + 0.5, timeout_s=30)
+    bob.wait(
+        "currentTime advancing",
+        lambda: (
+            _video_state(bob, message_id)["t"]  # type: ignore[index]
+            > first["t"] + 0.5
+        ),
+        timeout_s=30,
+    )
     shot = bob.screenshot(ARTIFACTS / "browser-bob-playing.png")
     print(f"screenshot: {shot.resolve()}")
 
@@ -172,13 +186,25 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
     seek_to = _unbuffered_time(_video_state(bob, message_id) or {}, after=12.0, margin=4.0)
     assert seek_to is not None, "the clip was fully buffered; the throttle did not hold"
     target = seek_to
-    bob.js("document.querySelector(`#messages li[data-id='${arguments[0]}'] video`)"
-           ".currentTime = arguments[1]", message_id, target)
-    bob.wait("playing after the seek", lambda: (s := _video_state(bob, message_id))
-             and not s["seeking"] and s["t"] > target + 0.5, timeout_s=60)
+    bob.js(
+        "document.querySelector(`#messages li[data-id='${arguments[0]}'] video`)"
+        ".currentTime = arguments[1]",
+        message_id,
+        target,
+    )
+    bob.wait(
+        "playing after the seek",
+        lambda: (s := _video_state(bob, message_id)) and not s["seeking"] and s["t"] > target + 0.5,
+        timeout_s=60,
+    )
     media_reqs = _media(bob.network(), media_id)
-    ranged = [r for r in media_reqs if r.type == "Media" and r.status == 206
-              and (r.header("Range") or "bytes=0-").split("=")[1].split("-")[0] not in ("", "0")]
+    ranged = [
+        r
+        for r in media_reqs
+        if r.type == "Media"
+        and r.status == 206
+        and (r.header("Range") or "bytes=0-").split("=")[1].split("-")[0] not in ("", "0")
+    ]
     assert ranged, [(r.type, r.status, r.header("Range")) for r in media_reqs]
 
     # Carol, signed out, opens Bob's link: 401.  Signed in as herself: 403, said in words.
@@ -188,8 +214,14 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
     _sign_in(carol, app_url)
     carol.by_css("#link-url").send_keys(url)
     carol.by_css("#open-link button").click()
-    refusal = carol.wait("the refusal in words", lambda: (el := carol.by_css("#link-player .status"))
-                         and "refusal" in (el.get_attribute("class") or "") and el.text)
+    refusal = carol.wait(
+        "the refusal in words",
+        lambda: (
+            (el := carol.by_css("#link-player .status"))
+            and "refusal" in (el.get_attribute("class") or "")
+            and el.text
+        ),
+    )
     assert "shared with someone else" in refusal and "403" in refusal, refusal
     print(f"screenshot: {carol.screenshot(ARTIFACTS / 'browser-carol-refused.png').resolve()}")
     assert any(r.status == 403 for r in _media(carol.network(), media_id))
@@ -198,21 +230,41 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
     # next Range request is refused (410) and explained.
     unsent_at = time.monotonic()
     alice.by_css(f'#messages li[data-id="{message_id}"] button.unsend').click()
-    bob.wait("the unsend pushed", lambda: "unsent" in (
-        bob.by_css(f'#messages li[data-id="{message_id}"]').get_attribute("class") or ""))
+    bob.wait(
+        "the unsend pushed",
+        lambda: (
+            "unsent"
+            in (bob.by_css(f'#messages li[data-id="{message_id}"]').get_attribute("class") or "")
+        ),
+    )
     state = _video_state(bob, message_id) or {}
     gap = _unbuffered_time(state, after=0.0, before=float(state["t"]))
     assert gap is not None, f"no unbuffered hole behind the play position: {state}"
-    bob.js("document.querySelector(`#messages li[data-id='${arguments[0]}'] video`)"
-           ".currentTime = arguments[1]", message_id, gap)
+    bob.js(
+        "document.querySelector(`#messages li[data-id='${arguments[0]}'] video`)"
+        ".currentTime = arguments[1]",
+        message_id,
+        gap,
+    )
     try:
-        words = bob.wait("the player's refusal", lambda: (
-            el := bob.by_css(f'#messages li[data-id="{message_id}"] .status'))
-            and el.get_attribute("data-code") == "message_unsent" and el.text, timeout_s=60)
+        words = bob.wait(
+            "the player's refusal",
+            lambda: (
+                (el := bob.by_css(f'#messages li[data-id="{message_id}"] .status'))
+                and el.get_attribute("data-code") == "message_unsent"
+                and el.text
+            ),
+            timeout_s=60,
+        )
     except AssertionError:
-        print("diagnostics:", gap, state, _video_state(bob, message_id),
-              bob.text(f'#messages li[data-id="{message_id}"] .status'),
-              [(r.type, r.status, r.header("Range")) for r in _media(bob.network(), media_id)])
+        print(
+            "diagnostics:",
+            gap,
+            state,
+            _video_state(bob, message_id),
+            bob.text(f'#messages li[data-id="{message_id}"] .status'),
+            [(r.type, r.status, r.header("Range")) for r in _media(bob.network(), media_id)],
+        )
         raise
     refused_after_s = time.monotonic() - unsent_at
     assert "unsent by its sender" in words and "410" in words, words

@@ -19,15 +19,13 @@ from ..support.services import DmStack, wait_until
 
 
 async def test_sealed_share_with_a_capability(dm: DmStack, redis: Any) -> None:
-    alice, bob, carol = (await sealed_user(dm), await sealed_user(dm),
-                         await sealed_user(dm))
+    alice, bob, carol = (await sealed_user(dm), await sealed_user(dm), await sealed_user(dm))
     media, data = await dm.edge.add_media(owner=alice.uid)
     conv = await alice.create_conversation([bob.uid, carol.uid], mode="sealed")
     cap = await alice.obtain_capability(media.id, edge_url=edge_url(dm))
     assert alice.capabilities.held(media.id) == cap
     secret = "the capability share 41c9"
-    sent = await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id,
-                                   text=secret)
+    sent = await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id, text=secret)
     stored = await last_message(bob, conv["id"])
     assert stored["id"] == sent["id"] and "grant_id" not in stored  # dm never sees it
     payload = bob.open_message(stored)
@@ -57,15 +55,13 @@ async def test_one_capability_request_serves_every_share(dm: DmStack, redis: Any
     conv = await alice.create_conversation([bob.uid], mode="sealed")
     grants = set()
     for _ in range(3):
-        await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id,
-                                capability=True)
+        await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id, capability=True)
         grants.add(bob.open_message(await last_message(bob, conv["id"])).grant)
     assert len(grants) == 3
     caps = [k async for k in redis.scan_iter(match="cdn:cap:*:meta")]
     assert len(caps) == 1
     # capability=False keeps the grants path.
-    await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id,
-                            capability=False)
+    await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id, capability=False)
     grant = bob.open_message(await last_message(bob, conv["id"])).grant or ""
     assert tf.parse_unverified(grant).type is tf.TokenType.GRANT
 
@@ -88,16 +84,17 @@ async def _is(result: Any, expected: tuple[int, str]) -> bool:
 
 
 @pytest.mark.parametrize("alice_uses", ["capability", "grant"])
-async def test_a_resharers_capability_ends_when_its_source_is_unsent(dm: DmStack,
-                                                                     alice_uses: str) -> None:
-    alice, bob, carol = (await sealed_user(dm), await sealed_user(dm),
-                         await sealed_user(dm))
+async def test_a_resharers_capability_ends_when_its_source_is_unsent(
+    dm: DmStack, alice_uses: str
+) -> None:
+    alice, bob, carol = (await sealed_user(dm), await sealed_user(dm), await sealed_user(dm))
     media, _ = await dm.edge.add_media(owner=alice.uid, allow_reshare=True)
     first = await alice.create_conversation([bob.uid], mode="sealed")
     second = await bob.create_conversation([carol.uid], mode="sealed")
     url = f"{edge_url(dm)}/m/{media.id}"
-    sent = await alice.send_sealed(first["id"], edge_url=edge_url(dm), media_id=media.id,
-                                   capability=alice_uses == "capability")
+    sent = await alice.send_sealed(
+        first["id"], edge_url=edge_url(dm), media_id=media.id, capability=alice_uses == "capability"
+    )
     received = bob.open_message(await last_message(bob, first["id"])).grant or ""
     assert await fetch_code(bob, url, received) == (206, "")
     cap = await bob.obtain_capability(media.id, edge_url=edge_url(dm), via_grant=received)
@@ -110,8 +107,9 @@ async def test_a_resharers_capability_ends_when_its_source_is_unsent(dm: DmStack
     assert await fetch_code(carol, url, reshared) == (206, "")
     # Alice unsends (for a minted grant dm revokes it; for a derived one her client does).
     await alice.unsend(first["id"], sent["id"])
-    await wait_until(lambda: _is(fetch_code(carol, url, reshared),
-                                 (410, "capability_source_revoked")), 2)
+    await wait_until(
+        lambda: _is(fetch_code(carol, url, reshared), (410, "capability_source_revoked")), 2
+    )
 
 
 async def test_dm_refuses_a_derived_grant_id(dm: DmStack) -> None:
@@ -121,17 +119,20 @@ async def test_dm_refuses_a_derived_grant_id(dm: DmStack) -> None:
     alice, bob = await sealed_user(dm), await sealed_user(dm)
     media, _ = await dm.edge.add_media(owner=alice.uid)
     conv = await alice.create_conversation([bob.uid], mode="sealed")
-    sent = await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id,
-                                   capability=True)
+    sent = await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id, capability=True)
     derived = alice.derived_grant_of(conv["id"], sent["id"])
     assert derived is not None
     assert bob.open_message(await last_message(bob, conv["id"])).grant == derived.token
     grant_id = derived.grant_id
     assert bob.device_id is not None
-    body = envelope.seal_body(conv["id"], bob.uid, bob.device_id,
-                              envelope.new_client_message_id(),
-                              envelope.Payload(None, None, "hi", envelope.new_franking_key()),
-                              {u: await bob.devices_of(u) for u in (alice.uid, bob.uid)})
+    body = envelope.seal_body(
+        conv["id"],
+        bob.uid,
+        bob.device_id,
+        envelope.new_client_message_id(),
+        envelope.Payload(None, None, "hi", envelope.new_franking_key()),
+        {u: await bob.devices_of(u) for u in (alice.uid, bob.uid)},
+    )
     body["grant_id"] = grant_id
     with pytest.raises(DmClientError) as info:
         await bob.request("POST", f"/v1/conversations/{conv['id']}/messages", json_body=body)

@@ -58,8 +58,10 @@ def compose_command() -> list[str] | None:
 
 def _skip_reason() -> str | None:
     if os.environ.get("PDM_COMPOSE_TEST") != "1":
-        return ("builds the image and runs the compose stack (minutes): run `make "
-                "test-compose` (PDM_COMPOSE_TEST=1) on a machine with a Docker engine")
+        return (
+            "builds the image and runs the compose stack (minutes): run `make "
+            "test-compose` (PDM_COMPOSE_TEST=1) on a machine with a Docker engine"
+        )
     if shutil.which("docker") is None:
         return "no docker client (Debian: apt-get install docker.io)"
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
@@ -79,8 +81,15 @@ class Stack:
     prometheus_url: str
 
     def run(self, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*self.compose, *args], cwd=ROOT, env=self.env, text=True,
-                              capture_output=True, timeout=timeout_s, check=False)
+        proc = subprocess.run(
+            [*self.compose, *args],
+            cwd=ROOT,
+            env=self.env,
+            text=True,
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
         assert proc.returncode == 0, f"{args}: {proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         return proc
 
@@ -92,26 +101,45 @@ def stack() -> Iterator[Stack]:
         pytest.skip(reason)
     compose = compose_command()
     assert compose is not None
-    ports = {name: free_port() for name in ("DM", "MEDIA", "FRONT", "PROMETHEUS", "GRAFANA",
-                                            "LOCUST")}
-    env = {**os.environ, "COMPOSE_PROJECT_NAME": f"pdmtest{os.getpid()}",
-           # The edges and the nginx front share it (docs/operations.md, section 10.1).
-           "POINTER_FRONT_SECRET": secrets.token_urlsafe(24),
-           **{f"PDM_{name}_PORT": str(port) for name, port in ports.items()}}
-    st = Stack([*compose, "-f", str(ROOT / "docker-compose.yml")], env,
-               f"http://127.0.0.1:{ports['DM']}", f"http://127.0.0.1:{ports['MEDIA']}",
-               f"http://localhost:{ports['FRONT']}", f"http://127.0.0.1:{ports['PROMETHEUS']}")
+    ports = {name: free_port() for name in ("DM", "MEDIA", "FRONT", "PROMETHEUS", "GRAFANA", "LOCUST")}
+    env = {
+        **os.environ,
+        "COMPOSE_PROJECT_NAME": f"pdmtest{os.getpid()}",
+        # The edges and the nginx front share it (docs/operations.md, section 10.1).
+        "POINTER_FRONT_SECRET": secrets.token_urlsafe(24),
+        **{f"PDM_{name}_PORT": str(port) for name, port in ports.items()},
+    }
+    st = Stack(
+        [*compose, "-f", str(ROOT / "docker-compose.yml")],
+        env,
+        f"http://127.0.0.1:{ports['DM']}",
+        f"http://127.0.0.1:{ports['MEDIA']}",
+        f"http://localhost:{ports['FRONT']}",
+        f"http://127.0.0.1:{ports['PROMETHEUS']}",
+    )
     try:
         st.run("build", "dm", timeout_s=1200)
         st.run("run", "--rm", "keys")
         st.run("up", "-d", *SERVICES)
         yield st
     finally:
-        logs = subprocess.run([*st.compose, "logs", "--no-color", "--tail", "40"], cwd=ROOT,
-                              env=env, text=True, capture_output=True, check=False)
+        logs = subprocess.run(
+            [*st.compose, "logs", "--no-color", "--tail", "40"],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            capture_output=True,
+            check=False,
+        )
         print(logs.stdout[-6000:])
-        subprocess.run([*st.compose, "down", "-v", "--remove-orphans"], cwd=ROOT, env=env,
-                       capture_output=True, check=False, timeout=300)
+        subprocess.run(
+            [*st.compose, "down", "-v", "--remove-orphans"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            check=False,
+            timeout=300,
+        )
 
 
 async def _wait_ready(http: aiohttp.ClientSession, url: str, timeout_s: float = 120) -> None:
@@ -129,14 +157,15 @@ async def _wait_ready(http: aiohttp.ClientSession, url: str, timeout_s: float = 
     raise AssertionError(f"{url} not ready: {last}")
 
 
-async def _upload(http: aiohttp.ClientSession, media_url: str, session: str,
-                  data: bytes) -> str:
+async def _upload(http: aiohttp.ClientSession, media_url: str, session: str, data: bytes) -> str:
     form = aiohttp.FormData()
-    form.add_field("metadata", json.dumps({"content_type": "video/mp4"}),
-                   content_type="application/json")
+    form.add_field(
+        "metadata", json.dumps({"content_type": "video/mp4"}), content_type="application/json"
+    )
     form.add_field("file", data, filename="clip.mp4", content_type="video/mp4")
-    async with http.post(f"{media_url}/v1/media", data=form,
-                         headers={"Authorization": f"Bearer {session}"}) as r:
+    async with http.post(
+        f"{media_url}/v1/media", data=form, headers={"Authorization": f"Bearer {session}"}
+    ) as r:
         body = await r.json()
         assert r.status == 201, body
         return str(body["id"])
@@ -196,8 +225,7 @@ async def test_prometheus_scrapes_every_process_and_loads_the_rules(stack: Stack
             if len(health) == 4 and set(health.values()) == {"up"}:
                 break
             await asyncio.sleep(2)
-        assert health == {t: "up" for t in ("media:8080", "edge1:8080", "edge2:8080",
-                                            "dm:8090")}
+        assert health == {t: "up" for t in ("media:8080", "edge1:8080", "edge2:8080", "dm:8090")}
         async with http.get(stack.prometheus_url + "/api/v1/rules") as r:
             groups = {g["name"]: g for g in (await r.json())["data"]["groups"]}
         assert {"pointer_dm_recording", "pointer_dm_alerts"} <= set(groups)

@@ -10,7 +10,8 @@ from loadtests.demo import demo
 
 
 async def test_demo_streams_to_recipient_and_refuses_others(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert await demo(tmp_path / "demo") == 0
     out = capsys.readouterr().out
     assert "sha256 matches" in out

@@ -13,7 +13,8 @@ from ..support.services import DmFactory, wait_until
 
 
 async def test_redis_restart_mid_send_retry_gives_exactly_one_message(
-        make_dm: DmFactory, tmp_path: Path) -> None:
+    make_dm: DmFactory, tmp_path: Path
+) -> None:
     server = RedisProcess(tmp_path / "dm-redis").start()
     restarted = RedisProcess(server.data_dir, port=server.port)
     again = RedisProcess(server.data_dir, port=server.port)

@@ -26,8 +26,7 @@ async def _next_message(events: Any) -> dict[str, Any]:
     raise AssertionError("stream ended")
 
 
-async def test_alice_shares_private_video_bob_streams_carol_refused_unsend_410(
-        dm: DmStack) -> None:
+async def test_alice_shares_private_video_bob_streams_carol_refused_unsend_410(dm: DmStack) -> None:
     alice, bob, conv, (media, data) = await _share(dm)
     carol = await dm.user()
     bob_events = bob.stream()
@@ -94,8 +93,11 @@ async def test_takedown_gives_410_to_everyone_and_refuses_sends(dm: DmStack) -> 
     url = (await bob.read(conv["id"]))["messages"][0]["media"]["url"]
     assert (await bob.fetch_media(url, range_=(0, 9))).status == 206
     mod = await dm.user(roles=["moderator"])
-    async with dm.edge.client.post("/v1/takedowns", json={"media_id": media.id},
-                                   headers={"Authorization": f"Bearer {mod.session_token}"}) as r:
+    async with dm.edge.client.post(
+        "/v1/takedowns",
+        json={"media_id": media.id},
+        headers={"Authorization": f"Bearer {mod.session_token}"},
+    ) as r:
         assert r.status == 200
 
     async def gone_for(c: DmClient, u: str) -> bool:
@@ -116,7 +118,8 @@ async def test_takedown_gives_410_to_everyone_and_refuses_sends(dm: DmStack) -> 
 
 @pytest.mark.parametrize("allow_reshare,expected", [(False, 403), (True, 201)])
 async def test_bob_reshares_alices_private_video_only_if_allowed(
-        dm: DmStack, allow_reshare: bool, expected: int) -> None:
+    dm: DmStack, allow_reshare: bool, expected: int
+) -> None:
     alice, bob, conv, (media, _) = await _share(dm, allow_reshare=allow_reshare)
     carol = await dm.user()
     await alice.send(conv["id"], media_id=media.id)
@@ -245,32 +248,41 @@ async def test_report_goes_to_the_moderation_queue(dm: DmStack, redis: Any) -> N
     assert info.value.status == 403
 
 
-@pytest.mark.parametrize("body,ctype,status,code", [
-    (b"{not json", "application/json", 400, "malformed_request"),
-    (b'{"text": "x", "surprise": 1}', "application/json", 400, "invalid_field"),
-    (b'{"text": 5}', "application/json", 400, "invalid_field"),
-    (b"{}", "application/json", 400, "invalid_field"),
-    (b'{"media_id": "../../x"}', "application/json", 400, "invalid_field"),
-    (b'{"media_id": "m_unknown"}', "application/json", 404, "media_not_found"),
-    (b'{"text": "' + b"x" * 5000 + b'"}', "application/json", 413, "too_large"),
-    (b"x" * 300_000, "application/json", 413, "too_large"),
-    (b'{"text": "x"}', "text/plain", 400, "malformed_request"),
-])
-async def test_bad_send_bodies_are_4xx_json(dm: DmStack, body: bytes, ctype: str, status: int,
-                                            code: str) -> None:
+@pytest.mark.parametrize(
+    "body,ctype,status,code",
+    [
+        (b"{not json", "application/json", 400, "malformed_request"),
+        (b'{"text": "x", "surprise": 1}', "application/json", 400, "invalid_field"),
+        (b'{"text": 5}', "application/json", 400, "invalid_field"),
+        (b"{}", "application/json", 400, "invalid_field"),
+        (b'{"media_id": "../../x"}', "application/json", 400, "invalid_field"),
+        (b'{"media_id": "m_unknown"}', "application/json", 404, "media_not_found"),
+        (b'{"text": "' + b"x" * 5000 + b'"}', "application/json", 413, "too_large"),
+        (b"x" * 300_000, "application/json", 413, "too_large"),
+        (b'{"text": "x"}', "text/plain", 400, "malformed_request"),
+    ],
+)
+async def test_bad_send_bodies_are_4xx_json(
+    dm: DmStack, body: bytes, ctype: str, status: int, code: str
+) -> None:
     alice, _bob, conv, _ = await _share(dm)
-    async with alice.http.post(f"{dm.dm_url}/v1/conversations/{conv['id']}/messages", data=body,
-                               headers={**alice._headers(), "Content-Type": ctype}) as r:
+    async with alice.http.post(
+        f"{dm.dm_url}/v1/conversations/{conv['id']}/messages",
+        data=body,
+        headers={**alice._headers(), "Content-Type": ctype},
+    ) as r:
         assert r.status == status
         assert (await r.json())["error"]["code"] == code
 
 
-@pytest.mark.parametrize("query", ["after=nope", "after=1-2-3", "limit=0", "limit=9999",
-                                   "limit=abc", "after=" + "9" * 40])
+@pytest.mark.parametrize(
+    "query", ["after=nope", "after=1-2-3", "limit=0", "limit=9999", "limit=abc", "after=" + "9" * 40]
+)
 async def test_bad_cursors_are_400(dm: DmStack, query: str) -> None:
     alice, _bob, conv, _ = await _share(dm)
-    async with alice.http.get(f"{dm.dm_url}/v1/conversations/{conv['id']}/messages?{query}",
-                              headers=alice._headers()) as r:
+    async with alice.http.get(
+        f"{dm.dm_url}/v1/conversations/{conv['id']}/messages?{query}", headers=alice._headers()
+    ) as r:
         assert r.status == 400
         assert (await r.json())["error"]["code"] == "bad_cursor"
 
@@ -300,9 +312,14 @@ async def test_non_member_cannot_send_or_read(dm: DmStack) -> None:
 
 async def test_bad_conversation_requests(dm: DmStack) -> None:
     alice = await dm.user()
-    bodies: list[dict[str, Any]] = [{"members": []}, {"members": [alice.uid]}, {"members": "x"},
-              {"members": ["b"], "mode": "secret"}, {"members": ["b" * 300]},
-              {"members": [f"u{i}" for i in range(100)]}]
+    bodies: list[dict[str, Any]] = [
+        {"members": []},
+        {"members": [alice.uid]},
+        {"members": "x"},
+        {"members": ["b"], "mode": "secret"},
+        {"members": ["b" * 300]},
+        {"members": [f"u{i}" for i in range(100)]},
+    ]
     for body in bodies:
         with pytest.raises(DmClientError) as info:
             await alice.request("POST", "/v1/conversations", json_body=body)

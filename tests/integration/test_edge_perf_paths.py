@@ -63,8 +63,7 @@ def media_misses(edge: Edge) -> float:
 
 
 async def get_media(edge: Edge, media_id: str, session: str, ptr: str) -> tuple[int, bytes]:
-    async with edge.client.get(f"/m/{media_id}", params={"pointer": ptr},
-                               headers=bearer(session)) as r:
+    async with edge.client.get(f"/m/{media_id}", params={"pointer": ptr}, headers=bearer(session)) as r:
         return r.status, await r.read()
 
 
@@ -76,15 +75,16 @@ async def all_waiting(edge: Edge, gated: GatedGet, before: float, n: int) -> Non
 
 # -- single flight over HTTP ---------------------------------------------------------------
 
-async def test_concurrent_misses_share_one_registry_read(edge: Edge, issuer: DevIssuer,
-                                                         ring: KeyRing) -> None:
+
+async def test_concurrent_misses_share_one_registry_read(
+    edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, data = await edge.add_media()
     session, ptr = issuer.mint("bob"), mint(ring, media)
     n = 24
     before = media_misses(edge)
     with GatedGet(edge) as gated:
-        requests = [asyncio.ensure_future(get_media(edge, media.id, session, ptr))
-                    for _ in range(n)]
+        requests = [asyncio.ensure_future(get_media(edge, media.id, session, ptr)) for _ in range(n)]
         await all_waiting(edge, gated, before, n)
         gated.gate.set()
         results = await asyncio.gather(*requests)
@@ -95,16 +95,16 @@ async def test_concurrent_misses_share_one_registry_read(edge: Edge, issuer: Dev
     assert edge.state.authorizer.media_lookup.in_flight == 0
 
 
-async def test_concurrent_misses_send_one_hgetall_to_redis(edge: Edge, issuer: DevIssuer,
-                                                           ring: KeyRing, redis: Any) -> None:
+async def test_concurrent_misses_send_one_hgetall_to_redis(
+    edge: Edge, issuer: DevIssuer, ring: KeyRing, redis: Any
+) -> None:
     """The same, with the reads counted by the real Redis server (the wrapper only gates)."""
     media, data = await edge.add_media()
     session, ptr = issuer.mint("bob"), mint(ring, media)
     n = 32
     before, calls_before = media_misses(edge), await hgetall_calls(redis)
     with GatedGet(edge) as gated:
-        requests = [asyncio.ensure_future(get_media(edge, media.id, session, ptr))
-                    for _ in range(n)]
+        requests = [asyncio.ensure_future(get_media(edge, media.id, session, ptr)) for _ in range(n)]
         await all_waiting(edge, gated, before, n)
         gated.gate.set()
         assert await asyncio.gather(*requests) == [(200, data)] * n
@@ -124,16 +124,20 @@ async def hgetall_calls(redis: Any) -> int:
 
 
 async def test_error_in_shared_read_reaches_every_waiter_and_is_not_cached(
-        edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
+    edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, data = await edge.add_media()
     session, ptr = issuer.mint("bob"), mint(ring, media)
     n = 12
     before = media_misses(edge)
     with GatedGet(edge) as gated:
         gated.error = RedisUnavailable("injected")
-        requests = [asyncio.ensure_future(edge.client.get(
-            f"/m/{media.id}", params={"pointer": ptr}, headers=bearer(session)))
-            for _ in range(n)]
+        requests = [
+            asyncio.ensure_future(
+                edge.client.get(f"/m/{media.id}", params={"pointer": ptr}, headers=bearer(session))
+            )
+            for _ in range(n)
+        ]
         await all_waiting(edge, gated, before, n)
         gated.gate.set()
         for resp in await asyncio.gather(*requests):
@@ -141,8 +145,7 @@ async def test_error_in_shared_read_reaches_every_waiter_and_is_not_cached(
                 assert resp.status == 503
                 assert (await resp.json())["error"]["code"] == "redis_unavailable"
         assert gated.calls == [media.id]
-        assert sample(edge, "cdn_auth_decisions_total", outcome="error",
-                      reason="redis_unavailable") == n
+        assert sample(edge, "cdn_auth_decisions_total", outcome="error", reason="redis_unavailable") == n
         # Not cached: the next request reads again, and succeeds.
         gated.error = None
         assert await get_media(edge, media.id, session, ptr) == (200, data)
@@ -192,6 +195,7 @@ async def test_takedown_during_a_read_keeps_the_read_out_of_the_cache(edge: Edge
 
 
 # -- the decision cache --------------------------------------------------------------------
+
 
 class FakeClock:
     def __init__(self, now: float = 1000.0) -> None:
@@ -248,8 +252,13 @@ def test_cache_lookups_are_counted() -> None:
     c.get("b")
     assert seen == [("t", True), ("t", False)]
     m = Metrics()
-    hits = ExpiringCache[int]("pointer", 4, FakeClock(), on_hit=m.cache_counters("pointer").hit,
-                              on_miss=m.cache_counters("pointer").miss)
+    hits = ExpiringCache[int](
+        "pointer",
+        4,
+        FakeClock(),
+        on_hit=m.cache_counters("pointer").hit,
+        on_miss=m.cache_counters("pointer").miss,
+    )
     hits.put("a", 1, 2000)
     for key in ("a", "a", "b"):
         hits.get(key)
@@ -260,8 +269,10 @@ def test_cache_lookups_are_counted() -> None:
 
 # -- memoized media values -----------------------------------------------------------------
 
+
 async def test_media_derived_values_are_memoized_and_not_part_of_the_record(
-        edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
+    edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, data = await edge.add_media()
     assert await get_media(edge, media.id, issuer.mint("bob"), mint(ring, media)) == (200, data)
     cached = edge.state.authorizer.media_cache.get(media.id)
@@ -277,8 +288,10 @@ async def test_media_derived_values_are_memoized_and_not_part_of_the_record(
 
 # -- the access log, written off the loop --------------------------------------------------
 
-async def test_queued_json_log_has_access_lines_without_tokens(edge: Edge, issuer: DevIssuer,
-                                                               ring: KeyRing) -> None:
+
+async def test_queued_json_log_has_access_lines_without_tokens(
+    edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     import aiohttp
     from aiohttp import web
 
@@ -298,8 +311,9 @@ async def test_queued_json_log_has_access_lines_without_tokens(edge: Edge, issue
         logs.configure("INFO", stream=out)
         async with aiohttp.ClientSession() as http:
             for who in (session, issuer.mint("eve")):
-                async with http.get(f"http://127.0.0.1:{port}/m/{media.id}",
-                                    params={"pointer": ptr}, headers=bearer(who)) as r:
+                async with http.get(
+                    f"http://127.0.0.1:{port}/m/{media.id}", params={"pointer": ptr}, headers=bearer(who)
+                ) as r:
                     await r.read()
         try:
             raise ValueError("kept")

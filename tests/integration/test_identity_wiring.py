@@ -13,17 +13,16 @@ from ..support.edge import fetch, mint
 from ..support.services import DmFactory, EdgeFactory, bearer
 
 
-async def test_edge_verifies_sessions_against_dm_jwks_url(make_dm: DmFactory,
-                                                          make_edge: EdgeFactory,
-                                                          ring: KeyRing) -> None:
+async def test_edge_verifies_sessions_against_dm_jwks_url(
+    make_dm: DmFactory, make_edge: EdgeFactory, ring: KeyRing
+) -> None:
     dm = await make_dm()
     # A second edge that knows nothing but dm's JWKS URL, as with an external IdP.
     edge = await make_edge(session_jwks=f"{dm.dm_url}/.well-known/jwks.json")
     bob = await dm.user()
     media, data = await edge.add_media(owner="alice")
     assert bob.session_token is not None
-    status, body = await fetch(edge, media.id, bob.session_token,
-                               mint(ring, media, sub=bob.uid))
+    status, body = await fetch(edge, media.id, bob.session_token, mint(ring, media, sub=bob.uid))
     assert (status, body) == (200, data)
     async with edge.client.get(f"/m/{media.id}", headers=bearer("x.y.z")) as r:
         assert r.status == 401

@@ -81,8 +81,9 @@ def test_cli_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["keys", "init", "--dir", d]) == 1  # refuses to overwrite
 
 
-async def test_rotation_under_concurrent_fetches_has_no_failures(edge: Edge, issuer: DevIssuer,
-                                                                 ring: KeyRing) -> None:
+async def test_rotation_under_concurrent_fetches_has_no_failures(
+    edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, _ = await edge.add_media(size=4096)
     source = KeyRingSource(ring.path, recheck_s=0)
     auth = bearer(issuer.mint("bob"))
@@ -92,10 +93,17 @@ async def test_rotation_under_concurrent_fetches_has_no_failures(edge: Edge, iss
     async def player() -> None:
         while not stop.is_set():
             signer = source.signer()
-            ptr = pointer.mint(signer, media_id=media.id, sub="bob", conversation_id="c",
-                               message_id="m", now=time.time())
-            async with edge.client.get(f"/m/{media.id}", params={"pointer": ptr},
-                                       headers={**auth, "Range": "bytes=0-99"}) as r:
+            ptr = pointer.mint(
+                signer,
+                media_id=media.id,
+                sub="bob",
+                conversation_id="c",
+                message_id="m",
+                now=time.time(),
+            )
+            async with edge.client.get(
+                f"/m/{media.id}", params={"pointer": ptr}, headers={**auth, "Range": "bytes=0-99"}
+            ) as r:
                 await r.read()
                 key = f"{r.status}:{signer.kid}"
                 results[key] = results.get(key, 0) + 1

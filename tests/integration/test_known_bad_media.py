@@ -25,8 +25,9 @@ from ..support.services import DmFactory, EdgeFactory, bearer, wait_until
 
 
 @pytest.mark.parametrize("signal", ["pdq_of_reencoded_copy", "video_md5", "video_sha256"])
-async def test_banked_video_refused_at_upload(make_edge: EdgeFactory, issuer: DevIssuer,
-                                              tmp_path: Path, signal: str) -> None:
+async def test_banked_video_refused_at_upload(
+    make_edge: EdgeFactory, issuer: DevIssuer, tmp_path: Path, signal: str
+) -> None:
     """The upload API is the same for both DM modes: a banked file never gets a media id,
     so it can be neither pointed to (plain) nor granted (sealed)."""
     original = make_video(tmp_path / "a.mp4", seed=1)
@@ -39,20 +40,23 @@ async def test_banked_video_refused_at_upload(make_edge: EdgeFactory, issuer: De
         fp = fingerprint_file(tmp_path / "a.mp4", "video/mp4")
         lines = [f"{signal},{fp.md5 if signal == 'video_md5' else fp.sha256},collab,cat,"]
     edge = await make_edge(bank_manifest=bank_manifest(tmp_path, "refuse", lines, csv=True))
-    async with edge.client.post("/v1/media", data=upload_form(None, original),
-                                headers=bearer(issuer.mint("alice"))) as r:
+    async with edge.client.post(
+        "/v1/media", data=upload_form(None, original), headers=bearer(issuer.mint("alice"))
+    ) as r:
         assert r.status == 403
         assert (await r.json())["error"]["code"] == "media_banked"
     uploads = edge.state.origin.root / "uploads"
     assert not uploads.exists() or not any(p.is_file() for p in uploads.rglob("*"))
     other = make_video(tmp_path / "c.mp4", seed=2)  # unrelated footage still registers
-    async with edge.client.post("/v1/media", data=upload_form(None, other),
-                                headers=bearer(issuer.mint("alice"))) as r:
+    async with edge.client.post(
+        "/v1/media", data=upload_form(None, other), headers=bearer(issuer.mint("alice"))
+    ) as r:
         assert r.status == 201
 
 
 async def test_hold_bank_registers_media_held_until_released(
-        make_dm: DmFactory, make_edge: EdgeFactory, issuer: DevIssuer, tmp_path: Path) -> None:
+    make_dm: DmFactory, make_edge: EdgeFactory, issuer: DevIssuer, tmp_path: Path
+) -> None:
     make_video(tmp_path / "b.mp4", seed=3, variant=True)
     lines = [f"pdq {h}" for h in fingerprint_file(tmp_path / "b.mp4", "video/mp4").pdq]
     # A release reaches edges when their cached record expires (a takedown is pushed at once).
@@ -61,8 +65,9 @@ async def test_hold_bank_registers_media_held_until_released(
     alice = await dm.user()
     mod = await dm.user(roles=["moderator"])
     data = make_video(tmp_path / "a.mp4", seed=3)
-    async with edge.client.post("/v1/media", data=upload_form(None, data),
-                                headers=bearer(alice.session_token or "")) as r:
+    async with edge.client.post(
+        "/v1/media", data=upload_form(None, data), headers=bearer(alice.session_token or "")
+    ) as r:
         assert r.status == 201
         media = await r.json()
     assert media["status"] == "held"
@@ -73,8 +78,11 @@ async def test_hold_bank_registers_media_held_until_released(
     queue = (await mod.request("GET", "/v1/moderation/queue"))["items"]
     item = next(i for i in queue if i.get("media_id") == media["id"])
     assert item["source"] == "media_hold"
-    await mod.request("POST", f"/v1/moderation/items/{item['id']}/actions",
-                      json_body={"action": "release", "reason": "false positive"})
+    await mod.request(
+        "POST",
+        f"/v1/moderation/items/{item['id']}/actions",
+        json_body={"action": "release", "reason": "false positive"},
+    )
     await wait_until(lambda: _fetch_ok(alice, url), 10, 0.1)
 
 
@@ -94,15 +102,17 @@ async def _gone(c: DmClient, url: str, grant: str | None = None) -> bool:
 
 
 @pytest.mark.parametrize("mode", ["plain", "sealed"])
-async def test_banked_later_taken_down_at_every_edge(make_dm: DmFactory, make_edge: EdgeFactory,
-                                                     tmp_path: Path, mode: str) -> None:
+async def test_banked_later_taken_down_at_every_edge(
+    make_dm: DmFactory, make_edge: EdgeFactory, tmp_path: Path, mode: str
+) -> None:
     edge1, edge2 = await make_edge(), await make_edge()
     dm = await make_dm(edge=edge1)
     alice, bob = await dm.user(), await dm.user()
     mod = await dm.user(roles=["moderator"])
     data = make_video(tmp_path / "a.mp4", seed=4)
-    async with edge1.client.post("/v1/media", data=upload_form(None, data),
-                                 headers=bearer(alice.session_token or "")) as r:
+    async with edge1.client.post(
+        "/v1/media", data=upload_form(None, data), headers=bearer(alice.session_token or "")
+    ) as r:
         assert r.status == 201
         media_id = (await r.json())["id"]
     urls: list[str]
@@ -126,24 +136,31 @@ async def test_banked_later_taken_down_at_every_edge(make_dm: DmFactory, make_ed
         assert await _fetch_ok(bob, url, grant)
     # A moderator banks a re-encoded copy's perceptual hashes (found elsewhere, say).
     make_video(tmp_path / "b.mp4", seed=4, variant=True)
-    signals = [{"signal_type": "pdq", "signal": h}
-               for h in fingerprint_file(tmp_path / "b.mp4", "video/mp4").pdq]
-    async with edge2.client.post("/v1/banks/moderation/signals", json={"signals": signals},
-                                 headers=bearer(mod.session_token or "")) as r:
+    signals = [
+        {"signal_type": "pdq", "signal": h}
+        for h in fingerprint_file(tmp_path / "b.mp4", "video/mp4").pdq
+    ]
+    async with edge2.client.post(
+        "/v1/banks/moderation/signals",
+        json={"signals": signals},
+        headers=bearer(mod.session_token or ""),
+    ) as r:
         assert r.status == 200, await r.text()
         assert (await r.json())["taken_down"] == [media_id]
     for url in urls:
         await wait_until(lambda u=url: _gone(bob, u, grant), 5, 0.05)  # type: ignore[misc]
-    async with edge1.client.post("/v1/media", data=upload_form(None, data),
-                                 headers=bearer(alice.session_token or "")) as r:
+    async with edge1.client.post(
+        "/v1/media", data=upload_form(None, data), headers=bearer(alice.session_token or "")
+    ) as r:
         assert r.status == 403  # and it cannot come back
 
 
 async def test_only_moderators_add_to_banks(make_edge: EdgeFactory, issuer: DevIssuer) -> None:
     edge = await make_edge()
     body = {"signals": [{"signal_type": "video_md5", "signal": "0" * 32}]}
-    async with edge.client.post("/v1/banks/moderation/signals", json=body,
-                                headers=bearer(issuer.mint("alice"))) as r:
+    async with edge.client.post(
+        "/v1/banks/moderation/signals", json=body, headers=bearer(issuer.mint("alice"))
+    ) as r:
         assert r.status == 403
     mod = bearer(issuer.mint("mod", roles=["moderator"]))
     async with edge.client.post("/v1/banks/nope/signals", json=body, headers=mod) as r:
@@ -192,8 +209,9 @@ async def test_fingerprint_of_undecodable_file_keeps_exact_hashes(tmp_path: Path
 def test_matcher_benchmark_prints_the_contracted_keys(capsys: pytest.CaptureFixture[str]) -> None:
     from loadtests.bench.__main__ import main as bench
 
-    assert bench(["matcher", "--json", "--sizes", "1000,10000", "--queries", "20",
-                  "--repeats", "1"]) == 0
+    assert (
+        bench(["matcher", "--json", "--sizes", "1000,10000", "--queries", "20", "--repeats", "1"]) == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     for tag in ("1e3", "1e4"):
         assert doc[f"lookups_per_s_per_core_{tag}"] > 0 and doc[f"bytes_per_hash_{tag}"] > 32

@@ -36,22 +36,54 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcStack]:
 
 
 def _run(args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout_s, check=False)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n" \
-                                 f"{proc.stderr[-3000:]}"
+    proc = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
 
 def _short_run(stack: ProcStack, run_dir: Path, *extra: str) -> Path:
     """``python -m loadtests run`` for seconds against the test's stack (videos uploaded)."""
     stack.check_alive()
-    _run(["loadtests", "run", "--dm-url", stack.dm_url, "--edge-url", stack.edge_url,
-          "--dir", str(run_dir), "--rounds", "2", "--rate", "8", "--trial-seconds", "1",
-          "--warmup-seconds", "0", "--step-rates", "16", "--step-seconds", "1",
-          "--refine", "0", "--view-ratio", "1", "--redis-url", stack.redis_url,
-          *(f"--server-pid={name}={pid}" for name, pid in stack.pids().items()), *extra],
-         timeout_s=110)
+    _run(
+        [
+            "loadtests",
+            "run",
+            "--dm-url",
+            stack.dm_url,
+            "--edge-url",
+            stack.edge_url,
+            "--dir",
+            str(run_dir),
+            "--rounds",
+            "2",
+            "--rate",
+            "8",
+            "--trial-seconds",
+            "1",
+            "--warmup-seconds",
+            "0",
+            "--step-rates",
+            "16",
+            "--step-seconds",
+            "1",
+            "--refine",
+            "0",
+            "--view-ratio",
+            "1",
+            "--redis-url",
+            stack.redis_url,
+            *(f"--server-pid={name}={pid}" for name, pid in stack.pids().items()),
+            *extra,
+        ],
+        timeout_s=110,
+    )
     return run_dir
 
 
@@ -68,8 +100,7 @@ def test_every_user_class_runs_and_reports(stack: ProcStack, short_run: Path) ->
         m = doc["modes"][mode]
         assert m["count"] > 0 and m["errors"] == 0, (mode, m["flows"])
         for phase in phases_of(mode):
-            assert m["phases"][phase]["count"] > 0 and m["phases"][phase]["errors"] == 0, \
-                (mode, phase)
+            assert m["phases"][phase]["count"] > 0 and m["phases"][phase]["errors"] == 0, (mode, phase)
         view = m["view"]
         assert view["count"] > 0 and view["errors"] == 0, (VIEW_PREFIX + mode, view["flows"])
         for phase in phases_of(VIEW_PREFIX + mode):
@@ -89,9 +120,10 @@ def test_every_user_class_runs_and_reports(stack: ProcStack, short_run: Path) ->
         assert f["seal_us"] > 0 and f["open_us"] > 0 and f["binding_rtt_us"] > 0, f
         assert f["derive_us"] > 0 and f["grant_check_us"] > 0, f  # the capability path
         assert f["floor_ms"] == pytest.approx(
-            (f["derive_us"] + f["seal_us"] + f["open_us"] + f["grant_check_us"]
-             + f["binding_rtt_us"]) / 1000,
-            abs=0.002)
+            (f["derive_us"] + f["seal_us"] + f["open_us"] + f["grant_check_us"] + f["binding_rtt_us"])
+            / 1000,
+            abs=0.002,
+        )
         assert f["multiple"] == pytest.approx(f["overhead_ms"] / f["floor_ms"], abs=0.01)
     lags = [r["loop_lag_p99_ms"] for r in doc["validity"]["segments"]]
     assert lags and all(x is not None and x >= 0 for x in lags), lags
@@ -104,18 +136,34 @@ def test_every_user_class_runs_and_reports(stack: ProcStack, short_run: Path) ->
 
 def test_master_with_two_workers_merges_exact_counts(stack: ProcStack, tmp_path: Path) -> None:
     pools = {"plain": 3, "sealed": 3, "view-sealed": 2}
-    seeded = seed(Targets(stack.dm_url, stack.edge_url), {s: n + 2 for s, n in pools.items()},
-                  origin_path=stack.origin_path)
+    seeded = seed(
+        Targets(stack.dm_url, stack.edge_url),
+        {s: n + 2 for s, n in pools.items()},
+        origin_path=stack.origin_path,
+    )
     seeded.save(tmp_path / "seed.json")
-    cfg = DriveConfig(stack.dm_url, stack.edge_url, str(tmp_path / "seed.json"),
-                      str(tmp_path / "out"), pools, modes=["plain", "sealed"], workers=2,
-                      view_ratio=0.5, warmup_s=0, rounds=1, trial_rate=12, trial_s=2,
-                      step_rates=[], refine=0)
+    cfg = DriveConfig(
+        stack.dm_url,
+        stack.edge_url,
+        str(tmp_path / "seed.json"),
+        str(tmp_path / "out"),
+        pools,
+        modes=["plain", "sealed"],
+        workers=2,
+        view_ratio=0.5,
+        warmup_s=0,
+        rounds=1,
+        trial_rate=12,
+        trial_s=2,
+        step_rates=[],
+        refine=0,
+    )
     cfg.save(tmp_path / "drive.json")
     _run(["loadtests.load.drive", str(tmp_path / "drive.json")], timeout_s=100)
     driver: dict[str, Any] = json.loads((tmp_path / "out" / "driver.json").read_text())
-    segments = [json.loads(line) for line in
-                (tmp_path / "out" / "segments.jsonl").read_text().splitlines()]
+    segments = [
+        json.loads(line) for line in (tmp_path / "out" / "segments.jsonl").read_text().splitlines()
+    ]
     merged = sum(SegmentData.from_json(s["data"]).total_count() for s in segments)
     per_worker = driver["worker_recorded"]
     assert driver["distributed"] and sorted(per_worker) == ["0", "1"]
@@ -131,12 +179,25 @@ def test_report_page_renders_its_plots(short_run: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     shot = tmp_path / "shot.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-                    "--window-size=1200,3000", f"--screenshot={shot}",
-                    (short_run / "report.html").as_uri()],
-                   capture_output=True, timeout=60, check=True)
+    subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,3000",
+            f"--screenshot={shot}",
+            (short_run / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     with Image.open(shot) as img:
         rgb = img.convert("RGB")
         colors = rgb.getcolors(maxcolors=1 << 20) or []
@@ -148,10 +209,11 @@ def test_report_page_renders_its_plots(short_run: Path, tmp_path: Path) -> None:
 
 def test_compare_two_real_runs(stack: ProcStack, short_run: Path, tmp_path: Path) -> None:
     """A second short run (no step load, two modes) against the first: three files, a sentence."""
-    second = _short_run(stack, tmp_path / "second", "--modes", "plain,sealed",
-                        "--step-rates", "none")
-    proc = _run(["loadtests", "compare", str(short_run), str(second), "--out",
-                 str(tmp_path / "cmp")], timeout_s=60)
+    second = _short_run(stack, tmp_path / "second", "--modes", "plain,sealed", "--step-rates", "none")
+    proc = _run(
+        ["loadtests", "compare", str(short_run), str(second), "--out", str(tmp_path / "cmp")],
+        timeout_s=60,
+    )
     doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert set(doc["modes"]) == {"plain", "sealed"}  # the modes both runs measured
     assert doc["comparability"]["comparable"], doc["comparability"]

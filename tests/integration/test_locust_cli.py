@@ -29,10 +29,33 @@ def locust(stack: ProcStack, out: Path, seconds: int) -> tuple[list[dict[str, st
     -t Ns PlainShare SealedShare``; the stats CSV rows and the output."""
     exe = shutil.which("locust", path=str(Path(sys.executable).parent)) or "locust"
     proc = subprocess.run(
-        [exe, "-f", "loadtests/load/locustfile.py", "--host", stack.dm_url,
-         "--edge-url", stack.edge_url, "--headless", "-u", "4", "-r", "4", "-t", f"{seconds}s",
-         "--csv", str(out / "run"), "--only-summary", "PlainShare", "SealedShare"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+        [
+            exe,
+            "-f",
+            "loadtests/load/locustfile.py",
+            "--host",
+            stack.dm_url,
+            "--edge-url",
+            stack.edge_url,
+            "--headless",
+            "-u",
+            "4",
+            "-r",
+            "4",
+            "-t",
+            f"{seconds}s",
+            "--csv",
+            str(out / "run"),
+            "--only-summary",
+            "PlainShare",
+            "SealedShare",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     output = proc.stdout[-4000:] + proc.stderr[-4000:]
     assert proc.returncode == 0, output
     with open(out / "run_stats.csv", newline="") as f:

@@ -23,11 +23,17 @@ from dm.client import DmClient, DmClientError
 from ..support.media_samples import make_video
 from ..support.services import DmFactory, DmStack, wait_until
 
-LISTS = {"lists": [
-    {"label": "scam", "verdict": "flag", "keywords": ["gift card", "wire the money"]},
-    {"label": "grooming", "verdict": "hold", "keywords": ["our little secret"],
-     "patterns": [r"\bdon'?t\s+tell\s+your\s+(mum|mom|parents)\b"]},
-]}
+LISTS = {
+    "lists": [
+        {"label": "scam", "verdict": "flag", "keywords": ["gift card", "wire the money"]},
+        {
+            "label": "grooming",
+            "verdict": "hold",
+            "keywords": ["our little secret"],
+            "patterns": [r"\bdon'?t\s+tell\s+your\s+(mum|mom|parents)\b"],
+        },
+    ]
+}
 
 
 @pytest.fixture
@@ -69,8 +75,11 @@ async def test_held_message_reaches_nobody_until_released(sdm: DmStack) -> None:
     events = bob.stream()
     first = asyncio.ensure_future(events.__anext__())
     await asyncio.sleep(0.2)
-    held = await alice.request("POST", f"/v1/conversations/{conv['id']}/messages",
-                               json_body={"text": "this is our little secret", "media_id": media.id})
+    held = await alice.request(
+        "POST",
+        f"/v1/conversations/{conv['id']}/messages",
+        json_body={"text": "this is our little secret", "media_id": media.id},
+    )
     assert held["held"] is True
     after = await alice.send(conv["id"], text="hello")
     pushed = await asyncio.wait_for(first, 5)
@@ -84,26 +93,29 @@ async def test_held_message_reaches_nobody_until_released(sdm: DmStack) -> None:
     shown = next(m for m in view["context"] if m["id"] == held["id"])
     assert shown["held"] and shown["text"] == "this is our little secret"
     nxt = asyncio.ensure_future(events.__anext__())
-    done = await mod.request("POST", f"/v1/moderation/items/{item['id']}/actions",
-                             json_body={"action": "release", "reason": "context is benign"})
+    done = await mod.request(
+        "POST",
+        f"/v1/moderation/items/{item['id']}/actions",
+        json_body={"action": "release", "reason": "context is benign"},
+    )
     released = (await asyncio.wait_for(nxt, 5))["message"]
     await events.aclose()
     assert released["id"] == done["released_as"] and released["text"] == held["text"]
     assert released["media"]["pointer"]  # delivered now, with bob's own pointer
-    assert [m["id"] for m in (await bob.read(conv["id"]))["messages"]] == [after["id"],
-                                                                          released["id"]]
+    assert [m["id"] for m in (await bob.read(conv["id"]))["messages"]] == [after["id"], released["id"]]
 
 
 async def test_moderator_opens_plain_report_in_context(sdm: DmStack) -> None:
     alice, bob, mod = await sdm.user(), await sdm.user(), await _mod(sdm)
     media, data = await sdm.edge.add_media(owner=alice.uid)
     conv = await alice.create_conversation([bob.uid])
-    ids = [(await alice.send(conv["id"], text=f"m{i}",
-                             media_id=media.id if i == 6 else None))["id"] for i in range(12)]
+    ids = [
+        (await alice.send(conv["id"], text=f"m{i}", media_id=media.id if i == 6 else None))["id"]
+        for i in range(12)
+    ]
     await bob.report(conv["id"], ids[6], reason="abusive")
     [item] = await _queue(mod)
-    view = await mod.request("GET", f"/v1/moderation/items/{item['id']}",
-                             params={"context": "3"})
+    view = await mod.request("GET", f"/v1/moderation/items/{item['id']}", params={"context": "3"})
     assert [m["id"] for m in view["context"]] == ids[3:10]
     reported = view["context"][3]
     assert reported["text"] == "m6" and view["server_copy"]["text"] == "m6"
@@ -115,13 +127,11 @@ async def test_moderator_opens_plain_report_in_context(sdm: DmStack) -> None:
     assert r.status == 206 and r.body == data[:100]
     with pytest.raises(DmClientError):  # it is the moderator's, not a link anyone can use
         await bob.fetch_media(player["url"], range_=(0, 99))
-    small = await mod.request("GET", f"/v1/moderation/items/{item['id']}",
-                              params={"context": "0"})
+    small = await mod.request("GET", f"/v1/moderation/items/{item['id']}", params={"context": "0"})
     assert [m["id"] for m in small["context"]] == [ids[6]]
 
 
-async def test_moderator_opens_sealed_report_with_only_the_unlocked_message(
-        sdm: DmStack) -> None:
+async def test_moderator_opens_sealed_report_with_only_the_unlocked_message(sdm: DmStack) -> None:
     alice, bob, mod = await sdm.user(), await sdm.user(), await _mod(sdm)
     for c in (alice, bob):
         c.use_device_key(envelope.DeviceKey.generate("x25519"))
@@ -130,14 +140,14 @@ async def test_moderator_opens_sealed_report_with_only_the_unlocked_message(
     conv = await alice.create_conversation([bob.uid], mode="sealed")
     edge_url = str(sdm.edge.client.make_url("")).rstrip("/")
     for i in range(5):
-        await alice.send_sealed(conv["id"], edge_url=edge_url, text=f"sealed-text-{i}",
-                                media_id=media.id if i == 2 else None)
+        await alice.send_sealed(
+            conv["id"], edge_url=edge_url, text=f"sealed-text-{i}", media_id=media.id if i == 2 else None
+        )
     messages = (await bob.read(conv["id"]))["messages"]
     payload = bob.open_message(messages[2])
     await bob.report_sealed(messages[2], payload, reason="threat")
     [item] = await _queue(mod)
-    view = await mod.request("GET", f"/v1/moderation/items/{item['id']}",
-                             params={"context": "5"})
+    view = await mod.request("GET", f"/v1/moderation/items/{item['id']}", params={"context": "5"})
     assert view["context"] == [] and "only the message the reporter unlocked" in view["note"]
     assert view["message"]["text"] == "sealed-text-2"
     assert view["message"]["evidence"] == "franking_verified"
@@ -146,9 +156,13 @@ async def test_moderator_opens_sealed_report_with_only_the_unlocked_message(
     r = await mod.fetch_media(view["message"]["media"]["url"], range_=(0, 9))
     assert r.body == data[:10]
     # Opening the sealed conversation's messages directly yields nothing readable.
-    status, code = await _code(mod.request(
-        "GET", f"/v1/moderation/conversations/{conv['id']}/messages/{messages[1]['id']}",
-        params={"justification": item["id"]}))
+    status, code = await _code(
+        mod.request(
+            "GET",
+            f"/v1/moderation/conversations/{conv['id']}/messages/{messages[1]['id']}",
+            params={"justification": item["id"]},
+        )
+    )
     assert (status, code) == (409, "action_not_applicable")
 
 
@@ -163,20 +177,27 @@ async def test_view_without_justification_refused(sdm: DmStack) -> None:
     path = f"/v1/moderation/conversations/{conv['id']}/messages/{mid}"
     assert await _code(mod.request("GET", path)) == (403, "justification_required")
     for bogus in ("q-1-0", "lr_nothing", "because"):
-        assert await _code(mod.request("GET", path, params={"justification": bogus})) == \
-            (403, "justification_required")
+        assert await _code(mod.request("GET", path, params={"justification": bogus})) == (
+            403,
+            "justification_required",
+        )
     # An item about one conversation does not open another.
-    assert await _code(mod.request(
-        "GET", f"/v1/moderation/conversations/{other['id']}/messages/{omid}",
-        params={"justification": item["id"]})) == (403, "justification_required")
+    assert await _code(
+        mod.request(
+            "GET",
+            f"/v1/moderation/conversations/{other['id']}/messages/{omid}",
+            params={"justification": item["id"]},
+        )
+    ) == (403, "justification_required")
     ok = await mod.request("GET", path, params={"justification": item["id"], "context": "0"})
     assert [m["text"] for m in ok["context"]] == ["hello"]
-    assert await _code(bob.request("GET", path, params={"justification": item["id"]})) == \
-        (403, "role_required")
+    assert await _code(bob.request("GET", path, params={"justification": item["id"]})) == (
+        403,
+        "role_required",
+    )
 
 
-async def test_every_view_and_action_in_audit_log_and_moderators_cannot_read_it(
-        sdm: DmStack) -> None:
+async def test_every_view_and_action_in_audit_log_and_moderators_cannot_read_it(sdm: DmStack) -> None:
     alice, bob, mod = await sdm.user(), await sdm.user(), await _mod(sdm)
     auditor = await _mod(sdm, "auditor")
     media, _ = await sdm.edge.add_media(owner=alice.uid)
@@ -187,20 +208,29 @@ async def test_every_view_and_action_in_audit_log_and_moderators_cannot_read_it(
     await mod.request("GET", f"/v1/moderation/items/{item['id']}")
     await _code(mod.request("GET", f"/v1/moderation/conversations/{conv['id']}/messages/{mid}"))
     for action in ("take_down_media", "suspend_user", "dismiss"):
-        await mod.request("POST", f"/v1/moderation/items/{item['id']}/actions",
-                          json_body={"action": action, "reason": "policy 4.2"})
+        await mod.request(
+            "POST",
+            f"/v1/moderation/items/{item['id']}/actions",
+            json_body={"action": action, "reason": "policy 4.2"},
+        )
     assert await _code(mod.request("GET", "/v1/audit")) == (403, "role_required")
     entries = (await auditor.request("GET", "/v1/audit"))["entries"]
     assert [(e["action"], e["justification"]) for e in entries] == [
-        ("list_queue", ""), ("open_item", item["id"]), ("open_refused", ""),
-        ("take_down_media", item["id"]), ("suspend_user", item["id"]),
-        ("dismiss", item["id"])]
+        ("list_queue", ""),
+        ("open_item", item["id"]),
+        ("open_refused", ""),
+        ("take_down_media", item["id"]),
+        ("suspend_user", item["id"]),
+        ("dismiss", item["id"]),
+    ]
     assert {e["actor"] for e in entries} == {mod.uid}
     assert entries[3]["media_id"] == media.id and entries[4]["target_user"] == alice.uid
     # The actions took effect: media down at the edge, the sender suspended, item closed.
     assert await _code(alice.send(conv["id"], text="again")) == (403, "user_suspended")
-    assert await _code(alice.fetch_media(str(sdm.edge.client.make_url(f"/m/{media.id}")))) == \
-        (410, "media_taken_down")
+    assert await _code(alice.fetch_media(str(sdm.edge.client.make_url(f"/m/{media.id}")))) == (
+        410,
+        "media_taken_down",
+    )
     assert await _queue(mod) == []
     # No route deletes audit entries; the stream only grows.
     after = (await auditor.request("GET", "/v1/audit"))["entries"]
@@ -218,10 +248,16 @@ async def test_legal_export_plain_messages_in_scope(sdm: DmStack) -> None:
     hi = int(time.time() * 1000)
     await asyncio.sleep(0.02)
     await bob.send(conv["id"], text="after scope")
-    body = {"reference": "court-order-2026-117", "conversation_id": conv["id"],
-            "from_ms": lo, "to_ms": hi}
-    assert await _code(alice.request("POST", "/v1/legal/requests", json_body=body)) == \
-        (403, "role_required")
+    body = {
+        "reference": "court-order-2026-117",
+        "conversation_id": conv["id"],
+        "from_ms": lo,
+        "to_ms": hi,
+    }
+    assert await _code(alice.request("POST", "/v1/legal/requests", json_body=body)) == (
+        403,
+        "role_required",
+    )
     req = await legal.request("POST", "/v1/legal/requests", json_body=body)
     export = await legal.request("GET", f"/v1/legal/requests/{req['id']}/export")
     assert export["content_available"] is True
@@ -229,19 +265,27 @@ async def test_legal_export_plain_messages_in_scope(sdm: DmStack) -> None:
     assert early["id"] not in json.dumps(export)
     entries = (await auditor.request("GET", "/v1/audit"))["entries"]
     assert [(e["action"], e["justification"]) for e in entries] == [
-        ("file_legal_request", req["id"]), ("legal_export", req["id"])]
+        ("file_legal_request", req["id"]),
+        ("legal_export", req["id"]),
+    ]
     # The legal request justifies opening a message in its scope, and only there.
     mod = await _mod(sdm)
-    ok = await mod.request("GET", f"/v1/moderation/conversations/{conv['id']}/messages/"
-                           f"{inside[0]}", params={"justification": req["id"], "context": "0"})
+    ok = await mod.request(
+        "GET",
+        f"/v1/moderation/conversations/{conv['id']}/messages/{inside[0]}",
+        params={"justification": req["id"], "context": "0"},
+    )
     assert ok["context"][0]["text"] == "in 0"
-    assert await _code(mod.request(
-        "GET", f"/v1/moderation/conversations/{conv['id']}/messages/{early['id']}",
-        params={"justification": req["id"]})) == (403, "justification_required")
+    assert await _code(
+        mod.request(
+            "GET",
+            f"/v1/moderation/conversations/{conv['id']}/messages/{early['id']}",
+            params={"justification": req["id"]},
+        )
+    ) == (403, "justification_required")
 
 
-async def test_legal_export_sealed_gives_metadata_and_says_content_unavailable(
-        sdm: DmStack) -> None:
+async def test_legal_export_sealed_gives_metadata_and_says_content_unavailable(sdm: DmStack) -> None:
     alice, bob, legal = await sdm.user(), await sdm.user(), await _mod(sdm, "legal")
     for c in (alice, bob):
         c.use_device_key(envelope.DeviceKey.generate("x25519"))
@@ -250,10 +294,16 @@ async def test_legal_export_sealed_gives_metadata_and_says_content_unavailable(
     edge_url = str(sdm.edge.client.make_url("")).rstrip("/")
     secret = "the plan is at 9"
     await alice.send_sealed(conv["id"], edge_url=edge_url, text=secret)
-    req = await legal.request("POST", "/v1/legal/requests", json_body={
-        "reference": "warrant-88", "conversation_id": conv["id"],
-        "from_ms": int(time.time() * 1000) - 3_600_000,
-        "to_ms": int(time.time() * 1000) + 1000})
+    req = await legal.request(
+        "POST",
+        "/v1/legal/requests",
+        json_body={
+            "reference": "warrant-88",
+            "conversation_id": conv["id"],
+            "from_ms": int(time.time() * 1000) - 3_600_000,
+            "to_ms": int(time.time() * 1000) + 1000,
+        },
+    )
     export = await legal.request("GET", f"/v1/legal/requests/{req['id']}/export")
     assert export["content_available"] is False
     assert "not available" in export["statement"]
@@ -281,8 +331,9 @@ async def test_classifier_timeout_falls_back_to_flag(make_dm: DmFactory) -> None
 
     async def quick(request: web.Request) -> web.Response:
         doc = await request.json()
-        return web.json_response({"verdict": "hold" if "bad" in doc["text"] else "allow",
-                                  "label": "model-x"})
+        return web.json_response(
+            {"verdict": "hold" if "bad" in doc["text"] else "allow", "label": "model-x"}
+        )
 
     results = {}
     for name, handler in (("slow", slow), ("quick", quick)):
@@ -291,14 +342,20 @@ async def test_classifier_timeout_falls_back_to_flag(make_dm: DmFactory) -> None
         server = TestServer(app)
         await server.start_server()
         try:
-            dm = await make_dm(classifier_url=str(server.make_url("/classify")),
-                               classifier_timeout_s=0.2)
+            dm = await make_dm(
+                classifier_url=str(server.make_url("/classify")), classifier_timeout_s=0.2
+            )
             alice, bob, mod = await dm.user(), await dm.user(), await _mod(dm)
             conv = await alice.create_conversation([bob.uid])
             sent = await alice.send(conv["id"], text="a bad idea")
-            results[name] = (sent.get("held", False), [
-                (i["verdict"], i["labels"]) for i in await _queue(mod)
-                if i["conversation_id"] == conv["id"]])
+            results[name] = (
+                sent.get("held", False),
+                [
+                    (i["verdict"], i["labels"])
+                    for i in await _queue(mod)
+                    if i["conversation_id"] == conv["id"]
+                ],
+            )
         finally:
             await server.close()
     assert results["slow"] == (False, [("flag", "classifier_unavailable")])
@@ -313,8 +370,9 @@ async def test_remove_message_action_unsends_it_for_everyone(sdm: DmStack) -> No
     url = (await bob.read(conv["id"]))["messages"][0]["media"]["url"]
     await bob.report(conv["id"], mid)
     [item] = await _queue(mod)
-    done = await mod.request("POST", f"/v1/moderation/items/{item['id']}/actions",
-                             json_body={"action": "remove_message"})
+    done = await mod.request(
+        "POST", f"/v1/moderation/items/{item['id']}/actions", json_body={"action": "remove_message"}
+    )
     assert done["removed"] is True
     assert (await bob.read(conv["id"]))["messages"] == []
 
@@ -331,17 +389,18 @@ async def test_remove_message_action_unsends_it_for_everyone(sdm: DmStack) -> No
 async def test_bank_media_action_takes_down_every_copy(sdm: DmStack, tmp_path: Path) -> None:
     """From a report, a moderator banks the media: the reported item and a re-encoded copy
     someone else uploaded are both taken down, and a fresh upload of it is refused."""
-    alice, bob, carol, mod = (await sdm.user(), await sdm.user(), await sdm.user(),
-                              await _mod(sdm))
+    alice, bob, carol, mod = (await sdm.user(), await sdm.user(), await sdm.user(), await _mod(sdm))
     edge = sdm.edge.client
 
     async def upload(c: DmClient, data: bytes) -> tuple[int, dict[str, Any]]:
         form = aiohttp.FormData()
-        form.add_field("metadata", json.dumps({"content_type": "video/mp4"}),
-                       content_type="application/json")
+        form.add_field(
+            "metadata", json.dumps({"content_type": "video/mp4"}), content_type="application/json"
+        )
         form.add_field("file", data, filename="v.mp4", content_type="video/mp4")
-        async with edge.post("/v1/media", data=form,
-                             headers={"Authorization": f"Bearer {c.session_token}"}) as r:
+        async with edge.post(
+            "/v1/media", data=form, headers={"Authorization": f"Bearer {c.session_token}"}
+        ) as r:
             return r.status, await r.json()
 
     status, original = await upload(alice, make_video(tmp_path / "a.mp4", seed=9))
@@ -352,11 +411,16 @@ async def test_bank_media_action_takes_down_every_copy(sdm: DmStack, tmp_path: P
     mid = (await alice.send(conv["id"], media_id=original["id"]))["id"]
     await bob.report(conv["id"], mid, reason="known abuse video")
     [item] = await _queue(mod)
-    done = await mod.request("POST", f"/v1/moderation/items/{item['id']}/actions",
-                             json_body={"action": "bank_media", "reason": "matches NCMEC"})
+    done = await mod.request(
+        "POST",
+        f"/v1/moderation/items/{item['id']}/actions",
+        json_body={"action": "bank_media", "reason": "matches NCMEC"},
+    )
     assert sorted(done["taken_down"]) == sorted([original["id"], copy["id"]])
     for c, m in ((alice, original), (carol, copy)):
-        assert await _code(c.fetch_media(str(edge.make_url(f"/m/{m['id']}")))) == \
-            (410, "media_taken_down")
+        assert await _code(c.fetch_media(str(edge.make_url(f"/m/{m['id']}")))) == (
+            410,
+            "media_taken_down",
+        )
     status, refused = await upload(carol, make_video(tmp_path / "c.mp4", seed=9))
     assert (status, refused["error"]["code"]) == (403, "media_banked")

@@ -32,40 +32,49 @@ def control() -> tuple[int, str]:
 
 @pytest.fixture
 async def web_edge(make_edge: EdgeFactory, tmp_path: Path, control: tuple[int, str]) -> Edge:
-    return await make_edge(playback_secret_path=tmp_path / "playback.key",
-                           cors_origins=(APP_ORIGIN,),
-                           front_control_url=f"http://127.0.0.1:{control[0]}/_front/revocations",
-                           front_control_secret=control[1], front_push_interval_s=0.1)
+    return await make_edge(
+        playback_secret_path=tmp_path / "playback.key",
+        cors_origins=(APP_ORIGIN,),
+        front_control_url=f"http://127.0.0.1:{control[0]}/_front/revocations",
+        front_control_secret=control[1],
+        front_push_interval_s=0.1,
+    )
 
 
 @pytest.fixture
-async def front(web_edge: Edge, tmp_path: Path,
-                control: tuple[int, str]) -> AsyncIterator[NginxFront]:
+async def front(web_edge: Edge, tmp_path: Path, control: tuple[int, str]) -> AsyncIterator[NginxFront]:
     try:
         find_nginx()
         check_lua_module()
     except NginxUnavailable as exc:
         pytest.skip(str(exc))  # .ci/run installs nginx, so CI always runs this
-    with NginxFront(tmp_path / "nginx", port=free_port(),
-                    authorizer=f"127.0.0.1:{web_edge.client.port}",
-                    origin=web_edge.state.origin.root, auth_cache_s=AUTH_CACHE_S,
-                    cors_origins=(APP_ORIGIN,), control_port=control[0],
-                    control_secret=control[1]) as nginx:
+    with NginxFront(
+        tmp_path / "nginx",
+        port=free_port(),
+        authorizer=f"127.0.0.1:{web_edge.client.port}",
+        origin=web_edge.state.origin.root,
+        auth_cache_s=AUTH_CACHE_S,
+        cors_origins=(APP_ORIGIN,),
+        control_port=control[0],
+        control_secret=control[1],
+    ) as nginx:
         feed = web_edge.app[FRONT_FEED]
         await wait_until(lambda: feed.pushes > 0, 15)  # the decision cache is live
         yield nginx
 
 
-async def _req(method: str, url: str, cookie: str | None = None,
-               **headers: str) -> tuple[int, bytes, Any]:
+async def _req(
+    method: str, url: str, cookie: str | None = None, **headers: str
+) -> tuple[int, bytes, Any]:
     if cookie is not None:
         headers["Cookie"] = f"{COOKIE_NAME}={cookie}"
     async with aiohttp.ClientSession() as http, http.request(method, url, headers=headers) as r:
         return r.status, await r.read(), r.headers
 
 
-async def test_cookie_plays_through_nginx_with_cors(front: NginxFront, web_edge: Edge,
-                                                    issuer: DevIssuer, ring: KeyRing) -> None:
+async def test_cookie_plays_through_nginx_with_cors(
+    front: NginxFront, web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, data = await web_edge.add_media(size=50_000)
     bob, _ = await cookie_for(web_edge, issuer.mint("bob"))
     url = f"{front.url}/m/{media.id}?pointer={mint(ring, media, 'bob')}"
@@ -80,7 +89,8 @@ async def test_cookie_plays_through_nginx_with_cors(front: NginxFront, web_edge:
 
 
 async def test_cached_decision_not_shared_across_cookies(
-        front: NginxFront, web_edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
+    front: NginxFront, web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     """nginx caches allow decisions; the key includes the cookie, so Carol never rides
     on Bob's cached 204 for the very same URL."""
     media, _ = await web_edge.add_media()
@@ -98,7 +108,8 @@ async def test_cached_decision_not_shared_across_cookies(
 
 
 async def test_cookie_ignored_for_post_through_nginx(
-        front: NginxFront, web_edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
+    front: NginxFront, web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, _ = await web_edge.add_media()
     bob, _ = await cookie_for(web_edge, issuer.mint("bob"))
     url = f"{front.url}/m/{media.id}?pointer={mint(ring, media, 'bob')}"
@@ -106,7 +117,8 @@ async def test_cookie_ignored_for_post_through_nginx(
 
 
 async def test_nginx_cors_preflight_and_unlisted_origin(
-        front: NginxFront, web_edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
+    front: NginxFront, web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, _ = await web_edge.add_media()
     url = f"{front.url}/m/{media.id}"
     ask = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "range"}
@@ -117,8 +129,9 @@ async def test_nginx_cors_preflight_and_unlisted_origin(
     status, _, h = await _req("OPTIONS", url, Origin="https://evil.example", **ask)
     assert "Access-Control-Allow-Origin" not in h
     bob, _ = await cookie_for(web_edge, issuer.mint("bob"))
-    status, _, h = await _req("GET", f"{url}?pointer={mint(ring, media, 'bob')}", bob,
-                              Origin="https://evil.example")
+    status, _, h = await _req(
+        "GET", f"{url}?pointer={mint(ring, media, 'bob')}", bob, Origin="https://evil.example"
+    )
     assert status == 200
     assert "Access-Control-Allow-Origin" not in h
     assert "Access-Control-Allow-Credentials" not in h

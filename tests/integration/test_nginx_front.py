@@ -46,9 +46,13 @@ class Fronted:
         return self.nginx.url
 
     async def stats(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http, http.get(
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
                 f"http://127.0.0.1:{self.nginx.control_port}/_front/stats",
-                headers={"X-Front-Secret": self.nginx.control_secret}) as r:
+                headers={"X-Front-Secret": self.nginx.control_secret},
+            ) as r,
+        ):
             assert r.status == 200
             doc: dict[str, Any] = await r.json()
             return doc
@@ -63,17 +67,28 @@ def _need_nginx() -> None:
 
 
 @contextlib.asynccontextmanager
-async def _fronted(make_edge: EdgeFactory, prefix: Path, *, edge_secret: str | None = None,
-                   **edge_overrides: Any) -> AsyncIterator[Fronted]:
+async def _fronted(
+    make_edge: EdgeFactory, prefix: Path, *, edge_secret: str | None = None, **edge_overrides: Any
+) -> AsyncIterator[Fronted]:
     _need_nginx()
     control_port, secret = free_port(), secrets.token_urlsafe(24)
     edge = await make_edge(
         front_control_url=f"http://127.0.0.1:{control_port}/_front/revocations",
-        front_control_secret=edge_secret or secret, revocation_block_ms=200,
-        staleness_bound_s=STALENESS_S, front_push_interval_s=0.1, **edge_overrides)
-    with NginxFront(prefix, port=free_port(), authorizer=f"127.0.0.1:{edge.client.port}",
-                    origin=edge.state.origin.root, auth_cache_s=AUTH_CACHE_S,
-                    control_port=control_port, control_secret=secret) as nginx:
+        front_control_secret=edge_secret or secret,
+        revocation_block_ms=200,
+        staleness_bound_s=STALENESS_S,
+        front_push_interval_s=0.1,
+        **edge_overrides,
+    )
+    with NginxFront(
+        prefix,
+        port=free_port(),
+        authorizer=f"127.0.0.1:{edge.client.port}",
+        origin=edge.state.origin.root,
+        auth_cache_s=AUTH_CACHE_S,
+        control_port=control_port,
+        control_secret=secret,
+    ) as nginx:
         yield Fronted(nginx, edge)
 
 
@@ -100,8 +115,7 @@ async def _from_cache(front: Fronted, url: str, auth: dict[str, str]) -> int:
     return status
 
 
-async def _revoked_through_front(front: Fronted, url: str, auth: dict[str, str],
-                                 expected: int) -> None:
+async def _revoked_through_front(front: Fronted, url: str, auth: dict[str, str], expected: int) -> None:
     """Warm the decision, show repeats skip the authorizer, then wait for ``expected``."""
     assert (await _get(url, **auth, Range="bytes=0-9"))[0] == 206
     assert await _from_cache(front, url, auth) == 206
@@ -119,8 +133,9 @@ async def _refused_within(front: Fronted, url: str, auth: dict[str, str], expect
     assert (await front.stats())["invalidated"] > before["invalidated"]
 
 
-async def test_authorized_range_served_by_nginx(front: Fronted, issuer: DevIssuer,
-                                                ring: KeyRing) -> None:
+async def test_authorized_range_served_by_nginx(
+    front: Fronted, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, data = await front.edge.add_media(size=200_000)
     url = f"{front.url}/m/{media.id}?pointer={mint(ring, media)}"
     auth = bearer(issuer.mint("bob"))
@@ -133,8 +148,9 @@ async def test_authorized_range_served_by_nginx(front: Fronted, issuer: DevIssue
     assert (status, body) == (200, data)
 
 
-async def test_repeat_ranges_skip_the_authorizer(front: Fronted, issuer: DevIssuer,
-                                                 ring: KeyRing) -> None:
+async def test_repeat_ranges_skip_the_authorizer(
+    front: Fronted, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, _ = await front.edge.add_media()
     url = f"{front.url}/m/{media.id}?pointer={mint(ring, media)}"
     auth = bearer(issuer.mint("bob"))
@@ -144,8 +160,9 @@ async def test_repeat_ranges_skip_the_authorizer(front: Fronted, issuer: DevIssu
 
 
 @pytest.mark.parametrize("who,expected", [("carol", 403), (None, 401)])
-async def test_refusals_pass_through_nginx(front: Fronted, issuer: DevIssuer, ring: KeyRing,
-                                           who: str | None, expected: int) -> None:
+async def test_refusals_pass_through_nginx(
+    front: Fronted, issuer: DevIssuer, ring: KeyRing, who: str | None, expected: int
+) -> None:
     media, _ = await front.edge.add_media()
     url = f"{front.url}/m/{media.id}?pointer={mint(ring, media)}"
     headers = bearer(issuer.mint(who)) if who else {}
@@ -153,8 +170,9 @@ async def test_refusals_pass_through_nginx(front: Fronted, issuer: DevIssuer, ri
     assert status == expected and media.id.encode() not in body and b'"error"' in body
 
 
-async def test_unsend_stops_cached_decisions_at_the_front(front: Fronted, issuer: DevIssuer,
-                                                          ring: KeyRing, redis: Any) -> None:
+async def test_unsend_stops_cached_decisions_at_the_front(
+    front: Fronted, issuer: DevIssuer, ring: KeyRing, redis: Any
+) -> None:
     media, _ = await front.edge.add_media()
     url = f"{front.url}/m/{media.id}?pointer={mint(ring, media, msg='msg_ng')}"
     auth = bearer(issuer.mint("bob"))
@@ -163,8 +181,9 @@ async def test_unsend_stops_cached_decisions_at_the_front(front: Fronted, issuer
     await _refused_within(front, url, auth, 410)
 
 
-async def test_leave_stops_cached_decisions_at_the_front(front: Fronted, issuer: DevIssuer,
-                                                         ring: KeyRing, redis: Any) -> None:
+async def test_leave_stops_cached_decisions_at_the_front(
+    front: Fronted, issuer: DevIssuer, ring: KeyRing, redis: Any
+) -> None:
     media, _ = await front.edge.add_media()
     # Minted a little in the past: the leave rule refuses pointers minted at or before it.
     url = f"{front.url}/m/{media.id}?pointer={mint(ring, media, now=time.time() - 2)}"
@@ -179,8 +198,9 @@ async def test_leave_stops_cached_decisions_at_the_front(front: Fronted, issuer:
     assert await _from_cache(front, other_url, dave) == 206
 
 
-async def test_takedown_stops_cached_decisions_at_the_front(front: Fronted, issuer: DevIssuer,
-                                                            ring: KeyRing, redis: Any) -> None:
+async def test_takedown_stops_cached_decisions_at_the_front(
+    front: Fronted, issuer: DevIssuer, ring: KeyRing, redis: Any
+) -> None:
     media, _ = await front.edge.add_media()
     url = f"{front.url}/m/{media.id}?pointer={mint(ring, media)}"
     auth = bearer(issuer.mint("bob"))
@@ -190,10 +210,17 @@ async def test_takedown_stops_cached_decisions_at_the_front(front: Fronted, issu
 
 
 async def test_grant_revoke_stops_cached_decisions_at_the_front(
-        front: Fronted, issuer: DevIssuer, ring: KeyRing, redis: Any) -> None:
+    front: Fronted, issuer: DevIssuer, ring: KeyRing, redis: Any
+) -> None:
     media, _ = await front.edge.add_media()
-    token = grant.mint(ring.signer(), grant_id="g_front", media_id=media.id, max_redeemers=2,
-                       sharer="alice", now=time.time())
+    token = grant.mint(
+        ring.signer(),
+        grant_id="g_front",
+        media_id=media.id,
+        max_redeemers=2,
+        sharer="alice",
+        now=time.time(),
+    )
     url = f"{front.url}/m/{media.id}?grant={token}"
     auth = bearer(issuer.mint("bob"))
     await _revoked_through_front(front, url, auth, 410)
@@ -202,7 +229,8 @@ async def test_grant_revoke_stops_cached_decisions_at_the_front(
 
 
 async def test_key_retirement_stops_cached_decisions_at_the_front(
-        front: Fronted, issuer: DevIssuer, ring: KeyRing) -> None:
+    front: Fronted, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, _ = await front.edge.add_media()
     url = f"{front.url}/m/{media.id}?pointer={mint(ring, media)}"  # signed by the old key
     auth = bearer(issuer.mint("bob"))
@@ -215,8 +243,9 @@ async def test_key_retirement_stops_cached_decisions_at_the_front(
     assert (await _get(fresh, **auth, Range="bytes=0-9"))[0] == 206
 
 
-async def test_front_fails_closed_when_the_edge_is_gone(front: Fronted, issuer: DevIssuer,
-                                                        ring: KeyRing) -> None:
+async def test_front_fails_closed_when_the_edge_is_gone(
+    front: Fronted, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, _ = await front.edge.add_media()
     url = f"{front.url}/m/{media.id}?pointer={mint(ring, media)}"
     auth = bearer(issuer.mint("bob"))
@@ -230,9 +259,9 @@ async def test_front_fails_closed_when_the_edge_is_gone(front: Fronted, issuer: 
     assert (await front.stats())["alive"] is False
 
 
-async def test_front_without_a_working_feed_asks_every_time(make_edge: EdgeFactory,
-                                                            tmp_path: Path, issuer: DevIssuer,
-                                                            ring: KeyRing, redis: Any) -> None:
+async def test_front_without_a_working_feed_asks_every_time(
+    make_edge: EdgeFactory, tmp_path: Path, issuer: DevIssuer, ring: KeyRing, redis: Any
+) -> None:
     """The purge path is down (the edge's pushes are refused): nothing is served from cache,
     and a revocation still lands at once because every request reaches the authorizer."""
     async with _fronted(make_edge, tmp_path / "nginx", edge_secret="x" * 24) as f:
@@ -255,15 +284,15 @@ async def test_front_without_a_working_feed_asks_every_time(make_edge: EdgeFacto
 
 async def test_secure_link_baseline_location(front: Fronted) -> None:
     media, data = await front.edge.add_media()
-    good = secure_link(f"/sl/{media.origin}", front.nginx.secure_link_secret,
-                       int(time.time()) + 60)
+    good = secure_link(f"/sl/{media.origin}", front.nginx.secure_link_secret, int(time.time()) + 60)
     status, body, _ = await _get(front.url + good, Range="bytes=0-99")
     assert (status, body) == (206, data[:100])
     assert (await _get(front.url + good.replace("md5=", "md5=x")))[0] == 403
 
 
-async def test_decision_cache_is_keyed_by_media_and_token(front: Fronted, issuer: DevIssuer,
-                                                          ring: KeyRing) -> None:
+async def test_decision_cache_is_keyed_by_media_and_token(
+    front: Fronted, issuer: DevIssuer, ring: KeyRing
+) -> None:
     a, _ = await front.edge.add_media()
     b, _ = await front.edge.add_media()
     auth = bearer(issuer.mint("bob"))
@@ -287,14 +316,20 @@ async def test_control_listener_refuses_without_the_secret(front: Fronted) -> No
 
 # --- issue 9, finding 4: bearer material never reaches nginx's disk -----------------------
 
-async def _exercise(front: Fronted, issuer: DevIssuer, ring: KeyRing,
-                    redis: Any) -> list[str]:
+
+async def _exercise(front: Fronted, issuer: DevIssuer, ring: KeyRing, redis: Any) -> list[str]:
     """Allowed, cached, refused (401/403/404/410) and failed (503) requests; their tokens."""
     media, _ = await front.edge.add_media()
     ptr, session = mint(ring, media, msg="msg_log"), issuer.mint("bob")
     stranger = issuer.mint("carol")
-    g = grant.mint(ring.signer(), grant_id="g_log", media_id=media.id, max_redeemers=1,
-                   sharer="alice", now=time.time())
+    g = grant.mint(
+        ring.signer(),
+        grant_id="g_log",
+        media_id=media.id,
+        max_redeemers=1,
+        sharer="alice",
+        now=time.time(),
+    )
     url = f"{front.url}/m/{media.id}?pointer={ptr}"
     for _ in range(3):
         assert (await _get(url, **bearer(session), Range="bytes=0-9"))[0] == 206
@@ -323,8 +358,9 @@ def _files_containing(root: Path, needles: list[str]) -> list[str]:
     return hits
 
 
-async def test_nginx_logs_hold_no_tokens(front: Fronted, issuer: DevIssuer, ring: KeyRing,
-                                         redis: Any) -> None:
+async def test_nginx_logs_hold_no_tokens(
+    front: Fronted, issuer: DevIssuer, ring: KeyRing, redis: Any
+) -> None:
     tokens = await _exercise(front, issuer, ring, redis)
     front.nginx.stop()  # flush the buffered access log
     logs = [front.nginx.prefix / "error.log", front.nginx.prefix / "access.log"]
@@ -335,8 +371,9 @@ async def test_nginx_logs_hold_no_tokens(front: Fronted, issuer: DevIssuer, ring
         assert not [t for t in tokens if t in text]
 
 
-async def test_nginx_cache_keys_hold_no_tokens(front: Fronted, issuer: DevIssuer,
-                                               ring: KeyRing, redis: Any) -> None:
+async def test_nginx_cache_keys_hold_no_tokens(
+    front: Fronted, issuer: DevIssuer, ring: KeyRing, redis: Any
+) -> None:
     tokens = await _exercise(front, issuer, ring, redis)
     assert (await front.stats())["decisions"] > 0  # decisions were cached (in shared memory)
     front.nginx.stop()
@@ -346,8 +383,10 @@ async def test_nginx_cache_keys_hold_no_tokens(front: Fronted, issuer: DevIssuer
 
 # --- issue 9, finding 5: one containment rule on both paths -------------------------------
 
-async def test_nginx_origin_path_traversal_refused(front: Fronted, issuer: DevIssuer,
-                                                   ring: KeyRing) -> None:
+
+async def test_nginx_origin_path_traversal_refused(
+    front: Fronted, issuer: DevIssuer, ring: KeyRing
+) -> None:
     origin = front.edge.state.origin.root
     secret = origin.parent / "outside-secret.txt"
     secret.write_bytes(b"TOP-SECRET-BYTES")
@@ -357,8 +396,9 @@ async def test_nginx_origin_path_traversal_refused(front: Fronted, issuer: DevIs
     await MediaRegistry(front.edge.state.redis).put(tampered)
     auth = bearer(issuer.mint("bob"))
     ptr = mint(ring, tampered)
-    async with front.edge.client.get(f"/m/{tampered.id}", params={"pointer": ptr},
-                                     headers=auth) as r:  # the aiohttp byte path
+    async with front.edge.client.get(
+        f"/m/{tampered.id}", params={"pointer": ptr}, headers=auth
+    ) as r:  # the aiohttp byte path
         assert r.status == 503 and b"TOP-SECRET" not in await r.read()
     status, body, _ = await _get(f"{front.url}/m/{tampered.id}?pointer={ptr}", **auth)
     assert status == 503 and b"TOP-SECRET" not in body
@@ -387,8 +427,9 @@ async def test_front_feed_stops_when_a_revocation_lands_as_shutdown_begins() -> 
     ever (here against a port nobody listens on)."""
     from cdn_auth.front_feed import FrontFeed, feeding
 
-    feed = FrontFeed(f"http://127.0.0.1:{free_port()}/", "s" * 16, fresh_for_s=lambda: 1.0,
-                     interval_s=30.0)
+    feed = FrontFeed(
+        f"http://127.0.0.1:{free_port()}/", "s" * 16, fresh_for_s=lambda: 1.0, interval_s=30.0
+    )
     for _ in range(20):
         task = asyncio.create_task(feed.run())
         await asyncio.sleep(0)  # the feed now waits for a wake-up (or the 30 s heartbeat)
@@ -401,15 +442,13 @@ async def test_front_feed_stops_when_a_revocation_lands_as_shutdown_begins() -> 
         feed.on_revocation(revocation.RevocationEvent("takedown", media_id="m_2", at_ms=2))
 
 
-async def test_a_starting_edge_replays_many_revocations_in_bounded_pushes(
-        front: Fronted) -> None:
+async def test_a_starting_edge_replays_many_revocations_in_bounded_pushes(front: Fronted) -> None:
     """An edge that starts (or catches up) may apply hours of revocations at once: they reach
     the front in pushes it accepts, and liveness only comes with the last of them."""
     feed = front.edge.app[FRONT_FEED]
     pushes, failures = feed.pushes, feed.failures  # (pushes before nginx was up failed)
     for n in range(9000):
-        feed.on_revocation(revocation.RevocationEvent("takedown", media_id=f"m_x{n}",
-                                                      at_ms=1_000 + n))
+        feed.on_revocation(revocation.RevocationEvent("takedown", media_id=f"m_x{n}", at_ms=1_000 + n))
     await wait_until(lambda: feed.queued == 0 and feed.pushes >= pushes + 3, 10)
     assert feed.failures == failures
     assert (await front.stats())["alive"] is True

@@ -28,8 +28,9 @@ async def test_openapi_documents_every_route(edge: Edge) -> None:
         assert method in doc["paths"][path], (method, path)
 
 
-async def test_metrics_expose_decisions_cache_and_lag(edge: Edge, issuer: DevIssuer,
-                                                      ring: KeyRing) -> None:
+async def test_metrics_expose_decisions_cache_and_lag(
+    edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, _ = await edge.add_media()
     for _ in range(3):
         await fetch(edge, media.id, issuer.mint("bob"), mint(ring, media))
@@ -39,8 +40,11 @@ async def test_metrics_expose_decisions_cache_and_lag(edge: Edge, issuer: DevIss
     assert 'cdn_auth_decisions_total{outcome="allow",reason="pointer"} 3.0' in text
     assert 'reason="pointer_wrong_recipient"' in text
     assert 'cdn_auth_cache_lookups_total{cache="pointer",result="hit"}' in text
-    for name in ("cdn_auth_decision_seconds_bucket", "cdn_auth_revocation_lag_seconds",
-                 "cdn_auth_revocation_tail_age_seconds"):
+    for name in (
+        "cdn_auth_decision_seconds_bucket",
+        "cdn_auth_revocation_lag_seconds",
+        "cdn_auth_revocation_tail_age_seconds",
+    ):
         assert name in text
 
 
@@ -52,17 +56,18 @@ async def test_health_and_ready(edge: Edge) -> None:
         assert (await r.json())["revocation_tail_fresh"] is True
 
 
-@pytest.mark.parametrize("method,path,status", [("GET", "/nope", 404), ("DELETE", "/v1/media", 405),
-                                                ("POST", "/m/m_x", 405)])
-async def test_unknown_routes_get_json_errors(edge: Edge, method: str, path: str,
-                                              status: int) -> None:
+@pytest.mark.parametrize(
+    "method,path,status", [("GET", "/nope", 404), ("DELETE", "/v1/media", 405), ("POST", "/m/m_x", 405)]
+)
+async def test_unknown_routes_get_json_errors(edge: Edge, method: str, path: str, status: int) -> None:
     async with edge.client.request(method, path) as r:
         assert r.status == status
         assert "code" in (await r.json())["error"]
 
 
-async def test_logs_never_contain_tokens(edge: Edge, issuer: DevIssuer, ring: KeyRing,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+async def test_logs_never_contain_tokens(
+    edge: Edge, issuer: DevIssuer, ring: KeyRing, caplog: pytest.LogCaptureFixture
+) -> None:
     import aiohttp
     from aiohttp import web
 

@@ -42,14 +42,29 @@ PROMETHEUS_OWN = {"up"}
 
 _PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
-    _PROMTOOL is None, reason="promtool not installed (Debian package 'prometheus'; .ci/run "
-                              "installs it when run as root)")
+    _PROMTOOL is None,
+    reason="promtool not installed (Debian package 'prometheus'; .ci/run installs it when run as root)",
+)
 
 
 # -- which metrics a PromQL expression names ------------------------------------------------
 
-_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left",
-             "group_right", "bool", "offset", "inf", "nan", "atan2"}
+_KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "atan2",
+}
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"' r"|'(?:[^'\\]|\\.)*'")
 _MATCHERS = re.compile(r"\{[^{}]*\}")
 _RANGES = re.compile(r"\[[^\[\]]*\]")
@@ -73,19 +88,24 @@ def promql_metric_names(expr: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("expr,names", [
-    ('sum by (job, status) (rate(cdn_auth_http_responses_total{status=~"5.."}[5m]))',
-     {"cdn_auth_http_responses_total"}),
-    ("a:b:rate5m < 0.5 * (a:b:rate5m offset 1h) and on (job, cache) (c > 1)",
-     {"a:b:rate5m", "c"}),
-    ('histogram_quantile(0.99, sum by (le) (rate(x_bucket[$__rate_interval])))', {"x_bucket"}),
-    ('up{job=~"cdn_auth|dm"} == 0 or dm_redis_up == 0', {"up", "dm_redis_up"}),
-])
+@pytest.mark.parametrize(
+    "expr,names",
+    [
+        (
+            'sum by (job, status) (rate(cdn_auth_http_responses_total{status=~"5.."}[5m]))',
+            {"cdn_auth_http_responses_total"},
+        ),
+        ("a:b:rate5m < 0.5 * (a:b:rate5m offset 1h) and on (job, cache) (c > 1)", {"a:b:rate5m", "c"}),
+        ("histogram_quantile(0.99, sum by (le) (rate(x_bucket[$__rate_interval])))", {"x_bucket"}),
+        ('up{job=~"cdn_auth|dm"} == 0 or dm_redis_up == 0', {"up", "dm_redis_up"}),
+    ],
+)
 def test_promql_metric_names(expr: str, names: set[str]) -> None:
     assert promql_metric_names(expr) == names
 
 
 # -- the files ---------------------------------------------------------------------------------
+
 
 def rules() -> list[dict[str, Any]]:
     doc = yaml.safe_load(RULES.read_text())
@@ -122,8 +142,11 @@ def test_promtool_check_rules() -> None:
 def test_promtool_unit_tests_for_every_alert() -> None:
     tests = PROM / "tests" / "alerts_test.yml"
     _promtool("test", "rules", str(tests))
-    tested = {t["alertname"] for g in yaml.safe_load(tests.read_text())["tests"]
-              for t in g.get("alert_rule_test", ())}
+    tested = {
+        t["alertname"]
+        for g in yaml.safe_load(tests.read_text())["tests"]
+        for t in g.get("alert_rule_test", ())
+    }
     alerts = {r["alert"] for r in rules() if "alert" in r}
     assert alerts <= tested, f"alerts without a unit test: {sorted(alerts - tested)}"
 
@@ -135,8 +158,9 @@ def test_promtool_check_config() -> None:
 
 def _promtool(*args: str) -> None:
     assert _PROMTOOL is not None
-    proc = subprocess.run([_PROMTOOL, *args], capture_output=True, text=True, timeout=60,
-                          check=False, cwd=PROM)
+    proc = subprocess.run(
+        [_PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False, cwd=PROM
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -156,8 +180,9 @@ def test_dashboard_is_well_formed_for_provisioning() -> None:
     doc = json.loads(DASHBOARD.read_text())
     ids = [p["id"] for p in doc["panels"]]
     assert len(ids) == len(set(ids))
-    ds = yaml.safe_load((REPO / "deploy" / "grafana" / "provisioning" / "datasources" /
-                         "prometheus.yml").read_text())["datasources"][0]
+    ds = yaml.safe_load(
+        (REPO / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"][0]
     for p in doc["panels"]:
         if p["type"] == "row":
             continue
@@ -168,6 +193,7 @@ def test_dashboard_is_well_formed_for_provisioning() -> None:
 
 
 # -- against the real services ------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcStack]:
@@ -182,9 +208,12 @@ def exported(url: str) -> set[str]:
         text = r.read().decode()
     names: set[str] = set()
     for fam in text_string_to_metric_families(text):
-        suffixes = {"counter": ("_total", "_created"), "gauge": ("",),
-                    "histogram": ("_bucket", "_count", "_sum", "_created"),
-                    "summary": ("", "_count", "_sum", "_created")}.get(fam.type, ("",))
+        suffixes = {
+            "counter": ("_total", "_created"),
+            "gauge": ("",),
+            "histogram": ("_bucket", "_count", "_sum", "_created"),
+            "summary": ("", "_count", "_sum", "_created"),
+        }.get(fam.type, ("",))
         names.update(fam.name + s for s in suffixes)
         names.update(s.name for s in fam.samples)
     return names
@@ -199,12 +228,13 @@ def test_rules_and_dashboard_name_only_exported_metrics(stack: ProcStack) -> Non
 
 # -- the metrics the alerts need behave --------------------------------------------------------
 
+
 async def test_failing_closed_counts_as_decision_error_and_5xx(
-        make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing, tmp_path: Path) -> None:
+    make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing, tmp_path: Path
+) -> None:
     server = RedisProcess(tmp_path / "own-redis").start()
     try:
-        edge = await make_edge(redis_url=server.url, staleness_bound_s=1.0,
-                               revocation_block_ms=100)
+        edge = await make_edge(redis_url=server.url, staleness_bound_s=1.0, revocation_block_ms=100)
         media, _ = await edge.add_media()
         bob, ptr = issuer.mint("bob"), mint(ring, media)
         assert (await fetch(edge, media.id, bob, ptr))[0] == 200
@@ -221,10 +251,13 @@ async def test_failing_closed_counts_as_decision_error_and_5xx(
     assert _scrape_value(text, "cdn_auth_redis_up") == 0
     assert _scrape_value(text, "cdn_auth_revocation_staleness_bound_seconds") == 1.0
     assert _scrape_value(text, "cdn_auth_revocation_tail_age_seconds") > 1.0
-    assert _scrape_value(text, "cdn_auth_decisions_total", outcome="error",
-                         reason="revocation_stale") >= 1
-    assert _scrape_value(text, "cdn_auth_decisions_total", outcome="deny",
-                         reason="revocation_stale") is None  # not a refusal of the token
+    assert (
+        _scrape_value(text, "cdn_auth_decisions_total", outcome="error", reason="revocation_stale") >= 1
+    )
+    assert (
+        _scrape_value(text, "cdn_auth_decisions_total", outcome="deny", reason="revocation_stale")
+        is None
+    )  # not a refusal of the token
     assert _scrape_value(text, "cdn_auth_http_responses_total", status="503") >= 1
     assert _scrape_value(text, "cdn_auth_http_responses_total", status="200") >= 1
 
@@ -234,8 +267,10 @@ async def test_dm_counts_responses_and_send_latency(dm: DmStack) -> None:
     conv = await alice.create_conversation([bob.uid])
     await alice.send(conv["id"], text="hi")
     async with aiohttp.ClientSession() as http:
-        async with http.get(dm.dm_url + "/v1/conversations/c_nope",
-                            headers={"Authorization": f"Bearer {alice.session_token}"}) as r:
+        async with http.get(
+            dm.dm_url + "/v1/conversations/c_nope",
+            headers={"Authorization": f"Bearer {alice.session_token}"},
+        ) as r:
             missing_status = r.status
         async with http.get(dm.dm_url + "/metrics") as r:
             text = await r.text()
@@ -251,14 +286,27 @@ async def test_slow_consumer_drop_is_counted(dm: DmStack) -> None:
     alice = await dm.user()
     state = dm.app[DM_STATE]
     async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(dm.dm_url + "/v1/stream", headers={
-                "Authorization": f"Bearer {alice.session_token}"}) as ws:
+        async with http.ws_connect(
+            dm.dm_url + "/v1/stream", headers={"Authorization": f"Bearer {alice.session_token}"}
+        ) as ws:
             await wait_until(lambda: state.hub.connected == 1, 5)
             # More events than the subscriber's queue holds arrive before its sender runs.
-            entries = [(f"1-{i}", {"e": json.dumps({"type": "member_left", "to": alice.uid,
-                                                      "conversation_id": "c_x",
-                                                      "user_id": "u_x"})})
-                       for i in range(QUEUE_MAX + 1)]
+            entries = [
+                (
+                    f"1-{i}",
+                    {
+                        "e": json.dumps(
+                            {
+                                "type": "member_left",
+                                "to": alice.uid,
+                                "conversation_id": "c_x",
+                                "user_id": "u_x",
+                            }
+                        )
+                    },
+                )
+                for i in range(QUEUE_MAX + 1)
+            ]
             state.hub._dispatch(entries)  # the tailer's own entry point, called as it would
             async for _ in ws:  # frames sent before the close; iteration ends at the close
                 pass

@@ -38,15 +38,18 @@ from service_kernel.ids import check_id
 from ..support.services import DmFactory, DmStack, Edge, EdgeFactory, bearer
 
 FAST = settings(max_examples=200, deadline=None)
-HTTP = settings(max_examples=50, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+HTTP = settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 #: Text with every kind of character, lone surrogates included (JSON can carry them).
 ANY_TEXT = st.text(st.characters() | st.characters(categories=["Cs"]), max_size=80)
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | ANY_TEXT,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
 def declared(routes: tuple[Any, ...], method: str, path: str) -> set[int]:
@@ -59,8 +62,7 @@ def declared(routes: tuple[Any, ...], method: str, path: str) -> set[int]:
 async def open_dm(make_dm: DmFactory, make_edge: EdgeFactory) -> DmStack:
     """dm and edge with rate limits off: these properties are about parsing, and a limit
     would answer 429 before the parser runs."""
-    return await make_dm(edge=await make_edge(rate_limits_enabled=False),
-                         rate_limits_enabled=False)
+    return await make_dm(edge=await make_edge(rate_limits_enabled=False), rate_limits_enabled=False)
 
 
 @pytest.fixture
@@ -75,6 +77,7 @@ async def open_edge(make_edge: EdgeFactory) -> Edge:
 def token_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[tf.SigningKey, dict[str, Any]]:
     ring = KeyRing.create(tmp_path_factory.mktemp("ring"), Alg.ED25519)
     from cdn_auth.keyset import keys_from_jwks
+
     return ring.signer(), keys_from_jwks(ring.verify_jwks())
 
 
@@ -85,8 +88,10 @@ def _verify_any(token: str, keys: dict[str, Any], now: float) -> None:
 
 
 @FAST
-@given(token=st.text(max_size=300) | st.from_regex(r"[A-Za-z0-9_-]{0,200}\.[A-Za-z0-9_-]{0,100}",
-                                                    fullmatch=True))
+@given(
+    token=st.text(max_size=300)
+    | st.from_regex(r"[A-Za-z0-9_-]{0,200}\.[A-Za-z0-9_-]{0,100}", fullmatch=True)
+)
 def test_any_token_text_is_a_token_error(token_keys: Any, token: str) -> None:
     _verify_any(token, token_keys[1], time.time())
 
@@ -98,10 +103,15 @@ def test_any_token_bytes_are_a_token_error(token_keys: Any, body: bytes, sig: by
 
 
 @FAST
-@given(fields=st.binary(max_size=120), type_=st.sampled_from(list(TokenType)),
-       iat=st.integers(0, 2**64 - 1), life=st.integers(0, 2**64 - 1))
-def test_signed_garbage_fields_are_a_token_error(token_keys: Any, fields: bytes,
-                                                 type_: TokenType, iat: int, life: int) -> None:
+@given(
+    fields=st.binary(max_size=120),
+    type_=st.sampled_from(list(TokenType)),
+    iat=st.integers(0, 2**64 - 1),
+    life=st.integers(0, 2**64 - 1),
+)
+def test_signed_garbage_fields_are_a_token_error(
+    token_keys: Any, fields: bytes, type_: TokenType, iat: int, life: int
+) -> None:
     """Correctly signed tokens (as a key holder's bug could mint) with any body fields."""
     key, keys = token_keys
     token = tf.encode(type_, key, iat, min(iat + life, 2**64 - 1), fields)
@@ -113,8 +123,9 @@ def test_signed_garbage_fields_are_a_token_error(token_keys: Any, fields: bytes,
 def test_flipped_byte_in_a_real_pointer_is_refused(token_keys: Any, data: st.DataObject) -> None:
     key, keys = token_keys
     now = time.time()
-    good = pointer.mint(key, media_id="m_1", sub="u_1", conversation_id="c_1", message_id="1-0",
-                        now=now, ttl_s=300)
+    good = pointer.mint(
+        key, media_id="m_1", sub="u_1", conversation_id="c_1", message_id="1-0", now=now, ttl_s=300
+    )
     body, _, sig = good.partition(".")
     raw = bytearray(b64url_decode(body))
     i = data.draw(st.integers(0, len(raw) - 1))
@@ -156,16 +167,22 @@ def test_any_payload_is_a_payload_or_an_envelope_error(raw: bytes) -> None:
 
 
 @FAST
-@given(value=st.text(max_size=60) | st.from_regex(r"\s*bytes\s*=\s*\d{0,21}\s*-\s*\d{0,21}\s*",
-                                                    fullmatch=True),
-       size=st.integers(0, 2**63))
+@given(
+    value=st.text(max_size=60)
+    | st.from_regex(r"\s*bytes\s*=\s*\d{0,21}\s*-\s*\d{0,21}\s*", fullmatch=True),
+    size=st.integers(0, 2**63),
+)
 def test_any_range_header_plans_a_window_inside_the_file(value: str, size: int) -> None:
     window = ranges.parse_range(value, size)
     if isinstance(window, tuple):
         start, end = window
         assert 0 <= start <= end < size
-    p = ranges.plan({"Range": value, "If-Range": value, "If-None-Match": value}, size=size,
-                    etag='"e"', last_modified="x")
+    p = ranges.plan(
+        {"Range": value, "If-Range": value, "If-None-Match": value},
+        size=size,
+        etag='"e"',
+        last_modified="x",
+    )
     assert p.status in (200, 206, 304, 416)
     assert p.start >= 0 and p.start + p.length <= size
 
@@ -195,23 +212,32 @@ def test_any_cursor_is_canonical_or_bad_cursor(value: str) -> None:
 def sessions(tmp_path_factory: pytest.TempPathFactory) -> tuple[DevIssuer, SessionVerifier]:
     path: Path = tmp_path_factory.mktemp("session-keys")
     issuer = DevIssuer.load_or_create(path)
-    return issuer, SessionVerifier(JwksSource(str(path / JWKS_FILE)),
-                                   issuer="pointer-dm-dev", audience="pointer-dm")
+    return issuer, SessionVerifier(
+        JwksSource(str(path / JWKS_FILE)), issuer="pointer-dm-dev", audience="pointer-dm"
+    )
 
 
 @settings(max_examples=60, deadline=None)
-@given(token=st.text(max_size=200) | st.from_regex(
-    r"[A-Za-z0-9_-]{0,60}\.[A-Za-z0-9_-]{0,60}\.[A-Za-z0-9_-]{0,60}", fullmatch=True))
+@given(
+    token=st.text(max_size=200)
+    | st.from_regex(r"[A-Za-z0-9_-]{0,60}\.[A-Za-z0-9_-]{0,60}\.[A-Za-z0-9_-]{0,60}", fullmatch=True)
+)
 async def test_any_session_text_is_a_session_error(sessions: Any, token: str) -> None:
     with pytest.raises(SessionError):
         await sessions[1].verify(token)
 
 
 @settings(max_examples=60, deadline=None)
-@given(claims=st.dictionaries(st.sampled_from(["sub", "dev", "age", "region", "roles", "iat",
-                                                "exp", "nbf", "iss", "aud"]), JSON, max_size=10))
+@given(
+    claims=st.dictionaries(
+        st.sampled_from(["sub", "dev", "age", "region", "roles", "iat", "exp", "nbf", "iss", "aud"]),
+        JSON,
+        max_size=10,
+    )
+)
 async def test_issuer_signed_odd_claims_are_a_session_or_a_session_error(
-        sessions: Any, claims: dict[str, Any]) -> None:
+    sessions: Any, claims: dict[str, Any]
+) -> None:
     """Even claims the trusted issuer signed never raise anything but a session error."""
     issuer, verifier = sessions
     now = int(time.time())
@@ -229,9 +255,14 @@ async def test_issuer_signed_odd_claims_are_a_session_or_a_session_error(
 
 
 async def _post_json(dm: DmStack, token: str, doc: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.post(
-            dm.dm_url + "/v1/reports", data=json.dumps(doc).encode(),
-            headers={**bearer(token), "Content-Type": "application/json"}) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            dm.dm_url + "/v1/reports",
+            data=json.dumps(doc).encode(),
+            headers={**bearer(token), "Content-Type": "application/json"},
+        ) as r,
+    ):
         return r.status, await r.json(content_type=None)
 
 
@@ -242,30 +273,51 @@ def _assert_declared(status: int, body: Any, allowed: set[int]) -> None:
 
 
 B64 = st.sampled_from(["", "AAAA"]) | st.binary(max_size=40).map(b64url_encode)
-SEALED_KEYS = ["client_message_id", "sender", "ts_ms", "commitment", "countersignature",
-               "franking_key", "media_id", "grant", "text"]
+SEALED_KEYS = [
+    "client_message_id",
+    "sender",
+    "ts_ms",
+    "commitment",
+    "countersignature",
+    "franking_key",
+    "media_id",
+    "grant",
+    "text",
+]
 
 
 @HTTP
 @given(data=st.data())
-async def test_any_report_body_is_a_declared_answer(open_dm: DmStack,
-                                                    data: st.DataObject) -> None:
+async def test_any_report_body_is_a_declared_answer(open_dm: DmStack, data: st.DataObject) -> None:
     dm = open_dm
     reporter = await dm.user()
     other = await dm.user()
     plain = await reporter.create_conversation([other.uid])
     sealed = await reporter.create_conversation([other.uid], mode="sealed")
     sent = await other.send(plain["id"], text="x")
-    doc = data.draw(JSON | st.fixed_dictionaries({}, optional={
-        "conversation_id": st.sampled_from([plain["id"], sealed["id"]]) | JSON,
-        "message_id": st.just(sent["id"]) | JSON,
-        "reason": JSON,
-        "sealed": JSON | st.fixed_dictionaries({
-            "client_message_id": st.just("s_1") | JSON, "sender": st.just(other.uid) | JSON,
-            "ts_ms": st.integers(-1, 2**64) | JSON, "commitment": B64 | JSON,
-            "countersignature": B64 | JSON, "franking_key": B64 | JSON,
-        }, optional={k: JSON for k in SEALED_KEYS[6:]}),
-    }))
+    doc = data.draw(
+        JSON
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "conversation_id": st.sampled_from([plain["id"], sealed["id"]]) | JSON,
+                "message_id": st.just(sent["id"]) | JSON,
+                "reason": JSON,
+                "sealed": JSON
+                | st.fixed_dictionaries(
+                    {
+                        "client_message_id": st.just("s_1") | JSON,
+                        "sender": st.just(other.uid) | JSON,
+                        "ts_ms": st.integers(-1, 2**64) | JSON,
+                        "commitment": B64 | JSON,
+                        "countersignature": B64 | JSON,
+                        "franking_key": B64 | JSON,
+                    },
+                    optional={k: JSON for k in SEALED_KEYS[6:]},
+                ),
+            },
+        )
+    )
     assert reporter.session_token is not None
     status, body = await _post_json(dm, reporter.session_token, doc)
     _assert_declared(status, body, declared(REPORT_ROUTES, "POST", "/v1/reports"))
@@ -274,7 +326,8 @@ async def test_any_report_body_is_a_declared_answer(open_dm: DmStack,
 @HTTP
 @given(data=st.data())
 async def test_any_json_body_on_any_route_is_a_declared_answer(
-        open_dm: DmStack, data: st.DataObject) -> None:
+    open_dm: DmStack, data: st.DataObject
+) -> None:
     """Every JSON route of dm and the edge, with its own field names and any values."""
     dm = open_dm
     from cdn_auth.web_grants import ROUTES as GRANT_ROUTES
@@ -283,55 +336,93 @@ async def test_any_json_body_on_any_route_is_a_declared_answer(
     from dm.web_users import ROUTES as USER_ROUTES
 
     alice, bob = await dm.user(roles=["moderator"]), await dm.user()
-    conv = await alice.create_conversation([bob.uid], mode=data.draw(
-        st.sampled_from(["plain", "sealed"])))
+    conv = await alice.create_conversation(
+        [bob.uid], mode=data.draw(st.sampled_from(["plain", "sealed"]))
+    )
     edge_url = str(dm.edge.client.make_url("")).rstrip("/")
     routes = [
         (dm.dm_url, USER_ROUTES, "/v1/users", "/v1/users", ["age", "region", "roles", "ttl_s"]),
-        (dm.dm_url, CONV_ROUTES, "/v1/conversations", "/v1/conversations",
-         ["members", "mode"]),
-        (dm.dm_url, MSG_ROUTES, "/v1/conversations/{cid}/messages",
-         f"/v1/conversations/{conv['id']}/messages",
-         ["text", "media_id", "client_message_id", "franking_commitment", "envelopes",
-          "grant_id"]),
-        (edge_url, GRANT_ROUTES, "/v1/grants", "/v1/grants",
-         ["media_id", "redeemers", "via_grant", "ttl_s"]),
+        (dm.dm_url, CONV_ROUTES, "/v1/conversations", "/v1/conversations", ["members", "mode"]),
+        (
+            dm.dm_url,
+            MSG_ROUTES,
+            "/v1/conversations/{cid}/messages",
+            f"/v1/conversations/{conv['id']}/messages",
+            ["text", "media_id", "client_message_id", "franking_commitment", "envelopes", "grant_id"],
+        ),
+        (
+            edge_url,
+            GRANT_ROUTES,
+            "/v1/grants",
+            "/v1/grants",
+            ["media_id", "redeemers", "via_grant", "ttl_s"],
+        ),
         (edge_url, MEDIA_ROUTES, "/v1/takedowns", "/v1/takedowns", ["media_id", "reason"]),
         (edge_url, MEDIA_ROUTES, "/v1/media", "/v1/media", sorted(META_FIELDS)),
     ]
     base, table, template, path, fields = data.draw(st.sampled_from(routes))
     doc = data.draw(JSON | st.dictionaries(st.sampled_from(fields), JSON, max_size=4))
     assert alice.session_token is not None
-    async with aiohttp.ClientSession() as http, http.post(
-            base + path, data=json.dumps(doc).encode(),
-            headers={**bearer(alice.session_token), "Content-Type": "application/json"}) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            base + path,
+            data=json.dumps(doc).encode(),
+            headers={**bearer(alice.session_token), "Content-Type": "application/json"},
+        ) as r,
+    ):
         status, body = r.status, await r.json(content_type=None)
     _assert_declared(status, body, declared(table, "POST", template))
 
 
-META_FIELDS = {"content_type", "visibility", "allow_reshare", "min_age", "allowed_regions",
-               "blocked_regions", "owner", "origin_path"}
-META = st.fixed_dictionaries({}, optional={
-    "content_type": st.sampled_from(["video/mp4", "image/svg+xml", "text/html"]) | JSON,
-    "visibility": st.sampled_from(["public", "private"]) | JSON, "allow_reshare": JSON,
-    "min_age": JSON, "allowed_regions": JSON, "blocked_regions": JSON, "owner": JSON,
-    "origin_path": JSON})
+META_FIELDS = {
+    "content_type",
+    "visibility",
+    "allow_reshare",
+    "min_age",
+    "allowed_regions",
+    "blocked_regions",
+    "owner",
+    "origin_path",
+}
+META = st.fixed_dictionaries(
+    {},
+    optional={
+        "content_type": st.sampled_from(["video/mp4", "image/svg+xml", "text/html"]) | JSON,
+        "visibility": st.sampled_from(["public", "private"]) | JSON,
+        "allow_reshare": JSON,
+        "min_age": JSON,
+        "allowed_regions": JSON,
+        "blocked_regions": JSON,
+        "owner": JSON,
+        "origin_path": JSON,
+    },
+)
 
 
 @HTTP
-@given(parts=st.lists(st.tuples(st.sampled_from(["metadata", "file", "other", ""]),
-                                META.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=64),
-                                st.sampled_from(["application/json", "video/mp4", None])),
-                      max_size=3),
-       raw=st.none() | st.binary(max_size=300),
-       boundary=st.sampled_from(["b0undary", "x", "--", ""]))
+@given(
+    parts=st.lists(
+        st.tuples(
+            st.sampled_from(["metadata", "file", "other", ""]),
+            META.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=64),
+            st.sampled_from(["application/json", "video/mp4", None]),
+        ),
+        max_size=3,
+    ),
+    raw=st.none() | st.binary(max_size=300),
+    boundary=st.sampled_from(["b0undary", "x", "--", ""]),
+)
 async def test_any_multipart_upload_is_a_declared_answer(
-        open_edge: Edge, issuer: DevIssuer, parts: list[tuple[str, bytes, str | None]],
-        raw: bytes | None, boundary: str) -> None:
+    open_edge: Edge,
+    issuer: DevIssuer,
+    parts: list[tuple[str, bytes, str | None]],
+    raw: bytes | None,
+    boundary: str,
+) -> None:
     edge = open_edge
     session = issuer.mint("u_uploader", age="adult", region="GB")
-    headers = {**bearer(session),
-               "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    headers = {**bearer(session), "Content-Type": f"multipart/form-data; boundary={boundary}"}
     body = raw if raw is not None else _multipart(parts, boundary)
     async with edge.client.post("/v1/media", data=body, headers=headers) as r:
         status, doc = r.status, await r.json(content_type=None)
@@ -346,5 +437,3 @@ def _multipart(parts: list[tuple[str, bytes, str | None]], boundary: str) -> byt
             head += f"Content-Type: {ctype}\r\n"
         out += head.encode() + b"\r\n" + content + b"\r\n"
     return out + f"--{boundary}--\r\n".encode()
-
-

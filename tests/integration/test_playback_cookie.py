@@ -29,23 +29,24 @@ from ..support.services import Edge, EdgeFactory, bearer
 
 @pytest.fixture
 async def web_edge(make_edge: EdgeFactory, tmp_path: Path) -> Edge:
-    return await make_edge(playback_secret_path=tmp_path / "playback.key",
-                           cors_origins=(APP_ORIGIN,))
+    return await make_edge(playback_secret_path=tmp_path / "playback.key", cors_origins=(APP_ORIGIN,))
 
 
-
-
-
-async def get_media(edge: Edge, media_id: str, *, cookie: str | None = None,
-                    ptr: str | None = None, session: str | None = None,
-                    **headers: str) -> tuple[int, Any, Any]:
+async def get_media(
+    edge: Edge,
+    media_id: str,
+    *,
+    cookie: str | None = None,
+    ptr: str | None = None,
+    session: str | None = None,
+    **headers: str,
+) -> tuple[int, Any, Any]:
     h = dict(headers)
     if cookie is not None:
         h["Cookie"] = f"{COOKIE_NAME}={cookie}"
     if session is not None:
         h.update(bearer(session))
-    async with edge.client.get(f"/m/{media_id}", params={"pointer": ptr} if ptr else {},
-                               headers=h) as r:
+    async with edge.client.get(f"/m/{media_id}", params={"pointer": ptr} if ptr else {}, headers=h) as r:
         body = await r.json() if r.content_type == "application/json" else await r.read()
         return r.status, body, r.headers
 
@@ -55,48 +56,48 @@ def code(body: Any) -> str:
 
 
 async def test_playback_cookie_plays_pointer_for_its_recipient(
-        web_edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
+    web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, data = await web_edge.add_media()
     value, morsel = await cookie_for(web_edge, issuer.mint("bob"))
     assert morsel["httponly"] and morsel["path"] == "/m/" and morsel["samesite"] == "Strict"
     assert not morsel["secure"]  # plain http here; Secure on https or when configured
     assert 0 < int(morsel["max-age"]) <= 600
-    status, body, headers = await get_media(web_edge, media.id, cookie=value,
-                                            ptr=mint(ring, media, "bob"), Range="bytes=100-199")
+    status, body, headers = await get_media(
+        web_edge, media.id, cookie=value, ptr=mint(ring, media, "bob"), Range="bytes=100-199"
+    )
     assert (status, body) == (206, data[100:200])
     assert headers["Content-Range"] == f"bytes 100-199/{len(data)}"
     assert "Cookie" in headers["Vary"]
 
 
 async def test_forwarded_pointer_denied_with_another_users_cookie(
-        web_edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
+    web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, _ = await web_edge.add_media()
     carol, _ = await cookie_for(web_edge, issuer.mint("carol"))
-    status, body, _ = await get_media(web_edge, media.id, cookie=carol,
-                                      ptr=mint(ring, media, "bob"))
+    status, body, _ = await get_media(web_edge, media.id, cookie=carol, ptr=mint(ring, media, "bob"))
     assert (status, code(body)) == (403, "pointer_wrong_recipient")
 
 
-async def test_forwarded_pointer_denied_without_cookie(
-        web_edge: Edge, ring: KeyRing) -> None:
+async def test_forwarded_pointer_denied_without_cookie(web_edge: Edge, ring: KeyRing) -> None:
     media, _ = await web_edge.add_media()
     status, body, _ = await get_media(web_edge, media.id, ptr=mint(ring, media, "bob"))
     assert (status, code(body)) == (401, "session_missing")
 
 
-async def test_tampered_playback_cookie_rejected(web_edge: Edge, issuer: DevIssuer,
-                                                 ring: KeyRing) -> None:
+async def test_tampered_playback_cookie_rejected(
+    web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, _ = await web_edge.add_media()
     value, _ = await cookie_for(web_edge, issuer.mint("bob"))
     body_b64, _, sig = value.partition(".")
     forged = body_b64 + "." + ("A" if sig[0] != "A" else "B") + sig[1:]
-    status, body, _ = await get_media(web_edge, media.id, cookie=forged,
-                                      ptr=mint(ring, media, "bob"))
+    status, body, _ = await get_media(web_edge, media.id, cookie=forged, ptr=mint(ring, media, "bob"))
     assert (status, code(body)) == (401, "session_invalid")
 
 
-async def test_session_jwt_as_cookie_rejected(web_edge: Edge, issuer: DevIssuer,
-                                              ring: KeyRing) -> None:
+async def test_session_jwt_as_cookie_rejected(web_edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
     """The raw session is never a media cookie (nor is a pointer: type and key differ)."""
     media, _ = await web_edge.add_media()
     ptr = mint(ring, media, "bob")
@@ -106,12 +107,12 @@ async def test_session_jwt_as_cookie_rejected(web_edge: Edge, issuer: DevIssuer,
 
 
 async def test_cookie_from_another_edge_secret_rejected(
-        web_edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
+    web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, _ = await web_edge.add_media()
     session = await web_edge.state.authorizer.session(issuer.mint("bob"))
     other, _ = PlaybackTokens(b"\x01" * 32, ttl_s=600).mint(session)
-    status, body, _ = await get_media(web_edge, media.id, cookie=other,
-                                      ptr=mint(ring, media, "bob"))
+    status, body, _ = await get_media(web_edge, media.id, cookie=other, ptr=mint(ring, media, "bob"))
     assert (status, code(body)) == (401, "session_invalid")
 
 
@@ -135,30 +136,31 @@ def test_playback_cookie_never_outlives_session() -> None:
 
 
 async def test_playback_cookie_keeps_age_and_region_rules(
-        web_edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
+    web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, _ = await web_edge.add_media(min_age=18, blocked=frozenset({"FR"}))
     minor, _ = await cookie_for(web_edge, issuer.mint("bob", age="minor"))
-    status, body, _ = await get_media(web_edge, media.id, cookie=minor,
-                                      ptr=mint(ring, media, "bob"))
+    status, body, _ = await get_media(web_edge, media.id, cookie=minor, ptr=mint(ring, media, "bob"))
     assert (status, code(body)) == (403, "age_restricted")
     french, _ = await cookie_for(web_edge, issuer.mint("bob", region="FR"))
-    status, body, _ = await get_media(web_edge, media.id, cookie=french,
-                                      ptr=mint(ring, media, "bob"))
+    status, body, _ = await get_media(web_edge, media.id, cookie=french, ptr=mint(ring, media, "bob"))
     assert (status, code(body)) == (403, "region_restricted")
 
 
 async def test_playback_cookie_not_accepted_on_state_changing_routes(
-        web_edge: Edge, issuer: DevIssuer) -> None:
+    web_edge: Edge, issuer: DevIssuer
+) -> None:
     """No CSRF path: a cross-site form or fetch that carries the cookie changes nothing."""
     value, _ = await cookie_for(web_edge, issuer.mint("mod", roles=["moderator", "publisher"]))
     cookie = {"Cookie": f"{COOKIE_NAME}={value}", "Origin": "https://evil.example"}
     for method, path, body in (
-            ("POST", "/v1/media", {"origin_path": "x.mp4"}),
-            ("POST", "/v1/takedowns", {"media_id": "m_x", "reason": "csrf"}),
-            ("POST", "/v1/grants", {"media_id": "m_x", "max_redeemers": 1}),
-            ("DELETE", "/v1/grants/g_x", None),
-            ("POST", "/v1/playback-session", None),
-            ("DELETE", "/v1/playback-session", None)):
+        ("POST", "/v1/media", {"origin_path": "x.mp4"}),
+        ("POST", "/v1/takedowns", {"media_id": "m_x", "reason": "csrf"}),
+        ("POST", "/v1/grants", {"media_id": "m_x", "max_redeemers": 1}),
+        ("DELETE", "/v1/grants/g_x", None),
+        ("POST", "/v1/playback-session", None),
+        ("DELETE", "/v1/playback-session", None),
+    ):
         async with web_edge.client.request(method, path, json=body, headers=cookie) as r:
             assert r.status == 401, (method, path, r.status)
             assert (await r.json())["error"]["code"] == "session_missing"
@@ -166,7 +168,8 @@ async def test_playback_cookie_not_accepted_on_state_changing_routes(
 
 
 async def test_auth_honours_cookie_only_for_media_reads(
-        web_edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
+    web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     """nginx forwards the cookie to /auth; it counts only when the original method is GET/HEAD."""
     media, _ = await web_edge.add_media()
     value, _ = await cookie_for(web_edge, issuer.mint("bob"))
@@ -179,20 +182,19 @@ async def test_auth_honours_cookie_only_for_media_reads(
             assert r.status == expected, (method, r.status)
 
 
-async def test_playback_disabled_without_secret(edge: Edge, issuer: DevIssuer,
-                                                ring: KeyRing) -> None:
+async def test_playback_disabled_without_secret(edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
     async with edge.client.post("/v1/playback-session", headers=bearer(issuer.mint("bob"))) as r:
         assert (r.status, (await r.json())["error"]["code"]) == (404, "playback_disabled")
     media, _ = await edge.add_media()
     forged = PlaybackTokens(b"\x04" * 32, ttl_s=600).mint(
-        Session("bob", "d1", 30, "GB", frozenset(), int(time.time()), int(time.time()) + 600))[0]
+        Session("bob", "d1", 30, "GB", frozenset(), int(time.time()), int(time.time()) + 600)
+    )[0]
     status, body, _ = await get_media(edge, media.id, cookie=forged, ptr=mint(ring, media, "bob"))
     assert (status, code(body)) == (401, "session_missing")
 
 
 async def test_clear_playback_cookie(web_edge: Edge, issuer: DevIssuer) -> None:
-    async with web_edge.client.delete("/v1/playback-session",
-                                      headers=bearer(issuer.mint("bob"))) as r:
+    async with web_edge.client.delete("/v1/playback-session", headers=bearer(issuer.mint("bob"))) as r:
         assert r.status == 200
         morsel = SimpleCookie(r.headers["Set-Cookie"])[COOKIE_NAME]
         assert morsel.value == "" and morsel["path"] == "/m/" and int(morsel["max-age"]) == 0
@@ -202,12 +204,14 @@ async def test_clear_playback_cookie(web_edge: Edge, issuer: DevIssuer) -> None:
 
 
 async def test_cors_for_configured_origin_on_media_and_refusals(
-        web_edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
+    web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, _ = await web_edge.add_media()
     value, _ = await cookie_for(web_edge, issuer.mint("bob"))
     for ptr, expected in ((mint(ring, media, "bob"), 206), (mint(ring, media, "carol"), 403)):
-        status, _, h = await get_media(web_edge, media.id, cookie=value, ptr=ptr,
-                                       Origin=APP_ORIGIN, Range="bytes=0-9")
+        status, _, h = await get_media(
+            web_edge, media.id, cookie=value, ptr=ptr, Origin=APP_ORIGIN, Range="bytes=0-9"
+        )
         assert status == expected
         assert h["Access-Control-Allow-Origin"] == APP_ORIGIN
         assert h["Access-Control-Allow-Credentials"] == "true"
@@ -217,35 +221,47 @@ async def test_cors_for_configured_origin_on_media_and_refusals(
 
 
 async def test_cors_origin_not_reflected_for_unlisted_origin(
-        web_edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
+    web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     media, _ = await web_edge.add_media()
     value, _ = await cookie_for(web_edge, issuer.mint("bob"))
     for origin in ("https://evil.example", "http://app.example.test:8091", "null"):
-        status, _, h = await get_media(web_edge, media.id, cookie=value,
-                                       ptr=mint(ring, media, "bob"), Origin=origin)
+        status, _, h = await get_media(
+            web_edge, media.id, cookie=value, ptr=mint(ring, media, "bob"), Origin=origin
+        )
         assert status == 200
         assert "Access-Control-Allow-Origin" not in h
         assert "Access-Control-Allow-Credentials" not in h
 
 
 async def test_cors_preflight(web_edge: Edge) -> None:
-    ask = {"Access-Control-Request-Method": "POST",
-           "Access-Control-Request-Headers": "authorization, content-type"}
-    async with web_edge.client.options("/v1/playback-session",
-                                       headers={**ask, "Origin": APP_ORIGIN}) as r:
+    ask = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    async with web_edge.client.options(
+        "/v1/playback-session", headers={**ask, "Origin": APP_ORIGIN}
+    ) as r:
         assert r.status == 204
         assert r.headers["Access-Control-Allow-Origin"] == APP_ORIGIN
         assert r.headers["Access-Control-Allow-Credentials"] == "true"
         assert "POST" in r.headers["Access-Control-Allow-Methods"]
         assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
-    async with web_edge.client.options("/m/m_x", headers={
-            **ask, "Origin": "https://evil.example"}) as r:
+    async with web_edge.client.options("/m/m_x", headers={**ask, "Origin": "https://evil.example"}) as r:
         assert r.status == 403
         assert "Access-Control-Allow-Origin" not in r.headers
 
 
-@pytest.mark.parametrize("origin", ["*", "https://app.example.com/", "https://APP.example.com",
-                                    "https://app.example.com/path", "app.example.com"])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "*",
+        "https://app.example.com/",
+        "https://APP.example.com",
+        "https://app.example.com/path",
+        "app.example.com",
+    ],
+)
 def test_cors_origin_setting_must_be_exact(origin: str) -> None:
     with pytest.raises(ValidationError):
         EdgeSettings.load(cors_origins=(origin,))

@@ -16,20 +16,23 @@ ETAG = '"abc"'
 LM = "Mon, 23 Nov 2026 00:00:00 GMT"
 
 
-@pytest.mark.parametrize("header,status,start,length", [
-    ("bytes=0-99", 206, 0, 100),
-    ("bytes=99990-", 206, 99990, 10),
-    ("bytes=-10", 206, 99990, 10),
-    ("bytes=-200000", 206, 0, SIZE),
-    ("bytes=50-2000000", 206, 50, SIZE - 50),
-    ("bytes=0-0", 206, 0, 1),
-    ("bytes=100000-", 416, 0, 0),
-    ("bytes=-0", 416, 0, 0),
-    ("bytes=5-1", 200, 0, SIZE),      # invalid spec: ignored
-    ("bytes=0-1,5-9", 200, 0, SIZE),  # multiple ranges: whole representation
-    ("items=0-9", 200, 0, SIZE),      # unknown unit: ignored
-    ("bytes=abc", 200, 0, SIZE),
-])
+@pytest.mark.parametrize(
+    "header,status,start,length",
+    [
+        ("bytes=0-99", 206, 0, 100),
+        ("bytes=99990-", 206, 99990, 10),
+        ("bytes=-10", 206, 99990, 10),
+        ("bytes=-200000", 206, 0, SIZE),
+        ("bytes=50-2000000", 206, 50, SIZE - 50),
+        ("bytes=0-0", 206, 0, 1),
+        ("bytes=100000-", 416, 0, 0),
+        ("bytes=-0", 416, 0, 0),
+        ("bytes=5-1", 200, 0, SIZE),  # invalid spec: ignored
+        ("bytes=0-1,5-9", 200, 0, SIZE),  # multiple ranges: whole representation
+        ("items=0-9", 200, 0, SIZE),  # unknown unit: ignored
+        ("bytes=abc", 200, 0, SIZE),
+    ],
+)
 def test_plan_ranges(header: str, status: int, start: int, length: int) -> None:
     p = ranges.plan({"Range": header}, size=SIZE, etag=ETAG, last_modified=LM)
     assert (p.status, p.start, p.length) == (status, start, length)
@@ -44,18 +47,19 @@ def test_plan_empty_file_range_unsatisfiable() -> None:
     assert ranges.plan({}, size=0, etag=ETAG, last_modified=LM).status == 200
 
 
-@pytest.mark.parametrize("inm,status", [(ETAG, 304), ('W/"abc"', 304), ('"x", "abc"', 304),
-                                        ("*", 304), ('"other"', 200)])
+@pytest.mark.parametrize(
+    "inm,status", [(ETAG, 304), ('W/"abc"', 304), ('"x", "abc"', 304), ("*", 304), ('"other"', 200)]
+)
 def test_plan_if_none_match(inm: str, status: int) -> None:
-    assert ranges.plan({"If-None-Match": inm}, size=SIZE, etag=ETAG,
-                       last_modified=LM).status == status
+    assert ranges.plan({"If-None-Match": inm}, size=SIZE, etag=ETAG, last_modified=LM).status == status
 
 
-@pytest.mark.parametrize("if_range,status", [(ETAG, 206), ('"stale"', 200), ('W/"abc"', 200),
-                                             (LM, 206), ("Tue, 01 Jan 2030 00:00:00 GMT", 200)])
+@pytest.mark.parametrize(
+    "if_range,status",
+    [(ETAG, 206), ('"stale"', 200), ('W/"abc"', 200), (LM, 206), ("Tue, 01 Jan 2030 00:00:00 GMT", 200)],
+)
 def test_plan_if_range(if_range: str, status: int) -> None:
-    p = ranges.plan({"Range": "bytes=0-9", "If-Range": if_range}, size=SIZE, etag=ETAG,
-                    last_modified=LM)
+    p = ranges.plan({"Range": "bytes=0-9", "If-Range": if_range}, size=SIZE, etag=ETAG, last_modified=LM)
     assert p.status == status
 
 
@@ -65,8 +69,9 @@ def test_plan_if_range(if_range: str, status: int) -> None:
 @pytest.fixture
 async def player(edge: Edge, issuer, ring: KeyRing):  # type: ignore[no-untyped-def]
     media, data = await edge.add_media(size=SIZE, content_type="video/webm")
-    ptr = pointer.mint(ring.signer(), media_id=media.id, sub="bob", conversation_id="c",
-                       message_id="m", now=time.time())
+    ptr = pointer.mint(
+        ring.signer(), media_id=media.id, sub="bob", conversation_id="c", message_id="m", now=time.time()
+    )
     url = f"/m/{media.id}?pointer={ptr}"
     return edge, url, bearer(issuer.mint("bob")), media, data
 
@@ -83,15 +88,21 @@ async def test_full_get_headers(player) -> None:  # type: ignore[no-untyped-def]
         assert "private" in r.headers["Cache-Control"]
 
 
-@pytest.mark.parametrize("rng,lo,hi", [("bytes=0-1023", 0, 1023), ("bytes=99000-", 99000, SIZE - 1),
-                                       ("bytes=-500", SIZE - 500, SIZE - 1),
-                                       ("bytes=1000-1000", 1000, 1000)])
+@pytest.mark.parametrize(
+    "rng,lo,hi",
+    [
+        ("bytes=0-1023", 0, 1023),
+        ("bytes=99000-", 99000, SIZE - 1),
+        ("bytes=-500", SIZE - 500, SIZE - 1),
+        ("bytes=1000-1000", 1000, 1000),
+    ],
+)
 async def test_range_over_http(player, rng: str, lo: int, hi: int) -> None:  # type: ignore[no-untyped-def]
     edge, url, auth, _, data = player
     async with edge.client.get(url, headers={**auth, "Range": rng}) as r:
         assert r.status == 206
         assert r.headers["Content-Range"] == f"bytes {lo}-{hi}/{SIZE}"
-        assert await r.read() == data[lo:hi + 1]
+        assert await r.read() == data[lo : hi + 1]
 
 
 async def test_416_over_http(player) -> None:  # type: ignore[no-untyped-def]

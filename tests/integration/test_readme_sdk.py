@@ -18,7 +18,7 @@ README = REPO_ROOT / "README.md"
 
 def sdk_example() -> str:
     text = README.read_text()
-    section = text[text.index("The SDK, in short"):]
+    section = text[text.index("The SDK, in short") :]
     block = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert block is not None, "no python block in the README's SDK section"
     return block.group(1)
@@ -26,7 +26,8 @@ def sdk_example() -> str:
 
 async def test_readme_sdk_example_runs(dm: DmStack) -> None:
     source = "async def example(DM, EDGE, video_bytes):\n" + textwrap.indent(
-        sdk_example() + "return locals()\n", "    ")
+        sdk_example() + "return locals()\n", "    "
+    )
     namespace: dict[str, Any] = {"DmClient": DmClient}
     exec(compile(source, str(README), "exec"), namespace)  # noqa: S102 - the README's own code
     data = video_bytes(200_000)

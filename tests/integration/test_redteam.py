@@ -57,8 +57,9 @@ class _Collector:
             self.events.append(ev)
 
     def has(self, kind: str, **match: Any) -> bool:
-        return any(e["type"] == kind and all(e.get(k) == v for k, v in match.items())
-                   for e in self.events)
+        return any(
+            e["type"] == kind and all(e.get(k) == v for k, v in match.items()) for e in self.events
+        )
 
     def message(self, message_id: str) -> dict[str, Any] | None:
         for e in self.events:
@@ -91,8 +92,9 @@ class _Lag:
 
 
 @contextlib.asynccontextmanager
-async def _lagging_pair(make_dm: Any, redis_server: RedisBackend, tmp_path: Path,
-                        ring: KeyRing) -> AsyncIterator[_Lag]:
+async def _lagging_pair(
+    make_dm: Any, redis_server: RedisBackend, tmp_path: Path, ring: KeyRing
+) -> AsyncIterator[_Lag]:
     """Two dm processes on one Redis.  The second's notify tail reaches Redis through a proxy
     the test can cut (its other commands go direct): a dm process whose push delivery falls
     behind, as after a partition, a failover or a long pause."""
@@ -102,17 +104,23 @@ async def _lagging_pair(make_dm: Any, redis_server: RedisBackend, tmp_path: Path
     proxy = await TcpProxy(redis_server.port).start()
     direct = await make_dm(redis_url=redis_server.url)
     settings = DmSettings.load(
-        redis_url=proxy.url, redis_cluster=False, keyring_dir=ring.path,
-        issuer_dir=tmp_path / "session-keys", franking_key_path=tmp_path / "franking.key",
+        redis_url=proxy.url,
+        redis_cluster=False,
+        keyring_dir=ring.path,
+        issuer_dir=tmp_path / "session-keys",
+        franking_key_path=tmp_path / "franking.key",
         edge_base_url=str(direct.edge.client.make_url("")).rstrip("/"),
-        dev_issuer=True, dev_issuer_roles=True)
+        dev_issuer=True,
+        dev_issuer_roles=True,
+    )
     main = connect(redis_server.url)
     server = TestServer(build_dm(settings, redis=main))
     await server.start_server()
     try:
         await wait_until(lambda: server.app[STATE_DM].hub.tailer.loaded.is_set(), 30)
-        lag = _Lag(proxy, DmStack(direct.edge, str(server.make_url("")).rstrip("/"), server.app,
-                                  []), direct)
+        lag = _Lag(
+            proxy, DmStack(direct.edge, str(server.make_url("")).rstrip("/"), server.app, []), direct
+        )
         try:
             yield lag
         finally:
@@ -126,8 +134,7 @@ async def _lagging_pair(make_dm: Any, redis_server: RedisBackend, tmp_path: Path
         await main.aclose()
 
 
-async def _catch_up(proxy: TcpProxy, bob: _Collector, cid: str, kind: str,
-                    **match: Any) -> None:
+async def _catch_up(proxy: TcpProxy, bob: _Collector, cid: str, kind: str, **match: Any) -> None:
     """Reconnect the lagging process and wait until it has pushed ``kind`` to Bob."""
     await proxy.start()
     await wait_until(lambda: bob.has(kind, conversation_id=cid, **match), timeout_s=10)
@@ -137,7 +144,8 @@ async def _catch_up(proxy: TcpProxy, bob: _Collector, cid: str, kind: str,
 
 
 async def test_live_push_after_unsend_mints_no_pointer(
-        make_dm: Any, redis_server: RedisBackend, tmp_path: Path, ring: KeyRing) -> None:
+    make_dm: Any, redis_server: RedisBackend, tmp_path: Path, ring: KeyRing
+) -> None:
     """A message event that a dm process pushes late (its notify tail was behind) is rendered
     with a pointer minted *now*, after the message was unsent: the push path does not look at
     the unsend tombstone as replay does.  The edge remembers an unsend only for the longest
@@ -156,12 +164,14 @@ async def test_live_push_after_unsend_mints_no_pointer(
         await alice.unsend(conv["id"], sent["id"])
         await _catch_up(proxy, live, conv["id"], "unsent", message_id=sent["id"])
         pushed = live.message(sent["id"])
-        assert pushed is None or not (pushed.get("media") or {}).get("pointer"), \
+        assert pushed is None or not (pushed.get("media") or {}).get("pointer"), (
             "a pointer was minted for a message already unsent"
+        )
 
 
 async def test_live_push_after_removal_mints_no_pointer(
-        make_dm: Any, redis_server: RedisBackend, tmp_path: Path, ring: KeyRing) -> None:
+    make_dm: Any, redis_server: RedisBackend, tmp_path: Path, ring: KeyRing
+) -> None:
     """The same late push reaches a member removed after the send (recipients are fixed when
     the message is stored) and mints them a fresh pointer after their removal."""
     async with _lagging_pair(make_dm, redis_server, tmp_path, ring) as lag:
@@ -177,15 +187,17 @@ async def test_live_push_after_removal_mints_no_pointer(
         await alice.leave(group["id"], bob.uid)
         await _catch_up(proxy, live, group["id"], "member_left", user_id=bob.uid)
         pushed = live.message(sent["id"])
-        assert pushed is None or not (pushed.get("media") or {}).get("pointer"), \
+        assert pushed is None or not (pushed.get("media") or {}).get("pointer"), (
             "a pointer was minted for a member already removed"
+        )
 
 
 # -- a removal whose revocation failed cannot be repaired --------------------------------------
 
 
 async def test_remove_member_retry_after_failed_revocation_still_revokes(
-        dm: DmStack, redis: Any) -> None:
+    dm: DmStack, redis: Any
+) -> None:
     """``remove_member`` deletes the member, then publishes ``left``.  If the publish fails
     (503), the retry the client is told to make answers 403 not_a_member before publishing,
     so the event never goes out and the removed member's pointers keep playing until they
@@ -216,12 +228,14 @@ async def test_remove_member_retry_after_failed_revocation_still_revokes(
 
 
 @pytest.mark.parametrize("uri", ["//[/m/m_x", "http://[::1/m/m_x"])
-async def test_auth_with_unparseable_original_uri_is_400_not_500(edge: Edge, issuer: DevIssuer,
-                                                                 uri: str) -> None:
+async def test_auth_with_unparseable_original_uri_is_400_not_500(
+    edge: Edge, issuer: DevIssuer, uri: str
+) -> None:
     """``X-Original-URI`` is the client's raw request line (nginx ``$request_uri``):
     ``urlsplit`` raises ValueError on an unbalanced ``[`` and the edge answers 500."""
-    async with edge.client.get("/auth", headers={**bearer(issuer.mint("bob")),
-                                                 "X-Original-URI": uri}) as r:
+    async with edge.client.get(
+        "/auth", headers={**bearer(issuer.mint("bob")), "X-Original-URI": uri}
+    ) as r:
         assert r.status == 400
         assert (await r.json())["error"]["code"] == "invalid_field"
 
@@ -258,8 +272,9 @@ async def _private_upload(edge: Edge, issuer: DevIssuer, data: bytes) -> str:
 
 async def _register_public(edge: Edge, issuer: DevIssuer, origin_path: str) -> str | None:
     publisher = bearer(issuer.mint("mallory", roles=["publisher"]))
-    async with edge.client.post("/v1/media", headers=publisher, json={
-            "origin_path": origin_path, "visibility": "public"}) as r:
+    async with edge.client.post(
+        "/v1/media", headers=publisher, json={"origin_path": origin_path, "visibility": "public"}
+    ) as r:
         if r.status != 201:
             return None
         media_id: str = (await r.json())["id"]
@@ -282,7 +297,8 @@ async def test_hard_link_in_ingest_cannot_alias_an_upload(edge: Edge, issuer: De
 
 
 async def test_ingest_file_swapped_for_symlink_after_registration_serves_no_upload(
-        edge: Edge, issuer: DevIssuer) -> None:
+    edge: Edge, issuer: DevIssuer
+) -> None:
     """Registration resolves the path once; serving opens it again and follows whatever is
     there now.  Register a harmless ingest file of the upload's size, swap it for a symlink to
     the upload, and the public record serves the private bytes."""
@@ -303,7 +319,8 @@ async def test_ingest_file_swapped_for_symlink_after_registration_serves_no_uplo
 
 
 async def test_release_of_held_media_does_not_undo_a_takedown(
-        make_dm: Any, make_edge: Any, issuer: DevIssuer, tmp_path: Path) -> None:
+    make_dm: Any, make_edge: Any, issuer: DevIssuer, tmp_path: Path
+) -> None:
     """A hash bank held Alice's upload; meanwhile a moderator took it down (POST /v1/takedowns).
     Another moderator then works the queue's ``media_hold`` item and releases it: ``_release``
     sets the record to ``active`` whatever its status, so the takedown is silently undone.
@@ -323,18 +340,24 @@ async def test_release_of_held_media_does_not_undo_a_takedown(
     alice = await dm.user()
     mod_a, mod_b = await dm.user(roles=["moderator"]), await dm.user(roles=["moderator"])
     video = make_video(tmp_path / "a.mp4", seed=3)
-    async with edge.client.post("/v1/media", data=upload_form(None, video),
-                                headers=bearer(alice.session_token or "")) as r:
+    async with edge.client.post(
+        "/v1/media", data=upload_form(None, video), headers=bearer(alice.session_token or "")
+    ) as r:
         assert r.status == 201
         media_id = (await r.json())["id"]
-    async with edge.client.post("/v1/takedowns", json={"media_id": media_id, "reason": "csam"},
-                                headers=bearer(mod_a.session_token or "")) as r:
+    async with edge.client.post(
+        "/v1/takedowns",
+        json={"media_id": media_id, "reason": "csam"},
+        headers=bearer(mod_a.session_token or ""),
+    ) as r:
         assert r.status == 200
     queue = (await mod_b.request("GET", "/v1/moderation/queue"))["items"]
     item = next(i for i in queue if i.get("media_id") == media_id)
     with contextlib.suppress(DmClientError):  # refusing the release is a fine fix too
-        await mod_b.request("POST", f"/v1/moderation/items/{item['id']}/actions",
-                            json_body={"action": "release", "reason": "false positive"})
-    async with edge.client.get(f"/v1/media/{media_id}",
-                               headers=bearer(mod_a.session_token or "")) as r:
+        await mod_b.request(
+            "POST",
+            f"/v1/moderation/items/{item['id']}/actions",
+            json_body={"action": "release", "reason": "false positive"},
+        )
+    async with edge.client.get(f"/v1/media/{media_id}", headers=bearer(mod_a.session_token or "")) as r:
         assert (await r.json())["status"] == "taken_down", "the release undid the takedown"

@@ -21,8 +21,9 @@ from ..support.services import Edge, EdgeFactory, RedisBackend, wait_until
 from ..support.tcp_proxy import TcpProxy
 
 
-async def test_unsend_visible_at_edge_within_one_second(edge: Edge, issuer: DevIssuer,
-                                                        ring: KeyRing, redis: Any) -> None:
+async def test_unsend_visible_at_edge_within_one_second(
+    edge: Edge, issuer: DevIssuer, ring: KeyRing, redis: Any
+) -> None:
     media, _ = await edge.add_media()
     bob, ptr = issuer.mint("bob"), mint(ring, media, msg="msg_9")
     assert (await fetch(edge, media.id, bob, ptr))[0] == 200
@@ -38,7 +39,8 @@ async def test_unsend_visible_at_edge_within_one_second(edge: Edge, issuer: DevI
 
 
 async def test_member_left_denies_pointers_minted_before_and_after(
-        edge: Edge, issuer: DevIssuer, ring: KeyRing, redis: Any) -> None:
+    edge: Edge, issuer: DevIssuer, ring: KeyRing, redis: Any
+) -> None:
     media, _ = await edge.add_media()
     bob, ptr = issuer.mint("bob"), mint(ring, media, now=time.time() - 5)
     await RevocationLog(redis).publish(revocation.left("c_1", "bob"))
@@ -57,8 +59,9 @@ async def test_member_left_denies_pointers_minted_before_and_after(
     assert (await fetch(edge, media.id, carol, mint(ring, media, sub="carol")))[0] == 200
 
 
-async def test_starting_edge_loads_the_window(make_edge: EdgeFactory, issuer: DevIssuer,
-                                              ring: KeyRing, redis: Any) -> None:
+async def test_starting_edge_loads_the_window(
+    make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing, redis: Any
+) -> None:
     await RevocationLog(redis).publish(revocation.unsent("c_1", "msg_old"))
     edge = await make_edge()  # starts after the event was written
     media, _ = await edge.add_media()
@@ -67,12 +70,12 @@ async def test_starting_edge_loads_the_window(make_edge: EdgeFactory, issuer: De
 
 
 async def test_redis_stopped_serves_cache_within_bound_then_503(
-        make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing, tmp_path: Path) -> None:
+    make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing, tmp_path: Path
+) -> None:
     server = RedisProcess(tmp_path / "own-redis").start()
     restarted = RedisProcess(server.data_dir, port=server.port)
     try:
-        edge = await make_edge(redis_url=server.url, staleness_bound_s=1.5,
-                               revocation_block_ms=100)
+        edge = await make_edge(redis_url=server.url, staleness_bound_s=1.5, revocation_block_ms=100)
         private, _ = await edge.add_media()
         public, _ = await edge.add_media(visibility="public")
         bob, ptr = issuer.mint("bob"), mint(ring, private)
@@ -86,8 +89,9 @@ async def test_redis_stopped_serves_cache_within_bound_then_503(
             return (await fetch(edge, private.id, bob, ptr))[0] == 503
 
         await wait_until(stale, timeout_s=5.0)
-        async with edge.client.get(f"/m/{private.id}", params={"pointer": ptr},
-                                   headers={"Authorization": f"Bearer {bob}"}) as r:
+        async with edge.client.get(
+            f"/m/{private.id}", params={"pointer": ptr}, headers={"Authorization": f"Bearer {bob}"}
+        ) as r:
             assert r.headers["Retry-After"]
             assert (await r.json())["error"]["code"] == "revocation_stale"
         assert (await fetch(edge, public.id, bob))[0] == 200  # public media is still served
@@ -109,8 +113,8 @@ async def test_redis_stopped_serves_cache_within_bound_then_503(
 
 
 async def test_edge_catches_up_on_revocations_written_while_cut_off(
-        make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing, redis: Any,
-        redis_server: RedisBackend) -> None:
+    make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing, redis: Any, redis_server: RedisBackend
+) -> None:
     proxy = await TcpProxy(redis_server.port).start()
     edge = await make_edge(redis_url=proxy.url, staleness_bound_s=1.0, revocation_block_ms=100)
     media, _ = await edge.add_media()
@@ -157,8 +161,9 @@ async def test_stream_is_trimmed_to_retention(redis: Any) -> None:
     assert await redis.xlen("cdn:revocations") < 300
 
 
-async def test_malformed_stream_entry_is_skipped(edge: Edge, issuer: DevIssuer, ring: KeyRing,
-                                                 redis: Any) -> None:
+async def test_malformed_stream_entry_is_skipped(
+    edge: Edge, issuer: DevIssuer, ring: KeyRing, redis: Any
+) -> None:
     await redis.xadd("cdn:revocations", {"kind": "bogus"})
     await RevocationLog(redis).publish(revocation.unsent("c_1", "msg_after"))
     media, _ = await edge.add_media()

@@ -16,9 +16,14 @@ from ..support.services import DmStack, bearer
 
 async def _post(dm: DmStack, token: str | None, path: str, raw: str) -> tuple[int, Any]:
     assert token is not None
-    async with aiohttp.ClientSession() as http, http.post(
-            dm.dm_url + path, data=raw.encode(),
-            headers={**bearer(token), "Content-Type": "application/json"}) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            dm.dm_url + path,
+            data=raw.encode(),
+            headers={**bearer(token), "Content-Type": "application/json"},
+        ) as r,
+    ):
         return r.status, await r.json(content_type=None)
 
 
@@ -36,14 +41,27 @@ async def test_lone_surrogate_in_a_json_body_is_400_not_500(dm: DmStack, route: 
     path, raw = {
         "send": (f"/v1/conversations/{plain['id']}/messages", f'{{"text": "{lone}"}}'),
         "conversation": ("/v1/conversations", f'{{"members": ["{lone}"]}}'),
-        "plain_report": ("/v1/reports", json.dumps(
-            {"conversation_id": plain["id"], "message_id": sent["id"]})[:-1]
-            + f', "reason": "{lone}"}}'),
-        "sealed_report": ("/v1/reports", json.dumps(
-            {"conversation_id": sealed["id"], "sealed": {
-                "client_message_id": "s_1", "ts_ms": 1, "commitment": "",
-                "countersignature": "", "franking_key": ""}})[:-2]
-            + f', "sender": "{lone}"}}}}'),
+        "plain_report": (
+            "/v1/reports",
+            json.dumps({"conversation_id": plain["id"], "message_id": sent["id"]})[:-1]
+            + f', "reason": "{lone}"}}',
+        ),
+        "sealed_report": (
+            "/v1/reports",
+            json.dumps(
+                {
+                    "conversation_id": sealed["id"],
+                    "sealed": {
+                        "client_message_id": "s_1",
+                        "ts_ms": 1,
+                        "commitment": "",
+                        "countersignature": "",
+                        "franking_key": "",
+                    },
+                }
+            )[:-2]
+            + f', "sender": "{lone}"}}}}',
+        ),
     }[route]
     status, body = await _post(dm, alice.session_token, path, raw)
     assert (status, body["error"]["code"]) == (400, "malformed_request")
@@ -53,10 +71,13 @@ async def test_escaped_surrogate_pair_is_still_accepted(dm: DmStack) -> None:
     """The fix must not refuse a proper pair (an emoji escaped by an ASCII-only encoder)."""
     alice, bob = await dm.user(), await dm.user()
     plain = await alice.create_conversation([bob.uid])
-    status, body = await _post(dm, alice.session_token,
-                               f"/v1/conversations/{plain['id']}/messages",
-                               '{"text": "\\ud83d\\ude00"}')
-    assert status == 201 and body["text"] == "\U0001F600"
+    status, body = await _post(
+        dm,
+        alice.session_token,
+        f"/v1/conversations/{plain['id']}/messages",
+        '{"text": "\\ud83d\\ude00"}',
+    )
+    assert status == 201 and body["text"] == "\U0001f600"
 
 
 async def test_only_the_sender_unsends_even_an_unsent_message(dm: DmStack) -> None:

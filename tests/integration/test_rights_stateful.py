@@ -47,22 +47,48 @@ from ..support.rights_model import MediaRec, Pointer, Rights, Verdict
 from ..support.rights_services import Services, Tok, bearer_of, pick
 from ..support.services import DmFactory, EdgeFactory, RedisBackend, wait_until
 
-settings.register_profile("ci", max_examples=20, stateful_step_count=20, deadline=None,
-                          suppress_health_check=list(HealthCheck), print_blob=True)
-settings.register_profile("debug", max_examples=8, stateful_step_count=20, deadline=None,
-                          suppress_health_check=list(HealthCheck), verbosity=Verbosity.verbose)
-settings.register_profile("long", max_examples=300, stateful_step_count=30, deadline=None,
-                          suppress_health_check=list(HealthCheck), print_blob=True)
+settings.register_profile(
+    "ci",
+    max_examples=20,
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+)
+settings.register_profile(
+    "debug",
+    max_examples=8,
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    verbosity=Verbosity.verbose,
+)
+settings.register_profile(
+    "long",
+    max_examples=300,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 
 IDX = st.integers(0, 7)  # an index into a list the machine keeps (taken modulo its length)
 REGIONS = ("GB", "GB", "FR")
-AUDIENCES = {"any": (frozenset(), frozenset()), "only_gb": (frozenset({"GB"}), frozenset()),
-             "not_fr": (frozenset(), frozenset({"FR"}))}
+AUDIENCES = {
+    "any": (frozenset(), frozenset()),
+    "only_gb": (frozenset({"GB"}), frozenset()),
+    "not_fr": (frozenset(), frozenset({"FR"})),
+}
 MAX_USERS, MAX_MEDIA, MAX_CONVS = 4, 3, 4
 #: owner, public, allow_reshare, min_age, audience
-MEDIA = st.tuples(IDX, st.booleans(), st.booleans(), st.sampled_from([0, 0, 0, 16]),
-                  st.sampled_from(["any", "any", "any", "only_gb", "not_fr"]))
+MEDIA = st.tuples(
+    IDX,
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([0, 0, 0, 16]),
+    st.sampled_from(["any", "any", "any", "only_gb", "not_fr"]),
+)
 AGES = st.sampled_from(["adult", "adult", "minor"])
 #: creator, other members, sealed
 CONV = st.tuples(IDX, st.sets(IDX, min_size=1, max_size=2), st.booleans())
@@ -98,27 +124,37 @@ class RightsMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         if PROFILE != "ci":  # the long run's progress, for its log (pytest -s)
-            print(f"-- example end: {self.steps} steps, {len(self.users)} users, "
-                  f"{len(self.msgs)} messages, {len(self.grants)} grants, "
-                  f"{len(self.tokens)} pointers held")
+            print(
+                f"-- example end: {self.steps} steps, {len(self.users)} users, "
+                f"{len(self.msgs)} messages, {len(self.grants)} grants, "
+                f"{len(self.tokens)} pointers held"
+            )
         self.s.run(self.s.close_people())
 
     def expect(self, what: str, got: int, want: Verdict, *, lenient_deny: bool = False) -> None:
         ok = (got < 400) == want.allowed and (
-            want.allowed or got == want.status or (lenient_deny and got in (403, 410)))
+            want.allowed or got == want.status or (lenient_deny and got in (403, 410))
+        )
         if PROFILE == "debug":
             print(f"  {what}: {got} (model {want.status} {want.reason})")
         assert ok, f"{what}: service answered {got}, model says {want}"
 
     # -- actions -----------------------------------------------------------------------
-    @initialize(ages=st.lists(AGES, min_size=3, max_size=3),
-                regions=st.lists(st.sampled_from(REGIONS), min_size=3, max_size=3),
-                media=st.lists(MEDIA, min_size=2, max_size=2),
-                convs=st.lists(CONV, min_size=2, max_size=2),
-                first=st.tuples(IDX, IDX, IDX))
-    def start(self, ages: list[str], regions: list[str],
-              media: list[tuple[int, bool, bool, int, str]],
-              convs: list[tuple[int, set[int], bool]], first: tuple[int, int, int]) -> None:
+    @initialize(
+        ages=st.lists(AGES, min_size=3, max_size=3),
+        regions=st.lists(st.sampled_from(REGIONS), min_size=3, max_size=3),
+        media=st.lists(MEDIA, min_size=2, max_size=2),
+        convs=st.lists(CONV, min_size=2, max_size=2),
+        first=st.tuples(IDX, IDX, IDX),
+    )
+    def start(
+        self,
+        ages: list[str],
+        regions: list[str],
+        media: list[tuple[int, bool, bool, int, str]],
+        convs: list[tuple[int, set[int], bool]],
+        first: tuple[int, int, int],
+    ) -> None:
         """Every history starts with three users, two videos, two conversations, one
         share and a capability for the first video asked by its owner, so the steps that
         follow are spent on re-sharing and revoking."""
@@ -143,13 +179,20 @@ class RightsMachine(RuleBasedStateMachine):
     def add_media_rule(self, m: tuple[int, bool, bool, int, str]) -> None:
         self.add_media(*m)
 
-    def add_media(self, owner: int, public: bool, reshare: bool, min_age: int,
-                  audience: str) -> None:
+    def add_media(self, owner: int, public: bool, reshare: bool, min_age: int, audience: str) -> None:
         allowed, blocked = AUDIENCES[audience]
         uid = pick(self.users, owner)
-        media, _ = self.s.run(self.s.dm.edge.add_media(
-            owner=uid, size=64, visibility="public" if public else "private",
-            allow_reshare=reshare, min_age=min_age, allowed=allowed, blocked=blocked))
+        media, _ = self.s.run(
+            self.s.dm.edge.add_media(
+                owner=uid,
+                size=64,
+                visibility="public" if public else "private",
+                allow_reshare=reshare,
+                min_age=min_age,
+                allowed=allowed,
+                blocked=blocked,
+            )
+        )
         self.model.add_media(media.id, MediaRec(uid, public, reshare, min_age, allowed, blocked))
         self.media.append(media.id)
 
@@ -161,10 +204,12 @@ class RightsMachine(RuleBasedStateMachine):
     def create_conversation(self, creator: int, others: set[int], sealed: bool) -> None:
         me = pick(self.users, creator)
         rest = sorted({pick(self.users, i) for i in others} - {me}) or [
-            self.users[(self.users.index(me) + 1) % len(self.users)]]
+            self.users[(self.users.index(me) + 1) % len(self.users)]
+        ]
         mode = "sealed" if sealed else "plain"
-        got, conv = self.s.run(self.s.status(
-            self.s.people[me].client.create_conversation(rest, mode=mode)))
+        got, conv = self.s.run(
+            self.s.status(self.s.people[me].client.create_conversation(rest, mode=mode))
+        )
         cid = conv["id"] if conv else f"refused-{uuid.uuid4().hex}"
         want = self.model.create_conversation(cid, me, rest, mode)
         self.expect(f"{me} opens {mode} conversation with {rest}", got, want)
@@ -208,8 +253,7 @@ class RightsMachine(RuleBasedStateMachine):
     def send_as(self, uid: str, cid: str, mid: str | None, via: int | None) -> None:
         client = self.s.people[uid].client
         if self.model.convs[cid].mode == "plain":
-            got, sent = self.s.run(self.s.status(client.send(cid, media_id=mid, text="hi",
-                                                             retries=0)))
+            got, sent = self.s.run(self.s.status(client.send(cid, media_id=mid, text="hi", retries=0)))
             msg_id = sent["id"] if sent else "refused"
             want = self.model.send_plain(msg_id, uid, cid, mid)
             self.expect(f"{uid} sends {mid} in {cid}", got, want, lenient_deny=True)
@@ -226,12 +270,16 @@ class RightsMachine(RuleBasedStateMachine):
         if mid is not None:
             n = max(1, len(self.model.convs[cid].members) - 1)
             via_g = pick(self.grants, via) if via is not None and self.grants else None
-            got, g = self.s.run(self.s.status(client.request_grant(
-                self.s.edge_url, mid, n, via_grant=via_g[1] if via_g else None)))
+            got, g = self.s.run(
+                self.s.status(
+                    client.request_grant(self.s.edge_url, mid, n, via_grant=via_g[1] if via_g else None)
+                )
+            )
             gid = g["grant_id"] if g else "refused"
             want = self.model.mint_grant(gid, uid, mid, n, via_g[0] if via_g else None)
-            self.expect(f"{uid} asks a grant for {mid} via {via_g and via_g[0]}", got, want,
-                        lenient_deny=True)
+            self.expect(
+                f"{uid} asks a grant for {mid} via {via_g and via_g[0]}", got, want, lenient_deny=True
+            )
             if not want.allowed:
                 return
             token = g["grant"]
@@ -245,14 +293,16 @@ class RightsMachine(RuleBasedStateMachine):
             self.msgs.append(msg_id)
             self.new_msgs.append(msg_id)
 
-    async def _seal_and_send(self, client: DmClient, cid: str, mid: str | None,
-                             token: str | None, gid: str | None) -> Any:
+    async def _seal_and_send(
+        self, client: DmClient, cid: str, mid: str | None, token: str | None, gid: str | None
+    ) -> Any:
         members = self.model.convs[cid].members
         devices = {u: await client.devices_of(u) for u in members}
         payload = envelope.Payload(mid, token, "hi", envelope.new_franking_key())
         assert client.device_id is not None
-        body = envelope.seal_body(cid, client.uid, client.device_id,
-                                  envelope.new_client_message_id(), payload, devices)
+        body = envelope.seal_body(
+            cid, client.uid, client.device_id, envelope.new_client_message_id(), payload, devices
+        )
         if gid:
             body["grant_id"] = gid
         return await client.request("POST", f"/v1/conversations/{cid}/messages", json_body=body)
@@ -305,8 +355,11 @@ class RightsMachine(RuleBasedStateMachine):
 
     async def _takedown(self, mid: str) -> None:
         assert self.s.http is not None
-        async with self.s.http.post(f"{self.s.edge_url}/v1/takedowns", json={"media_id": mid},
-                                    headers=bearer_of(self.s.moderator)) as r:
+        async with self.s.http.post(
+            f"{self.s.edge_url}/v1/takedowns",
+            json={"media_id": mid},
+            headers=bearer_of(self.s.moderator),
+        ) as r:
             assert r.status == 200, await r.text()
 
     @precondition(lambda self: bool(self.grants))
@@ -315,8 +368,9 @@ class RightsMachine(RuleBasedStateMachine):
         gid, token = pick(self.grants, grant)
         uid = pick(self.first_those({self.model.grants[gid].sharer}), user)
         proof = token if gid.startswith("d_") else None  # a derived grant proves whose
-        got, _ = self.s.run(self.s.status(
-            self.s.people[uid].client.revoke_grant(self.s.edge_url, gid, proof)))
+        got, _ = self.s.run(
+            self.s.status(self.s.people[uid].client.revoke_grant(self.s.edge_url, gid, proof))
+        )
         self.expect(f"{uid} revokes grant {gid}", got, self.model.revoke_grant(uid, gid))
 
     @precondition(lambda self: bool(self.grants))
@@ -327,8 +381,11 @@ class RightsMachine(RuleBasedStateMachine):
         gid, _ = pick(self.grants, grant)
         g = self.model.grants[gid]
         uid = pick(self.first_those(set(g.redeemers) | self.recipients(gid)), user)
-        mine = [c for c, v in self.model.convs.items()
-                if uid in v.members | v.departed and v.mode == "sealed"]
+        mine = [
+            c
+            for c, v in self.model.convs.items()
+            if uid in v.members | v.departed and v.mode == "sealed"
+        ]
         if mine:
             via = next(i for i, (x, _) in enumerate(self.grants) if x == gid)
             self.send_as(uid, pick(mine, conv), g.media, via)
@@ -342,18 +399,28 @@ class RightsMachine(RuleBasedStateMachine):
         mid, uid = pick(self.media, media), pick(self.users, user)
         via_g = None
         if via is not None and self.grants:
-            ranked = sorted(self.grants, key=lambda t: not (
-                self.model.grants[t[0]].media == mid and uid in self.model.grants[t[0]].redeemers))
+            ranked = sorted(
+                self.grants,
+                key=lambda t: (
+                    not (
+                        self.model.grants[t[0]].media == mid and uid in self.model.grants[t[0]].redeemers
+                    )
+                ),
+            )
             via_g = pick(ranked, via)
         client = self.s.people[uid].client
-        got, cap = self.s.run(self.s.status(client.obtain_capability(
-            mid, edge_url=self.s.edge_url, via_grant=via_g[1] if via_g else None,
-            max_grants=2)))
+        got, cap = self.s.run(
+            self.s.status(
+                client.obtain_capability(
+                    mid, edge_url=self.s.edge_url, via_grant=via_g[1] if via_g else None, max_grants=2
+                )
+            )
+        )
         cap_id = cap["cap_id"] if cap else "refused"
-        want = self.model.obtain_capability(cap_id, uid, mid, via_g[0] if via_g else None,
-                                            max_grants=2)
-        self.expect(f"{uid} asks a capability for {mid} via {via_g and via_g[0]}", got, want,
-                    lenient_deny=True)
+        want = self.model.obtain_capability(cap_id, uid, mid, via_g[0] if via_g else None, max_grants=2)
+        self.expect(
+            f"{uid} asks a capability for {mid} via {via_g and via_g[0]}", got, want, lenient_deny=True
+        )
         if want.allowed:
             self.caps.append(cap_id)
             self.held[(uid, mid)] = cap_id
@@ -362,17 +429,24 @@ class RightsMachine(RuleBasedStateMachine):
     @rule(conv=IDX, pick_held=IDX)
     def send_with_capability(self, conv: int, pick_held: int) -> None:
         """A sealed send whose grant the sender's SDK derives from a held capability."""
-        uid, mid = pick(sorted(self.held, key=lambda k: self.caps.index(self.held[k])),
-                        pick_held)
+        uid, mid = pick(sorted(self.held, key=lambda k: self.caps.index(self.held[k])), pick_held)
         cap_id = self.held[(uid, mid)]
-        mine = [c for c, v in self.model.convs.items()
-                if uid in v.members | v.departed and v.mode == "sealed"]
+        mine = [
+            c
+            for c, v in self.model.convs.items()
+            if uid in v.members | v.departed and v.mode == "sealed"
+        ]
         if not mine:
             return
         cid = pick(mine, conv)
         client = self.s.people[uid].client
-        got, sent = self.s.run(self.s.status(client.send_sealed(
-            cid, edge_url=self.s.edge_url, media_id=mid, text="hi", capability=True)))
+        got, sent = self.s.run(
+            self.s.status(
+                client.send_sealed(
+                    cid, edge_url=self.s.edge_url, media_id=mid, text="hi", capability=True
+                )
+            )
+        )
         msg_id = sent["id"] if sent else "refused"
         derived = client.derived_grant_of(cid, msg_id) if sent else None
         gid = derived.grant_id if derived else None
@@ -396,12 +470,10 @@ class RightsMachine(RuleBasedStateMachine):
         client = self.s.people[uid].client
         edge = EdgeClient(self.s.edge_url, session_token=client.session_token, http=client.http)
         got, _ = self.s.run(self.s.status(edge.revoke_capability(cap_id)))
-        self.expect(f"{uid} revokes capability {cap_id}", got,
-                    self.model.revoke_capability(uid, cap_id))
+        self.expect(f"{uid} revokes capability {cap_id}", got, self.model.revoke_capability(uid, cap_id))
 
     def recipients(self, gid: str) -> set[str]:
-        return {u for m in self.model.messages.values() if m.grant == gid
-                for u in m.to - {m.sender}}
+        return {u for m in self.model.messages.values() if m.grant == gid for u in m.to - {m.sender}}
 
     def first_those(self, users: set[str]) -> list[str]:
         """All users, ``users`` first: a small index picks among them, a larger one not."""
@@ -439,19 +511,27 @@ class RightsMachine(RuleBasedStateMachine):
         if m.get("kind") == "sealed" and m["sender"] != uid:
             payload = self.s.people[uid].client.open_message(m)
             gid = self.model.messages[m["id"]].grant
-            assert payload.grant == (self.grant_tokens[gid] if gid else None), \
+            assert payload.grant == (self.grant_tokens[gid] if gid else None), (
                 f"{uid} opened {m['id']} from {source}: not the grant its sender minted"
+            )
         media = m.get("media")
         if m.get("kind") == "plain" and media and media.get("pointer"):
-            tok = Tok(uid, media["id"], media["url"],
-                      pointer=Pointer(uid, media["id"], m["conversation_id"], m["id"]))
+            tok = Tok(
+                uid,
+                media["id"],
+                media["url"],
+                pointer=Pointer(uid, media["id"], m["conversation_id"], m["id"]),
+            )
             self.tokens[(uid, m["id"], source)] = tok
             self.first.setdefault((uid, m["id"]), tok)
 
     def _model_frames(self, uid: str, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Message frames about the model's conversations (not the probe's)."""
-        return [f for f in frames if f.get("type") == "message"
-                and f.get("conversation_id") in self.model.convs]
+        return [
+            f
+            for f in frames
+            if f.get("type") == "message" and f.get("conversation_id") in self.model.convs
+        ]
 
     def check_pushes(self, uid: str) -> None:
         person = self.s.people[uid]
@@ -476,8 +556,11 @@ class RightsMachine(RuleBasedStateMachine):
                 continue
             assert got == 200, f"{uid} read {cid}: {got}"
             ids = [m["id"] for m in page["messages"]]
-            want = [m for m, msg in self.model.messages.items()
-                    if msg.cid == cid and self.model.deliverable(uid, m)]
+            want = [
+                m
+                for m, msg in self.model.messages.items()
+                if msg.cid == cid and self.model.deliverable(uid, m)
+            ]
             assert sorted(ids) == sorted(want), f"{uid} reads {cid}: {ids}, model {want}"
             for m in page["messages"]:
                 self._media_frame(uid, {"message": m}, "read")
@@ -486,10 +569,14 @@ class RightsMachine(RuleBasedStateMachine):
         frames = self._model_frames(uid, self.s.run(self.s.replay(uid, cursor)))
         got = [f["message"]["id"] for f in frames]
         after = id_key(cursor)
-        want = [m for m in self.msgs if self.model.deliverable(uid, m)
-                and m in self.ncursor and id_key(self.ncursor[m]) > after]
-        assert sorted(set(got)) == sorted(want), \
+        want = [
+            m
+            for m in self.msgs
+            if self.model.deliverable(uid, m) and m in self.ncursor and id_key(self.ncursor[m]) > after
+        ]
+        assert sorted(set(got)) == sorted(want), (
             f"replay to {uid} from {cursor}: got {got}, model {want}"
+        )
         for f in frames:
             self._media_frame(uid, f, "replay")
 
@@ -504,9 +591,15 @@ class RightsMachine(RuleBasedStateMachine):
                 checks.append((tok.holder, tok, how, want, f"own pointer {tok.pointer}"))
             other = self.users[(self.users.index(tok.holder) + 1 + n) % len(self.users)]
             if other != tok.holder:
-                checks.append((other, tok, "get",
-                               self.model.fetch(other, tok.media, pointer=tok.pointer),
-                               f"forwarded pointer {tok.pointer}"))
+                checks.append(
+                    (
+                        other,
+                        tok,
+                        "get",
+                        self.model.fetch(other, tok.media, pointer=tok.pointer),
+                        f"forwarded pointer {tok.pointer}",
+                    )
+                )
         for uid in self.users:
             for mid in self.media:
                 bare = Tok(uid, mid, f"{self.s.edge_url}/m/{mid}")
@@ -516,8 +609,9 @@ class RightsMachine(RuleBasedStateMachine):
                 g = self.model.grants[gid]
                 want = self.model.fetch(uid, g.media, grant=gid)
                 if uid in g.redeemers or not want.allowed:  # a fetch here binds nothing
-                    tok = Tok(uid, g.media, f"{self.s.edge_url}/m/{g.media}", grant=gid,
-                              grant_token=token)
+                    tok = Tok(
+                        uid, g.media, f"{self.s.edge_url}/m/{g.media}", grant=gid, grant_token=token
+                    )
                     for how in ("get", "auth"):
                         checks.append((uid, tok, how, want, f"grant {gid}"))
         for uid, tok, how, want, what in checks:
@@ -527,24 +621,25 @@ class RightsMachine(RuleBasedStateMachine):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900 if PROFILE == "ci" else 0)  # the long profile runs as long as asked
-async def test_rights_hold_on_every_path(make_dm: DmFactory, make_edge: EdgeFactory, redis: Any,
-                                         redis_server: RedisBackend, ring: Any) -> None:
+async def test_rights_hold_on_every_path(
+    make_dm: DmFactory, make_edge: EdgeFactory, redis: Any, redis_server: RedisBackend, ring: Any
+) -> None:
     """The machine over one dm and one edge.  Not modelled, so switched off: rate limits
     (a history makes more requests per second than any user; tested on their own) and
     dm's media cache (a takedown reaches dm's send check within its TTL, by design)."""
     global SERVICES
     if redis_server.cluster and PROFILE == "ci":
-        pytest.skip("the ci budget runs the machine on the single server; "
-                    "HYPOTHESIS_PROFILE=long runs it on the cluster too")
+        pytest.skip(
+            "the ci budget runs the machine on the single server; "
+            "HYPOTHESIS_PROFILE=long runs it on the cluster too"
+        )
     edge = await make_edge(rate_limits_enabled=False)
     dm = await make_dm(edge=edge, media_cache_ttl_s=0, rate_limits_enabled=False)
     await wait_until(lambda: dm.app[DM_STATE].hub.tailer.loaded.is_set(), 5)
     SERVICES = Services(asyncio.get_running_loop(), dm, redis, ring.path)
     machine_settings = settings(settings.get_profile(PROFILE))
     try:
-        await asyncio.to_thread(run_state_machine_as_test, RightsMachine,
-                                settings=machine_settings)
+        await asyncio.to_thread(run_state_machine_as_test, RightsMachine, settings=machine_settings)
     finally:
         await SERVICES.close_people()
         SERVICES = None
-

@@ -50,8 +50,9 @@ async def test_upload_share_and_play_through_the_sdk(dm: DmStack) -> None:
     assert (await alice.edge.media(media["id"]))["audience"]["allowed_regions"] == ["GB"]
     conv = await alice.create_conversation([bob.uid])
     sent = await alice.send(conv["id"], media_id=media["id"])
-    url = next(m for m in (await bob.read(conv["id"]))["messages"]
-               if m["id"] == sent["id"])["media"]["url"]
+    url = next(m for m in (await bob.read(conv["id"]))["messages"] if m["id"] == sent["id"])["media"][
+        "url"
+    ]
     part = await bob.fetch_media(url, range_=(10, 19))
     assert (part.status, part.body) == (206, data[10:20])
     with pytest.raises(Forbidden) as forwarded:  # carol holds bob's link
@@ -91,9 +92,12 @@ async def test_device_mismatch_carries_missing_and_extra(dm: DmStack) -> None:
     bob2 = await bob.link_device()
     bob2.use_device_key(envelope.DeviceKey.generate("x25519"))
     await bob2.publish_key()
-    body = alice._seal_all(conv["id"], "s_stale",
-                           envelope.Payload(None, None, "hi", envelope.new_franking_key()),
-                           {bob.uid: stale, alice.uid: await alice.devices_of(alice.uid)})
+    body = alice._seal_all(
+        conv["id"],
+        "s_stale",
+        envelope.Payload(None, None, "hi", envelope.new_franking_key()),
+        {bob.uid: stale, alice.uid: await alice.devices_of(alice.uid)},
+    )
     with pytest.raises(DeviceMismatch) as info:
         await alice.request("POST", f"/v1/conversations/{conv['id']}/messages", json_body=body)
     assert info.value.missing == [f"{bob.uid}/{bob2.device_id}"]
@@ -119,8 +123,7 @@ def test_one_tree_for_http_setup_and_envelope_errors() -> None:
         DmClient("http://127.0.0.1:1").edge  # noqa: B018 - the property raises
     odd = error_from(502, "<html>bad gateway</html>", "Bad Gateway")
     assert (odd.status, odd.code, odd.message) == (502, "http_error", "Bad Gateway")
-    assert isinstance(error_from(418, {"error": {"code": "teapot", "message": ""}}),
-                      DmClientError)
+    assert isinstance(error_from(418, {"error": {"code": "teapot", "message": ""}}), DmClientError)
 
 
 #: What only the services need (Redis client, settings, metrics, JWT verification).
@@ -158,8 +161,9 @@ body, ctype = encode_upload({{"content_type": "video/mp4"}}, b"x")
 assert ctype.startswith("multipart/form-data; boundary=")
 print("ok")
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=False, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False, cwd=ROOT
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 

@@ -18,12 +18,6 @@ from ..support.services import DmStack, wait_until
 SUITES = ["x25519", "mlkem768-x25519"]
 
 
-
-
-
-
-
-
 async def first_message(c: DmClient, cid: str) -> dict[str, Any]:
     return dict((await c.read(cid))["messages"][-1])
 
@@ -97,17 +91,28 @@ async def test_envelope_moved_to_another_conversation_or_message_fails(dm: DmSta
     await alice.send_sealed(conv["id"], edge_url=edge_url(dm), text="original")
     msg = await first_message(bob, conv["id"])
     assert bob.open_message(msg).text == "original"
-    for field, value in (("conversation_id", other["id"]), ("client_message_id", "s_other"),
-                         ("sender", bob.uid)):
+    for field, value in (
+        ("conversation_id", other["id"]),
+        ("client_message_id", "s_other"),
+        ("sender", bob.uid),
+    ):
         moved = copy.deepcopy(msg)
         moved[field] = value
         with pytest.raises(envelope.EnvelopeError):
             bob.open_message(moved)
     # Replayed through the server into the other conversation: it no longer opens.
-    body = {"client_message_id": msg["client_message_id"],
-            "franking_commitment": msg["franking"]["commitment"],
-            "envelopes": [{"user_id": bob.uid, "device_id": bob.device_id, "suite": "x25519",
-                           "ciphertext": msg["envelope"]}]}
+    body = {
+        "client_message_id": msg["client_message_id"],
+        "franking_commitment": msg["franking"]["commitment"],
+        "envelopes": [
+            {
+                "user_id": bob.uid,
+                "device_id": bob.device_id,
+                "suite": "x25519",
+                "ciphertext": msg["envelope"],
+            }
+        ],
+    }
     await alice.request("POST", f"/v1/conversations/{other['id']}/messages", json_body=body)
     with pytest.raises(envelope.EnvelopeError):
         bob.open_message(await first_message(bob, other["id"]))
@@ -197,8 +202,7 @@ async def test_grant_needs_the_right_to_share(dm: DmStack) -> None:
     with pytest.raises(DmClientError):  # not yet redeemed: no proof Bob received it
         await bob.request_grant(edge_url(dm), reshareable.id, 1, via_grant=g["grant"])
     await bob.fetch_media(f"{edge_url(dm)}/m/{reshareable.id}", grant=g["grant"], range_=(0, 0))
-    assert (await bob.request_grant(edge_url(dm), reshareable.id, 1,
-                                    via_grant=g["grant"]))["grant"]
+    assert (await bob.request_grant(edge_url(dm), reshareable.id, 1, via_grant=g["grant"]))["grant"]
     g2 = await alice.request_grant(edge_url(dm), private.id, 1)
     await bob.fetch_media(f"{edge_url(dm)}/m/{private.id}", grant=g2["grant"], range_=(0, 0))
     with pytest.raises(DmClientError):  # received, but the owner did not allow re-sharing
@@ -212,8 +216,7 @@ async def test_minor_refused_adult_media_by_grant_without_using_a_slot(dm: DmSta
     with pytest.raises(DmClientError) as info:
         await teen.fetch_media(f"{edge_url(dm)}/m/{media.id}", grant=g)
     assert info.value.code == "age_restricted"
-    assert (await bob.fetch_media(f"{edge_url(dm)}/m/{media.id}", grant=g,
-                                  range_=(0, 0))).status == 206
+    assert (await bob.fetch_media(f"{edge_url(dm)}/m/{media.id}", grant=g, range_=(0, 0))).status == 206
 
 
 async def test_genuine_report_verified_forged_rejected(dm: DmStack, redis: Any) -> None:
@@ -223,8 +226,7 @@ async def test_genuine_report_verified_forged_rejected(dm: DmStack, redis: Any) 
     await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id, text="abuse")
     msg = await first_message(bob, conv["id"])
     payload = bob.open_message(msg)
-    forged = envelope.Payload(payload.media_id, payload.grant, "something else",
-                              payload.franking_key)
+    forged = envelope.Payload(payload.media_id, payload.grant, "something else", payload.franking_key)
     with pytest.raises(DmClientError) as info:
         await bob.report_sealed(msg, forged)
     assert (info.value.status, info.value.code) == (403, "report_unverified")
@@ -236,8 +238,11 @@ async def test_genuine_report_verified_forged_rejected(dm: DmStack, redis: Any) 
     rep = await bob.report_sealed(msg, payload, "harassment")
     assert rep["verified"] and rep["media_id"] == media.id and rep["sender"] == alice.uid
     mod = await dm.user(roles=["moderator"])
-    async with dm.edge.client.post("/v1/takedowns", json={"media_id": rep["media_id"]},
-                                   headers={"Authorization": f"Bearer {mod.session_token}"}) as r:
+    async with dm.edge.client.post(
+        "/v1/takedowns",
+        json={"media_id": rep["media_id"]},
+        headers={"Authorization": f"Bearer {mod.session_token}"},
+    ) as r:
         assert r.status == 200
 
     async def gone() -> bool:
@@ -268,13 +273,15 @@ async def test_new_device_gets_409_until_included(dm: DmStack) -> None:
     bob2.use_device_key(envelope.DeviceKey.generate("mlkem768-x25519"))
     await bob2.publish_key()
     payload = envelope.Payload(None, None, "hello", envelope.new_franking_key())
-    body = alice._seal_all(conv["id"], "s_stale", payload,
-                           {bob.uid: stale, alice.uid: await alice.devices_of(alice.uid)})
+    body = alice._seal_all(
+        conv["id"], "s_stale", payload, {bob.uid: stale, alice.uid: await alice.devices_of(alice.uid)}
+    )
     with pytest.raises(DmClientError) as info:
         await alice.request("POST", f"/v1/conversations/{conv['id']}/messages", json_body=body)
     assert (info.value.status, info.value.code) == (409, "device_mismatch")
-    async with alice.http.post(f"{dm.dm_url}/v1/conversations/{conv['id']}/messages",
-                               json=body, headers=alice._headers()) as r:
+    async with alice.http.post(
+        f"{dm.dm_url}/v1/conversations/{conv['id']}/messages", json=body, headers=alice._headers()
+    ) as r:
         err = (await r.json())["error"]
     assert err["missing_devices"] == [f"{bob.uid}/{bob2.device_id}"] and err["extra_devices"] == []
     await alice.send_sealed(conv["id"], edge_url=edge_url(dm), text="hello")  # refreshes
@@ -282,15 +289,22 @@ async def test_new_device_gets_409_until_included(dm: DmStack) -> None:
     assert bob.open_message(await first_message(bob, conv["id"])).text == "hello"
 
 
-@pytest.mark.parametrize("suite,key,code", [
-    ("x25519", "A" * 10, 400), ("x25519", "A" * 1622, 400), ("rot13", "A" * 43, 400),
-    ("mlkem768-x25519", "A" * 43, 400), ("x25519", "not base64!", 400),
-])
+@pytest.mark.parametrize(
+    "suite,key,code",
+    [
+        ("x25519", "A" * 10, 400),
+        ("x25519", "A" * 1622, 400),
+        ("rot13", "A" * 43, 400),
+        ("mlkem768-x25519", "A" * 43, 400),
+        ("x25519", "not base64!", 400),
+    ],
+)
 async def test_bad_device_keys_are_400(dm: DmStack, suite: str, key: str, code: int) -> None:
     c = await dm.user()
     with pytest.raises(DmClientError) as info:
-        await c.request("PUT", f"/v1/devices/{c.device_id}/key",
-                        json_body={"suite": suite, "public_key": key})
+        await c.request(
+            "PUT", f"/v1/devices/{c.device_id}/key", json_body={"suite": suite, "public_key": key}
+        )
     assert info.value.status == code
 
 
@@ -300,30 +314,38 @@ async def test_device_publishes_only_its_own_key(dm: DmStack) -> None:
     from service_kernel.encoding import b64url_encode
 
     with pytest.raises(DmClientError) as info:
-        await a.request("PUT", f"/v1/devices/{b.device_id}/key", json_body={
-            "suite": "x25519", "public_key": b64url_encode(key.public_bytes())})
+        await a.request(
+            "PUT",
+            f"/v1/devices/{b.device_id}/key",
+            json_body={"suite": "x25519", "public_key": b64url_encode(key.public_bytes())},
+        )
     assert info.value.status == 403
 
 
 async def test_malformed_sealed_sends_are_4xx(dm: DmStack) -> None:
     alice, bob = await sealed_user(dm), await sealed_user(dm, "mlkem768-x25519")
     conv = await alice.create_conversation([bob.uid], mode="sealed")
-    good = alice._seal_all(conv["id"], "s_1", envelope.Payload(None, None, "x",
-                           envelope.new_franking_key()),
-                           {bob.uid: await alice.devices_of(bob.uid)})
+    good = alice._seal_all(
+        conv["id"],
+        "s_1",
+        envelope.Payload(None, None, "x", envelope.new_franking_key()),
+        {bob.uid: await alice.devices_of(bob.uid)},
+    )
     env = good["envelopes"][0]
     wrong_suite = {**env, "suite": "x25519"}
-    x_env = envelope.seal("x25519", envelope.DeviceKey.generate().public_bytes(),
-                          envelope.Binding("c", "s", "m", "u", "d"),
-                          envelope.Payload(None, None, "x", envelope.new_franking_key()))
+    x_env = envelope.seal(
+        "x25519",
+        envelope.DeviceKey.generate().public_bytes(),
+        envelope.Binding("c", "s", "m", "u", "d"),
+        envelope.Payload(None, None, "x", envelope.new_franking_key()),
+    )
     from service_kernel.encoding import b64url_encode
 
     cases: list[tuple[dict[str, Any], int]] = [
         ({"media_id": "m_x"}, 400),
         ({**good, "text": "plaintext"}, 400),
         ({**good, "envelopes": [wrong_suite]}, 400),
-        ({**good, "envelopes": [{**env, "suite": "x25519",
-                                 "ciphertext": b64url_encode(x_env)}]}, 400),
+        ({**good, "envelopes": [{**env, "suite": "x25519", "ciphertext": b64url_encode(x_env)}]}, 400),
         ({**good, "envelopes": [{**env, "ciphertext": "@@@"}]}, 400),
         ({**good, "envelopes": [{**env, "ciphertext": "AQID"}]}, 400),
         ({**good, "envelopes": [env, env]}, 400),
@@ -335,8 +357,7 @@ async def test_malformed_sealed_sends_are_4xx(dm: DmStack) -> None:
     ]
     for body, status in cases:
         with pytest.raises(DmClientError) as info:
-            await alice.request("POST", f"/v1/conversations/{conv['id']}/messages",
-                                json_body=body)
+            await alice.request("POST", f"/v1/conversations/{conv['id']}/messages", json_body=body)
         assert info.value.status == status, (body.keys(), info.value)
 
 
@@ -355,8 +376,7 @@ async def test_recipient_cannot_attach_someone_elses_grant(dm: DmStack) -> None:
     conv = await alice.create_conversation([bob.uid], mode="sealed")
     alices = await alice.request_grant(edge_url(dm), media.id, 1)
     payload = envelope.Payload(None, None, "x", envelope.new_franking_key())
-    body = bob._seal_all(conv["id"], "s_steal", payload,
-                         {alice.uid: await bob.devices_of(alice.uid)})
+    body = bob._seal_all(conv["id"], "s_steal", payload, {alice.uid: await bob.devices_of(alice.uid)})
     body["grant_id"] = alices["grant_id"]
     with pytest.raises(DmClientError) as info:
         await bob.request("POST", f"/v1/conversations/{conv['id']}/messages", json_body=body)
@@ -381,8 +401,7 @@ async def test_idempotent_sealed_replay_returns_the_stored_franking(dm: DmStack)
     alice, bob = await sealed_user(dm), await sealed_user(dm)
     conv = await alice.create_conversation([bob.uid], mode="sealed")
     payload = envelope.Payload(None, None, "once", envelope.new_franking_key())
-    body = alice._seal_all(conv["id"], "s_once", payload,
-                           {bob.uid: await alice.devices_of(bob.uid)})
+    body = alice._seal_all(conv["id"], "s_once", payload, {bob.uid: await alice.devices_of(bob.uid)})
     path = f"/v1/conversations/{conv['id']}/messages"
     first = await alice.request("POST", path, json_body=body)
     await asyncio.sleep(0.01)

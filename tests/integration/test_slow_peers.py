@@ -21,8 +21,9 @@ from dm.web_state import STATE
 from ..support.services import DmFactory, DmStack, Edge, EdgeFactory, bearer, wait_until
 
 
-async def _silent_websocket(dm: DmStack, token: str) -> tuple[asyncio.StreamReader,
-                                                                asyncio.StreamWriter]:
+async def _silent_websocket(
+    dm: DmStack, token: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A WebSocket client that completes the handshake and then never reads again, with a
     small receive buffer so the server's writes back up quickly."""
     host, port = dm.dm_url.removeprefix("http://").split(":")
@@ -32,9 +33,13 @@ async def _silent_websocket(dm: DmStack, token: str) -> tuple[asyncio.StreamRead
     await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
     reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
     key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET /v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n").encode())
+    writer.write(
+        (
+            f"GET /v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ).encode()
+    )
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101"), head[:100]
@@ -53,10 +58,19 @@ async def test_websocket_slow_consumer_closed_with_1013(make_dm: DmFactory) -> N
     text = "x" * 4000
     for batch in range(40):  # up to ~12 MB of frames, far beyond any socket buffer
         for i in range(75):  # one at a time: the app's own client pool stays small
-            await state.notify.publish(state.notify.event(
-                "message", cid, [bob.uid],
-                {"message_id": f"{int(time.time() * 1000)}-{batch * 75 + i}",
-                 "sender": alice.uid, "kind": "plain", "text": text}))
+            await state.notify.publish(
+                state.notify.event(
+                    "message",
+                    cid,
+                    [bob.uid],
+                    {
+                        "message_id": f"{int(time.time() * 1000)}-{batch * 75 + i}",
+                        "sender": alice.uid,
+                        "kind": "plain",
+                        "text": text,
+                    },
+                )
+            )
         if state.hub.connected_of(bob.uid) == 0:
             break
         await asyncio.sleep(0.05)
@@ -88,8 +102,10 @@ async def test_slow_request_body_times_out(make_dm: DmFactory) -> None:
     dm = await make_dm(body_grace_s=0.5, body_min_rate_bps=1000)
     host, port = dm.dm_url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 1000\r\n\r\n{")
+    writer.write(
+        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
     await writer.drain()
     answer = b""
     for _ in range(40):
@@ -104,15 +120,22 @@ async def test_slow_request_body_times_out(make_dm: DmFactory) -> None:
     assert b" 408 " in answer[:20] and b"body_timeout" in answer
 
 
-async def _open_media_stream(edge: Edge, issuer: DevIssuer, ring: KeyRing, media_id: str,
-                             *, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader,
-                                                                    asyncio.StreamWriter]:
+async def _open_media_stream(
+    edge: Edge, issuer: DevIssuer, ring: KeyRing, media_id: str, *, rcvbuf: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """GET the whole media with a raw socket and read the response head only."""
     # Building a large test file blocks the loop for seconds, so the revocation tail may
     # look stale (503) until its next read: wait for it, as a live edge would be.
     await wait_until(edge.state.authorizer.tail_fresh, 10)
-    ptr = pointer.mint(ring.signer(), media_id=media_id, sub="bob", conversation_id="c_1",
-                       message_id="1-0", now=time.time(), ttl_s=300)
+    ptr = pointer.mint(
+        ring.signer(),
+        media_id=media_id,
+        sub="bob",
+        conversation_id="c_1",
+        message_id="1-0",
+        now=time.time(),
+        ttl_s=300,
+    )
     url = edge.client.make_url("/")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
@@ -120,8 +143,12 @@ async def _open_media_stream(edge: Edge, issuer: DevIssuer, ring: KeyRing, media
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
     reader, writer = await asyncio.open_connection(sock=sock, limit=16 * 1024)
-    writer.write((f"GET /m/{media_id}?pointer={ptr} HTTP/1.1\r\nHost: x\r\n"
-                  f"Authorization: Bearer {issuer.mint('bob')}\r\n\r\n").encode())
+    writer.write(
+        (
+            f"GET /m/{media_id}?pointer={ptr} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {issuer.mint('bob')}\r\n\r\n"
+        ).encode()
+    )
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
@@ -136,8 +163,9 @@ async def _read_to_end(reader: asyncio.StreamReader, timeout_s: float) -> int:
     return got
 
 
-async def test_open_media_response_stops_on_takedown(make_edge: EdgeFactory,
-                                                     issuer: DevIssuer, ring: KeyRing) -> None:
+async def test_open_media_response_stops_on_takedown(
+    make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing
+) -> None:
     """After a takedown an open response delivered 13 MB more and stayed open; now it
     stops within one window of the takedown reaching the edge."""
     edge = await make_edge(stream_window_bytes=256 * 1024)
@@ -154,7 +182,8 @@ async def test_open_media_response_stops_on_takedown(make_edge: EdgeFactory,
 
 
 async def test_media_response_to_a_reader_that_stopped_is_dropped(
-        make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing) -> None:
+    make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing
+) -> None:
     """No write deadline: a client that stopped reading held its response for ever."""
     edge = await make_edge(stream_window_bytes=256 * 1024, write_timeout_s=0.5)
     size = 16 * 1024 * 1024

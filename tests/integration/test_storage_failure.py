@@ -46,9 +46,11 @@ def unwritable(root: Path) -> Iterator[None]:
 
 
 async def _upload(edge: Edge, session: str) -> tuple[int, dict[str, str], dict[str, object]]:
-    async with edge.client.post("/v1/media", data=upload_form({"content_type": "video/mp4"},
-                                                        b"\x00" * 4096),
-                                headers=bearer(session)) as r:
+    async with edge.client.post(
+        "/v1/media",
+        data=upload_form({"content_type": "video/mp4"}, b"\x00" * 4096),
+        headers=bearer(session),
+    ) as r:
         return r.status, dict(r.headers), await r.json()
 
 
@@ -57,7 +59,8 @@ def _leftovers(root: Path) -> list[Path]:
 
 
 async def test_upload_to_unwritable_origin_is_503_not_500(
-        edge: Edge, issuer: DevIssuer, caplog: pytest.LogCaptureFixture) -> None:
+    edge: Edge, issuer: DevIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
     session = issuer.mint("alice")
     root = edge.state.origin.root
     status, _, _ = await _upload(edge, session)  # writable: works (and warms the key caches)
@@ -67,15 +70,16 @@ async def test_upload_to_unwritable_origin_is_503_not_500(
     assert status == 503, body
     assert body["error"]["code"] == "storage_unavailable"  # type: ignore[index]
     assert int(headers["Retry-After"]) > 0
-    assert any(r.getMessage() == "origin storage failed" and getattr(r, "errno", "") == "EACCES"
-               for r in caplog.records)
+    assert any(
+        r.getMessage() == "origin storage failed" and getattr(r, "errno", "") == "EACCES"
+        for r in caplog.records
+    )
     assert not _leftovers(root)
     # Writable again: uploads recover without a restart.
     assert (await _upload(edge, session))[0] == 201
 
 
-async def test_upload_when_uploads_is_not_a_directory_is_503(edge: Edge,
-                                                             issuer: DevIssuer) -> None:
+async def test_upload_when_uploads_is_not_a_directory_is_503(edge: Edge, issuer: DevIssuer) -> None:
     """A broken volume (here: ``uploads`` is a file) is the same kind of failure."""
     root = edge.state.origin.root
     (root / "uploads").write_bytes(b"not a directory")

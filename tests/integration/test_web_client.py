@@ -18,8 +18,10 @@ async def test_stream_accepts_session_as_subprotocol(dm: DmStack) -> None:
     alice, bob = await dm.user(), await dm.user()
     assert bob.session_token is not None
     url = dm.dm_url.replace("http://", "ws://") + "/v1/stream"
-    async with aiohttp.ClientSession() as http, http.ws_connect(
-            url, protocols=("pointer-dm.v1", f"bearer.{bob.session_token}")) as ws:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(url, protocols=("pointer-dm.v1", f"bearer.{bob.session_token}")) as ws,
+    ):
         assert ws.protocol == "pointer-dm.v1", "the server must never echo the bearer protocol"
         conv = await alice.create_conversation([bob.uid])
         frame = json.loads((await ws.receive(timeout=10)).data)
@@ -62,8 +64,7 @@ async def test_web_client_served_with_strict_headers(dm: DmStack) -> None:
             assert cfg["edge_url"] == str(dm.edge.client.make_url("")).rstrip("/")
 
 
-@pytest.mark.parametrize("name", ["..%2Fapp.py", "%2E%2E%2Fweb_app.py", "index.html.bak",
-                                  "settings.py"])
+@pytest.mark.parametrize("name", ["..%2Fapp.py", "%2E%2E%2Fweb_app.py", "index.html.bak", "settings.py"])
 async def test_web_client_serves_only_its_own_files(dm: DmStack, name: str) -> None:
     async with aiohttp.ClientSession() as http, http.get(f"{dm.dm_url}/app/{name}") as r:
         assert r.status == 404
@@ -80,8 +81,20 @@ async def test_web_client_can_be_switched_off(make_dm: DmFactory) -> None:
 def test_web_command_prints_the_client_url(tmp_path: Path) -> None:
     """``python -m loadtests web`` (``make web``): the stack starts and the printed URL serves."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loadtests", "web", "--dir", str(tmp_path / "web"),
-         "--exit-after-s", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "loadtests",
+            "web",
+            "--dir",
+            str(tmp_path / "web"),
+            "--exit-after-s",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     with proc, proc.stdout:
         first = proc.stdout.readline()

@@ -19,18 +19,26 @@ async def test_readyz_fails_once_the_tail_is_older_than_the_bound(redis: Any) ->
     registry = CollectorRegistry()
     app = web.Application()
     app[OPS] = OpsProbe(
-        redis=redis, registry=registry, tail_age_s=lambda: age[0], staleness_bound_s=2.0,
+        redis=redis,
+        registry=registry,
+        tail_age_s=lambda: age[0],
+        staleness_bound_s=2.0,
         fresh_field="test_tail_fresh",
         tail_age_gauge=Gauge("test_tail_age_seconds", "tail age", registry=registry),
         redis_up_gauge=Gauge("test_redis_up", "redis up", registry=registry),
-        ready_fields=lambda a: {"tail_age_s": a})
+        ready_fields=lambda a: {"tail_age_s": a},
+    )
     for route in web_ops.routes("Readiness"):
         app.router.add_route(route.method, route.path, route.handler)
     async with TestClient(TestServer(app)) as client:
         async with client.get("/readyz") as r:
             assert r.status == 200
-            assert await r.json() == {"status": "ready", "redis": True, "test_tail_fresh": True,
-                                      "tail_age_s": 1.5}
+            assert await r.json() == {
+                "status": "ready",
+                "redis": True,
+                "test_tail_fresh": True,
+                "tail_age_s": 1.5,
+            }
         age[0] = 2.5
         async with client.get("/readyz") as r:
             assert r.status == 503

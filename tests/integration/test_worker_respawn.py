@@ -42,14 +42,33 @@ def _children(pid: int) -> set[int]:
 def dm_workers(tmp_path: Path, ring: KeyRing, issuer: DevIssuer) -> Iterator[tuple[str, int]]:
     redis = RedisProcess(tmp_path / "r", appendonly=False).start()
     port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DM_")},
-           "DM_DEV_ISSUER": "true", "DM_ISSUER_DIR": str(tmp_path / "session-keys"),
-           "DM_FRANKING_KEY_PATH": str(tmp_path / "franking.key"), "DM_LOG_LEVEL": "WARNING",
-           "DM_RATE_LIMITS": json.dumps({"signup": [1000, 1000], "send": [1000, 1000]})}
-    proc = subprocess.Popen([sys.executable, "-m", "dm", "serve", "--port", str(port),
-                             "--redis-url", redis.url, "--keyring-dir", str(ring.path),
-                             "--workers", "2"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DM_")},
+        "DM_DEV_ISSUER": "true",
+        "DM_ISSUER_DIR": str(tmp_path / "session-keys"),
+        "DM_FRANKING_KEY_PATH": str(tmp_path / "franking.key"),
+        "DM_LOG_LEVEL": "WARNING",
+        "DM_RATE_LIMITS": json.dumps({"signup": [1000, 1000], "send": [1000, 1000]}),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dm",
+            "serve",
+            "--port",
+            str(port),
+            "--redis-url",
+            redis.url,
+            "--keyring-dir",
+            str(ring.path),
+            "--workers",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:
@@ -74,8 +93,10 @@ async def test_dead_worker_respawned_others_keep_serving(dm_workers: tuple[str, 
     url, parent = dm_workers
     assert len(await _pids(url, 2)) == 2
     async with aiohttp.ClientSession() as http:
-        async def post(path: str, body: object, token: str | None = None,
-                       headers: dict[str, str] | None = None) -> dict[str, object]:
+
+        async def post(
+            path: str, body: object, token: str | None = None, headers: dict[str, str] | None = None
+        ) -> dict[str, object]:
             h = dict(headers or {})
             if token:
                 h["Authorization"] = f"Bearer {token}"
@@ -85,14 +106,22 @@ async def test_dead_worker_respawned_others_keep_serving(dm_workers: tuple[str, 
 
         alice = await post("/v1/users", {})
         readers = [await post("/v1/users", {}) for _ in range(8)]
-        cid = str((await post("/v1/conversations", {"members": [r["user_id"] for r in readers]},
-                              str(alice["session_token"])))["id"])
+        cid = str(
+            (
+                await post(
+                    "/v1/conversations",
+                    {"members": [r["user_id"] for r in readers]},
+                    str(alice["session_token"]),
+                )
+            )["id"]
+        )
         # One socket per reader, each on a fresh connection: the kernel spreads them.
         sockets = []
         for r in readers:
             one = aiohttp.ClientSession()
-            ws = await one.ws_connect(f"{url}/v1/stream",
-                                      headers={"Authorization": f"Bearer {r['session_token']}"})
+            ws = await one.ws_connect(
+                f"{url}/v1/stream", headers={"Authorization": f"Bearer {r['session_token']}"}
+            )
             sockets.append((one, ws))
         await asyncio.sleep(0.5)
 
@@ -105,10 +134,17 @@ async def test_dead_worker_respawned_others_keep_serving(dm_workers: tuple[str, 
                 key = f"k{i}"
                 for _ in range(50):  # retry the same key until acknowledged
                     try:
-                        async with aiohttp.ClientSession() as one, one.post(
-                                f"{url}/v1/conversations/{cid}/messages", json={"text": key},
-                                headers={"Authorization": f"Bearer {alice['session_token']}",
-                                         "Idempotency-Key": key}) as resp:
+                        async with (
+                            aiohttp.ClientSession() as one,
+                            one.post(
+                                f"{url}/v1/conversations/{cid}/messages",
+                                json={"text": key},
+                                headers={
+                                    "Authorization": f"Bearer {alice['session_token']}",
+                                    "Idempotency-Key": key,
+                                },
+                            ) as resp,
+                        ):
                             if resp.status in (200, 201):
                                 acknowledged.append(str((await resp.json())["id"]))
                                 break
@@ -154,8 +190,10 @@ async def test_dead_worker_respawned_others_keep_serving(dm_workers: tuple[str, 
             await one.close()
 
         # No acknowledged send is lost.
-        async with http.get(f"{url}/v1/conversations/{cid}/messages",
-                            params={"limit": "200"},
-                            headers={"Authorization": f"Bearer {alice['session_token']}"}) as page:
+        async with http.get(
+            f"{url}/v1/conversations/{cid}/messages",
+            params={"limit": "200"},
+            headers={"Authorization": f"Bearer {alice['session_token']}"},
+        ) as page:
             stored = {m["id"] for m in (await page.json())["messages"]}
         assert acknowledged and set(acknowledged) <= stored

@@ -25,13 +25,30 @@ from service_kernel.redis_process import RedisProcess, free_port
 def workers(tmp_path: Path, ring: KeyRing, issuer: DevIssuer) -> Iterator[tuple[str, str]]:
     redis = RedisProcess(tmp_path / "w-redis", appendonly=False).start()
     port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CDN_AUTH_")},
-           "CDN_AUTH_POINTER_JWKS": str(ring.path / VERIFY_JWKS_FILE),
-           "CDN_AUTH_SESSION_JWKS": str(tmp_path / "session-keys" / JWKS_FILE),
-           "CDN_AUTH_ORIGIN_DIR": str(tmp_path / "origin"), "CDN_AUTH_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "cdn_auth", "serve", "--port", str(port),
-                             "--redis-url", redis.url, "--workers", "3"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CDN_AUTH_")},
+        "CDN_AUTH_POINTER_JWKS": str(ring.path / VERIFY_JWKS_FILE),
+        "CDN_AUTH_SESSION_JWKS": str(tmp_path / "session-keys" / JWKS_FILE),
+        "CDN_AUTH_ORIGIN_DIR": str(tmp_path / "origin"),
+        "CDN_AUTH_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cdn_auth",
+            "serve",
+            "--port",
+            str(port),
+            "--redis-url",
+            redis.url,
+            "--workers",
+            "3",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         yield f"http://127.0.0.1:{port}", redis.url
     finally:
@@ -41,7 +58,8 @@ def workers(tmp_path: Path, ring: KeyRing, issuer: DevIssuer) -> Iterator[tuple[
 
 
 async def test_workers_share_the_port_and_all_apply_revocations(
-        workers: tuple[str, str], ring: KeyRing, issuer: DevIssuer, tmp_path: Path) -> None:
+    workers: tuple[str, str], ring: KeyRing, issuer: DevIssuer, tmp_path: Path
+) -> None:
     url, redis_url = workers
     pids: set[int] = set()
     async with aiohttp.ClientSession() as http:
@@ -58,18 +76,29 @@ async def test_workers_share_the_port_and_all_apply_revocations(
         (tmp_path / "origin" / "ingest" / "w").mkdir(parents=True)
         (tmp_path / "origin" / "ingest" / "w" / "v.mp4").write_bytes(b"x" * 1000)
         token = issuer.mint("svc", roles=["publisher"])
-        async with http.post(f"{url}/v1/media", json={"origin_path": "w/v.mp4", "owner": "alice"},
-                             headers={"Authorization": f"Bearer {token}"}) as r:
+        async with http.post(
+            f"{url}/v1/media",
+            json={"origin_path": "w/v.mp4", "owner": "alice"},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as r:
             media_id = (await r.json())["id"]
-        ptr = pointer.mint(ring.signer(), media_id=media_id, sub="bob", conversation_id="c",
-                           message_id="m", now=time.time())
+        ptr = pointer.mint(
+            ring.signer(),
+            media_id=media_id,
+            sub="bob",
+            conversation_id="c",
+            message_id="m",
+            now=time.time(),
+        )
         bob = {"Authorization": f"Bearer {issuer.mint('bob')}"}
 
         async def statuses(n: int) -> set[int]:
             out = set()
             for _ in range(n):
-                async with aiohttp.ClientSession() as one, one.get(
-                        f"{url}/m/{media_id}", params={"pointer": ptr}, headers=bob) as r:
+                async with (
+                    aiohttp.ClientSession() as one,
+                    one.get(f"{url}/m/{media_id}", params={"pointer": ptr}, headers=bob) as r,
+                ):
                     out.add(r.status)
             return out
 

@@ -13,6 +13,7 @@ def bank_manifest(tmp: Path, action: str, lines: list[str], *, csv: bool = False
     name = "known.csv" if csv else "known.txt"
     header = ["signal_type,signal_str,collab,category,tags"] if csv else ["# exported bank"]
     (d / name).write_text("\n".join(header + lines) + "\n")
-    (d / "banks.json").write_text(json.dumps(
-        {"banks": [{"name": "known-bad", "action": action, "files": [name]}]}))
+    (d / "banks.json").write_text(
+        json.dumps({"banks": [{"name": "known-bad", "action": action, "files": [name]}]})
+    )
     return d / "banks.json"

@@ -23,23 +23,46 @@ import pytest
 
 T = TypeVar("T")
 
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                  "--mute-audio", "--autoplay-policy=no-user-gesture-required",
-                  "--window-size=1280,1000", "--no-default-browser-check")
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--mute-audio",
+    "--autoplay-policy=no-user-gesture-required",
+    "--window-size=1280,1000",
+    "--no-default-browser-check",
+)
 
 
 def find_chromium() -> tuple[str, str]:
     """(chromium, chromedriver) paths, or skip the test with the reason."""
-    browser = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium",
-                                shutil.which("chromium-browser")) if p and os.access(p, os.X_OK)),
-                   None)
-    driver = next((p for p in (shutil.which("chromedriver"), "/usr/bin/chromedriver")
-                   if p and os.access(p, os.X_OK)), None)
+    browser = next(
+        (
+            p
+            for p in (shutil.which("chromium"), "/usr/bin/chromium", shutil.which("chromium-browser"))
+            if p and os.access(p, os.X_OK)
+        ),
+        None,
+    )
+    driver = next(
+        (
+            p
+            for p in (shutil.which("chromedriver"), "/usr/bin/chromedriver")
+            if p and os.access(p, os.X_OK)
+        ),
+        None,
+    )
     if browser is None or driver is None:
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium "
-                    "chromium-driver; .ci/run installs them when root)")
+        pytest.skip(
+            "needs Debian's chromium and chromium-driver (apt-get install chromium "
+            "chromium-driver; .ci/run installs them when root)"
+        )
     return browser, driver
 
 
@@ -94,8 +117,10 @@ class Browser:
             except Exception as exc:  # a stale element, or a page mid-load: poll again
                 last_error = exc
             time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}"
-                             + (f" (last error: {last_error})" if last_error else ""))
+        raise AssertionError(
+            f"timed out after {timeout_s:.0f} s waiting for {what}"
+            + (f" (last error: {last_error})" if last_error else "")
+        )
 
     def by_css(self, css: str) -> Any:
         from selenium.webdriver.common.by import By
@@ -123,8 +148,7 @@ class Browser:
                 r.url, r.type, r.at = req["url"], p.get("type", r.type), entry["timestamp"] / 1000
                 r.headers.update(req.get("headers", {}))
             elif method == "Network.requestWillBeSentExtraInfo":  # the headers really sent
-                self.requests.setdefault(rid, Request(rid, "", "")).headers.update(
-                    p.get("headers", {}))
+                self.requests.setdefault(rid, Request(rid, "", "")).headers.update(p.get("headers", {}))
             elif method == "Network.responseReceived":
                 r = self.requests.setdefault(rid, Request(rid, p["response"]["url"], ""))
                 r.status = int(p["response"]["status"])

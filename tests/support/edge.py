@@ -12,14 +12,30 @@ from cdn_auth.media import Media
 from .services import Edge, bearer
 
 
-def mint(ring: KeyRing, media: Media, sub: str = "bob", *, conv: str = "c_1", msg: str = "msg_1",
-         now: float | None = None, ttl_s: int = 300) -> str:
-    return pointer.mint(ring.signer(), media_id=media.id, sub=sub, conversation_id=conv,
-                        message_id=msg, now=time.time() if now is None else now, ttl_s=ttl_s)
+def mint(
+    ring: KeyRing,
+    media: Media,
+    sub: str = "bob",
+    *,
+    conv: str = "c_1",
+    msg: str = "msg_1",
+    now: float | None = None,
+    ttl_s: int = 300,
+) -> str:
+    return pointer.mint(
+        ring.signer(),
+        media_id=media.id,
+        sub=sub,
+        conversation_id=conv,
+        message_id=msg,
+        now=time.time() if now is None else now,
+        ttl_s=ttl_s,
+    )
 
 
-async def fetch(edge: Edge, media_id: str, session: str | None, ptr: str | None = None,
-                **headers: str) -> tuple[int, Any]:
+async def fetch(
+    edge: Edge, media_id: str, session: str | None, ptr: str | None = None, **headers: str
+) -> tuple[int, Any]:
     h = dict(headers)
     if session is not None:
         h.update(bearer(session))

@@ -26,7 +26,7 @@ def _frame(seed: int, t: int) -> np.ndarray:
         img[:, :, c] = 127 + 100 * np.sin(fx * x + ph) * np.cos(fy * y - ph)
     for _ in range(4):  # a few solid blocks
         x0, y0 = int(rng.integers(0, W - 40)), int(rng.integers(0, H - 30))
-        img[y0:y0 + 30, x0:x0 + 40] = rng.integers(0, 255, 3)
+        img[y0 : y0 + 30, x0 : x0 + 40] = rng.integers(0, 255, 3)
     return img
 
 
@@ -42,8 +42,7 @@ def make_video(path: Path, seed: int, *, seconds: int = 3, variant: bool = False
             img = _frame(seed, t)
             if variant:
                 img = img * 0.95 + 6 + noise.normal(0, 4, img.shape)
-            frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8),
-                                               format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():

@@ -123,8 +123,7 @@ class Rights:
         u, m = self.users[uid], self.media[mid]
         if m.min_age > AGE_OF[u.age]:
             return deny(403, "age_restricted")
-        if u.region in m.blocked_regions or (m.allowed_regions
-                                             and u.region not in m.allowed_regions):
+        if u.region in m.blocked_regions or (m.allowed_regions and u.region not in m.allowed_regions):
             return deny(403, "region_restricted")
         return ALLOW
 
@@ -137,17 +136,27 @@ class Rights:
         was a member when it was stored, the message is not unsent, and ``uid`` has not
         blocked its sender."""
         m = self.messages[msg_id]
-        return (self.is_member(uid, m.cid) and uid in m.to and not m.unsent
-                and (uid, m.sender) not in self.blocks)
+        return (
+            self.is_member(uid, m.cid)
+            and uid in m.to
+            and not m.unsent
+            and (uid, m.sender) not in self.blocks
+        )
 
     def holds_plain(self, uid: str, mid: str) -> bool:
         """``uid`` currently holds ``mid`` in plain mode: a plain message carrying it, not
         unsent, delivered to them in a conversation they are still in (blocks do not
         matter).  A sealed message does not count: dm never learns what it carried, so a
         sealed recipient re-shares with ``via_grant``, in sealed mode."""
-        return any(m.media == mid and not m.unsent and m.sender != uid and uid in m.to
-                   and self.convs[m.cid].mode == "plain" and self.is_member(uid, m.cid)
-                   for m in self.messages.values())
+        return any(
+            m.media == mid
+            and not m.unsent
+            and m.sender != uid
+            and uid in m.to
+            and self.convs[m.cid].mode == "plain"
+            and self.is_member(uid, m.cid)
+            for m in self.messages.values()
+        )
 
     def share_right(self, uid: str, mid: str, *, holds: bool) -> Verdict:
         """Who may share ``mid``: anyone it is public to; the owner; a recipient who holds
@@ -163,8 +172,9 @@ class Rights:
             return ALLOW
         return deny(403, "share_not_allowed")
 
-    def fetch(self, uid: str, mid: str, *, pointer: Pointer | None = None,
-              grant: str | None = None) -> Verdict:
+    def fetch(
+        self, uid: str, mid: str, *, pointer: Pointer | None = None, grant: str | None = None
+    ) -> Verdict:
         """May ``uid`` fetch ``mid`` with this token (or none)?  A session is always needed.
 
         Public media and the owner's own need no token (any given is ignored): allowed
@@ -207,8 +217,12 @@ class Rights:
         if not aud.allowed:
             return aud
         cap = self.caps[g.cap] if g.cap else None
-        if cap is not None and uid not in g.redeemers and grant not in cap.grants \
-                and len(cap.grants) >= cap.max_grants:
+        if (
+            cap is not None
+            and uid not in g.redeemers
+            and grant not in cap.grants
+            and len(cap.grants) >= cap.max_grants
+        ):
             return deny(403, "capability_exhausted")
         if uid not in g.redeemers and len(g.redeemers) >= g.n:
             return deny(403, "grant_exhausted")
@@ -246,8 +260,7 @@ class Rights:
     def add_media(self, mid: str, rec: MediaRec) -> None:
         self.media[mid] = rec
 
-    def create_conversation(self, cid: str, creator: str, others: list[str],
-                            mode: str) -> Verdict:
+    def create_conversation(self, cid: str, creator: str, others: list[str], mode: str) -> Verdict:
         """No conversation can be opened with someone who blocked you (a group neither:
         else a blocked user could reach the blocker by adding a third person)."""
         if any((o, creator) in self.blocks for o in others):
@@ -280,8 +293,7 @@ class Rights:
         """``POST /v1/grants``; a re-share must name (``via``) a grant for the same media
         that ``uid`` redeemed and that is :meth:`live` (for a minted grant: not revoked)."""
         g = self.grants.get(via) if via else None
-        holds = (g is not None and g.media == mid and uid in g.redeemers
-                 and self.live(via or "").allowed)
+        holds = g is not None and g.media == mid and uid in g.redeemers and self.live(via or "").allowed
         m = self.media[mid]
         if g is not None and g.media != mid and not (m.public or m.owner == uid):
             return deny(403, "grant_media_mismatch")
@@ -290,14 +302,14 @@ class Rights:
             self.grants[gid] = GrantRec(mid, uid, n)
         return v
 
-    def obtain_capability(self, cap_id: str, uid: str, mid: str, via: str | None, *,
-                          max_grants: int = 1000) -> Verdict:
+    def obtain_capability(
+        self, cap_id: str, uid: str, mid: str, via: str | None, *, max_grants: int = 1000
+    ) -> Verdict:
         """``POST /v1/capabilities``: the checks of :meth:`mint_grant`, where the proof of
         receipt may also be a derived grant, counted only while it is :meth:`live`.  A
         re-sharer's capability names the chain it came through."""
         g = self.grants.get(via) if via else None
-        holds = (g is not None and g.media == mid and uid in g.redeemers
-                 and self.live(via or "").allowed)
+        holds = g is not None and g.media == mid and uid in g.redeemers and self.live(via or "").allowed
         m = self.media[mid]
         if g is not None and g.media != mid and not (m.public or m.owner == uid):
             return deny(403, "grant_media_mismatch")
@@ -332,8 +344,7 @@ class Rights:
             v = deny(409, "device_mismatch")
         if v.allowed:
             media = self.grants[grant].media if grant else None
-            self.messages[msg_id] = Message(cid, uid, media,
-                                            frozenset(self.convs[cid].members), grant)
+            self.messages[msg_id] = Message(cid, uid, media, frozenset(self.convs[cid].members), grant)
         return v
 
     def redeem(self, uid: str, mid: str, grant: str) -> Verdict:

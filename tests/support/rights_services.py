@@ -52,8 +52,7 @@ class Person:
 class Services:
     """The running stack, driven from hypothesis' thread through the services' own loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, dm: DmStack, redis: Any,
-                 ring_path: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, dm: DmStack, redis: Any, ring_path: Any) -> None:
         self.loop, self.dm, self.redis, self.ring_path = loop, dm, redis, ring_path
         self.edge_url = str(dm.edge.client.make_url("")).rstrip("/")
         self.http: aiohttp.ClientSession | None = None
@@ -103,8 +102,9 @@ class Services:
 
     async def _listen(self, person: Person) -> None:
         assert self.http is not None
-        async with self.http.ws_connect(self.dm.dm_url + "/v1/stream",
-                                        headers=bearer_of(person.client)) as ws:
+        async with self.http.ws_connect(
+            self.dm.dm_url + "/v1/stream", headers=bearer_of(person.client)
+        ) as ws:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     return
@@ -117,8 +117,9 @@ class Services:
         if newest:
             target = id_key(decode_entry(*newest[0])[0])
             tailer = self.dm.edge.state.authorizer.tailer.stream
-            await wait_until(lambda: tailer.last_id is not None
-                             and id_key(tailer.last_id) >= target, STEP_TIMEOUT_S)
+            await wait_until(
+                lambda: tailer.last_id is not None and id_key(tailer.last_id) >= target, STEP_TIMEOUT_S
+            )
         marks = {}
         assert self.probe is not None
         for u in users:
@@ -127,16 +128,21 @@ class Services:
             await self.probe.send(self.probe_convs[u], text=marks[u])
         for u in users:
             frames = self.people[u].frames
-            await wait_until(lambda f=frames, m=marks[u]: any(  # type: ignore[misc]
-                x.get("message", {}).get("text") == m for x in f), STEP_TIMEOUT_S)
+            await wait_until(
+                lambda f=frames, m=marks[u]: any(  # type: ignore[misc]
+                    x.get("message", {}).get("text") == m for x in f
+                ),
+                STEP_TIMEOUT_S,
+            )
 
     async def replay(self, uid: str, cursor: str) -> list[dict[str, Any]]:
         """Connect at ``cursor``; collect frames until a probe message sent after connecting."""
         assert self.http is not None and self.probe is not None
         person = self.people[uid]
         out: list[dict[str, Any]] = []
-        async with self.http.ws_connect(self.dm.dm_url + "/v1/stream", params={"cursor": cursor},
-                                        headers=bearer_of(person.client)) as ws:
+        async with self.http.ws_connect(
+            self.dm.dm_url + "/v1/stream", params={"cursor": cursor}, headers=bearer_of(person.client)
+        ) as ws:
             self.syncs += 1
             mark = f"sync-{self.syncs}"
             await self.probe.send(self.probe_convs[uid], text=mark)
@@ -166,7 +172,7 @@ class Services:
         if tok.grant_token:
             h["X-Grant"] = tok.grant_token
         if how == "auth":
-            h["X-Original-URI"] = tok.url[len(self.edge_url):]
+            h["X-Original-URI"] = tok.url[len(self.edge_url) :]
             url, method = self.edge_url + "/auth", "GET"
         else:
             h["Range"] = "bytes=0-0"

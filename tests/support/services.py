@@ -44,16 +44,20 @@ class RedisBackend:
     @property
     def port(self) -> int:
         if self.single is None:
-            pytest.skip("needs a single server's port (a TCP proxy cannot follow cluster "
-                        "redirects)")
+            pytest.skip("needs a single server's port (a TCP proxy cannot follow cluster redirects)")
         return self.single.port
+
 
 def make_settings(tmp_path: Path, redis_url: str, ring: KeyRing, **overrides: Any) -> EdgeSettings:
     base: dict[str, Any] = {
-        "redis_url": redis_url, "origin_dir": tmp_path / "origin",
-        "pointer_jwks": ring.path / VERIFY_JWKS_FILE, "keyring_dir": ring.path,
-        "session_jwks": str(tmp_path / "session-keys" / JWKS_FILE)}
+        "redis_url": redis_url,
+        "origin_dir": tmp_path / "origin",
+        "pointer_jwks": ring.path / VERIFY_JWKS_FILE,
+        "keyring_dir": ring.path,
+        "session_jwks": str(tmp_path / "session-keys" / JWKS_FILE),
+    }
     return EdgeSettings.load(**{**base, **overrides})
+
 
 @dataclass
 class Edge:
@@ -65,11 +69,18 @@ class Edge:
     def state(self) -> EdgeState:
         return self.app[STATE]
 
-    async def add_media(self, owner: str = "alice", *, size: int = 100_000,
-                        visibility: str = "private", allow_reshare: bool = False,
-                        min_age: int = 0, allowed: frozenset[str] = frozenset(),
-                        blocked: frozenset[str] = frozenset(),
-                        content_type: str = "video/mp4") -> tuple[Media, bytes]:
+    async def add_media(
+        self,
+        owner: str = "alice",
+        *,
+        size: int = 100_000,
+        visibility: str = "private",
+        allow_reshare: bool = False,
+        min_age: int = 0,
+        allowed: frozenset[str] = frozenset(),
+        blocked: frozenset[str] = frozenset(),
+        content_type: str = "video/mp4",
+    ) -> tuple[Media, bytes]:
         """Put bytes in the origin directory and a record in the registry (as a pipeline does)."""
         data = bytes((i * 7 + 3) % 251 for i in range(size))
         media_id = f"m_{hashlib.sha256(os.urandom(8)).hexdigest()[:20]}"
@@ -77,16 +88,25 @@ class Edge:
         path = self.state.origin.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        media = Media(id=media_id, owner=owner, visibility=visibility,
-                      allow_reshare=allow_reshare,
-                      audience=AudienceRules(min_age, allowed, blocked), status="active",
-                      content_type=content_type, size=size,
-                      sha256=hashlib.sha256(data).hexdigest(), origin=rel,
-                      created_at=int(time.time()))
+        media = Media(
+            id=media_id,
+            owner=owner,
+            visibility=visibility,
+            allow_reshare=allow_reshare,
+            audience=AudienceRules(min_age, allowed, blocked),
+            status="active",
+            content_type=content_type,
+            size=size,
+            sha256=hashlib.sha256(data).hexdigest(),
+            origin=rel,
+            created_at=int(time.time()),
+        )
         await MediaRegistry(self.state.redis).put(media)
         return media, data
 
+
 EdgeFactory = Callable[..., Awaitable[Edge]]
+
 
 async def wait_until(cond: Callable[[], Any], timeout_s: float, interval_s: float = 0.01) -> None:
     """Poll ``cond`` until true; raise AssertionError if it is not true by the deadline."""
@@ -100,6 +120,7 @@ async def wait_until(cond: Callable[[], Any], timeout_s: float, interval_s: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         await asyncio.sleep(interval_s)
+
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
@@ -122,5 +143,6 @@ class DmStack:
         await c.__aenter__()
         await c.create_user(**kw)
         return c
+
 
 DmFactory = Callable[..., Awaitable[DmStack]]

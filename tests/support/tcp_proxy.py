@@ -20,8 +20,9 @@ class TcpProxy:
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def start(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port,
-                                                  reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.port, reuse_address=True
+        )
         return self
 
     async def cut(self) -> None:

@@ -15,5 +15,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         used = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if used and "tests/unit/" in item.nodeid:
-            raise pytest.UsageError(f"{item.nodeid} is a unit test but uses {sorted(used)}: "
-                                    "move it to tests/integration/")
+            raise pytest.UsageError(
+                f"{item.nodeid} is a unit test but uses {sorted(used)}: move it to tests/integration/"
+            )

@@ -42,10 +42,12 @@ class Loader:
         return f"value of {key}"
 
 
-def lookup(loader: Loader, clock: Clock, *, ttl_s: float = 10.0,
-           maxsize: int = 100) -> CachedLookup[str, str]:
-    return CachedLookup(ExpiringCache("test", maxsize, clock), loader,
-                        expires_at=lambda _: clock() + ttl_s)
+def lookup(
+    loader: Loader, clock: Clock, *, ttl_s: float = 10.0, maxsize: int = 100
+) -> CachedLookup[str, str]:
+    return CachedLookup(
+        ExpiringCache("test", maxsize, clock), loader, expires_at=lambda _: clock() + ttl_s
+    )
 
 
 async def until_loading(loader: Loader) -> None:
@@ -152,8 +154,8 @@ async def test_cancelled_waiter_does_not_cancel_the_shared_load() -> None:
 async def test_key_function_maps_arguments_to_cache_keys() -> None:
     loader, clock = Loader(), Clock()
     cached: CachedLookup[str, str] = CachedLookup(
-        ExpiringCache("test", 10, clock), loader, expires_at=lambda _: clock() + 10,
-        key=str.lower)
+        ExpiringCache("test", 10, clock), loader, expires_at=lambda _: clock() + 10, key=str.lower
+    )
     assert await cached.get("A") == "value of A"
     assert await cached.get("a") == "value of A"  # one key for both spellings
     assert loader.calls == ["A"]

@@ -27,33 +27,45 @@ NOW = 1_700_000_100
 
 
 def _verify(token: str, now: float = NOW) -> None:
-    cap_mod.verify_derived(token, KEYS, now, max_lifetime_s=900,
-                           max_capability_lifetime_s=21600)
+    cap_mod.verify_derived(token, KEYS, now, max_lifetime_s=900, max_capability_lifetime_s=21600)
 
 
 def _capability() -> str:
-    return cap_mod.mint(SIGNER, cap_id="c_1", media_id="m_1", holder="alice",
-                        holder_key=HOLDER.public_key().public_bytes_raw(), max_redeemers=4,
-                        max_grants=10, sources=("g_1",), now=NOW - 100, ttl_s=3600)
+    return cap_mod.mint(
+        SIGNER,
+        cap_id="c_1",
+        media_id="m_1",
+        holder="alice",
+        holder_key=HOLDER.public_key().public_bytes_raw(),
+        max_redeemers=4,
+        max_grants=10,
+        sources=("g_1",),
+        now=NOW - 100,
+        ttl_s=3600,
+    )
 
 
 @FAST
-@given(token=st.text(max_size=400) | st.from_regex(
-    r"AUQBAWg[A-Za-z0-9_-]{0,300}\.[A-Za-z0-9_-]{0,100}", fullmatch=True))
+@given(
+    token=st.text(max_size=400)
+    | st.from_regex(r"AUQBAWg[A-Za-z0-9_-]{0,300}\.[A-Za-z0-9_-]{0,100}", fullmatch=True)
+)
 def test_any_text_is_a_token_error(token: str) -> None:
     with pytest.raises(TokenError):
         _verify(token)
 
 
 @FAST
-@given(fields=st.binary(max_size=400), iat=st.integers(0, 2**64 - 1),
-       life=st.integers(0, 2**64 - 1))
+@given(fields=st.binary(max_size=400), iat=st.integers(0, 2**64 - 1), life=st.integers(0, 2**64 - 1))
 def test_holder_signed_garbage_is_a_token_error(fields: bytes, iat: int, life: int) -> None:
     """A correctly holder-signed derived grant around any bytes."""
-    body = struct.pack(">BBBB", 1, 0x44, 1, 1) + b"h" \
-        + struct.pack(">QQ", iat, min(iat + life, 2**64 - 1)) + fields
-    token = b64url_encode(body) + "." + b64url_encode(
-        HOLDER.sign(cap_mod.HOLDER_CONTEXT + body))
+    body = (
+        struct.pack(">BBBB", 1, 0x44, 1, 1)
+        + b"h"
+        + struct.pack(">QQ", iat, min(iat + life, 2**64 - 1))
+        + fields
+    )
+    token = b64url_encode(body) + "." + b64url_encode(HOLDER.sign(cap_mod.HOLDER_CONTEXT + body))
     if len(token) > tf.MAX_TOKEN_CHARS:
         token = token[: tf.MAX_TOKEN_CHARS]
     with pytest.raises(TokenError):
@@ -71,9 +83,18 @@ def test_ring_signed_capability_garbage_is_a_token_error(fields: bytes) -> None:
         return
     # Only well-formed fields parse; then re-encoding them gives the same bytes.
     c = cap_mod.verify(token, KEYS, NOW, max_lifetime_s=3600)
-    again = cap_mod.mint(SIGNER, cap_id=c.cap_id, media_id=c.media_id, holder=c.holder,
-                         holder_key=c.holder_key, max_redeemers=c.max_redeemers,
-                         max_grants=c.max_grants, sources=c.sources, now=NOW, ttl_s=60)
+    again = cap_mod.mint(
+        SIGNER,
+        cap_id=c.cap_id,
+        media_id=c.media_id,
+        holder=c.holder,
+        holder_key=c.holder_key,
+        max_redeemers=c.max_redeemers,
+        max_grants=c.max_grants,
+        sources=c.sources,
+        now=NOW,
+        ttl_s=60,
+    )
     assert again == token
 
 

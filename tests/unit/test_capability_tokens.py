@@ -22,20 +22,28 @@ RING = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS["ring_ed25519"]["
 HMAC_SECRET = bytes.fromhex(KEYS["ring_hmac"]["secret_hex"])
 HOLDER = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS["holder"]["private_seed_hex"]))
 MALLORY = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS["mallory"]["private_seed_hex"]))
-VERIFY = {"k1": VerifyKey("k1", Alg.ED25519, RING.public_key()),
-          "h1": VerifyKey("h1", Alg.HMAC_SHA256, HMAC_SECRET)}
+VERIFY = {
+    "k1": VerifyKey("k1", Alg.ED25519, RING.public_key()),
+    "h1": VerifyKey("h1", Alg.HMAC_SHA256, HMAC_SECRET),
+}
 LIMITS = {"leeway_s": VECTORS["leeway_s"]}
 
 
 def _cap(token: str, now: float) -> cap_mod.Capability:
-    return cap_mod.verify(token, VERIFY, now, max_lifetime_s=VECTORS["max_capability_lifetime_s"],
-                          **LIMITS)
+    return cap_mod.verify(
+        token, VERIFY, now, max_lifetime_s=VECTORS["max_capability_lifetime_s"], **LIMITS
+    )
 
 
 def _derived(token: str, now: float) -> cap_mod.Derived:
     return cap_mod.verify_derived(
-        token, VERIFY, now, max_lifetime_s=VECTORS["max_lifetime_s"],
-        max_capability_lifetime_s=VECTORS["max_capability_lifetime_s"], **LIMITS)
+        token,
+        VERIFY,
+        now,
+        max_lifetime_s=VECTORS["max_lifetime_s"],
+        max_capability_lifetime_s=VECTORS["max_capability_lifetime_s"],
+        **LIMITS,
+    )
 
 
 @pytest.mark.parametrize("case", VECTORS["capabilities"], ids=lambda c: c["name"])
@@ -51,10 +59,16 @@ def test_valid_capabilities(case: dict[str, Any]) -> None:
 def test_valid_derived_grants(case: dict[str, Any]) -> None:
     d = _derived(case["token"], case["now"])
     want = case["claims"]
-    got = {"grant_id": d.grant_id, "cap_id": d.capability.cap_id,
-           "media_id": d.capability.media_id, "holder": d.capability.holder,
-           "max_redeemers": d.max_redeemers, "nonce_hex": d.nonce.hex(), "iat": d.iat,
-           "exp": d.exp}
+    got = {
+        "grant_id": d.grant_id,
+        "cap_id": d.capability.cap_id,
+        "media_id": d.capability.media_id,
+        "holder": d.capability.holder,
+        "max_redeemers": d.max_redeemers,
+        "nonce_hex": d.nonce.hex(),
+        "iat": d.iat,
+        "exp": d.exp,
+    }
     assert got == want
     assert cap_mod.is_derived(case["token"])
     g = d.as_grant()  # the grant-keyed paths see the derived id and the holder as sharer
@@ -78,29 +92,51 @@ def test_invalid_derived_grants(case: dict[str, Any]) -> None:
 def test_mint_and_derive_reproduce_vectors() -> None:
     claims = VECTORS["capabilities"][0]["claims"]
     for kid, alg, secret, case in (
-            ("k1", Alg.ED25519, RING, VECTORS["capabilities"][0]),
-            ("h1", Alg.HMAC_SHA256, HMAC_SECRET, VECTORS["capabilities"][2])):
-        token = cap_mod.mint(SigningKey(kid, alg, secret), cap_id=claims["cap_id"],
-                             media_id=claims["media_id"], holder=claims["holder"],
-                             holder_key=bytes.fromhex(claims["holder_key_hex"]),
-                             max_redeemers=claims["max_redeemers"],
-                             max_grants=claims["max_grants"], now=claims["iat"],
-                             ttl_s=claims["exp"] - claims["iat"])
+        ("k1", Alg.ED25519, RING, VECTORS["capabilities"][0]),
+        ("h1", Alg.HMAC_SHA256, HMAC_SECRET, VECTORS["capabilities"][2]),
+    ):
+        token = cap_mod.mint(
+            SigningKey(kid, alg, secret),
+            cap_id=claims["cap_id"],
+            media_id=claims["media_id"],
+            holder=claims["holder"],
+            holder_key=bytes.fromhex(claims["holder_key_hex"]),
+            max_redeemers=claims["max_redeemers"],
+            max_grants=claims["max_grants"],
+            now=claims["iat"],
+            ttl_s=claims["exp"] - claims["iat"],
+        )
         assert token == case["token"]
     reshare = VECTORS["capabilities"][1]
     c = reshare["claims"]
-    assert cap_mod.mint(SigningKey("k1", Alg.ED25519, RING), cap_id=c["cap_id"],
-                        media_id=c["media_id"], holder=c["holder"],
-                        holder_key=bytes.fromhex(c["holder_key_hex"]),
-                        max_redeemers=c["max_redeemers"], max_grants=c["max_grants"],
-                        sources=tuple(c["sources"]), now=c["iat"],
-                        ttl_s=c["exp"] - c["iat"]) == reshare["token"]
-    for case, cap in ((VECTORS["derived"][0], VECTORS["capabilities"][0]),
-                      (VECTORS["derived"][1], VECTORS["capabilities"][2])):
+    assert (
+        cap_mod.mint(
+            SigningKey("k1", Alg.ED25519, RING),
+            cap_id=c["cap_id"],
+            media_id=c["media_id"],
+            holder=c["holder"],
+            holder_key=bytes.fromhex(c["holder_key_hex"]),
+            max_redeemers=c["max_redeemers"],
+            max_grants=c["max_grants"],
+            sources=tuple(c["sources"]),
+            now=c["iat"],
+            ttl_s=c["exp"] - c["iat"],
+        )
+        == reshare["token"]
+    )
+    for case, cap in (
+        (VECTORS["derived"][0], VECTORS["capabilities"][0]),
+        (VECTORS["derived"][1], VECTORS["capabilities"][2]),
+    ):
         d = case["claims"]
-        token, grant_id = cap_mod.derive(HOLDER, cap["token"], max_redeemers=d["max_redeemers"],
-                                         now=d["iat"], ttl_s=d["exp"] - d["iat"],
-                                         nonce=bytes.fromhex(d["nonce_hex"]))
+        token, grant_id = cap_mod.derive(
+            HOLDER,
+            cap["token"],
+            max_redeemers=d["max_redeemers"],
+            now=d["iat"],
+            ttl_s=d["exp"] - d["iat"],
+            nonce=bytes.fromhex(d["nonce_hex"]),
+        )
         assert (token, grant_id) == (case["token"], d["grant_id"])
 
 
@@ -122,8 +158,7 @@ def test_derive_refuses_what_the_edge_refuses() -> None:
 def test_every_derivation_is_a_new_grant() -> None:
     cap = VECTORS["capabilities"][0]["token"]
     iat = VECTORS["capabilities"][0]["claims"]["iat"]
-    ids = {cap_mod.derive(HOLDER, cap, max_redeemers=1, now=iat, ttl_s=60)[1]
-           for _ in range(50)}
+    ids = {cap_mod.derive(HOLDER, cap, max_redeemers=1, now=iat, ttl_s=60)[1] for _ in range(50)}
     assert len(ids) == 50
 
 
@@ -132,20 +167,37 @@ def test_a_real_sized_derived_grant_fits_the_token_limit() -> None:
     ids = "x" * 22
     key = SigningKey("k20261123142254-55bb6e", Alg.ED25519, RING)
     verify = {key.kid: VerifyKey(key.kid, Alg.ED25519, RING.public_key())}
-    cap = cap_mod.mint(key, cap_id="c_" + ids, media_id="m_" + ids, holder="u_" + ids,
-                       holder_key=HOLDER.public_key().public_bytes_raw(), max_redeemers=1024,
-                       max_grants=65535, sources=tuple(f"d_{i}" + ids[1:] for i in range(8)),
-                       now=1_700_000_000, ttl_s=3600)
-    token, grant_id = cap_mod.derive(HOLDER, cap, max_redeemers=1024, now=1_700_000_000,
-                                     ttl_s=900)
+    cap = cap_mod.mint(
+        key,
+        cap_id="c_" + ids,
+        media_id="m_" + ids,
+        holder="u_" + ids,
+        holder_key=HOLDER.public_key().public_bytes_raw(),
+        max_redeemers=1024,
+        max_grants=65535,
+        sources=tuple(f"d_{i}" + ids[1:] for i in range(8)),
+        now=1_700_000_000,
+        ttl_s=3600,
+    )
+    token, grant_id = cap_mod.derive(HOLDER, cap, max_redeemers=1024, now=1_700_000_000, ttl_s=900)
     assert len(token) <= MAX_TOKEN_CHARS
-    d = cap_mod.verify_derived(token, verify, 1_700_000_001, max_lifetime_s=900,
-                               max_capability_lifetime_s=3600)
+    d = cap_mod.verify_derived(
+        token, verify, 1_700_000_001, max_lifetime_s=900, max_capability_lifetime_s=3600
+    )
     assert d.grant_id == grant_id and len(d.capability.sources) == 8
 
 
 def test_capability_too_large_for_a_derived_grant_is_not_minted() -> None:
     with pytest.raises(ValueError, match="too large"):
-        cap_mod.mint(SigningKey("k1", Alg.ED25519, RING), cap_id="c_1", media_id="m_1",
-                     holder="u" * 255, holder_key=bytes(32), max_redeemers=1, max_grants=1,
-                     sources=tuple("g" * 100 for _ in range(3)), now=0, ttl_s=60)
+        cap_mod.mint(
+            SigningKey("k1", Alg.ED25519, RING),
+            cap_id="c_1",
+            media_id="m_1",
+            holder="u" * 255,
+            holder_key=bytes(32),
+            max_redeemers=1,
+            max_grants=1,
+            sources=tuple("g" * 100 for _ in range(3)),
+            now=0,
+            ttl_s=60,
+        )

@@ -8,8 +8,7 @@ from cdn_auth.revocation_view import RevocationView
 
 
 def _at(ev: RevocationEvent, at_s: float) -> RevocationEvent:
-    return RevocationEvent(ev.kind, grant_id=ev.grant_id, cap_id=ev.cap_id,
-                           at_ms=int(at_s * 1000))
+    return RevocationEvent(ev.kind, grant_id=ev.grant_id, cap_id=ev.cap_id, at_ms=int(at_s * 1000))
 
 
 def test_capability_revocation_outlives_the_token_window() -> None:

@@ -29,8 +29,9 @@ def test_every_compose_command_is_a_real_entry_point() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     scripts = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
     scripts |= {"locust", "redis-server"}
-    assert {"redis", "dm", "edge1", "edge2", "nginx", "locust-master",
-            "locust-worker"} <= set(compose["services"])
+    assert {"redis", "dm", "edge1", "edge2", "nginx", "locust-master", "locust-worker"} <= set(
+        compose["services"]
+    )
     assert "--appendonly" in compose["services"]["redis"]["command"]
     for name, svc in compose["services"].items():
         if "command" in svc and not svc["image"].startswith("prom/prometheus:"):
@@ -44,12 +45,18 @@ def test_compose_provisions_prometheus_and_grafana_from_deploy() -> None:
     config = next(a for a in prom["command"] if a.startswith("--config.file="))
     assert config.split("=", 1)[1] == mounts["./deploy/prometheus"] + "/prometheus.yml"
     assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
-    provider = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "dashboards" /
-                               "pointer-dm.yml").read_text())["providers"][0]
+    provider = yaml.safe_load(
+        (ROOT / "deploy" / "grafana" / "provisioning" / "dashboards" / "pointer-dm.yml").read_text()
+    )["providers"][0]
     assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
-    targets = {t for job in yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml")
-                                           .read_text())["scrape_configs"]
-               for sc in job["static_configs"] for t in sc["targets"]}
+    targets = {
+        t
+        for job in yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())[
+            "scrape_configs"
+        ]
+        for sc in job["static_configs"]
+        for t in sc["targets"]
+    }
     for service in ("dm", "media", "edge1", "edge2"):  # every process is scraped
         assert any(t.startswith(service + ":") for t in targets), service
 
@@ -57,11 +64,18 @@ def test_compose_provisions_prometheus_and_grafana_from_deploy() -> None:
 def test_compose_nginx_config_is_rendered_from_the_template() -> None:
     from cdn_auth.front_config import render
 
-    rendered = render(prefix=Path("/var/cache/nginx/edge"), port=8000,
-                      authorizer=["edge1:8080", "edge2:8080"], origin=Path("/data/origin"),
-                      auth_cache_s=30, workers="auto", control_listen="0.0.0.0:8001",
-                      lua_dir=Path("/etc/nginx/lua"),
-                      listen="0.0.0.0", user="www-data")  # noqa: S104 - the compose front door
+    rendered = render(
+        prefix=Path("/var/cache/nginx/edge"),
+        port=8000,
+        authorizer=["edge1:8080", "edge2:8080"],
+        origin=Path("/data/origin"),
+        auth_cache_s=30,
+        workers="auto",
+        control_listen="0.0.0.0:8001",
+        lua_dir=Path("/etc/nginx/lua"),
+        listen="0.0.0.0",  # noqa: S104 - the compose front door
+        user="www-data",
+    )
     assert rendered.rstrip() == (ROOT / "deploy" / "nginx" / "compose.conf").read_text().rstrip()
     assert "secure_link" not in rendered  # the benchmark-only location never ships
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

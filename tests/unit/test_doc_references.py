@@ -14,16 +14,38 @@ import pytest
 from ..support.paths import REPO_ROOT
 
 DOCS = [*sorted((REPO_ROOT / "docs").glob("*.md")), REPO_ROOT / "README.md"]
-ENTRY_FILES = [*DOCS, REPO_ROOT / "Makefile", REPO_ROOT / "Dockerfile",
-               REPO_ROOT / "docker-compose.yml"]
+ENTRY_FILES = [*DOCS, REPO_ROOT / "Makefile", REPO_ROOT / "Dockerfile", REPO_ROOT / "docker-compose.yml"]
 REF = re.compile(r"`((?:service_kernel|cdn_auth|dm|loadtests|tests|deploy|docs|\.ci)/[\w/.-]*\w)`")
-PLAIN_SUFFIXES = {"py", "md", "lua", "json", "toml", "yml", "yaml", "conf", "template", "sh",
-                  "txt", "html", "js", "css", "csv", "key"}
+PLAIN_SUFFIXES = {
+    "py",
+    "md",
+    "lua",
+    "json",
+    "toml",
+    "yml",
+    "yaml",
+    "conf",
+    "template",
+    "sh",
+    "txt",
+    "html",
+    "js",
+    "css",
+    "csv",
+    "key",
+}
 
 
 def _defines(source: str, name: str) -> bool:
-    return re.search(rf"^\s*(?:async\s+def|def|class)\s+{re.escape(name)}\b"
-                     rf"|^\s*{re.escape(name)}\s*[:=]", source, re.M) is not None
+    return (
+        re.search(
+            rf"^\s*(?:async\s+def|def|class)\s+{re.escape(name)}\b"
+            rf"|^\s*{re.escape(name)}\s*[:=]",
+            source,
+            re.M,
+        )
+        is not None
+    )
 
 
 def dangling(ref: str) -> str | None:
@@ -48,8 +70,9 @@ def test_every_path_and_symbol_a_doc_names_exists(doc: Path) -> None:
 
 
 def test_every_python_dash_m_entry_point_exists() -> None:
-    modules = sorted({m for f in ENTRY_FILES
-                      for m in re.findall(r"python3? -m ([a-z_][\w.]*[a-z_])", f.read_text())})
+    modules = sorted(
+        {m for f in ENTRY_FILES for m in re.findall(r"python3? -m ([a-z_][\w.]*[a-z_])", f.read_text())}
+    )
     assert "loadtests.bench" in modules
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     assert missing == []
@@ -59,5 +82,4 @@ def test_the_checker_catches_what_it_is_for() -> None:
     assert dangling("dm/store.py") is None
     assert dangling("service_kernel/encoding.b64url_decode") is None
     assert dangling("cdn_auth/encoding.py") == "no such file"
-    assert dangling("dm/store.DmStore.no_such_method") == \
-        "no_such_method not defined in dm/store.py"
+    assert dangling("dm/store.DmStore.no_such_method") == "no_such_method not defined in dm/store.py"

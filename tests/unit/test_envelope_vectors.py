@@ -35,8 +35,9 @@ def test_vector_opens_to_the_payload(case: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["suite"])
-@pytest.mark.parametrize("field", ["conversation_id", "sender", "client_message_id",
-                                   "recipient_user", "recipient_device"])
+@pytest.mark.parametrize(
+    "field", ["conversation_id", "sender", "client_message_id", "recipient_user", "recipient_device"]
+)
 def test_vector_fails_under_any_other_binding(case: dict[str, Any], field: str) -> None:
     key, binding, sealed = _setup(case)
     moved = dataclasses.replace(binding, **{field: "elsewhere"})
@@ -47,15 +48,19 @@ def test_vector_fails_under_any_other_binding(case: dict[str, Any], field: str) 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["suite"])
 def test_vector_franking_is_reproduced(case: dict[str, Any]) -> None:
     p = case["payload"]
-    payload = envelope.Payload(p["media_id"], p["grant"], p["text"],
-                               b64url_decode(p["franking_key"]))
+    payload = envelope.Payload(p["media_id"], p["grant"], p["text"], b64url_decode(p["franking_key"]))
     b = case["binding"]
-    commitment = envelope.commit(payload, b["conversation_id"], b["sender"],
-                                 b["client_message_id"])
+    commitment = envelope.commit(payload, b["conversation_id"], b["sender"], b["client_message_id"])
     assert commitment == b64url_decode(case["commitment"])
-    envelope.check_countersignature(SERVER_KEY, b64url_decode(case["countersignature"]),
-                                    commitment, b["conversation_id"], b["sender"],
-                                    b["client_message_id"], case["ts_ms"])
+    envelope.check_countersignature(
+        SERVER_KEY,
+        b64url_decode(case["countersignature"]),
+        commitment,
+        b["conversation_id"],
+        b["sender"],
+        b["client_message_id"],
+        case["ts_ms"],
+    )
 
 
 def test_wrong_suite_key_cannot_open() -> None:
@@ -65,8 +70,15 @@ def test_wrong_suite_key_cannot_open() -> None:
         envelope.open_envelope(key, envelope.Binding(**x["binding"]), b64url_decode(x["envelope"]))
 
 
-@pytest.mark.parametrize("mutate", [lambda b: b[:-1], lambda b: b[:1] + b"\x07" + b[2:],
-                                    lambda b: b"\x02" + b[1:], lambda b: b[:40] + bytes(1) + b[41:]])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b[:-1],
+        lambda b: b[:1] + b"\x07" + b[2:],
+        lambda b: b"\x02" + b[1:],
+        lambda b: b[:40] + bytes(1) + b[41:],
+    ],
+)
 def test_tampered_envelope_rejected(mutate: Any) -> None:
     key, binding, sealed = _setup(CASES[0])
     with pytest.raises(envelope.EnvelopeError):

@@ -12,8 +12,9 @@ NOW = 1_700_000_000.0
 
 
 def _pointer(ring: cdn_auth.KeyRing) -> str:
-    return cdn_auth.mint_pointer(ring.signer(), media_id="m_1", sub="alice",
-                                 conversation_id="c_1", message_id="1-0", now=NOW)
+    return cdn_auth.mint_pointer(
+        ring.signer(), media_id="m_1", sub="alice", conversation_id="c_1", message_id="1-0", now=NOW
+    )
 
 
 def test_pointer_verifies_across_a_key_rotation(tmp_path: Path) -> None:
@@ -21,8 +22,7 @@ def test_pointer_verifies_across_a_key_rotation(tmp_path: Path) -> None:
     pointer verifies (the unknown kid makes the verifier re-read the key set, then retry)."""
     ring = cdn_auth.KeyRing.create(tmp_path / "ring", now=NOW)
     # A frozen clock: the key set never re-reads on its own, only for an unknown kid.
-    keys = cdn_auth.KeySet(ring.path / cdn_auth.VERIFY_JWKS_FILE, clock=lambda: NOW,
-                           recheck_s=3600)
+    keys = cdn_auth.KeySet(ring.path / cdn_auth.VERIFY_JWKS_FILE, clock=lambda: NOW, recheck_s=3600)
     verifier = cdn_auth.Verifier(keys, max_lifetime_s=900, clock=lambda: NOW)
     assert verifier.pointer(_pointer(ring)).kid == ring.signing_kid
 
@@ -37,12 +37,20 @@ def test_pointer_verifies_across_a_key_rotation(tmp_path: Path) -> None:
 def test_unknown_key_is_still_refused_after_the_retry(tmp_path: Path) -> None:
     ring = cdn_auth.KeyRing.create(tmp_path / "ring", now=NOW)
     stranger = cdn_auth.KeyRing.create(tmp_path / "other", now=NOW)
-    verifier = cdn_auth.Verifier(cdn_auth.KeySet(ring.path / cdn_auth.VERIFY_JWKS_FILE),
-                                 max_lifetime_s=900, clock=lambda: NOW)
+    verifier = cdn_auth.Verifier(
+        cdn_auth.KeySet(ring.path / cdn_auth.VERIFY_JWKS_FILE), max_lifetime_s=900, clock=lambda: NOW
+    )
     with pytest.raises(cdn_auth.TokenUnknownKey):
         verifier.pointer(_pointer(stranger))
-    grant = cdn_auth.mint_grant(stranger.signer(), grant_id="g_1", media_id="m_1",
-                                max_redeemers=2, sharer="alice", now=NOW, ttl_s=600)
+    grant = cdn_auth.mint_grant(
+        stranger.signer(),
+        grant_id="g_1",
+        media_id="m_1",
+        max_redeemers=2,
+        sharer="alice",
+        now=NOW,
+        ttl_s=600,
+    )
     with pytest.raises(cdn_auth.TokenError):
         verifier.grant(grant)
 

@@ -25,13 +25,24 @@ from loadtests.report.stats import NO_DIFFERENCE
 from ..support.load_report import segment
 
 META: dict[str, Any] = {
-    "modes": list(MODES), "slo": Slo(50.0).as_dict(),
-    "config": {"rounds": 5, "trial_s": 10, "trial_rate": 10, "view_ratio": 0, "procs": 1,
-               "workers": 0, "quick": False, "target": "embedded stack"},
-    "environment": {"versions": {"python": "3.12.0", "cryptography": "44.0.0"},
-                    "machine": {"hostname": "box", "cpu": "Test CPU", "cpus": 2,
-                                "memory_gib": 4.0},
-                    "code": {"commit": "abc1234", "dirty": False}}}
+    "modes": list(MODES),
+    "slo": Slo(50.0).as_dict(),
+    "config": {
+        "rounds": 5,
+        "trial_s": 10,
+        "trial_rate": 10,
+        "view_ratio": 0,
+        "procs": 1,
+        "workers": 0,
+        "quick": False,
+        "target": "embedded stack",
+    },
+    "environment": {
+        "versions": {"python": "3.12.0", "cryptography": "44.0.0"},
+        "machine": {"hostname": "box", "cpu": "Test CPU", "cpus": 2, "memory_gib": 4.0},
+        "code": {"commit": "abc1234", "dirty": False},
+    },
+}
 
 
 def make_run(d: Path, shift: dict[str, float], seed: int, meta: dict[str, Any]) -> Path:
@@ -43,8 +54,7 @@ def make_run(d: Path, shift: dict[str, float], seed: int, meta: dict[str, Any]) 
         for mode in MODES:
             n += 1
             lat = [base + shift.get(mode, 0.0) + abs(rng.gauss(0, 1.0)) for _ in range(100)]
-            lines.append(segment(f"{n:03d}-trial-{mode}-{rnd}", "trial", mode, rnd, 10, 10, t,
-                                  lat))
+            lines.append(segment(f"{n:03d}-trial-{mode}-{rnd}", "trial", mode, rnd, 10, 10, t, lat))
             t += 11
     d.mkdir(parents=True, exist_ok=True)
     (d / "segments.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -75,12 +85,10 @@ def test_known_shift_is_found_and_null_is_not(doc: dict[str, Any]) -> None:
     assert not pq["paired"]  # two runs' rounds did not run back to back
     send = doc["modes"]["plain"]["phases"]["send"]["delta_p50_ms"]
     assert send["significant"] and send["estimate"] == pytest.approx(0.5, abs=0.2)
-    assert doc["comparability"] == {"comparable": True, "blocking": [], "caveats": [],
-                                    "forced": False}
+    assert doc["comparability"] == {"comparable": True, "blocking": [], "caveats": [], "forced": False}
 
 
-def test_headline_is_one_quotable_sentence(runs: tuple[Path, Path],
-                                           doc: dict[str, Any]) -> None:
+def test_headline_is_one_quotable_sentence(runs: tuple[Path, Path], doc: dict[str, Any]) -> None:
     text = doc["headline"]
     assert text.startswith("At the median, from run A to run B, a plain share is 2.")
     assert "ms slower" in text and "95 % CI" in text
@@ -100,8 +108,9 @@ def test_three_formats_written(runs: tuple[Path, Path], tmp_path: Path) -> None:
     assert "first byte" in md  # per phase
 
 
-def test_different_load_shape_is_refused(runs: tuple[Path, Path], tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_different_load_shape_is_refused(
+    runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     meta = copy.deepcopy(META)
     meta["config"]["trial_rate"] = 40
     meta["environment"]["machine"]["cpus"] = 64
@@ -117,16 +126,14 @@ def test_forced_comparison_is_flagged_loudly(runs: tuple[Path, Path], tmp_path: 
     meta = copy.deepcopy(META)
     meta["config"]["trial_s"] = 30
     other = make_run(tmp_path / "other", {}, 3, meta)
-    assert compare.main([str(runs[0]), str(other), "--out", str(tmp_path / "out"),
-                         "--force"]) == 0
+    assert compare.main([str(runs[0]), str(other), "--out", str(tmp_path / "out"), "--force"]) == 0
     doc = json.loads((tmp_path / "out" / compare.JSON_FILE).read_text())
     assert doc["comparability"]["forced"] and not doc["comparability"]["comparable"]
     assert "NOT COMPARABLE (forced)" in doc["headline"]
     assert "INCOMPARABLE RUNS" in (tmp_path / "out" / compare.MD_FILE).read_text()
 
 
-def test_version_differences_are_caveats_not_refusals(runs: tuple[Path, Path],
-                                                      tmp_path: Path) -> None:
+def test_version_differences_are_caveats_not_refusals(runs: tuple[Path, Path], tmp_path: Path) -> None:
     meta = copy.deepcopy(META)
     meta["environment"]["versions"]["cryptography"] = "45.0.0"
     other = make_run(tmp_path / "other", {}, 3, meta)

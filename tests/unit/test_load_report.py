@@ -26,9 +26,6 @@ from ..support.load_report import segment
 SHIFT = {"plain": 0.0, "plain+scan": 1.0, "sealed": 3.0, "sealed-pq": 0.0}
 
 
-
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("synthetic-run")
@@ -39,8 +36,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for mode in MODES:
             n += 1
             lat = [base + SHIFT[mode] + abs(rng.gauss(0, 1.0)) for _ in range(100)]
-            lines.append(segment(f"{n:03d}-trial-{mode}-{rnd}", "trial", mode, rnd, 10, 10, t,
-                                  lat))
+            lines.append(segment(f"{n:03d}-trial-{mode}-{rnd}", "trial", mode, rnd, 10, 10, t, lat))
             t += 11
     for level, rate in enumerate((10.0, 20.0, 40.0), start=1):
         for mode in MODES:
@@ -48,14 +44,19 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             p99 = 30.0 if rate < slow else 80.0
             n += 1
             lat = [10.0] * 98 + [p99] * 2
-            lines.append(segment(f"{n:03d}-step-{mode}-{level}", "step", mode, level, rate, 5,
-                                  t, lat))
+            lines.append(segment(f"{n:03d}-step-{mode}-{level}", "step", mode, level, rate, 5, t, lat))
             t += 6
     (d / "segments.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (d / "driver.json").write_text(json.dumps({"locust_version": "test", "cpu_warning": False}))
-    (d / "run.json").write_text(json.dumps({"modes": list(MODES), "slo": Slo(50.0).as_dict(),
-                                            "config": {"rounds": 5, "trial_s": 10,
-                                                       "trial_rate": 10, "view_ratio": 0}}))
+    (d / "run.json").write_text(
+        json.dumps(
+            {
+                "modes": list(MODES),
+                "slo": Slo(50.0).as_dict(),
+                "config": {"rounds": 5, "trial_s": 10, "trial_rate": 10, "view_ratio": 0},
+            }
+        )
+    )
     return d
 
 
@@ -77,8 +78,7 @@ def test_percentiles_are_from_merged_histograms(run_dir: Path) -> None:
     run = Run.load(run_dir)
     doc = analyze(run)
     merged = hdr.merge(s.data.hists["plain:total"] for s in run.of("trial", "plain"))
-    assert doc["modes"]["plain"]["p99_ms"] == pytest.approx(hdr.percentile_ms(merged, 99),
-                                                            abs=0.001)
+    assert doc["modes"]["plain"]["p99_ms"] == pytest.approx(hdr.percentile_ms(merged, 99), abs=0.001)
     per_trial = [t["p99_ms"] for t in doc["modes"]["plain"]["trials"]]
     assert len(per_trial) == 5  # the merged value is not their mean (it need not be)
 
@@ -111,8 +111,11 @@ def test_three_files_written(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_too_few_trials_is_not_valid(run_dir: Path, tmp_path: Path) -> None:
-    lines = [ln for ln in (run_dir / "segments.jsonl").read_text().splitlines()
-             if json.loads(ln)["round"] <= 2 or json.loads(ln)["kind"] != "trial"]
+    lines = [
+        ln
+        for ln in (run_dir / "segments.jsonl").read_text().splitlines()
+        if json.loads(ln)["round"] <= 2 or json.loads(ln)["kind"] != "trial"
+    ]
     for name in ("driver.json", "run.json"):
         (tmp_path / name).write_text((run_dir / name).read_text())
     (tmp_path / "segments.jsonl").write_text("\n".join(lines) + "\n")

@@ -20,12 +20,19 @@ from loadtests.stack import proc_cpu
 from ..support.load_report import segment
 
 #: Server CPU seconds per completed share, by process, in each mode (sealed costs 10 % more).
-COST = {"plain": {"dm-0": 400e-6, "edge-0": 300e-6, "redis": 100e-6},
-        "sealed": {"dm-0": 440e-6, "edge-0": 330e-6, "redis": 110e-6}}
+COST = {
+    "plain": {"dm-0": 400e-6, "edge-0": 300e-6, "redis": 100e-6},
+    "sealed": {"dm-0": 440e-6, "edge-0": 330e-6, "redis": 110e-6},
+}
 
 
-def _with_servers(seg: dict[str, Any], cpu_s: dict[str, float], window_s: float,
-                  generator_pct: float, lag_p99_ms: float = 1.0) -> dict[str, Any]:
+def _with_servers(
+    seg: dict[str, Any],
+    cpu_s: dict[str, float],
+    window_s: float,
+    generator_pct: float,
+    lag_p99_ms: float = 1.0,
+) -> dict[str, Any]:
     seg["servers"] = {"window_s": window_s, "cpu_s": cpu_s}
     for p in seg["processes"]:
         p["cpu_pct"] = generator_pct
@@ -40,29 +47,34 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for rnd in range(1, 6):
         for mode in ("plain", "sealed"):
             n += 1
-            seg = segment(f"{n:03d}-trial-{mode}-{rnd}", "trial", mode, rnd, 10, 10, t,
-                           [10.0] * 100)
+            seg = segment(f"{n:03d}-trial-{mode}-{rnd}", "trial", mode, rnd, 10, 10, t, [10.0] * 100)
             noise = 1.0 + 0.01 * rnd  # both modes of a round see the same conditions
-            lines.append(_with_servers(seg, {k: v * 100 * noise for k, v in COST[mode].items()},
-                                       10.0, 20.0))
+            lines.append(
+                _with_servers(seg, {k: v * 100 * noise for k, v in COST[mode].items()}, 10.0, 20.0)
+            )
             t += 11
     # Step load: plain misses at 40/s with the servers busiest; sealed with the generator busiest.
     for level, rate in enumerate((20.0, 40.0), start=1):
         for mode in ("plain", "sealed"):
             n += 1
             p99 = 80.0 if rate == 40.0 else 20.0
-            seg = segment(f"{n:03d}-step-{mode}-{level}", "step", mode, level, rate, 5, t,
-                           [10.0] * 98 + [p99] * 2)
+            seg = segment(
+                f"{n:03d}-step-{mode}-{level}", "step", mode, level, rate, 5, t, [10.0] * 98 + [p99] * 2
+            )
             gen = 95.0 if mode == "sealed" and rate == 40.0 else 30.0
-            lines.append(_with_servers(seg, {"dm-0": 4.0, "edge-0": 2.0, "redis": 0.5}, 5.0,
-                                       gen))
+            lines.append(_with_servers(seg, {"dm-0": 4.0, "edge-0": 2.0, "redis": 0.5}, 5.0, gen))
             t += 6
     (d / "segments.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (d / "driver.json").write_text(json.dumps({"locust_version": "test", "cpu_warning": False}))
-    (d / "run.json").write_text(json.dumps({"modes": ["plain", "sealed"],
-                                            "slo": Slo(50.0).as_dict(),
-                                            "config": {"rounds": 5, "trial_s": 10,
-                                                       "trial_rate": 10, "view_ratio": 0}}))
+    (d / "run.json").write_text(
+        json.dumps(
+            {
+                "modes": ["plain", "sealed"],
+                "slo": Slo(50.0).as_dict(),
+                "config": {"rounds": 5, "trial_s": 10, "trial_rate": 10, "view_ratio": 0},
+            }
+        )
+    )
     return d
 
 
@@ -105,8 +117,7 @@ def test_remote_target_says_not_measured(tmp_path: Path) -> None:
 
 
 def test_loop_lag_beyond_the_bound_is_not_valid() -> None:
-    data = SegmentData(flows={"plain": {"started": 100, "completed": 100, "failed": 0,
-                                        "late": 0}})
+    data = SegmentData(flows={"plain": {"started": 100, "completed": 100, "failed": 0, "late": 0}})
     proc = {"cpu_pct": 10.0, "loop_lag": {"p99_ms": 12.0}}
     v = judge(Slo(50.0), "plain", 10.0, 10.0, data, [proc])
     assert v.loop_lag_p99_ms == 12.0 and any("loop lag" in p for p in v.problems)
@@ -115,24 +126,32 @@ def test_loop_lag_beyond_the_bound_is_not_valid() -> None:
 
 
 def test_proc_cpu_reads_this_process() -> None:
-    before = proc_cpu.sample({"dm-0": os.getpid(), "edge-0": 2 ** 22 + 1})
+    before = proc_cpu.sample({"dm-0": os.getpid(), "edge-0": 2**22 + 1})
     assert set(before) == {"dm-0"}  # a pid that does not exist is left out, not guessed
     t0 = time.process_time()
     while time.process_time() - t0 < 0.1:  # burn 100 ms of CPU, however long that takes
         sum(i * i for i in range(1000))
     used = proc_cpu.used(before, proc_cpu.sample({"dm-0": os.getpid()}))
     assert used["dm-0"] >= 0.08  # /proc counts in clock ticks (10 ms)
-    assert server_cost.per_trial_us(type("S", (), {"servers": {}, "data": SegmentData()})(),
-                                    "plain") is None
+    assert (
+        server_cost.per_trial_us(type("S", (), {"servers": {}, "data": SegmentData()})(), "plain")
+        is None
+    )
 
 
 def test_idle_background_is_taken_out(run_dir: Path, tmp_path: Path) -> None:
     for name in ("segments.jsonl", "run.json"):
         (tmp_path / name).write_text((run_dir / name).read_text())
     # The dm burns 1 ms/s with no flow running: 10 ms per 10 s trial, 100 µs per share.
-    (tmp_path / "driver.json").write_text(json.dumps({
-        "locust_version": "test", "cpu_warning": False,
-        "server_idle": {"window_s": 2.0, "cpu_s": {"dm-0": 0.002, "edge-0": 0.0, "redis": 0.0}}}))
+    (tmp_path / "driver.json").write_text(
+        json.dumps(
+            {
+                "locust_version": "test",
+                "cpu_warning": False,
+                "server_idle": {"window_s": 2.0, "cpu_s": {"dm-0": 0.002, "edge-0": 0.0, "redis": 0.0}},
+            }
+        )
+    )
     doc = analyze(Run.load(tmp_path))
     plain, sealed = doc["modes"]["plain"]["server_cost"], doc["modes"]["sealed"]["server_cost"]
     assert plain["net_of_idle"] and plain["idle_cpu_pct"]["dm-0"] == pytest.approx(0.1)
@@ -148,10 +167,26 @@ def test_idle_background_is_taken_out(run_dir: Path, tmp_path: Path) -> None:
 def test_a_role_whose_cpu_rounds_to_zero_is_still_reported() -> None:
     """Regression (a flaky load-run test): in a short trial an idle Redis used less than one
     CPU tick, and the report left its role out instead of saying 0."""
-    trials = [Segment.from_json(_with_servers(
-        segment(f"00{r}-trial-plain-{r}", "trial", "plain", r, 10, 10, 1_000_000.0 + 11 * r,
-                [10.0] * 100), {"dm-0": 0.04, "edge-0": 0.03, "redis": 0.0}, 10.0, 20.0))
-        for r in range(1, 4)]
+    trials = [
+        Segment.from_json(
+            _with_servers(
+                segment(
+                    f"00{r}-trial-plain-{r}",
+                    "trial",
+                    "plain",
+                    r,
+                    10,
+                    10,
+                    1_000_000.0 + 11 * r,
+                    [10.0] * 100,
+                ),
+                {"dm-0": 0.04, "edge-0": 0.03, "redis": 0.0},
+                10.0,
+                20.0,
+            )
+        )
+        for r in range(1, 4)
+    ]
     cost = server_cost.mode_cost(trials, "plain", None)
     assert cost["measured"] and set(cost["by_role_us"]) == {"dm", "edge", "redis"}, cost
     assert cost["by_role_us"]["redis"] == 0.0

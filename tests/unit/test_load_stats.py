@@ -103,8 +103,9 @@ def test_recorder_payloads_merge_to_exact_counts() -> None:
     assert data.total_count() == made == sum(r.recorded_total for r in workers)
     assert data.fails["plain:total"] == 6 + 8
     assert data.flows["plain"]["started"] == 700
-    assert sum(hdr.count(h) for h in data.timeline["plain:total"].values()) \
-        == hdr.count(data.hists["plain:total"])
+    assert sum(hdr.count(h) for h in data.timeline["plain:total"].values()) == hdr.count(
+        data.hists["plain:total"]
+    )
     again = SegmentData.from_json(data.to_json())
     assert again.total_count() == made
 
@@ -170,18 +171,21 @@ def _segment(latencies_ms: list[float], started: int, failed: int) -> SegmentDat
     return m.take("s")
 
 
-@pytest.mark.parametrize("latency,started,failed,procs,meets,problem", [
-    (20.0, 100, 0, {"cpu_pct": 30.0}, True, None),
-    (80.0, 100, 0, {"cpu_pct": 30.0}, False, None),            # too slow
-    (20.0, 100, 2, {"cpu_pct": 30.0}, False, None),            # 2 % errors
-    (20.0, 60, 0, {"cpu_pct": 30.0}, False, "achieved"),       # generator fell short
-    (20.0, 100, 0, {"cpu_pct": 97.0}, True, "generator CPU"),  # valid SLO, flagged
-    (20.0, 100, 0, {"cpu_pct": 10.0, "machine_cpu_pct": 99.0}, True, "machine CPU"),
-])
-def test_slo_verdicts(latency: float, started: int, failed: int, procs: dict[str, Any],
-                      meets: bool, problem: str | None) -> None:
+@pytest.mark.parametrize(
+    "latency,started,failed,procs,meets,problem",
+    [
+        (20.0, 100, 0, {"cpu_pct": 30.0}, True, None),
+        (80.0, 100, 0, {"cpu_pct": 30.0}, False, None),  # too slow
+        (20.0, 100, 2, {"cpu_pct": 30.0}, False, None),  # 2 % errors
+        (20.0, 60, 0, {"cpu_pct": 30.0}, False, "achieved"),  # generator fell short
+        (20.0, 100, 0, {"cpu_pct": 97.0}, True, "generator CPU"),  # valid SLO, flagged
+        (20.0, 100, 0, {"cpu_pct": 10.0, "machine_cpu_pct": 99.0}, True, "machine CPU"),
+    ],
+)
+def test_slo_verdicts(
+    latency: float, started: int, failed: int, procs: dict[str, Any], meets: bool, problem: str | None
+) -> None:
     data = _segment([latency] * (started - failed), started, failed)
     v = judge(Slo(p99_ms=50.0, error_pct=0.1), "sealed", 10.0, 10.0, data, [procs])
     assert v.meets_slo is meets
-    assert (problem is None and not v.problems) or any(problem in p for p in v.problems
-                                                       if problem)
+    assert (problem is None and not v.problems) or any(problem in p for p in v.problems if problem)

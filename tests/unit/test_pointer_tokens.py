@@ -20,13 +20,16 @@ VECTORS = json.loads((VECTORS_DIR / "pointer_v1.json").read_text())
 def _keys() -> dict[str, VerifyKey]:
     k = VECTORS["keys"]
     priv = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(k["ed25519"]["private_seed_hex"]))
-    return {"k1": VerifyKey("k1", Alg.ED25519, priv.public_key()),
-            "h1": VerifyKey("h1", Alg.HMAC_SHA256, bytes.fromhex(k["hmac"]["secret_hex"]))}
+    return {
+        "k1": VerifyKey("k1", Alg.ED25519, priv.public_key()),
+        "h1": VerifyKey("h1", Alg.HMAC_SHA256, bytes.fromhex(k["hmac"]["secret_hex"])),
+    }
 
 
 def _verify(token: str, now: float) -> pointer.Pointer:
-    return pointer.verify(token, _keys(), now, max_lifetime_s=VECTORS["max_lifetime_s"],
-                          leeway_s=VECTORS["leeway_s"])
+    return pointer.verify(
+        token, _keys(), now, max_lifetime_s=VECTORS["max_lifetime_s"], leeway_s=VECTORS["leeway_s"]
+    )
 
 
 @pytest.mark.parametrize("case", VECTORS["valid"], ids=lambda c: c["name"])
@@ -44,14 +47,23 @@ def test_invalid_vectors(case: dict[str, Any]) -> None:
 
 def test_mint_reproduces_vectors() -> None:
     k = VECTORS["keys"]
-    ed = SigningKey("k1", Alg.ED25519, Ed25519PrivateKey.from_private_bytes(
-        bytes.fromhex(k["ed25519"]["private_seed_hex"])))
+    ed = SigningKey(
+        "k1",
+        Alg.ED25519,
+        Ed25519PrivateKey.from_private_bytes(bytes.fromhex(k["ed25519"]["private_seed_hex"])),
+    )
     hm = SigningKey("h1", Alg.HMAC_SHA256, bytes.fromhex(k["hmac"]["secret_hex"]))
     for key, case in ((ed, VECTORS["valid"][0]), (hm, VECTORS["valid"][1])):
         c = case["claims"]
-        token = pointer.mint(key, media_id=c["media_id"], sub=c["sub"],
-                             conversation_id=c["conversation_id"], message_id=c["message_id"],
-                             now=c["iat"], ttl_s=c["exp"] - c["iat"])
+        token = pointer.mint(
+            key,
+            media_id=c["media_id"],
+            sub=c["sub"],
+            conversation_id=c["conversation_id"],
+            message_id=c["message_id"],
+            now=c["iat"],
+            ttl_s=c["exp"] - c["iat"],
+        )
         assert token == case["token"]
 
 

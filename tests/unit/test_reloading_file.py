@@ -14,8 +14,13 @@ from service_kernel.reloading_file import ReloadingFile
 
 
 def _watch(path: Path, now: list[float], seen: list[dict[str, int]]) -> ReloadingFile[dict[str, int]]:
-    f = ReloadingFile(path, lambda: dict(json.loads(path.read_text())), what="test file",
-                      clock=lambda: now[0], recheck_s=1.0)
+    f = ReloadingFile(
+        path,
+        lambda: dict(json.loads(path.read_text())),
+        what="test file",
+        clock=lambda: now[0],
+        recheck_s=1.0,
+    )
     f.on_change.append(seen.append)
     return f
 
@@ -48,8 +53,9 @@ def test_check_sees_an_in_place_rewrite_at_once(tmp_path: Path) -> None:
     assert f.value == {"a": 22}
 
 
-def test_a_bad_or_missing_file_keeps_the_last_good_value(tmp_path: Path,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_a_bad_or_missing_file_keeps_the_last_good_value(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path, now = tmp_path / "v.json", [0.0]
     seen: list[dict[str, int]] = []
     path.write_text('{"a": 1}')
@@ -57,8 +63,9 @@ def test_a_bad_or_missing_file_keeps_the_last_good_value(tmp_path: Path,
     path.write_text("{not json")
     assert f.check() is False
     assert f.value == {"a": 1}
-    assert any(r.getMessage() == "test file unreadable; keeping the previous keys"
-               for r in caplog.records)
+    assert any(
+        r.getMessage() == "test file unreadable; keeping the previous keys" for r in caplog.records
+    )
     os.unlink(path)
     assert f.check() is False
     assert f.value == {"a": 1}

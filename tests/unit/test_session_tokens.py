@@ -28,14 +28,23 @@ def _forge(header: dict[str, object], claims: dict[str, object], key: bytes | No
 
 @pytest.fixture
 def verifier(issuer: DevIssuer, tmp_path: Path) -> SessionVerifier:
-    return SessionVerifier(JwksSource(str(tmp_path / "session-keys" / JWKS_FILE)),
-                           issuer="pointer-dm-dev", audience="pointer-dm")
+    return SessionVerifier(
+        JwksSource(str(tmp_path / "session-keys" / JWKS_FILE)),
+        issuer="pointer-dm-dev",
+        audience="pointer-dm",
+    )
 
 
 def _claims(**over: object) -> dict[str, object]:
     now = int(time.time())
-    return {"iss": "pointer-dm-dev", "aud": "pointer-dm", "sub": "mallory", "iat": now,
-            "exp": now + 600, **over}
+    return {
+        "iss": "pointer-dm-dev",
+        "aud": "pointer-dm",
+        "sub": "mallory",
+        "iat": now,
+        "exp": now + 600,
+        **over,
+    }
 
 
 async def test_valid_session(issuer: DevIssuer, verifier: SessionVerifier) -> None:
@@ -51,7 +60,8 @@ async def test_alg_none_rejected(issuer: DevIssuer, verifier: SessionVerifier) -
 
 
 async def test_algorithm_confusion_hs256_with_public_key_rejected(
-        issuer: DevIssuer, verifier: SessionVerifier) -> None:
+    issuer: DevIssuer, verifier: SessionVerifier
+) -> None:
     public = base64.urlsafe_b64decode(issuer.jwks()["keys"][0]["x"] + "=")
     token = _forge({"alg": "HS256", "kid": issuer.kid, "typ": "JWT"}, _claims(), public)
     with pytest.raises(SessionError):
@@ -88,8 +98,9 @@ async def test_unknown_kid_rejected(verifier: SessionVerifier) -> None:
 
 
 @pytest.mark.parametrize("field,value", [("iss", "evil"), ("aud", "other-service")])
-async def test_wrong_issuer_or_audience_rejected(verifier: SessionVerifier, field: str,
-                                                 value: str) -> None:
+async def test_wrong_issuer_or_audience_rejected(
+    verifier: SessionVerifier, field: str, value: str
+) -> None:
     other = DevIssuer.generate(**{"issuer" if field == "iss" else "audience": value})
     verifier.jwks.keys[other.kid] = __import__("jwt").PyJWK(other.jwks()["keys"][0])
     with pytest.raises(SessionError):

@@ -30,24 +30,42 @@ def main() -> None:
         payload = envelope.Payload("m_vec", "grant-token", "hello, sealed", FK)
         sealed = envelope.seal(suite, key.public_bytes(), binding, payload)
         commitment = envelope.commit(payload, "c_vec", "u_alice", "s_vec1")
-        cases.append({
-            "suite": suite, "device_seed": b64url_encode(seed),
-            "public_key": b64url_encode(key.public_bytes()),
-            "fingerprint": envelope.fingerprint(suite, key.public_bytes()),
-            "binding": {"conversation_id": "c_vec", "sender": "u_alice",
-                        "client_message_id": "s_vec1", "recipient_user": "u_bob",
-                        "recipient_device": "d_bob1"},
-            "info_hex": binding.info(suite).hex(),
-            "envelope": b64url_encode(sealed), "envelope_bytes": len(sealed),
-            "payload": {"media_id": "m_vec", "grant": "grant-token", "text": "hello, sealed",
-                        "franking_key": b64url_encode(FK)},
-            "commitment": b64url_encode(commitment),
-            "countersignature": b64url_encode(envelope.countersign(
-                SERVER_KEY, commitment, "c_vec", "u_alice", "s_vec1", 1_700_000_000_000)),
-            "ts_ms": 1_700_000_000_000,
-        })
-    doc = {"description": "Envelope and franking v1 vectors; see docs/protocol.md",
-           "server_franking_key": b64url_encode(SERVER_KEY), "cases": cases}
+        cases.append(
+            {
+                "suite": suite,
+                "device_seed": b64url_encode(seed),
+                "public_key": b64url_encode(key.public_bytes()),
+                "fingerprint": envelope.fingerprint(suite, key.public_bytes()),
+                "binding": {
+                    "conversation_id": "c_vec",
+                    "sender": "u_alice",
+                    "client_message_id": "s_vec1",
+                    "recipient_user": "u_bob",
+                    "recipient_device": "d_bob1",
+                },
+                "info_hex": binding.info(suite).hex(),
+                "envelope": b64url_encode(sealed),
+                "envelope_bytes": len(sealed),
+                "payload": {
+                    "media_id": "m_vec",
+                    "grant": "grant-token",
+                    "text": "hello, sealed",
+                    "franking_key": b64url_encode(FK),
+                },
+                "commitment": b64url_encode(commitment),
+                "countersignature": b64url_encode(
+                    envelope.countersign(
+                        SERVER_KEY, commitment, "c_vec", "u_alice", "s_vec1", 1_700_000_000_000
+                    )
+                ),
+                "ts_ms": 1_700_000_000_000,
+            }
+        )
+    doc = {
+        "description": "Envelope and franking v1 vectors; see docs/protocol.md",
+        "server_franking_key": b64url_encode(SERVER_KEY),
+        "cases": cases,
+    }
     out = Path(__file__).with_name("envelope_v1.json")
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {out}")

@@ -27,8 +27,16 @@ IAT, EXP = 1_700_000_000, 1_700_000_300
 CLAIMS = {"media_id": "m_demo", "sub": "bob", "conversation_id": "c_1", "message_id": "msg_1"}
 
 
-def body(alg: int, kid: str, iat: int, exp: int, fields: list[str], type_: int = 0x50,
-         version: int = 1, extra: bytes = b"") -> bytes:
+def body(
+    alg: int,
+    kid: str,
+    iat: int,
+    exp: int,
+    fields: list[str],
+    type_: int = 0x50,
+    version: int = 1,
+    extra: bytes = b"",
+) -> bytes:
     k = kid.encode()
     out = struct.pack(">BBBB", version, type_, alg, len(k)) + k + struct.pack(">QQ", iat, exp)
     for f in fields:
@@ -50,7 +58,8 @@ def main() -> None:
     ed = SigningKey("k1", Alg.ED25519, Ed25519PrivateKey.from_private_bytes(ED_SEED))
     hm = SigningKey("h1", Alg.HMAC_SHA256, HMAC_KEY)
     pub = ed.secret.public_key().public_bytes(  # type: ignore[union-attr]
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     fields = list(CLAIMS.values())
     valid_ed = pointer.mint(ed, now=IAT, ttl_s=EXP - IAT, **CLAIMS)
     valid_hm = pointer.mint(hm, now=IAT, ttl_s=EXP - IAT, **CLAIMS)
@@ -61,49 +70,108 @@ def main() -> None:
     tampered[-1] ^= 0x01
     doc = {
         "description": "Pointer token format v1 vectors; see docs/protocol.md",
-        "keys": {"ed25519": {"kid": "k1", "private_seed_hex": ED_SEED.hex(),
-                             "public_hex": pub.hex()},
-                 "hmac": {"kid": "h1", "secret_hex": HMAC_KEY.hex()}},
-        "max_lifetime_s": 900, "leeway_s": 5,
+        "keys": {
+            "ed25519": {"kid": "k1", "private_seed_hex": ED_SEED.hex(), "public_hex": pub.hex()},
+            "hmac": {"kid": "h1", "secret_hex": HMAC_KEY.hex()},
+        },
+        "max_lifetime_s": 900,
+        "leeway_s": 5,
         "valid": [
-            {"name": "ed25519", "token": valid_ed, "now": IAT + 100,
-             "claims": {**CLAIMS, "iat": IAT, "exp": EXP, "kid": "k1"}},
-            {"name": "hmac_sha256", "token": valid_hm, "now": IAT + 100,
-             "claims": {**CLAIMS, "iat": IAT, "exp": EXP, "kid": "h1"}},
-            {"name": "within_leeway_after_exp", "token": valid_ed, "now": EXP + 4,
-             "claims": {**CLAIMS, "iat": IAT, "exp": EXP, "kid": "k1"}},
+            {
+                "name": "ed25519",
+                "token": valid_ed,
+                "now": IAT + 100,
+                "claims": {**CLAIMS, "iat": IAT, "exp": EXP, "kid": "k1"},
+            },
+            {
+                "name": "hmac_sha256",
+                "token": valid_hm,
+                "now": IAT + 100,
+                "claims": {**CLAIMS, "iat": IAT, "exp": EXP, "kid": "h1"},
+            },
+            {
+                "name": "within_leeway_after_exp",
+                "token": valid_ed,
+                "now": EXP + 4,
+                "claims": {**CLAIMS, "iat": IAT, "exp": EXP, "kid": "k1"},
+            },
         ],
         "invalid": [
-            {"name": "tampered_body", "now": IAT + 100, "error": "token_bad_signature",
-             "token": b64url_encode(bytes(tampered)) + "." + sig},
-            {"name": "truncated_signature", "now": IAT + 100, "error": "token_bad_signature",
-             "token": b64_body + "." + sig[:40]},
+            {
+                "name": "tampered_body",
+                "now": IAT + 100,
+                "error": "token_bad_signature",
+                "token": b64url_encode(bytes(tampered)) + "." + sig,
+            },
+            {
+                "name": "truncated_signature",
+                "now": IAT + 100,
+                "error": "token_bad_signature",
+                "token": b64_body + "." + sig[:40],
+            },
             {"name": "expired", "token": valid_ed, "now": EXP + 6, "error": "token_expired"},
-            {"name": "future_dated", "token": valid_ed, "now": IAT - 60,
-             "error": "token_not_yet_valid"},
-            {"name": "unknown_kid", "now": IAT + 100, "error": "token_unknown_key",
-             "token": ed_token(body(1, "k9", IAT, EXP, fields))},
-            {"name": "alg_confusion_hmac_with_public_key", "now": IAT + 100,
-             "error": "token_bad_signature",
-             "token": hmac_token(body(2, "k1", IAT, EXP, fields), key=pub)},
-            {"name": "alg_byte_swapped_on_hmac_key", "now": IAT + 100,
-             "error": "token_bad_signature",
-             "token": ed_token(body(1, "h1", IAT, EXP, fields))},
-            {"name": "unknown_alg_none", "now": IAT + 100, "error": "token_malformed",
-             "token": b64url_encode(body(0, "k1", IAT, EXP, fields)) + ".AA"},
-            {"name": "wrong_version", "now": IAT + 100, "error": "token_malformed",
-             "token": ed_token(body(1, "k1", IAT, EXP, fields, version=2))},
-            {"name": "grant_type_as_pointer", "now": IAT + 100, "error": "token_wrong_type",
-             "token": ed_token(body(1, "k1", IAT, EXP, fields, type_=0x47))},
-            {"name": "trailing_bytes", "now": IAT + 100, "error": "token_malformed",
-             "token": ed_token(body(1, "k1", IAT, EXP, fields, extra=b"\x00"))},
-            {"name": "lifetime_too_long", "now": IAT + 100, "error": "token_malformed",
-             "token": ed_token(body(1, "k1", IAT, IAT + 86400, fields))},
-            {"name": "non_canonical_base64", "now": IAT + 100, "error": "token_malformed",
-             "token": noncanon + "." + sig},
+            {"name": "future_dated", "token": valid_ed, "now": IAT - 60, "error": "token_not_yet_valid"},
+            {
+                "name": "unknown_kid",
+                "now": IAT + 100,
+                "error": "token_unknown_key",
+                "token": ed_token(body(1, "k9", IAT, EXP, fields)),
+            },
+            {
+                "name": "alg_confusion_hmac_with_public_key",
+                "now": IAT + 100,
+                "error": "token_bad_signature",
+                "token": hmac_token(body(2, "k1", IAT, EXP, fields), key=pub),
+            },
+            {
+                "name": "alg_byte_swapped_on_hmac_key",
+                "now": IAT + 100,
+                "error": "token_bad_signature",
+                "token": ed_token(body(1, "h1", IAT, EXP, fields)),
+            },
+            {
+                "name": "unknown_alg_none",
+                "now": IAT + 100,
+                "error": "token_malformed",
+                "token": b64url_encode(body(0, "k1", IAT, EXP, fields)) + ".AA",
+            },
+            {
+                "name": "wrong_version",
+                "now": IAT + 100,
+                "error": "token_malformed",
+                "token": ed_token(body(1, "k1", IAT, EXP, fields, version=2)),
+            },
+            {
+                "name": "grant_type_as_pointer",
+                "now": IAT + 100,
+                "error": "token_wrong_type",
+                "token": ed_token(body(1, "k1", IAT, EXP, fields, type_=0x47)),
+            },
+            {
+                "name": "trailing_bytes",
+                "now": IAT + 100,
+                "error": "token_malformed",
+                "token": ed_token(body(1, "k1", IAT, EXP, fields, extra=b"\x00")),
+            },
+            {
+                "name": "lifetime_too_long",
+                "now": IAT + 100,
+                "error": "token_malformed",
+                "token": ed_token(body(1, "k1", IAT, IAT + 86400, fields)),
+            },
+            {
+                "name": "non_canonical_base64",
+                "now": IAT + 100,
+                "error": "token_malformed",
+                "token": noncanon + "." + sig,
+            },
             {"name": "no_dot", "now": IAT + 100, "error": "token_malformed", "token": b64_body},
-            {"name": "bad_alphabet", "now": IAT + 100, "error": "token_malformed",
-             "token": b64_body + "." + sig[:-2] + "+/"},
+            {
+                "name": "bad_alphabet",
+                "now": IAT + 100,
+                "error": "token_malformed",
+                "token": b64_body + "." + sig[:-2] + "+/",
+            },
         ],
     }
     out = Path(__file__).with_name("pointer_v1.json")

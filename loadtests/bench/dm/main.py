@@ -77,31 +77,53 @@ def measure(bed: Bed) -> tuple[list[SendResult], list[PushResult]]:
                 sends.append(r)
                 send_progress(r, label)
             else:
-                p = run_push(bed, int(name.partition("@")[2]), round_no=n,
-                             seconds=opts.duration_s, warmup_s=1.0)
+                p = run_push(
+                    bed, int(name.partition("@")[2]), round_no=n, seconds=opts.duration_s, warmup_s=1.0
+                )
                 pushes.append(p)
                 push_progress(p, label)
     return sends, pushes
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench dm", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench dm",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--duration", type=int, default=5, help="seconds per measured run (5)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of send warm-up (1; 0: none)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections for sends (64)")
-    p.add_argument("--push-connections", type=int, default=256,
-                   help="most concurrent sends of the open-loop generator (256)")
-    p.add_argument("--pairs", type=int, default=128,
-                   help="sender->recipient conversations (128); sends spread over them")
-    p.add_argument("--rates", default="1000,500,250",
-                   help="comma-separated push rates in messages/s; the first is compared "
-                        "with the target (1000,500,250)")
-    p.add_argument("--message", choices=["media", "text"], default="media",
-                   help="a video share with a caption (media) or text only")
-    p.add_argument("--send-rate-limit", type=int,
-                   help="set DM_SEND_RATE_PER_S for the dm under test (default: dm's own, 50)")
+    p.add_argument(
+        "--push-connections",
+        type=int,
+        default=256,
+        help="most concurrent sends of the open-loop generator (256)",
+    )
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=128,
+        help="sender->recipient conversations (128); sends spread over them",
+    )
+    p.add_argument(
+        "--rates",
+        default="1000,500,250",
+        help="comma-separated push rates in messages/s; the first is compared "
+        "with the target (1000,500,250)",
+    )
+    p.add_argument(
+        "--message",
+        choices=["media", "text"],
+        default="media",
+        help="a video share with a caption (media) or text only",
+    )
+    p.add_argument(
+        "--send-rate-limit",
+        type=int,
+        help="set DM_SEND_RATE_PER_S for the dm under test (default: dm's own, 50)",
+    )
     return common_flags(p, workdir=True)
 
 
@@ -111,11 +133,30 @@ def options(argv: list[str] | None) -> Options:
         rates = tuple(int(r) for r in a.rates.split(",") if r.strip())
     except ValueError:
         parser().error("--rates must be comma-separated integers")
-    if a.duration < 1 or a.rounds < 1 or a.warmup < 0 or a.connections < 1 or a.pairs < 1 \
-            or a.push_connections < 1 or not rates or min(rates) < 1:
+    if (
+        a.duration < 1
+        or a.rounds < 1
+        or a.warmup < 0
+        or a.connections < 1
+        or a.pairs < 1
+        or a.push_connections < 1
+        or not rates
+        or min(rates) < 1
+    ):
         parser().error("--duration, --rounds, --connections, --pairs, --rates must be >= 1")
-    return Options(a.duration, a.rounds, a.warmup, a.connections, a.push_connections, a.pairs,
-                   rates, a.message, a.send_rate_limit, a.json, a.dir)
+    return Options(
+        a.duration,
+        a.rounds,
+        a.warmup,
+        a.connections,
+        a.push_connections,
+        a.pairs,
+        rates,
+        a.message,
+        a.send_rate_limit,
+        a.json,
+        a.dir,
+    )
 
 
 def run(opts: Options) -> dict[str, Any]:
@@ -129,8 +170,9 @@ def run(opts: Options) -> dict[str, Any]:
         ring = KeyRing.create(root / "keys" / "pointer")
         say(f"starting Redis and the dm under {root} (send generator: {wrk.version})")
         # The edge URL only goes into the media links the dm renders; nothing fetches them.
-        dm = start_dm(stack, root, ring.path, edge_url=f"http://{HOST}:9",
-                      send_rate_per_s=opts.send_rate_limit)
+        dm = start_dm(
+            stack, root, ring.path, edge_url=f"http://{HOST}:9", send_rate_per_s=opts.send_rate_limit
+        )
         pairs = asyncio.run(make_pairs(dm.url, opts.pairs))
         asyncio.run(register_sender_media(dm.redis_url, pairs))
         say(f"{len(pairs)} conversations ready")

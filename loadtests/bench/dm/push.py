@@ -44,8 +44,10 @@ def push_problems(doc: dict[str, Any]) -> list[str]:
     if doc["received"] == 0:
         out.append("no pushes arrived")
     if doc["lost"]:
-        out.append(f"{doc['lost']} accepted sends were never pushed, even after reconnecting "
-                   "(the latency percentiles leave them out)")
+        out.append(
+            f"{doc['lost']} accepted sends were never pushed, even after reconnecting "
+            "(the latency percentiles leave them out)"
+        )
     if doc["duplicates"]:
         out.append(f"{doc['duplicates']} pushes arrived twice")
     return out
@@ -53,17 +55,25 @@ def push_problems(doc: dict[str, Any]) -> list[str]:
 
 def run_push(bed: Bed, rate: int, *, round_no: int, seconds: int, warmup_s: float) -> PushResult:
     """Start the open-loop generator as a child process and read its one-line report."""
-    spec = {"port": bed.dm.port, "pairs": [p.spec() for p in bed.pairs], "rate": rate,
-            "duration_s": seconds, "warmup_s": warmup_s, "drain_s": 3.0,
-            "connections": bed.opts.push_connections, "message": bed.opts.message,
-            "tag": f"r{round_no}x{rate}"}
+    spec = {
+        "port": bed.dm.port,
+        "pairs": [p.spec() for p in bed.pairs],
+        "rate": rate,
+        "duration_s": seconds,
+        "warmup_s": warmup_s,
+        "drain_s": 3.0,
+        "connections": bed.opts.push_connections,
+        "message": bed.opts.message,
+        "tag": f"r{round_no}x{rate}",
+    }
     spec_file = bed.root / "requests" / f"push-{round_no}-{rate}.json"
     atomic_write(spec_file, json.dumps(spec).encode(), 0o600)  # it holds session tokens
     bed.dm.check_alive()
     cmd = [sys.executable, "-m", "loadtests.bench.dm.push_gen", "--spec", str(spec_file)]
     cpu = Cpu.of(bed.dm)
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO_ROOT,
-                          timeout=seconds + warmup_s + 120)
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, cwd=REPO_ROOT, timeout=seconds + warmup_s + 120
+    )
     bed.dm.check_alive()
     doc = parse_result(done.stdout, "push load generator", done.stderr)
     cpu_us = Cpu.of(bed.dm).per_op_us(cpu, int(doc["accepted"]) + int(doc["warm_accepted"]))
@@ -73,8 +83,10 @@ def run_push(bed: Bed, rate: int, *, round_no: int, seconds: int, warmup_s: floa
 def push_progress(r: PushResult, label: str) -> None:
     d = r.doc
     verdict = "ok" if not r.problems else "INVALID: " + "; ".join(r.problems)
-    say(f"{label} push@{r.rate:<5} achieved {d['achieved_rps']:7.0f}/s  "
+    say(
+        f"{label} push@{r.rate:<5} achieved {d['achieved_rps']:7.0f}/s  "
         f"p50 {d['push_ms']['p50']:7.2f} ms  p99 {d['push_ms']['p99']:7.2f} ms  "
         f"max {d['push_ms']['max']:7.2f} ms  dm CPU {r.cpu_us['server']} us/msg  "
         f"generator CPU {d['generator_cpu_share']:.0%}  errors {d['errors']} "
-        f"{d['statuses']}  drops {d['reconnects']}  {verdict}")
+        f"{d['statuses']}  drops {d['reconnects']}  {verdict}"
+    )

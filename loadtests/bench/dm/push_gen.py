@@ -58,8 +58,7 @@ async def read_frames(ws: Any, receipts: Receipts, cursor: str | None) -> tuple[
     return cursor, f"the server ended the stream (close code {ws.close_code})"
 
 
-async def follow_pushes(http: Any, token: str, receipts: Receipts,
-                        connected: asyncio.Event) -> None:
+async def follow_pushes(http: Any, token: str, receipts: Receipts, connected: asyncio.Event) -> None:
     """One recipient's device, as the SDK's ``DmClient.stream`` behaves: if the server drops
     the socket, reconnect with the last cursor and be replayed what was missed.
 
@@ -71,9 +70,12 @@ async def follow_pushes(http: Any, token: str, receipts: Receipts,
     cursor, delay = None, 0.05
     while True:
         try:
-            async with http.ws_connect("/v1/stream", heartbeat=20,
-                                       params={"cursor": cursor} if cursor else None,
-                                       headers={"Authorization": f"Bearer {token}"}) as ws:
+            async with http.ws_connect(
+                "/v1/stream",
+                heartbeat=20,
+                params={"cursor": cursor} if cursor else None,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as ws:
                 connected.set()
                 cursor, why = await read_frames(ws, receipts, cursor)
                 delay = 0.05
@@ -146,8 +148,9 @@ class KeepAlivePool:
         async with self._slots:
             conn = None
             try:
-                conn = self._idle.pop() if self._idle else await asyncio.open_connection(
-                    HOST, self._port)
+                conn = (
+                    self._idle.pop() if self._idle else await asyncio.open_connection(HOST, self._port)
+                )
                 status = await roundtrip(conn, request)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
                 if conn is not None:
@@ -165,21 +168,24 @@ class KeepAlivePool:
 class Sender:
     """POSTs message ``i`` of a schedule to conversation ``i mod pairs`` and records it."""
 
-    def __init__(self, pool: KeepAlivePool, port: int, pairs: list[dict[str, str]],
-                 kind: str) -> None:
+    def __init__(self, pool: KeepAlivePool, port: int, pairs: list[dict[str, str]], kind: str) -> None:
         self._pool = pool
         self._pairs = pairs
         self._kind = kind
-        self._heads = [f"POST {send_path(p['cid'])} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-                       f"Authorization: Bearer {p['sender_token']}\r\n"
-                       "Content-Type: application/json\r\n" for p in pairs]
+        self._heads = [
+            f"POST {send_path(p['cid'])} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            f"Authorization: Bearer {p['sender_token']}\r\n"
+            "Content-Type: application/json\r\n"
+            for p in pairs
+        ]
 
     async def send(self, sched: Schedule, i: int) -> None:
         n = i % len(self._pairs)
         body = message_body(self._kind, self._pairs[n]["media_id"], f"{sched.prefix}:{i}")
         raw = body.encode()
-        request = (f"{self._heads[n]}Idempotency-Key: {sched.prefix}_{i}\r\n"
-                   f"Content-Length: {len(raw)}\r\n\r\n").encode() + raw
+        request = (
+            f"{self._heads[n]}Idempotency-Key: {sched.prefix}_{i}\r\nContent-Length: {len(raw)}\r\n\r\n"
+        ).encode() + raw
         status = await self._pool.exchange(request)
         sched.done[i], sched.status[i] = time.perf_counter(), status
 
@@ -228,15 +234,20 @@ def schedule_report(sched: Schedule, receipts: Receipts) -> dict[str, Any]:
     last = max((sched.done[i] for i in accepted), default=sched.start)
     achieved = len(accepted) / (last - sched.start + 1 / sched.rate) if accepted else 0.0
     return {
-        "rate": sched.rate, "offered": sched.count, "accepted": len(accepted),
-        "errors": sched.count - len(accepted), "statuses": statuses,
-        "received": len(push), "lost": len(accepted) - len(push),
-        "unexpected": len(set(got) - set(accepted)), "duplicates": receipts.duplicates,
-        "reconnects": receipts.reconnects, "close_reasons": receipts.close_reasons,
+        "rate": sched.rate,
+        "offered": sched.count,
+        "accepted": len(accepted),
+        "errors": sched.count - len(accepted),
+        "statuses": statuses,
+        "received": len(push),
+        "lost": len(accepted) - len(push),
+        "unexpected": len(set(got) - set(accepted)),
+        "duplicates": receipts.duplicates,
+        "reconnects": receipts.reconnects,
+        "close_reasons": receipts.close_reasons,
         "achieved_rps": round(achieved, 1),
         "rate_met": len(accepted) == sched.count and achieved >= RATE_MET_FRACTION * sched.rate,
-        "push_ms": ms_stats(push, {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999,
-                                   "max": 1.0}),
+        "push_ms": ms_stats(push, {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999, "max": 1.0}),
         "send_ms": ms_stats(sends, {"p50": 0.5, "p99": 0.99, "max": 1.0}),
         "generator_lag_ms": ms_stats(sched.lag, {"p99": 0.99, "max": 1.0}),
     }
@@ -252,11 +263,14 @@ async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
     sender = Sender(pool, port, pairs, str(spec["message"]))
     warm = Schedule(f"w{spec['tag']}", rate, int(rate * float(spec["warmup_s"])))
     sched = Schedule(f"m{spec['tag']}", rate, int(rate * float(spec["duration_s"])))
-    async with aiohttp.ClientSession(f"http://{HOST}:{port}",
-                                     connector=aiohttp.TCPConnector(limit=0)) as http:
+    async with aiohttp.ClientSession(
+        f"http://{HOST}:{port}", connector=aiohttp.TCPConnector(limit=0)
+    ) as http:
         connected = [asyncio.Event() for _ in pairs]
-        readers = [asyncio.create_task(follow_pushes(http, p["recipient_token"], receipts, c))
-                   for p, c in zip(pairs, connected, strict=True)]
+        readers = [
+            asyncio.create_task(follow_pushes(http, p["recipient_token"], receipts, c))
+            for p, c in zip(pairs, connected, strict=True)
+        ]
         try:
             async with asyncio.timeout(30):
                 await asyncio.gather(*(c.wait() for c in connected))
@@ -272,8 +286,7 @@ async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
             for task in readers:
                 task.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
-    return {**schedule_report(sched, receipts),
-            "warm_accepted": sum(1 for s in warm.status if s == 201)}
+    return {**schedule_report(sched, receipts), "warm_accepted": sum(1 for s in warm.status if s == 201)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     started, cpu0 = time.perf_counter(), time.process_time()
     doc = asyncio.run(open_loop(json.loads(a.spec.read_text())))
-    doc["generator_cpu_share"] = round((time.process_time() - cpu0)
-                                       / (time.perf_counter() - started), 3)
+    doc["generator_cpu_share"] = round((time.process_time() - cpu0) / (time.perf_counter() - started), 3)
     print(MARKER + json.dumps(doc), flush=True)
     return 0
 

@@ -17,10 +17,16 @@ from .bed import MIN_SEND_HINT, SETTLE_S, Bed, say
 
 def send_pool(pairs: Sequence[Pair], kind: str) -> Pool:
     """Round-robin over the conversations; every line has its own Idempotency-Key."""
+
     def make(i: int) -> str:
         p = pairs[i % len(pairs)]
-        return request_line("POST", send_path(p.cid), auth=f"Bearer {p.sender_token}",
-                            key=f"bench_{i}", body=message_body(kind, p.media_id, f"send {i}"))
+        return request_line(
+            "POST",
+            send_path(p.cid),
+            auth=f"Bearer {p.sender_token}",
+            key=f"bench_{i}",
+            body=message_body(kind, p.media_id, f"send {i}"),
+        )
 
     return Pool("send", make, say)
 
@@ -38,15 +44,18 @@ class SendResult:
     problems: tuple[str, ...]
 
 
-def run_send(bed: Bed, pool: Pool, *, round_no: int, seconds: int,
-             hint: float) -> SendResult:
+def run_send(bed: Bed, pool: Pool, *, round_no: int, seconds: int, hint: float) -> SendResult:
     """One closed-loop wrk run, judged by wrk (statuses) and by the dm (its own counter)."""
     lines = pool.reserve(int(max(hint, MIN_SEND_HINT) * (seconds + 2) * 1.5))
     lines_file = write_lines(bed.root / "requests" / f"send-{round_no}.txt", lines)
     bed.dm.check_alive()
     before, cpu = accepted_sends(bed.dm.port), Cpu.of(bed.dm)
-    raw = run_requests(bed.wrk, WrkSpec(bed.dm.port, lines_file, bed.auth_file, seconds,
-                              bed.opts.connections, expected_status=201))
+    raw = run_requests(
+        bed.wrk,
+        WrkSpec(
+            bed.dm.port, lines_file, bed.auth_file, seconds, bed.opts.connections, expected_status=201
+        ),
+    )
     pool.retire(raw.sent)
     time.sleep(SETTLE_S)
     bed.dm.check_alive()
@@ -61,6 +70,8 @@ def run_send(bed: Bed, pool: Pool, *, round_no: int, seconds: int,
 
 def send_progress(r: SendResult, label: str) -> None:
     verdict = "ok" if not r.problems else "INVALID: " + "; ".join(r.problems)
-    say(f"{label} send      {r.raw.rps:8.0f} sends/s  p50 {r.raw.p50_ms:7.2f} ms  "
+    say(
+        f"{label} send      {r.raw.rps:8.0f} sends/s  p50 {r.raw.p50_ms:7.2f} ms  "
         f"p99 {r.raw.p99_ms:7.2f} ms  dm CPU {r.cpu_us['server']} us/send  "
-        f"errors {r.raw.errors}  {verdict}")
+        f"errors {r.raw.errors}  {verdict}"
+    )

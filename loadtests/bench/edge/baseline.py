@@ -43,8 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         return web.FileResponse(file)
 
     async def edge_bytes(request: web.Request) -> web.StreamResponse:
-        return serve_bytes(request, lambda: file, size=size, etag=etag,
-                           last_modified=last_modified, content_type="video/mp4")
+        return serve_bytes(
+            request,
+            lambda: file,
+            size=size,
+            etag=etag,
+            last_modified=last_modified,
+            content_type="video/mp4",
+        )
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -62,8 +62,17 @@ class Testbed:
 
 
 def baseline_command(kind: str, origin_file: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "loadtests.bench.edge.baseline", "--kind", kind,
-            "--file", str(origin_file), "--port", str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "loadtests.bench.edge.baseline",
+        "--kind",
+        kind,
+        "--file",
+        str(origin_file),
+        "--port",
+        str(port),
+    ]
 
 
 @contextlib.contextmanager
@@ -79,24 +88,36 @@ def testbed(root: Path) -> Iterator[Testbed]:
     edge_log = root / "edge.log"
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(RedisProcess(root / "redis"))
-        edge = stack.enter_context(child_process(
-            edge_command(edge_port, redis.url, root / "origin"), edge_log,
-            edge_env(pointer_jwks, root / "keys" / "session" / JWKS_FILE)))
+        edge = stack.enter_context(
+            child_process(
+                edge_command(edge_port, redis.url, root / "origin"),
+                edge_log,
+                edge_env(pointer_jwks, root / "keys" / "session" / JWKS_FILE),
+            )
+        )
         children = [("edge", edge, edge_log)]
         ports: dict[str, int] = {}
         for name, kind in BASELINES.items():
             ports[name] = free_port()
             log = root / f"{name}.log"
-            proc = stack.enter_context(child_process(
-                baseline_command(kind, origin_file, ports[name]), log))
+            proc = stack.enter_context(
+                child_process(baseline_command(kind, origin_file, ports[name]), log)
+            )
             children.append((name, proc, log))
         wait_ready("edge", edge, edge_port, "/readyz", edge_log)
         for name, proc, log in children[1:]:
             wait_ready(name, proc, ports[name], "/healthz", log)
         media_id = register_media(edge_port, issuer)
-        yield Testbed(root, edge_port, ports, media_id,
-                      issuer.mint("bob", age="adult", region="GB", ttl_s=6 * 3600), data, signers,
-                      children)
+        yield Testbed(
+            root,
+            edge_port,
+            ports,
+            media_id,
+            issuer.mint("bob", age="adult", region="GB", ttl_s=6 * 3600),
+            data,
+            signers,
+            children,
+        )
 
 
 def media_target(media_id: str, token: str) -> str:
@@ -104,8 +125,15 @@ def media_target(media_id: str, token: str) -> str:
 
 
 def mint_pointer(key: SigningKey, media_id: str, message_id: str) -> str:
-    return pointer.mint(key, media_id=media_id, sub="bob", conversation_id="c_bench",
-                        message_id=message_id, now=time.time(), ttl_s=POINTER_TTL_S)
+    return pointer.mint(
+        key,
+        media_id=media_id,
+        sub="bob",
+        conversation_id="c_bench",
+        message_id=message_id,
+        now=time.time(),
+        ttl_s=POINTER_TTL_S,
+    )
 
 
 @dataclass
@@ -131,20 +159,27 @@ class Workload:
 
 def cold_pool(key: SigningKey, media_id: str, label: str) -> Pool:
     """Targets each carrying a pointer never sent before: every request a cache miss."""
-    return Pool(label, lambda i: media_target(media_id, mint_pointer(key, media_id, f"{label}_{i}")),
-                say)
+    return Pool(
+        label, lambda i: media_target(media_id, mint_pointer(key, media_id, f"{label}_{i}")), say
+    )
 
 
 def workloads(bed: Testbed) -> list[Workload]:
     """The baselines and warm share one target, so their requests are byte-identical."""
-    warm_target = media_target(bed.media_id, mint_pointer(bed.signers[Alg.ED25519],
-                                                          bed.media_id, "msg_warm"))
-    out = [Workload(name, bed.baseline_ports[name], fixed_target=warm_target)
-           for name in BASELINES]
+    warm_target = media_target(
+        bed.media_id, mint_pointer(bed.signers[Alg.ED25519], bed.media_id, "msg_warm")
+    )
+    out = [Workload(name, bed.baseline_ports[name], fixed_target=warm_target) for name in BASELINES]
     out.append(Workload("warm", bed.edge_port, fixed_target=warm_target))
     for name, alg in COLD_ALGS.items():
-        out.append(Workload(name, bed.edge_port, key=bed.signers[alg],
-                            pool=cold_pool(bed.signers[alg], bed.media_id, f"msg_{name}")))
+        out.append(
+            Workload(
+                name,
+                bed.edge_port,
+                key=bed.signers[alg],
+                pool=cold_pool(bed.signers[alg], bed.media_id, f"msg_{name}"),
+            )
+        )
     return out
 
 
@@ -153,11 +188,14 @@ def preflight(bed: Testbed, loads: list[Workload]) -> None:
     headers = {"Authorization": f"Bearer {bed.session}", "Range": RANGE_HEADER}
     expected_range = f"bytes 0-{RANGE_BYTES - 1}/{len(bed.data)}"
     for w in loads:
-        target = (media_target(bed.media_id, mint_pointer(w.key, bed.media_id,
-                                                          f"msg_check_{w.name}"))
-                  if w.key is not None else w.targets(1)[0])
+        target = (
+            media_target(bed.media_id, mint_pointer(w.key, bed.media_id, f"msg_check_{w.name}"))
+            if w.key is not None
+            else w.targets(1)[0]
+        )
         status, got, body = fetch(w.port, "GET", target, headers=headers)
-        if status != 206 or got.get("Content-Range") != expected_range \
-                or body != bed.data[:RANGE_BYTES]:
-            raise BenchError(f"{w.name}: expected 206 {expected_range}, got {status} "
-                             f"{got.get('Content-Range')} ({len(body)} bytes) {body[:200]!r}")
+        if status != 206 or got.get("Content-Range") != expected_range or body != bed.data[:RANGE_BYTES]:
+            raise BenchError(
+                f"{w.name}: expected 206 {expected_range}, got {status} "
+                f"{got.get('Content-Range')} ({len(body)} bytes) {body[:200]!r}"
+            )

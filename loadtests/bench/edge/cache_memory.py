@@ -49,11 +49,15 @@ def cache_bytes_per_entry(n: int = 50_000) -> float:
         idle = connect("redis://127.0.0.1:9/0")
         authorizer = Authorizer(
             AuthorizerConfig(3600, 5, 5.0, 30.0, n + 1),
-            sessions=SessionVerifier(JwksSource(str(sessions_dir / JWKS_FILE)), issuer="x",
-                                     audience="x"),
-            keys=KeySet(ring.path / VERIFY_JWKS_FILE), registry=MediaRegistry(idle),
-            tailer=RevocationTailer(idle, RevocationView(3600)), metrics=Metrics(),
-            redemptions=Redemptions(idle, 5))
+            sessions=SessionVerifier(
+                JwksSource(str(sessions_dir / JWKS_FILE)), issuer="x", audience="x"
+            ),
+            keys=KeySet(ring.path / VERIFY_JWKS_FILE),
+            registry=MediaRegistry(idle),
+            tailer=RevocationTailer(idle, RevocationView(3600)),
+            metrics=Metrics(),
+            redemptions=Redemptions(idle, 5),
+        )
         now = time.time()
         authorizer.pointer(_mint(signer, 0, now))  # key set loaded, caches created
         # Minted before tracing starts, so minting's own allocations stay out of the figure.
@@ -75,10 +79,15 @@ def cache_bytes_per_entry(n: int = 50_000) -> float:
 
 def _mint(signer: SigningKey, i: int, now: float) -> str:
     iat = now - (i * 7919) % SPREAD_S
-    return pointer.mint(signer, media_id=f"m_{(i * 31) % VIDEOS:020x}",
-                        sub=f"u_{i % READERS:020x}",
-                        conversation_id=f"c_{(i * 17) % CONVERSATIONS:020x}",
-                        message_id=f"{int(iat * 1000)}-{i % 7}", now=iat, ttl_s=SPREAD_S + 600)
+    return pointer.mint(
+        signer,
+        media_id=f"m_{(i * 31) % VIDEOS:020x}",
+        sub=f"u_{i % READERS:020x}",
+        conversation_id=f"c_{(i * 17) % CONVERSATIONS:020x}",
+        message_id=f"{int(iat * 1000)}-{i % 7}",
+        now=iat,
+        ttl_s=SPREAD_S + 600,
+    )
 
 
 if __name__ == "__main__":

@@ -49,14 +49,21 @@ from .report import add_cache_memory, render_table, summarize
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench edge", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench edge",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--duration", type=int, default=5, help="seconds per measured run (default 5)")
     p.add_argument("--connections", type=int, default=64, help="keep-alive connections (64)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path (3)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per path (1; 0: none)")
-    p.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto",
-                   help="load generator: wrk if on PATH (auto), or force one")
+    p.add_argument(
+        "--generator",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="load generator: wrk if on PATH (auto), or force one",
+    )
     return common_flags(p, workdir=True)
 
 

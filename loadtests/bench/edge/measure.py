@@ -23,9 +23,12 @@ class EdgeCounters:
     pointer_misses: float = 0.0
 
     def minus(self, before: EdgeCounters) -> EdgeCounters:
-        return EdgeCounters(self.allowed - before.allowed, self.denied - before.denied,
-                            self.pointer_hits - before.pointer_hits,
-                            self.pointer_misses - before.pointer_misses)
+        return EdgeCounters(
+            self.allowed - before.allowed,
+            self.denied - before.denied,
+            self.pointer_hits - before.pointer_hits,
+            self.pointer_misses - before.pointer_misses,
+        )
 
 
 def edge_counters(port: int) -> EdgeCounters:
@@ -34,7 +37,8 @@ def edge_counters(port: int) -> EdgeCounters:
         metric_sum(s, "cdn_auth_decisions_total", outcome="allow"),
         metric_sum(s, "cdn_auth_decisions_total", outcome="deny"),
         metric_sum(s, "cdn_auth_cache_lookups_total", cache="pointer", result="hit"),
-        metric_sum(s, "cdn_auth_cache_lookups_total", cache="pointer", result="miss"))
+        metric_sum(s, "cdn_auth_cache_lookups_total", cache="pointer", result="miss"),
+    )
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,10 @@ def generator_problems(raw: RawRun, cold: bool) -> list[str]:
     if raw.requests and not RANGE_BYTES <= per <= RANGE_BYTES * 1.5:
         out.append(f"responses average {per:.0f} bytes; a 206 of {RANGE_BYTES} was expected")
     if cold and raw.sent > raw.ntargets:
-        out.append(f"pointer pool wrapped ({raw.sent} sent, {raw.ntargets} minted): "
-                   "pointers were reused, so some requests hit the cache")
+        out.append(
+            f"pointer pool wrapped ({raw.sent} sent, {raw.ntargets} minted): "
+            "pointers were reused, so some requests hit the cache"
+        )
     return out
 
 
@@ -86,8 +92,16 @@ def edge_problems(delta: EdgeCounters, raw: RawRun, cold: bool) -> list[str]:
     return out
 
 
-def run_once(w: Workload, bed: Testbed, gen: Generator, *, round_no: int, seconds: int,
-             connections: int, rps_hint: float) -> RunResult:
+def run_once(
+    w: Workload,
+    bed: Testbed,
+    gen: Generator,
+    *,
+    round_no: int,
+    seconds: int,
+    connections: int,
+    rps_hint: float,
+) -> RunResult:
     """One generator run against one path, judged by the generator and by the edge."""
     targets = w.targets(int(max(rps_hint, MIN_RPS_HINT) * (seconds + 2) * 1.3))
     targets_file = bed.root / "targets" / f"{w.name}-{round_no}.txt"
@@ -106,15 +120,26 @@ def run_once(w: Workload, bed: Testbed, gen: Generator, *, round_no: int, second
         misses = int(delta.pointer_misses)
         problems += edge_problems(delta, raw, cold=w.pool is not None)
     rps = raw.requests / raw.duration_s if raw.duration_s else 0.0
-    return RunResult(w.name, round_no, rps, raw.p50_ms, raw.p99_ms, raw.requests,
-                     raw.socket_errors + raw.timeouts + raw.status_errors + (raw.non_206 or 0),
-                     raw.bytes / raw.requests if raw.requests else 0.0, misses, tuple(problems))
+    return RunResult(
+        w.name,
+        round_no,
+        rps,
+        raw.p50_ms,
+        raw.p99_ms,
+        raw.requests,
+        raw.socket_errors + raw.timeouts + raw.status_errors + (raw.non_206 or 0),
+        raw.bytes / raw.requests if raw.requests else 0.0,
+        misses,
+        tuple(problems),
+    )
 
 
 def progress(r: RunResult, label: str) -> None:
     verdict = "ok" if not r.problems else "INVALID: " + "; ".join(r.problems)
-    say(f"{label} {r.path:<21} {r.rps:9.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
-        f"p99 {r.p99_ms:7.2f} ms  errors {r.errors}  {verdict}")
+    say(
+        f"{label} {r.path:<21} {r.rps:9.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+        f"p99 {r.p99_ms:7.2f} ms  errors {r.errors}  {verdict}"
+    )
 
 
 @dataclass(frozen=True)
@@ -133,16 +158,30 @@ def measure(bed: Testbed, loads: list[Workload], gen: Generator, opts: Options) 
     best = 0.0
     if opts.warmup_s > 0:
         for w in loads:
-            r = run_once(w, bed, gen, round_no=0, seconds=opts.warmup_s,
-                         connections=opts.connections, rps_hint=best)
+            r = run_once(
+                w,
+                bed,
+                gen,
+                round_no=0,
+                seconds=opts.warmup_s,
+                connections=opts.connections,
+                rps_hint=best,
+            )
             best = max(best, r.rps)
             progress(r, "warm-up  ")
     results = []
     for n in range(1, opts.rounds + 1):
         shift = (n - 1) % len(loads)
         for w in loads[shift:] + loads[:shift]:
-            r = run_once(w, bed, gen, round_no=n, seconds=opts.duration_s,
-                         connections=opts.connections, rps_hint=best)
+            r = run_once(
+                w,
+                bed,
+                gen,
+                round_no=n,
+                seconds=opts.duration_s,
+                connections=opts.connections,
+                rps_hint=best,
+            )
             best = max(best, r.rps)
             results.append(r)
             progress(r, f"round {n}/{opts.rounds}")

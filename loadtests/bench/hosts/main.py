@@ -77,8 +77,9 @@ say = speaker("hosts")
 
 async def _get(http: aiohttp.ClientSession, host: Host, path: str, auth: str) -> int:
     assert host.front is not None
-    async with http.get(host.front.url + path,
-                        headers={"Authorization": auth, "Range": "bytes=0-0"}) as r:
+    async with http.get(
+        host.front.url + path, headers={"Authorization": auth, "Range": "bytes=0-0"}
+    ) as r:
         await r.read()
         return r.status
 
@@ -86,14 +87,16 @@ async def _get(http: aiohttp.ClientSession, host: Host, path: str, auth: str) ->
 async def _applied_at(http: aiohttp.ClientSession, host: Host) -> float:
     assert host.front is not None
     f = host.front
-    async with http.get(f"http://{f.host}:{f.control_port}/_front/stats",
-                        headers={"X-Front-Secret": f.control_secret}) as r:
+    async with http.get(
+        f"http://{f.host}:{f.control_port}/_front/stats", headers={"X-Front-Secret": f.control_secret}
+    ) as r:
         return float((await r.json())["revocation_applied_at"])
 
 
 def _path(key: SigningKey, media_id: str, msg: str) -> str:
-    ptr = pointer.mint(key, media_id=media_id, sub="bob", conversation_id="c_hosts",
-                       message_id=msg, now=time.time())
+    ptr = pointer.mint(
+        key, media_id=media_id, sub="bob", conversation_id="c_hosts", message_id=msg, now=time.time()
+    )
     return f"/m/{media_id}?pointer={ptr}"
 
 
@@ -104,8 +107,9 @@ async def _warm(http: aiohttp.ClientSession, hosts: list[Host], path: str, auth:
             raise BenchError(f"warm-up answered {got}")
 
 
-async def trials(hosts: list[Host], key: SigningKey, media_id: str, auth: str, log: RevocationLog,
-                 count: int) -> dict[int, list[float]]:
+async def trials(
+    hosts: list[Host], key: SigningKey, media_id: str, auth: str, log: RevocationLog, count: int
+) -> dict[int, list[float]]:
     delays: dict[int, list[float]] = {h.index: [] for h in hosts}
     rng = random.Random(14)
     async with aiohttp.ClientSession() as http:
@@ -125,8 +129,7 @@ async def trials(hosts: list[Host], key: SigningKey, media_id: str, auth: str, l
                     await asyncio.sleep(0.002)
                 raise BenchError(f"host {h.index} never applied the revocation")
 
-            for h, ms in zip(hosts, await asyncio.gather(*(landed(h) for h in hosts)),
-                             strict=True):
+            for h, ms in zip(hosts, await asyncio.gather(*(landed(h) for h in hosts)), strict=True):
                 delays[h.index].append(ms)
             refused = await asyncio.gather(*(_get(http, h, path, auth) for h in hosts))
             if set(refused) != {410}:
@@ -137,8 +140,15 @@ async def trials(hosts: list[Host], key: SigningKey, media_id: str, auth: str, l
     return delays
 
 
-async def partition(hosts: list[Host], key: SigningKey, media_id: str, auth: str,
-                    log: RevocationLog, missed: int, bound_s: float) -> dict[str, Any]:
+async def partition(
+    hosts: list[Host],
+    key: SigningKey,
+    media_id: str,
+    auth: str,
+    log: RevocationLog,
+    missed: int,
+    bound_s: float,
+) -> dict[str, Any]:
     cut = hosts[-1]
     assert cut.relay is not None
     async with aiohttp.ClientSession() as http:
@@ -171,29 +181,50 @@ async def partition(hosts: list[Host], key: SigningKey, media_id: str, auth: str
             if applied == len(doomed) and await _get(http, cut, keep, auth) == 206:
                 break
             await asyncio.sleep(0.05)
-        return {"partition_fail_closed_s": round(fail_closed_s, 2),
-                "partition_staleness_bound_s": bound_s,
-                "partition_revocations": len(doomed),
-                "partition_missed_revocations_applied": applied,
-                "partition_catch_up_s": round(time.monotonic() - healed_at, 2),
-                "partition_other_hosts_refused": others.count(410) == len(others),
-                "partition_polls_served_stale": served_revoked}
+        return {
+            "partition_fail_closed_s": round(fail_closed_s, 2),
+            "partition_staleness_bound_s": bound_s,
+            "partition_revocations": len(doomed),
+            "partition_missed_revocations_applied": applied,
+            "partition_catch_up_s": round(time.monotonic() - healed_at, 2),
+            "partition_other_hosts_refused": others.count(410) == len(others),
+            "partition_polls_served_stale": served_revoked,
+        }
 
 
 async def register(redis_url: str, size: int) -> str:
     redis = connect(redis_url)
     try:
-        await MediaRegistry(redis).put(Media(
-            id="m_hosts", owner="alice", visibility="private", allow_reshare=False,
-            audience=AudienceRules(), status="active", content_type="video/mp4", size=size,
-            sha256="0" * 64, origin=ORIGIN_RELPATH, created_at=int(time.time())))
+        await MediaRegistry(redis).put(
+            Media(
+                id="m_hosts",
+                owner="alice",
+                visibility="private",
+                allow_reshare=False,
+                audience=AudienceRules(),
+                status="active",
+                content_type="video/mp4",
+                size=size,
+                sha256="0" * 64,
+                origin=ORIGIN_RELPATH,
+                created_at=int(time.time()),
+            )
+        )
     finally:
         await redis.aclose()
     return "m_hosts"
 
 
-async def measure(hosts: list[Host], key: SigningKey, media_id: str, auth: str, redis_url: str,
-                  count: int, missed: int, bound_s: float) -> dict[str, Any]:
+async def measure(
+    hosts: list[Host],
+    key: SigningKey,
+    media_id: str,
+    auth: str,
+    redis_url: str,
+    count: int,
+    missed: int,
+    bound_s: float,
+) -> dict[str, Any]:
     redis = connect(redis_url)
     try:
         log = RevocationLog(redis)
@@ -212,52 +243,97 @@ def wait_alive(host: Host, log: Path, timeout_s: float = 60) -> None:
             if host.front.stats()["alive"]:
                 return
         time.sleep(0.1)
-    raise BenchError(f"host {host.index}: its edge never made its front alive:\n"
-                     f"{log_tail(log)}")
+    raise BenchError(f"host {host.index}: its edge never made its front alive:\n{log_tail(log)}")
 
 
 def run(root: Path, delays: list[float], count: int, missed: int, bound_s: float) -> dict[str, Any]:
     netem = netem_available()
-    say("delay by tc netem" if netem else
-        "this kernel has no sch_netem: delaying with the userspace relay instead")
+    say(
+        "delay by tc netem"
+        if netem
+        else "this kernel has no sch_netem: delaying with the userspace relay instead"
+    )
     keys, jwks = write_keys(root)
     issuer = session_issuer(root)
     origin = root / "origin"
     (origin / ORIGIN_RELPATH).parent.mkdir(parents=True)
     data = clip_bytes(256 * 1024)
     (origin / ORIGIN_RELPATH).write_bytes(data)
-    env = {**edge_env(jwks, root / "keys" / "session" / JWKS_FILE),
-           "CDN_AUTH_STALENESS_BOUND_S": str(bound_s),
-           "CDN_AUTH_LOG_LEVEL": os.environ.get("BENCH_HOSTS_EDGE_LOG_LEVEL", "WARNING")}
+    env = {
+        **edge_env(jwks, root / "keys" / "session" / JWKS_FILE),
+        "CDN_AUTH_STALENESS_BOUND_S": str(bound_s),
+        "CDN_AUTH_LOG_LEVEL": os.environ.get("BENCH_HOSTS_EDGE_LOG_LEVEL", "WARNING"),
+    }
     with namespaces(delays, netem) as hosts, contextlib.ExitStack() as stack:
         # Redis stays on 127.0.0.1 of the root namespace; hosts reach it through their relay.
         redis = stack.enter_context(RedisProcess(root / "redis", appendonly=False))
         for h in hosts:
             relay_port = free_port()
             relay_log = root / f"relay{h.index}.log"
-            h.relay = stack.enter_context(child_process(
-                [sys.executable, "-m", "loadtests.bench.hosts.relay",
-                 "--listen", f"{h.wan_root}:{relay_port}", "--target", f"127.0.0.1:{redis.port}",
-                 "--delay-ms", "0" if netem else str(h.delay_ms)], relay_log))
+            h.relay = stack.enter_context(
+                child_process(
+                    [
+                        sys.executable,
+                        "-m",
+                        "loadtests.bench.hosts.relay",
+                        "--listen",
+                        f"{h.wan_root}:{relay_port}",
+                        "--target",
+                        f"127.0.0.1:{redis.port}",
+                        "--delay-ms",
+                        "0" if netem else str(h.delay_ms),
+                    ],
+                    relay_log,
+                )
+            )
             edge_port = free_port()
-            front = NginxFront(root / f"nginx{h.index}", port=free_port(),
-                               authorizer=f"127.0.0.1:{edge_port}", origin=origin,
-                               listen=h.client_host, netns=h.ns)
+            front = NginxFront(
+                root / f"nginx{h.index}",
+                port=free_port(),
+                authorizer=f"127.0.0.1:{edge_port}",
+                origin=origin,
+                listen=h.client_host,
+                netns=h.ns,
+            )
             h.front = front
-            cmd = ["ip", "netns", "exec", h.ns, sys.executable, "-m", "cdn_auth", "serve",
-                   "--host", "127.0.0.1", "--port", str(edge_port),
-                   "--redis-url", f"redis://{h.wan_root}:{relay_port}/0",
-                   "--origin-dir", str(origin)]
-            stack.enter_context(child_process(cmd, root / f"edge{h.index}.log",
-                                              {**env, **front.edge_env()}))
+            cmd = [
+                "ip",
+                "netns",
+                "exec",
+                h.ns,
+                sys.executable,
+                "-m",
+                "cdn_auth",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(edge_port),
+                "--redis-url",
+                f"redis://{h.wan_root}:{relay_port}/0",
+                "--origin-dir",
+                str(origin),
+            ]
+            stack.enter_context(
+                child_process(cmd, root / f"edge{h.index}.log", {**env, **front.edge_env()})
+            )
             stack.enter_context(front)
         media_id = asyncio.run(register(redis.url, len(data)))
         for h in hosts:
             wait_alive(h, root / f"edge{h.index}.log")
         say(f"{len(hosts)} hosts up (one-way delays {delays} ms); {count} trials")
-        out = asyncio.run(measure(hosts, keys[Alg.ED25519], media_id,
-                                  f"Bearer {issuer.mint('bob', ttl_s=3600)}", redis.url, count,
-                                  missed, bound_s))
+        out = asyncio.run(
+            measure(
+                hosts,
+                keys[Alg.ED25519],
+                media_id,
+                f"Bearer {issuer.mint('bob', ttl_s=3600)}",
+                redis.url,
+                count,
+                missed,
+                bound_s,
+            )
+        )
         for h in hosts:
             if h.relay is not None:
                 stop_process(h.relay)
@@ -268,9 +344,12 @@ def run(root: Path, delays: list[float], count: int, missed: int, bound_s: float
     p50 = {d: round(statistics.median(v), 2) for d, v in by_delay.items()}
     part = {k: v for k, v in out.items() if k != "delays"}
     return {
-        "benchmark": "hosts", "hosts": len(hosts), "trials": count,
+        "benchmark": "hosts",
+        "hosts": len(hosts),
+        "trials": count,
         "delay_method": "netem" if netem else "relay (kernel lacks sch_netem)",
-        "revocation_p50_ms_by_delay": p50, "revocation_p99_ms_by_delay": p99,
+        "revocation_p50_ms_by_delay": p50,
+        "revocation_p99_ms_by_delay": p99,
         "target": f"p99 <= one-way delay + {TARGET_P99_MS:.0f} ms",
         "target_met": all(p99[d] <= float(d) + TARGET_P99_MS for d in p99)
         and part["partition_fail_closed_s"] <= bound_s + 1
@@ -281,15 +360,26 @@ def run(root: Path, delays: list[float], count: int, missed: int, bound_s: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench hosts", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--delays", default="0,20,80",
-                   help="one-way delay (ms) between each host and Redis; one host each")
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench hosts",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--delays",
+        default="0,20,80",
+        help="one-way delay (ms) between each host and Redis; one host each",
+    )
     p.add_argument("--trials", type=int, default=40)
-    p.add_argument("--missed", type=int, default=5,
-                   help="revocations published while the last host is cut off")
-    p.add_argument("--staleness-s", type=float, default=5.0,
-                   help="the edges' staleness bound (CDN_AUTH_STALENESS_BOUND_S)")
+    p.add_argument(
+        "--missed", type=int, default=5, help="revocations published while the last host is cut off"
+    )
+    p.add_argument(
+        "--staleness-s",
+        type=float,
+        default=5.0,
+        help="the edges' staleness bound (CDN_AUTH_STALENESS_BOUND_S)",
+    )
     common_flags(p)
     a = p.parse_args(argv)
     delays = [float(d) for d in a.delays.split(",") if d.strip()]
@@ -303,12 +393,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-hosts-") as tmp:
         result = run(Path(tmp), delays, a.trials, a.missed, a.staleness_s)
-    print(f"revocation p99 by one-way delay: {result['revocation_p99_ms_by_delay']} ms "
-          f"(p50 {result['revocation_p50_ms_by_delay']}); partition: failed closed after "
-          f"{result['partition_fail_closed_s']} s (bound {a.staleness_s} s), "
-          f"{result['partition_missed_revocations_applied']}/{result['partition_revocations']} "
-          f"missed revocations applied {result['partition_catch_up_s']} s after healing",
-          file=sys.stderr)
+    print(
+        f"revocation p99 by one-way delay: {result['revocation_p99_ms_by_delay']} ms "
+        f"(p50 {result['revocation_p50_ms_by_delay']}); partition: failed closed after "
+        f"{result['partition_fail_closed_s']} s (bound {a.staleness_s} s), "
+        f"{result['partition_missed_revocations_applied']}/{result['partition_revocations']} "
+        f"missed revocations applied {result['partition_catch_up_s']} s after healing",
+        file=sys.stderr,
+    )
     if a.json:
         print(json.dumps(result, indent=2))
     return 0

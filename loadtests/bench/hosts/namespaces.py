@@ -74,13 +74,22 @@ def namespaces(delays: list[float], netem: bool) -> Iterator[list[Host]]:
     hosts = []
     try:
         for i, delay in enumerate(delays):
-            h = Host(i, delay, f"pdm{tag}h{i}", f"10.{net}.{2 * i}.1", f"10.{net}.{2 * i}.2",
-                     f"10.{net}.{2 * i + 1}.1", f"10.{net}.{2 * i + 1}.2")
+            h = Host(
+                i,
+                delay,
+                f"pdm{tag}h{i}",
+                f"10.{net}.{2 * i}.1",
+                f"10.{net}.{2 * i}.2",
+                f"10.{net}.{2 * i + 1}.1",
+                f"10.{net}.{2 * i + 1}.2",
+            )
             hosts.append(h)
             sh("ip", "netns", "add", h.ns)
             sh("ip", "netns", "exec", h.ns, "ip", "link", "set", "lo", "up")
-            for kind, root_ip, host_ip in (("w", h.wan_root, h.wan_host),
-                                           ("c", h.client_root, h.client_host)):
+            for kind, root_ip, host_ip in (
+                ("w", h.wan_root, h.wan_host),
+                ("c", h.client_root, h.client_host),
+            ):
                 a, b = f"pd{tag}{kind}{i}a", f"pd{tag}{kind}{i}b"
                 sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
                 h.links.append(a)
@@ -91,8 +100,21 @@ def namespaces(delays: list[float], netem: bool) -> Iterator[list[Host]]:
                 sh("ip", "netns", "exec", h.ns, "ip", "link", "set", b, "up")
                 if kind == "w" and netem and delay > 0:
                     sh("tc", "qdisc", "add", "dev", a, "root", "netem", "delay", f"{delay}ms")
-                    sh("ip", "netns", "exec", h.ns, "tc", "qdisc", "add", "dev", b, "root",
-                       "netem", "delay", f"{delay}ms")
+                    sh(
+                        "ip",
+                        "netns",
+                        "exec",
+                        h.ns,
+                        "tc",
+                        "qdisc",
+                        "add",
+                        "dev",
+                        b,
+                        "root",
+                        "netem",
+                        "delay",
+                        f"{delay}ms",
+                    )
         yield hosts
     finally:
         for h in hosts:

@@ -106,10 +106,21 @@ class Bed:
 def register_video(port: int, issuer: DevIssuer) -> str:
     """Alice's private video in the media API, registered as a content pipeline would."""
     publisher = issuer.mint("publisher", roles=["publisher"])
-    body = json.dumps({"origin_path": ORIGIN_RELPATH, "content_type": "video/mp4",
-                       "visibility": "private", "owner": "alice"}).encode()
-    status, _, raw = fetch(port, "POST", "/v1/media", body=body, headers={
-        "Authorization": f"Bearer {publisher}", "Content-Type": "application/json"})
+    body = json.dumps(
+        {
+            "origin_path": ORIGIN_RELPATH,
+            "content_type": "video/mp4",
+            "visibility": "private",
+            "owner": "alice",
+        }
+    ).encode()
+    status, _, raw = fetch(
+        port,
+        "POST",
+        "/v1/media",
+        body=body,
+        headers={"Authorization": f"Bearer {publisher}", "Content-Type": "application/json"},
+    )
     if status != 201:
         raise BenchError(f"media registration failed: {status} {raw[:300]!r}")
     return str(json.loads(raw)["id"])
@@ -143,5 +154,14 @@ def testbed(root: Path, opts: Options) -> Iterator[Bed]:
         bob_file = root / "bob.txt"
         atomic_write(bob_file, f"Bearer {issuer.mint('bob', ttl_s=6 * 3600)}\n".encode(), 0o600)
         say(f"{sum(len(p) for p in pairs.values())} conversations ready")
-        yield Bed(root, edge, dm, wrk, tokens, issuer.mint("alice", ttl_s=6 * 3600), bob_file,
-                  pairs, GrantRecords(dm.redis_url))
+        yield Bed(
+            root,
+            edge,
+            dm,
+            wrk,
+            tokens,
+            issuer.mint("alice", ttl_s=6 * 3600),
+            bob_file,
+            pairs,
+            GrantRecords(dm.redis_url),
+        )

@@ -56,25 +56,37 @@ from .workloads import preflight, workloads
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench sealed", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench sealed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--duration", type=int, default=3, help="seconds per measured run (3)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per workload (1)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
-    p.add_argument("--pairs", type=int, default=128,
-                   help="conversations per mode (128): keeps each under the dm's send rate limit")
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=128,
+        help="conversations per mode (128): keeps each under the dm's send rate limit",
+    )
     p.add_argument("--repeats", type=int, default=7, help="timeit repeats per micro cost (7)")
     return common_flags(p, workdir=True)
 
 
 def options(argv: list[str] | None) -> Options:
     a = parser().parse_args(argv)
-    if a.duration < 1 or a.rounds < 1 or a.warmup < 0 or a.connections < 1 or a.pairs < 1 \
-            or a.repeats < 1:
+    if (
+        a.duration < 1
+        or a.rounds < 1
+        or a.warmup < 0
+        or a.connections < 1
+        or a.pairs < 1
+        or a.repeats < 1
+    ):
         parser().error("--duration, --rounds, --connections, --pairs, --repeats must be >= 1")
-    return Options(a.duration, a.rounds, a.warmup, a.connections, a.pairs, a.repeats, a.json,
-                   a.dir)
+    return Options(a.duration, a.rounds, a.warmup, a.connections, a.pairs, a.repeats, a.json, a.dir)
 
 
 def run(opts: Options) -> dict[str, Any]:

@@ -22,8 +22,7 @@ class RunResult:
     problems: tuple[str, ...]
 
 
-def run_once(bed: Bed, w: Workload, *, round_no: int, seconds: int,
-             connections: int) -> RunResult:
+def run_once(bed: Bed, w: Workload, *, round_no: int, seconds: int, connections: int) -> RunResult:
     """One wrk run of one workload, judged by wrk and by the server's own counters."""
     server = bed.edge if w.server == "edge" else bed.dm
     lines = w.pool.reserve(int(max(w.best_rps, w.min_hint) * (seconds + 2) * 1.5))
@@ -31,9 +30,19 @@ def run_once(bed: Bed, w: Workload, *, round_no: int, seconds: int,
     bed.grants.flush()
     server.check_alive()
     before, cpu = scrape(server.port), Cpu.of(server)
-    raw = run_requests(bed.wrk, WrkSpec(server.port, lines_file, bed.bob_file, seconds,
-                                        connections, w.expected_status, w.expected_len,
-                                        w.extra_header))
+    raw = run_requests(
+        bed.wrk,
+        WrkSpec(
+            server.port,
+            lines_file,
+            bed.bob_file,
+            seconds,
+            connections,
+            w.expected_status,
+            w.expected_len,
+            w.extra_header,
+        ),
+    )
     w.pool.retire(raw.sent)
     time.sleep(SETTLE_S)
     server.check_alive()
@@ -47,23 +56,26 @@ def run_once(bed: Bed, w: Workload, *, round_no: int, seconds: int,
 
 def progress(r: RunResult, label: str) -> None:
     verdict = "ok" if not r.problems else "INVALID: " + "; ".join(r.problems)
-    say(f"{label} {r.workload:<21} {r.raw.rps:8.0f} req/s  p50 {r.raw.p50_ms:7.2f} ms  "
+    say(
+        f"{label} {r.workload:<21} {r.raw.rps:8.0f} req/s  p50 {r.raw.p50_ms:7.2f} ms  "
         f"p99 {r.raw.p99_ms:7.2f} ms  CPU {r.cpu_us['server']} us/req  errors {r.raw.errors}  "
-        f"{verdict}")
+        f"{verdict}"
+    )
 
 
 def measure(bed: Bed, loads: list[Workload], opts: Options) -> list[RunResult]:
     """A warm-up pass, then ``rounds`` interleaved rounds, each rotating the order."""
     if opts.warmup_s:
         for w in loads:
-            progress(run_once(bed, w, round_no=0, seconds=opts.warmup_s,
-                              connections=opts.connections), "warm-up  ")
+            progress(
+                run_once(bed, w, round_no=0, seconds=opts.warmup_s, connections=opts.connections),
+                "warm-up  ",
+            )
     results = []
     for n in range(1, opts.rounds + 1):
         shift = (n - 1) % len(loads)
         for w in loads[shift:] + loads[:shift]:
-            r = run_once(bed, w, round_no=n, seconds=opts.duration_s,
-                         connections=opts.connections)
+            r = run_once(bed, w, round_no=n, seconds=opts.duration_s, connections=opts.connections)
             results.append(r)
             progress(r, f"round {n}/{opts.rounds}")
     return results

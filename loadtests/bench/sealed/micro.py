@@ -37,9 +37,12 @@ def crypto_costs(suite: str, payload: envelope.Payload, repeats: int) -> dict[st
     public = key.public_bytes()
     binding = envelope.Binding("c_bench", "u_alice", "s_bench", "u_bob", "d_bob")
     sealed = envelope.seal(suite, public, binding, payload)
-    return {"seal": per_op_us(lambda: envelope.seal(suite, public, binding, payload), repeats),
-            "open": per_op_us(lambda: envelope.open_envelope(key, binding, sealed), repeats),
-            "bytes": len(sealed), "b64_chars": len(b64url_encode(sealed))}
+    return {
+        "seal": per_op_us(lambda: envelope.seal(suite, public, binding, payload), repeats),
+        "open": per_op_us(lambda: envelope.open_envelope(key, binding, sealed), repeats),
+        "bytes": len(sealed),
+        "b64_chars": len(b64url_encode(sealed)),
+    }
 
 
 def token_costs(tokens: Tokens, repeats: int) -> dict[str, float]:
@@ -48,11 +51,14 @@ def token_costs(tokens: Tokens, repeats: int) -> dict[str, float]:
     return {
         "grant_mint_us": per_op_us(lambda: tokens.grant("g_bench"), repeats),
         "pointer_mint_us": per_op_us(lambda: tokens.pointer("msg_bench"), repeats),
-        "grant_verify_us": per_op_us(lambda: grant_mod.verify(
-            g, tokens.keys, now, max_lifetime_s=TOKEN_TTL_S), repeats),
-        "pointer_verify_us": per_op_us(lambda: pointer_mod.verify(
-            p, tokens.keys, now, max_lifetime_s=TOKEN_TTL_S), repeats),
-        "grant_chars": len(g), "pointer_chars": len(p),
+        "grant_verify_us": per_op_us(
+            lambda: grant_mod.verify(g, tokens.keys, now, max_lifetime_s=TOKEN_TTL_S), repeats
+        ),
+        "pointer_verify_us": per_op_us(
+            lambda: pointer_mod.verify(p, tokens.keys, now, max_lifetime_s=TOKEN_TTL_S), repeats
+        ),
+        "grant_chars": len(g),
+        "pointer_chars": len(p),
     }
 
 
@@ -61,10 +67,15 @@ def franking_costs(payload: envelope.Payload, repeats: int) -> dict[str, float]:
     server_key = os.urandom(32)
     commitment = envelope.commit(payload, "c_bench", "u_alice", "s_bench")
     return {
-        "commit_us": per_op_us(lambda: envelope.commit(payload, "c_bench", "u_alice", "s_bench"),
-                               repeats),
-        "countersign_us": per_op_us(lambda: envelope.countersign(
-            server_key, commitment, "c_bench", "u_alice", "s_bench", 1_700_000_000_000), repeats),
+        "commit_us": per_op_us(
+            lambda: envelope.commit(payload, "c_bench", "u_alice", "s_bench"), repeats
+        ),
+        "countersign_us": per_op_us(
+            lambda: envelope.countersign(
+                server_key, commitment, "c_bench", "u_alice", "s_bench", 1_700_000_000_000
+            ),
+            repeats,
+        ),
     }
 
 
@@ -72,11 +83,17 @@ def micro(tokens: Tokens, repeats: int) -> dict[str, Any]:
     """Everything measured in-process, before any load runs."""
     payload = sample_payload(tokens)
     say(f"timing crypto and tokens in-process ({repeats} repeats each)")
-    x, pq = crypto_costs("x25519", payload, repeats), crypto_costs("mlkem768-x25519", payload,
-                                                                   repeats)
-    return {**token_costs(tokens, repeats), **franking_costs(payload, repeats),
-            "seal_us": x["seal"], "open_us": x["open"],
-            "seal_pq_us": pq["seal"], "open_pq_us": pq["open"],
-            "envelope_bytes": x["bytes"], "envelope_pq_bytes": pq["bytes"],
-            "envelope_b64_chars": x["b64_chars"], "envelope_pq_b64_chars": pq["b64_chars"],
-            "payload_bytes": len(payload.encode())}
+    x, pq = crypto_costs("x25519", payload, repeats), crypto_costs("mlkem768-x25519", payload, repeats)
+    return {
+        **token_costs(tokens, repeats),
+        **franking_costs(payload, repeats),
+        "seal_us": x["seal"],
+        "open_us": x["open"],
+        "seal_pq_us": pq["seal"],
+        "open_pq_us": pq["open"],
+        "envelope_bytes": x["bytes"],
+        "envelope_pq_bytes": pq["bytes"],
+        "envelope_b64_chars": x["b64_chars"],
+        "envelope_pq_b64_chars": pq["b64_chars"],
+        "payload_bytes": len(payload.encode()),
+    }

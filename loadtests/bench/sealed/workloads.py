@@ -42,18 +42,31 @@ def sealed_line(pair: Pair, suite: str, tokens: Tokens, grants: GrantRecords, i:
     """
     assert pair.recipient_key is not None
     cmid, grant_id = f"s_{suite[:2]}_{i}", f"g_bench_{suite[:2]}_{i}"
-    payload = envelope.Payload(tokens.media_id, tokens.grant(grant_id, sharer=pair.sender), TEXT,
-                               envelope.new_franking_key())
+    payload = envelope.Payload(
+        tokens.media_id, tokens.grant(grant_id, sharer=pair.sender), TEXT, envelope.new_franking_key()
+    )
     grants.note(grant_id, pair.sender)
     binding = envelope.Binding(pair.cid, pair.sender, cmid, pair.recipient, pair.recipient_device)
     ct = envelope.seal(suite, _public(pair), binding, payload)
-    body = {"client_message_id": cmid, "grant_id": grant_id,
-            "franking_commitment": b64url_encode(envelope.commit(payload, pair.cid, pair.sender,
-                                                                 cmid)),
-            "envelopes": [{"user_id": pair.recipient, "device_id": pair.recipient_device,
-                           "suite": suite, "ciphertext": b64url_encode(ct)}]}
-    return request_line("POST", send_path(pair.cid), auth=f"Bearer {pair.sender_token}",
-                        body=json.dumps(body, separators=(",", ":")))
+    body = {
+        "client_message_id": cmid,
+        "grant_id": grant_id,
+        "franking_commitment": b64url_encode(envelope.commit(payload, pair.cid, pair.sender, cmid)),
+        "envelopes": [
+            {
+                "user_id": pair.recipient,
+                "device_id": pair.recipient_device,
+                "suite": suite,
+                "ciphertext": b64url_encode(ct),
+            }
+        ],
+    }
+    return request_line(
+        "POST",
+        send_path(pair.cid),
+        auth=f"Bearer {pair.sender_token}",
+        body=json.dumps(body, separators=(",", ":")),
+    )
 
 
 _PUBLIC: dict[str, bytes] = {}
@@ -69,17 +82,24 @@ def _public(pair: Pair) -> bytes:
 
 def plain_line(pair: Pair, i: int) -> str:
     """The same share in plain mode: the media id and caption, with an Idempotency-Key."""
-    return request_line("POST", send_path(pair.cid), auth=f"Bearer {pair.sender_token}",
-                        key=f"plain_{i}", body=message_body("media", pair.media_id, TEXT))
+    return request_line(
+        "POST",
+        send_path(pair.cid),
+        auth=f"Bearer {pair.sender_token}",
+        key=f"plain_{i}",
+        body=message_body("media", pair.media_id, TEXT),
+    )
 
 
 def fetch_line(media_id: str, param: str, token: str) -> str:
     return request_line("GET", f"/m/{media_id}?{param}={token}")
 
 
-def edge_check(reason: str, cache: str, *, first: bool) -> Callable[
-        [list[Sample], list[Sample], WrkRun], list[str]]:
+def edge_check(
+    reason: str, cache: str, *, first: bool
+) -> Callable[[list[Sample], list[Sample], WrkRun], list[str]]:
     """The edge's view: no denials, an allow per response, and the cache as cold/warm as meant."""
+
     def check(before: list[Sample], after: list[Sample], raw: WrkRun) -> list[str]:
         def delta(name: str, **labels: str) -> float:
             return metric_sum(after, name, **labels) - metric_sum(before, name, **labels)
@@ -104,10 +124,12 @@ def edge_check(reason: str, cache: str, *, first: bool) -> Callable[
 
 def dm_check(mode: str) -> Callable[[list[Sample], list[Sample], WrkRun], list[str]]:
     """The dm's view: every 201 counted as a new send of this mode, nothing replayed."""
+
     def check(before: list[Sample], after: list[Sample], raw: WrkRun) -> list[str]:
         def delta(replayed: str) -> float:
-            return metric_sum(after, "dm_sends_total", mode=mode, replayed=replayed) \
-                - metric_sum(before, "dm_sends_total", mode=mode, replayed=replayed)
+            return metric_sum(after, "dm_sends_total", mode=mode, replayed=replayed) - metric_sum(
+                before, "dm_sends_total", mode=mode, replayed=replayed
+            )
 
         new, replays = delta("false"), delta("true")
         out = []
@@ -128,15 +150,39 @@ def send_workloads(bed: Bed) -> list[Workload]:
     """Grant minting on the media API, then one send workload per mode on the dm."""
     t, plain = bed.tokens, bed.pairs["plain"]
     grant_body = json.dumps({"media_id": t.media_id, "redeemers": 1})
-    out = [Workload("grant_mint_http", "edge", pool("grant mint", lambda i: request_line(
-               "POST", "/v1/grants", auth=f"Bearer {bed.alice}", body=grant_body), once=False),
-               201),
-           Workload("send_plain", "dm", pool("plain send", lambda i: plain_line(
-               plain[i % len(plain)], i)), 201, min_hint=2000, check=dm_check("plain"))]
+    out = [
+        Workload(
+            "grant_mint_http",
+            "edge",
+            pool(
+                "grant mint",
+                lambda i: request_line(
+                    "POST", "/v1/grants", auth=f"Bearer {bed.alice}", body=grant_body
+                ),
+                once=False,
+            ),
+            201,
+        ),
+        Workload(
+            "send_plain",
+            "dm",
+            pool("plain send", lambda i: plain_line(plain[i % len(plain)], i)),
+            201,
+            min_hint=2000,
+            check=dm_check("plain"),
+        ),
+    ]
     for suite, name in SUITES.items():
-        out.append(Workload(name, "dm", pool(f"{suite} sealed send", _sealed_maker(
-            bed.pairs[suite], suite, t, bed.grants)), 201, min_hint=1500,
-            check=dm_check("sealed")))
+        out.append(
+            Workload(
+                name,
+                "dm",
+                pool(f"{suite} sealed send", _sealed_maker(bed.pairs[suite], suite, t, bed.grants)),
+                201,
+                min_hint=1500,
+                check=dm_check("sealed"),
+            )
+        )
     return out
 
 
@@ -146,19 +192,39 @@ def fetch_workloads(bed: Bed) -> list[Workload]:
     fixed_grant, fixed_pointer = t.grant("g_bench_repeat"), t.pointer("msg_repeat")
 
     def fetches(name: str, make: Callable[[int], str], reason: str, *, first: bool) -> Workload:
-        return Workload(name, "edge", pool(name.replace("_", " "), make, once=first), 206,
-                        RANGE_BYTES, RANGE_HEADER, min_hint=4000 if first else 3000,
-                        check=edge_check(reason, reason, first=first))
+        return Workload(
+            name,
+            "edge",
+            pool(name.replace("_", " "), make, once=first),
+            206,
+            RANGE_BYTES,
+            RANGE_HEADER,
+            min_hint=4000 if first else 3000,
+            check=edge_check(reason, reason, first=first),
+        )
 
     return [
-        fetches("fetch_first_grant", lambda i: fetch_line(m, "grant", t.grant(
-            f"g_bench_first_{i}")), "grant", first=True),
-        fetches("fetch_first_pointer", lambda i: fetch_line(m, "pointer", t.pointer(
-            f"msg_first_{i}")), "pointer", first=True),
-        fetches("fetch_repeat_grant", lambda i: fetch_line(m, "grant", fixed_grant), "grant",
-                first=False),
-        fetches("fetch_repeat_pointer", lambda i: fetch_line(m, "pointer", fixed_pointer),
-                "pointer", first=False),
+        fetches(
+            "fetch_first_grant",
+            lambda i: fetch_line(m, "grant", t.grant(f"g_bench_first_{i}")),
+            "grant",
+            first=True,
+        ),
+        fetches(
+            "fetch_first_pointer",
+            lambda i: fetch_line(m, "pointer", t.pointer(f"msg_first_{i}")),
+            "pointer",
+            first=True,
+        ),
+        fetches(
+            "fetch_repeat_grant", lambda i: fetch_line(m, "grant", fixed_grant), "grant", first=False
+        ),
+        fetches(
+            "fetch_repeat_pointer",
+            lambda i: fetch_line(m, "pointer", fixed_pointer),
+            "pointer",
+            first=False,
+        ),
     ]
 
 
@@ -167,15 +233,18 @@ def workloads(bed: Bed) -> list[Workload]:
     return send_workloads(bed) + fetch_workloads(bed)
 
 
-def _sealed_maker(pairs: list[Pair], suite: str, tokens: Tokens,
-                  grants: GrantRecords) -> Callable[[int], str]:
+def _sealed_maker(
+    pairs: list[Pair], suite: str, tokens: Tokens, grants: GrantRecords
+) -> Callable[[int], str]:
     return lambda i: sealed_line(pairs[i % len(pairs)], suite, tokens, grants, i)
 
 
 # -- preflight: every workload answers as it should before anything is measured -------------
 
-def replay(port: int, line: str, default_auth: str,
-           extra: str = "-") -> tuple[int, dict[str, str], bytes]:
+
+def replay(
+    port: int, line: str, default_auth: str, extra: str = "-"
+) -> tuple[int, dict[str, str], bytes]:
     """Send one request line with http.client (setup only), as the Lua script would."""
     method, path, auth, key, body = line.split("\t", 4)
     headers = {"Authorization": auth or default_auth}
@@ -198,8 +267,10 @@ def preflight(bed: Bed, loads: list[Workload]) -> None:
         port = bed.edge.port if w.server == "edge" else bed.dm.port
         status, _, body = replay(port, line, bob, w.extra_header)
         if status != w.expected_status or (w.expected_len >= 0 and len(body) != w.expected_len):
-            raise BenchError(f"{w.name}: expected {w.expected_status}, got {status} "
-                             f"({len(body)} bytes) {body[:300]!r}")
+            raise BenchError(
+                f"{w.name}: expected {w.expected_status}, got {status} "
+                f"({len(body)} bytes) {body[:300]!r}"
+            )
     check_http_grant(bed, bob)
     for suite in SUITES:
         check_sealed_opens(bed, suite)
@@ -207,14 +278,22 @@ def preflight(bed: Bed, loads: list[Workload]) -> None:
 
 def check_http_grant(bed: Bed, bob: str) -> None:
     """A grant minted by ``POST /v1/grants`` opens the video for its first redeemer."""
-    status, _, raw = fetch(bed.edge.port, "POST", "/v1/grants", headers={
-        "Authorization": f"Bearer {bed.alice}", "Content-Type": "application/json"},
-        body=json.dumps({"media_id": bed.tokens.media_id, "redeemers": 1}).encode())
+    status, _, raw = fetch(
+        bed.edge.port,
+        "POST",
+        "/v1/grants",
+        headers={"Authorization": f"Bearer {bed.alice}", "Content-Type": "application/json"},
+        body=json.dumps({"media_id": bed.tokens.media_id, "redeemers": 1}).encode(),
+    )
     if status != 201:
         raise BenchError(f"POST /v1/grants answered {status}: {raw[:300]!r}")
     token = json.loads(raw)["grant"]
-    status, _, body = fetch(bed.edge.port, "GET", f"/m/{bed.tokens.media_id}?grant={token}",
-                            headers={"Authorization": bob, "Range": RANGE_HEADER.split(": ")[1]})
+    status, _, body = fetch(
+        bed.edge.port,
+        "GET",
+        f"/m/{bed.tokens.media_id}?grant={token}",
+        headers={"Authorization": bob, "Range": RANGE_HEADER.split(": ")[1]},
+    )
     if status != 206 or len(body) != RANGE_BYTES:
         raise BenchError(f"a grant from POST /v1/grants did not fetch: {status} {body[:200]!r}")
 
@@ -223,19 +302,28 @@ def check_sealed_opens(bed: Bed, suite: str) -> None:
     """The recipient reads the preflight's sealed message and opens it, franking included."""
     pair = bed.pairs[suite][PREFLIGHT_BASE % len(bed.pairs[suite])]
     assert pair.recipient_key is not None
-    status, _, raw = fetch(bed.dm.port, "GET", send_path(pair.cid),
-                           headers={"Authorization": f"Bearer {pair.recipient_token}"})
+    status, _, raw = fetch(
+        bed.dm.port,
+        "GET",
+        send_path(pair.cid),
+        headers={"Authorization": f"Bearer {pair.recipient_token}"},
+    )
     messages = json.loads(raw).get("messages", []) if status == 200 else []
     if not messages:
         raise BenchError(f"{suite}: the recipient sees no sealed message ({status})")
     msg = messages[-1]
-    binding = envelope.Binding(pair.cid, msg["sender"], msg["client_message_id"], pair.recipient,
-                               pair.recipient_device)
+    binding = envelope.Binding(
+        pair.cid, msg["sender"], msg["client_message_id"], pair.recipient, pair.recipient_device
+    )
     try:
-        payload = envelope.open_envelope(pair.recipient_key, binding,
-                                         b64url_decode(msg["envelope"]))
-        envelope.check_commitment(b64url_decode(msg["franking"]["commitment"]), payload,
-                                  pair.cid, msg["sender"], msg["client_message_id"])
+        payload = envelope.open_envelope(pair.recipient_key, binding, b64url_decode(msg["envelope"]))
+        envelope.check_commitment(
+            b64url_decode(msg["franking"]["commitment"]),
+            payload,
+            pair.cid,
+            msg["sender"],
+            msg["client_message_id"],
+        )
     except envelope.EnvelopeError as exc:
         raise BenchError(f"{suite}: the recipient could not open the envelope: {exc}") from exc
     if payload.media_id != bed.tokens.media_id or payload.text != TEXT:
