@@ -52,7 +52,14 @@ from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE
-from loadtests.bench.harness import BenchError, child_process, common_flags, speaker, wait_ready
+from loadtests.bench.harness import (
+    BenchError,
+    child_process,
+    common_flags,
+    run_flags,
+    speaker,
+    wait_ready,
+)
 from loadtests.bench.probes import percentile
 from loadtests.bench.wrk import Wrk
 from loadtests.stack.nginx import NginxFront, secure_link
@@ -443,9 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--duration", type=int, default=6)
-    p.add_argument("--connections", type=int, default=32)
+    run_flags(p, duration=6, rounds=2, connections=32)
     p.add_argument("--views", type=int, default=5000, help="views per round (each a new pointer)")
     p.add_argument("--users", type=int, default=3000)
     p.add_argument("--media", type=int, default=24)

@@ -83,6 +83,32 @@ def common_flags(p: argparse.ArgumentParser, *, workdir: bool = False) -> argpar
     return p
 
 
+def run_flags(
+    p: argparse.ArgumentParser,
+    *,
+    duration: int,
+    rounds: int,
+    connections: int,
+    warmup: int | None = None,
+) -> argparse.ArgumentParser:
+    """The flags every load-driving benchmark shares, with its own defaults."""
+    p.add_argument(
+        "--duration", type=int, default=duration, help=f"seconds per measured run ({duration})"
+    )
+    p.add_argument("--rounds", type=int, default=rounds, help=f"interleaved rounds ({rounds})")
+    if warmup is not None:
+        p.add_argument(
+            "--warmup",
+            type=int,
+            default=warmup,
+            help=f"seconds of warm-up per workload ({warmup}; 0: none)",
+        )
+    p.add_argument(
+        "--connections", type=int, default=connections, help=f"keep-alive connections ({connections})"
+    )
+    return p
+
+
 def parse_result(stdout: str, what: str, stderr: str = "") -> dict[str, Any]:
     """The :data:`MARKER` line a generator printed, as JSON; none is a failed run."""
     for line in stdout.splitlines():

@@ -26,7 +26,7 @@ from pathlib import Path
 from cdn_auth import pointer
 from cdn_auth.token_format import Alg
 from dm.identity import JWKS_FILE
-from loadtests.bench.harness import child_process, common_flags, speaker, wait_ready
+from loadtests.bench.harness import child_process, common_flags, run_flags, speaker, wait_ready
 from loadtests.bench.rangegen import RANGE_BYTES, LoadSpec, RawRun, choose_generator
 from loadtests.stack.nginx import NginxFront, secure_link
 from loadtests.stack.servers import (
@@ -151,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=int, default=5)
-    p.add_argument("--connections", type=int, default=64)
+    run_flags(p, duration=5, rounds=3, connections=64)
     p.add_argument("--auth-cache-s", type=int, default=30)
     common_flags(p)
     a = p.parse_args(argv)

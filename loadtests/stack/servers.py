@@ -84,7 +84,7 @@ def edge_env(pointer_jwks: Path, session_jwks: Path) -> dict[str, str]:
     return env
 
 
-def register_media(port: int, issuer: DevIssuer) -> str:
+def register_media(port: int, issuer: DevIssuer, *, min_age: int = 16) -> str:
     """Register the origin file as Alice's private video, as a content pipeline would."""
     publisher = issuer.mint("publisher", roles=["publisher"])
     body = json.dumps(
@@ -92,7 +92,7 @@ def register_media(port: int, issuer: DevIssuer) -> str:
             "origin_path": ORIGIN_RELPATH,
             "content_type": "video/mp4",
             "visibility": "private",
-            "min_age": 16,
+            "min_age": min_age,
             "owner": "alice",
         }
     ).encode()

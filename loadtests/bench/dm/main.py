@@ -45,7 +45,7 @@ import sys
 from typing import Any
 
 from loadtests.bench.conversations import make_pairs, register_sender_media
-from loadtests.bench.harness import HOST, common_flags, run_and_report, workdir
+from loadtests.bench.harness import HOST, common_flags, run_and_report, run_flags, workdir
 from loadtests.bench.wrk import Wrk
 from loadtests.stack.servers import session_issuer, start_dm
 from service_kernel.files import atomic_write
@@ -91,10 +91,7 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--duration", type=int, default=5, help="seconds per measured run (5)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
-    p.add_argument("--warmup", type=int, default=1, help="seconds of send warm-up (1; 0: none)")
-    p.add_argument("--connections", type=int, default=64, help="wrk connections for sends (64)")
+    run_flags(p, duration=5, rounds=3, connections=64, warmup=1)
     p.add_argument(
         "--push-connections",
         type=int,

@@ -38,7 +38,7 @@ import contextlib
 import sys
 from typing import Any
 
-from loadtests.bench.harness import common_flags, run_and_report, workdir
+from loadtests.bench.harness import common_flags, run_and_report, run_flags, workdir
 from loadtests.bench.rangegen import choose_generator
 from service_kernel.files import atomic_write
 
@@ -54,10 +54,7 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--duration", type=int, default=5, help="seconds per measured run (default 5)")
-    p.add_argument("--connections", type=int, default=64, help="keep-alive connections (64)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path (3)")
-    p.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per path (1; 0: none)")
+    run_flags(p, duration=5, rounds=3, connections=64, warmup=1)
     p.add_argument(
         "--generator",
         choices=["auto", "wrk", "python"],

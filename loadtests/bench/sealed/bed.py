@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,15 +13,15 @@ from pathlib import Path
 from cdn_auth import redis_keys
 from cdn_auth.keyring import KeyRing
 from cdn_auth.keyset import keys_from_jwks
-from dm.identity import DevIssuer
 from loadtests.bench.conversations import Pair, make_pairs, register_sender_media
-from loadtests.bench.harness import BenchError, fetch, speaker
+from loadtests.bench.harness import speaker
 from loadtests.bench.tokens import TOKEN_TTL_S, Tokens
 from loadtests.bench.wrk import Wrk
 from loadtests.stack.servers import (
     ORIGIN_RELPATH,
     Server,
     clip_bytes,
+    register_media,
     session_issuer,
     start_dm,
     start_edge,
@@ -103,29 +102,6 @@ class Bed:
     grants: GrantRecords  # the sealed lines' grant records, for the dm's Redis
 
 
-def register_video(port: int, issuer: DevIssuer) -> str:
-    """Alice's private video in the media API, registered as a content pipeline would."""
-    publisher = issuer.mint("publisher", roles=["publisher"])
-    body = json.dumps(
-        {
-            "origin_path": ORIGIN_RELPATH,
-            "content_type": "video/mp4",
-            "visibility": "private",
-            "owner": "alice",
-        }
-    ).encode()
-    status, _, raw = fetch(
-        port,
-        "POST",
-        "/v1/media",
-        body=body,
-        headers={"Authorization": f"Bearer {publisher}", "Content-Type": "application/json"},
-    )
-    if status != 201:
-        raise BenchError(f"media registration failed: {status} {raw[:300]!r}")
-    return str(json.loads(raw)["id"])
-
-
 def build_pairs(dm: Server, count: int) -> dict[str, list[Pair]]:
     """Plain conversations, and sealed ones whose recipients hold a key of each suite."""
     out = {"plain": asyncio.run(make_pairs(dm.url, count))}
@@ -148,7 +124,7 @@ def testbed(root: Path, opts: Options) -> Iterator[Bed]:
         say(f"starting the edge, the dm and their Redis under {root} ({wrk.version})")
         edge = start_edge(stack, root, ring)
         dm = start_dm(stack, root, ring.path, edge_url=edge.url)
-        media_id = register_video(edge.port, issuer)
+        media_id = register_media(edge.port, issuer, min_age=0)
         tokens = Tokens(ring.signer(), keys_from_jwks(ring.verify_jwks()), media_id)
         pairs = build_pairs(dm, opts.pairs)
         bob_file = root / "bob.txt"

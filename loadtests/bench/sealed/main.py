@@ -46,7 +46,7 @@ import contextlib
 import sys
 from typing import Any
 
-from loadtests.bench.harness import common_flags, run_and_report, workdir
+from loadtests.bench.harness import common_flags, run_and_report, run_flags, workdir
 
 from .bed import Options, say, testbed
 from .measure import measure
@@ -61,10 +61,7 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--duration", type=int, default=3, help="seconds per measured run (3)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
-    p.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per workload (1)")
-    p.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
+    run_flags(p, duration=3, rounds=3, connections=32, warmup=1)
     p.add_argument(
         "--pairs",
         type=int,
