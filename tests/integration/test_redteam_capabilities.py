@@ -19,7 +19,9 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cdn_auth.capability import is_derived
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
+from dm import envelope
 from dm.client import DmClientError
 from dm.identity import JWKS_FILE, DevIssuer
 from service_kernel.encoding import b64url_encode
@@ -33,9 +35,10 @@ from ..support.capabilities import (
     forge_derived,
     issue,
     issued,
+    last_message,
     revoked_at_edge,
 )
-from ..support.sealed import edge_url
+from ..support.sealed import edge_url, sealed_user
 from ..support.services import DmStack, Edge, EdgeFactory, bearer, wait_until
 
 
@@ -186,6 +189,36 @@ async def test_sdk_revoke_capability_retried_after_a_failure_still_revokes(
 
     async def refused() -> bool:
         return await fetch_code(bob, url, derived.token) == (410, "capability_revoked")
+
+    await wait_until(refused, 5, 0.2)
+
+
+async def test_unsend_from_the_senders_other_device_ends_a_derived_grant_share(
+        dm: DmStack) -> None:
+    """Finding: a sealed share whose grant was derived from a capability is revoked on
+    unsend only by the very client object that derived it (``DmClient._derived_sent``, in
+    memory).  Unsent from the sender's other device (or after the app restarted) dm
+    accepts the unsend, every recipient keeps fetching for the grant's whole life (6 h by
+    default), and the documented way out, "revoke the capability then", is not open to
+    that device: its wallet is empty and no route lists a user's capabilities.  Yet the
+    sender's other devices hold the sealed payload, derived grant included, and the
+    grant's holder is this user, so ``DELETE /v1/grants/{d_...}`` would accept it."""
+    alice, bob = await sealed_user(dm), await sealed_user(dm)
+    laptop = await alice.link_device()
+    laptop.use_device_key(envelope.DeviceKey.generate("x25519"))
+    await laptop.publish_key()
+    media, _ = await dm.edge.add_media(owner=alice.uid)
+    conv = await alice.create_conversation([bob.uid], mode="sealed")
+    await alice.obtain_capability(media.id, edge_url=edge_url(dm))
+    sent = await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id)
+    grant = bob.open_message(await last_message(bob, conv["id"])).grant or ""
+    assert is_derived(grant)
+    url = f"{edge_url(dm)}/m/{media.id}"
+    assert await fetch_code(bob, url, grant) == (206, "")
+    await laptop.unsend(conv["id"], sent["id"])  # the sender, from her other device
+
+    async def refused() -> bool:
+        return (await fetch_code(bob, url, grant))[0] == 410
 
     await wait_until(refused, 5, 0.2)
 
