@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cdn_auth import grant as grant_mod
 from cdn_auth.capability import is_derived
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
+from cdn_auth.token_format import Alg
 from dm import envelope
 from dm.client import DmClientError
 from dm.identity import JWKS_FILE, DevIssuer
@@ -248,6 +251,35 @@ async def test_verify_jwks_that_is_not_an_object_does_not_stop_the_edge(
         return await fetch(edge, media.id, bob_s, g["grant"]) == (206, "")
 
     await wait_until(serves, 5, 0.2)
+
+
+async def test_unknown_kid_flood_does_not_reparse_a_bad_jwks_per_request(
+        edge: Edge, issuer: DevIssuer, ring: KeyRing, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Finding: a token naming an unknown kid makes the verifier re-check the JWKS at once
+    (``refresh_for_unknown_kid``), "a stat, parsed again only if changed".  But a reload
+    that fails does not record the bad file's stamp, so while the file is unreadable
+    (half-written, corrupt) *every* such request parses it again and logs an ERROR: an
+    attacker with any token-shaped string and a made-up kid turns an operator's slip into
+    unbounded JWKS reloads and a log flood."""
+    media, _ = await edge.add_media(owner="alice")
+    stranger = KeyRing.create(tmp_path / "stranger", Alg.ED25519)  # a kid the edge never saw
+    token = grant_mod.mint(stranger.signer(), grant_id="g_unknownkid000000000000",
+                           media_id=media.id, max_redeemers=1, sharer="mallory",
+                           now=time.time(), ttl_s=600)
+    jwks: Path = ring.path / VERIFY_JWKS_FILE
+    good = jwks.read_bytes()
+    atomic_write(jwks, b'{"keys": [', 0o644)  # a half-written file
+    try:
+        bob_s = issuer.mint("bob")
+        with caplog.at_level(logging.ERROR, logger="service_kernel.reloading_file"):
+            for _ in range(60):
+                assert await fetch(edge, media.id, bob_s, token) == (403, "token_unknown_key")
+        reloads = [r for r in caplog.records if "unreadable" in r.getMessage()]
+    finally:
+        atomic_write(jwks, good, 0o644)
+    # The tail's own re-check (about once a second) may add a few; not one per request.
+    assert len(reloads) < 20, len(reloads)
 
 
 # --- Attacks the code resists (regression guards) ---------------------------------------
