@@ -25,7 +25,7 @@ from cdn_auth.capability import is_derived
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
 from cdn_auth.token_format import Alg
 from dm import envelope
-from dm.client import DmClientError
+from dm.client import DmClient, DmClientError
 from dm.identity import JWKS_FILE, DevIssuer
 from service_kernel.encoding import b64url_encode
 from service_kernel.files import atomic_write
@@ -89,6 +89,30 @@ async def test_retired_session_key_ends_sessions_the_edge_already_cached(
 
 async def _get_ok(edge: Edge, media_id: str, session: str) -> bool:
     return await _get(edge, media_id, session) == 206
+
+
+async def test_retired_session_key_ends_sessions_dm_already_cached(dm: DmStack,
+                                                                 tmp_path: Path) -> None:
+    """The same finding in dm (its ``CachedLookup`` of sessions is never cleared on a
+    JWKS change): a session of a retired key keeps reading, sending and, through reads
+    and pushes, getting fresh pointers until it expires."""
+    alice = await dm.user()
+    await alice.request("GET", "/v1/conversations")  # verified once, now cached
+    successor = DevIssuer.generate()
+    successor.write_jwks(tmp_path / "session-keys" / JWKS_FILE)
+    fresh = DmClient(dm.dm_url, session_token=successor.mint("alice2"), http=alice.http)
+
+    async def new_key_in_use() -> bool:
+        try:
+            await fresh.request("GET", "/v1/conversations")
+        except DmClientError:
+            return False
+        return True
+
+    await wait_until(new_key_in_use, 15, 0.5)
+    with pytest.raises(DmClientError) as refused:
+        await alice.request("GET", "/v1/conversations")
+    assert refused.value.status == 401
 
 
 async def test_resharer_cannot_escape_a_revoked_source_through_a_minted_grant(
