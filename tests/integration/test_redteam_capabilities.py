@@ -49,16 +49,16 @@ def _key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
-async def _revoke(edge: Edge, path: str, session: str,
-                  body: dict[str, Any] | None = None) -> None:
+async def _revoke(edge: Edge, path: str, session: str, body: dict[str, Any] | None = None) -> None:
     status, doc = await call(edge, "DELETE", path, session, body)
     assert status == 200, doc
     await wait_until(lambda: revoked_at_edge(edge, doc["revocation_id"]), 5)
 
 
 async def _get(edge: Edge, media_id: str, session: str, **headers: str) -> int:
-    async with edge.client.get(f"/m/{media_id}", headers={
-            **bearer(session), "Range": "bytes=0-9", **headers}) as r:
+    async with edge.client.get(
+        f"/m/{media_id}", headers={**bearer(session), "Range": "bytes=0-9", **headers}
+    ) as r:
         await r.read()
         return r.status
 
@@ -67,7 +67,8 @@ async def _get(edge: Edge, media_id: str, session: str, **headers: str) -> int:
 
 
 async def test_retired_session_key_ends_sessions_the_edge_already_cached(
-        edge: Edge, issuer: DevIssuer) -> None:
+    edge: Edge, issuer: DevIssuer
+) -> None:
     """Finding: the edge caches a verified session per token until the session's own
     ``exp`` (up to 24 h) and never drops that cache when the identity provider's JWKS
     loses a key.  Pointer, grant and derived-grant caches are cleared on a retirement;
@@ -91,8 +92,7 @@ async def _get_ok(edge: Edge, media_id: str, session: str) -> bool:
     return await _get(edge, media_id, session) == 206
 
 
-async def test_retired_session_key_ends_sessions_dm_already_cached(dm: DmStack,
-                                                                 tmp_path: Path) -> None:
+async def test_retired_session_key_ends_sessions_dm_already_cached(dm: DmStack, tmp_path: Path) -> None:
     """The same finding in dm (its ``CachedLookup`` of sessions is never cleared on a
     JWKS change): a session of a retired key keeps reading, sending and, through reads
     and pushes, getting fresh pointers until it expires."""
@@ -116,7 +116,8 @@ async def test_retired_session_key_ends_sessions_dm_already_cached(dm: DmStack,
 
 
 async def test_resharer_cannot_escape_a_revoked_source_through_a_minted_grant(
-        edge: Edge, issuer: DevIssuer) -> None:
+    edge: Edge, issuer: DevIssuer
+) -> None:
     """Finding: section 14.5 says revoking the capability a re-sharer received the media
     through ends the re-sharer's capability (its ``sources`` name the chain).  But the
     re-sharer can launder the chain in two requests: ``POST /v1/grants`` with the derived
@@ -131,8 +132,9 @@ async def test_resharer_cannot_escape_a_revoked_source_through_a_minted_grant(
     cap_a = await issued(edge, alice_s, media.id, alice)
     d1, _ = derive(alice, cap_a, ttl_s=600)  # bob gets a ten-minute share
     assert await fetch(edge, media.id, bob_s, d1) == (206, "")
-    status, g = await call(edge, "POST", "/v1/grants", bob_s,
-                           {"media_id": media.id, "redeemers": 1, "via_grant": d1})
+    status, g = await call(
+        edge, "POST", "/v1/grants", bob_s, {"media_id": media.id, "redeemers": 1, "via_grant": d1}
+    )
     assert status == 201, g
     assert await fetch(edge, media.id, bob_s, g["grant"]) == (206, "")  # bob redeems his own
     laundered = await issued(edge, bob_s, media.id, bob, via_grant=g["grant"])
@@ -146,7 +148,8 @@ async def test_resharer_cannot_escape_a_revoked_source_through_a_minted_grant(
 
 @pytest.mark.parametrize("revoker", ["owner", "moderator"])
 async def test_revoked_resharer_capability_is_not_reissued_on_the_same_proof(
-        edge: Edge, issuer: DevIssuer, revoker: str) -> None:
+    edge: Edge, issuer: DevIssuer, revoker: str
+) -> None:
     """Finding: the owner (or a moderator) revokes a re-sharer's capability, and the
     re-sharer gets a fresh one at once with the very proof (``via_grant``) the revoked one
     was issued on: a capability revocation by anyone but its holder does not outlive one
@@ -159,8 +162,7 @@ async def test_revoked_resharer_capability_is_not_reissued_on_the_same_proof(
     bob_s = issuer.mint("bob")
     assert await fetch(edge, media.id, bob_s, d1) == (206, "")
     cap_b = await issued(edge, bob_s, media.id, _key(), via_grant=d1)
-    who = issuer.mint("alice") if revoker == "owner" else issuer.mint(
-        "mod", roles=["moderator"])
+    who = issuer.mint("alice") if revoker == "owner" else issuer.mint("mod", roles=["moderator"])
     await _revoke(edge, f"/v1/capabilities/{cap_b['cap_id']}", who)
     status, doc = await issue(edge, bob_s, media.id, _key(), via_grant=d1)
     assert status in (403, 410), doc
@@ -171,8 +173,7 @@ ORDER_2_POINT = bytes([0xEC]) + bytes([0xFF]) * 30 + bytes([0x7F])
 
 
 @pytest.mark.parametrize("point", [IDENTITY_POINT, ORDER_2_POINT], ids=["order1", "order2"])
-async def test_small_order_holder_key_is_refused(edge: Edge, issuer: DevIssuer,
-                                                 point: bytes) -> None:
+async def test_small_order_holder_key_is_refused(edge: Edge, issuer: DevIssuer, point: bytes) -> None:
     """Finding: ``POST /v1/capabilities`` accepts any 32 bytes as ``holder_key``.  For a
     small-order point the holder signature check passes for *any* body with the signature
     R = the identity, S = 0 (the verifier is cofactorless and does not reject such keys),
@@ -181,8 +182,13 @@ async def test_small_order_holder_key_is_refused(edge: Edge, issuer: DevIssuer,
     capability's, until ``max_grants``.  The route must refuse a small-order key."""
     media, _ = await edge.add_media(owner="alice")
     alice_s = issuer.mint("alice")
-    status, doc = await call(edge, "POST", "/v1/capabilities", alice_s,
-                             {"media_id": media.id, "holder_key": b64url_encode(point)})
+    status, doc = await call(
+        edge,
+        "POST",
+        "/v1/capabilities",
+        alice_s,
+        {"media_id": media.id, "holder_key": b64url_encode(point)},
+    )
     if status == 201 and point == IDENTITY_POINT:  # what a recipient gets: grants nobody signed
         forged = _forge_with_null_signature(doc["capability"], n=doc["max_redeemers"])
         assert await fetch(edge, media.id, issuer.mint("mallory"), forged) == (206, "")
@@ -195,8 +201,7 @@ def _forge_with_null_signature(capability: str, *, n: int) -> str:
     return body_b64 + "." + b64url_encode(IDENTITY_POINT + bytes(32))
 
 
-async def test_sdk_revoke_capability_retried_after_a_failure_still_revokes(
-        dm: DmStack) -> None:
+async def test_sdk_revoke_capability_retried_after_a_failure_still_revokes(dm: DmStack) -> None:
     """Finding: ``DmClient.revoke_capability`` forgets the capability *before* asking the
     edge to revoke it.  If that request fails (an edge unreachable for a moment, a 503),
     the wallet no longer holds it, and the caller's retry returns silently having revoked
@@ -220,8 +225,7 @@ async def test_sdk_revoke_capability_retried_after_a_failure_still_revokes(
     await wait_until(refused, 5, 0.2)
 
 
-async def test_unsend_from_the_senders_other_device_ends_a_derived_grant_share(
-        dm: DmStack) -> None:
+async def test_unsend_from_the_senders_other_device_ends_a_derived_grant_share(dm: DmStack) -> None:
     """Finding: a sealed share whose grant was derived from a capability is revoked on
     unsend only by the very client object that derived it (``DmClient._derived_sent``, in
     memory).  Unsent from the sender's other device (or after the app restarted) dm
@@ -251,7 +255,8 @@ async def test_unsend_from_the_senders_other_device_ends_a_derived_grant_share(
 
 
 async def test_verify_jwks_that_is_not_an_object_does_not_stop_the_edge(
-        edge: Edge, issuer: DevIssuer, ring: KeyRing) -> None:
+    edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
     """Finding: the reloading key set promises that a bad file keeps the last good keys.
     A JWKS that is valid JSON but not an object (``[]``, ``null``, ``{"keys": [1]}``)
     raises ``AttributeError``, which ``ReloadingFile`` does not catch; the key set is
@@ -259,8 +264,9 @@ async def test_verify_jwks_that_is_not_an_object_does_not_stop_the_edge(
     The view then goes stale for good: every grant and pointer fetch is
     ``503 revocation_stale`` until the process restarts, even after the file is fixed."""
     media, _ = await edge.add_media(owner="alice")
-    status, g = await call(edge, "POST", "/v1/grants", issuer.mint("alice"),
-                           {"media_id": media.id, "redeemers": 1})
+    status, g = await call(
+        edge, "POST", "/v1/grants", issuer.mint("alice"), {"media_id": media.id, "redeemers": 1}
+    )
     assert status == 201
     bob_s = issuer.mint("bob")
     assert await fetch(edge, media.id, bob_s, g["grant"]) == (206, "")
@@ -278,8 +284,8 @@ async def test_verify_jwks_that_is_not_an_object_does_not_stop_the_edge(
 
 
 async def test_unknown_kid_flood_does_not_reparse_a_bad_jwks_per_request(
-        edge: Edge, issuer: DevIssuer, ring: KeyRing, tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+    edge: Edge, issuer: DevIssuer, ring: KeyRing, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Finding: a token naming an unknown kid makes the verifier re-check the JWKS at once
     (``refresh_for_unknown_kid``), "a stat, parsed again only if changed".  But a reload
     that fails does not record the bad file's stamp, so while the file is unreadable
@@ -288,9 +294,15 @@ async def test_unknown_kid_flood_does_not_reparse_a_bad_jwks_per_request(
     unbounded JWKS reloads and a log flood."""
     media, _ = await edge.add_media(owner="alice")
     stranger = KeyRing.create(tmp_path / "stranger", Alg.ED25519)  # a kid the edge never saw
-    token = grant_mod.mint(stranger.signer(), grant_id="g_unknownkid000000000000",
-                           media_id=media.id, max_redeemers=1, sharer="mallory",
-                           now=time.time(), ttl_s=600)
+    token = grant_mod.mint(
+        stranger.signer(),
+        grant_id="g_unknownkid000000000000",
+        media_id=media.id,
+        max_redeemers=1,
+        sharer="mallory",
+        now=time.time(),
+        ttl_s=600,
+    )
     jwks: Path = ring.path / VERIFY_JWKS_FILE
     good = jwks.read_bytes()
     atomic_write(jwks, b'{"keys": [', 0o644)  # a half-written file
@@ -317,13 +329,19 @@ async def test_bare_capability_is_no_proof_of_receipt(edge: Edge, issuer: DevIss
     bob_s = issuer.mint("bob")
     status, doc = await issue(edge, bob_s, media.id, _key(), via_grant=cap["capability"])
     assert (status, doc["error"]["code"]) == (403, "token_wrong_type")
-    status, doc = await call(edge, "POST", "/v1/grants", bob_s, {
-        "media_id": media.id, "redeemers": 1, "via_grant": cap["capability"]})
+    status, doc = await call(
+        edge,
+        "POST",
+        "/v1/grants",
+        bob_s,
+        {"media_id": media.id, "redeemers": 1, "via_grant": cap["capability"]},
+    )
     assert (status, doc["error"]["code"]) == (403, "token_wrong_type")
 
 
 async def test_capability_revocation_reaches_an_edge_started_after_it(
-        edge: Edge, make_edge: EdgeFactory, issuer: DevIssuer) -> None:
+    edge: Edge, make_edge: EdgeFactory, issuer: DevIssuer
+) -> None:
     """A capability minted and revoked on one edge is refused by an edge that starts later
     (it reads the stream back over the capability window, not the token window)."""
     media, _ = await edge.add_media(owner="alice")
@@ -334,14 +352,14 @@ async def test_capability_revocation_reaches_an_edge_started_after_it(
     assert await fetch(edge, media.id, issuer.mint("bob"), token) == (206, "")
     await _revoke(edge, f"/v1/capabilities/{cap['cap_id']}", alice_s)
     later = await make_edge(keyring_dir=None)  # a verify-only edge, started afterwards
-    assert await fetch(later, media.id, issuer.mint("bob"), token) == (
-        410, "capability_revoked")
+    assert await fetch(later, media.id, issuer.mint("bob"), token) == (410, "capability_revoked")
     assert await fetch(later, media.id, issuer.mint("carol"), derive(alice, cap)[0]) == (
-        410, "capability_revoked")
+        410,
+        "capability_revoked",
+    )
 
 
-async def test_future_dated_or_overlong_derived_grant_is_refused(
-        edge: Edge, issuer: DevIssuer) -> None:
+async def test_future_dated_or_overlong_derived_grant_is_refused(edge: Edge, issuer: DevIssuer) -> None:
     """A holder cannot pre-date a grant past the leeway (so it would outlive a revocation
     remembered for the token window) nor give it more than the token lifetime."""
     media, _ = await edge.add_media(owner="alice")
@@ -349,16 +367,15 @@ async def test_future_dated_or_overlong_derived_grant_is_refused(
     cap = await issued(edge, issuer.mint("alice"), media.id, alice)
     now = int(time.time())
     later = forge_derived(alice, cap["capability"], n=1, iat=now + 3600, exp=now + 3900)
-    assert await fetch(edge, media.id, issuer.mint("bob"), later) == (
-        403, "token_not_yet_valid")
+    assert await fetch(edge, media.id, issuer.mint("bob"), later) == (403, "token_not_yet_valid")
     lifetime = edge.state.settings.max_token_lifetime_s
-    overlong = forge_derived(alice, cap["capability"], n=1, iat=now - 60,
-                             exp=now - 60 + lifetime + 1)
+    overlong = forge_derived(alice, cap["capability"], n=1, iat=now - 60, exp=now - 60 + lifetime + 1)
     assert (await fetch(edge, media.id, issuer.mint("bob"), overlong))[0] == 403
 
 
 async def test_derived_grant_revoked_on_one_edge_stops_on_another(
-        edge: Edge, make_edge: EdgeFactory, issuer: DevIssuer) -> None:
+    edge: Edge, make_edge: EdgeFactory, issuer: DevIssuer
+) -> None:
     """A user already bound to a derived grant on edge B (its binding cached there) is
     refused on B once the holder revokes that grant through edge A."""
     other = await make_edge()
@@ -368,15 +385,17 @@ async def test_derived_grant_revoked_on_one_edge_stops_on_another(
     token, grant_id = derive(alice, cap)
     bob_s = issuer.mint("bob")
     assert await fetch(other, media.id, bob_s, token) == (206, "")
-    status, doc = await call(edge, "DELETE", f"/v1/grants/{grant_id}", issuer.mint("alice"),
-                             {"grant": token})
+    status, doc = await call(
+        edge, "DELETE", f"/v1/grants/{grant_id}", issuer.mint("alice"), {"grant": token}
+    )
     assert status == 200
     await wait_until(lambda: revoked_at_edge(other, doc["revocation_id"]), 5)
     assert await fetch(other, media.id, bob_s, token) == (410, "grant_revoked")
 
 
 async def test_open_response_with_a_derived_grant_stops_when_its_capability_is_revoked(
-        edge: Edge, issuer: DevIssuer) -> None:
+    edge: Edge, issuer: DevIssuer
+) -> None:
     """A player already streaming with a derived grant is cut off within a window or so
     when the capability is revoked (the long response re-checks the chain between
     windows), not at the end of the file."""
@@ -387,8 +406,9 @@ async def test_open_response_with_a_derived_grant_stops_when_its_capability_is_r
     cap = await issued(edge, alice_s, media.id, alice)
     token, _ = derive(alice, cap)
     got = 0
-    async with edge.client.get(f"/m/{media.id}", headers={
-            **bearer(issuer.mint("bob")), "X-Grant": token}) as r:
+    async with edge.client.get(
+        f"/m/{media.id}", headers={**bearer(issuer.mint("bob")), "X-Grant": token}
+    ) as r:
         assert r.status == 200
         got += len(await r.content.readexactly(1024 * 1024))
         await _revoke(edge, f"/v1/capabilities/{cap['cap_id']}", alice_s)
@@ -401,17 +421,27 @@ async def test_open_response_with_a_derived_grant_stops_when_its_capability_is_r
 
 
 async def test_openapi_documents_name_no_secret_or_local_path(
-        make_edge: EdgeFactory, tmp_path: Path) -> None:
+    make_edge: EdgeFactory, tmp_path: Path
+) -> None:
     """``/openapi.json`` carries limits from the running settings; it must carry nothing
     else of them: no secret, no Redis address, no key or origin path."""
     secret = "front-secret-7c1d3f0a9b2e"
-    edge = await make_edge(front_control_url="http://127.0.0.1:9/control",
-                           front_control_secret=secret,
-                           playback_secret_path=tmp_path / "playback.key")
+    edge = await make_edge(
+        front_control_url="http://127.0.0.1:9/control",
+        front_control_secret=secret,
+        playback_secret_path=tmp_path / "playback.key",
+    )
     async with edge.client.get("/openapi.json") as r:
         assert r.status == 200
         text = json.dumps(await r.json())
     s = edge.state.settings
-    needles: list[str] = [secret, str(s.redis_url), str(s.pointer_jwks), str(s.session_jwks),
-                          str(s.origin_dir), str(tmp_path), str(s.keyring_dir)]
+    needles: list[str] = [
+        secret,
+        str(s.redis_url),
+        str(s.pointer_jwks),
+        str(s.session_jwks),
+        str(s.origin_dir),
+        str(tmp_path),
+        str(s.keyring_dir),
+    ]
     assert [n for n in needles if n in text] == []
