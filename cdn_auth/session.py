@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import jwt
+from cryptography.hazmat.primitives import serialization
 
 from service_kernel.clock import Clock, system_clock
 from service_kernel.ids import is_user_id
@@ -155,7 +156,13 @@ class JwksSource:
         """Install a new key set; tell the listeners which kids left it."""
         if keys is self.keys:
             return
-        gone = sorted(set(self.keys) - set(keys))
+        # A kid that stays with other key material is a retirement too: its old sessions
+        # fail a fresh verification and must not live on in a cache.
+        gone = sorted(
+            kid
+            for kid, old in self.keys.items()
+            if kid not in keys or _material(keys[kid]) != _material(old)
+        )
         self.keys = keys
         if gone:
             log.warning("session keys retired", extra={"kids": gone})
@@ -183,6 +190,20 @@ class JwksSource:
                 log.warning("session JWKS fetch failed; keeping old keys", extra={"err": str(exc)})
             finally:
                 self._fetched_at = self._clock()
+
+
+def _material(jwk: jwt.PyJWK) -> bytes:
+    """The key itself, comparable across reloads (public keys as SubjectPublicKeyInfo)."""
+    key = jwk.key
+    if isinstance(key, bytes):
+        return key
+    public_bytes = getattr(key, "public_bytes", None)
+    if public_bytes is None:  # a private key in a JWKS: compare what it publishes
+        public_bytes = key.public_key().public_bytes
+    der: bytes = public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der
 
 
 class SessionVerifier:

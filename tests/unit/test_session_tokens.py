@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cdn_auth.errors import SessionError, SessionExpired
 from cdn_auth.session import JwksSource, SessionVerifier, age_from_claim
@@ -160,3 +161,19 @@ async def test_a_jwks_that_is_not_an_object_keeps_the_keys(
     verifier.jwks.poll()
     assert (await verifier.verify(issuer.mint("alice"))).sub == "alice"
     assert retired == []
+
+
+async def test_a_kid_republished_with_another_key_counts_as_retired(
+    issuer: DevIssuer, tmp_path: Path
+) -> None:
+    path = tmp_path / "session-keys" / JWKS_FILE
+    jwks = JwksSource(str(path), poll_s=0.0)
+    retired: list[list[str]] = []
+    jwks.retired_listeners.append(retired.append)
+    path.write_text(json.dumps(issuer.jwks()))  # the same document again: nothing retired
+    jwks.poll()
+    assert retired == []
+    impostor = DevIssuer(Ed25519PrivateKey.generate(), issuer.kid, issuer="i", audience="a")
+    impostor.write_jwks(path)
+    jwks.poll()
+    assert retired == [[issuer.kid]]
