@@ -202,6 +202,7 @@ def build_app(
         )
         view.listeners.append(feed.on_revocation)
         authorizer.key_listeners.append(feed.on_keys_retired)
+        authorizer.session_key_listeners.append(feed.on_session_keys_retired)
         app[FRONT_FEED] = feed
 
         async def feed_while_running(_: web.Application) -> AsyncIterator[None]:

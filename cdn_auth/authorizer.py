@@ -134,6 +134,12 @@ class Authorizer:
         # Re-read the JWKS on every tail tick (about once a second when idle, a stat(2)),
         # not only on cache misses: a run of cache hits must not hide a retirement.
         tailer.tick_listeners.append(keys.current)
+        #: Called with the session kids that left the identity provider's JWKS, after the
+        #: session cache has been dropped (the front's cached decisions depend on them).
+        self.session_key_listeners: list[Callable[[list[str]], None]] = []
+        sessions.jwks.retired_listeners.append(self._on_session_keys_retired)
+        # The same for the session JWKS: cached sessions never ask the key set again.
+        tailer.tick_listeners.append(sessions.jwks.poll)
 
     def _on_keys(self, keys: dict[str, Any]) -> None:
         gone = sorted(self._kids - set(keys))
@@ -146,6 +152,13 @@ class Authorizer:
         if self.capabilities is not None:
             self.capabilities.on_keys_retired()
         for cb in self.key_listeners:
+            cb(gone)
+
+    def _on_session_keys_retired(self, gone: list[str]) -> None:
+        # Sessions verified under a retired key must be verified again (and now fail).
+        # Playback cookies are the edge's own tokens: they end at their short expiry.
+        self.session_lookup.clear()
+        for cb in self.session_key_listeners:
             cb(gone)
 
     def _on_revocation(self, ev: RevocationEvent) -> None:

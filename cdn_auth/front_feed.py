@@ -18,6 +18,8 @@ kind       a decision depends on it    revoked by
            capability, and the         (sources: also ``grant_revoked``,
            capabilities it re-shares   as ``g``)
 ``k``      pointer/grant: signing key  the key leaving verify.jwks.json
+``s``      bearer session: the         the key leaving the session JWKS
+           identity provider's key
 =========  ==========================  ===============================
 
 Times are revocation-stream milliseconds: a decision records the stream
@@ -78,6 +80,8 @@ def stream_ms(stream_id: str | None) -> int:
 def decision_deps(d: Decision) -> list[str]:
     """Everything whose revocation must end a cached copy of this decision."""
     deps = [dep("m", d.media.id)]
+    if d.session.kid:  # a bearer session (a playback cookie names no session key)
+        deps.append(dep("s", d.session.kid))
     if d.pointer is not None:
         p = d.pointer
         deps += [
@@ -159,6 +163,10 @@ class FrontFeed:
     def on_keys_retired(self, kids: list[str]) -> None:
         for kid in kids:
             self._stamp(dep("k", kid), RETIRED)
+
+    def on_session_keys_retired(self, kids: list[str]) -> None:
+        for kid in kids:
+            self._stamp(dep("s", kid), RETIRED)
 
     def _stamp(self, key: str, at_ms: int) -> None:
         if at_ms > self._pending.get(key, -1):

@@ -226,7 +226,6 @@ class KeyRingSource:
             what="key ring",
             clock=clock,
             recheck_s=recheck_s,
-            errors=(OSError, KeyRingError),
         )
 
     def current(self) -> KeyRing:

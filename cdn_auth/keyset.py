@@ -61,7 +61,6 @@ class KeySet:
             what="pointer JWKS",
             clock=clock,
             recheck_s=recheck_s,
-            errors=(OSError, ValueError, KeyRingError),
         )
 
     def __repr__(self) -> str:

@@ -211,7 +211,12 @@ class RevocationTailer:
 
     def _tick(self) -> None:
         for cb in self.tick_listeners:
-            cb()
+            try:
+                cb()
+            except Exception:
+                # One listener's failure (a key reload) must not skip the others (the
+                # view's expiry) nor reach the tail's loop.
+                log.exception("revocation tick listener failed")
 
     @property
     def loaded(self) -> asyncio.Event:

@@ -13,13 +13,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
+from cryptography.hazmat.primitives import serialization
 
 from service_kernel.clock import Clock, system_clock
 from service_kernel.ids import is_user_id
@@ -49,6 +50,9 @@ class Session:
     roles: frozenset[str]
     iat: int
     exp: int
+    #: The identity provider key (JWKS kid) that signed it; "" when not from a session JWT
+    #: (a browser playback cookie).  Its retirement ends the session at once.
+    kid: str = ""
 
     @property
     def is_moderator(self) -> bool:
@@ -78,6 +82,10 @@ class JwksSource:
 
     A file is watched by :class:`service_kernel.reloading_file.ReloadingFile` (re-read
     when it changes; a bad file keeps the last good keys); a URL is fetched here.
+
+    ``retired_listeners`` are called with the kids that left the set whenever a reload
+    or fetch drops keys: services that cache verified sessions drop them there (a session
+    signed by a retired key must stop working at once, not when it expires).
     """
 
     def __init__(
@@ -87,6 +95,7 @@ class JwksSource:
         clock: Clock = system_clock,
         refresh_s: float = 300.0,
         min_refetch_s: float = 5.0,
+        poll_s: float = 1.0,
     ) -> None:
         self.location = location
         self._clock = clock
@@ -95,20 +104,24 @@ class JwksSource:
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
         self.keys: dict[str, jwt.PyJWK] = {}
+        self.retired_listeners: list[Callable[[list[str]], None]] = []
         self._file: ReloadingFile[dict[str, jwt.PyJWK]] | None = None
         if not location.startswith(("http://", "https://")):
-            # Re-checked when get() finds the keys stale or a kid unknown, not on a timer.
+            # Re-checked when get() finds the keys stale or a kid unknown, and by poll()
+            # (at most every poll_s: services call it on a tick or per request).
             self._file = ReloadingFile(
                 location,
                 lambda: self._parse(json.loads(Path(location).read_text())),
                 what="session JWKS",
                 clock=clock,
-                recheck_s=0.0,
+                recheck_s=poll_s,
             )
             self.keys = self._file.value
             self._fetched_at = self._clock()
 
-    def _parse(self, doc: dict[str, Any]) -> dict[str, jwt.PyJWK]:
+    def _parse(self, doc: object) -> dict[str, jwt.PyJWK]:
+        if not isinstance(doc, dict) or not isinstance(doc.get("keys", []), list):
+            raise ValueError("a JWKS must be an object with a list of keys")
         keys: dict[str, jwt.PyJWK] = {}
         for raw in doc.get("keys", []):
             if not isinstance(raw, dict) or raw.get("use", "sig") != "sig":
@@ -132,10 +145,34 @@ class JwksSource:
         await self.refresh()
         return self.keys.get(kid)
 
+    def poll(self) -> None:
+        """Pick a changed JWKS file up (a stat at most every ``poll_s``; a URL waits for its
+        next fetch): without this, a retirement would wait for the next unknown kid or the
+        periodic refresh while every request is answered from a session cache."""
+        if self._file is not None:
+            self._replace(self._file.current())
+
+    def _replace(self, keys: dict[str, jwt.PyJWK]) -> None:
+        """Install a new key set; tell the listeners which kids left it."""
+        if keys is self.keys:
+            return
+        # A kid that stays with other key material is a retirement too: its old sessions
+        # fail a fresh verification and must not live on in a cache.
+        gone = sorted(
+            kid
+            for kid, old in self.keys.items()
+            if kid not in keys or _material(keys[kid]) != _material(old)
+        )
+        self.keys = keys
+        if gone:
+            log.warning("session keys retired", extra={"kids": gone})
+            for cb in self.retired_listeners:
+                cb(gone)
+
     async def refresh(self) -> None:
         if self._file is not None:
             if self._file.check():  # else logged; the old keys stay, and the next get() retries
-                self.keys = self._file.value
+                self._replace(self._file.value)
                 self._fetched_at = self._clock()
             return
         async with self._lock:
@@ -148,11 +185,25 @@ class JwksSource:
                     http.get(self.location) as resp,
                 ):
                     resp.raise_for_status()
-                    self.keys = self._parse(await resp.json(content_type=None))
+                    self._replace(self._parse(await resp.json(content_type=None)))
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.warning("session JWKS fetch failed; keeping old keys", extra={"err": str(exc)})
             finally:
                 self._fetched_at = self._clock()
+
+
+def _material(jwk: jwt.PyJWK) -> bytes:
+    """The key itself, comparable across reloads (public keys as SubjectPublicKeyInfo)."""
+    key = jwk.key
+    if isinstance(key, bytes):
+        return key
+    public_bytes = getattr(key, "public_bytes", None)
+    if public_bytes is None:  # a private key in a JWKS: compare what it publishes
+        public_bytes = key.public_key().public_bytes
+    der: bytes = public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der
 
 
 class SessionVerifier:
@@ -215,9 +266,9 @@ class SessionVerifier:
             )
         except jwt.PyJWTError as exc:
             raise SessionInvalid(f"{type(exc).__name__}: {exc}") from None
-        return self._check_claims(claims, now)
+        return self._check_claims(claims, now, kid)
 
-    def _check_claims(self, claims: dict[str, Any], now: float) -> Session:
+    def _check_claims(self, claims: dict[str, Any], now: float, kid: str = "") -> Session:
         exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", claims.get("iat"))
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat, nbf)):
             raise SessionInvalid("exp/iat/nbf must be integers")
@@ -245,4 +296,5 @@ class SessionVerifier:
             roles=frozenset(r for r in roles if isinstance(r, str)),
             iat=iat,
             exp=exp,
+            kid=kid,
         )

@@ -153,6 +153,9 @@ class DmState:
         self.session_lookup = CachedLookup(
             self.session_cache, self._load_session, expires_at=_session_exp, key=token_key
         )
+        # A session signed by a key the identity provider retired must stop working at
+        # once, not when it expires: the next request verifies it again (and fails).
+        self.sessions.jwks.retired_listeners.append(lambda _kids: self.session_lookup.clear())
         self.media_lookup = CachedLookup(
             self.media_cache,
             self._load_media,
@@ -170,7 +173,14 @@ class DmState:
         token = bearer_token(request) or websocket_protocol_token(request)
         if not token:
             raise SessionMissing()
+        self.sessions.jwks.poll()  # a stat(2) at most once a second: see a retirement
         return await self.session_lookup.get(token)
+
+    def session_key_retired(self, s: Session) -> bool:
+        """Whether the key that signed ``s`` has left the identity provider's JWKS since it
+        was verified (a held WebSocket checks before each push)."""
+        self.sessions.jwks.poll()
+        return bool(s.kid) and s.kid not in self.sessions.jwks.keys
 
     async def _load_session(self, token: str) -> Session:
         s = await self.sessions.verify(token, self.clock())

@@ -91,6 +91,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 break
             if id_key(entry[0]) <= id_key(last):
                 continue  # already sent during the replay
+            if state.session_key_retired(me):
+                # No push (nor pointer minted) under a session whose key was retired: the
+                # client reconnects with a fresh session and its cursor.
+                await _close_session_retired(ws)
+                break
             last = entry[0]
             if not await _live_deliverable(state, entry, me.sub):
                 continue
@@ -150,6 +155,15 @@ async def _live_deliverable(state: DmState, entry: Entry, reader: str) -> bool:
 
 class SlowConsumer(Exception):
     """A push could not be written within the write deadline: the client stopped reading."""
+
+
+async def _close_session_retired(ws: web.WebSocketResponse) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await ws.close(
+                code=aiohttp.WSCloseCode.POLICY_VIOLATION,
+                message=b"session key retired: sign in again",
+            )
 
 
 async def _close_slow(ws: web.WebSocketResponse, request: web.Request) -> None:

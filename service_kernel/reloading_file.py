@@ -4,9 +4,13 @@ The holder stats the file at most every ``recheck_s`` (or at once, with :meth:`c
 and parses it again only when its inode, mtime or size changed, so a key published by
 rotation (written to a temporary file, renamed over the old one) is used without a
 restart, and a flood of lookups costs at most a stat(2) each.  A reload that fails (the
-file removed for a moment, half-written by a careless tool, corrupt) keeps the last good
-value and says so in the log: a bad file must not take down a service that holds good
-keys.  Only the first load raises: a service must not start without its keys.
+file removed for a moment, half-written by a careless tool, corrupt, or valid JSON of the
+wrong shape: whatever the loader raises) keeps the last good value and says so in the log,
+once per bad version of the file: its stamp is remembered, so the same bad file is not read
+and logged again until it changes (an attacker's flood of unknown kids cannot turn an
+operator's slip into a parse and an ERROR per request).  A bad file must not take down a
+service that holds good keys.  Only the first load raises: a service must not start
+without its keys.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ T = TypeVar("T")
 
 #: What identifies one version of a file: inode (a rename over it), mtime, size.
 Stamp = tuple[int, int, int]
+#: The stamp of a file that cannot be stat'ed (removed, unreadable directory).
+UNSTATTABLE: Stamp = (-1, -1, -1)
 
 
 def stamp_of(path: Path) -> Stamp:
@@ -37,9 +43,10 @@ class ReloadingFile(Generic[T]):
     """``value``: what ``load()`` made of the file ``path`` when it last changed.
 
     ``load`` reads the file itself (it may read others beside it: a key ring's
-    ``ring.json`` names its key files), raising one of ``errors`` when it cannot;
-    ``what`` names the file in the log.  ``on_change`` callbacks get each new value
-    (not the first).  ``clock`` only paces the re-checks: any monotonic-enough seconds.
+    ``ring.json`` names its key files), raising when it cannot (any exception: a reload
+    never lets one escape); ``what`` names the file in the log.  ``on_change`` callbacks
+    get each new value (not the first).  ``clock`` only paces the re-checks: any
+    monotonic-enough seconds.
     """
 
     def __init__(
@@ -50,20 +57,20 @@ class ReloadingFile(Generic[T]):
         what: str,
         clock: Clock = time.monotonic,
         recheck_s: float = 1.0,
-        errors: tuple[type[Exception], ...] = (OSError, ValueError),
     ) -> None:
         self.path = Path(path)
         self.what = what
         self._load = load
         self._clock = clock
         self._recheck_s = recheck_s
-        self._errors = errors
         self.on_change: list[Callable[[T], None]] = []
         self.checked_at = clock()
         try:
             self._stamp: Stamp | None = stamp_of(self.path)
         except FileNotFoundError:
             self._stamp = None  # load() says what is missing, in its own words
+        #: The stamp of the last version that failed to load: not read again until it changes.
+        self.failed_stamp: Stamp | None = None
         self.value: T = load()  # the first load raises: no value to fall back on
 
     def __repr__(self) -> str:
@@ -78,23 +85,40 @@ class ReloadingFile(Generic[T]):
 
     def check(self) -> bool:
         """Stat the file now and reload it if it changed.  False when it could not be read
-        (the last good value stays); True when the value is the file's current one."""
+        (the last good value stays); True when the value is the file's current one.
+
+        Never raises: whatever goes wrong in a reload (an ``AttributeError`` from JSON of
+        the wrong shape included) is logged once per version of the file, and callers such
+        as a stream tail's tick must not die of a bad key file."""
         self.checked_at = self._clock()
         try:
             stamp = stamp_of(self.path)
-            if stamp == self._stamp:
-                return True
+        except OSError:
+            stamp = UNSTATTABLE
+        if stamp == self._stamp:
+            return True
+        if stamp == self.failed_stamp:
+            return False  # this bad version was read and logged already
+        try:
+            if stamp == UNSTATTABLE:
+                stamp_of(self.path)  # raises again, with the reason for the log
             value = self._load()
-        except self._errors as exc:
+        except Exception as exc:  # the boundary: a bad file keeps the last keys
+            self.failed_stamp = stamp
             # Loudly: the service keeps working on keys that may soon be retired.
             log.error(
                 "%s unreadable; keeping the previous keys",
                 self.what,
-                extra={"path": str(self.path), "err": str(exc)[:200]},
+                extra={"path": str(self.path), "err": f"{type(exc).__name__}: {exc}"[:200]},
             )
             return False
+        self.failed_stamp = None
         self._stamp = stamp
         self.value = value
         for cb in self.on_change:
-            cb(value)
+            try:
+                cb(value)
+            except Exception:
+                # A listener's bug must not undo the reload nor reach the caller's loop.
+                log.exception("%s reloaded; a change listener failed", self.what)
         return True

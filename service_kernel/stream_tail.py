@@ -106,7 +106,12 @@ class StreamTailer:
         if got < self._batch:
             self.fresh_at = self._clock()
         if self._on_tick is not None:
-            self._on_tick()
+            try:
+                self._on_tick()
+            except Exception:
+                # Upkeep (a key file re-read, an expiry sweep) must never end the tail: a
+                # dead tail is a view that goes stale for good.
+                log.exception("stream tail tick failed", extra={"stream": self.key})
 
 
 async def read_range(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from cdn_auth.keyring import KeyRing
 from dm import device_store, envelope
+from dm.client import DmClient, DmClientError
+from dm.identity import JWKS_FILE, DevIssuer
 
 from ..support.edge import fetch, mint
-from ..support.services import DmFactory, EdgeFactory, bearer
+from ..support.services import DmFactory, DmStack, EdgeFactory, bearer, wait_until
 
 
 async def test_edge_verifies_sessions_against_dm_jwks_url(
@@ -41,3 +44,41 @@ def test_device_key_files_are_owner_only_and_reload(tmp_path: Path, suite: str) 
     with pytest.raises(PermissionError):
         device_store.load(path)
     assert isinstance(key, envelope.DeviceKey) and suite in repr(key) and "seed" not in repr(key)
+
+
+async def test_a_held_websocket_ends_when_its_session_key_is_retired(
+    dm: DmStack, tmp_path: Path
+) -> None:
+    """A socket opened under a session whose key the identity provider then retires gets no
+    further push (and no pointer minted for one): it is closed with 1008 instead."""
+    alice, bob = await dm.user(), await dm.user()
+    conv = await alice.create_conversation([bob.uid])
+    assert bob.session_token is not None
+    async with bob.http.ws_connect(
+        dm.dm_url + "/v1/stream", headers=bearer(bob.session_token)
+    ) as ws:
+        await alice.send(conv["id"], text="before")
+        while True:  # the socket works: the message arrives
+            event = await ws.receive_json(timeout=10)
+            if event.get("type") == "message":
+                break
+        successor = DevIssuer.generate()
+        successor.write_jwks(tmp_path / "session-keys" / JWKS_FILE)  # bob's key retired
+        alice2 = DmClient(dm.dm_url, session_token=successor.mint(alice.uid), http=alice.http)
+
+        async def sent() -> bool:  # once dm has the new key set (an unknown kid re-reads it)
+            try:
+                await alice2.send(conv["id"], text="after")
+            except DmClientError:
+                return False
+            return True
+
+        await wait_until(sent, 15, 0.5)
+        pushed: list[str] = []
+        while True:
+            msg = await ws.receive(timeout=10)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            pushed.append(msg.data)
+        assert not any('"after"' in p for p in pushed), pushed
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.POLICY_VIOLATION)

@@ -25,7 +25,7 @@ from cdn_auth.app import FRONT_FEED
 from cdn_auth.keyring import KeyRing
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
-from dm.identity import DevIssuer
+from dm.identity import JWKS_FILE, DevIssuer
 from loadtests.stack.nginx import NginxFront, NginxUnavailable, check_lua_module, find_nginx, secure_link
 from service_kernel.redis_process import free_port
 
@@ -241,6 +241,21 @@ async def test_key_retirement_stops_cached_decisions_at_the_front(
     await _refused_within(front, url, auth, 403)
     fresh = f"{front.url}/m/{media.id}?pointer={mint(ring, media)}"
     assert (await _get(fresh, **auth, Range="bytes=0-9"))[0] == 206
+
+
+async def test_session_key_retirement_stops_cached_decisions_at_the_front(
+    front: Fronted, issuer: DevIssuer, ring: KeyRing
+) -> None:
+    """A decision cached for a session depends on the key that signed it: when the identity
+    provider's JWKS drops that key, the front asks again (and the edge refuses)."""
+    media, _ = await front.edge.add_media()
+    url = f"{front.url}/m/{media.id}?pointer={mint(ring, media)}"
+    auth = bearer(issuer.mint("bob"))
+    await _revoked_through_front(front, url, auth, 401)
+    successor = DevIssuer.generate()
+    successor.write_jwks(front.edge.tmp / "session-keys" / JWKS_FILE)  # the old key retired
+    await _refused_within(front, url, auth, 401)
+    assert (await _get(url, **bearer(successor.mint("bob")), Range="bytes=0-9"))[0] == 206
 
 
 async def test_front_fails_closed_when_the_edge_is_gone(

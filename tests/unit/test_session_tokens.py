@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cdn_auth.errors import SessionError, SessionExpired
 from cdn_auth.session import JwksSource, SessionVerifier, age_from_claim
@@ -120,3 +121,59 @@ def test_age_claims() -> None:
     assert age_from_claim(2010, now) == 15  # might be 15 or 16: take the lower
     assert age_from_claim("unknown", now) is None
     assert age_from_claim(True, now) is None
+
+
+async def test_verified_session_names_its_key(issuer: DevIssuer, verifier: SessionVerifier) -> None:
+    assert (await verifier.verify(issuer.mint("alice"))).kid == issuer.kid
+
+
+async def test_a_retired_session_key_is_reported_once_the_file_changes(
+    issuer: DevIssuer, tmp_path: Path
+) -> None:
+    path = tmp_path / "session-keys" / JWKS_FILE
+    now = [1000.0]
+    jwks = JwksSource(str(path), clock=lambda: now[0], poll_s=1.0)
+    retired: list[list[str]] = []
+    jwks.retired_listeners.append(retired.append)
+    successor = DevIssuer.generate()
+    successor.write_jwks(path)
+    jwks.poll()  # within poll_s of the last check: not even a stat
+    assert issuer.kid in jwks.keys and retired == []
+    now[0] += 1.0
+    jwks.poll()
+    assert set(jwks.keys) == {successor.kid}
+    assert retired == [[issuer.kid]]
+    jwks.poll()
+    now[0] += 1.0
+    jwks.poll()  # unchanged: nothing new retired
+    assert retired == [[issuer.kid]]
+
+
+@pytest.mark.parametrize("doc", [b"[]", b"null", b'{"keys": 1}', b'"keys"'])
+async def test_a_jwks_that_is_not_an_object_keeps_the_keys(
+    issuer: DevIssuer, verifier: SessionVerifier, tmp_path: Path, doc: bytes
+) -> None:
+    path = tmp_path / "session-keys" / JWKS_FILE
+    retired: list[list[str]] = []
+    verifier.jwks.retired_listeners.append(retired.append)
+    path.write_bytes(doc)
+    await verifier.jwks.refresh()
+    verifier.jwks.poll()
+    assert (await verifier.verify(issuer.mint("alice"))).sub == "alice"
+    assert retired == []
+
+
+async def test_a_kid_republished_with_another_key_counts_as_retired(
+    issuer: DevIssuer, tmp_path: Path
+) -> None:
+    path = tmp_path / "session-keys" / JWKS_FILE
+    jwks = JwksSource(str(path), poll_s=0.0)
+    retired: list[list[str]] = []
+    jwks.retired_listeners.append(retired.append)
+    path.write_text(json.dumps(issuer.jwks()))  # the same document again: nothing retired
+    jwks.poll()
+    assert retired == []
+    impostor = DevIssuer(Ed25519PrivateKey.generate(), issuer.kid, issuer="i", audience="a")
+    impostor.write_jwks(path)
+    jwks.poll()
+    assert retired == [[issuer.kid]]
