@@ -325,7 +325,10 @@ REVOKE_GRANT = Api(
 HOLDER_KEY: Schema = {
     "type": "string",
     "pattern": "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
-    "description": "the holder device's Ed25519 public key (base64url)",
+    "description": (
+        "the holder device's Ed25519 public key (base64url); a small-order point "
+        "(libsodium's blocklist, sign bit ignored) is refused: 400 invalid_field"
+    ),
 }
 
 

@@ -55,6 +55,8 @@ def _holder_key(value: object) -> bytes:
         raise InvalidField("holder_key is not canonical base64url") from None
     if len(raw) != 32:
         raise InvalidField("holder_key must be 32 bytes (Ed25519)")
+    if cap_mod.is_small_order(raw):
+        raise InvalidField("holder_key is a small-order Ed25519 point, which signs anything")
     return raw
 
 
