@@ -264,7 +264,12 @@ def _grant_body(s: EdgeSettings) -> Schema:
                 "maximum": MAX_REDEEMERS,
                 "description": "how many users may redeem it",
             },
-            "via_grant": {"type": "string", "description": "re-share: a grant you redeemed"},
+            "via_grant": {
+                "type": "string",
+                "description": "re-share: a (minted) grant you redeemed; a derived grant "
+                "(d_...) is 403 share_not_allowed: re-share it with POST /v1/capabilities, "
+                "which carries the chain",
+            },
             "ttl_s": {"type": "integer", "minimum": 10, "maximum": s.max_token_lifetime_s},
         },
         ("media_id", "redeemers"),
@@ -293,7 +298,8 @@ CREATE_GRANT = Api(
             },
         )
     },
-    description="503 minting_disabled: this edge only verifies.",
+    description="503 minting_disabled: this edge only verifies. 403 share_not_allowed: "
+    "also for a derived grant as via_grant (a minted grant would drop its re-share chain).",
 )
 REVOKE_GRANT = Api(
     params=(Param("grant_id", "path", ID, required=True),),
