@@ -399,7 +399,9 @@ CREATE_CAPABILITY = Api(
         )
     },
     description="The holder derives per-share grants from it on its device (no round trip "
-    "per share). 503 minting_disabled: this edge only verifies.",
+    "per share). 403 share_not_allowed also when the owner or a moderator revoked this "
+    "holder's capability issued on the same via_grant. 503 minting_disabled: this edge only "
+    "verifies.",
 )
 REVOKE_CAPABILITY = Api(
     params=(Param("cap_id", "path", ID, required=True),),

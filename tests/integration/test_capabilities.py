@@ -292,6 +292,24 @@ async def test_a_revoked_source_is_honoured_nowhere(edge: Edge, issuer: DevIssue
     assert (status, doc["error"]["code"]) == (410, source_code)
 
 
+async def test_revoked_resharer_may_not_ask_again_on_the_same_proof_unless_it_revoked(
+    edge: Edge, issuer: DevIssuer
+) -> None:
+    """The owner's revocation of bob's re-share capability is remembered against bob and
+    the grant it was issued on (bob still views with that grant); bob revoking his own
+    capability may ask again."""
+    media, _ = await edge.add_media(owner="alice", allow_reshare=True)
+    c = await _reshare_chain(edge, issuer, media.id)
+    bob_s = issuer.mint("bob")
+    own = await issued(edge, bob_s, media.id, _key(), via_grant=c["d1"])
+    await _revoke(edge, "DELETE", f"/v1/capabilities/{own['cap_id']}", bob_s)
+    again = await issued(edge, bob_s, media.id, _key(), via_grant=c["d1"])  # his own choice
+    await _revoke(edge, "DELETE", f"/v1/capabilities/{again['cap_id']}", issuer.mint("alice"))
+    status, doc = await issue(edge, bob_s, media.id, _key(), via_grant=c["d1"])
+    assert (status, doc["error"]["code"]) == (403, "share_not_allowed")
+    assert await fetch(edge, media.id, bob_s, c["d1"]) == (206, "")  # he still views it
+
+
 async def test_revoked_minted_grant_ends_the_capability_made_from_it(
     edge: Edge, issuer: DevIssuer, ring: KeyRing
 ) -> None:
