@@ -304,11 +304,16 @@ class DmClient(HttpOwner):
         return cap
 
     async def revoke_capability(self, media_id: str, *, edge_url: str | None = None) -> None:
-        """Revoke the held capability for ``media_id``: every grant made from it stops."""
-        cap = self.capabilities.forget(media_id)
-        if cap is not None:
-            edge = self._edge(edge_url) if edge_url else self.edge
-            await edge.revoke_capability(cap["cap_id"])
+        """Revoke the held capability for ``media_id``: every grant made from it stops.
+
+        The wallet forgets it only once the edge has revoked it: a failed request raises and
+        leaves it held, so a retry revokes it."""
+        cap = self.capabilities.stored(media_id)
+        if cap is None:
+            return
+        edge = self._edge(edge_url) if edge_url else self.edge
+        await edge.revoke_capability(cap["cap_id"])
+        self.capabilities.forget(media_id, cap["cap_id"])
 
     async def send_sealed(
         self,
