@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import pytest
 
 from cdn_auth import capability as cap_mod
@@ -76,6 +77,31 @@ async def test_unsend_revokes_the_derived_grant(dm: DmStack) -> None:
     url = f"{edge_url(dm)}/m/{media.id}"
     assert await fetch_code(bob, url, grant) == (206, "")
     await alice.unsend(conv["id"], sent["id"])
+    await wait_until(lambda: _is(fetch_code(bob, url, grant), (410, "grant_revoked")), 2)
+
+
+async def test_unsend_from_another_device_retries_a_failed_revocation(dm: DmStack) -> None:
+    """Unsent from the sender's other device, the derived grant found in that device's
+    envelope is revoked; if the revocation fails, the unsend raises (dm has unsent) and a
+    retry revokes it (the message can no longer be read, the grant is kept)."""
+    alice, bob = await sealed_user(dm), await sealed_user(dm)
+    laptop = await alice.link_device()
+    laptop.use_device_key(envelope.DeviceKey.generate("x25519"))
+    await laptop.publish_key()
+    media, _ = await dm.edge.add_media(owner=alice.uid)
+    conv = await alice.create_conversation([bob.uid], mode="sealed")
+    await alice.obtain_capability(media.id, edge_url=edge_url(dm))
+    sent = await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id)
+    grant = bob.open_message(await last_message(bob, conv["id"])).grant or ""
+    url = f"{edge_url(dm)}/m/{media.id}"
+    assert await fetch_code(bob, url, grant) == (206, "")
+    laptop.edge_url = "http://127.0.0.1:9"  # the edge unreachable for a moment
+    with pytest.raises(aiohttp.ClientError):
+        await laptop.unsend(conv["id"], sent["id"])
+    assert (await bob.read(conv["id"]))["messages"] == []  # dm did unsend
+    assert await fetch_code(bob, url, grant) == (206, "")
+    laptop.edge_url = edge_url(dm)
+    await laptop.unsend(conv["id"], sent["id"])  # the retry
     await wait_until(lambda: _is(fetch_code(bob, url, grant), (410, "grant_revoked")), 2)
 
 
