@@ -391,7 +391,9 @@ class DmClient(HttpOwner):
 
         The grant (redeemers = the other members) is derived here from a held capability
         (:meth:`obtain_capability`) when there is one: no round trip.  ``capability=True``
-        obtains one first if none is held; ``False`` always asks ``edge_url`` (default:
+        obtains one first if none is held (so does the default, ``None``, when ``via_grant``
+        is a derived grant: only a capability can re-share one); ``False`` always asks
+        ``edge_url`` (default:
         :attr:`edge_url`) for a grant, as does a send with no usable capability.  On a 409
         device mismatch, refreshes the device list and seals again, once.
         """
@@ -400,7 +402,10 @@ class DmClient(HttpOwner):
         derived: DerivedGrant | None = None
         if media_id is not None:
             n = max(1, len(members))
-            if capability and self.capabilities.held(media_id) is None:
+            # A re-share of a derived grant goes through a capability (which keeps the
+            # re-share chain): POST /v1/grants refuses one as via_grant.
+            by_derived = capability is None and via_grant is not None and cap_mod.is_derived(via_grant)
+            if (capability or by_derived) and self.capabilities.held(media_id) is None:
                 await self.obtain_capability(media_id, edge_url=edge_url, via_grant=via_grant)
             if capability is not False:
                 derived = self.capabilities.derive(media_id, n)

@@ -138,6 +138,28 @@ async def test_a_resharers_capability_ends_when_its_source_is_unsent(
     )
 
 
+async def test_resharing_a_derived_grant_goes_through_a_capability(dm: DmStack) -> None:
+    """``send_sealed`` with a derived grant as ``via_grant`` obtains a capability on it
+    (POST /v1/grants refuses one), so the re-share keeps the chain."""
+    alice, bob, carol = (await sealed_user(dm), await sealed_user(dm), await sealed_user(dm))
+    media, _ = await dm.edge.add_media(owner=alice.uid, allow_reshare=True)
+    first = await alice.create_conversation([bob.uid], mode="sealed")
+    second = await bob.create_conversation([carol.uid], mode="sealed")
+    url = f"{edge_url(dm)}/m/{media.id}"
+    await alice.send_sealed(first["id"], edge_url=edge_url(dm), media_id=media.id, capability=True)
+    received = bob.open_message(await last_message(bob, first["id"])).grant or ""
+    assert await fetch_code(bob, url, received) == (206, "")
+    with pytest.raises(DmClientError) as refused:
+        await bob.request_grant(edge_url(dm), media.id, 1, via_grant=received)
+    assert (refused.value.status, refused.value.code) == (403, "share_not_allowed")
+    await bob.send_sealed(second["id"], edge_url=edge_url(dm), media_id=media.id, via_grant=received)
+    held = bob.capabilities.held(media.id)
+    assert held is not None and held["sources"][0] == cap_mod.peek_derived(received).grant_id
+    reshared = carol.open_message(await last_message(carol, second["id"])).grant or ""
+    assert cap_mod.is_derived(reshared)
+    assert await fetch_code(carol, url, reshared) == (206, "")
+
+
 async def test_dm_refuses_a_derived_grant_id(dm: DmStack) -> None:
     """dm revokes the grant id a sealed message names on unsend; a derived grant has no
     record saying whose it is, so naming one (say, a recipient naming the grant it got,
