@@ -230,8 +230,8 @@ class DmClient(HttpOwner):
         device's envelope, if this user holds its capability (so may revoke it); None when
         there is none (not found, plain, another sender, no grant, a minted grant)."""
         before = _id_before(message_id)
-        if before is None:
-            return None  # not a message id: dm answers the unsend with 400
+        if before is None or self.device_key is None:
+            return None  # not a message id (dm answers 400), or a device with no envelopes
         page = await self.read(cid, after=before, limit=1)
         msg = next((m for m in page.get("messages", []) if m.get("id") == message_id), None)
         if msg is None or msg.get("kind") != "sealed" or msg.get("sender") != self.user_id:
