@@ -264,7 +264,12 @@ def _grant_body(s: EdgeSettings) -> Schema:
                 "maximum": MAX_REDEEMERS,
                 "description": "how many users may redeem it",
             },
-            "via_grant": {"type": "string", "description": "re-share: a grant you redeemed"},
+            "via_grant": {
+                "type": "string",
+                "description": "re-share: a (minted) grant you redeemed; a derived grant "
+                "(d_...) is 403 share_not_allowed: re-share it with POST /v1/capabilities, "
+                "which carries the chain",
+            },
             "ttl_s": {"type": "integer", "minimum": 10, "maximum": s.max_token_lifetime_s},
         },
         ("media_id", "redeemers"),
@@ -293,7 +298,8 @@ CREATE_GRANT = Api(
             },
         )
     },
-    description="503 minting_disabled: this edge only verifies.",
+    description="503 minting_disabled: this edge only verifies. 403 share_not_allowed: "
+    "also for a derived grant as via_grant (a minted grant would drop its re-share chain).",
 )
 REVOKE_GRANT = Api(
     params=(Param("grant_id", "path", ID, required=True),),
@@ -325,7 +331,10 @@ REVOKE_GRANT = Api(
 HOLDER_KEY: Schema = {
     "type": "string",
     "pattern": "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
-    "description": "the holder device's Ed25519 public key (base64url)",
+    "description": (
+        "the holder device's Ed25519 public key (base64url); a small-order point "
+        "(libsodium's blocklist, sign bit ignored) is refused: 400 invalid_field"
+    ),
 }
 
 
@@ -390,7 +399,9 @@ CREATE_CAPABILITY = Api(
         )
     },
     description="The holder derives per-share grants from it on its device (no round trip "
-    "per share). 503 minting_disabled: this edge only verifies.",
+    "per share). 403 share_not_allowed also when the owner or a moderator revoked this "
+    "holder's capability issued on the same via_grant. 503 minting_disabled: this edge only "
+    "verifies.",
 )
 REVOKE_CAPABILITY = Api(
     params=(Param("cap_id", "path", ID, required=True),),

@@ -67,6 +67,31 @@ DEFAULT_CAPABILITY_TTL_S = 6 * 3600
 #: and a 64-byte ring signature).
 MAX_CAPABILITY_BODY = 702 - (4 + 1 + 16) - 2 - (1 + 64) - (1 + NONCE_BYTES) - 2
 
+#: The Ed25519 encodings of small-order points, libsodium's blocklist
+#: (``ge25519_has_small_order`` in ed25519_ref10.c): 0 and p (order 4), 1 and p + 1 (order 1,
+#: the identity), p - 1 (order 2) and the two order-8 points.  Compared with the sign bit of
+#: the last byte masked, as libsodium does, so the other sign's encodings match too.  A
+#: holder key of small order accepts a signature R = identity, S = 0 for many messages (the
+#: verifier is cofactorless and does not refuse such keys), so anyone holding a derived
+#: grant could forge others: such a key is never a holder key.
+SMALL_ORDER_KEYS: tuple[bytes, ...] = (
+    bytes(32),
+    bytes([1]) + bytes(31),
+    bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+    bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+    bytes([0xEC]) + bytes([0xFF]) * 30 + bytes([0x7F]),
+    bytes([0xED]) + bytes([0xFF]) * 30 + bytes([0x7F]),
+    bytes([0xEE]) + bytes([0xFF]) * 30 + bytes([0x7F]),
+)
+
+
+def is_small_order(key: bytes) -> bool:
+    """Whether a 32-byte Ed25519 public key encodes a small-order point (sign bit ignored)."""
+    if len(key) != 32:
+        return False
+    masked = key[:31] + bytes([key[31] & 0x7F])
+    return masked in SMALL_ORDER_KEYS
+
 
 class Capability(NamedTuple):
     """Verified capability claims."""
@@ -117,6 +142,8 @@ def _capability_fields(
 ) -> bytes:
     if len(holder_key) != 32:
         raise ValueError("holder_key must be a 32-byte Ed25519 public key")
+    if is_small_order(holder_key):
+        raise ValueError("holder_key is a small-order Ed25519 point")
     if not 1 <= max_redeemers <= grant_mod.MAX_REDEEMERS:
         raise ValueError(f"max_redeemers must be 1..{grant_mod.MAX_REDEEMERS}")
     if not 1 <= max_grants <= MAX_GRANTS:
@@ -168,6 +195,8 @@ def _parse_fields(env: tf.Envelope) -> Capability:
     r.end()
     if len(holder_key) != 32:
         raise TokenMalformed("holder_key length")
+    if is_small_order(holder_key):
+        raise TokenMalformed("holder_key is a small-order point")
     if not 1 <= max_redeemers <= grant_mod.MAX_REDEEMERS or not 1 <= max_grants <= MAX_GRANTS:
         raise TokenMalformed("capability bounds out of range")
     return Capability(
@@ -248,6 +277,32 @@ def derive(
     if len(token) > tf.MAX_TOKEN_CHARS:
         raise ValueError("derived grant longer than any verifier accepts")
     return token, derived_grant_id(cap.cap_id, nonce)
+
+
+class DerivedClaims(NamedTuple):
+    """A derived grant's claims read WITHOUT verification (for its holder's own use)."""
+
+    grant_id: str
+    holder: str
+    exp: int
+
+
+def peek_derived(token: str) -> DerivedClaims:
+    """A derived grant's id, its capability's holder and its ``exp``, signatures unchecked:
+    what a holder's other device needs to revoke a grant it finds in its own sealed message
+    (the edge verifies it at the revocation).  Raises a :class:`TokenError` leaf."""
+    env = tf.parse_unverified(token)
+    if env.type is not TokenType.DERIVED:
+        raise TokenWrongType(env.type.name)
+    r = tf.FieldReader(env.fields)
+    cap_body, cap_sig, nonce = r.raw16(), r.raw(), r.raw()
+    r.u16()
+    r.end()
+    cap_env = tf.parse_unverified(b64url_encode(cap_body) + "." + b64url_encode(cap_sig))
+    if cap_env.type is not TokenType.CAPABILITY:
+        raise TokenWrongType(cap_env.type.name)
+    cap = _parse_fields(cap_env)
+    return DerivedClaims(derived_grant_id(cap.cap_id, nonce), cap.holder, env.exp)
 
 
 def verify_derived(

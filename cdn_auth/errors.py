@@ -106,6 +106,16 @@ class ShareNotAllowed(Forbidden):
     code, public_message = "share_not_allowed", "you may not share this media"
 
 
+class ShareNeedsCapability(ShareNotAllowed):
+    """``POST /v1/grants`` with a derived grant as ``via_grant``: a minted grant would drop
+    the re-share chain, so that re-share goes through ``POST /v1/capabilities``."""
+
+    public_message = (
+        "re-share media received through a capability with POST /v1/capabilities, "
+        "which carries the chain"
+    )
+
+
 class GrantExhausted(Forbidden):
     code, public_message = "grant_exhausted", "this grant has been redeemed by all it allows"
 

@@ -7,7 +7,10 @@ message carries is kept out of Redis), and expires with the grant.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from service_kernel.redis_client import RedisClient
 
@@ -22,6 +25,16 @@ async def grant_sharer(redis: RedisClient, grant_id: str) -> str | None:
     except RedisError as exc:
         raise RedisUnavailable(str(exc)) from exc
     return None if sharer is None else str(sharer)
+
+
+class CapabilityRecord(NamedTuple):
+    """What the store keeps of a capability: who may revoke it, and what it was issued on."""
+
+    holder: str
+    owner: str
+    #: The grant (or derived grant) a re-sharer's capability was issued on; None for the owner.
+    source: str | None
+    source_exp: int
 
 
 class GrantStore:
@@ -42,20 +55,33 @@ class GrantStore:
         """Who minted a grant (None if unknown or expired)."""
         return await grant_sharer(self._redis, grant_id)
 
-    async def record_capability(self, cap_id: str, holder: str, owner: str, expire_at_s: int) -> None:
+    async def record_capability(
+        self,
+        cap_id: str,
+        holder: str,
+        owner: str,
+        expire_at_s: int,
+        *,
+        source: str | None = None,
+        source_exp: int = 0,
+    ) -> None:
         """Note who holds ``cap_id`` and whose media it shares (the owner, not the media id:
-        which media a holder may share stays out of Redis); expires at ``expire_at_s``."""
+        which media a holder may share stays out of Redis), and for a re-share the grant it
+        was issued on (``source``, expiring at ``source_exp``); expires at ``expire_at_s``."""
         meta = redis_keys.capability_meta_key(cap_id)
+        chain: dict[FieldT, EncodableT] = (
+            {} if source is None else {"source": source, "source_exp": str(source_exp)}
+        )
         try:
             async with self._redis.pipeline(transaction=True) as p:
-                p.hset(meta, mapping={"holder": holder, "owner": owner})
+                p.hset(meta, mapping={"holder": holder, "owner": owner, **chain})
                 p.expireat(meta, expire_at_s)
                 await p.execute()
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
 
-    async def capability_parties(self, cap_id: str) -> tuple[str, str] | None:
-        """(holder, owner) of a capability, or None if unknown or expired."""
+    async def capability_record(self, cap_id: str) -> CapabilityRecord | None:
+        """A capability's record, or None if unknown or expired."""
         try:
             meta = await self._redis.hgetall(redis_keys.capability_meta_key(cap_id))
         except RedisError as exc:
@@ -63,4 +89,35 @@ class GrantStore:
         fields = {str(k): str(v) for k, v in meta.items()}  # decoded by connect()
         if "holder" not in fields:
             return None
-        return fields["holder"], fields.get("owner", "")
+        source_exp = fields.get("source_exp", "0")
+        return CapabilityRecord(
+            fields["holder"],
+            fields.get("owner", ""),
+            fields.get("source") or None,
+            int(source_exp) if source_exp.isdigit() else 0,
+        )
+
+    async def capability_parties(self, cap_id: str) -> tuple[str, str] | None:
+        """(holder, owner) of a capability, or None if unknown or expired."""
+        rec = await self.capability_record(cap_id)
+        return None if rec is None else (rec.holder, rec.owner)
+
+    async def deny_reissue(self, source: str, holder: str, expire_at_s: int) -> None:
+        """``holder`` gets no new capability on the proof ``source`` until ``expire_at_s``
+        (the source's own end): its capability on it was revoked by someone else."""
+        key = redis_keys.capability_denied_key(source)
+        try:
+            async with self._redis.pipeline(transaction=True) as p:
+                p.sadd(key, holder)
+                p.expireat(key, expire_at_s, gt=True)
+                p.expireat(key, expire_at_s, nx=True)
+                await p.execute()
+        except RedisError as exc:
+            raise RedisUnavailable(str(exc)) from exc
+
+    async def reissue_denied(self, source: str, holder: str) -> bool:
+        """Whether :meth:`deny_reissue` refused ``holder`` a capability on ``source``."""
+        try:
+            return bool(await self._redis.sismember(redis_keys.capability_denied_key(source), holder))
+        except RedisError as exc:
+            raise RedisUnavailable(str(exc)) from exc

@@ -42,9 +42,17 @@ def grant_meta_key(grant_id: str) -> str:
 
 
 def capability_meta_key(cap_id: str) -> str:
-    """Hash: ``holder`` and the media's ``owner`` (who may revoke it); expires with it.  No
-    media id, as for grants."""
+    """Hash: ``holder`` and the media's ``owner`` (who may revoke it), and for a re-share
+    the immediate ``source`` (the grant id it was issued on) and ``source_exp``; expires with
+    it.  No media id, as for grants."""
     return f"{PREFIX}:cap:{{{cap_id}}}:meta"
+
+
+def capability_denied_key(source_id: str) -> str:
+    """Set of the holders whose capability re-shared through ``source_id`` (the grant or
+    derived grant it was issued on) was revoked by the owner or a moderator: they get no new
+    capability on that proof.  Expires with the source (its ``exp`` + leeway)."""
+    return f"{PREFIX}:cap:denied:{{{source_id}}}"
 
 
 def capability_grants_key(cap_id: str) -> str:

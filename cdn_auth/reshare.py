@@ -1,6 +1,8 @@
 """Proof of receipt for a re-share: a grant or derived grant the requester has redeemed.
 
-Shared by ``POST /v1/capabilities`` and, for a derived ``via_grant``, ``POST /v1/grants``.
+Shared by ``POST /v1/capabilities`` and, for a derived ``via_grant``, ``POST /v1/grants``
+(which checks it, so a revoked one is answered 410, then refuses it: a minted grant would
+drop the chain).
 The proof counts only while it is live now (not revoked; for a derived grant, neither its
 capability nor any of that capability's sources), so revoking a source is honoured by
 every route that could turn it into a new share.

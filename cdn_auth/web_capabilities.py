@@ -55,6 +55,8 @@ def _holder_key(value: object) -> bytes:
         raise InvalidField("holder_key is not canonical base64url") from None
     if len(raw) != 32:
         raise InvalidField("holder_key must be 32 bytes (Ed25519)")
+    if cap_mod.is_small_order(raw):
+        raise InvalidField("holder_key is a small-order Ed25519 point, which signs anything")
     return raw
 
 
@@ -75,15 +77,20 @@ async def create_capability(request: web.Request) -> web.Response:
     now = state.clock()
     iat = int(now)
     sources: tuple[str, ...] = ()
+    source_exp = 0
     received = False
     via = doc.get("via_grant")
     if via is not None and not (media.is_public or media.owner == session.sub):
         receipt = await received_via(state, session, media, via)
-        received, sources = receipt.redeemed, receipt.sources
+        received, sources, source_exp = receipt.redeemed, receipt.sources, receipt.exp
         # A re-sharer's capability never outlives what it came from.
         ttl_s = min(ttl_s, receipt.exp - iat)
         if ttl_s <= 0:
             raise ShareNotAllowed(media.id)
+        # The owner or a moderator revoked this holder's capability on this very proof:
+        # asking again with it gets nothing (section 14.5).
+        if await state.grants.reissue_denied(sources[0], session.sub):
+            raise ShareNotAllowed("capability on this via_grant revoked by the owner or a moderator")
     rights.may_share(media, session.sub, received_from_owner_chain=received)
     if state.minter is None:
         raise MintingDisabled()
@@ -104,7 +111,12 @@ async def create_capability(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise InvalidField(str(exc)) from None
     await state.grants.record_capability(
-        cap_id, session.sub, media.owner, iat + ttl_s + state.settings.token_leeway_s
+        cap_id,
+        session.sub,
+        media.owner,
+        iat + ttl_s + state.settings.token_leeway_s,
+        source=sources[0] if sources else None,
+        source_exp=source_exp,
     )
     return web.json_response(
         {
@@ -125,15 +137,24 @@ async def create_capability(request: web.Request) -> web.Response:
 
 async def revoke_capability(request: web.Request) -> web.Response:
     """The holder, the media's owner or a moderator revokes a capability: every grant
-    derived from it, and every capability re-shared from those, is refused from then on."""
+    derived from it, and every capability re-shared from those, is refused from then on.
+
+    Revoked by anyone but its holder, a re-sharer's capability is not issued again to that
+    holder on the same proof (its immediate source) while that proof lives; a holder that
+    revokes its own may ask again."""
     state = request.app[STATE]
     session = await _session(request)
     cap_id = check_id(request.match_info["cap_id"], "cap_id")
-    parties = await state.grants.capability_parties(cap_id)
-    if parties is None:
+    rec = await state.grants.capability_record(cap_id)
+    if rec is None:
         raise CapabilityNotFound(cap_id)
-    if session.sub not in parties and not session.is_moderator:
+    if session.sub not in (rec.holder, rec.owner) and not session.is_moderator:
         raise Forbidden("only the holder, the media's owner or a moderator may revoke it")
+    if rec.source is not None and session.sub != rec.holder:
+        # before the revocation, so a refused re-issue never follows a published revocation
+        await state.grants.deny_reissue(
+            rec.source, rec.holder, rec.source_exp + state.settings.token_leeway_s
+        )
     entry = await state.revocations.publish(revocation.capability_revoked(cap_id))
     return web.json_response({"cap_id": cap_id, "revoked": True, "revocation_id": entry})
 

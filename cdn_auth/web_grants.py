@@ -4,7 +4,8 @@ cdn_auth checks that the requester may share the media and learns that it
 is being shared and how widely, never with whom: the grant names a count
 of redeemers, not users.  Re-sharing private media needs the owner's
 permission and proof of receipt: a grant for the same media that the
-requester has redeemed (``via_grant``).
+requester has redeemed (``via_grant``); a derived grant is no such proof here (it would
+lose its re-share chain): it is re-shared with ``POST /v1/capabilities``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .errors import (
     GrantRevoked,
     MintingDisabled,
     RevocationStale,
+    ShareNeedsCapability,
 )
 from .reshare import received_via
 from .web_capabilities import revoke_derived
@@ -56,8 +58,13 @@ async def create_grant(request: web.Request) -> web.Response:
     via = doc.get("via_grant")
     reshare = via is not None and not (media.is_public or media.owner == session.sub)
     if reshare and isinstance(via, str) and is_derived(via):
-        # A derived grant (cdn_auth.capability) proves receipt too, while it is live.
-        received = (await received_via(state, session, media, via)).redeemed
+        # A derived grant (cdn_auth.capability) is checked as a proof (so a revoked one is
+        # still answered 410), but never turned into a minted grant: a grant carries no
+        # re-share chain, so revoking the capability (or any source) the derived grant came
+        # from would not end it, and it would outlive the derived grant.  POST
+        # /v1/capabilities, which records the chain, is the way to re-share it.
+        await received_via(state, session, media, via)
+        raise ShareNeedsCapability("a derived grant as via_grant")
     elif reshare:
         if not isinstance(via, str):
             raise InvalidField("via_grant must be a grant token")

@@ -55,8 +55,17 @@ class CapabilityWallet:
     def hold(self, cap: Capability) -> None:
         self._held[cap["media_id"]] = cap
 
-    def forget(self, media_id: str) -> Capability | None:
-        return self._held.pop(media_id, None)
+    def forget(self, media_id: str, cap_id: str | None = None) -> Capability | None:
+        """Drop the capability for ``media_id`` (only if it is ``cap_id``, when given)."""
+        cap = self._held.get(media_id)
+        if cap is None or (cap_id is not None and cap["cap_id"] != cap_id):
+            return None
+        return self._held.pop(media_id)
+
+    def stored(self, media_id: str) -> Capability | None:
+        """The capability kept for ``media_id``, even one too near its end to derive from
+        (it still has to be revoked)."""
+        return self._held.get(media_id)
 
     def held(self, media_id: str) -> Capability | None:
         """The usable capability for ``media_id``, if any (an expiring one is dropped)."""

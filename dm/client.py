@@ -26,13 +26,15 @@ from typing import Any
 
 import aiohttp
 
+from cdn_auth import capability as cap_mod
+from cdn_auth.errors import TokenError
 from service_kernel.encoding import b64url_encode
 
 from . import envelope
 from .capabilities import CapabilityWallet, DerivedGrant
 from .edge_client import EdgeClient, HttpOwner, MediaResponse, raise_for
 from .envelope import DeviceKey
-from .sdk_errors import DeviceMismatch, DmClientError, NotSetUp
+from .sdk_errors import DeviceMismatch, DmClientError, NotSetUp, UnsendIncomplete
 from .sdk_types import Capability, Grant, MediaRecord
 
 __all__ = ["DmClient", "DmClientError", "EdgeClient", "MediaResponse"]
@@ -188,20 +190,80 @@ class DmClient(HttpOwner):
         return dict(await self.request("GET", f"/v1/conversations/{cid}/messages", params=params))
 
     async def unsend(self, cid: str, message_id: str) -> dict[str, Any]:
-        """Unsend; a sealed message's grant derived on this client is revoked first (dm
-        revokes only grants it was told of, i.e. minted ones)."""
+        """Unsend; a sealed message's derived grant is then revoked (dm revokes only grants
+        it was told of, i.e. minted ones).
+
+        The grant is the one this client derived for it, or, unsent from another device of
+        the sender (or after a restart), the one in this device's own envelope of the
+        message (read before the unsend: the message is gone after it), if this user holds
+        its capability.  A failed revocation raises after the unsend and keeps the grant, so
+        a retry revokes it; a sealed message whose envelope for this device does not open
+        is unsent, then :class:`UnsendIncomplete` says its grant could not be checked.  (A
+        device with no envelope of the message, i.e. the sending device after a restart or
+        one linked after the send, cannot see its grant: revoke the capability then.)"""
+        key = (cid, message_id)
+        held = self._derived_sent.get(key)
+        unchecked: Exception | None = None
+        if held is None:
+            try:
+                found = await self._own_derived_grant(cid, message_id)
+            except (envelope.EnvelopeError, NotSetUp) as exc:
+                found, unchecked = None, exc
+            held = None if found is None else (found, None)
         done = dict(await self.request("DELETE", f"/v1/conversations/{cid}/messages/{message_id}"))
-        held = self._derived_sent.get((cid, message_id))
         if held is not None:  # after dm said yes (a refused unsend revokes nothing); a
-            derived, edge_url = held  # failure here leaves it held, and a retry revokes it
-            edge = self._edge(edge_url) if edge_url else self.edge
+            self._derived_sent[key] = held  # failure here leaves it held: a retry revokes it
+            derived, edge_url = held
+            edge = self._edge(await self._edge_url_for(edge_url))
             try:
                 await edge.revoke_grant(derived.grant_id, derived.token)
             except DmClientError as err:
                 if err.code != "token_expired":  # an expired grant needs no revoking
                     raise
-            del self._derived_sent[(cid, message_id)]
+            del self._derived_sent[key]
+        if unchecked is not None:
+            raise UnsendIncomplete(done, unchecked)
         return done
+
+    async def _own_derived_grant(self, cid: str, message_id: str) -> DerivedGrant | None:
+        """The derived grant in this user's sealed message ``message_id``, read from this
+        device's envelope, if this user holds its capability (so may revoke it); None when
+        there is none (not found, plain, another sender, no grant, a minted grant)."""
+        before = _id_before(message_id)
+        if before is None or self.device_key is None:
+            return None  # not a message id (dm answers 400), or a device with no envelopes
+        page = await self.read(cid, after=before, limit=1)
+        msg = next((m for m in page.get("messages", []) if m.get("id") == message_id), None)
+        if msg is None or msg.get("kind") != "sealed" or msg.get("sender") != self.user_id:
+            return None
+        if not msg.get("envelope"):
+            # The sending device gets no envelope of its own message (it keeps what it
+            # derived in ``_derived_sent``), nor does a device linked after the send.
+            return None
+        grant = self.open_message(msg).grant
+        if not grant or not cap_mod.is_derived(grant):
+            return None
+        try:
+            claims = cap_mod.peek_derived(grant)
+        except TokenError:
+            return None  # not a grant any edge would honour: nothing to revoke
+        if claims.holder != self.uid:
+            return None  # forwarded from someone else's capability: not ours to revoke
+        return DerivedGrant(grant, claims.grant_id, claims.exp)
+
+    async def _edge_url_for(self, edge_url: str | None) -> str:
+        """``edge_url``, else :attr:`edge_url`, else the edge dm names (its web client's
+        configuration); :class:`NotSetUp` if none is known."""
+        if edge_url or self.edge_url:
+            return str(edge_url or self.edge_url)
+        try:
+            doc = await self.request("GET", "/app/config.json")
+        except DmClientError as exc:
+            raise NotSetUp(f"no edge_url, and dm names none ({exc.code})") from exc
+        url = doc.get("edge_url") if isinstance(doc, dict) else None
+        if not isinstance(url, str) or not url:
+            raise NotSetUp("no edge_url, and dm names none")
+        return url.rstrip("/")
 
     def derived_grant_of(self, cid: str, message_id: str) -> DerivedGrant | None:
         """The grant this client derived for a sealed message it sent (None if it asked
@@ -304,11 +366,16 @@ class DmClient(HttpOwner):
         return cap
 
     async def revoke_capability(self, media_id: str, *, edge_url: str | None = None) -> None:
-        """Revoke the held capability for ``media_id``: every grant made from it stops."""
-        cap = self.capabilities.forget(media_id)
-        if cap is not None:
-            edge = self._edge(edge_url) if edge_url else self.edge
-            await edge.revoke_capability(cap["cap_id"])
+        """Revoke the held capability for ``media_id``: every grant made from it stops.
+
+        The wallet forgets it only once the edge has revoked it: a failed request raises and
+        leaves it held, so a retry revokes it."""
+        cap = self.capabilities.stored(media_id)
+        if cap is None:
+            return
+        edge = self._edge(edge_url) if edge_url else self.edge
+        await edge.revoke_capability(cap["cap_id"])
+        self.capabilities.forget(media_id, cap["cap_id"])
 
     async def send_sealed(
         self,
@@ -324,7 +391,9 @@ class DmClient(HttpOwner):
 
         The grant (redeemers = the other members) is derived here from a held capability
         (:meth:`obtain_capability`) when there is one: no round trip.  ``capability=True``
-        obtains one first if none is held; ``False`` always asks ``edge_url`` (default:
+        obtains one first if none is held (so does the default, ``None``, when ``via_grant``
+        is a derived grant: only a capability can re-share one); ``False`` always asks
+        ``edge_url`` (default:
         :attr:`edge_url`) for a grant, as does a send with no usable capability.  On a 409
         device mismatch, refreshes the device list and seals again, once.
         """
@@ -333,7 +402,10 @@ class DmClient(HttpOwner):
         derived: DerivedGrant | None = None
         if media_id is not None:
             n = max(1, len(members))
-            if capability and self.capabilities.held(media_id) is None:
+            # A re-share of a derived grant goes through a capability (which keeps the
+            # re-share chain): POST /v1/grants refuses one as via_grant.
+            by_derived = capability is None and via_grant is not None and cap_mod.is_derived(via_grant)
+            if (capability or by_derived) and self.capabilities.held(media_id) is None:
                 await self.obtain_capability(media_id, edge_url=edge_url, via_grant=via_grant)
             if capability is not False:
                 derived = self.capabilities.derive(media_id, n)
@@ -418,3 +490,16 @@ class DmClient(HttpOwner):
         """
         edge = self.edge if self.edge_url and "://" not in url else self._edge("")
         return await edge.fetch(url, range_=range_, grant=grant, headers=headers, method=method)
+
+
+def _id_before(message_id: str) -> str | None:
+    """The cursor just before a message id (``ms-seq``), so a page of one from it is that
+    message; None if it is no message id (or the very first one possible)."""
+    ms, _, seq = message_id.partition("-")
+    if not (ms.isascii() and seq.isascii() and ms.isdigit() and seq.isdigit()):
+        return None
+    if int(seq) > 0:
+        return f"{int(ms)}-{int(seq) - 1}"
+    if int(ms) == 0:
+        return None
+    return f"{int(ms) - 1}-9999999999"  # the largest sequence a cursor may spell

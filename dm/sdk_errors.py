@@ -142,3 +142,16 @@ def error_from(status: int, doc: Any, reason: str = "", retry_after: str | None 
         _BY_CODE.get(code) or _BY_STATUS.get(status) or (ServerError if status >= 500 else DmClientError)
     )
     return cls(status, code, message, retry_s, body)
+
+
+class UnsendIncomplete(SdkError):
+    """``unsend`` succeeded (``result``: dm's answer), but this device could not open the
+    sealed message (``cause``), so a grant derived for it, if any, was not revoked: unsend
+    from the device that sent it, or revoke the capability."""
+
+    def __init__(self, result: dict[str, Any], cause: Exception) -> None:
+        super().__init__(
+            f"unsent, but the message's grant could not be checked from this device: {cause}"
+        )
+        self.result = result
+        self.cause = cause

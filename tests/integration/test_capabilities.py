@@ -259,15 +259,16 @@ async def _reshare_chain(edge: Edge, issuer: DevIssuer, media_id: str) -> dict[s
 async def test_a_revoked_source_is_honoured_nowhere(edge: Edge, issuer: DevIssuer, revoke: str) -> None:
     media, _ = await edge.add_media(owner="alice", allow_reshare=True)
     c = await _reshare_chain(edge, issuer, media.id)
-    # Before: bob's proof works on both routes.
-    status, _ = await call(
+    # Before: bob's proof is checked on both routes; POST /v1/grants then refuses it (a
+    # minted grant would drop the chain: a derived grant is re-shared by capability).
+    status, doc = await call(
         edge,
         "POST",
         "/v1/grants",
         issuer.mint("bob"),
         {"media_id": media.id, "redeemers": 1, "via_grant": c["d1"]},
     )
-    assert status == 201
+    assert (status, doc["error"]["code"]) == (403, "share_not_allowed")
     if revoke == "derived_grant":  # alice unsends: her client revokes the derived grant
         await _revoke(
             edge, "DELETE", f"/v1/grants/{c['d1_id']}", issuer.mint("alice"), {"grant": c["d1"]}
@@ -289,6 +290,24 @@ async def test_a_revoked_source_is_honoured_nowhere(edge: Edge, issuer: DevIssue
         edge, "POST", "/v1/grants", bob_s, {"media_id": media.id, "redeemers": 1, "via_grant": c["d1"]}
     )
     assert (status, doc["error"]["code"]) == (410, source_code)
+
+
+async def test_revoked_resharer_may_not_ask_again_on_the_same_proof_unless_it_revoked(
+    edge: Edge, issuer: DevIssuer
+) -> None:
+    """The owner's revocation of bob's re-share capability is remembered against bob and
+    the grant it was issued on (bob still views with that grant); bob revoking his own
+    capability may ask again."""
+    media, _ = await edge.add_media(owner="alice", allow_reshare=True)
+    c = await _reshare_chain(edge, issuer, media.id)
+    bob_s = issuer.mint("bob")
+    own = await issued(edge, bob_s, media.id, _key(), via_grant=c["d1"])
+    await _revoke(edge, "DELETE", f"/v1/capabilities/{own['cap_id']}", bob_s)
+    again = await issued(edge, bob_s, media.id, _key(), via_grant=c["d1"])  # his own choice
+    await _revoke(edge, "DELETE", f"/v1/capabilities/{again['cap_id']}", issuer.mint("alice"))
+    status, doc = await issue(edge, bob_s, media.id, _key(), via_grant=c["d1"])
+    assert (status, doc["error"]["code"]) == (403, "share_not_allowed")
+    assert await fetch(edge, media.id, bob_s, c["d1"]) == (206, "")  # he still views it
 
 
 async def test_revoked_minted_grant_ends_the_capability_made_from_it(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import pytest
 
 from cdn_auth import capability as cap_mod
@@ -79,6 +80,31 @@ async def test_unsend_revokes_the_derived_grant(dm: DmStack) -> None:
     await wait_until(lambda: _is(fetch_code(bob, url, grant), (410, "grant_revoked")), 2)
 
 
+async def test_unsend_from_another_device_retries_a_failed_revocation(dm: DmStack) -> None:
+    """Unsent from the sender's other device, the derived grant found in that device's
+    envelope is revoked; if the revocation fails, the unsend raises (dm has unsent) and a
+    retry revokes it (the message can no longer be read, the grant is kept)."""
+    alice, bob = await sealed_user(dm), await sealed_user(dm)
+    laptop = await alice.link_device()
+    laptop.use_device_key(envelope.DeviceKey.generate("x25519"))
+    await laptop.publish_key()
+    media, _ = await dm.edge.add_media(owner=alice.uid)
+    conv = await alice.create_conversation([bob.uid], mode="sealed")
+    await alice.obtain_capability(media.id, edge_url=edge_url(dm))
+    sent = await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id)
+    grant = bob.open_message(await last_message(bob, conv["id"])).grant or ""
+    url = f"{edge_url(dm)}/m/{media.id}"
+    assert await fetch_code(bob, url, grant) == (206, "")
+    laptop.edge_url = "http://127.0.0.1:9"  # the edge unreachable for a moment
+    with pytest.raises(aiohttp.ClientError):
+        await laptop.unsend(conv["id"], sent["id"])
+    assert (await bob.read(conv["id"]))["messages"] == []  # dm did unsend
+    assert await fetch_code(bob, url, grant) == (206, "")
+    laptop.edge_url = edge_url(dm)
+    await laptop.unsend(conv["id"], sent["id"])  # the retry
+    await wait_until(lambda: _is(fetch_code(bob, url, grant), (410, "grant_revoked")), 2)
+
+
 async def _is(result: Any, expected: tuple[int, str]) -> bool:
     return bool(await result == expected)
 
@@ -110,6 +136,28 @@ async def test_a_resharers_capability_ends_when_its_source_is_unsent(
     await wait_until(
         lambda: _is(fetch_code(carol, url, reshared), (410, "capability_source_revoked")), 2
     )
+
+
+async def test_resharing_a_derived_grant_goes_through_a_capability(dm: DmStack) -> None:
+    """``send_sealed`` with a derived grant as ``via_grant`` obtains a capability on it
+    (POST /v1/grants refuses one), so the re-share keeps the chain."""
+    alice, bob, carol = (await sealed_user(dm), await sealed_user(dm), await sealed_user(dm))
+    media, _ = await dm.edge.add_media(owner=alice.uid, allow_reshare=True)
+    first = await alice.create_conversation([bob.uid], mode="sealed")
+    second = await bob.create_conversation([carol.uid], mode="sealed")
+    url = f"{edge_url(dm)}/m/{media.id}"
+    await alice.send_sealed(first["id"], edge_url=edge_url(dm), media_id=media.id, capability=True)
+    received = bob.open_message(await last_message(bob, first["id"])).grant or ""
+    assert await fetch_code(bob, url, received) == (206, "")
+    with pytest.raises(DmClientError) as refused:
+        await bob.request_grant(edge_url(dm), media.id, 1, via_grant=received)
+    assert (refused.value.status, refused.value.code) == (403, "share_not_allowed")
+    await bob.send_sealed(second["id"], edge_url=edge_url(dm), media_id=media.id, via_grant=received)
+    held = bob.capabilities.held(media.id)
+    assert held is not None and held["sources"][0] == cap_mod.peek_derived(received).grant_id
+    reshared = carol.open_message(await last_message(carol, second["id"])).grant or ""
+    assert cap_mod.is_derived(reshared)
+    assert await fetch_code(carol, url, reshared) == (206, "")
 
 
 async def test_dm_refuses_a_derived_grant_id(dm: DmStack) -> None:

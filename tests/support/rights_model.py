@@ -290,13 +290,19 @@ class Rights:
         return v
 
     def mint_grant(self, gid: str, uid: str, mid: str, n: int, via: str | None) -> Verdict:
-        """``POST /v1/grants``; a re-share must name (``via``) a grant for the same media
-        that ``uid`` redeemed and that is :meth:`live` (for a minted grant: not revoked)."""
+        """``POST /v1/grants``; a re-share must name (``via``) a minted grant for the same
+        media that ``uid`` redeemed and that is :meth:`live` (not revoked); a derived grant
+        is refused (re-shared through a capability instead)."""
         g = self.grants.get(via) if via else None
         holds = g is not None and g.media == mid and uid in g.redeemers and self.live(via or "").allowed
         m = self.media[mid]
         if g is not None and g.media != mid and not (m.public or m.owner == uid):
             return deny(403, "grant_media_mismatch")
+        if g is not None and g.cap is not None and not (m.public or m.owner == uid):
+            # a derived grant is re-shared through a capability (which keeps the chain),
+            # never a minted grant; a revoked one is answered 410 first
+            live = self.live(via or "")
+            return live if not live.allowed else deny(403, "share_not_allowed")
         v = self.share_right(uid, mid, holds=holds)
         if v.allowed:
             self.grants[gid] = GrantRec(mid, uid, n)

@@ -11,8 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cdn_auth import capability as cap_mod
-from cdn_auth.errors import TokenError
-from cdn_auth.token_format import MAX_TOKEN_CHARS, Alg, SigningKey, VerifyKey
+from cdn_auth import token_format as tf
+from cdn_auth.errors import TokenError, TokenMalformed
+from cdn_auth.token_format import MAX_TOKEN_CHARS, Alg, SigningKey, TokenType, VerifyKey
 
 from ..support.paths import VECTORS_DIR
 
@@ -194,10 +195,67 @@ def test_capability_too_large_for_a_derived_grant_is_not_minted() -> None:
             cap_id="c_1",
             media_id="m_1",
             holder="u" * 255,
-            holder_key=bytes(32),
+            holder_key=HOLDER.public_key().public_bytes_raw(),
             max_redeemers=1,
             max_grants=1,
             sources=tuple("g" * 100 for _ in range(3)),
             now=0,
             ttl_s=60,
         )
+
+
+# libsodium's blocklist (ge25519_has_small_order, ed25519_ref10.c), written out again here
+# so a change to the product's list is caught.
+SMALL_ORDER = [
+    "0000000000000000000000000000000000000000000000000000000000000000",  # 0, order 4
+    "0100000000000000000000000000000000000000000000000000000000000000",  # 1, order 1
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p - 1, order 2
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p (0), order 4
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p + 1 (1), order 1
+]
+
+
+def _ring_signed_capability(holder_key: bytes) -> str:
+    """A capability the ring signed for ``holder_key``, built without ``mint``'s checks."""
+    fields = (
+        tf.pack_string("c_1")
+        + tf.pack_string("m_1")
+        + tf.pack_string("alice")
+        + tf.pack_bytes(holder_key)
+        + tf.pack_u16(1)
+        + tf.pack_u16(1)
+        + bytes([0])
+    )
+    return tf.encode(TokenType.CAPABILITY, SigningKey("k1", Alg.ED25519, RING), 1000, 2000, fields)
+
+
+@pytest.mark.parametrize("hex_key", SMALL_ORDER)
+@pytest.mark.parametrize("sign", [0x00, 0x80], ids=["sign0", "sign1"])
+def test_small_order_holder_key_is_refused(hex_key: str, sign: int) -> None:
+    key = bytearray(bytes.fromhex(hex_key))
+    key[31] |= sign  # libsodium masks the sign bit: both encodings are refused
+    key_b = bytes(key)
+    assert cap_mod.is_small_order(key_b)
+    with pytest.raises(ValueError, match="small-order"):
+        cap_mod.mint(
+            SigningKey("k1", Alg.ED25519, RING),
+            cap_id="c_1",
+            media_id="m_1",
+            holder="alice",
+            holder_key=key_b,
+            max_redeemers=1,
+            max_grants=1,
+            now=1000,
+            ttl_s=1000,
+        )
+    with pytest.raises(TokenMalformed, match="small-order"):
+        cap_mod.verify(_ring_signed_capability(key_b), VERIFY, 1500, max_lifetime_s=86400)
+
+
+def test_a_normal_holder_key_is_not_small_order() -> None:
+    key = HOLDER.public_key().public_bytes_raw()
+    assert not cap_mod.is_small_order(key)
+    cap = cap_mod.verify(_ring_signed_capability(key), VERIFY, 1500, max_lifetime_s=86400)
+    assert cap.holder_key == key
