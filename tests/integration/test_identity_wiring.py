@@ -54,9 +54,7 @@ async def test_a_held_websocket_ends_when_its_session_key_is_retired(
     alice, bob = await dm.user(), await dm.user()
     conv = await alice.create_conversation([bob.uid])
     assert bob.session_token is not None
-    async with bob.http.ws_connect(
-        dm.dm_url + "/v1/stream", headers=bearer(bob.session_token)
-    ) as ws:
+    async with bob.http.ws_connect(dm.dm_url + "/v1/stream", headers=bearer(bob.session_token)) as ws:
         await alice.send(conv["id"], text="before")
         while True:  # the socket works: the message arrives
             event = await ws.receive_json(timeout=10)
