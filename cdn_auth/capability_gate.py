@@ -156,32 +156,46 @@ class CapabilityGate:
         self._max_capability_lifetime_s = max_capability_lifetime_s
         self._leeway_s = leeway_s
         self.derived_cache: ExpiringCache[Derived] = cache("derived_grant")
+        #: Verified capabilities, by token: each share derived from one capability carries
+        #: the same capability bytes, so its ring signature is checked once, not per share.
+        self.capability_cache: ExpiringCache[Capability] = cache("capability")
         self.bound_cache: ExpiringCache[bool] = cache("derived_binding")
 
     def on_keys_retired(self) -> None:
         """A signing key left the JWKS: capabilities it signed must be verified again."""
         self.derived_cache.clear()
+        self.capability_cache.clear()
 
     def derived(self, token: str) -> Derived:
         key = token_key(token)
         hit = self.derived_cache.get(key)
         if hit is not None:
             return hit
-        now = self._clock()
-        kwargs = {
-            "max_lifetime_s": self._max_token_lifetime_s,
-            "max_capability_lifetime_s": self._max_capability_lifetime_s,
-            "leeway_s": self._leeway_s,
-        }
-        try:
-            d = cap_mod.verify_derived(token, self._keys.current(), now, **kwargs)
-        except TokenUnknownKey:
-            d = cap_mod.verify_derived(token, self._keys.refresh_for_unknown_kid(), now, **kwargs)
+
+        def verified_capability(cap_token: str) -> Capability:
+            # Verified once per capability (with the unknown-key retry), then cached until
+            # it expires or a key is retired (on_keys_retired).
+            cap_key = token_key(cap_token)
+            cached = self.capability_cache.get(cap_key)
+            if cached is None:
+                cached = self.capability(cap_token)
+                self.capability_cache.put(cap_key, cached, shared_int(cached.exp + self._leeway_s))
+            return cached
+
+        d = cap_mod.verify_derived(
+            token,
+            self._keys.current(),
+            self._clock(),
+            max_lifetime_s=self._max_token_lifetime_s,
+            max_capability_lifetime_s=self._max_capability_lifetime_s,
+            leeway_s=self._leeway_s,
+            verified_capability=verified_capability,
+        )
         self.derived_cache.put(key, d, shared_int(d.exp + self._leeway_s))
         return d
 
     def capability(self, token: str) -> Capability:
-        """A bare capability token (the routes' ``via`` checks); not cached."""
+        """A capability token, verified (with the unknown-key retry); not cached here."""
         now = self._clock()
         kwargs = {"max_lifetime_s": self._max_capability_lifetime_s, "leeway_s": self._leeway_s}
         try:

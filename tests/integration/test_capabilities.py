@@ -409,3 +409,26 @@ async def test_retiring_the_ring_key_ends_its_capabilities(
     await wait_until(refused, 5)
     fresh = await issued(edge, issuer.mint("alice"), media.id, alice)  # the new key signs
     assert await fetch(edge, media.id, bob, derive(alice, fresh)[0]) == (206, "")
+
+
+async def test_a_capability_is_verified_once_for_all_its_shares(edge: Edge, issuer: DevIssuer) -> None:
+    """Every share derived from one capability carries the same capability bytes: the edge
+    checks the ring's signature on them once and then only each share's holder signature."""
+    media, _ = await edge.add_media(owner="alice")
+    alice = _key()
+    cap = await issued(edge, issuer.mint("alice"), media.id, alice, max_redeemers=1)
+    registry = edge.state.metrics.registry
+
+    def lookups(result: str) -> float:
+        value = registry.get_sample_value(
+            "cdn_auth_cache_lookups_total", {"cache": "capability", "result": result}
+        )
+        return value or 0.0
+
+    for reader in ("bob", "carol", "dave"):
+        token, _ = derive(alice, cap, n=1)
+        assert await fetch(edge, media.id, issuer.mint(reader), token) == (206, "")
+    assert (lookups("miss"), lookups("hit")) == (1, 2)
+    # A forged holder signature is still refused with the capability cached.
+    forged = forge_derived(_key(), cap["capability"], n=1)  # not the holder's key
+    assert (await fetch(edge, media.id, issuer.mint("erin"), forged))[0] == 403
