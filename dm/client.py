@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any, cast
 
 import aiohttp
 
@@ -35,7 +35,22 @@ from .capabilities import CapabilityWallet, DerivedGrant
 from .edge_client import EdgeClient, HttpOwner, MediaResponse, raise_for
 from .envelope import DeviceKey
 from .sdk_errors import DeviceMismatch, DmClientError, NotSetUp, UnsendIncomplete
-from .sdk_types import Capability, Grant, MediaRecord
+from .sdk_types import (
+    BlockState,
+    Capability,
+    Conversation,
+    DeviceKeyRecord,
+    Grant,
+    MediaRecord,
+    MemberRemoved,
+    Message,
+    MessagePage,
+    PublishedKey,
+    Reported,
+    StreamEvent,
+    Unsent,
+    UserSession,
+)
 
 __all__ = ["DmClient", "DmClientError", "EdgeClient", "MediaResponse"]
 _raise_for = raise_for
@@ -113,14 +128,14 @@ class DmClient(HttpOwner):
     # -- identity ---------------------------------------------------------------------
     async def create_user(
         self, *, age: str | int = "adult", region: str = "GB", roles: list[str] | None = None
-    ) -> dict[str, Any]:
+    ) -> UserSession:
         """Dev issuer: create a user and adopt its session."""
         doc = await self.request(
             "POST", "/v1/users", json_body={"age": age, "region": region, "roles": roles or []}
         )
         self.session_token, self.user_id = doc["session_token"], doc["user_id"]
         self.device_id = doc["device_id"]
-        return dict(doc)
+        return cast(UserSession, dict(doc))
 
     async def link_device(self) -> DmClient:
         """Dev issuer: a second device of this user, as a new client sharing the HTTP session."""
@@ -132,18 +147,19 @@ class DmClient(HttpOwner):
         return other
 
     # -- conversations ------------------------------------------------------------------
-    async def create_conversation(self, members: list[str], mode: str | None = None) -> dict[str, Any]:
+    async def create_conversation(self, members: list[str], mode: str | None = None) -> Conversation:
         body: dict[str, Any] = {"members": members}
         if mode:
             body["mode"] = mode
-        return dict(await self.request("POST", "/v1/conversations", json_body=body))
+        return cast(Conversation, dict(await self.request("POST", "/v1/conversations", json_body=body)))
 
-    async def leave(self, cid: str, user_id: str | None = None) -> dict[str, Any]:
+    async def leave(self, cid: str, user_id: str | None = None) -> MemberRemoved:
         target = user_id or self.user_id
-        return dict(await self.request("DELETE", f"/v1/conversations/{cid}/members/{target}"))
+        doc = await self.request("DELETE", f"/v1/conversations/{cid}/members/{target}")
+        return cast(MemberRemoved, dict(doc))
 
-    async def block(self, user_id: str) -> dict[str, Any]:
-        return dict(await self.request("POST", f"/v1/blocks/{user_id}"))
+    async def block(self, user_id: str) -> BlockState:
+        return cast(BlockState, dict(await self.request("POST", f"/v1/blocks/{user_id}")))
 
     # -- messages ------------------------------------------------------------------------
     async def send(
@@ -155,7 +171,7 @@ class DmClient(HttpOwner):
         idempotency_key: str | None = None,
         body: dict[str, Any] | None = None,
         retries: int = 3,
-    ) -> dict[str, Any]:
+    ) -> Message:
         """Send; retries 503/429 answers with the same Idempotency-Key, so never twice."""
         payload = dict(body or {})
         if text is not None:
@@ -165,14 +181,13 @@ class DmClient(HttpOwner):
         key = idempotency_key or uuid.uuid4().hex
         for attempt in range(retries + 1):
             try:
-                return dict(
-                    await self.request(
-                        "POST",
-                        f"/v1/conversations/{cid}/messages",
-                        json_body=payload,
-                        headers={"Idempotency-Key": key},
-                    )
+                doc = await self.request(
+                    "POST",
+                    f"/v1/conversations/{cid}/messages",
+                    json_body=payload,
+                    headers={"Idempotency-Key": key},
                 )
+                return cast(Message, dict(doc))
             except DmClientError as err:
                 if err.status not in (429, 503) or attempt == retries:
                     raise
@@ -183,13 +198,14 @@ class DmClient(HttpOwner):
                 await asyncio.sleep(0.2)
         raise AssertionError("unreachable")
 
-    async def read(self, cid: str, *, after: str | None = None, limit: int = 50) -> dict[str, Any]:
+    async def read(self, cid: str, *, after: str | None = None, limit: int = 50) -> MessagePage:
         params = {"limit": str(limit)}
         if after:
             params["after"] = after
-        return dict(await self.request("GET", f"/v1/conversations/{cid}/messages", params=params))
+        doc = await self.request("GET", f"/v1/conversations/{cid}/messages", params=params)
+        return cast(MessagePage, dict(doc))
 
-    async def unsend(self, cid: str, message_id: str) -> dict[str, Any]:
+    async def unsend(self, cid: str, message_id: str) -> Unsent:
         """Unsend; a sealed message's derived grant is then revoked (dm revokes only grants
         it was told of, i.e. minted ones).
 
@@ -210,7 +226,9 @@ class DmClient(HttpOwner):
             except (envelope.EnvelopeError, NotSetUp) as exc:
                 found, unchecked = None, exc
             held = None if found is None else (found, None)
-        done = dict(await self.request("DELETE", f"/v1/conversations/{cid}/messages/{message_id}"))
+        done = cast(
+            Unsent, dict(await self.request("DELETE", f"/v1/conversations/{cid}/messages/{message_id}"))
+        )
         if held is not None:  # after dm said yes (a refused unsend revokes nothing); a
             self._derived_sent[key] = held  # failure here leaves it held: a retry revokes it
             derived, edge_url = held
@@ -271,18 +289,17 @@ class DmClient(HttpOwner):
         held = self._derived_sent.get((cid, message_id))
         return None if held is None else held[0]
 
-    async def report(self, cid: str, message_id: str, reason: str = "", **extra: Any) -> dict[str, Any]:
-        return dict(
-            await self.request(
-                "POST",
-                "/v1/reports",
-                json_body={"conversation_id": cid, "message_id": message_id, "reason": reason, **extra},
-            )
+    async def report(self, cid: str, message_id: str, reason: str = "", **extra: Any) -> Reported:
+        doc = await self.request(
+            "POST",
+            "/v1/reports",
+            json_body={"conversation_id": cid, "message_id": message_id, "reason": reason, **extra},
         )
+        return cast(Reported, dict(doc))
 
     async def stream(
         self, *, cursor: str | None = None, reconnect: bool = True
-    ) -> AsyncGenerator[dict[str, Any], None]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Yield pushed events forever; on a drop, reconnect with the last cursor seen."""
         delay = 0.05
         while True:
@@ -295,7 +312,7 @@ class DmClient(HttpOwner):
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             break
-                        event = json.loads(msg.data)
+                        event: StreamEvent = json.loads(msg.data)
                         cursor = event.get("cursor", cursor)
                         yield event
             except aiohttp.WSServerHandshakeError as err:
@@ -312,7 +329,7 @@ class DmClient(HttpOwner):
     def use_device_key(self, key: DeviceKey) -> None:
         self.device_key = key
 
-    async def publish_key(self) -> dict[str, Any]:
+    async def publish_key(self) -> PublishedKey:
         """Publish this device's HPKE public key in the directory."""
         if self.device_key is None or self.device_id is None:
             raise NotSetUp("set a device key (use_device_key) after create_user")
@@ -320,13 +337,14 @@ class DmClient(HttpOwner):
             "suite": self.device_key.suite,
             "public_key": b64url_encode(self.device_key.public_bytes()),
         }
-        return dict(await self.request("PUT", f"/v1/devices/{self.device_id}/key", json_body=body))
+        doc = await self.request("PUT", f"/v1/devices/{self.device_id}/key", json_body=body)
+        return cast(PublishedKey, dict(doc))
 
-    async def devices_of(self, user_id: str) -> list[dict[str, Any]]:
+    async def devices_of(self, user_id: str) -> list[DeviceKeyRecord]:
         return list((await self.request("GET", f"/v1/users/{user_id}/devices"))["devices"])
 
-    async def conversation(self, cid: str) -> dict[str, Any]:
-        return dict(await self.request("GET", f"/v1/conversations/{cid}"))
+    async def conversation(self, cid: str) -> Conversation:
+        return cast(Conversation, dict(await self.request("GET", f"/v1/conversations/{cid}")))
 
     async def request_grant(
         self, edge_url: str | None, media_id: str, redeemers: int, via_grant: str | None = None
@@ -386,7 +404,7 @@ class DmClient(HttpOwner):
         text: str | None = None,
         via_grant: str | None = None,
         capability: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> Message:
         """Seal ``{media_id, grant, text, franking key}`` to every other device and send.
 
         The grant (redeemers = the other members) is derived here from a held capability
@@ -422,9 +440,8 @@ class DmClient(HttpOwner):
             if grant_id:
                 body["grant_id"] = grant_id
             try:
-                sent = dict(
-                    await self.request("POST", f"/v1/conversations/{cid}/messages", json_body=body)
-                )
+                doc = await self.request("POST", f"/v1/conversations/{cid}/messages", json_body=body)
+                sent = cast(Message, dict(doc))
                 if derived is not None:
                     self._derived_sent[(cid, str(sent["id"]))] = (derived, edge_url)
                 return sent
@@ -434,20 +451,24 @@ class DmClient(HttpOwner):
         raise AssertionError("unreachable")
 
     def _seal_all(
-        self, cid: str, cmid: str, payload: envelope.Payload, devices: dict[str, list[dict[str, Any]]]
+        self,
+        cid: str,
+        cmid: str,
+        payload: envelope.Payload,
+        devices: Mapping[str, Sequence[Mapping[str, Any]]],
     ) -> dict[str, Any]:
         assert self.device_id is not None
         return envelope.seal_body(cid, self.uid, self.device_id, cmid, payload, devices)
 
-    def open_message(self, message: dict[str, Any]) -> envelope.Payload:
+    def open_message(self, message: Mapping[str, Any]) -> envelope.Payload:
         """Open this device's envelope and check the franking commitment; raise if either fails."""
         if self.device_key is None or self.device_id is None:
             raise NotSetUp("no device key")
         return envelope.open_message(self.device_key, self.uid, self.device_id, message)
 
     async def report_sealed(
-        self, message: dict[str, Any], payload: envelope.Payload, reason: str = ""
-    ) -> dict[str, Any]:
+        self, message: Mapping[str, Any], payload: envelope.Payload, reason: str = ""
+    ) -> Reported:
         """Reveal one message's plaintext and franking key to the moderators, verifiably."""
         f = message["franking"]
         sealed = {
@@ -461,17 +482,16 @@ class DmClient(HttpOwner):
             "grant": payload.grant,
             "text": payload.text,
         }
-        return dict(
-            await self.request(
-                "POST",
-                "/v1/reports",
-                json_body={
-                    "conversation_id": message["conversation_id"],
-                    "sealed": sealed,
-                    "reason": reason,
-                },
-            )
+        doc = await self.request(
+            "POST",
+            "/v1/reports",
+            json_body={
+                "conversation_id": message["conversation_id"],
+                "sealed": sealed,
+                "reason": reason,
+            },
         )
+        return cast(Reported, dict(doc))
 
     # -- the edge -------------------------------------------------------------------------
     async def fetch_media(

@@ -41,6 +41,7 @@ import json
 import secrets
 import struct
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -321,7 +322,7 @@ def seal_body(
     sender_device: str,
     cmid: str,
     payload: Payload,
-    devices: dict[str, list[dict[str, Any]]],
+    devices: Mapping[str, Sequence[Mapping[str, Any]]],
 ) -> dict[str, Any]:
     """One envelope per device of every member but the sending device, and the commitment.
 
@@ -351,7 +352,9 @@ def seal_body(
     }
 
 
-def open_message(key: DeviceKey, user_id: str, device_id: str, message: dict[str, Any]) -> Payload:
+def open_message(
+    key: DeviceKey, user_id: str, device_id: str, message: Mapping[str, Any]
+) -> Payload:
     """Open this device's envelope and check the franking commitment; raise if either fails."""
     if not message.get("envelope"):
         raise EnvelopeError("no envelope for this device")

@@ -21,6 +21,7 @@ the server) can root its errors here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -149,7 +150,7 @@ class UnsendIncomplete(SdkError):
     sealed message (``cause``), so a grant derived for it, if any, was not revoked: unsend
     from the device that sent it, or revoke the capability."""
 
-    def __init__(self, result: dict[str, Any], cause: Exception) -> None:
+    def __init__(self, result: Mapping[str, Any], cause: Exception) -> None:
         super().__init__(
             f"unsent, but the message's grant could not be checked from this device: {cause}"
         )

@@ -71,11 +71,13 @@ async def demo(root: Path) -> int:
             "Alice sends it to Bob; Bob's socket gets it",
             f"message {sent['id']} pushed in {(time.perf_counter() - t0) * 1000:.1f} ms",
         )
-        url = event["message"]["media"]["url"]
+        bob_media = event["message"]["media"]
+        assert bob_media is not None, "the pushed message carries no media"
+        url = bob_media["url"]
         say(
             "Bob's pointer (minted for Bob only)",
-            f"{len(event['message']['media']['pointer'])} chars, expires in "
-            f"{event['message']['media']['expires_at'] - int(time.time())} s",
+            f"{len(bob_media['pointer'])} chars, expires in "
+            f"{bob_media['expires_at'] - int(time.time())} s",
         )
 
         head = await bob.fetch_media(url, method="HEAD")
@@ -102,7 +104,9 @@ async def demo(root: Path) -> int:
 
         teen_conv = await alice.create_conversation([teen.uid])
         await alice.send(teen_conv["id"], media_id=media["id"])
-        teen_url = (await teen.read(teen_conv["id"]))["messages"][0]["media"]["url"]
+        teen_media = (await teen.read(teen_conv["id"]))["messages"][0]["media"]
+        assert teen_media is not None, "the message carries no media"
+        teen_url = teen_media["url"]
         say("A minor gets it (min_age 16)", await _refusal(teen, teen_url))
 
         await alice.unsend(conv["id"], sent["id"])

@@ -19,6 +19,7 @@ from dm import envelope
 from dm import redis_keys as k
 from dm.client import DmClient, DmClientError
 from dm.identity import DevIssuer
+from dm.sdk_types import Conversation
 from dm.web_state import STATE
 from service_kernel.encoding import b64url_encode
 from service_kernel.openapi import document
@@ -27,7 +28,7 @@ from service_kernel.rate_limit import rate_limit_key
 from ..support.services import DmFactory, DmStack, EdgeFactory, bearer
 
 
-async def _pair(dm: DmStack) -> tuple[DmClient, DmClient, dict[str, Any]]:
+async def _pair(dm: DmStack) -> tuple[DmClient, DmClient, Conversation]:
     alice, bob = await dm.user(), await dm.user()
     return alice, bob, await alice.create_conversation([bob.uid])
 

@@ -21,9 +21,11 @@ import pytest
 
 from dm.client import DmClient, DmClientError
 from dm.identity import DevIssuer
+from dm.sdk_types import Message, StreamEvent
 from dm.settings import DmSettings
 from dm.web_state import STATE as STATE_DM
 
+from ..support.messages import media_of
 from ..support.services import DmStack, Edge, bearer, wait_until
 
 
@@ -166,12 +168,12 @@ async def test_huge_multipart_metadata_is_413_without_buffering(edge: Edge, issu
 # -- helpers for the dm findings ----------------------------------------------------------------
 
 
-async def _replay(c: DmClient, dm: DmStack, marker_from: DmClient) -> list[dict[str, Any]]:
+async def _replay(c: DmClient, dm: DmStack, marker_from: DmClient) -> list[StreamEvent]:
     """Every event ``c`` gets replaying its stream from the very start, up to a marker message
     that ``marker_from`` sends in a fresh 1:1 (so the replay has a known end)."""
     conv = await marker_from.create_conversation([c.uid])
     await marker_from.send(conv["id"], text="end-of-replay")
-    events: list[dict[str, Any]] = []
+    events: list[StreamEvent] = []
     stream = c.stream(cursor="0-0", reconnect=False)
 
     async def collect() -> None:
@@ -185,14 +187,19 @@ async def _replay(c: DmClient, dm: DmStack, marker_from: DmClient) -> list[dict[
     return events
 
 
-def _pointer_events(events: list[dict[str, Any]], cid: str) -> list[dict[str, Any]]:
+def _pointer_events(events: list[StreamEvent], cid: str) -> list[StreamEvent]:
     return [
         e
         for e in events
         if e["type"] == "message"
         and e["conversation_id"] == cid
-        and (e["message"].get("media") or {}).get("pointer")
+        and _has_pointer(e["message"])
     ]
+
+
+def _has_pointer(message: Message) -> bool:
+    media = message.get("media")
+    return media is not None and bool(media.get("pointer"))
 
 
 async def _status(c: DmClient, url: str, **kw: Any) -> int:
@@ -215,7 +222,7 @@ async def test_replay_mints_no_pointer_for_a_removed_member(dm: DmStack) -> None
     assert _pointer_events(await _replay(carol, dm, alice), group["id"]) == []
     # Bob, still a member, replays and plays as before.
     [ev] = _pointer_events(await _replay(bob, dm, alice), group["id"])
-    assert await _status(bob, ev["message"]["media"]["url"]) == 206
+    assert await _status(bob, media_of(ev["message"])["url"]) == 206
 
 
 async def test_replay_mints_no_pointer_for_an_unsent_message(dm: DmStack) -> None:
@@ -288,7 +295,7 @@ async def test_unsend_with_zero_padded_message_id_revokes_the_pointer(dm: DmStac
     media, _ = await dm.edge.add_media(owner=alice.uid)
     conv = await alice.create_conversation([bob.uid])
     sent = await alice.send(conv["id"], media_id=media.id)
-    url = (await bob.read(conv["id"]))["messages"][0]["media"]["url"]
+    url = media_of((await bob.read(conv["id"]))["messages"][0])["url"]
     done = await alice.unsend(conv["id"], "0" + sent["id"])
     assert done["message_id"] == sent["id"]  # canonical in the answer
 

@@ -31,6 +31,7 @@ from dm.client import DmClient, DmClientError
 from loadtests.load.seed import video_bytes
 from service_kernel.redis_process import free_port
 
+from ..support.messages import media_of
 from ..support.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -184,7 +185,7 @@ async def test_sharing_flow_through_nginx_in_compose(stack: Stack) -> None:
         conv = await alice.create_conversation([bob.uid])
         sent = await alice.send(conv["id"], text="watch", media_id=media_id)
         page = await bob.read(conv["id"])
-        url = next(m for m in page["messages"] if m["id"] == sent["id"])["media"]["url"]
+        url = media_of(next(m for m in page["messages"] if m["id"] == sent["id"]))["url"]
         assert url.startswith(stack.front_url + "/m/"), url
 
         played = await bob.fetch_media(url, range_=(100, 1123))  # through nginx

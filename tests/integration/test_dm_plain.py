@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 
 from dm.client import DmClient, DmClientError
+from dm.sdk_types import Conversation
 
+from ..support.messages import media_of
 from ..support.services import DmStack, wait_until
 
 
-async def _share(dm: DmStack, **media_kw: Any) -> tuple[DmClient, DmClient, dict[str, Any], Any]:
+async def _share(dm: DmStack, **media_kw: Any) -> tuple[DmClient, DmClient, Conversation, Any]:
     alice, bob = await dm.user(age="adult", region="GB"), await dm.user(age="adult", region="GB")
     media, data = await dm.edge.add_media(owner=alice.uid, **media_kw)
     conv = await alice.create_conversation([bob.uid])
@@ -66,8 +68,8 @@ async def test_read_mints_a_pointer_for_each_reader(dm: DmStack) -> None:
     carol = await dm.user()
     group = await alice.create_conversation([bob.uid, carol.uid])
     await alice.send(group["id"], media_id=media.id)
-    b = (await bob.read(group["id"]))["messages"][0]["media"]
-    c = (await carol.read(group["id"]))["messages"][0]["media"]
+    b = media_of((await bob.read(group["id"]))["messages"][0])
+    c = media_of((await carol.read(group["id"]))["messages"][0])
     assert b["pointer"] != c["pointer"]
     assert (await bob.fetch_media(b["url"], range_=(0, 9))).status == 206
     assert (await carol.fetch_media(c["url"], range_=(0, 9))).status == 206
@@ -81,7 +83,7 @@ async def test_minor_refused_adult_only_media(dm: DmStack) -> None:
     media, _ = await dm.edge.add_media(owner=alice.uid, min_age=18)
     conv = await alice.create_conversation([teen.uid])
     await alice.send(conv["id"], media_id=media.id)
-    url = (await teen.read(conv["id"]))["messages"][0]["media"]["url"]
+    url = media_of((await teen.read(conv["id"]))["messages"][0])["url"]
     with pytest.raises(DmClientError) as info:
         await teen.fetch_media(url)
     assert (info.value.status, info.value.code) == (403, "age_restricted")
@@ -90,7 +92,7 @@ async def test_minor_refused_adult_only_media(dm: DmStack) -> None:
 async def test_takedown_gives_410_to_everyone_and_refuses_sends(dm: DmStack) -> None:
     alice, bob, conv, (media, _) = await _share(dm)
     await alice.send(conv["id"], media_id=media.id)
-    url = (await bob.read(conv["id"]))["messages"][0]["media"]["url"]
+    url = media_of((await bob.read(conv["id"]))["messages"][0])["url"]
     assert (await bob.fetch_media(url, range_=(0, 9))).status == 206
     mod = await dm.user(roles=["moderator"])
     async with dm.edge.client.post(
@@ -108,7 +110,7 @@ async def test_takedown_gives_410_to_everyone_and_refuses_sends(dm: DmStack) -> 
         return False
 
     await wait_until(lambda: gone_for(bob, url), timeout_s=1.0)
-    url_a = (await alice.read(conv["id"]))["messages"][0]["media"]["url"]
+    url_a = media_of((await alice.read(conv["id"]))["messages"][0])["url"]
     assert await gone_for(alice, url_a)
     dm.app[__import__("dm.web_state").web_state.STATE].media_cache.clear()
     with pytest.raises(DmClientError) as info:
@@ -126,9 +128,9 @@ async def test_bob_reshares_alices_private_video_only_if_allowed(
     conv2 = await bob.create_conversation([carol.uid])
     if expected == 201:
         sent = await bob.send(conv2["id"], media_id=media.id)
-        url = (await carol.read(conv2["id"]))["messages"][0]["media"]["url"]
+        url = media_of((await carol.read(conv2["id"]))["messages"][0])["url"]
         assert (await carol.fetch_media(url, range_=(0, 9))).status == 206
-        assert sent["media"]["id"] == media.id
+        assert media_of(sent)["id"] == media.id
     else:
         with pytest.raises(DmClientError) as info:
             await bob.send(conv2["id"], media_id=media.id)
@@ -145,7 +147,7 @@ async def test_leaving_refuses_pointers_at_the_edge(dm: DmStack) -> None:
     carol = await dm.user()
     group = await alice.create_conversation([bob.uid, carol.uid])
     await alice.send(group["id"], media_id=media.id)
-    url = (await carol.read(group["id"]))["messages"][0]["media"]["url"]
+    url = media_of((await carol.read(group["id"]))["messages"][0])["url"]
     await carol.leave(group["id"])
 
     async def refused() -> bool:
@@ -218,7 +220,7 @@ async def test_reconnecting_stream_gets_every_missed_message_exactly_once(dm: Dm
     await events.aclose()  # Bob goes offline
     for i in range(1, 6):
         await alice.send(conv["id"], text=f"m{i}")
-    seen: list[str] = []
+    seen: list[str | None] = []
     events = bob.stream(cursor=cursor, reconnect=False)
 
     async def collect() -> None:

@@ -21,6 +21,7 @@ from dm.identity import DevIssuer
 from ..support.banks import bank_manifest
 from ..support.media_api import upload_form
 from ..support.media_samples import make_video
+from ..support.messages import media_of
 from ..support.services import DmFactory, EdgeFactory, bearer, wait_until
 
 
@@ -120,7 +121,7 @@ async def test_banked_later_taken_down_at_every_edge(
     if mode == "plain":
         conv = await alice.create_conversation([bob.uid])
         await alice.send(conv["id"], media_id=media_id)
-        pointer_url = (await bob.read(conv["id"]))["messages"][-1]["media"]["url"]
+        pointer_url = media_of((await bob.read(conv["id"]))["messages"][-1])["url"]
         path = pointer_url.split("/m/", 1)[1]
         urls = [str(e.client.make_url("")).rstrip("/") + "/m/" + path for e in (edge1, edge2)]
     else:

@@ -21,6 +21,7 @@ from dm import envelope
 from dm.client import DmClient, DmClientError
 
 from ..support.media_samples import make_video
+from ..support.messages import media_of
 from ..support.services import DmFactory, DmStack, wait_until
 
 LISTS = {
@@ -101,7 +102,7 @@ async def test_held_message_reaches_nobody_until_released(sdm: DmStack) -> None:
     released = (await asyncio.wait_for(nxt, 5))["message"]
     await events.aclose()
     assert released["id"] == done["released_as"] and released["text"] == held["text"]
-    assert released["media"]["pointer"]  # delivered now, with bob's own pointer
+    assert media_of(released)["pointer"]  # delivered now, with bob's own pointer
     assert [m["id"] for m in (await bob.read(conv["id"]))["messages"]] == [after["id"], released["id"]]
 
 
@@ -367,7 +368,7 @@ async def test_remove_message_action_unsends_it_for_everyone(sdm: DmStack) -> No
     media, _ = await sdm.edge.add_media(owner=alice.uid)
     conv = await alice.create_conversation([bob.uid])
     mid = (await alice.send(conv["id"], text="abuse", media_id=media.id))["id"]
-    url = (await bob.read(conv["id"]))["messages"][0]["media"]["url"]
+    url = media_of((await bob.read(conv["id"]))["messages"][0])["url"]
     await bob.report(conv["id"], mid)
     [item] = await _queue(mod)
     done = await mod.request(

@@ -22,9 +22,11 @@ from cdn_auth import redis_keys as cdn_keys
 from cdn_auth.keyring import KeyRing
 from dm.client import DmClient, DmClientError
 from dm.identity import DevIssuer
+from dm.sdk_types import StreamEvent
 from dm.web_state import STATE as STATE_DM
 from service_kernel.redis_client import connect
 
+from ..support.messages import media_of
 from ..support.services import DmStack, Edge, RedisBackend, bearer, wait_until
 from ..support.tcp_proxy import TcpProxy
 
@@ -48,7 +50,7 @@ class _Collector:
     """Collects every event a WebSocket pushes, in a background task."""
 
     def __init__(self, c: DmClient) -> None:
-        self.events: list[dict[str, Any]] = []
+        self.events: list[StreamEvent] = []
         self._stream = c.stream(reconnect=False)
         self._task = asyncio.ensure_future(self._run())
 
@@ -206,7 +208,7 @@ async def test_remove_member_retry_after_failed_revocation_still_revokes(
     media, _ = await dm.edge.add_media(owner=alice.uid)
     group = await alice.create_conversation([bob.uid, carol.uid])
     await alice.send(group["id"], media_id=media.id)
-    url = (await bob.read(group["id"]))["messages"][0]["media"]["url"]
+    url = media_of((await bob.read(group["id"]))["messages"][0])["url"]
     assert await _status(bob, url) == 206
     # Fault injection on the real Redis: the revocation XADD fails (WRONGTYPE) once.
     await redis.delete(cdn_keys.REVOCATION_STREAM)

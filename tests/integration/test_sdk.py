@@ -25,6 +25,7 @@ from dm.sdk_errors import (
 from dm.sdk_types import Grant, MediaRecord
 from loadtests.load.seed import video_bytes
 
+from ..support.messages import media_of
 from ..support.paths import REPO_ROOT
 from ..support.sealed import edge_url, sealed_user
 from ..support.services import DmFactory, DmStack, wait_until
@@ -50,7 +51,7 @@ async def test_upload_share_and_play_through_the_sdk(dm: DmStack) -> None:
     assert (await alice.edge.media(media["id"]))["audience"]["allowed_regions"] == ["GB"]
     conv = await alice.create_conversation([bob.uid])
     sent = await alice.send(conv["id"], media_id=media["id"])
-    url = next(m for m in (await bob.read(conv["id"]))["messages"] if m["id"] == sent["id"])["media"][
+    url = media_of(next(m for m in (await bob.read(conv["id"]))["messages"] if m["id"] == sent["id"]))[
         "url"
     ]
     part = await bob.fetch_media(url, range_=(10, 19))
