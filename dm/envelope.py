@@ -352,9 +352,7 @@ def seal_body(
     }
 
 
-def open_message(
-    key: DeviceKey, user_id: str, device_id: str, message: Mapping[str, Any]
-) -> Payload:
+def open_message(key: DeviceKey, user_id: str, device_id: str, message: Mapping[str, Any]) -> Payload:
     """Open this device's envelope and check the franking commitment; raise if either fails."""
     if not message.get("envelope"):
         raise EnvelopeError("no envelope for this device")

@@ -191,9 +191,7 @@ def _pointer_events(events: list[StreamEvent], cid: str) -> list[StreamEvent]:
     return [
         e
         for e in events
-        if e["type"] == "message"
-        and e["conversation_id"] == cid
-        and _has_pointer(e["message"])
+        if e["type"] == "message" and e["conversation_id"] == cid and _has_pointer(e["message"])
     ]
 
 
