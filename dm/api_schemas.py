@@ -39,23 +39,23 @@ B64URL_32: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{42}[AEIMQUYcgk
 _X_WING_KEY: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1621}[AQgw]$"}
 
 
-def _nullable(schema: Schema) -> Schema:
+def nullable(schema: Schema) -> Schema:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-def _page_limit(default: int) -> Any:
+def page_limit(default: int) -> Any:
     def schema(s: DmSettings) -> Schema:
         return {"type": "integer", "minimum": 1, "maximum": s.page_limit_max, "default": default}
 
     return schema
 
 
-def _op(method: str, path: str) -> str:
+def op(method: str, path: str) -> str:
     return operation_id(method, path)
 
 
-_CONV = "/v1/conversations/{cid}"
-_MSGS = "/v1/conversations/{cid}/messages"
+CONV_PATH = "/v1/conversations/{cid}"
+MSGS_PATH = "/v1/conversations/{cid}/messages"
 CID = Param("cid", "path", ID, "conversation id", required=True)
 
 # -- components: the shapes a client codes against -------------------------------------------
@@ -88,7 +88,7 @@ MESSAGE: Schema = obj(
         "sent_at_ms": {"type": "integer"},
         "kind": {"enum": ["plain", "sealed"]},
         "text": {"type": ["string", "null"]},
-        "media": _nullable(ref("MediaRef")),
+        "media": nullable(ref("MediaRef")),
         "client_message_id": {"type": ["string", "null"]},
         "envelope": {"type": ["string", "null"], "description": "this device's envelope (sealed)"},
         "franking": ref("Franking"),
@@ -203,13 +203,13 @@ CREATE_USER = Api(
             _SESSION,
             links={
                 "OpenConversationWithUser": {
-                    "operationId": _op("POST", "/v1/conversations"),
+                    "operationId": op("POST", "/v1/conversations"),
                     "requestBody": {"members": ["$response.body#/user_id"], "mode": "plain"},
                     "x-schemathesis": {"merge_body": False},
                     "description": "the caller opens a plain conversation with the new user",
                 },
                 "UserDevices": {
-                    "operationId": _op("GET", "/v1/users/{user_id}/devices"),
+                    "operationId": op("GET", "/v1/users/{user_id}/devices"),
                     "parameters": {"user_id": "$response.body#/user_id"},
                 },
             },
@@ -293,15 +293,18 @@ LIST_DEVICES = Api(
 # -- conversations ---------------------------------------------------------------------------
 
 _TO_CONVERSATION = {
-    "GetConversation": {"operationId": _op("GET", _CONV), "parameters": {"cid": "$response.body#/id"}},
+    "GetConversation": {
+        "operationId": op("GET", CONV_PATH),
+        "parameters": {"cid": "$response.body#/id"},
+    },
     "SendMessage": {
-        "operationId": _op("POST", _MSGS),
+        "operationId": op("POST", MSGS_PATH),
         "parameters": {"cid": "$response.body#/id"},
         "requestBody": {"text": "hello"},
         "x-schemathesis": {"merge_body": False},
         "description": "a plain text message (a sealed conversation takes envelopes)",
     },
-    "ReadMessages": {"operationId": _op("GET", _MSGS), "parameters": {"cid": "$response.body#/id"}},
+    "ReadMessages": {"operationId": op("GET", MSGS_PATH), "parameters": {"cid": "$response.body#/id"}},
 }
 
 
@@ -339,7 +342,7 @@ CREATE_CONVERSATION = Api(
 LIST_CONVERSATIONS = Api(
     params=(
         Param("after", "query", ID, "cursor: the last conversation id seen"),
-        Param("limit", "query", _page_limit(100), "page size"),
+        Param("limit", "query", page_limit(100), "page size"),
     ),
     ok={
         200: Answer(
@@ -372,156 +375,9 @@ BLOCK = Api(
 )
 UNBLOCK = BLOCK
 
-# -- messages --------------------------------------------------------------------------------
+# -- reports: the sealed report is a component (dm.api_schemas_moderation uses it) -----------
 
-
-def _plain_send(s: DmSettings) -> Schema:
-    return obj(
-        {
-            "text": {
-                "type": "string",
-                "maxLength": s.max_text_bytes,
-                "description": f"at most {s.max_text_bytes} UTF-8 bytes (413 beyond)",
-            },
-            "media_id": ID,
-        },
-        title="PlainSend",
-        minProperties=1,
-        description="text, media_id or both",
-    )
-
-
-_ENVELOPE: Schema = obj(
-    {
-        "user_id": {"type": "string", "minLength": 1, "maxLength": 255},
-        "device_id": {"type": "string", "minLength": 1, "maxLength": 255},
-        "suite": {"enum": sorted(envelope.SUITES)},
-        "ciphertext": {
-            **B64URL,
-            "maxLength": envelope.MAX_ENVELOPE_BYTES * 4 // 3 + 4,
-            "description": "an HPKE envelope for this device, base64url",
-        },
-    },
-    ("user_id", "device_id", "suite", "ciphertext"),
-)
-
-
-def _sealed_send(s: DmSettings) -> Schema:
-    return obj(
-        {
-            "client_message_id": ID,
-            "franking_commitment": B64URL_32,
-            "grant_id": {**ID, "description": "a grant this sender minted (revoked on unsend)"},
-            "envelopes": {
-                "type": "array",
-                "items": _ENVELOPE,
-                "description": "exactly one per current device of every member but the "
-                "sending device (409 device_mismatch otherwise)",
-            },
-        },
-        ("client_message_id", "franking_commitment", "envelopes"),
-        title="SealedSend",
-    )
-
-
-def _send_body(s: DmSettings) -> Schema:
-    return {
-        "oneOf": [_plain_send(s), _sealed_send(s)],
-        "description": "plain conversations take text and/or media_id; sealed ones take "
-        "envelopes only (400 for the other form)",
-    }
-
-
-_SENT_LINKS = {
-    "UnsendMessage": {
-        "operationId": _op("DELETE", "/v1/conversations/{cid}/messages/{message_id}"),
-        "parameters": {"cid": "$request.path.cid", "message_id": "$response.body#/id"},
-    },
-    "ReadMessages": {"operationId": _op("GET", _MSGS), "parameters": {"cid": "$request.path.cid"}},
-    "ReportMessage": {
-        "operationId": _op("POST", "/v1/reports"),
-        "requestBody": {"conversation_id": "$request.path.cid", "message_id": "$response.body#/id"},
-    },
-}
-SEND = Api(
-    params=(
-        CID,
-        Param(
-            "Idempotency-Key",
-            "header",
-            ID,
-            "retry-safe key: a retry with the same key and body answers 200 with the first message",
-        ),
-    ),
-    body=_send_body,
-    ok={
-        201: Answer(ref("Message"), links=_SENT_LINKS),
-        202: Answer(ref("Message"), "Accepted but held for review (not delivered)"),
-        200: Answer(
-            ref("Message"),
-            "A replay of an Idempotency-Key",
-            headers={"Idempotent-Replayed": {"schema": {"const": "true"}}},
-        ),
-    },
-    errors={409: Answer(ref("DeviceMismatch"), "device_mismatch or idempotency_conflict")},
-)
-READ = Api(
-    params=(
-        CID,
-        Param("after", "query", CURSOR, "cursor: the last message id seen"),
-        Param("limit", "query", _page_limit(50), "page size"),
-    ),
-    ok={
-        200: Answer(
-            obj(
-                {
-                    "messages": {"type": "array", "items": ref("Message")},
-                    "next_cursor": _nullable(CURSOR),
-                    "more": {"type": "boolean"},
-                },
-                ("messages", "next_cursor", "more"),
-            )
-        )
-    },
-)
-UNSEND = Api(
-    params=(CID, Param("message_id", "path", CURSOR, required=True)),
-    ok={
-        200: Answer(
-            obj(
-                {"conversation_id": ID, "message_id": CURSOR, "unsent": {"const": True}},
-                ("conversation_id", "message_id", "unsent"),
-            )
-        )
-    },
-    errors={400: None},
-)
-STREAM = Api(
-    params=(
-        Param("cursor", "query", CURSOR, "resume after this cursor"),
-        Param(
-            "Sec-WebSocket-Protocol",
-            "header",
-            {"type": "string"},
-            "browsers: 'pointer-dm.v1, bearer.<session JWT>' (answered 'pointer-dm.v1')",
-        ),
-    ),
-    security=[{"bearer": []}, {"websocketProtocol": []}],
-    ok={
-        101: Answer(
-            description="WebSocket: JSON frames {type: message | unsent | member_left | "
-            "joined, cursor, conversation_id, ...}"
-        )
-    },
-    description="A WebSocket upgrade (a plain GET is 400). Authenticate with Authorization: "
-    "Bearer or, from a browser, the subprotocols 'pointer-dm.v1' and "
-    "'bearer.<session JWT>' (the server answers 'pointer-dm.v1'); never a query "
-    "parameter. 429 too_many_streams: close one of yours.",
-)
-
-# -- reports and moderation -------------------------------------------------------------------
-
-_SEALED_REPORT: Schema = obj(
+SEALED_REPORT: Schema = obj(
     {
         "client_message_id": ID,
         "sender": {"type": "string"},
@@ -536,139 +392,7 @@ _SEALED_REPORT: Schema = obj(
     ("client_message_id", "sender", "ts_ms", "commitment", "countersignature", "franking_key"),
     description="what the reporter's device decrypted, and the franking values it received",
 )
-COMPONENTS["SealedReport"] = _SEALED_REPORT
-_REPORTED = obj(
-    {
-        "report_id": {"type": ["string", "null"]},
-        "conversation_id": ID,
-        "sender": {"type": "string"},
-        "media_id": {"type": ["string", "null"]},
-        "verified": {"type": "boolean"},
-        "evidence": {"type": "string"},
-        "duplicate": {"type": "boolean"},
-    },
-    ("report_id", "conversation_id", "verified", "duplicate"),
-)
-REPORT = Api(
-    body=obj(
-        {
-            "conversation_id": ID,
-            "message_id": CURSOR,
-            "reason": {"type": "string", "maxLength": 2000},
-            # A plain conversation's report ignores ``sealed`` whatever it holds, so the
-            # document cannot constrain it; its shape is the SealedReport component.
-            "sealed": {
-                "description": "sealed conversations: a SealedReport "
-                "(#/components/schemas/SealedReport; 400 when "
-                "malformed); ignored in a plain conversation"
-            },
-        },
-        ("conversation_id",),
-        anyOf=[{"required": ["message_id"]}, {"required": ["sealed"]}],
-        description="plain conversations: message_id; sealed: sealed{...} (400 for the other form)",
-    ),
-    ok={
-        201: Answer(_REPORTED),
-        200: Answer(_REPORTED, "a repeat of this reporter's report: the first report's id"),
-    },
-)
-
-_ANY_OBJECT: Schema = {"type": "object"}
-QUEUE = Api(
-    params=(
-        Param("status", "query", {"enum": ["open", "closed", "all"], "default": "open"}),
-        Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 500, "default": 50}),
-    ),
-    ok={200: Answer(obj({"items": {"type": "array", "items": _ANY_OBJECT}}, ("items",)))},
-)
-
-
-def _context(s: DmSettings) -> Schema:
-    return {
-        "type": "integer",
-        "minimum": 0,
-        "maximum": s.moderation_context_max,
-        "default": s.moderation_context,
-    }
-
-
-ITEM_ID: Schema = {
-    "type": "string",
-    "pattern": "^[qh]-[0-9]{1,15}-[0-9]{1,10}$",
-    "description": "a review item id from the queue (404 for any other)",
-}
-OPEN_ITEM = Api(
-    params=(
-        Param("item_id", "path", ITEM_ID, required=True),
-        Param("context", "query", _context, "messages either side (plain)"),
-    ),
-    ok={200: Answer(_ANY_OBJECT)},
-)
-
-
-def _act_body(_: DmSettings) -> Schema:
-    from .moderation import ACTIONS  # moderation imports the handlers, which import this
-
-    return obj(
-        {"action": {"enum": list(ACTIONS)}, "reason": {"type": "string", "maxLength": 1000}}, ("action",)
-    )
-
-
-ACT = Api(
-    params=(Param("item_id", "path", ITEM_ID, required=True),),
-    body=_act_body,
-    ok={
-        200: Answer(
-            obj(
-                {"item_id": {"type": "string"}, "action": {"type": "string"}},
-                ("item_id", "action"),
-                closed=False,
-            )
-        )
-    },
-)
-OPEN_MESSAGE = Api(
-    params=(
-        CID,
-        Param("message_id", "path", CURSOR, required=True),
-        Param(
-            "justification",
-            "query",
-            {"type": "string", "maxLength": 64},
-            "a review item or legal request id",
-        ),
-        Param("context", "query", _context, "messages either side"),
-    ),
-    ok={200: Answer(_ANY_OBJECT)},
-)
-AUDIT = Api(
-    params=(
-        Param("after", "query", CURSOR, "last entry id seen"),
-        Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100}),
-    ),
-    ok={200: Answer(obj({"entries": {"type": "array", "items": _ANY_OBJECT}}, ("entries",)))},
-)
-
-
-def _legal_body(s: DmSettings) -> Schema:
-    return obj(
-        {
-            "reference": {"type": "string", "minLength": 1, "maxLength": 200},
-            "conversation_id": {"type": "string"},
-            "from_ms": {"type": "integer"},
-            "to_ms": {"type": "integer"},
-        },
-        ("reference", "conversation_id", "from_ms", "to_ms"),
-        description=f"to_ms - from_ms must be 0..{s.legal_max_span_s * 1000} (400)",
-    )
-
-
-LEGAL_REQUEST = Api(body=_legal_body, ok={201: Answer(_ANY_OBJECT)})
-LEGAL_EXPORT = Api(
-    params=(Param("request_id", "path", ID, required=True),),
-    ok={200: Answer(_ANY_OBJECT)},
-    errors={400: None},
-)
+COMPONENTS["SealedReport"] = SEALED_REPORT
 
 # -- the web client and operations -------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from service_kernel.ids import check_id
 from service_kernel.openapi import Route
 from service_kernel.web_errors import parse_json, read_body, require_json
 
-from . import api_schemas as api
+from . import api_schemas_messages as api
 from .delivery import render
 from .errors import BadCursor, MessageUnsent, NotMember, SealedNeedsEnvelopes, TooLarge
 from .sealed_send import SEALED_FIELDS, sealed_fields

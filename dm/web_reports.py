@@ -21,7 +21,7 @@ from service_kernel.ids import check_id
 from service_kernel.openapi import Route
 from service_kernel.web_errors import read_json
 
-from . import api_schemas as api
+from . import api_schemas_moderation as api
 from . import envelope
 from .errors import NotMember, ReportUnverified
 from .web_messages import check_cursor

@@ -26,7 +26,7 @@ from aiohttp import web
 from service_kernel.openapi import Route
 from service_kernel.stream_tail import Entry
 
-from . import api_schemas as api
+from . import api_schemas_messages as api
 from .delivery import render
 from .errors import NotFound, StreamsFull, TooManySockets
 from .notify import CLIENT_GONE, Subscription, id_key

@@ -31,7 +31,7 @@ from typing import Any
 from loadtests.load.scenarios import PHASE_LABELS, TOTAL, VIEW_PREFIX, key, phases_of
 from loadtests.report import hdr, headline
 from loadtests.report.analysis import Run, analyze
-from loadtests.report.render import Block, delta, ms, to_html, to_markdown
+from loadtests.report.formats import Block, delta, ms, to_html, to_markdown
 from loadtests.report.stats import NO_DIFFERENCE, bootstrap_difference
 
 SCHEMA = "pointer-dm/loadtest-compare/v1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from loadtests.report import safety_table
-from loadtests.report.render import table_markdown
+from loadtests.report.formats import table_markdown
 
 from ..support.paths import REPO_ROOT
 
