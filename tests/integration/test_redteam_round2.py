@@ -1,0 +1,110 @@
+"""Red-team, round 2: the capability verification cache and key retirement.
+
+Each finding's test asserts the safe behaviour (it fails while the finding is real);
+the guard tests pin attacks that held.  Real edges on real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
+from dm.identity import DevIssuer
+from service_kernel.encoding import b64url_encode
+
+from ..support.capabilities import call, derive, fetch, forge_derived, issued, revoked_at_edge
+from ..support.services import Edge, wait_until
+
+
+def _key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def _republish_with_other_material(ring_dir: Path) -> None:
+    """Every kid of the edge's verify JWKS stays, with another Ed25519 public key (an
+    operator re-keying a compromised kid in place); written and renamed, as rotation does."""
+    path = ring_dir / VERIFY_JWKS_FILE
+    doc: dict[str, Any] = json.loads(path.read_text())
+    for jwk in doc["keys"]:
+        assert jwk["kty"] == "OKP"
+        jwk["x"] = b64url_encode(_key().public_key().public_bytes_raw())
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+# --- Findings -------------------------------------------------------------------------
+
+
+async def test_ring_kid_republished_with_other_material_ends_cached_capabilities(
+    edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
+    """Finding: the edge counts a ring-key retirement only when a kid *leaves* the JWKS
+    (Authorizer._on_keys compares kid names).  A kid republished with other key material
+    (the session JWKS treats that as a retirement, commit 81c3de8) leaves every derived
+    grant, capability, pointer and grant verified under the old material in the caches:
+    the holder of a share fetched once keeps fetching, while the same token would fail a
+    fresh verification."""
+    media, _ = await edge.add_media(owner="alice")
+    alice = _key()
+    cached_cap = await issued(edge, issuer.mint("alice"), media.id, alice, max_redeemers=4)
+    cached, _ = derive(alice, cached_cap, n=4)
+    bob = issuer.mint("bob")
+    assert await fetch(edge, media.id, bob, cached) == (206, "")  # verified and cached
+
+    _republish_with_other_material(ring.path)
+
+    async def reloaded() -> bool:
+        # A capability the edge signs now (its signer still holds the old material) and
+        # nobody fetched before: refused once the edge verifies with the new keys.
+        probe_cap = await issued(edge, issuer.mint("alice"), media.id, alice)
+        probe, _ = derive(alice, probe_cap)
+        return await fetch(edge, media.id, issuer.mint("carol"), probe) == (403, "token_bad_signature")
+
+    await wait_until(reloaded, 5)
+    # The share verified under the old material must fail too, for anyone.
+    assert (await fetch(edge, media.id, bob, cached))[0] == 403
+    assert (await fetch(edge, media.id, issuer.mint("dave"), cached))[0] == 403
+
+
+# --- Guards (attacks that held) -------------------------------------------------------
+
+
+async def test_guard_cached_capability_does_not_outlive_its_revocation(
+    edge: Edge, issuer: DevIssuer
+) -> None:
+    """A capability cached by one share's fetch: a new share derived from it after the
+    capability is revoked is refused (revocation is checked per request, not cached)."""
+    media, _ = await edge.add_media(owner="alice")
+    alice = _key()
+    cap = await issued(edge, issuer.mint("alice"), media.id, alice, max_redeemers=4)
+    first, _ = derive(alice, cap)
+    assert await fetch(edge, media.id, issuer.mint("bob"), first) == (206, "")
+    status, doc = await call(edge, "DELETE", f"/v1/capabilities/{cap['cap_id']}", issuer.mint("alice"))
+    assert status == 200, doc
+    await wait_until(lambda: revoked_at_edge(edge, doc["revocation_id"]), 5)
+    later, _ = derive(alice, cap)  # derived offline after the revocation
+    assert await fetch(edge, media.id, issuer.mint("carol"), later) == (410, "capability_revoked")
+    assert await fetch(edge, media.id, issuer.mint("bob"), first) == (410, "capability_revoked")
+
+
+async def test_guard_cached_capability_cannot_be_spliced_to_other_media_or_holder(
+    edge: Edge, issuer: DevIssuer
+) -> None:
+    """With alice's capability cached, mallory cannot reuse its bytes under her own holder
+    key, nor splice her own (verified, cached) capability onto alice's media."""
+    media, _ = await edge.add_media(owner="alice")
+    alice, mallory = _key(), _key()
+    cap = await issued(edge, issuer.mint("alice"), media.id, alice, max_redeemers=4)
+    assert await fetch(edge, media.id, issuer.mint("bob"), derive(alice, cap)[0]) == (206, "")
+    forged = forge_derived(mallory, cap["capability"], n=1)
+    assert await fetch(edge, media.id, issuer.mint("mallory"), forged) == (403, "token_bad_signature")
+    own_media, _ = await edge.add_media(owner="mallory")
+    own = await issued(edge, issuer.mint("mallory"), own_media.id, mallory)
+    assert await fetch(edge, own_media.id, issuer.mint("bob"), derive(mallory, own)[0]) == (206, "")
+    token, _ = derive(mallory, own)
+    assert await fetch(edge, media.id, issuer.mint("bob"), token) == (403, "grant_media_mismatch")
