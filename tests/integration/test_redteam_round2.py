@@ -10,14 +10,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
-from dm.identity import DevIssuer
+from dm.client import DmClient, DmClientError
+from dm.identity import JWKS_FILE, DevIssuer
 from service_kernel.encoding import b64url_encode
 
 from ..support.capabilities import call, derive, fetch, forge_derived, issued, revoked_at_edge
-from ..support.services import Edge, wait_until
+from ..support.services import DmStack, Edge, bearer, wait_until
 
 
 def _key() -> Ed25519PrivateKey:
@@ -69,6 +71,47 @@ async def test_ring_kid_republished_with_other_material_ends_cached_capabilities
     # The share verified under the old material must fail too, for anyone.
     assert (await fetch(edge, media.id, bob, cached))[0] == 403
     assert (await fetch(edge, media.id, issuer.mint("dave"), cached))[0] == 403
+
+
+async def test_held_websocket_ends_when_its_session_kid_is_republished_with_other_material(
+    dm: DmStack, issuer: DevIssuer, tmp_path: Path
+) -> None:
+    """Finding: dm's held-socket check (DmState.session_key_retired) asks only whether the
+    session's kid is still *named* in the JWKS.  A kid republished with other key material
+    is a retirement (JwksSource drops cached sessions for it, commit 81c3de8), yet a socket
+    opened under the old material keeps receiving pushes, each minting a fresh pointer."""
+    alice, bob = await dm.user(), await dm.user()
+    conv = await alice.create_conversation([bob.uid])
+    assert bob.session_token is not None
+    async with bob.http.ws_connect(dm.dm_url + "/v1/stream", headers=bearer(bob.session_token)) as ws:
+        await alice.send(conv["id"], text="before")
+        while True:  # the socket works: the message arrives
+            event = await ws.receive_json(timeout=10)
+            if event.get("type") == "message":
+                break
+        # The same kid, other key material: every session signed before is retired.
+        successor = DevIssuer(_key(), issuer.kid, issuer=issuer.issuer, audience=issuer.audience)
+        successor.write_jwks(tmp_path / "session-keys" / JWKS_FILE)
+        alice2 = DmClient(dm.dm_url, session_token=successor.mint(alice.uid), http=alice.http)
+
+        async def sent() -> bool:  # once dm verifies with the new material
+            try:
+                await alice2.send(conv["id"], text="after")
+            except DmClientError:
+                return False
+            return True
+
+        await wait_until(sent, 15, 0.5)
+        pushed: list[str] = []
+        while True:
+            msg = await ws.receive(timeout=10)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            pushed.append(msg.data)
+            if '"after"' in msg.data:
+                break
+        assert not any('"after"' in p for p in pushed), pushed
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.POLICY_VIOLATION)
 
 
 # --- Guards (attacks that held) -------------------------------------------------------
