@@ -26,6 +26,10 @@ def _key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
+async def _is(value: Any, expected: object) -> bool:
+    return bool(await value == expected)
+
+
 def _republish_with_other_material(ring_dir: Path) -> None:
     """Every kid of the edge's verify JWKS stays, with another Ed25519 public key (an
     operator re-keying a compromised kid in place); written and renamed, as rotation does."""
@@ -151,3 +155,25 @@ async def test_guard_cached_capability_cannot_be_spliced_to_other_media_or_holde
     assert await fetch(edge, own_media.id, issuer.mint("bob"), derive(mallory, own)[0]) == (206, "")
     token, _ = derive(mallory, own)
     assert await fetch(edge, media.id, issuer.mint("bob"), token) == (403, "grant_media_mismatch")
+
+
+async def test_guard_edge_drops_sessions_of_a_kid_republished_with_other_material(
+    edge: Edge, issuer: DevIssuer, tmp_path: Path
+) -> None:
+    """The edge's session cache does end on a session kid republished with other material:
+    a cached session of the old material gets 401 on its next media read."""
+    media, _ = await edge.add_media(owner="alice")
+    old = issuer.mint("alice")
+
+    async def read(session: str) -> int:
+        headers = {**bearer(session), "Range": "bytes=0-9"}
+        async with edge.client.get(f"/m/{media.id}", headers=headers) as r:
+            await r.read()
+            return r.status
+
+    assert await read(old) == 206  # verified and cached
+    successor = DevIssuer(_key(), issuer.kid, issuer=issuer.issuer, audience=issuer.audience)
+    successor.write_jwks(tmp_path / "session-keys" / JWKS_FILE)
+    fresh = successor.mint("alice")
+    await wait_until(lambda: _is(read(fresh), 206), 5)
+    assert await read(old) == 401
