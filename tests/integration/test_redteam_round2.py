@@ -18,7 +18,15 @@ from dm.client import DmClient, DmClientError
 from dm.identity import JWKS_FILE, DevIssuer
 from service_kernel.encoding import b64url_encode
 
-from ..support.capabilities import call, derive, fetch, forge_derived, issued, revoked_at_edge
+from ..support.capabilities import (
+    call,
+    derive,
+    fetch,
+    forge_derived,
+    issue,
+    issued,
+    revoked_at_edge,
+)
 from ..support.services import DmStack, Edge, bearer, wait_until
 
 
@@ -116,6 +124,31 @@ async def test_held_websocket_ends_when_its_session_kid_is_republished_with_othe
                 break
         assert not any('"after"' in p for p in pushed), pushed
         assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.POLICY_VIOLATION)
+
+
+async def test_owner_revocation_ends_a_resharers_capabilities_minted_earlier_on_the_same_proof(
+    edge: Edge, issuer: DevIssuer
+) -> None:
+    """Finding: the re-issue denial (cdn:cap:denied:{source}) only stops capabilities asked
+    for *after* the owner's revocation.  A re-sharer who minted a second capability on the
+    same proof beforehand keeps re-sharing with it, although protocol 14.5 says he "may
+    re-share only through another proof"; the owner has no list of a holder's capabilities
+    to find the sibling, and revoking the proof also cuts the holder's (and others') viewing."""
+    media, _ = await edge.add_media(owner="alice", allow_reshare=True)
+    alice, bob = _key(), _key()
+    cap_a = await issued(edge, issuer.mint("alice"), media.id, alice)
+    d1, _ = derive(alice, cap_a, n=3)
+    bob_s = issuer.mint("bob")
+    assert await fetch(edge, media.id, bob_s, d1) == (206, "")
+    seen = await issued(edge, bob_s, media.id, bob, via_grant=d1)  # the one alice finds
+    spare = await issued(edge, bob_s, media.id, bob, via_grant=d1)  # kept in reserve
+    status, doc = await call(edge, "DELETE", f"/v1/capabilities/{seen['cap_id']}", issuer.mint("alice"))
+    assert status == 200, doc
+    await wait_until(lambda: revoked_at_edge(edge, doc["revocation_id"]), 5)
+    assert (await issue(edge, bob_s, media.id, bob, via_grant=d1))[0] == 403  # the fix held
+    assert await fetch(edge, media.id, bob_s, d1) == (206, "")  # bob still views by the proof
+    token, _ = derive(bob, spare)
+    assert (await fetch(edge, media.id, issuer.mint("carol"), token))[0] in (403, 410)
 
 
 # --- Guards (attacks that held) -------------------------------------------------------
