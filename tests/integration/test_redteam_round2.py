@@ -151,6 +151,44 @@ async def test_owner_revocation_ends_a_resharers_capabilities_minted_earlier_on_
     assert (await fetch(edge, media.id, issuer.mint("carol"), token))[0] in (403, 410)
 
 
+async def test_a_retirement_written_in_place_after_a_torn_read_is_not_lost(
+    edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
+    """Finding (low): ReloadingFile remembers a bad version by (inode, mtime, size) and
+    never reads that stamp again.  A JWKS rewritten in place (same inode) whose torn
+    intermediate state the edge happened to read has the same size and, within one
+    coarse mtime tick (Linux stamps mtime from a jiffy clock; simulated here with utime),
+    the same mtime as the finished file: the finished retirement is then never loaded and
+    the retired key is honoured until the file changes again.  Before d9dd5fd a failed
+    read was simply retried."""
+    media, _ = await edge.add_media(owner="alice")
+    alice = _key()
+    old_cap = await issued(edge, issuer.mint("alice"), media.id, alice, max_redeemers=9)
+    old_kid = ring.signing_kid
+    ring = ring.add().switch()  # published by rename: the edge loads both keys
+    keyset = edge.state.authorizer._keys
+    await wait_until(lambda: len(keyset.keys) == 2, 5)
+    path = ring.path / VERIFY_JWKS_FILE
+    doc = json.loads(path.read_text())
+    doc["keys"] = [k for k in doc["keys"] if k["kid"] != old_kid]
+    good = json.dumps(doc).encode()
+    torn = good[:-1] + b" "  # the last block not yet written: same size, not JSON
+    with path.open("r+b") as f:  # in place, as a careless tool writes
+        f.write(torn)
+        f.truncate()
+    torn_stamp = os.stat(path)
+    await wait_until(lambda: keyset._file.failed_stamp is not None, 5)  # the edge read it
+    with path.open("r+b") as f:
+        f.write(good)
+    os.utime(path, ns=(torn_stamp.st_atime_ns, torn_stamp.st_mtime_ns))  # the same tick
+
+    async def retired() -> bool:
+        token, _ = derive(alice, old_cap)
+        return await fetch(edge, media.id, issuer.mint("bob"), token) == (403, "token_unknown_key")
+
+    await wait_until(retired, 5)
+
+
 # --- Guards (attacks that held) -------------------------------------------------------
 
 
