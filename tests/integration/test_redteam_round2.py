@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,24 @@ async def test_guard_edge_drops_sessions_of_a_kid_republished_with_other_materia
     fresh = successor.mint("alice")
     await wait_until(lambda: _is(read(fresh), 206), 5)
     assert await read(old) == 401
+
+
+async def test_guard_ring_retirement_ends_a_cached_capability_for_new_shares(
+    edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
+    """The capability cache, not only the derived-grant cache, ends on a retirement: a share
+    derived after the key left the JWKS from a capability verified (and cached) before is
+    refused, although its holder signature is good."""
+    media, _ = await edge.add_media(owner="alice")
+    alice = _key()
+    cap = await issued(edge, issuer.mint("alice"), media.id, alice, max_redeemers=9)
+    assert await fetch(edge, media.id, issuer.mint("bob"), derive(alice, cap)[0]) == (206, "")
+    ring = ring.add().switch()
+    _, gone = ring.retire(60, now=time.time() + 3600)
+    assert gone
+
+    async def refused() -> bool:  # each poll a share the edge has never seen
+        token, _ = derive(alice, cap)
+        return await fetch(edge, media.id, issuer.mint("carol"), token) == (403, "token_unknown_key")
+
+    await wait_until(refused, 5)
