@@ -42,6 +42,7 @@ from .registry import MediaRegistry
 from .revocation import RevocationEvent
 from .revocation_view import RevocationTailer
 from .session import Session, SessionVerifier
+from .token_format import VerifyKey
 from .verifier import Verifier
 
 C = TypeVar("C", Pointer, Grant)
@@ -129,7 +130,7 @@ class Authorizer:
         #: Called with the kids that left the verify JWKS (a retirement), after the token
         #: caches have dropped their claims.
         self.key_listeners: list[Callable[[list[str]], None]] = []
-        self._kids = set(keys.keys)
+        self._key_material = {kid: k.material() for kid, k in keys.keys.items()}
         keys.on_change.append(self._on_keys)
         # Re-read the JWKS on every tail tick (about once a second when idle, a stat(2)),
         # not only on cache misses: a run of cache hits must not hide a retirement.
@@ -141,9 +142,12 @@ class Authorizer:
         # The same for the session JWKS: cached sessions never ask the key set again.
         tailer.tick_listeners.append(sessions.jwks.poll)
 
-    def _on_keys(self, keys: dict[str, Any]) -> None:
-        gone = sorted(self._kids - set(keys))
-        self._kids = set(keys)
+    def _on_keys(self, keys: dict[str, VerifyKey]) -> None:
+        # A kid that left, or that stays with other key material, is a retirement: claims
+        # verified under the old key must not live on in a cache.
+        material = {kid: k.material() for kid, k in keys.items()}
+        gone = sorted(kid for kid, old in self._key_material.items() if material.get(kid) != old)
+        self._key_material = material
         if not gone:
             return
         # Claims verified under a retired key must be verified again (and now fail).

@@ -53,6 +53,9 @@ class Session:
     #: The identity provider key (JWKS kid) that signed it; "" when not from a session JWT
     #: (a browser playback cookie).  Its retirement ends the session at once.
     kid: str = ""
+    #: Which publication of ``kid`` verified it (:meth:`JwksSource.generation`): a kid
+    #: republished with other key material is a new generation, and ends this session.
+    key_generation: int = 0
 
     @property
     def is_moderator(self) -> bool:
@@ -105,6 +108,7 @@ class JwksSource:
         self._lock = asyncio.Lock()
         self.keys: dict[str, jwt.PyJWK] = {}
         self.retired_listeners: list[Callable[[list[str]], None]] = []
+        self._generations: dict[str, int] = {}
         self._file: ReloadingFile[dict[str, jwt.PyJWK]] | None = None
         if not location.startswith(("http://", "https://")):
             # Re-checked when get() finds the keys stale or a kid unknown, and by poll()
@@ -135,6 +139,11 @@ class JwksSource:
                 log.warning("skipping unusable session JWK", extra={"kid": kid, "err": str(exc)})
         return keys
 
+    def generation(self, kid: str) -> int:
+        """How many times ``kid`` has been retired (removed, or republished with other key
+        material): a session verified under an older generation is retired."""
+        return self._generations.get(kid, 0)
+
     async def get(self, kid: str) -> jwt.PyJWK | None:
         key = self.keys.get(kid)
         stale = self._clock() - self._fetched_at >= self._refresh_s
@@ -164,6 +173,8 @@ class JwksSource:
             if kid not in keys or _material(keys[kid]) != _material(old)
         )
         self.keys = keys
+        for kid in gone:
+            self._generations[kid] = self._generations.get(kid, 0) + 1
         if gone:
             log.warning("session keys retired", extra={"kids": gone})
             for cb in self.retired_listeners:
@@ -248,6 +259,7 @@ class SessionVerifier:
         jwk = await self.jwks.get(kid)
         if jwk is None:
             raise SessionInvalid(f"unknown kid {kid!r}")
+        generation = self.jwks.generation(kid)  # no await since get(): the same publication
         if jwk.algorithm_name != alg:
             raise SessionInvalid(f"alg {alg!r} does not match the key's {jwk.algorithm_name!r}")
         try:
@@ -266,9 +278,11 @@ class SessionVerifier:
             )
         except jwt.PyJWTError as exc:
             raise SessionInvalid(f"{type(exc).__name__}: {exc}") from None
-        return self._check_claims(claims, now, kid)
+        return self._check_claims(claims, now, kid, generation)
 
-    def _check_claims(self, claims: dict[str, Any], now: float, kid: str = "") -> Session:
+    def _check_claims(
+        self, claims: dict[str, Any], now: float, kid: str = "", key_generation: int = 0
+    ) -> Session:
         exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", claims.get("iat"))
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat, nbf)):
             raise SessionInvalid("exp/iat/nbf must be integers")
@@ -297,4 +311,5 @@ class SessionVerifier:
             iat=iat,
             exp=exp,
             kid=kid,
+            key_generation=key_generation,
         )

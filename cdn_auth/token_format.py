@@ -111,6 +111,13 @@ class VerifyKey:
     def __repr__(self) -> str:
         return f"VerifyKey(kid={self.kid!r}, alg={self.alg.name})"
 
+    def material(self) -> bytes:
+        """The key itself, comparable across reloads (a kid republished with other material
+        is a retirement of the old key)."""
+        if isinstance(self.key, Ed25519PublicKey):
+            return self.key.public_bytes_raw()
+        return self.key
+
     def verify(self, message: bytes, signature: bytes) -> None:
         """Raise :class:`TokenBadSignature` unless ``signature`` is valid for ``message``."""
         if isinstance(self.key, Ed25519PublicKey):

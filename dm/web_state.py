@@ -179,8 +179,10 @@ class DmState:
     def session_key_retired(self, s: Session) -> bool:
         """Whether the key that signed ``s`` has left the identity provider's JWKS since it
         was verified (a held WebSocket checks before each push)."""
-        self.sessions.jwks.poll()
-        return bool(s.kid) and s.kid not in self.sessions.jwks.keys
+        jwks = self.sessions.jwks
+        jwks.poll()
+        # Removed, or republished with other key material (a newer generation).
+        return bool(s.kid) and (s.kid not in jwks.keys or jwks.generation(s.kid) != s.key_generation)
 
     async def _load_session(self, token: str) -> Session:
         s = await self.sessions.verify(token, self.clock())

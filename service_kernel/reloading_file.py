@@ -6,10 +6,11 @@ rotation (written to a temporary file, renamed over the old one) is used without
 restart, and a flood of lookups costs at most a stat(2) each.  A reload that fails (the
 file removed for a moment, half-written by a careless tool, corrupt, or valid JSON of the
 wrong shape: whatever the loader raises) keeps the last good value and says so in the log,
-once per bad version of the file: its stamp is remembered, so the same bad file is not read
-and logged again until it changes (an attacker's flood of unknown kids cannot turn an
-operator's slip into a parse and an ERROR per request).  A bad file must not take down a
-service that holds good keys.  Only the first load raises: a service must not start
+once per bad version of the file: its stamp is remembered, so the same bad file is read
+again only for a short while (a tool writing in place may finish within the same mtime tick:
+:data:`SETTLE_S`), paced, and quietly, and then not until it changes (an attacker's flood of
+unknown kids cannot turn an operator's slip into a parse and an ERROR per request).  A bad
+file must not take down a service that holds good keys.  Only the first load raises: a service must not start
 without its keys.
 """
 
@@ -27,6 +28,13 @@ from .clock import Clock
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: A version that failed to load is read again, at most every :data:`RETRY_S`, for this long
+#: after the failure: a tool that rewrites a file in place may finish it within the same
+#: (coarse) mtime tick and at the same size, so its finished version has the torn one's
+#: stamp.  After that the version is settled: not read again until its stamp changes.
+SETTLE_S = 2.0
+RETRY_S = 0.25
 
 #: What identifies one version of a file: inode (a rename over it), mtime, size.
 Stamp = tuple[int, int, int]
@@ -69,8 +77,10 @@ class ReloadingFile(Generic[T]):
             self._stamp: Stamp | None = stamp_of(self.path)
         except FileNotFoundError:
             self._stamp = None  # load() says what is missing, in its own words
-        #: The stamp of the last version that failed to load: not read again until it changes.
+        #: The stamp of the last version that failed to load: read again only while it may
+        #: still be being written (:data:`SETTLE_S`), then not until it changes.
         self.failed_stamp: Stamp | None = None
+        self._failed_at = self._failed_read_at = float("-inf")
         self.value: T = load()  # the first load raises: no value to fall back on
 
     def __repr__(self) -> str:
@@ -97,14 +107,19 @@ class ReloadingFile(Generic[T]):
             stamp = UNSTATTABLE
         if stamp == self._stamp:
             return True
-        if stamp == self.failed_stamp:
+        now = self.checked_at
+        again = stamp == self.failed_stamp
+        if again and (now - self._failed_at >= SETTLE_S or now - self._failed_read_at < RETRY_S):
             return False  # this bad version was read and logged already
         try:
             if stamp == UNSTATTABLE:
                 stamp_of(self.path)  # raises again, with the reason for the log
             value = self._load()
         except Exception as exc:  # the boundary: a bad file keeps the last keys
-            self.failed_stamp = stamp
+            self._failed_read_at = now
+            if again:
+                return False  # logged already
+            self.failed_stamp, self._failed_at = stamp, now
             # Loudly: the service keeps working on keys that may soon be retired.
             log.error(
                 "%s unreadable; keeping the previous keys",

@@ -10,7 +10,7 @@ import pytest
 
 from cdn_auth.keyring import RING_FILE, KeyRing, KeyRingSource
 from service_kernel.files import atomic_write
-from service_kernel.reloading_file import ReloadingFile
+from service_kernel.reloading_file import RETRY_S, SETTLE_S, ReloadingFile
 
 
 def _watch(path: Path, now: list[float], seen: list[dict[str, int]]) -> ReloadingFile[dict[str, int]]:
@@ -185,3 +185,39 @@ def test_a_failing_change_listener_does_not_escape_the_reload(tmp_path: Path) ->
     assert f.check() is True
     assert f.value == {"a": 2}
     assert seen == [{"a": 2}]  # the listeners after the broken one still ran
+
+
+def test_a_torn_read_is_retried_while_the_version_may_still_be_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file rewritten in place can be read torn, then finished within the same mtime tick
+    at the same size: the same stamp.  The bad version is read again (paced, quietly) for
+    SETTLE_S after the failure, so the finished file is not lost; then it is settled."""
+    path = tmp_path / "v.json"
+    path.write_text('{"a": 1}')
+    now = [100.0]
+    reads: list[int] = []
+
+    def load() -> dict[str, int]:
+        reads.append(1)
+        return dict(json.loads(path.read_text()))
+
+    f = ReloadingFile(path, load, what="test file", recheck_s=0.0, clock=lambda: now[0])
+    path.write_bytes(b'{"a": 2 ')  # torn: the last byte not yet written
+    stamp = os.stat(path)
+    assert f.check() is False
+    path.write_bytes(b'{"a": 2}')  # finished, same size
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # the same tick: the same stamp
+    assert f.check() is False  # paced: not again before RETRY_S
+    now[0] += RETRY_S
+    assert f.check() is True and f.value == {"a": 2}
+    assert len([r for r in caplog.records if "unreadable" in r.getMessage()]) == 1
+    # A version still bad after SETTLE_S is settled: not read again until it changes.
+    path.write_bytes(b'{"a": 3 ')
+    assert f.check() is False
+    now[0] += SETTLE_S
+    before = len(reads)
+    for _ in range(20):
+        now[0] += RETRY_S
+        assert f.check() is False
+    assert len(reads) == before
