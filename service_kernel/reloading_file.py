@@ -10,8 +10,8 @@ once per bad version of the file: its stamp is remembered, so the same bad file 
 again only for a short while (a tool writing in place may finish within the same mtime tick:
 :data:`SETTLE_S`), paced, and quietly, and then not until it changes (an attacker's flood of
 unknown kids cannot turn an operator's slip into a parse and an ERROR per request).  A bad
-file must not take down a service that holds good keys.  Only the first load raises: a service must not start
-without its keys.
+file must not take down a service that holds good keys.  Only the first load raises: a
+service must not start without its keys.
 """
 
 from __future__ import annotations
