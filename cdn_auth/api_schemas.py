@@ -414,6 +414,10 @@ REVOKE_CAPABILITY = Api(
         )
     },
     errors={400: None},
+    description="By its holder, the media's owner or a moderator.  A re-sharer's capability "
+    "revoked by the owner or a moderator also ends every other capability its holder was "
+    "issued on the same proof (its via_grant), and none is issued to the holder on that proof "
+    "again while it lives (protocol 14.5).  revocation_id is the last stream entry published.",
 )
 
 # -- banks ------------------------------------------------------------------------------------

@@ -37,11 +37,32 @@ class CapabilityRecord(NamedTuple):
     source_exp: int
 
 
+#: KEYS: the (source, holder) issued set, the source's denied set (one slot: the source's tag).
+#: ARGV: capability id, holder, expire-at (s).  Returns 1 if the holder is denied on source.
+RECORD_ISSUED = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[3]), 'GT')
+redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[3]), 'NX')
+return redis.call('SISMEMBER', KEYS[2], ARGV[2])
+"""
+
+#: KEYS: the source's denied set, the (source, holder) issued set (one slot).
+#: ARGV: holder, expire-at (s).  Returns the capability ids issued to the holder on source.
+DENY_REISSUE = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[2]), 'GT')
+redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[2]), 'NX')
+return redis.call('SMEMBERS', KEYS[2])
+"""
+
+
 class GrantStore:
     """The grant records of one Redis (or cluster)."""
 
     def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
+        self._record_issued = redis.register_script(RECORD_ISSUED)
+        self._deny_reissue = redis.register_script(DENY_REISSUE)
 
     async def record(self, grant_id: str, sharer: str, expire_at_s: int) -> None:
         """Note who minted ``grant_id``; the record expires at ``expire_at_s`` (epoch s)."""
@@ -102,18 +123,40 @@ class GrantStore:
         rec = await self.capability_record(cap_id)
         return None if rec is None else (rec.holder, rec.owner)
 
-    async def deny_reissue(self, source: str, holder: str, expire_at_s: int) -> None:
-        """``holder`` gets no new capability on the proof ``source`` until ``expire_at_s``
-        (the source's own end): its capability on it was revoked by someone else."""
-        key = redis_keys.capability_denied_key(source)
+    async def record_issued(self, source: str, holder: str, cap_id: str, expire_at_s: int) -> bool:
+        """Note that ``cap_id`` was issued to ``holder`` on the proof ``source`` (until
+        ``expire_at_s``, the source's own end), and say whether that may stand: False if the
+        owner or a moderator already revoked a capability of this holder on it.  One script
+        on the slot :meth:`deny_reissue`'s runs on: either this issue is among the ids that
+        revocation reads, or this sees the denial."""
         try:
-            async with self._redis.pipeline(transaction=True) as p:
-                p.sadd(key, holder)
-                p.expireat(key, expire_at_s, gt=True)
-                p.expireat(key, expire_at_s, nx=True)
-                await p.execute()
+            denied = await self._record_issued(
+                keys=[
+                    redis_keys.capability_issued_key(source, holder),
+                    redis_keys.capability_denied_key(source),
+                ],
+                args=[cap_id, holder, expire_at_s],
+            )
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
+        return not int(denied)
+
+    async def deny_reissue(self, source: str, holder: str, expire_at_s: int) -> frozenset[str]:
+        """``holder`` gets no new capability on the proof ``source`` until ``expire_at_s``
+        (the source's own end): its capability on it was revoked by someone else.  Returns
+        the ids of every capability issued to ``holder`` on ``source`` (:meth:`record_issued`),
+        all of which the revoker ends too."""
+        try:
+            issued = await self._deny_reissue(
+                keys=[
+                    redis_keys.capability_denied_key(source),
+                    redis_keys.capability_issued_key(source, holder),
+                ],
+                args=[holder, expire_at_s],
+            )
+        except RedisError as exc:
+            raise RedisUnavailable(str(exc)) from exc
+        return frozenset(str(m) for m in issued)  # decoded by connect()
 
     async def reissue_denied(self, source: str, holder: str) -> bool:
         """Whether :meth:`deny_reissue` refused ``holder`` a capability on ``source``."""

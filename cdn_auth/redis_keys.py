@@ -55,6 +55,14 @@ def capability_denied_key(source_id: str) -> str:
     return f"{PREFIX}:cap:denied:{{{source_id}}}"
 
 
+def capability_issued_key(source_id: str, holder: str) -> str:
+    """Set of the capability ids issued to ``holder`` on the proof ``source_id`` (the grant
+    or derived grant a re-share was issued on): what a revocation by the owner or a moderator
+    ends with it.  Beside the denied set (same hash tag), so one transaction records an issue
+    and checks the denial, or denies and reads the issued ids; expires with the source."""
+    return f"{PREFIX}:cap:issued:{{{source_id}}}:{holder}"
+
+
 def capability_grants_key(cap_id: str) -> str:
     """Set of the derived grant ids redeemed under a capability (at most ``max_grants``)."""
     return f"{PREFIX}:cap:{{{cap_id}}}:grants"

@@ -110,6 +110,12 @@ async def create_capability(request: web.Request) -> web.Response:
         )
     except ValueError as exc:
         raise InvalidField(str(exc)) from None
+    # Listed under its proof before it is handed out, in one transaction with the denial
+    # check: a revocation by the owner or a moderator either ends it too or refuses it here.
+    if sources and not await state.grants.record_issued(
+        sources[0], session.sub, cap_id, source_exp + state.settings.token_leeway_s
+    ):
+        raise ShareNotAllowed("capability on this via_grant revoked by the owner or a moderator")
     await state.grants.record_capability(
         cap_id,
         session.sub,
@@ -139,9 +145,9 @@ async def revoke_capability(request: web.Request) -> web.Response:
     """The holder, the media's owner or a moderator revokes a capability: every grant
     derived from it, and every capability re-shared from those, is refused from then on.
 
-    Revoked by anyone but its holder, a re-sharer's capability is not issued again to that
-    holder on the same proof (its immediate source) while that proof lives; a holder that
-    revokes its own may ask again."""
+    Revoked by anyone but its holder, a re-sharer's capability ends every capability that
+    holder was issued on the same proof (its immediate source), and none is issued to it on
+    that proof again while the proof lives; a holder that revokes its own may ask again."""
     state = request.app[STATE]
     session = await _session(request)
     cap_id = check_id(request.match_info["cap_id"], "cap_id")
@@ -150,11 +156,16 @@ async def revoke_capability(request: web.Request) -> web.Response:
         raise CapabilityNotFound(cap_id)
     if session.sub not in (rec.holder, rec.owner) and not session.is_moderator:
         raise Forbidden("only the holder, the media's owner or a moderator may revoke it")
+    siblings: frozenset[str] = frozenset()
     if rec.source is not None and session.sub != rec.holder:
-        # before the revocation, so a refused re-issue never follows a published revocation
-        await state.grants.deny_reissue(
+        # before the revocation, so a refused re-issue never follows a published revocation;
+        # it returns the holder's other capabilities on the proof, ended with this one
+        siblings = await state.grants.deny_reissue(
             rec.source, rec.holder, rec.source_exp + state.settings.token_leeway_s
         )
+    for sibling in sorted(siblings - {cap_id}):
+        await state.revocations.publish(revocation.capability_revoked(sibling))
+    # last: an edge that has applied this entry has applied the siblings' (one stream)
     entry = await state.revocations.publish(revocation.capability_revoked(cap_id))
     return web.json_response({"cap_id": cap_id, "revoked": True, "revocation_id": entry})
 

@@ -5,6 +5,7 @@ the guard tests pin attacks that held.  Real edges on real Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -150,6 +151,39 @@ async def test_owner_revocation_ends_a_resharers_capabilities_minted_earlier_on_
     assert await fetch(edge, media.id, bob_s, d1) == (206, "")  # bob still views by the proof
     token, _ = derive(bob, spare)
     assert (await fetch(edge, media.id, issuer.mint("carol"), token))[0] in (403, 410)
+
+
+async def test_capability_issued_during_a_revocation_is_revoked_or_refused(
+    edge: Edge, issuer: DevIssuer
+) -> None:
+    """Guard for the fix above: capabilities asked for on the same proof while the owner's
+    revocation runs are each either refused (403) or revoked with it; none escapes.  The
+    issue records its id and checks the denial in one script on the proof's slot, and the
+    revocation denies and reads the ids in one script on that slot."""
+    media, _ = await edge.add_media(owner="alice", allow_reshare=True)
+    alice, bob = _key(), _key()
+    cap_a = await issued(edge, issuer.mint("alice"), media.id, alice)
+    d1, _ = derive(alice, cap_a, n=3)
+    bob_s = issuer.mint("bob")
+    assert await fetch(edge, media.id, bob_s, d1) == (206, "")
+    seen = await issued(edge, bob_s, media.id, bob, via_grant=d1)
+    revoke = call(edge, "DELETE", f"/v1/capabilities/{seen['cap_id']}", issuer.mint("alice"))
+    asks = [issue(edge, bob_s, media.id, bob, via_grant=d1) for _ in range(8)]
+    (status, doc), *answers = await asyncio.gather(revoke, *asks)
+    assert status == 200, doc
+    assert all(code in (201, 403) for code, _ in answers), answers
+    await wait_until(lambda: revoked_at_edge(edge, doc["revocation_id"]), 5)
+    for code, cap in answers:
+        if code == 201:
+            token, _ = derive(bob, cap)
+            assert (await fetch(edge, media.id, issuer.mint("carol"), token))[0] in (403, 410)
+    # The two orders, one after the other: ids recorded before a denial are returned by it;
+    # an id recorded after it is refused.
+    grants, source = edge.state.grants, "g_" + "A" * 22
+    assert await grants.record_issued(source, "dave", "c_1", int(time.time()) + 600)
+    assert await grants.deny_reissue(source, "dave", int(time.time()) + 600) == {"c_1"}
+    assert not await grants.record_issued(source, "dave", "c_2", int(time.time()) + 600)
+    assert await grants.record_issued(source, "erin", "c_3", int(time.time()) + 600)
 
 
 async def test_a_retirement_written_in_place_after_a_torn_read_is_not_lost(
