@@ -29,7 +29,6 @@ absolute rates across runs.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -54,6 +53,7 @@ from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE
 from loadtests.bench.harness import (
     BenchError,
+    bench_parser,
     child_process,
     common_flags,
     run_flags,
@@ -445,11 +445,7 @@ def summarize(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m loadtests.bench front-mix",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = bench_parser("front-mix", __doc__)
     run_flags(p, duration=6, rounds=2, connections=32)
     p.add_argument("--views", type=int, default=5000, help="views per round (each a new pointer)")
     p.add_argument("--users", type=int, default=3000)

@@ -83,6 +83,15 @@ def common_flags(p: argparse.ArgumentParser, *, workdir: bool = False) -> argpar
     return p
 
 
+def bench_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of ``python -m loadtests.bench NAME``, its module docstring as the help."""
+    return argparse.ArgumentParser(
+        prog=f"python -m loadtests.bench {name}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def run_flags(
     p: argparse.ArgumentParser,
     *,

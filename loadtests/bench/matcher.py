@@ -20,7 +20,6 @@ fixed offsets) divided by the bank size.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from cdn_auth.pdq_index import DEFAULT_THRESHOLD, PdqIndex, distances, to_words
+from loadtests.bench.harness import bench_parser
 
 HMA_TARGET_LOOKUPS_S = 4000
 HMA_TARGET_HASHES = 10_000_000
@@ -87,11 +87,7 @@ def measure(n: int, queries: int, repeats: int, seed: int = 1) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m loadtests.bench matcher",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = bench_parser("matcher", __doc__)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--queries", type=int, default=1000, help="lookups per run (default 1000)")
     p.add_argument("--repeats", type=int, default=3, help="runs per size; median reported")

@@ -15,7 +15,6 @@ under the same generator (wrk, one thread), in interleaved rounds:
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -26,7 +25,14 @@ from pathlib import Path
 from cdn_auth import pointer
 from cdn_auth.token_format import Alg
 from dm.identity import JWKS_FILE
-from loadtests.bench.harness import child_process, common_flags, run_flags, speaker, wait_ready
+from loadtests.bench.harness import (
+    bench_parser,
+    child_process,
+    common_flags,
+    run_flags,
+    speaker,
+    wait_ready,
+)
 from loadtests.bench.rangegen import RANGE_BYTES, LoadSpec, RawRun, choose_generator
 from loadtests.stack.nginx import NginxFront, secure_link
 from loadtests.stack.servers import (
@@ -146,11 +152,7 @@ def summarize(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m loadtests.bench nginx",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = bench_parser("nginx", __doc__)
     run_flags(p, duration=5, rounds=3, connections=64)
     p.add_argument("--auth-cache-s", type=int, default=30)
     common_flags(p)

@@ -19,7 +19,6 @@ cache, as a new message does in production.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import statistics
@@ -29,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dm import delivery, envelope
+from loadtests.bench.harness import bench_parser
 from service_kernel.encoding import b64url_encode
 
 
@@ -113,11 +113,7 @@ def run(members: int, devices: int, suite: str, rounds: int, count: int) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m loadtests.bench push-render",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = bench_parser("push-render", __doc__)
     p.add_argument("--members", type=int, default=16, help="group members (16)")
     p.add_argument("--devices", type=int, default=2, help="devices per member (2)")
     p.add_argument("--suite", choices=sorted(envelope.SUITES), default="x25519")

@@ -12,7 +12,6 @@ Polling every ~1 ms per edge bounds the resolution at about a millisecond.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -28,7 +27,7 @@ from cdn_auth import pointer, revocation
 from cdn_auth.revocation import RevocationLog
 from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE
-from loadtests.bench.harness import child_process, common_flags, speaker, wait_ready
+from loadtests.bench.harness import bench_parser, child_process, common_flags, speaker, wait_ready
 from loadtests.bench.probes import percentile
 from loadtests.stack.servers import (
     INGEST,
@@ -137,11 +136,7 @@ def run(edges: int, trials: int, root: Path) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m loadtests.bench revocation",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = bench_parser("revocation", __doc__)
     p.add_argument("--edges", type=int, default=4)
     p.add_argument("--trials", type=int, default=200)
     common_flags(p)

@@ -9,11 +9,12 @@ import pytest
 
 from cdn_auth.keyring import KeyRing
 from dm import device_store, envelope
-from dm.client import DmClient, DmClientError
+from dm.client import DmClient
 from dm.identity import JWKS_FILE, DevIssuer
 
 from ..support.edge import fetch, mint
-from ..support.services import DmFactory, DmStack, EdgeFactory, bearer, wait_until
+from ..support.services import DmFactory, DmStack, EdgeFactory, bearer
+from ..support.streams import pushes_after_a_send
 
 
 async def test_edge_verifies_sessions_against_dm_jwks_url(
@@ -64,19 +65,6 @@ async def test_a_held_websocket_ends_when_its_session_key_is_retired(
         successor.write_jwks(tmp_path / "session-keys" / JWKS_FILE)  # bob's key retired
         alice2 = DmClient(dm.dm_url, session_token=successor.mint(alice.uid), http=alice.http)
 
-        async def sent() -> bool:  # once dm has the new key set (an unknown kid re-reads it)
-            try:
-                await alice2.send(conv["id"], text="after")
-            except DmClientError:
-                return False
-            return True
-
-        await wait_until(sent, 15, 0.5)
-        pushed: list[str] = []
-        while True:
-            msg = await ws.receive(timeout=10)
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                break
-            pushed.append(msg.data)
+        pushed, msg = await pushes_after_a_send(ws, alice2, conv["id"])
         assert not any('"after"' in p for p in pushed), pushed
         assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.POLICY_VIOLATION)

@@ -16,7 +16,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cdn_auth.keyring import VERIFY_JWKS_FILE, KeyRing
-from dm.client import DmClient, DmClientError
+from dm.client import DmClient
 from dm.identity import JWKS_FILE, DevIssuer
 from service_kernel.encoding import b64url_encode
 
@@ -30,6 +30,7 @@ from ..support.capabilities import (
     revoked_at_edge,
 )
 from ..support.services import DmStack, Edge, bearer, wait_until
+from ..support.streams import pushes_after_a_send
 
 
 def _key() -> Ed25519PrivateKey:
@@ -108,22 +109,7 @@ async def test_held_websocket_ends_when_its_session_kid_is_republished_with_othe
         successor.write_jwks(tmp_path / "session-keys" / JWKS_FILE)
         alice2 = DmClient(dm.dm_url, session_token=successor.mint(alice.uid), http=alice.http)
 
-        async def sent() -> bool:  # once dm verifies with the new material
-            try:
-                await alice2.send(conv["id"], text="after")
-            except DmClientError:
-                return False
-            return True
-
-        await wait_until(sent, 15, 0.5)
-        pushed: list[str] = []
-        while True:
-            msg = await ws.receive(timeout=10)
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                break
-            pushed.append(msg.data)
-            if '"after"' in msg.data:
-                break
+        pushed, msg = await pushes_after_a_send(ws, alice2, conv["id"])
         assert not any('"after"' in p for p in pushed), pushed
         assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.POLICY_VIOLATION)
 

@@ -45,7 +45,7 @@ import sys
 from typing import Any
 
 from loadtests.bench.conversations import make_pairs, register_sender_media
-from loadtests.bench.harness import HOST, common_flags, run_and_report, run_flags, workdir
+from loadtests.bench.harness import HOST, bench_parser, common_flags, run_and_report, run_flags, workdir
 from loadtests.bench.wrk import Wrk
 from loadtests.stack.servers import session_issuer, start_dm
 from service_kernel.files import atomic_write
@@ -86,11 +86,7 @@ def measure(bed: Bed) -> tuple[list[SendResult], list[PushResult]]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m loadtests.bench dm",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = bench_parser("dm", __doc__)
     run_flags(p, duration=5, rounds=3, connections=64, warmup=1)
     p.add_argument(
         "--push-connections",

@@ -38,7 +38,7 @@ import contextlib
 import sys
 from typing import Any
 
-from loadtests.bench.harness import common_flags, run_and_report, run_flags, workdir
+from loadtests.bench.harness import bench_parser, common_flags, run_and_report, run_flags, workdir
 from loadtests.bench.rangegen import choose_generator
 from service_kernel.files import atomic_write
 
@@ -49,11 +49,7 @@ from .report import add_cache_memory, render_table, summarize
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m loadtests.bench edge",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = bench_parser("edge", __doc__)
     run_flags(p, duration=5, rounds=3, connections=64, warmup=1)
     p.add_argument(
         "--generator",

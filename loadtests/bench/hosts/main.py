@@ -30,7 +30,6 @@ figures are noisy.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -54,6 +53,7 @@ from cdn_auth.token_format import Alg, SigningKey
 from dm.identity import JWKS_FILE
 from loadtests.bench.harness import (
     BenchError,
+    bench_parser,
     child_process,
     common_flags,
     log_tail,
@@ -360,11 +360,7 @@ def run(root: Path, delays: list[float], count: int, missed: int, bound_s: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m loadtests.bench hosts",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = bench_parser("hosts", __doc__)
     p.add_argument(
         "--delays",
         default="0,20,80",

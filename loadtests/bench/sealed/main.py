@@ -46,7 +46,7 @@ import contextlib
 import sys
 from typing import Any
 
-from loadtests.bench.harness import common_flags, run_and_report, run_flags, workdir
+from loadtests.bench.harness import bench_parser, common_flags, run_and_report, run_flags, workdir
 
 from .bed import Options, say, testbed
 from .measure import measure
@@ -56,11 +56,7 @@ from .workloads import preflight, workloads
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m loadtests.bench sealed",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = bench_parser("sealed", __doc__)
     run_flags(p, duration=3, rounds=3, connections=32, warmup=1)
     p.add_argument(
         "--pairs",
