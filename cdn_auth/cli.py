@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from service_kernel.serving import add_serve_arguments, run_cli
+from service_kernel.settings_base import ServiceSettings
 
 from .errors import KeyRingError
 from .keyring import KeyRing
@@ -28,11 +29,11 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import build_app
     from .settings import EdgeSettings
 
-    def build(redis_url: str | None) -> tuple[web.Application, str, int, str]:
+    def build(redis_url: str | None) -> tuple[web.Application, ServiceSettings]:
         settings = EdgeSettings.load(
             host=args.host, port=args.port, redis_url=redis_url, origin_dir=args.origin_dir
         )
-        return build_app(settings), settings.host, settings.port, settings.log_level
+        return build_app(settings), settings
 
     return serve(
         build,

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from service_kernel.serving import add_serve_arguments, run_cli
+from service_kernel.settings_base import ServiceSettings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -17,7 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import build_app
     from .settings import DmSettings
 
-    def build(redis_url: str | None) -> tuple[web.Application, str, int, str]:
+    def build(redis_url: str | None) -> tuple[web.Application, ServiceSettings]:
         settings = DmSettings.load(
             host=args.host,
             port=args.port,
@@ -25,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
             edge_base_url=args.edge_url,
             keyring_dir=args.keyring_dir,
         )
-        return build_app(settings), settings.host, settings.port, settings.log_level
+        return build_app(settings), settings
 
     return serve(
         build,

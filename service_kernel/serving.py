@@ -14,6 +14,7 @@ container runtime sees a broken unit.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import signal
@@ -29,6 +30,7 @@ from aiohttp import web
 
 from . import logs
 from .redis_process import RedisProcess
+from .settings_base import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +88,27 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     return int(args.func(args))
 
 
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """The loop a service process runs on (``ServiceSettings.event_loop``).
+
+    uvloop runs the same asyncio code on libuv: the transports, the selector and the
+    callbacks that every request, WebSocket frame and Redis round trip go through are C,
+    which is where a small-request service spends much of its CPU (docs/benchmarks.md,
+    section 5).  ``auto`` falls back to asyncio's loop where uvloop is not installed.
+    """
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def serve(
-    build: Callable[[str | None], tuple[web.Application, str, int, str]],
+    build: Callable[[str | None], tuple[web.Application, ServiceSettings]],
     *,
     argv: Sequence[str],
     workers: int,
@@ -97,23 +118,25 @@ def serve(
 ) -> int:
     """Run one service process, or supervise ``workers`` of them on one port.
 
-    ``build(redis_url)`` returns the app, host, port and log level from the
-    settings.  ``argv`` is this process's ``serve`` command line, re-run by
-    each worker (with ``--workers`` removed and ``--redis-url`` pinned to the
-    embedded Redis, which only the parent starts).
+    ``build(redis_url)`` returns the app and the settings it was built from.
+    ``argv`` is this process's ``serve`` command line, re-run by each worker
+    (with ``--workers`` removed and ``--redis-url`` pinned to the embedded
+    Redis, which only the parent starts).
     """
     embedded = RedisProcess(embedded_redis).start() if embedded_redis else None
     url = embedded.url if embedded is not None else redis_url
     try:
         if workers > 1:
             return _supervise(_worker_argv(argv, url), workers)
-        app, host, port, log_level = build(url)
-        logs.configure(log_level)
+        app, settings = build(url)
+        logs.configure(settings.log_level)
+        loop = new_event_loop(settings.event_loop)
         tune_gc()
         web.run_app(
             app,
-            host=host,
-            port=port,
+            host=settings.host,
+            port=settings.port,
+            loop=loop,
             access_log_class=logs.AccessLogger,
             print=None,
             reuse_port=reuse_port,

@@ -8,7 +8,7 @@ may carry a password) are ``SecretStr`` so ``repr`` never prints them.
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +22,8 @@ class ServiceSettings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     redis_cluster: bool = False
     host: str = "127.0.0.1"
+    #: Each service sets its own default (dm 8090, the edge 8080).
+    port: int = Field(0, ge=0, le=65535)
     #: How long the service's stream tail (the edge's revocations, dm's notifications) may
     #: go without an answer from Redis before the service is stale: ``/readyz`` answers
     #: 503, and the edge fails pointer requests closed.
@@ -34,6 +36,10 @@ class ServiceSettings(BaseSettings):
     #: Request bodies: after body_grace_s, at least body_min_rate_bps on average (408 below).
     body_grace_s: float = Field(10.0, gt=0)
     body_min_rate_bps: int = Field(16 * 1024, ge=1)
+    #: The event loop the process runs on: ``auto`` is uvloop (libuv) where it is installed
+    #: (it is a server dependency on Linux and macOS), else asyncio's own; ``asyncio``
+    #: forces the standard loop (e.g. to rule uvloop out when chasing a bug).
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     @classmethod
     def load(cls, **overrides: Any) -> Self:
