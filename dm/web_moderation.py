@@ -48,15 +48,22 @@ async def queue(request: web.Request) -> web.Response:
     if status not in ("open", "closed", "all"):
         raise InvalidField("status must be open, closed or all")
     limit = _int_query(request, "limit", 50, 500)
-    items = await state.queue.items(status=status, limit=limit)
+    cursor = request.query.get("cursor")
+    page = await state.queue.page(status=status, limit=limit, cursor=cursor)
     await state.audit.record(
         actor=me.sub,
         roles=me.roles,
         action="list_queue",
         justification="",
-        detail={"status": status, "items": len(items)},
+        detail={"status": status, "items": len(page.items), "cursor": cursor},
     )
-    return web.json_response({"items": [it.summary() for it in items]})
+    return web.json_response(
+        {
+            "items": [it.summary() for it in page.items],
+            "next_cursor": page.next_cursor,
+            "more": page.more,
+        }
+    )
 
 
 async def open_item(request: web.Request) -> web.Response:
@@ -130,7 +137,11 @@ ROUTES = (
         "moderation",
         auth="moderator",
         responses=(200, 400, 401, 403),
-        params=(("status", "query", "open | closed | all"), ("limit", "query", "0..500")),
+        params=(
+            ("status", "query", "open | closed | all"),
+            ("limit", "query", "0..500"),
+            ("cursor", "query", "next_cursor of the previous page"),
+        ),
         limit="moderation",
         api=api.QUEUE,
     ),

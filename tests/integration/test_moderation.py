@@ -19,6 +19,8 @@ from aiohttp.test_utils import TestServer
 from cdn_auth import token_format
 from dm import envelope
 from dm.client import DmClient, DmClientError
+from dm.review import Page, ReviewQueue
+from dm.web_state import STATE
 
 from ..support.media_samples import make_video
 from ..support.messages import media_of
@@ -67,6 +69,63 @@ async def test_keyword_alert_flags_and_still_delivers(sdm: DmStack) -> None:
     [item] = await _queue(mod)
     assert (item["source"], item["verdict"], item["labels"]) == ("alert", "flag", "scam")
     assert item["message_id"] == sent["id"] and "text" not in item  # the list shows no content
+
+
+async def _all_pages(fetch: Any, limit: int) -> tuple[list[str], int]:
+    """Follow next_cursor until more is false: every item id seen, and the page count."""
+    seen: list[str] = []
+    cursor: str | None = None
+    for pages in range(1, 100):
+        page = await fetch(cursor, limit)
+        assert len(page["items"]) <= limit
+        seen += [i["id"] for i in page["items"]]
+        if not page["more"]:
+            return seen, pages
+        cursor = page["next_cursor"]
+    raise AssertionError("the queue never ended")
+
+
+async def test_queue_pages_reach_every_open_item_once(sdm: DmStack) -> None:
+    """Older open items stay reachable however many closed ones are newer: the list is a
+    cursor walk over both streams, not a filter of the newest few."""
+    alice, bob, mod = await sdm.user(), await sdm.user(), await _mod(sdm)
+    conv = await alice.create_conversation([bob.uid])
+    for n in range(14):
+        await alice.send(conv["id"], text=f"gift card {n}")
+    everything = await _queue(mod, limit="500", status="all")
+    assert len(everything) == 14 and all(i["status"] == "open" for i in everything)
+    closed = {everything[n]["id"] for n in (*range(8), 10, 12)}  # the newest eight, and two
+    for item_id in closed:
+        await mod.request(
+            "POST", f"/v1/moderation/items/{item_id}/actions", json_body={"action": "dismiss"}
+        )
+    want = [i["id"] for i in everything if i["id"] not in closed]
+
+    async def http_page(cursor: str | None, limit: int) -> dict[str, Any]:
+        params = {"limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        return dict(await mod.request("GET", "/v1/moderation/queue", params=params))
+
+    first = await http_page(None, 2)  # the newest eight are closed: the open ones are older
+    assert [i["id"] for i in first["items"]] == want[:2] and first["more"] is True
+    seen, pages = await _all_pages(http_page, 2)
+    assert seen == want and pages >= 2  # newest first, each exactly once
+    # A bounded scan (3 entries a page here) returns short pages and keeps saying more.
+    small = ReviewQueue(sdm.app[STATE].redis, scan_max=3)
+
+    async def bounded_page(cursor: str | None, limit: int) -> dict[str, Any]:
+        page = await small.page(status="open", limit=limit, cursor=cursor)
+        return {"items": [it.summary() for it in page.items], **_cursor_fields(page)}
+
+    seen, pages = await _all_pages(bounded_page, 2)
+    assert seen == want and pages >= 5
+    assert await _code(mod.request("GET", "/v1/moderation/queue", params={"cursor": "x"})) == (
+        400,
+        "bad_cursor",
+    )
+
+
+def _cursor_fields(page: Page) -> dict[str, Any]:
+    return {"next_cursor": page.next_cursor, "more": page.more}
 
 
 async def test_held_message_reaches_nobody_until_released(sdm: DmStack) -> None:
