@@ -2,7 +2,8 @@
 
 ``moderator``: the review queue, opening an item (content in context, as
 the mode allows), opening a message under a justification, actions.
-``auditor``: the audit log (moderators cannot read it).  ``legal``: filing a
+``auditor``: the audit log (a session holding ``moderator`` cannot read it,
+whatever else it holds).  ``legal``: filing a
 legal request (a reference, one conversation, a time scope) and its export.
 Every view and action is written to the audit log before content is returned.
 """
@@ -18,7 +19,7 @@ from service_kernel.web_errors import read_json
 
 from . import api_schemas_moderation as api
 from . import moderation
-from .errors import BadCursor
+from .errors import BadCursor, RoleConflict
 from .moderation import require_role
 from .web_messages import check_cursor
 from .web_state import STATE, DmState
@@ -104,6 +105,8 @@ async def audit_log(request: web.Request) -> web.Response:
     state = request.app[STATE]
     me = await state.session(request)
     require_role(me, "auditor")
+    if "moderator" in me.roles:  # separation of duties: the watched never read the watch
+        raise RoleConflict("moderator")
     after = request.query.get("after")
     if after is not None:
         try:
@@ -191,7 +194,7 @@ ROUTES = (
         "GET",
         "/v1/audit",
         audit_log,
-        "The audit log (auditor role only)",
+        "The audit log (auditor role; refused to any session that also holds moderator)",
         "moderation",
         responses=(200, 400, 401, 403),
         params=(("after", "query", "last entry id seen"), ("limit", "query", "1..1000")),

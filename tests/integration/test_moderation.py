@@ -17,14 +17,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from cdn_auth import token_format
-from dm import envelope
+from dm import envelope, moderation
 from dm.client import DmClient, DmClientError
+from dm.redis_keys import AUDIT_STREAM
 from dm.review import Page, ReviewQueue
 from dm.web_state import STATE
 
+from ..support.media_api import upload_form
 from ..support.media_samples import make_video
 from ..support.messages import media_of
-from ..support.services import DmFactory, DmStack, wait_until
+from ..support.services import DmFactory, DmStack, bearer, wait_until
 
 LISTS = {
     "lists": [
@@ -274,17 +276,25 @@ async def test_every_view_and_action_in_audit_log_and_moderators_cannot_read_it(
             json_body={"action": action, "reason": "policy 4.2"},
         )
     assert await _code(mod.request("GET", "/v1/audit")) == (403, "role_required")
+    # Separation of duties: holding auditor too does not let a moderator read the log.
+    both = await sdm.user(roles=["moderator", "auditor"])
+    assert await _code(both.request("GET", "/v1/audit")) == (403, "role_conflict")
     entries = (await auditor.request("GET", "/v1/audit"))["entries"]
     assert [(e["action"], e["justification"]) for e in entries] == [
         ("list_queue", ""),
         ("open_item", item["id"]),
         ("open_refused", ""),
         ("take_down_media", item["id"]),
+        ("take_down_media:done", item["id"]),
         ("suspend_user", item["id"]),
+        ("suspend_user:done", item["id"]),
         ("dismiss", item["id"]),
+        ("dismiss:done", item["id"]),
     ]
     assert {e["actor"] for e in entries} == {mod.uid}
-    assert entries[3]["media_id"] == media.id and entries[4]["target_user"] == alice.uid
+    assert entries[3]["media_id"] == media.id and entries[5]["target_user"] == alice.uid
+    assert entries[3]["detail"] == {"reason": "policy 4.2"}
+    assert entries[6]["detail"] == {"item_id": item["id"], "suspended": alice.uid}
     # The actions took effect: media down at the edge, the sender suspended, item closed.
     assert await _code(alice.send(conv["id"], text="again")) == (403, "user_suspended")
     assert await _code(alice.fetch_media(str(sdm.edge.client.make_url(f"/m/{media.id}")))) == (
@@ -295,6 +305,69 @@ async def test_every_view_and_action_in_audit_log_and_moderators_cannot_read_it(
     # No route deletes audit entries; the stream only grows.
     after = (await auditor.request("GET", "/v1/audit"))["entries"]
     assert len(after) == len(entries) + 1  # the list_queue just above
+
+
+async def test_every_action_audited_first_and_none_without_its_record(
+    sdm: DmStack, tmp_path: Path
+) -> None:
+    """Each of the six actions is on record before it takes effect: while the audit stream
+    cannot be written (a real Redis WRONGTYPE error), no action happens at all."""
+    alice, bob, mod = await sdm.user(), await sdm.user(), await _mod(sdm)
+    auditor = await _mod(sdm, "auditor")
+    state = sdm.app[STATE]
+    edge = sdm.edge.client
+    video = upload_form(None, make_video(tmp_path / "a.mp4", seed=11))
+    async with edge.post("/v1/media", data=video, headers=bearer(alice.session_token or "")) as r:
+        assert r.status == 201
+        media_id = (await r.json())["id"]
+    media_url = str(edge.make_url(f"/m/{media_id}"))
+    conv = await alice.create_conversation([bob.uid])
+    held = await alice.send(conv["id"], text="this is our little secret")  # hold: an alert
+    shared = (await alice.send(conv["id"], text="look", media_id=media_id))["id"]
+    await bob.report(conv["id"], shared, reason="abuse video")
+    flagged = (await alice.send(conv["id"], text="a gift card for you"))["id"]
+    other = (await alice.send(conv["id"], text="another gift card"))["id"]
+    by_message = {i["message_id"]: i["id"] for i in await _queue(mod)}
+    report = next(i["id"] for i in await _queue(mod) if i["source"] == "report")
+    plan = [
+        (by_message[held["id"]], "release"),
+        (report, "take_down_media"),
+        (report, "bank_media"),
+        (report, "suspend_user"),
+        (by_message[flagged], "remove_message"),
+        (by_message[other], "dismiss"),
+    ]
+    assert {a for _, a in plan} == set(moderation.ACTIONS)
+
+    async def visible() -> list[str]:
+        return [m["id"] for m in (await bob.read(conv["id"]))["messages"]]
+
+    before = await visible()
+    await state.redis.delete(AUDIT_STREAM)
+    await state.redis.set(AUDIT_STREAM, "not a stream")  # every XADD to it now fails
+    for item_id, action in plan:
+        assert await _code(
+            mod.request("POST", f"/v1/moderation/items/{item_id}/actions", json_body={"action": action})
+        ) == (503, "redis_unavailable")
+    assert await visible() == before  # not released, nothing removed
+    assert (await alice.fetch_media(media_url, range_=(0, 9))).status in (200, 206)
+    assert not await state.store.is_suspended(alice.uid)
+    assert all([(await state.queue.get(i)).open for i, _ in plan])
+    await state.redis.delete(AUDIT_STREAM)
+    for item_id, action in plan:
+        await mod.request(
+            "POST", f"/v1/moderation/items/{item_id}/actions", json_body={"action": action}
+        )
+    entries = [
+        (e["action"], e["justification"]) for e in (await auditor.request("GET", "/v1/audit"))["entries"]
+    ]
+    assert entries == [x for i, a in plan for x in ((a, i), (f"{a}:done", i))]
+    # And each took effect.
+    after = await visible()
+    assert held["id"] not in after and flagged not in after and len(after) == len(before)
+    assert await _code(alice.fetch_media(media_url)) == (410, "media_taken_down")
+    assert await state.store.is_suspended(alice.uid)
+    assert not any([(await state.queue.get(i)).open for i, _ in plan])
 
 
 async def test_legal_export_plain_messages_in_scope(sdm: DmStack) -> None:
