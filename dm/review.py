@@ -33,6 +33,7 @@ _SUMMARY = (
     "reporter",
     "reason",
     "verdict",
+    "saw",
     "labels",
     "held",
     "media_id",
@@ -157,6 +158,7 @@ class ReviewQueue:
             "sender": fields.get("sender", ""),
             "media_id": fields.get("media_id", ""),
             "verdict": verdict.action,
+            "saw": verdict.saw,  # what the scanner had to go on: content, or metadata only
             "labels": ",".join(verdict.labels),
             "held": "1" if verdict.held else "",
             "at": str(int(time.time())),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -445,16 +446,30 @@ async def test_legal_export_sealed_gives_metadata_and_says_content_unavailable(s
     assert secret not in json.dumps(export) and "messages" not in export
 
 
-async def test_sealed_scanner_sees_metadata_only(sdm: DmStack) -> None:
+async def test_sealed_scanner_sees_metadata_only(sdm: DmStack, caplog: pytest.LogCaptureFixture) -> None:
     alice, bob, mod = await sdm.user(), await sdm.user(), await _mod(sdm)
     for c in (alice, bob):
         c.use_device_key(envelope.DeviceKey.generate("x25519"))
         await c.publish_key()
     conv = await alice.create_conversation([bob.uid], mode="sealed")
     edge_url = str(sdm.edge.client.make_url("")).rstrip("/")
-    await alice.send_sealed(conv["id"], edge_url=edge_url, text="our little secret")
+    with caplog.at_level(logging.DEBUG, logger="dm.web_state"):
+        await alice.send_sealed(conv["id"], edge_url=edge_url, text="our little secret")
+        plain = await alice.create_conversation([bob.uid])
+        await alice.send(plain["id"], text="hello")
     assert len((await bob.read(conv["id"]))["messages"]) == 1  # delivered: nothing to match
     assert await _queue(mod) == []
+    # ... and says so, where a safety team looks: the scan metric and the scanner's log.
+    async with aiohttp.ClientSession() as http, http.get(sdm.dm_url + "/metrics") as r:
+        metrics = await r.text()
+    assert 'dm_scans_total{mode="sealed",saw="metadata",verdict="allow"} 1.0' in metrics
+    assert 'dm_scans_total{mode="plain",saw="content",verdict="allow"} 1.0' in metrics
+    said = {
+        (getattr(rec, "conversation_id", ""), getattr(rec, "saw", ""))
+        for rec in caplog.records
+        if rec.getMessage() == "scan"
+    }
+    assert said == {(conv["id"], "metadata"), (plain["id"], "content")}
 
 
 async def test_classifier_timeout_falls_back_to_flag(make_dm: DmFactory) -> None:
