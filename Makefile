@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## The main job on the embedded default: a private video shared end to end, then a short
-## load test comparing plain, sealed and post-quantum sealed, with its report.
+## load test comparing the four modes (plain, plain+scan, sealed, post-quantum sealed),
+## with its report.
 demo: share-demo loadtest-quick
 
 share-demo: $(STAMP)

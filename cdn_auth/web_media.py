@@ -94,7 +94,10 @@ async def _screen(state: EdgeState, media: Media, *, uploaded: bool) -> Media:
         )
         state.metrics.bank_matches.labels(match.bank, match.action).inc()
         if match.action == "refuse":
-            if uploaded:
+            # An upload's bytes go; so does an origin path's catalog copy unless a registered
+            # record shares it (identical content is stored once).  The publisher's file in
+            # the ingest drop box is theirs and stays.
+            if uploaded or not await state.hash_index.find([("sha256", fp.sha256)]):
                 path.unlink(missing_ok=True)
             raise MediaBanked(f"bank {match.bank}")
         media = replace(media, status="held")

@@ -51,12 +51,38 @@ REPORT = Api(
 )
 
 _ANY_OBJECT: Schema = {"type": "object"}
+QUEUE_CURSOR: Schema = {
+    "type": "string",
+    "pattern": "^[qh]-[0-9]{1,15}-[0-9]{1,10}$",
+    "description": "the previous page's next_cursor (400 bad_cursor for any other)",
+}
 QUEUE = Api(
     params=(
         Param("status", "query", {"enum": ["open", "closed", "all"], "default": "open"}),
         Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 500, "default": 50}),
+        Param("cursor", "query", QUEUE_CURSOR, "items older than this one"),
     ),
-    ok={200: Answer(obj({"items": {"type": "array", "items": _ANY_OBJECT}}, ("items",)))},
+    ok={
+        200: Answer(
+            obj(
+                {
+                    "items": {"type": "array", "items": _ANY_OBJECT},
+                    "next_cursor": {
+                        **QUEUE_CURSOR,
+                        "type": ["string", "null"],
+                        "description": "the last item this page examined (returned or "
+                        "skipped as not of the asked status); pass as cursor",
+                    },
+                    "more": {
+                        "type": "boolean",
+                        "description": "older items remain; a page may hold fewer than "
+                        "limit items (even none) and still say more: keep following",
+                    },
+                },
+                ("items", "next_cursor", "more"),
+            )
+        )
+    },
 )
 
 

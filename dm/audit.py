@@ -4,7 +4,8 @@ A Redis stream written by every moderator view and action and every legal
 export.  Append-only by construction: no route deletes or edits entries,
 and each append trims (``XADD MINID``) only entries older than the
 retention, which settings keep at a year or more.  Readable by the
-``auditor`` role only; moderators, whose work it records, cannot read it.
+``auditor`` role only, and never by a session holding ``moderator`` (even
+with ``auditor``): moderators, whose work it records, cannot read it.
 """
 
 from __future__ import annotations

@@ -148,6 +148,16 @@ class RoleRequired(DmError):
     status, code, public_message = 403, "role_required", "this needs a role you do not have"
 
 
+class RoleConflict(DmError):
+    """Separation of duties: a session that moderates may not read the record of moderation."""
+
+    status, code, public_message = (
+        403,
+        "role_conflict",
+        "a moderator session cannot read the audit log, whatever other roles it holds",
+    )
+
+
 class UserSuspended(DmError):
     status, code, public_message = 403, "user_suspended", "this account cannot send messages"
 

@@ -3,7 +3,9 @@
 Every function here takes the moderator's verified session and the id that
 justifies the access (a review item, or a legal request), checks that the
 id covers what is asked, writes the audit entry, and only then returns
-content.  What each mode yields:
+content or acts: an action is recorded (``<action>``) before it takes
+effect, so a failed audit write stops it, and its outcome follows
+(``<action>:done`` with what it did, or ``<action>:failed``).  What each mode yields:
 
 * plain: the message and up to N messages either side (the platform holds
   them all), media playable through a pointer minted for the moderator
@@ -200,6 +202,31 @@ async def act(state: DmState, me: Session, item: Item, action: str, reason: str)
     f = item.fields
     cid, mid, media_id = (f.get("conversation_id", ""), f.get("message_id", ""), f.get("media_id", ""))
     target = f.get("owner", "") if item.source == "media_hold" else f.get("sender", "")
+    ids = {"conversation_id": cid, "message_id": mid, "media_id": media_id, "target_user": target}
+
+    async def audit(name: str, detail: dict[str, Any]) -> None:
+        await state.audit.record(
+            actor=me.sub, roles=me.roles, action=name, justification=item.id, **ids, detail=detail
+        )
+
+    # The decision is on record before it takes effect: if the audit write fails, nothing
+    # happens.  Its outcome follows (what was taken down, released as, ...), or the failure.
+    await audit(action, {"reason": reason[:500]})
+    try:
+        result = await _apply(state, me, item, action, reason, target)
+    except Exception as exc:
+        await audit(f"{action}:failed", {"error": getattr(exc, "code", type(exc).__name__)})
+        raise
+    await audit(f"{action}:done", {key: v for key, v in result.items() if key != "action"})
+    result["state"] = await state.queue.close(item.id, action=action, by=me.sub)
+    return result
+
+
+async def _apply(
+    state: DmState, me: Session, item: Item, action: str, reason: str, target: str
+) -> dict[str, Any]:
+    f = item.fields
+    cid, mid, media_id = (f.get("conversation_id", ""), f.get("message_id", ""), f.get("media_id", ""))
     result: dict[str, Any] = {"item_id": item.id, "action": action}
     if action == "remove_message":
         if item.source == "media_hold" or f.get("kind") == "sealed":
@@ -233,18 +260,6 @@ async def act(state: DmState, me: Session, item: Item, action: str, reason: str)
         result["suspended"] = target
     elif action == "release":
         result.update(await _release(state, item))
-    await state.audit.record(
-        actor=me.sub,
-        roles=me.roles,
-        action=action,
-        justification=item.id,
-        conversation_id=cid,
-        message_id=mid,
-        media_id=media_id,
-        target_user=target,
-        detail={"reason": reason[:500], **{key: v for key, v in result.items() if key != "action"}},
-    )
-    result["state"] = await state.queue.close(item.id, action=action, by=me.sub)
     return result
 
 
@@ -311,8 +326,7 @@ async def file_legal_request(state: DmState, me: Session, doc: dict[str, Any]) -
         "filed_by": me.sub,
         "at_ms": str(int(time.time() * 1000)),
     }
-    await state.redis.hset(k.legal_request(rid), mapping=field_map(record))
-    await state.audit.record(
+    await state.audit.record(  # first: a request the log does not know of never exists
         actor=me.sub,
         roles=me.roles,
         action="file_legal_request",
@@ -320,6 +334,7 @@ async def file_legal_request(state: DmState, me: Session, doc: dict[str, Any]) -
         conversation_id=cid,
         detail={"reference": ref, "from_ms": from_ms, "to_ms": to_ms},
     )
+    await state.redis.hset(k.legal_request(rid), mapping=field_map(record))
     return {"id": rid, **record}
 
 

@@ -133,6 +133,9 @@ REPORTS_MAXLEN = 1_000_000
 
 #: Hash: review item id -> JSON {status, action, by, at_ms} once a moderator has acted.
 REVIEW_STATE = f"{PREFIX}:review:state"
+#: One queue page reads at most this many entries (both streams together) looking for
+#: ``limit`` items of the asked status; a page that stops here is short and says ``more``.
+REVIEW_PAGE_SCAN_MAX = 2000
 
 #: The audit log: every moderator view and action, and every legal export.  Append-only:
 #: no API deletes or trims it; each write trims only entries older than AUDIT_RETENTION_S.

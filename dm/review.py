@@ -20,7 +20,7 @@ from cdn_auth import redis_keys as cdn_keys
 from service_kernel.redis_client import RedisClient, field_map, stream_entries
 
 from . import redis_keys as k
-from .errors import ReviewItemNotFound
+from .errors import BadCursor, ReviewItemNotFound
 from .scanner import Verdict
 
 ITEM_RE = re.compile(r"[qh]-\d{1,15}-\d{1,10}")
@@ -33,6 +33,7 @@ _SUMMARY = (
     "reporter",
     "reason",
     "verdict",
+    "saw",
     "labels",
     "held",
     "media_id",
@@ -61,6 +62,79 @@ class Item:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Item]
+    next_cursor: str | None  # the last item examined (returned or skipped), or the cursor given
+    more: bool  # entries older than next_cursor remain
+
+
+def _item(item_id: str, fields: dict[str, str], state: str | None) -> Item:
+    source = fields.get("source") or ("media_hold" if item_id[0] == "h" else "report")
+    return Item(item_id, source, dict(fields), json.loads(state) if state else None)
+
+
+def _order(item_id: str) -> tuple[int, int, str]:
+    """The queue's order, newest first when descending: entry time, sequence, then stream
+    (the two streams may hold the same entry id)."""
+    if ITEM_RE.fullmatch(item_id) is None:
+        raise BadCursor(item_id[:40])
+    ms, seq = item_id[2:].split("-")
+    return int(ms), int(seq), item_id[0]
+
+
+class _Walk:
+    """One stream read newest first in batches, each batch's review states in one HMGET."""
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        stream: str,
+        prefix: str,
+        after: tuple[int, int, str] | None,
+        batch: int,
+    ) -> None:
+        self._redis, self._stream, self._prefix, self._batch = redis, stream, prefix, batch
+        self._buf: list[Item] = []
+        self._done = False
+        if after is None:
+            self._max = "+"
+        else:  # entries strictly older in the queue's order than the cursor item
+            entry = f"{after[0]}-{after[1]}"
+            self._max = entry if prefix < after[2] else f"({entry}"
+
+    async def head(self) -> Item | None:
+        if not self._buf and not self._done:
+            raw = stream_entries(
+                await self._redis.xrevrange(self._stream, max=self._max, count=self._batch)
+            )
+            self._done = len(raw) < self._batch
+            if raw:
+                self._max = f"({raw[-1][0]!s}"
+                ids = [f"{self._prefix}-{i}" for i, _ in raw]
+                states = cast(
+                    list[str | None],
+                    await self._redis.hmget(k.REVIEW_STATE, ids),  # decoded
+                )
+                self._buf = [_item(i, f, s) for i, (_, f), s in zip(ids, raw, states, strict=True)][
+                    ::-1
+                ]  # popped from the end: newest first
+        return self._buf[-1] if self._buf else None
+
+    def pop(self) -> Item:
+        return self._buf.pop()
+
+
+async def _newest(walks: list[_Walk]) -> _Walk | None:
+    """The walk whose next item comes first in the queue's order, or None when all are done."""
+    best: tuple[tuple[int, int, str], _Walk] | None = None
+    for walk in walks:
+        head = await walk.head()
+        if head is not None and (best is None or _order(head.id) > best[0]):
+            best = (_order(head.id), walk)
+    return best[1] if best else None
+
+
 def _stream_of(item_id: str) -> tuple[str, str]:
     if ITEM_RE.fullmatch(item_id) is None:
         raise ReviewItemNotFound(item_id[:40])
@@ -69,8 +143,9 @@ def _stream_of(item_id: str) -> tuple[str, str]:
 
 
 class ReviewQueue:
-    def __init__(self, redis: RedisClient) -> None:
+    def __init__(self, redis: RedisClient, scan_max: int = k.REVIEW_PAGE_SCAN_MAX) -> None:
         self._redis = redis
+        self._scan_max = scan_max
 
     async def add_alert(
         self, cid: str, message_id: str, fields: dict[str, str], verdict: Verdict
@@ -83,6 +158,7 @@ class ReviewQueue:
             "sender": fields.get("sender", ""),
             "media_id": fields.get("media_id", ""),
             "verdict": verdict.action,
+            "saw": verdict.saw,  # what the scanner had to go on: content, or metadata only
             "labels": ",".join(verdict.labels),
             "held": "1" if verdict.held else "",
             "at": str(int(time.time())),
@@ -99,35 +175,35 @@ class ReviewQueue:
         if not raw:
             raise ReviewItemNotFound(item_id)
         state = cast(str | None, await self._redis.hget(k.REVIEW_STATE, item_id))  # decoded
-        return self._item(item_id, raw[0][1], state)
+        return _item(item_id, raw[0][1], state)
 
-    async def items(self, *, status: str, limit: int) -> list[Item]:
-        """Newest first, from both streams; ``status`` is open, closed or all."""
-        reports = stream_entries(await self._redis.xrevrange(k.REPORTS_STREAM, count=limit * 4))
-        holds = stream_entries(await self._redis.xrevrange(cdn_keys.MEDIA_HOLDS_STREAM, count=limit * 4))
-        ids = [("q-" + str(i), f) for i, f in reports] + [("h-" + str(i), f) for i, f in holds]
-        states = (
-            cast(
-                list[str | None],
-                await self._redis.hmget(  # decoded
-                    k.REVIEW_STATE, [i for i, _ in ids]
-                ),
-            )
-            if ids
-            else []
-        )
-        out = [self._item(i, f, s) for (i, f), s in zip(ids, states, strict=True)]
-        if status != "all":
-            out = [it for it in out if it.open == (status == "open")]
-        out.sort(key=lambda it: tuple(int(x) for x in it.id[2:].split("-")), reverse=True)
-        return out[:limit]
+    async def page(self, *, status: str, limit: int, cursor: str | None = None) -> Page:
+        """Up to ``limit`` items of ``status`` (open, closed or all), newest first, older
+        than ``cursor`` (an item id from a previous page's ``next_cursor``).
+
+        Both streams are walked newest first in batches and merged; closed items are
+        skipped as they come, so every open item is reachable however many closed ones
+        lie between.  The walk reads at most ``scan_max`` entries: a page that stops there
+        holds fewer than ``limit`` items (perhaps none) and still says ``more``.
+        """
+        after = _order(cursor) if cursor is not None else None
+        walks = [
+            _Walk(self._redis, k.REPORTS_STREAM, "q", after, max(limit, 1)),
+            _Walk(self._redis, cdn_keys.MEDIA_HOLDS_STREAM, "h", after, max(limit, 1)),
+        ]
+        out: list[Item] = []
+        scanned, last = 0, cursor
+        while len(out) < limit and scanned < self._scan_max:
+            walk = await _newest(walks)
+            if walk is None:
+                return Page(out, last, more=False)
+            item = walk.pop()
+            scanned, last = scanned + 1, item.id
+            if status == "all" or item.open == (status == "open"):
+                out.append(item)
+        return Page(out, last, more=await _newest(walks) is not None)
 
     async def close(self, item_id: str, *, action: str, by: str) -> dict[str, Any]:
         state = {"action": action, "by": by, "at_ms": int(time.time() * 1000)}
         await self._redis.hset(k.REVIEW_STATE, item_id, json.dumps(state))
         return state
-
-    @staticmethod
-    def _item(item_id: str, fields: dict[str, str], state: str | None) -> Item:
-        source = fields.get("source") or ("media_hold" if item_id[0] == "h" else "report")
-        return Item(item_id, source, dict(fields), json.loads(state) if state else None)

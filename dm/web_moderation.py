@@ -2,7 +2,8 @@
 
 ``moderator``: the review queue, opening an item (content in context, as
 the mode allows), opening a message under a justification, actions.
-``auditor``: the audit log (moderators cannot read it).  ``legal``: filing a
+``auditor``: the audit log (a session holding ``moderator`` cannot read it,
+whatever else it holds).  ``legal``: filing a
 legal request (a reference, one conversation, a time scope) and its export.
 Every view and action is written to the audit log before content is returned.
 """
@@ -18,7 +19,7 @@ from service_kernel.web_errors import read_json
 
 from . import api_schemas_moderation as api
 from . import moderation
-from .errors import BadCursor
+from .errors import BadCursor, RoleConflict
 from .moderation import require_role
 from .web_messages import check_cursor
 from .web_state import STATE, DmState
@@ -48,15 +49,22 @@ async def queue(request: web.Request) -> web.Response:
     if status not in ("open", "closed", "all"):
         raise InvalidField("status must be open, closed or all")
     limit = _int_query(request, "limit", 50, 500)
-    items = await state.queue.items(status=status, limit=limit)
+    cursor = request.query.get("cursor")
+    page = await state.queue.page(status=status, limit=limit, cursor=cursor)
     await state.audit.record(
         actor=me.sub,
         roles=me.roles,
         action="list_queue",
         justification="",
-        detail={"status": status, "items": len(items)},
+        detail={"status": status, "items": len(page.items), "cursor": cursor},
     )
-    return web.json_response({"items": [it.summary() for it in items]})
+    return web.json_response(
+        {
+            "items": [it.summary() for it in page.items],
+            "next_cursor": page.next_cursor,
+            "more": page.more,
+        }
+    )
 
 
 async def open_item(request: web.Request) -> web.Response:
@@ -97,6 +105,8 @@ async def audit_log(request: web.Request) -> web.Response:
     state = request.app[STATE]
     me = await state.session(request)
     require_role(me, "auditor")
+    if "moderator" in me.roles:  # separation of duties: the watched never read the watch
+        raise RoleConflict("moderator")
     after = request.query.get("after")
     if after is not None:
         try:
@@ -130,7 +140,11 @@ ROUTES = (
         "moderation",
         auth="moderator",
         responses=(200, 400, 401, 403),
-        params=(("status", "query", "open | closed | all"), ("limit", "query", "0..500")),
+        params=(
+            ("status", "query", "open | closed | all"),
+            ("limit", "query", "0..500"),
+            ("cursor", "query", "next_cursor of the previous page"),
+        ),
         limit="moderation",
         api=api.QUEUE,
     ),
@@ -180,7 +194,7 @@ ROUTES = (
         "GET",
         "/v1/audit",
         audit_log,
-        "The audit log (auditor role only)",
+        "The audit log (auditor role; refused to any session that also holds moderator)",
         "moderation",
         responses=(200, 400, 401, 403),
         params=(("after", "query", "last entry id seen"), ("limit", "query", "1..1000")),

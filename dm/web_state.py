@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ from .safety import SafetyCheck
 from .scanner import Scanner, Verdict
 from .settings import DmSettings
 from .store import Conversation, DmStore
+
+log = logging.getLogger(__name__)
 
 #: The subprotocol a browser offers beside its session, and the one the server answers.
 WS_APP_PROTOCOL = "pointer-dm.v1"
@@ -68,6 +71,12 @@ class DmMetrics:
         )
         self.pushes = Counter("dm_pushes", "Events pushed to WebSockets", registry=r)
         self.alerts = Counter("dm_scan_alerts", "Scanner alerts queued", ["verdict"], registry=r)
+        self.scans = Counter(
+            "dm_scans",
+            "Sends scanned, by what the scanner saw (content or metadata only) and its verdict",
+            ["mode", "saw", "verdict"],
+            registry=r,
+        )
         self.push_lag = Histogram(
             "dm_push_lag_seconds",
             "Send accepted to pushed by this process",
@@ -224,11 +233,24 @@ class DmState:
         if await self.store.is_suspended(me.sub):
             raise UserSuspended(me.sub)
         if conv.mode == "sealed":
-            return self.scanner.scan_sealed()
-        media = await self.media(fields["media_id"]) if fields.get("media_id") else None
-        verdict = await self.scanner.scan_plain(me.sub, fields.get("text", ""), media)
-        if verdict.held:
-            fields["held"] = "1"
+            verdict = self.scanner.scan_sealed()
+        else:
+            media = await self.media(fields["media_id"]) if fields.get("media_id") else None
+            verdict = await self.scanner.scan_plain(me.sub, fields.get("text", ""), media)
+            if verdict.held:
+                fields["held"] = "1"
+        self.metrics.scans.labels(conv.mode, verdict.saw, verdict.action).inc()
+        if log.isEnabledFor(logging.DEBUG):  # the send path: build nothing unless asked
+            log.debug(
+                "scan",
+                extra={
+                    "conversation_id": conv.id,
+                    "mode": conv.mode,
+                    "saw": verdict.saw,
+                    "verdict": verdict.action,
+                    "labels": ",".join(verdict.labels),
+                },
+            )
         return verdict
 
     async def after_send(

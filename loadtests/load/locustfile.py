@@ -1,11 +1,16 @@
-"""Locust scenarios: share a video in a DM (plain, sealed X25519, sealed ML-KEM-768+X25519), view it.
+"""Locust scenarios: share a video in a DM in four modes, and view it.
 
-Run by ``python -m loadtests run`` (which seeds, drives open-model trials
-and step loads, and writes the report), or by hand against any deployment
-whose dm service has the dev issuer on::
+The modes: ``plain``; ``plain+scan`` (plain, sent to a dm that scans the
+send: lists, media hashes); ``sealed`` (X25519); ``sealed-pq``
+(ML-KEM-768+X25519).  Run by ``python -m loadtests run`` (which seeds,
+drives open-model trials and step loads, and writes the report), or by
+hand against any deployment whose dm service has the dev issuer on::
 
     locust -f loadtests/load/locustfile.py --host http://DM --edge-url http://EDGE \
         --rate-sealed 20 --hdr-out var/locust-hdr  SealedShare VideoViewerSealed
+
+``PlainScanShare`` also needs ``--scan-dm-url http://SCANNING-DM``; without
+one its sends fail rather than measure an unscanned dm.
 
 Every phase is its own named entry ``<scenario>:<phase>`` (grant, seal,
 send, delivery, open, read, first_byte, segment, total); client-side crypto
@@ -116,6 +121,11 @@ def _cpu_warning(environment: Environment, cpu_usage: float, **_: Any) -> None:
 def _arguments(parser: Any) -> None:
     parser.add_argument("--edge-url", default="", help="base URL of the edge (cdn_auth)")
     parser.add_argument(
+        "--scan-dm-url",
+        default="",
+        help="a dm that scans plain sends (DM_SCAN_LISTS): required by PlainScanShare",
+    )
+    parser.add_argument(
         "--seed-file",
         default="",
         help="pairs seeded by `python -m loadtests "
@@ -203,7 +213,15 @@ def _standalone_start(environment: Environment, **_: Any) -> None:
     )
     index = runner.worker_index if isinstance(runner, WorkerRunner) else 0
     STATE.setup(
-        Setup(str(environment.host), opts.edge_url, opts.seed_file or None, workers, index), driven=False
+        Setup(
+            str(environment.host),
+            opts.edge_url,
+            opts.seed_file or None,
+            workers,
+            index,
+            getattr(opts, "scan_dm_url", ""),
+        ),
+        driven=False,
     )
     closed = frozenset(s for s, r in rates.items() if r <= 0)
     STATE.start_segment("locust", rates, _STANDALONE["t0"], closed=closed)

@@ -30,8 +30,8 @@ from types import FrameType
 from typing import Any
 
 from loadtests.load.plan import DriveConfig
-from loadtests.load.scenarios import MODES, SUITE_OF, VIEW_PREFIX, video_ranges
-from loadtests.load.seed import ApiError, Targets, seed
+from loadtests.load.scenarios import MODES, SCANNED_MODES, SUITE_OF, VIEW_PREFIX, video_ranges
+from loadtests.load.seed import NO_SCAN_DM, ApiError, Targets, seed
 from loadtests.report import analysis, envinfo, floor
 from loadtests.report import render as report
 from loadtests.report.slo import Slo
@@ -95,8 +95,8 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--edge-url", help="... and this edge (both, or neither)")
     where.add_argument(
         "--scan-dm-url",
-        help="with --dm-url: a dm that scans plain sends, for "
-        "the plain+scan mode (default: --dm-url, whatever its scanning)",
+        help="with --dm-url: a dm that scans plain sends (DM_SCAN_LISTS), for "
+        "the plain+scan mode; required when --modes includes plain+scan",
     )
     where.add_argument(
         "--server-pid",
@@ -216,6 +216,8 @@ def options(argv: list[str] | None) -> Options:
         p.error("--dm-url and --edge-url go together")
     if a.scan_dm_url and not a.dm_url:
         p.error("--scan-dm-url is for --dm-url targets (the embedded stack starts its own)")
+    if a.dm_url and not a.scan_dm_url and set(modes) & SCANNED_MODES:
+        p.error(NO_SCAN_DM)
     if a.origin_path and not a.edge_url:
         p.error("--origin-path is for --edge-url targets (the embedded stack has its own)")
     if a.procs < 1 or a.workers < 0:

@@ -139,16 +139,28 @@ def video_bytes(size: int = VIDEO_BYTES) -> bytes:
     return clip_bytes(size)
 
 
+NO_SCAN_DM = (
+    "plain+scan needs a dm that scans plain sends (started with DM_SCAN_LISTS, e.g. "
+    "loadtests/scan_lists.json): give its URL (--scan-dm-url), or leave plain+scan out of "
+    "--modes; sending to the plain dm would report an unscanned dm as plain+scan"
+)
+
+
 @dataclass(frozen=True)
 class Targets:
     dm_url: str
     edge_url: str
-    #: A dm that scans plain sends (the plain+scan mode); "" means dm_url's own policy.
+    #: A dm that scans plain sends (the plain+scan mode); "" when there is none, and then
+    #: plain+scan cannot be run: it would measure an unscanned dm under the scanned label.
     scan_dm_url: str = ""
 
     def send_base(self, scenario: str) -> str:
         """Where a scenario's sends go: the scanning dm for scanned modes."""
-        return (self.scan_dm_url or self.dm_url) if mode_of(scenario) in SCANNED_MODES else self.dm_url
+        if mode_of(scenario) not in SCANNED_MODES:
+            return self.dm_url
+        if not self.scan_dm_url:
+            raise ValueError(NO_SCAN_DM)
+        return self.scan_dm_url
 
 
 @dataclass
@@ -386,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--dm-url", required=True)
     p.add_argument("--edge-url", required=True)
+    p.add_argument("--scan-dm-url", default="", help="a scanning dm, for plain+scan pairs")
     p.add_argument("--out", type=Path, required=True, help="seed file to write (mode 0600)")
     p.add_argument(
         "--pairs",
@@ -404,7 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--pairs is scenario=count,...")
     if set(counts) - set(SCENARIOS):
         p.error(f"scenarios are {', '.join(SCENARIOS)}")
-    out = seed(Targets(a.dm_url.rstrip("/"), a.edge_url.rstrip("/")), counts, origin_path=a.origin_path)
+    if not a.scan_dm_url and any(mode_of(sc) in SCANNED_MODES for sc in counts):
+        p.error(NO_SCAN_DM)
+    targets = Targets(a.dm_url.rstrip("/"), a.edge_url.rstrip("/"), a.scan_dm_url.rstrip("/"))
+    out = seed(targets, counts, origin_path=a.origin_path)
     out.save(a.out)
     print(f"{sum(len(v) for v in out.pairs.values())} pairs written to {a.out}")
     return 0

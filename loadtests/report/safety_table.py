@@ -14,7 +14,8 @@ ROWS: list[list[str]] = [
         'Scanning ("AI-driven scanning ... to monitor DMs")',
         "every send: keyword/pattern lists, the media's hash-bank verdict, an external "
         "classifier hook with a timeout; verdict allow, flag or hold",
-        "metadata only (sender, conversation, envelope count and size); the scanner says so and allows",
+        "metadata only (sender, conversation, envelope count and size); the scanner says so "
+        '(saw="metadata" in dm_scans_total and its log) and allows',
         "test_keyword_alert_flags_and_still_delivers, test_classifier_timeout_falls_back_to_flag, "
         "test_sealed_scanner_sees_metadata_only",
     ],
@@ -44,10 +45,12 @@ ROWS: list[list[str]] = [
     [
         'Access controls ("only ... in response to a valid legal request or a user report")',
         "opening content needs a report, alert or legal-request id covering it; every view "
-        "and action in an append-only audit log that auditors read and moderators cannot",
+        "and action in an append-only audit log (an action is recorded before it takes "
+        "effect) that auditors read and no moderator session can",
         "same rules; there is less to open",
         "test_view_without_justification_refused, "
-        "test_every_view_and_action_in_audit_log_and_moderators_cannot_read_it",
+        "test_every_view_and_action_in_audit_log_and_moderators_cannot_read_it, "
+        "test_every_action_audited_first_and_none_without_its_record",
     ],
     [
         'Legal requests ("cooperate with law enforcement")',
@@ -59,11 +62,13 @@ ROWS: list[list[str]] = [
     ],
     [
         'Known-bad media ("the exchange of illicit material")',
-        "at the CDN: MD5/SHA-256 and PDQ (keyframes) matched against hash banks at upload; "
-        "refused or held per bank",
+        "at the CDN: MD5/SHA-256 and PDQ (keyframes) matched against hash banks at upload "
+        "or origin-path registration; refused or held per bank",
         "the same: the video sits on the CDN in both modes, so sealing the DM does not hide "
         "it from the banks",
         "test_banked_video_refused_at_upload, "
+        "test_banked_video_registered_by_origin_path_refused_or_held_like_an_upload, "
+        "test_sealed_sender_cannot_share_a_banked_video, "
         "test_hold_bank_registers_media_held_until_released, "
         "test_bank_media_action_takes_down_every_copy",
     ],

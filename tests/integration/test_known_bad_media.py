@@ -55,6 +55,33 @@ async def test_banked_video_refused_at_upload(
         assert r.status == 201
 
 
+async def test_sealed_sender_cannot_share_a_banked_video(
+    make_dm: DmFactory, make_edge: EdgeFactory, tmp_path: Path
+) -> None:
+    """End to end in sealed mode: the SDK's upload is refused, so the sender holds no media
+    id, capability or grant to seal; the recipient receives only what was not banked."""
+    bad = make_video(tmp_path / "bad.mp4", seed=6)
+    fp = fingerprint_file(tmp_path / "bad.mp4", "video/mp4")
+    edge = await make_edge(bank_manifest=bank_manifest(tmp_path, "refuse", [f"sha256 {fp.sha256}"]))
+    dm = await make_dm(edge=edge)
+    edge_url = str(edge.client.make_url("")).rstrip("/")
+    alice, bob = dm.client(), await dm.user()
+    alice.edge_url = edge_url
+    await alice.__aenter__()
+    await alice.create_user()
+    for c in (alice, bob):
+        c.use_device_key(envelope.DeviceKey.generate("x25519"))
+        await c.publish_key()
+    conv = await alice.create_conversation([bob.uid], mode="sealed")
+    with pytest.raises(DmClientError) as err:
+        await alice.upload_media(bad)
+    assert (err.value.status, err.value.code) == (403, "media_banked")
+    fine = await alice.upload_media(make_video(tmp_path / "fine.mp4", seed=7))
+    await alice.send_sealed(conv["id"], edge_url=edge_url, media_id=fine["id"])
+    [msg] = (await bob.read(conv["id"]))["messages"]
+    assert bob.open_message(msg).media_id == fine["id"]
+
+
 async def test_hold_bank_registers_media_held_until_released(
     make_dm: DmFactory, make_edge: EdgeFactory, issuer: DevIssuer, tmp_path: Path
 ) -> None:
@@ -85,6 +112,35 @@ async def test_hold_bank_registers_media_held_until_released(
         json_body={"action": "release", "reason": "false positive"},
     )
     await wait_until(lambda: _fetch_ok(alice, url), 10, 0.1)
+
+
+@pytest.mark.parametrize("action", ["refuse", "hold"])
+async def test_banked_video_registered_by_origin_path_refused_or_held_like_an_upload(
+    make_edge: EdgeFactory, issuer: DevIssuer, tmp_path: Path, action: str
+) -> None:
+    """A publisher's origin path is screened as an upload is: a refusing bank leaves no
+    record and no stored copy; a holding bank registers it held, served to nobody."""
+    make_video(tmp_path / "b.mp4", seed=5, variant=True)  # the bank has a re-encode's hashes
+    lines = [f"pdq {h}" for h in fingerprint_file(tmp_path / "b.mp4", "video/mp4").pdq]
+    edge = await make_edge(bank_manifest=bank_manifest(tmp_path, action, lines))
+    (edge.state.origin.ingest / "show.mp4").write_bytes(make_video(tmp_path / "a.mp4", seed=5))
+    publisher = bearer(issuer.mint("studio", roles=["publisher"]))
+    async with edge.client.post(
+        "/v1/media", headers=publisher, json={"origin_path": "show.mp4", "visibility": "public"}
+    ) as r:
+        doc = await r.json()
+        status = r.status
+    catalog = edge.state.origin.root / "catalog"
+    stored = [p for p in catalog.rglob("*") if p.is_file()] if catalog.exists() else []
+    if action == "refuse":
+        assert (status, doc["error"]["code"]) == (403, "media_banked")
+        assert stored == []  # the catalog copy is deleted as an upload's bytes are
+        assert (edge.state.origin.ingest / "show.mp4").is_file()  # the drop box is the publisher's
+        return
+    assert (status, doc["status"]) == (201, "held") and len(stored) == 1
+    async with edge.client.get(f"/m/{doc['id']}", headers=bearer(issuer.mint("bob"))) as r:
+        assert r.status == 410
+        assert (await r.json())["error"]["code"] == "media_held"
 
 
 async def _fetch_ok(c: DmClient, url: str, grant: str | None = None) -> bool:

@@ -59,6 +59,8 @@ def _short_run(stack: ProcStack, run_dir: Path, *extra: str) -> Path:
             stack.dm_url,
             "--edge-url",
             stack.edge_url,
+            "--scan-dm-url",  # plain+scan needs its scanning dm (refused without one)
+            stack.scan_dm_url,
             "--dir",
             str(run_dir),
             "--rounds",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from cdn_auth import token_format
-from dm import envelope
+from dm import envelope, moderation
 from dm.client import DmClient, DmClientError
+from dm.redis_keys import AUDIT_STREAM
+from dm.review import Page, ReviewQueue
+from dm.web_state import STATE
 
+from ..support.media_api import upload_form
 from ..support.media_samples import make_video
 from ..support.messages import media_of
-from ..support.services import DmFactory, DmStack, wait_until
+from ..support.services import DmFactory, DmStack, bearer, wait_until
 
 LISTS = {
     "lists": [
@@ -67,6 +72,63 @@ async def test_keyword_alert_flags_and_still_delivers(sdm: DmStack) -> None:
     [item] = await _queue(mod)
     assert (item["source"], item["verdict"], item["labels"]) == ("alert", "flag", "scam")
     assert item["message_id"] == sent["id"] and "text" not in item  # the list shows no content
+
+
+async def _all_pages(fetch: Any, limit: int) -> tuple[list[str], int]:
+    """Follow next_cursor until more is false: every item id seen, and the page count."""
+    seen: list[str] = []
+    cursor: str | None = None
+    for pages in range(1, 100):
+        page = await fetch(cursor, limit)
+        assert len(page["items"]) <= limit
+        seen += [i["id"] for i in page["items"]]
+        if not page["more"]:
+            return seen, pages
+        cursor = page["next_cursor"]
+    raise AssertionError("the queue never ended")
+
+
+async def test_queue_pages_reach_every_open_item_once(sdm: DmStack) -> None:
+    """Older open items stay reachable however many closed ones are newer: the list is a
+    cursor walk over both streams, not a filter of the newest few."""
+    alice, bob, mod = await sdm.user(), await sdm.user(), await _mod(sdm)
+    conv = await alice.create_conversation([bob.uid])
+    for n in range(14):
+        await alice.send(conv["id"], text=f"gift card {n}")
+    everything = await _queue(mod, limit="500", status="all")
+    assert len(everything) == 14 and all(i["status"] == "open" for i in everything)
+    closed = {everything[n]["id"] for n in (*range(8), 10, 12)}  # the newest eight, and two
+    for item_id in closed:
+        await mod.request(
+            "POST", f"/v1/moderation/items/{item_id}/actions", json_body={"action": "dismiss"}
+        )
+    want = [i["id"] for i in everything if i["id"] not in closed]
+
+    async def http_page(cursor: str | None, limit: int) -> dict[str, Any]:
+        params = {"limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        return dict(await mod.request("GET", "/v1/moderation/queue", params=params))
+
+    first = await http_page(None, 2)  # the newest eight are closed: the open ones are older
+    assert [i["id"] for i in first["items"]] == want[:2] and first["more"] is True
+    seen, pages = await _all_pages(http_page, 2)
+    assert seen == want and pages >= 2  # newest first, each exactly once
+    # A bounded scan (3 entries a page here) returns short pages and keeps saying more.
+    small = ReviewQueue(sdm.app[STATE].redis, scan_max=3)
+
+    async def bounded_page(cursor: str | None, limit: int) -> dict[str, Any]:
+        page = await small.page(status="open", limit=limit, cursor=cursor)
+        return {"items": [it.summary() for it in page.items], **_cursor_fields(page)}
+
+    seen, pages = await _all_pages(bounded_page, 2)
+    assert seen == want and pages >= 5
+    assert await _code(mod.request("GET", "/v1/moderation/queue", params={"cursor": "x"})) == (
+        400,
+        "bad_cursor",
+    )
+
+
+def _cursor_fields(page: Page) -> dict[str, Any]:
+    return {"next_cursor": page.next_cursor, "more": page.more}
 
 
 async def test_held_message_reaches_nobody_until_released(sdm: DmStack) -> None:
@@ -215,17 +277,25 @@ async def test_every_view_and_action_in_audit_log_and_moderators_cannot_read_it(
             json_body={"action": action, "reason": "policy 4.2"},
         )
     assert await _code(mod.request("GET", "/v1/audit")) == (403, "role_required")
+    # Separation of duties: holding auditor too does not let a moderator read the log.
+    both = await sdm.user(roles=["moderator", "auditor"])
+    assert await _code(both.request("GET", "/v1/audit")) == (403, "role_conflict")
     entries = (await auditor.request("GET", "/v1/audit"))["entries"]
     assert [(e["action"], e["justification"]) for e in entries] == [
         ("list_queue", ""),
         ("open_item", item["id"]),
         ("open_refused", ""),
         ("take_down_media", item["id"]),
+        ("take_down_media:done", item["id"]),
         ("suspend_user", item["id"]),
+        ("suspend_user:done", item["id"]),
         ("dismiss", item["id"]),
+        ("dismiss:done", item["id"]),
     ]
     assert {e["actor"] for e in entries} == {mod.uid}
-    assert entries[3]["media_id"] == media.id and entries[4]["target_user"] == alice.uid
+    assert entries[3]["media_id"] == media.id and entries[5]["target_user"] == alice.uid
+    assert entries[3]["detail"] == {"reason": "policy 4.2"}
+    assert entries[6]["detail"] == {"item_id": item["id"], "suspended": alice.uid}
     # The actions took effect: media down at the edge, the sender suspended, item closed.
     assert await _code(alice.send(conv["id"], text="again")) == (403, "user_suspended")
     assert await _code(alice.fetch_media(str(sdm.edge.client.make_url(f"/m/{media.id}")))) == (
@@ -236,6 +306,69 @@ async def test_every_view_and_action_in_audit_log_and_moderators_cannot_read_it(
     # No route deletes audit entries; the stream only grows.
     after = (await auditor.request("GET", "/v1/audit"))["entries"]
     assert len(after) == len(entries) + 1  # the list_queue just above
+
+
+async def test_every_action_audited_first_and_none_without_its_record(
+    sdm: DmStack, tmp_path: Path
+) -> None:
+    """Each of the six actions is on record before it takes effect: while the audit stream
+    cannot be written (a real Redis WRONGTYPE error), no action happens at all."""
+    alice, bob, mod = await sdm.user(), await sdm.user(), await _mod(sdm)
+    auditor = await _mod(sdm, "auditor")
+    state = sdm.app[STATE]
+    edge = sdm.edge.client
+    video = upload_form(None, make_video(tmp_path / "a.mp4", seed=11))
+    async with edge.post("/v1/media", data=video, headers=bearer(alice.session_token or "")) as r:
+        assert r.status == 201
+        media_id = (await r.json())["id"]
+    media_url = str(edge.make_url(f"/m/{media_id}"))
+    conv = await alice.create_conversation([bob.uid])
+    held = await alice.send(conv["id"], text="this is our little secret")  # hold: an alert
+    shared = (await alice.send(conv["id"], text="look", media_id=media_id))["id"]
+    await bob.report(conv["id"], shared, reason="abuse video")
+    flagged = (await alice.send(conv["id"], text="a gift card for you"))["id"]
+    other = (await alice.send(conv["id"], text="another gift card"))["id"]
+    by_message = {i["message_id"]: i["id"] for i in await _queue(mod)}
+    report = next(i["id"] for i in await _queue(mod) if i["source"] == "report")
+    plan = [
+        (by_message[held["id"]], "release"),
+        (report, "take_down_media"),
+        (report, "bank_media"),
+        (report, "suspend_user"),
+        (by_message[flagged], "remove_message"),
+        (by_message[other], "dismiss"),
+    ]
+    assert {a for _, a in plan} == set(moderation.ACTIONS)
+
+    async def visible() -> list[str]:
+        return [m["id"] for m in (await bob.read(conv["id"]))["messages"]]
+
+    before = await visible()
+    await state.redis.delete(AUDIT_STREAM)
+    await state.redis.set(AUDIT_STREAM, "not a stream")  # every XADD to it now fails
+    for item_id, action in plan:
+        assert await _code(
+            mod.request("POST", f"/v1/moderation/items/{item_id}/actions", json_body={"action": action})
+        ) == (503, "redis_unavailable")
+    assert await visible() == before  # not released, nothing removed
+    assert (await alice.fetch_media(media_url, range_=(0, 9))).status in (200, 206)
+    assert not await state.store.is_suspended(alice.uid)
+    assert all([(await state.queue.get(i)).open for i, _ in plan])
+    await state.redis.delete(AUDIT_STREAM)
+    for item_id, action in plan:
+        await mod.request(
+            "POST", f"/v1/moderation/items/{item_id}/actions", json_body={"action": action}
+        )
+    entries = [
+        (e["action"], e["justification"]) for e in (await auditor.request("GET", "/v1/audit"))["entries"]
+    ]
+    assert entries == [x for i, a in plan for x in ((a, i), (f"{a}:done", i))]
+    # And each took effect.
+    after = await visible()
+    assert held["id"] not in after and flagged not in after and len(after) == len(before)
+    assert await _code(alice.fetch_media(media_url)) == (410, "media_taken_down")
+    assert await state.store.is_suspended(alice.uid)
+    assert not any([(await state.queue.get(i)).open for i, _ in plan])
 
 
 async def test_legal_export_plain_messages_in_scope(sdm: DmStack) -> None:
@@ -313,16 +446,30 @@ async def test_legal_export_sealed_gives_metadata_and_says_content_unavailable(s
     assert secret not in json.dumps(export) and "messages" not in export
 
 
-async def test_sealed_scanner_sees_metadata_only(sdm: DmStack) -> None:
+async def test_sealed_scanner_sees_metadata_only(sdm: DmStack, caplog: pytest.LogCaptureFixture) -> None:
     alice, bob, mod = await sdm.user(), await sdm.user(), await _mod(sdm)
     for c in (alice, bob):
         c.use_device_key(envelope.DeviceKey.generate("x25519"))
         await c.publish_key()
     conv = await alice.create_conversation([bob.uid], mode="sealed")
     edge_url = str(sdm.edge.client.make_url("")).rstrip("/")
-    await alice.send_sealed(conv["id"], edge_url=edge_url, text="our little secret")
+    with caplog.at_level(logging.DEBUG, logger="dm.web_state"):
+        await alice.send_sealed(conv["id"], edge_url=edge_url, text="our little secret")
+        plain = await alice.create_conversation([bob.uid])
+        await alice.send(plain["id"], text="hello")
     assert len((await bob.read(conv["id"]))["messages"]) == 1  # delivered: nothing to match
     assert await _queue(mod) == []
+    # ... and says so, where a safety team looks: the scan metric and the scanner's log.
+    async with aiohttp.ClientSession() as http, http.get(sdm.dm_url + "/metrics") as r:
+        metrics = await r.text()
+    assert 'dm_scans_total{mode="sealed",saw="metadata",verdict="allow"} 1.0' in metrics
+    assert 'dm_scans_total{mode="plain",saw="content",verdict="allow"} 1.0' in metrics
+    said = {
+        (getattr(rec, "conversation_id", ""), getattr(rec, "saw", ""))
+        for rec in caplog.records
+        if rec.getMessage() == "scan"
+    }
+    assert said == {(conv["id"], "metadata"), (plain["id"], "content")}
 
 
 async def test_classifier_timeout_falls_back_to_flag(make_dm: DmFactory) -> None:
