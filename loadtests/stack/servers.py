@@ -148,7 +148,9 @@ def session_issuer(root: Path) -> DevIssuer:
     return DevIssuer.load_or_create(root / "keys" / "session")
 
 
-def dm_env(root: Path, *, send_rate_per_s: int | None, log_level: str) -> dict[str, str]:
+def dm_env(
+    root: Path, *, send_rate_per_s: int | None, log_level: str, event_loop: str = "auto"
+) -> dict[str, str]:
     """dm's settings as an operator would give them; no inherited DM_* leaks in.
 
     WARNING turns the per-request access log off, as for the edge.
@@ -159,6 +161,7 @@ def dm_env(root: Path, *, send_rate_per_s: int | None, log_level: str) -> dict[s
         DM_FRANKING_KEY_PATH=str(root / "keys" / "franking.key"),
         DM_LOG_LEVEL=log_level,
         DM_DEV_ISSUER="true",
+        DM_EVENT_LOOP=event_loop,
     )
     # One address signs every user up, and a few senders drive the whole load: those two
     # per-user limits are lifted (still charged, so their cost is in the figures) and the
@@ -200,6 +203,7 @@ def start_dm(
     edge_url: str,
     send_rate_per_s: int | None = None,
     log_level: str = "WARNING",
+    event_loop: str = "auto",
 ) -> Server:
     """Its own Redis, then ``python -m dm serve``; both stopped when ``stack`` closes."""
     redis = stack.enter_context(RedisProcess(root / "dm-redis"))
@@ -208,7 +212,7 @@ def start_dm(
         child_process(
             dm_command(port, redis.url, edge_url, keyring_dir),
             log,
-            dm_env(root, send_rate_per_s=send_rate_per_s, log_level=log_level),
+            dm_env(root, send_rate_per_s=send_rate_per_s, log_level=log_level, event_loop=event_loop),
         )
     )
     wait_ready("dm", proc, port, "/readyz", log)

@@ -35,6 +35,7 @@ class Options:
     rates: tuple[int, ...]
     message: str
     send_rate_limit: int | None
+    event_loop: str
     json: bool
     dir: Path | None
 

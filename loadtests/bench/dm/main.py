@@ -117,6 +117,12 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="set DM_SEND_RATE_PER_S for the dm under test (default: dm's own, 50)",
     )
+    p.add_argument(
+        "--event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="DM_EVENT_LOOP of the dm under test (auto: uvloop where installed)",
+    )
     return common_flags(p, workdir=True)
 
 
@@ -147,6 +153,7 @@ def options(argv: list[str] | None) -> Options:
         rates,
         a.message,
         a.send_rate_limit,
+        a.event_loop,
         a.json,
         a.dir,
     )
@@ -164,7 +171,12 @@ def run(opts: Options) -> dict[str, Any]:
         say(f"starting Redis and the dm under {root} (send generator: {wrk.version})")
         # The edge URL only goes into the media links the dm renders; nothing fetches them.
         dm = start_dm(
-            stack, root, ring.path, edge_url=f"http://{HOST}:9", send_rate_per_s=opts.send_rate_limit
+            stack,
+            root,
+            ring.path,
+            edge_url=f"http://{HOST}:9",
+            send_rate_per_s=opts.send_rate_limit,
+            event_loop=opts.event_loop,
         )
         pairs = asyncio.run(make_pairs(dm.url, opts.pairs))
         asyncio.run(register_sender_media(dm.redis_url, pairs))

@@ -161,6 +161,7 @@ def summarize(bed: Bed, sends: list[SendResult], pushes: list[PushResult]) -> di
             "send_rate_limit_per_s": opts.send_rate_limit or 50,
             "send_rate_limit_source": "--send-rate-limit" if opts.send_rate_limit else "dm default",
             "access_log": False,
+            "event_loop": opts.event_loop,
             "cpus": os.cpu_count(),
             "statistic": "median of rounds",
         },
