@@ -1,0 +1,334 @@
+"""Red-team, round 3: the review queue, moderator access and audit, lawful access, the
+known-bad media banks and held messages, against real dm and edge processes on Redis.
+
+Each finding's test asserts the safe behaviour and is marked ``xfail(strict=True)`` while
+the finding is real (so it turns red, as XPASS, the day it is fixed and the marker must
+go); the guard tests pin attacks that held."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cdn_auth.fingerprint import fingerprint_file
+from dm.client import DmClient, DmClientError
+from dm.identity import DevIssuer
+
+from ..support.banks import bank_manifest
+from ..support.media_api import upload_form
+from ..support.media_samples import make_video
+from ..support.services import DmFactory, DmStack, EdgeFactory, bearer
+
+LISTS = {
+    "lists": [
+        {"label": "grooming", "verdict": "hold", "keywords": ["our little secret"]},
+    ]
+}
+HELD_TEXT = "this is our little secret"
+
+
+@pytest.fixture
+async def sdm(make_dm: DmFactory, tmp_path: Path) -> DmStack:
+    path = tmp_path / "lists.json"
+    path.write_text(json.dumps(LISTS))
+    return await make_dm(scan_lists=path)
+
+
+async def _code(coro: Any) -> tuple[int, str]:
+    with pytest.raises(DmClientError) as err:
+        await coro
+    return err.value.status, err.value.code
+
+
+async def _queue(mod: DmClient, **params: str) -> list[dict[str, Any]]:
+    return list((await mod.request("GET", "/v1/moderation/queue", params=params))["items"])
+
+
+async def _send_held(c: DmClient, cid: str, **extra: Any) -> dict[str, Any]:
+    held = await c.request(
+        "POST", f"/v1/conversations/{cid}/messages", json_body={"text": HELD_TEXT, **extra}
+    )
+    assert held["held"] is True
+    return dict(held)
+
+
+async def _act(mod: DmClient, item_id: str, action: str) -> dict[str, Any]:
+    return dict(
+        await mod.request(
+            "POST", f"/v1/moderation/items/{item_id}/actions", json_body={"action": action}
+        )
+    )
+
+
+# --- Findings -------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 1: PDQ runs only for declared video/* and image/*; a banked video "
+    "uploaded as audio/mp4 is matched by exact hashes alone",
+)
+async def test_banked_video_declared_as_audio_escapes_the_pdq_bank(
+    make_edge: EdgeFactory, issuer: DevIssuer, tmp_path: Path
+) -> None:
+    """The bank holds the PDQ hashes of a re-encode (as PDQ banks do); the uploader sends
+    the footage declaring ``audio/mp4``.  The bytes are a playable MP4 video all the same
+    (media elements play the container whatever the type says), served by the edge."""
+    make_video(tmp_path / "b.mp4", seed=11, variant=True)
+    pdq = fingerprint_file(tmp_path / "b.mp4", "video/mp4").pdq
+    assert pdq
+    edge = await make_edge(bank_manifest=bank_manifest(tmp_path, "refuse", [f"pdq {h}" for h in pdq]))
+    data = make_video(tmp_path / "a.mp4", seed=11)
+    token = bearer(issuer.mint("mallory"))
+    async with edge.client.post("/v1/media", data=upload_form(None, data), headers=token) as r:
+        assert r.status == 403  # declared as video: refused, the bank works
+    async with edge.client.post(
+        "/v1/media", data=upload_form({"content_type": "audio/mp4"}, data), headers=token
+    ) as r:
+        assert r.status == 403, await r.text()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 2: a legal request's time scope bounds only the opened message; its "
+    "context shows messages outside the scope",
+)
+async def test_legal_request_justification_does_not_open_messages_outside_its_scope(
+    sdm: DmStack,
+) -> None:
+    alice, bob = await sdm.user(), await sdm.user()
+    legal, mod = await sdm.user(roles=["legal"]), await sdm.user(roles=["moderator"])
+    conv = await alice.create_conversation([bob.uid])
+    await alice.send(conv["id"], text="before-scope-marker")
+    await asyncio.sleep(0.05)
+    lo = int(time.time() * 1000)
+    inside = (await alice.send(conv["id"], text="inside-scope-marker"))["id"]
+    hi = int(time.time() * 1000)
+    await asyncio.sleep(0.05)
+    await bob.send(conv["id"], text="after-scope-marker")
+    req = await legal.request(
+        "POST",
+        "/v1/legal/requests",
+        json_body={"reference": "order-1", "conversation_id": conv["id"], "from_ms": lo, "to_ms": hi},
+    )
+    seen = await mod.request(
+        "GET",
+        f"/v1/moderation/conversations/{conv['id']}/messages/{inside}",
+        params={"justification": req["id"], "context": "5"},
+    )
+    texts = [m["text"] for m in seen["context"]]
+    assert "inside-scope-marker" in texts
+    assert texts == ["inside-scope-marker"], texts
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 3: a dismissed review item keeps justifying every message of its "
+    "conversation, including ones sent after it was closed",
+)
+async def test_dismissed_report_does_not_justify_opening_later_messages(sdm: DmStack) -> None:
+    alice, bob, mod = await sdm.user(), await sdm.user(), await sdm.user(roles=["moderator"])
+    conv = await alice.create_conversation([bob.uid])
+    mid = (await alice.send(conv["id"], text="reported"))["id"]
+    await bob.report(conv["id"], mid, reason="spam")
+    [item] = await _queue(mod)
+    await _act(mod, item["id"], "dismiss")
+    later = (await alice.send(conv["id"], text="private-after-dismissal"))["id"]
+    path = f"/v1/moderation/conversations/{conv['id']}/messages/{later}"
+    assert await _code(
+        mod.request("GET", path, params={"justification": item["id"], "context": "0"})
+    ) == (403, "justification_required")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 4: the sender can unsend a held message before review; the alert "
+    "keeps no copy, so the evidence is gone",
+)
+async def test_sender_cannot_erase_a_held_message_before_review(sdm: DmStack) -> None:
+    alice, bob, mod = await sdm.user(), await sdm.user(), await sdm.user(roles=["moderator"])
+    conv = await alice.create_conversation([bob.uid])
+    held = await _send_held(alice, conv["id"])
+    with contextlib.suppress(
+        DmClientError
+    ):  # refusing the unsend of a held message is one acceptable fix
+        await alice.request("DELETE", f"/v1/conversations/{conv['id']}/messages/{held['id']}")
+    [item] = await _queue(mod)
+    view = await mod.request("GET", f"/v1/moderation/items/{item['id']}")
+    assert HELD_TEXT in json.dumps(view)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 5: unsending a held message pushes 'unsent' to recipients who were "
+    "never told it exists",
+)
+async def test_unsend_of_a_held_message_is_announced_to_nobody(sdm: DmStack) -> None:
+    alice, bob = await sdm.user(), await sdm.user()
+    conv = await alice.create_conversation([bob.uid])
+    events = bob.stream()
+    first = asyncio.ensure_future(events.__anext__())
+    await asyncio.sleep(0.3)
+    held = await _send_held(alice, conv["id"])
+    with contextlib.suppress(DmClientError):  # a refusal is also safe: then nothing is announced
+        await alice.request("DELETE", f"/v1/conversations/{conv['id']}/messages/{held['id']}")
+    after = await alice.send(conv["id"], text="hello")
+    try:
+        pushed = await asyncio.wait_for(first, 10)
+    finally:
+        await events.aclose()
+    assert held["id"] not in json.dumps(pushed), pushed
+    assert pushed["message"]["id"] == after["id"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 6: a member can report a held message it never received; the answer "
+    "confirms it exists and names its sender and media",
+)
+async def test_member_cannot_report_a_held_message_it_never_received(sdm: DmStack) -> None:
+    alice, bob = await sdm.user(), await sdm.user()
+    media, _ = await sdm.edge.add_media(owner=alice.uid)
+    conv = await alice.create_conversation([bob.uid])
+    held = await _send_held(alice, conv["id"], media_id=media.id)
+    assert (await bob.read(conv["id"]))["messages"] == []
+    assert await _code(bob.report(conv["id"], held["id"])) == (404, "message_not_found")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 10: a read's next_cursor is the id of the last entry scanned, so a "
+    "page ending in a held message names it to every member",
+)
+async def test_read_cursor_does_not_name_a_held_message(sdm: DmStack) -> None:
+    alice, bob = await sdm.user(), await sdm.user()
+    conv = await alice.create_conversation([bob.uid])
+    await alice.send(conv["id"], text="hello")
+    held = await _send_held(alice, conv["id"])
+    page = await bob.read(conv["id"])
+    assert len(page["messages"]) == 1
+    assert held["id"] not in json.dumps(page), page
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 7: the open queue reads only 4 x limit newest entries per stream, then "
+    "filters; older open items hide behind newer closed ones (and there is no cursor)",
+)
+async def test_open_queue_is_not_hidden_behind_newer_closed_items(sdm: DmStack) -> None:
+    alice, bob, mod = await sdm.user(), await sdm.user(), await sdm.user(roles=["moderator"])
+    conv = await alice.create_conversation([bob.uid])
+    ids = [(await alice.send(conv["id"], text=f"m{i}"))["id"] for i in range(5)]
+    first = "q-" + str((await bob.report(conv["id"], ids[0], reason="the real one"))["report_id"])
+    for mid in ids[1:]:  # four decoys, each dismissed at once
+        await bob.report(conv["id"], mid, reason="decoy")
+    for it in await _queue(mod, limit="10"):
+        if it["id"] != first:
+            await _act(mod, it["id"], "dismiss")
+    assert [it["id"] for it in await _queue(mod, limit="10")] == [first]  # it is open
+    assert [it["id"] for it in await _queue(mod, limit="1")] == [first]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 9: keywords are matched on raw text; an invisible soft hyphen or "
+    "zero-width joiner inside a word, or fullwidth letters, evade a hold list",
+)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "this is our little sec\u00adret",  # soft hyphen: invisible when rendered
+        "this is our li\u200dttle secret",  # zero-width joiner
+        "this is " + "".join(chr(ord(c) + 0xFEE0) if c != " " else c for c in "our little secret"),
+    ],
+    ids=["soft_hyphen", "zero_width_joiner", "fullwidth"],
+)
+async def test_invisible_or_fullwidth_characters_do_not_evade_a_hold_list(
+    sdm: DmStack, text: str
+) -> None:
+    alice, bob = await sdm.user(), await sdm.user()
+    conv = await alice.create_conversation([bob.uid])
+    sent = await alice.request(
+        "POST", f"/v1/conversations/{conv['id']}/messages", json_body={"text": text}
+    )
+    assert sent.get("held") is True
+    assert (await bob.read(conv["id"]))["messages"] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 8: a legal request whose scope is not a valid stream id range "
+    "(negative or past 2^64 ms) is filed; its export answers 503 redis_unavailable",
+)
+@pytest.mark.parametrize(
+    ("from_ms", "to_ms"), [(-1000, 0), (2**64, 2**64 + 1000)], ids=["negative", "past_2_64"]
+)
+async def test_legal_request_with_an_out_of_range_scope_is_refused_not_an_outage(
+    sdm: DmStack, from_ms: int, to_ms: int
+) -> None:
+    alice, bob, legal = await sdm.user(), await sdm.user(), await sdm.user(roles=["legal"])
+    conv = await alice.create_conversation([bob.uid])
+    await alice.send(conv["id"], text="x")
+    body = {"reference": "r", "conversation_id": conv["id"], "from_ms": from_ms, "to_ms": to_ms}
+    try:
+        req = await legal.request("POST", "/v1/legal/requests", json_body=body)
+    except DmClientError as exc:
+        assert (exc.status, exc.code) == (400, "invalid_field")
+        return
+    await legal.request("GET", f"/v1/legal/requests/{req['id']}/export")
+
+
+# --- Guards: attacks that held -----------------------------------------------------------
+
+
+async def test_guard_auditor_and_legal_roles_cannot_open_or_act(sdm: DmStack) -> None:
+    alice, bob, mod = await sdm.user(), await sdm.user(), await sdm.user(roles=["moderator"])
+    conv = await alice.create_conversation([bob.uid])
+    mid = (await alice.send(conv["id"], text="hello"))["id"]
+    await bob.report(conv["id"], mid)
+    [item] = await _queue(mod)
+    for role in ("auditor", "legal"):
+        staff = await sdm.user(roles=[role])
+        assert await _code(staff.request("GET", f"/v1/moderation/items/{item['id']}")) == (
+            403,
+            "role_required",
+        )
+        assert await _code(_act(staff, item["id"], "dismiss")) == (403, "role_required")
+        assert await _code(
+            staff.request(
+                "GET",
+                f"/v1/moderation/conversations/{conv['id']}/messages/{mid}",
+                params={"justification": item["id"]},
+            )
+        ) == (403, "role_required")
+    assert (await _queue(mod))[0]["status"] == "open"
+
+
+async def test_guard_held_message_is_in_no_read_and_no_replay(sdm: DmStack) -> None:
+    """Replay by cursor (the WebSocket's ``?cursor=``) skips the held message as reads do."""
+    alice, bob = await sdm.user(), await sdm.user()
+    conv = await alice.create_conversation([bob.uid])
+    events = bob.stream()
+    pending = asyncio.ensure_future(events.__anext__())
+    await asyncio.sleep(0.3)
+    before = await alice.send(conv["id"], text="before")
+    got = await asyncio.wait_for(pending, 10)
+    await events.aclose()
+    assert got["message"]["id"] == before["id"]
+    held = await _send_held(alice, conv["id"])
+    after = await alice.send(conv["id"], text="after")
+    replay = bob.stream(cursor=str(got["cursor"]), reconnect=False)
+    try:
+        first = await asyncio.wait_for(replay.__anext__(), 10)
+    finally:
+        await replay.aclose()
+    assert first["message"]["id"] == after["id"] and held["id"] not in json.dumps(first)
+    for reader in (alice, bob):
+        page = await reader.read(conv["id"])
+        assert [m["id"] for m in page["messages"]] == [before["id"], after["id"]]
