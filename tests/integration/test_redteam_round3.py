@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from cdn_auth.fingerprint import fingerprint_file
@@ -282,6 +283,70 @@ async def test_legal_request_with_an_out_of_range_scope_is_refused_not_an_outage
         assert (exc.status, exc.code) == (400, "invalid_field")
         return
     await legal.request("GET", f"/v1/legal/requests/{req['id']}/export")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 11: review item ids are not canonical; a zero-padded alias reads the "
+    "same entry with no closed state, so a dismissed hold can still be released (and the "
+    "audit log files it under another id)",
+)
+async def test_padded_item_id_is_not_an_open_alias_of_a_closed_item(sdm: DmStack) -> None:
+    alice, bob, mod = await sdm.user(), await sdm.user(), await sdm.user(roles=["moderator"])
+    conv = await alice.create_conversation([bob.uid])
+    await _send_held(alice, conv["id"])
+    [item] = await _queue(mod)
+    await _act(mod, item["id"], "dismiss")
+    assert await _code(_act(mod, item["id"], "release")) == (409, "item_closed")
+    alias = "q-0" + item["id"][2:]
+    with contextlib.suppress(DmClientError):  # refused (404 or 409) is the safe outcome
+        await _act(mod, alias, "release")
+    assert (await bob.read(conv["id"]))["messages"] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 12: opening message 0-0 asks Redis for an empty exclusive range; the "
+    "error surfaces as 503 redis_unavailable",
+)
+async def test_open_message_zero_id_is_not_an_outage(sdm: DmStack) -> None:
+    alice, bob, mod = await sdm.user(), await sdm.user(), await sdm.user(roles=["moderator"])
+    conv = await alice.create_conversation([bob.uid])
+    mid = (await alice.send(conv["id"], text="x"))["id"]
+    await bob.report(conv["id"], mid)
+    [item] = await _queue(mod)
+    status, _ = await _code(
+        mod.request(
+            "GET",
+            f"/v1/moderation/conversations/{conv['id']}/messages/0-0",
+            params={"justification": item["id"]},
+        )
+    )
+    assert status in (400, 404), status
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 13: the per-user WebSocket cap is counted per process; a user holds "
+    "the cap on every dm process (docs/operations.md 15.2 says per user)",
+)
+async def test_websocket_cap_per_user_holds_across_dm_processes(make_dm: DmFactory) -> None:
+    dm1 = await make_dm(ws_max_per_user=2)
+    dm2 = await make_dm(edge=dm1.edge, ws_max_per_user=2)
+    alice = await dm1.user()
+    headers = bearer(alice.session_token or "")
+    async with aiohttp.ClientSession() as http:
+        held = [await http.ws_connect(dm1.dm_url + "/v1/stream", headers=headers) for _ in range(2)]
+        try:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                held.append(await http.ws_connect(dm1.dm_url + "/v1/stream", headers=headers))
+            assert err.value.status == 429  # the cap works within one process
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                held.append(await http.ws_connect(dm2.dm_url + "/v1/stream", headers=headers))
+            assert err.value.status == 429
+        finally:
+            for ws in held:
+                await ws.close()
 
 
 # --- Guards: attacks that held -----------------------------------------------------------
