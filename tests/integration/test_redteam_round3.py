@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ import aiohttp
 import pytest
 
 from cdn_auth.fingerprint import fingerprint_file
+from cdn_auth.matching import bank_and_take_down
 from dm.client import DmClient, DmClientError
 from dm.identity import DevIssuer
 
@@ -113,6 +115,66 @@ async def test_banked_footage_after_a_long_intro_is_still_matched(
     spliced = make_spliced_video(tmp_path / "long.mp4", [(22, 17), (21, 3)])
     async with edge.client.post("/v1/media", data=upload_form(None, spliced), headers=token) as r:
         assert r.status == 403, await r.text()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 18: a hash banked while an upload is between its bank check and its "
+    "registration is missed: before the index write the sweep cannot see it; after it, "
+    "the sweep's takedown finds no record (and fails the bank add), then the upload is "
+    "registered active",
+)
+@pytest.mark.parametrize("window", ["before_index", "before_record"])
+async def test_hash_banked_during_an_upload_still_takes_it_down(
+    make_edge: EdgeFactory,
+    issuer: DevIssuer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    window: str,
+) -> None:
+    """The moderator's bank addition lands in the window (forced here by running it from
+    a wrapper of the upload's next step; in production it is any concurrent request)."""
+    edge = await make_edge()
+    state = edge.state
+    data = make_video(tmp_path / "a.mp4", seed=31)
+    signals = [("sha256", hashlib.sha256(data).hexdigest())]
+    outcome: list[str] = []
+
+    async def bank_now() -> None:
+        try:
+            taken = await bank_and_take_down(
+                state.banks,
+                state.hash_index,
+                state.registry,
+                state.revocations,
+                state.banks.moderation_bank,
+                signals,
+                by="moderator",
+            )
+            outcome.append(f"took down {taken}")
+        except Exception as exc:  # the bank add's own failure is part of the finding
+            outcome.append(f"bank add failed: {type(exc).__name__}")
+
+    target = state.hash_index if window == "before_index" else state.registry
+    name = "record" if window == "before_index" else "put"
+    original = getattr(target, name)
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not outcome:
+            await bank_now()
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, wrapped)
+    async with edge.client.post(
+        "/v1/media", data=upload_form(None, data), headers=bearer(issuer.mint("mallory"))
+    ) as r:
+        status, doc = r.status, await r.json()
+    assert outcome, "the bank addition ran inside the window"
+    if status == 403:
+        return  # refused: safe
+    assert status == 201
+    media = await state.registry.get(doc["id"])
+    assert media.status == "taken_down", (media.status, outcome)
 
 
 @pytest.mark.xfail(
