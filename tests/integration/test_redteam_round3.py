@@ -529,6 +529,26 @@ async def test_legal_request_scope_cannot_reach_into_the_future(sdm: DmStack) ->
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 21: suspension lives in dm only; a suspended user still uploads media "
+    "to the CDN (and can mint grants for it), so the account keeps distributing",
+)
+async def test_suspended_user_cannot_upload_media(sdm: DmStack, tmp_path: Path) -> None:
+    alice, bob, mod = await sdm.user(), await sdm.user(), await sdm.user(roles=["moderator"])
+    conv = await alice.create_conversation([bob.uid])
+    mid = (await alice.send(conv["id"], text="abuse"))["id"]
+    await bob.report(conv["id"], mid)
+    [item] = await _queue(mod)
+    await _act(mod, item["id"], "suspend_user")
+    assert await _code(alice.send(conv["id"], text="again")) == (403, "user_suspended")
+    data = make_video(tmp_path / "v.mp4", seed=41)
+    async with sdm.edge.client.post(
+        "/v1/media", data=upload_form(None, data), headers=bearer(alice.session_token or "")
+    ) as r:
+        assert r.status == 403, await r.text()
+
+
 # --- Guards: attacks that held -----------------------------------------------------------
 
 
