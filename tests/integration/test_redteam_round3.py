@@ -611,3 +611,17 @@ async def test_guard_held_message_is_in_no_read_and_no_replay(sdm: DmStack) -> N
     for reader in (alice, bob):
         page = await reader.read(conv["id"])
         assert [m["id"] for m in page["messages"]] == [before["id"], after["id"]]
+
+
+async def test_guard_banked_video_with_one_byte_changed_is_still_refused(
+    make_edge: EdgeFactory, issuer: DevIssuer, tmp_path: Path
+) -> None:
+    """Exact hashes miss a one-byte change; the keyframes' PDQ does not (declared as video)."""
+    data = make_video(tmp_path / "a.mp4", seed=51)
+    fp = fingerprint_file(tmp_path / "a.mp4", "video/mp4")
+    edge = await make_edge(bank_manifest=bank_manifest(tmp_path, "refuse", [f"pdq {h}" for h in fp.pdq]))
+    token = bearer(issuer.mint("mallory"))
+    for variant in (data + b"\0", data[:-1] + bytes([data[-1] ^ 1])):
+        assert hashlib.sha256(variant).hexdigest() != fp.sha256
+        async with edge.client.post("/v1/media", data=upload_form(None, variant), headers=token) as r:
+            assert r.status == 403, await r.text()
