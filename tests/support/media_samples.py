@@ -48,3 +48,21 @@ def make_video(path: Path, seed: int, *, seconds: int = 3, variant: bool = False
         for packet in stream.encode():
             out.mux(packet)
     return path.read_bytes()
+
+
+def make_spliced_video(path: Path, scenes: list[tuple[int, int]]) -> bytes:
+    """One MP4 of ``(seed, seconds)`` parts back to back: each part's frames are those
+    :func:`make_video` draws for that seed (a keyframe every second)."""
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("mpeg4", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.gop_size = FPS
+        stream.bit_rate = 400_000
+        for seed, seconds in scenes:
+            for t in range(seconds * FPS):
+                img = np.clip(_frame(seed, t), 0, 255).astype(np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path.read_bytes()
