@@ -4,8 +4,10 @@ One stack of real processes (``process_stack(web=True)``: Redis, the edge, dm;
 exactly what ``python -m loadtests web`` runs) and three browser profiles:
 Alice and Bob share a real H.264/AAC MP4 (or VP9/Opus WebM if this Chromium
 cannot play H.264) through the web client; Carol holds Bob's link.  Waits are
-on conditions with generous deadlines (a loaded 2-core machine); nothing
-asserts a duration.  Skips without chromium/chromedriver or ffmpeg.
+on conditions with generous deadlines (a loaded 2-core machine); the one
+duration asserted is the unsend's: the player's first refusal within the
+edge's revocation bound plus a wide margin.  Skips without
+chromium/chromedriver or ffmpeg.
 """
 
 from __future__ import annotations
