@@ -216,6 +216,30 @@ CREATE_USER = Api(
         )
     },
 )
+
+
+def _dev_session_body(s: DmSettings) -> Schema:
+    return obj(
+        {
+            "user_id": {"type": "string", "minLength": 1, "description": "made by POST /v1/users"},
+            "ttl_s": {
+                "type": "integer",
+                "minimum": 60,
+                "maximum": s.session_max_lifetime_s,
+                "default": 3600,
+            },
+        },
+        ("user_id",),
+    )
+
+
+DEV_SESSION = Api(
+    body=_dev_session_body,
+    description="Dev issuer only (404 dev_issuer_disabled where the deployment trusts an "
+    "external identity provider); 404 user_not_found for a user it never created.",
+    ok={201: Answer(_SESSION)},
+    errors={404: None},
+)
 LINK_DEVICE = Api(ok={201: Answer(_SESSION)}, errors={404: None})
 JWKS = Api(
     ok={

@@ -337,6 +337,12 @@ class DmStore:
             p.set(k.user_seen(uid), "1", ex=k.USER_SEEN_TTL_S)
             await p.execute()
 
+    async def profile(self, uid: str) -> dict[str, str] | None:
+        """Dev issuer: the profile :meth:`save_profile` stored, or None (never created, or
+        not seen for USER_SEEN_TTL_S)."""
+        row = await self.redis.hgetall(k.user_profile(uid))
+        return {str(f): str(v) for f, v in row.items()} if row else None
+
     async def add_report(self, fields: dict[str, str]) -> tuple[str, bool]:
         """File a report; ``(report id, True)`` for a repeat of the reporter's earlier report
         of the same message, which files nothing.  The claim is taken before the XADD, so

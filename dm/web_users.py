@@ -1,4 +1,5 @@
-"""Identity routes: the dev issuer's ``POST /v1/users`` and the JWKS every service trusts."""
+"""Identity routes: the dev issuer's ``POST /v1/users`` and ``POST /v1/dev/sessions``, and
+the JWKS every service trusts."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from aiohttp import web
 
 from cdn_auth.session import region_from_claim
 from service_kernel.errors import InvalidField
-from service_kernel.ids import new_id
+from service_kernel.ids import check_id, new_id
 from service_kernel.openapi import Route
 from service_kernel.web_errors import read_json
 
 from . import api_schemas as api
-from .errors import DevIssuerDisabled, DevIssuerRolesDisabled
+from .errors import DevIssuerDisabled, DevIssuerRolesDisabled, UnknownUser
 from .web_state import STATE
 
 ROLES = {"moderator", "publisher", "auditor", "legal"}
@@ -47,14 +48,49 @@ async def create_user(request: web.Request) -> web.Response:
         raise InvalidField(f"roles must be a subset of {sorted(ROLES)}")
     if roles and not state.settings.dev_issuer_roles:
         raise DevIssuerRolesDisabled()
-    ttl_s = doc.get("ttl_s", 3600)
-    max_ttl = state.settings.session_max_lifetime_s
-    if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 60 <= ttl_s <= max_ttl:
-        raise InvalidField(f"ttl_s must be 60..{max_ttl}")
+    ttl_s = _ttl_s(doc, state.settings.session_max_lifetime_s)
     user_id, device_id = new_id("u"), new_id("d")
     token = state.issuer.mint(user_id, dev=device_id, age=age, region=region, roles=roles, ttl_s=ttl_s)
     await state.store.save_profile(
         user_id, {"age": str(age), "region": region, "roles": ",".join(roles)}
+    )
+    return web.json_response(
+        {"user_id": user_id, "device_id": device_id, "session_token": token, "expires_in": ttl_s},
+        status=201,
+    )
+
+
+def _ttl_s(doc: dict[str, object], max_ttl: int) -> int:
+    ttl_s = doc.get("ttl_s", 3600)
+    if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 60 <= ttl_s <= max_ttl:
+        raise InvalidField(f"ttl_s must be 60..{max_ttl}")
+    return ttl_s
+
+
+async def sign_in_as(request: web.Request) -> web.Response:
+    """Dev only: a new device and session for a user the dev issuer created before, with the
+    age and region it was created with (roles only while DM_DEV_ISSUER_ROLES is on).  How the
+    web client signs in again as a user it remembers without ever storing a token."""
+    state = request.app[STATE]
+    if state.issuer is None:
+        raise DevIssuerDisabled()
+    doc = await read_json(request, allowed={"user_id", "ttl_s"})
+    user_id = check_id(doc.get("user_id"), "user_id")
+    ttl_s = _ttl_s(doc, state.settings.session_max_lifetime_s)
+    profile = await state.store.profile(user_id)
+    if profile is None:
+        raise UnknownUser(f"unknown user: {user_id[:64]}")
+    stored_age = profile.get("age", "")
+    age: str | int | None = int(stored_age) if stored_age.isdigit() else (stored_age or None)
+    roles = [r for r in profile.get("roles", "").split(",") if r in ROLES]
+    device_id = new_id("d")
+    token = state.issuer.mint(
+        user_id,
+        dev=device_id,
+        age=age,
+        region=profile.get("region") or "GB",
+        roles=roles if state.settings.dev_issuer_roles else [],
+        ttl_s=ttl_s,
     )
     return web.json_response(
         {"user_id": user_id, "device_id": device_id, "session_token": token, "expires_in": ttl_s},
@@ -100,6 +136,18 @@ ROUTES = (
         body="age, region, roles (only with DM_DEV_ISSUER_ROLES), ttl_s",
         limit="signup",
         api=api.CREATE_USER,
+    ),
+    Route(
+        "POST",
+        "/v1/dev/sessions",
+        sign_in_as,
+        "Dev issuer: a new device and session for a user it created before",
+        "identity",
+        auth="none",
+        responses=(201, 400, 404),
+        body="user_id, ttl_s",
+        limit="signup",
+        api=api.DEV_SESSION,
     ),
     Route(
         "POST",

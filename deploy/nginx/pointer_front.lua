@@ -6,8 +6,9 @@
 --  * access(): every /m/ request.  A cached "allow" (shared dict pf_decisions, keyed by a
 --    hash of every credential the authorizer decided on) is used only while the host's edge
 --    is alive (pf_state "alive", a TTL the edge keeps renewing) and while none of the
---    things it depends on (media, message, membership, grant, signing key) was revoked
---    after the edge decided.  Otherwise the authorizer is asked (subrequest to /_auth).
+--    things it depends on (media, message, membership, grant, share capability, signing
+--    key, session key) was revoked after the edge decided.  Otherwise the authorizer is
+--    asked (subrequest to /_auth).
 --  * control(): the host's edge pushes "<dependency> <stream ms>" lines (revocations) and
 --    "alive <ms>" (its revocation tail is fresh for that long) to the control listener.
 --  * stats(): counters for benchmarks and dashboards.

@@ -1,7 +1,7 @@
 // pointer-dm web client: plain JavaScript, no build step, no third-party code.
 //
-// The session JWT lives in this tab's memory (and sessionStorage, so a reload keeps you in);
-// it is sent only as "Authorization: Bearer" to dm and the edge, and as a WebSocket
+// The session JWT lives in this tab's memory (and sessionStorage, so a reload keeps you in;
+// localStorage keeps only the ids and names of users this browser created); it is sent only as "Authorization: Bearer" to dm and the edge, and as a WebSocket
 // subprotocol to /v1/stream. It never goes into a URL. Videos play in a plain <video>:
 // the edge recognises the browser by an HttpOnly media cookie set by
 // POST /v1/playback-session, and the pointer in the video URL names the recipient.
@@ -127,6 +127,61 @@ async function signOut() {
   sessionStorage.removeItem("pdm.session");
   sessionStorage.removeItem("pdm.media");
   location.reload();
+}
+
+// -- users this browser created (dev issuer) --------------------------------------------------
+// Remembered in localStorage as ids and the names typed here, never a token: picking one asks
+// the dev issuer for a fresh session (POST /v1/dev/sessions).
+
+const KNOWN = "pdm.known-users";
+
+function knownUsers() {
+  try {
+    const list = JSON.parse(localStorage.getItem(KNOWN) || "[]");
+    return Array.isArray(list) ? list.filter((u) => u && typeof u.id === "string") : [];
+  } catch (e) { return []; }
+}
+
+function saveKnownUsers(list) {
+  localStorage.setItem(KNOWN, JSON.stringify(list.map((u) => ({ id: u.id, name: u.name || "" }))));
+  renderKnownUsers();
+}
+
+function remember(id, name) {
+  saveKnownUsers([{ id, name }, ...knownUsers().filter((u) => u.id !== id)].slice(0, 20));
+}
+
+function forget(id) { saveKnownUsers(knownUsers().filter((u) => u.id !== id)); }
+
+function renderKnownUsers() {
+  const list = knownUsers();
+  const ul = $("known-user-list");
+  ul.textContent = "";
+  for (const u of list) {
+    const li = document.createElement("li");
+    li.dataset.id = u.id;
+    const pick = document.createElement("button");
+    pick.className = "pick";
+    pick.textContent = "Sign in as " + (u.name ? `${u.name} (${u.id})` : u.id);
+    pick.addEventListener("click", () => pickUser(u.id));
+    const drop = document.createElement("button");
+    drop.className = "forget";
+    drop.textContent = "Forget";
+    drop.addEventListener("click", () => forget(u.id));
+    li.append(pick, " ", drop);
+    ul.append(li);
+  }
+  $("known-users").hidden = list.length === 0;
+}
+
+async function pickUser(id) {
+  try {
+    const u = await dm("/v1/dev/sessions", { method: "POST", json: { user_id: id } });
+    await signIn(u.session_token, u.user_id);
+  } catch (err) {
+    if (err instanceof ApiError && err.code === "user_not_found") forget(id);
+    notice("Could not sign in as " + id + ": " + explain(err));
+  }
 }
 
 // -- conversations ---------------------------------------------------------------------------
@@ -435,10 +490,12 @@ function onEvent(ev) {
 async function start() {
   S.cfg = await dm("/app/config.json");
   $("dev-sign-in").hidden = !S.cfg.dev_issuer;
+  if (S.cfg.dev_issuer) renderKnownUsers();
   $("create-user").addEventListener("click", async () => {
     try {
       const u = await dm("/v1/users", { method: "POST", json: {
         age: $("new-age").value, region: $("new-region").value.trim().toUpperCase() } });
+      remember(u.user_id, $("new-name").value.trim());
       await signIn(u.session_token, u.user_id);
     } catch (err) { notice("Could not create a user: " + explain(err)); }
   });

@@ -4,15 +4,16 @@ One stack of real processes (``process_stack(web=True)``: Redis, the edge, dm;
 exactly what ``python -m loadtests web`` runs) and three browser profiles:
 Alice and Bob share a real H.264/AAC MP4 (or VP9/Opus WebM if this Chromium
 cannot play H.264) through the web client; Carol holds Bob's link.  Waits are
-on conditions with generous deadlines (a loaded 2-core machine); nothing
-asserts a duration.  Skips without chromium/chromedriver or ffmpeg.
+on conditions with generous deadlines (a loaded 2-core machine); the one
+duration asserted is the unsend's: the player's first refusal within the
+edge's revocation bound plus a wide margin.  Skips without
+chromium/chromedriver or ffmpeg.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from cdn_auth.playback import COOKIE_NAME
+from cdn_auth.settings import EdgeSettings
 from loadtests.sample_video import Container, FfmpegUnavailable, find_ffmpeg, make_video
 from loadtests.stack.processes import ProcStack, process_stack
 
@@ -34,6 +37,12 @@ VP9_OPUS = 'video/webm; codecs="vp9, opus"'
 #: the file is not yet buffered, and a seek or a later position needs a new Range request.
 BOB_DOWNLOAD_BYTES_S = 300 * 1024
 CLIP_S = 30
+#: The revocation bound the stack's edge promises (docs/operations.md, section 5.3): it has
+#: applied an unsend within it or refuses pointers with 503.  The stack runs the default.
+REVOCATION_BOUND_S = float(EdgeSettings.model_fields["staleness_bound_s"].default)
+#: What the browser adds between the unsend's answer and the player's next Range request on a
+#: loaded 2-core machine: the push to Bob's page, this test noticing it, and the seek it makes.
+BROWSER_MARGIN_S = 10.0
 
 
 @dataclass
@@ -58,9 +67,10 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
         yield Web(st, tmp / "clip", tmp)
 
 
-def _sign_in(b: Browser, app_url: str) -> str:
+def _sign_in(b: Browser, app_url: str, name: str = "") -> str:
     b.driver.get(app_url)
     b.wait("the dev issuer's sign-in", lambda: b.by_css("#dev-sign-in").is_displayed())
+    b.by_css("#new-name").send_keys(name)
     b.by_css("#create-user").click()
     user = b.wait("signed in", lambda: b.by_css("#whoami").get_attribute("data-user"))
     b.wait("the live stream", lambda: b.js("return document.body.dataset.live") == "1")
@@ -109,6 +119,19 @@ def _tokens(b: Browser) -> str:
     return str(json.loads(saved)["token"])
 
 
+def _media_cookies(b: Browser) -> set[str]:
+    """Every media cookie value the browser holds or has sent (the DevTools log keeps the
+    Cookie headers really sent)."""
+    held = b.driver.execute_cdp_cmd("Network.getAllCookies", {})["cookies"]
+    values = {c["value"] for c in held if c["name"] == COOKIE_NAME}
+    for r in b.network():
+        for part in (r.header("Cookie") or "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == COOKIE_NAME and value:
+                values.add(value)
+    return values
+
+
 def test_two_users_share_and_play_in_chromium(web: Web) -> None:
     """Send, live delivery, playback past 2 s, seek with Range, forwarded link refused (signed
     in as someone else, and signed out), unsend seen by the player; no session anywhere it
@@ -123,7 +146,7 @@ def test_two_users_share_and_play_in_chromium(web: Web) -> None:
 
 
 def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -> None:
-    a_id, b_id = _sign_in(alice, app_url), _sign_in(bob, app_url)
+    a_id, b_id = _sign_in(alice, app_url, "alice"), _sign_in(bob, app_url, "bob")
     can_play = "return document.createElement('video').canPlayType(arguments[0])"
     container: Container = "mp4" if alice.js(can_play, H264_AAC) else "webm"
     if container == "webm":
@@ -228,7 +251,6 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
 
     # Alice unsends while Bob's player is open: Bob's page shows the unsend, and the player's
     # next Range request is refused (410) and explained.
-    unsent_at = time.monotonic()
     alice.by_css(f'#messages li[data-id="{message_id}"] button.unsend').click()
     bob.wait(
         "the unsend pushed",
@@ -266,11 +288,29 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
             [(r.type, r.status, r.header("Range")) for r in _media(bob.network(), media_id)],
         )
         raise
-    refused_after_s = time.monotonic() - unsent_at
     assert "unsent by its sender" in words and "410" in words, words
-    after = [r for r in _media(bob.network(), media_id) if r.type == "Media" and r.status == 410]
-    assert after, "the player itself made no refused request"
-    print(f"unsend -> player refused and explained in {refused_after_s:.1f} s")
+    bob_media = [r for r in _media(bob.network(), media_id) if r.type == "Media"]
+    refused = [r for r in bob_media if r.status == 410 and r.answered_mono is not None]
+    assert refused, "the player itself made no refused request"
+    # Timed by the browsers' own DevTools clocks: from Alice's page getting the unsend's answer
+    # to Bob's player getting its first refusal.
+    unsend = next(
+        r
+        for r in alice.network()
+        if r.method == "DELETE" and r.url.endswith(f"/messages/{message_id}") and r.status == 200
+    )
+    assert unsend.answered_mono is not None
+    first_refusal = min(r.answered_mono for r in refused if r.answered_mono is not None)
+    refused_after_s = first_refusal - unsend.answered_mono
+    print(f"unsend answered -> the player's first refused Range request: {refused_after_s:.2f} s")
+    assert 0 < refused_after_s <= REVOCATION_BOUND_S + BROWSER_MARGIN_S, refused_after_s
+    # And the edge itself: nothing the player asked for once the bound had passed was served.
+    late = [
+        r
+        for r in bob_media
+        if r.sent_mono is not None and r.sent_mono > unsend.answered_mono + REVOCATION_BOUND_S
+    ]
+    assert all(r.status != 206 for r in late), [(r.status, r.header("Range")) for r in late]
     shot = bob.screenshot(ARTIFACTS / "browser-bob-unsent.png")
     print(f"screenshot: {shot.resolve()}")
 
@@ -287,8 +327,31 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
     assert "need the SDK" in alice.text("#sealed-note")
     assert not alice.by_css("#send").is_enabled()
 
-    # No session token in any URL or Referer the browsers sent, nor in any service log.
+    # Alice signs out and back in by picking her user from this browser's list: the dev issuer
+    # gives her a fresh session; the browser kept her id and name, never a token.
     sessions = {_tokens(alice), _tokens(bob), _tokens(carol)}
+    cookies = set().union(*(_media_cookies(b) for b in (alice, bob, carol)))
+    alice.by_css("#sign-out").click()
+    pick = f'#known-user-list li[data-id="{a_id}"] button.pick'
+    alice.wait("the remembered user offered", lambda: alice.by_css(pick).is_displayed())
+    assert "alice" in alice.text(pick), alice.text(pick)
+    assert not alice.by_css("#app").is_displayed(), "signed out, the page shows no app"
+    print(f"screenshot: {alice.screenshot(ARTIFACTS / 'browser-alice-pick.png').resolve()}")
+    alice.by_css(pick).click()
+    assert (
+        alice.wait("signed in again", lambda: alice.by_css("#whoami").get_attribute("data-user")) == a_id
+    )
+    alice.wait("the live stream", lambda: alice.js("return document.body.dataset.live") == "1")
+    alice.wait("her conversations", lambda: len(alice.all_by_css("#conversations li")) == 2)
+    assert _tokens(alice) not in sessions
+    sessions.add(_tokens(alice))
+    remembered = str(alice.js("return JSON.stringify(localStorage)"))
+    assert a_id in remembered and not any(s in remembered for s in sessions), remembered
+    cookies |= _media_cookies(alice)
+    assert cookies, "no media cookie seen: the log check below would prove nothing"
+
+    # No session token in any URL or Referer the browsers sent, nor in any service log; no
+    # media cookie in the edge's or dm's logs either.
     for b in (alice, bob, carol):
         for r in b.network():
             for s in sessions:
@@ -298,6 +361,8 @@ def _run(web: Web, app_url: str, alice: Browser, bob: Browser, carol: Browser) -
         text = log.read_text(errors="replace")
         for s in sessions:
             assert s not in text, f"a session token in {log.name}"
+        for c in cookies:
+            assert c not in text, f"a media cookie in {log.name}"
         assert "pointer=" not in text, f"a pointer in {log.name}"
     assert a_id != b_id
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -345,7 +347,39 @@ async def test_dev_issuer_off_in_production(make_dm: Any) -> None:
     with pytest.raises(DmClientError) as info:
         await c.create_user()
     assert info.value.status == 404
+    with pytest.raises(DmClientError) as info:
+        await c.request("POST", "/v1/dev/sessions", json_body={"user_id": "u_anyone"})
+    assert (info.value.status, info.value.code) == (404, "dev_issuer_disabled")
     await c.close()
+
+
+def _claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+async def test_dev_issuer_signs_in_again_as_a_user_it_made(dm: DmStack) -> None:
+    """``POST /v1/dev/sessions``: a new device and session for an existing dev user, with the
+    age and region it was made with (how the web client picks a remembered user)."""
+    alice = dm.client()
+    await alice.create_user(age=2012, region="IE")
+    first = _claims(str(alice.session_token))
+    again = dm.client()
+    doc = await again.request("POST", "/v1/dev/sessions", json_body={"user_id": alice.uid})
+    assert doc["user_id"] == alice.uid and doc["device_id"] != first["dev"]
+    claims = _claims(doc["session_token"])
+    assert (claims["sub"], claims["age"], claims["region"]) == (alice.uid, first["age"], "IE")
+    again.session_token = doc["session_token"]
+    conv = await alice.create_conversation([(await dm.user()).uid])
+    assert conv["id"] in (await again.request("GET", "/v1/conversations"))["conversations"]
+    for body, expected in (
+        ({"user_id": "u_never_made"}, (404, "user_not_found")),
+        ({"user_id": alice.uid, "roles": ["moderator"]}, (400, "invalid_field")),
+        ({}, (400, "invalid_field")),
+    ):
+        with pytest.raises(DmClientError) as info:
+            await again.request("POST", "/v1/dev/sessions", json_body=body)
+        assert (info.value.status, info.value.code) == expected, body
 
 
 async def test_openapi_lists_every_dm_route(dm: DmStack) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cdn_auth import grant, revocation
 from cdn_auth.app import FRONT_FEED
@@ -29,6 +30,7 @@ from dm.identity import JWKS_FILE, DevIssuer
 from loadtests.stack.nginx import NginxFront, NginxUnavailable, check_lua_module, find_nginx, secure_link
 from service_kernel.redis_process import free_port
 
+from ..support.capabilities import call, derive, fetch, issued
 from ..support.edge import mint
 from ..support.services import Edge, EdgeFactory, bearer, wait_until
 
@@ -225,6 +227,37 @@ async def test_grant_revoke_stops_cached_decisions_at_the_front(
     auth = bearer(issuer.mint("bob"))
     await _revoked_through_front(front, url, auth, 410)
     await RevocationLog(redis).publish(revocation.grant_revoked("g_front"))
+    await _refused_within(front, url, auth, 410)
+
+
+@pytest.mark.parametrize(
+    "revoker,which",
+    [
+        ("bob", "cap_b"),  # the holder revokes his own capability
+        ("alice", "cap_b"),  # the media's owner revokes a re-sharer's capability
+        ("alice", "cap_a"),  # the owner revokes the capability the re-share came through
+    ],
+)
+async def test_capability_revoke_stops_cached_decisions_at_the_front(
+    front: Fronted, issuer: DevIssuer, revoker: str, which: str
+) -> None:
+    """A grant derived from a share capability (docs/protocol.md, section 14): revoking the
+    capability, or the one it re-shares, through the media API ends the front's copy."""
+    edge = front.edge
+    media, _ = await edge.add_media(owner="alice", allow_reshare=True)
+    alice, bob = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    caps = {"cap_a": await issued(edge, issuer.mint("alice"), media.id, alice)}
+    d1, _ = derive(alice, caps["cap_a"])
+    assert await fetch(edge, media.id, issuer.mint("bob"), d1) == (206, "")
+    caps["cap_b"] = await issued(edge, issuer.mint("bob"), media.id, bob, via_grant=d1)
+    d2, _ = derive(bob, caps["cap_b"])
+    url = f"{front.url}/m/{media.id}"
+    auth = {**bearer(issuer.mint("carol")), "X-Grant": d2}
+    await _revoked_through_front(front, url, auth, 410)
+    status, doc = await call(
+        edge, "DELETE", f"/v1/capabilities/{caps[which]['cap_id']}", issuer.mint(revoker)
+    )
+    assert status == 200, doc
     await _refused_within(front, url, auth, 410)
 
 

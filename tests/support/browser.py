@@ -76,6 +76,13 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
     status: int | None = None
     at: float = 0.0
+    method: str = ""
+    #: When the browser sent it and when its answer's headers arrived: DevTools' own event
+    #: times (seconds of the system's monotonic clock, as ``time.monotonic()``), so they compare
+    #: across browser profiles on one machine, unlike the log's times (when chromedriver
+    #: happened to read the event).
+    sent_mono: float | None = None
+    answered_mono: float | None = None
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
@@ -146,6 +153,7 @@ class Browser:
                 req = p["request"]
                 r = self.requests.setdefault(rid, Request(rid, req["url"], p.get("type", "")))
                 r.url, r.type, r.at = req["url"], p.get("type", r.type), entry["timestamp"] / 1000
+                r.method, r.sent_mono = req.get("method", ""), p.get("timestamp")
                 r.headers.update(req.get("headers", {}))
             elif method == "Network.requestWillBeSentExtraInfo":  # the headers really sent
                 self.requests.setdefault(rid, Request(rid, "", "")).headers.update(p.get("headers", {}))
@@ -153,6 +161,7 @@ class Browser:
                 r = self.requests.setdefault(rid, Request(rid, p["response"]["url"], ""))
                 r.status = int(p["response"]["status"])
                 r.type = p.get("type", r.type)
+                r.answered_mono = p.get("timestamp")
         return list(self.requests.values())
 
     def screenshot(self, path: Path) -> Path:
