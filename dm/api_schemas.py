@@ -157,6 +157,19 @@ _SESSION = obj(
     },
     ("user_id", "device_id", "session_token"),
 )
+_NEW_USER = obj(
+    {
+        "user_id": {"type": "string"},
+        "device_id": {"type": "string"},
+        "session_token": {"type": "string"},
+        "expires_in": {"type": "integer"},
+        "sign_in_key": {
+            "type": "string",
+            "description": "a secret: with POST /v1/dev/sessions, signs in as this user again",
+        },
+    },
+    ("user_id", "device_id", "session_token", "sign_in_key"),
+)
 
 
 def _user_body(s: DmSettings) -> Schema:
@@ -200,7 +213,7 @@ CREATE_USER = Api(
     "provider). The body may be omitted.",
     ok={
         201: Answer(
-            _SESSION,
+            _NEW_USER,
             links={
                 "OpenConversationWithUser": {
                     "operationId": op("POST", "/v1/conversations"),
@@ -222,6 +235,12 @@ def _dev_session_body(s: DmSettings) -> Schema:
     return obj(
         {
             "user_id": {"type": "string", "minLength": 1, "description": "made by POST /v1/users"},
+            "sign_in_key": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 128,
+                "description": "the sign_in_key POST /v1/users returned for this user",
+            },
             "ttl_s": {
                 "type": "integer",
                 "minimum": 60,
@@ -229,16 +248,17 @@ def _dev_session_body(s: DmSettings) -> Schema:
                 "default": 3600,
             },
         },
-        ("user_id",),
+        ("user_id", "sign_in_key"),
     )
 
 
 DEV_SESSION = Api(
     body=_dev_session_body,
     description="Dev issuer only (404 dev_issuer_disabled where the deployment trusts an "
-    "external identity provider); 404 user_not_found for a user it never created.",
+    "external identity provider); 404 user_not_found for a user it never created; 403 "
+    "sign_in_refused unless sign_in_key is the one its creation returned.",
     ok={201: Answer(_SESSION)},
-    errors={404: None},
+    errors={403: None, 404: None},
 )
 LINK_DEVICE = Api(ok={201: Answer(_SESSION)}, errors={404: None})
 JWKS = Api(

@@ -56,6 +56,14 @@ class DevIssuerRolesDisabled(DmError):
     )
 
 
+class SignInRefused(DmError):
+    status, code, public_message = (
+        403,
+        "sign_in_refused",
+        "that sign-in key is not this user's (it is the one POST /v1/users returned)",
+    )
+
+
 class NotFound(DmError):
     status, code, public_message = 404, "not_found", "not found"
 

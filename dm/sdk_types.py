@@ -73,6 +73,7 @@ class UserSession(TypedDict):
     device_id: str
     session_token: str
     expires_in: int  # the session's lifetime, seconds
+    sign_in_key: str  # a secret: ``POST /v1/dev/sessions`` with it signs in as this user again
 
 
 class Conversation(TypedDict):

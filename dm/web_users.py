@@ -3,6 +3,9 @@ the JWKS every service trusts."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import time
 
 from aiohttp import web
@@ -14,7 +17,7 @@ from service_kernel.openapi import Route
 from service_kernel.web_errors import read_json
 
 from . import api_schemas as api
-from .errors import DevIssuerDisabled, DevIssuerRolesDisabled, UnknownUser
+from .errors import DevIssuerDisabled, DevIssuerRolesDisabled, SignInRefused, UnknownUser
 from .web_state import STATE
 
 ROLES = {"moderator", "publisher", "auditor", "legal"}
@@ -51,13 +54,30 @@ async def create_user(request: web.Request) -> web.Response:
     ttl_s = _ttl_s(doc, state.settings.session_max_lifetime_s)
     user_id, device_id = new_id("u"), new_id("d")
     token = state.issuer.mint(user_id, dev=device_id, age=age, region=region, roles=roles, ttl_s=ttl_s)
+    sign_in_key = secrets.token_urlsafe(32)
     await state.store.save_profile(
-        user_id, {"age": str(age), "region": region, "roles": ",".join(roles)}
+        user_id,
+        {
+            "age": str(age),
+            "region": region,
+            "roles": ",".join(roles),
+            "sign_in_key_sha256": _digest(sign_in_key),
+        },
     )
     return web.json_response(
-        {"user_id": user_id, "device_id": device_id, "session_token": token, "expires_in": ttl_s},
+        {
+            "user_id": user_id,
+            "device_id": device_id,
+            "session_token": token,
+            "expires_in": ttl_s,
+            "sign_in_key": sign_in_key,
+        },
         status=201,
     )
+
+
+def _digest(sign_in_key: str) -> str:
+    return hashlib.sha256(sign_in_key.encode()).hexdigest()
 
 
 def _ttl_s(doc: dict[str, object], max_ttl: int) -> int:
@@ -69,17 +89,26 @@ def _ttl_s(doc: dict[str, object], max_ttl: int) -> int:
 
 async def sign_in_as(request: web.Request) -> web.Response:
     """Dev only: a new device and session for a user the dev issuer created before, with the
-    age and region it was created with (roles only while DM_DEV_ISSUER_ROLES is on).  How the
-    web client signs in again as a user it remembers without ever storing a token."""
+    age and region it was created with (roles only while DM_DEV_ISSUER_ROLES is on), for
+    whoever holds the ``sign_in_key`` its creation returned.  How the web client signs in
+    again as a user it remembers without storing a session token."""
     state = request.app[STATE]
     if state.issuer is None:
         raise DevIssuerDisabled()
-    doc = await read_json(request, allowed={"user_id", "ttl_s"})
+    doc = await read_json(request, allowed={"user_id", "sign_in_key", "ttl_s"})
     user_id = check_id(doc.get("user_id"), "user_id")
+    key = doc.get("sign_in_key")
+    if not isinstance(key, str) or not 1 <= len(key) <= 128:
+        raise InvalidField("sign_in_key must be the string POST /v1/users returned")
     ttl_s = _ttl_s(doc, state.settings.session_max_lifetime_s)
     profile = await state.store.profile(user_id)
     if profile is None:
         raise UnknownUser(f"unknown user: {user_id[:64]}")
+    # Knowing a user id (every conversation shows its members') is not being that user: the
+    # key returned at creation is, as a password would be.  Compared as digests, in constant
+    # time; a profile from before keys existed has none and signs in again never.
+    if not hmac.compare_digest(profile.get("sign_in_key_sha256", ""), _digest(key)):
+        raise SignInRefused()
     stored_age = profile.get("age", "")
     age: str | int | None = int(stored_age) if stored_age.isdigit() else (stored_age or None)
     roles = [r for r in profile.get("roles", "").split(",") if r in ROLES]
@@ -144,8 +173,8 @@ ROUTES = (
         "Dev issuer: a new device and session for a user it created before",
         "identity",
         auth="none",
-        responses=(201, 400, 404),
-        body="user_id, ttl_s",
+        responses=(201, 400, 403, 404),
+        body="user_id, sign_in_key, ttl_s",
         limit="signup",
         api=api.DEV_SESSION,
     ),

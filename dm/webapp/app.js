@@ -130,8 +130,9 @@ async function signOut() {
 }
 
 // -- users this browser created (dev issuer) --------------------------------------------------
-// Remembered in localStorage as ids and the names typed here, never a token: picking one asks
-// the dev issuer for a fresh session (POST /v1/dev/sessions).
+// Remembered in localStorage as ids, the names typed here and each user's sign-in key (the
+// dev issuer's password for that user), never a session token: picking one asks the dev
+// issuer for a fresh session (POST /v1/dev/sessions with the key).
 
 const KNOWN = "pdm.known-users";
 
@@ -143,12 +144,13 @@ function knownUsers() {
 }
 
 function saveKnownUsers(list) {
-  localStorage.setItem(KNOWN, JSON.stringify(list.map((u) => ({ id: u.id, name: u.name || "" }))));
+  localStorage.setItem(KNOWN, JSON.stringify(
+    list.map((u) => ({ id: u.id, name: u.name || "", key: u.key || "" }))));
   renderKnownUsers();
 }
 
-function remember(id, name) {
-  saveKnownUsers([{ id, name }, ...knownUsers().filter((u) => u.id !== id)].slice(0, 20));
+function remember(id, name, key) {
+  saveKnownUsers([{ id, name, key }, ...knownUsers().filter((u) => u.id !== id)].slice(0, 20));
 }
 
 function forget(id) { saveKnownUsers(knownUsers().filter((u) => u.id !== id)); }
@@ -163,7 +165,7 @@ function renderKnownUsers() {
     const pick = document.createElement("button");
     pick.className = "pick";
     pick.textContent = "Sign in as " + (u.name ? `${u.name} (${u.id})` : u.id);
-    pick.addEventListener("click", () => pickUser(u.id));
+    pick.addEventListener("click", () => pickUser(u.id, u.key || ""));
     const drop = document.createElement("button");
     drop.className = "forget";
     drop.textContent = "Forget";
@@ -174,12 +176,12 @@ function renderKnownUsers() {
   $("known-users").hidden = list.length === 0;
 }
 
-async function pickUser(id) {
+async function pickUser(id, key) {
   try {
-    const u = await dm("/v1/dev/sessions", { method: "POST", json: { user_id: id } });
+    const u = await dm("/v1/dev/sessions", { method: "POST", json: { user_id: id, sign_in_key: key } });
     await signIn(u.session_token, u.user_id);
   } catch (err) {
-    if (err instanceof ApiError && err.code === "user_not_found") forget(id);
+    if (err instanceof ApiError && ["user_not_found", "sign_in_refused"].includes(err.code)) forget(id);
     notice("Could not sign in as " + id + ": " + explain(err));
   }
 }
@@ -495,7 +497,7 @@ async function start() {
     try {
       const u = await dm("/v1/users", { method: "POST", json: {
         age: $("new-age").value, region: $("new-region").value.trim().toUpperCase() } });
-      remember(u.user_id, $("new-name").value.trim());
+      remember(u.user_id, $("new-name").value.trim(), u.sign_in_key);
       await signIn(u.session_token, u.user_id);
     } catch (err) { notice("Could not create a user: " + explain(err)); }
   });

@@ -11,6 +11,7 @@ import pytest
 
 from dm.client import DmClient, DmClientError
 from dm.sdk_types import Conversation
+from dm.web_state import STATE
 
 from ..support.messages import media_of
 from ..support.services import DmStack, wait_until
@@ -348,9 +349,32 @@ async def test_dev_issuer_off_in_production(make_dm: Any) -> None:
         await c.create_user()
     assert info.value.status == 404
     with pytest.raises(DmClientError) as info:
-        await c.request("POST", "/v1/dev/sessions", json_body={"user_id": "u_anyone"})
+        await c.request(
+            "POST", "/v1/dev/sessions", json_body={"user_id": "u_anyone", "sign_in_key": "k"}
+        )
     assert (info.value.status, info.value.code) == (404, "dev_issuer_disabled")
     await c.close()
+
+
+async def test_dev_issuer_sign_in_again_needs_the_users_key(dm: DmStack) -> None:
+    """Knowing a user's id (every conversation lists its members) is not being that user:
+    signing in again takes the key the user's creation returned, so one dev user cannot
+    become another (or a moderator made with the roles switch on)."""
+    alice, mallory = dm.client(), dm.client()
+    alice_key = (await alice.create_user())["sign_in_key"]
+    mallory_key = (await mallory.create_user())["sign_in_key"]
+    assert alice_key != mallory_key
+    for key in (mallory_key, alice_key[:-1], "x" * 128):
+        with pytest.raises(DmClientError) as info:
+            await mallory.request(
+                "POST", "/v1/dev/sessions", json_body={"user_id": alice.uid, "sign_in_key": key}
+            )
+        assert (info.value.status, info.value.code) == (403, "sign_in_refused"), key
+    # Only a digest of the key is stored.
+    profile = await dm.app[STATE].store.profile(str(alice.uid))
+    assert profile is not None and alice_key not in json.dumps(profile)
+    await alice.close()
+    await mallory.close()
 
 
 def _claims(token: str) -> dict[str, Any]:
@@ -362,10 +386,12 @@ async def test_dev_issuer_signs_in_again_as_a_user_it_made(dm: DmStack) -> None:
     """``POST /v1/dev/sessions``: a new device and session for an existing dev user, with the
     age and region it was made with (how the web client picks a remembered user)."""
     alice = dm.client()
-    await alice.create_user(age=2012, region="IE")
+    key = (await alice.create_user(age=2012, region="IE"))["sign_in_key"]
     first = _claims(str(alice.session_token))
     again = dm.client()
-    doc = await again.request("POST", "/v1/dev/sessions", json_body={"user_id": alice.uid})
+    doc = await again.request(
+        "POST", "/v1/dev/sessions", json_body={"user_id": alice.uid, "sign_in_key": key}
+    )
     assert doc["user_id"] == alice.uid and doc["device_id"] != first["dev"]
     claims = _claims(doc["session_token"])
     assert (claims["sub"], claims["age"], claims["region"]) == (alice.uid, first["age"], "IE")
@@ -373,8 +399,9 @@ async def test_dev_issuer_signs_in_again_as_a_user_it_made(dm: DmStack) -> None:
     conv = await alice.create_conversation([(await dm.user()).uid])
     assert conv["id"] in (await again.request("GET", "/v1/conversations"))["conversations"]
     for body, expected in (
-        ({"user_id": "u_never_made"}, (404, "user_not_found")),
-        ({"user_id": alice.uid, "roles": ["moderator"]}, (400, "invalid_field")),
+        ({"user_id": "u_never_made", "sign_in_key": key}, (404, "user_not_found")),
+        ({"user_id": alice.uid, "sign_in_key": key, "roles": ["moderator"]}, (400, "invalid_field")),
+        ({"user_id": alice.uid}, (400, "invalid_field")),
         ({}, (400, "invalid_field")),
     ):
         with pytest.raises(DmClientError) as info:
