@@ -16,7 +16,7 @@ import pytest
 from cdn_auth import pointer, revocation
 from cdn_auth.keyring import KeyRing
 from dm.identity import DevIssuer
-from dm.web_state import STATE
+from dm.web_state import STATE, DmState
 
 from ..support.services import DmFactory, DmStack, Edge, EdgeFactory, bearer, wait_until
 
@@ -46,14 +46,38 @@ async def _silent_websocket(
     return reader, writer
 
 
+def _dropped(state: DmState, reason: str) -> float:
+    value = state.metrics.registry.get_sample_value("dm_websockets_dropped_total", {"reason": reason})
+    return value or 0.0
+
+
+def _close_code(data: bytes) -> int | None:
+    """The status code of the close frame in a server's (unmasked) WebSocket byte stream."""
+    at = 0
+    while at + 2 <= len(data):
+        opcode, size = data[at] & 0x0F, data[at + 1] & 0x7F
+        at += 2
+        if size == 126:
+            size, at = int.from_bytes(data[at : at + 2]), at + 2
+        elif size == 127:
+            size, at = int.from_bytes(data[at : at + 8]), at + 8
+        if opcode == 0x8:
+            return int.from_bytes(data[at : at + 2]) if size >= 2 else None
+        at += size
+    return None
+
+
 async def test_websocket_slow_consumer_closed_with_1013(make_dm: DmFactory) -> None:
     """A client that stops reading was never reaped (send_str waited for ever on a full
-    buffer); now a push that cannot be written within the deadline closes the socket."""
+    buffer); now a push that cannot be written within the deadline closes the socket with
+    1013.  The client reads nothing until the server's write deadline has fired (the
+    ``slow_writer`` drop, not the queue-overflow one), then reads what is left: the close
+    frame 1013 ends it."""
     dm = await make_dm(ws_write_timeout_s=0.5)
     state = dm.app[STATE]
     alice, bob = await dm.user(), await dm.user()
     cid = (await alice.create_conversation([bob.uid]))["id"]  # pushes re-check membership
-    _, writer = await _silent_websocket(dm, str(bob.session_token))
+    reader, writer = await _silent_websocket(dm, str(bob.session_token))
     await wait_until(lambda: state.hub.connected_of(bob.uid) == 1, 5)
     text = "x" * 4000
     for batch in range(40):  # up to ~12 MB of frames, far beyond any socket buffer
@@ -71,11 +95,19 @@ async def test_websocket_slow_consumer_closed_with_1013(make_dm: DmFactory) -> N
                     },
                 )
             )
-        if state.hub.connected_of(bob.uid) == 0:
+        if _dropped(state, "slow_writer"):
             break
         await asyncio.sleep(0.05)
-    await wait_until(lambda: state.hub.connected_of(bob.uid) == 0, 30)
+    await wait_until(lambda: _dropped(state, "slow_writer") == 1, 30)
+    # The server now writes its close frame behind what it had buffered: read it all.
+    data = bytearray()
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(1 << 20), 10):
+            data += chunk
     await _close(writer)
+    assert _close_code(bytes(data)) == 1013  # TRY_AGAIN_LATER
+    assert _dropped(state, "slow_consumer") == 0  # the write deadline fired, not the queue cap
+    await wait_until(lambda: state.hub.connected_of(bob.uid) == 0, 30)
 
 
 async def test_websockets_capped_per_user(make_dm: DmFactory) -> None:
