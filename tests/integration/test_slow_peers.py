@@ -128,16 +128,43 @@ async def test_websockets_capped_per_user(make_dm: DmFactory) -> None:
         await c.close()
 
 
-async def test_slow_request_body_times_out(make_dm: DmFactory) -> None:
-    """One body byte every so often held the connection for ever; now 408 once the body
-    falls below the floor rate after the grace period."""
-    dm = await make_dm(body_grace_s=0.5, body_min_rate_bps=1000)
-    host, port = dm.dm_url.removeprefix("http://").split(":")
+async def test_websockets_capped_per_process(make_dm: DmFactory) -> None:
+    """ws_max_total caps the sockets one process holds, whoever holds them: 503
+    streams_full (another process may have room), with Retry-After."""
+    dm = await make_dm(ws_max_total=2, ws_max_per_user=10, rate_limits={"connect": (100, 100)})
+    state = dm.app[STATE]
+    alice, bob = await dm.user(), await dm.user()
+    url = f"{dm.dm_url}/v1/stream"
+    async with aiohttp.ClientSession() as http:
+        a = await http.ws_connect(url, headers=bearer(str(alice.session_token)))
+        b = await http.ws_connect(url, headers=bearer(str(bob.session_token)))
+        await wait_until(lambda: state.hub.connected == 2, 5)
+        async with http.get(
+            url,
+            headers={
+                **bearer(str(bob.session_token)),
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+            },
+        ) as r:
+            assert r.status == 503
+            assert (await r.json())["error"]["code"] == "streams_full"
+            assert r.headers["Retry-After"] == "1"
+        await a.close()
+        await wait_until(lambda: state.hub.connected == 1, 5)
+        c = await http.ws_connect(url, headers=bearer(str(bob.session_token)))  # room again
+        await b.close()
+        await c.close()
+
+
+async def _trickle(url: str, head: str, first: bytes) -> bytes:
+    """Send a request head and the first body bytes, then one byte every 0.25 s: the
+    service's answer (empty if it never answered within 10 s)."""
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 1000\r\n\r\n{"
-    )
+    writer.write(head.encode() + b"Content-Length: 1000\r\n\r\n" + first)
     await writer.drain()
     answer = b""
     for _ in range(40):
@@ -149,6 +176,43 @@ async def test_slow_request_body_times_out(make_dm: DmFactory) -> None:
             continue
         break
     await _close(writer)
+    return answer
+
+
+async def test_slow_request_body_times_out(make_dm: DmFactory) -> None:
+    """One body byte every so often held the connection for ever; now 408 once the body
+    falls below the floor rate after the grace period."""
+    dm = await make_dm(body_grace_s=0.5, body_min_rate_bps=1000)
+    answer = await _trickle(
+        dm.dm_url, "POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n", b"{"
+    )
+    assert b" 408 " in answer[:20] and b"body_timeout" in answer
+
+
+async def test_slow_upload_to_the_edge_times_out(make_edge: EdgeFactory, issuer: DevIssuer) -> None:
+    """The same deadline on the edge's multipart ``POST /v1/media`` (each part read is
+    bounded by what has arrived so far)."""
+    edge = await make_edge(body_grace_s=0.5, body_min_rate_bps=1000)
+    answer = await _trickle(
+        str(edge.client.make_url("")),
+        "POST /v1/media HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {issuer.mint('alice')}\r\n"
+        "Content-Type: multipart/form-data; boundary=b0undary\r\n",
+        b"--b0undary\r\nContent-Disposition: form-data; name=metadata\r\n",
+    )
+    assert b" 408 " in answer[:20] and b"body_timeout" in answer
+
+
+async def test_slow_grant_body_times_out(make_edge: EdgeFactory, issuer: DevIssuer) -> None:
+    """And on the edge's JSON ``POST /v1/grants``."""
+    edge = await make_edge(body_grace_s=0.5, body_min_rate_bps=1000)
+    answer = await _trickle(
+        str(edge.client.make_url("")),
+        "POST /v1/grants HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {issuer.mint('alice')}\r\n"
+        "Content-Type: application/json\r\n",
+        b"{",
+    )
     assert b" 408 " in answer[:20] and b"body_timeout" in answer
 
 
