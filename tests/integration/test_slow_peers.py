@@ -217,21 +217,32 @@ async def test_slow_grant_body_times_out(make_edge: EdgeFactory, issuer: DevIssu
 
 
 async def _open_media_stream(
-    edge: Edge, issuer: DevIssuer, ring: KeyRing, media_id: str, *, rcvbuf: int | None = None
+    edge: Edge,
+    issuer: DevIssuer,
+    ring: KeyRing,
+    media_id: str,
+    *,
+    rcvbuf: int | None = None,
+    grant: str | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """GET the whole media with a raw socket and read the response head only."""
+    """GET the whole media as Bob with a raw socket and read the response head only: with
+    a pointer (conversation c_1, message 1-0), or with ``grant`` (sealed mode)."""
     # Building a large test file blocks the loop for seconds, so the revocation tail may
     # look stale (503) until its next read: wait for it, as a live edge would be.
     await wait_until(edge.state.authorizer.tail_fresh, 10)
-    ptr = pointer.mint(
-        ring.signer(),
-        media_id=media_id,
-        sub="bob",
-        conversation_id="c_1",
-        message_id="1-0",
-        now=time.time(),
-        ttl_s=300,
-    )
+    if grant is None:
+        ptr = pointer.mint(
+            ring.signer(),
+            media_id=media_id,
+            sub="bob",
+            conversation_id="c_1",
+            message_id="1-0",
+            now=time.time(),
+            ttl_s=300,
+        )
+        target = f"/m/{media_id}?pointer={ptr}"
+    else:
+        target = f"/m/{media_id}"
     url = edge.client.make_url("/")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
@@ -241,8 +252,9 @@ async def _open_media_stream(
     reader, writer = await asyncio.open_connection(sock=sock, limit=16 * 1024)
     writer.write(
         (
-            f"GET /m/{media_id}?pointer={ptr} HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: Bearer {issuer.mint('bob')}\r\n\r\n"
+            f"GET {target} HTTP/1.1\r\nHost: x\r\n"
+            + (f"X-Grant: {grant}\r\n" if grant else "")
+            + f"Authorization: Bearer {issuer.mint('bob')}\r\n\r\n"
         ).encode()
     )
     await writer.drain()
@@ -272,6 +284,43 @@ async def test_open_media_response_stops_on_takedown(
     assert len(first) == 512 * 1024
     await edge.state.revocations.publish(revocation.takedown(media.id))
     await wait_until(lambda: edge.state.authorizer.tailer.view.is_taken_down(media.id), 5)
+    rest = await _read_to_end(reader, 10)
+    await _close(writer)
+    assert len(first) + rest < size  # cut short, not the whole file
+
+
+@pytest.mark.parametrize("what", ["unsend", "leave", "grant_revoked"])
+async def test_open_media_response_stops_on_revocation(
+    make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing, what: str
+) -> None:
+    """The same for an unsend of the message and the reader leaving the conversation (a
+    pointer's response), and a revoked grant (a sealed-mode response): each is re-checked
+    between windows (``Authorizer.still_allowed``)."""
+    edge = await make_edge(stream_window_bytes=256 * 1024)
+    size = 12 * 1024 * 1024
+    media, _ = await edge.add_media(owner="alice", size=size)
+    grant: dict[str, str] = {}
+    if what == "grant_revoked":
+        answer = await edge.client.post(
+            "/v1/grants",
+            json={"media_id": media.id, "redeemers": 1},
+            headers=bearer(issuer.mint("alice")),
+        )
+        assert answer.status == 201, await answer.text()
+        grant = await answer.json()
+    reader, writer = await _open_media_stream(edge, issuer, ring, media.id, grant=grant.get("grant"))
+    first = await reader.readexactly(512 * 1024)  # the stream is flowing
+    assert len(first) == 512 * 1024
+    view = edge.state.authorizer.tailer.view
+    if what == "unsend":
+        event, seen = revocation.unsent("c_1", "1-0"), lambda: view.is_unsent("c_1", "1-0")
+    elif what == "leave":
+        event, seen = revocation.left("c_1", "bob"), lambda: view.left_at("c_1", "bob") is not None
+    else:
+        event = revocation.grant_revoked(grant["grant_id"])
+        seen = lambda: view.is_grant_revoked(grant["grant_id"])  # noqa: E731
+    await edge.state.revocations.publish(event)
+    await wait_until(seen, 5)
     rest = await _read_to_end(reader, 10)
     await _close(writer)
     assert len(first) + rest < size  # cut short, not the whole file
