@@ -111,7 +111,7 @@ def build_app(
         max_lifetime_s=settings.session_max_lifetime_s,
         clock=clock,
     )
-    registry = MediaRegistry(redis)
+    registry = MediaRegistry(redis, holds_maxlen=settings.holds_maxlen)
     playback = (
         None
         if settings.playback_secret_path is None

@@ -15,8 +15,9 @@ from .media import STATUSES, Media, from_redis, to_redis
 
 
 class MediaRegistry:
-    def __init__(self, redis: RedisClient) -> None:
+    def __init__(self, redis: RedisClient, *, holds_maxlen: int = 100_000) -> None:
         self._redis = redis
+        self._holds_maxlen = holds_maxlen
         self._transition = redis.register_script(_TRANSITION)
 
     async def put(self, media: Media) -> None:
@@ -35,9 +36,13 @@ class MediaRegistry:
         return from_redis({_s(k): _s(v) for k, v in h.items()})
 
     async def announce_hold(self, media: Media, at_s: int) -> None:
-        """Queue media registered "held" (a bank match) for the moderators' review."""
+        """Queue media registered "held" (a bank match) for the moderators' review; the
+        queue keeps about ``holds_maxlen`` newest entries (a plain XADD grew it for ever)."""
         await self._redis.xadd(
-            redis_keys.MEDIA_HOLDS_STREAM, {"media_id": media.id, "owner": media.owner, "at": str(at_s)}
+            redis_keys.MEDIA_HOLDS_STREAM,
+            {"media_id": media.id, "owner": media.owner, "at": str(at_s)},
+            maxlen=self._holds_maxlen,
+            approximate=True,
         )
 
     async def set_status(self, media_id: str, status: str, *, reason: str = "", by: str = "") -> Media:

@@ -68,6 +68,9 @@ class EdgeSettings(ServiceSettings):
     bank_manifest: Path | None = None
     #: What a match in the run-time bank (moderators' additions) does: refuse or hold.
     moderation_bank_action: Literal["refuse", "hold"] = "refuse"
+    #: The review queue of held media (``cdn:holds``) keeps about this many newest entries
+    #: (XADD MAXLEN ~; ~80 B each).  A trimmed entry's media stays "held" in its record.
+    holds_maxlen: int = Field(100_000, ge=100)
     #: PDQ Hamming distance at or below which two hashes match (31: PDQ's customary one).
     pdq_threshold: int = Field(31, ge=0, le=128)
     #: Keyframes sampled per video for perceptual hashing, and the decode budget.

@@ -102,8 +102,9 @@ class DmSettings(ServiceSettings):
     legal_max_span_s: int = Field(366 * 24 * 3600, ge=3600)
     legal_export_max_messages: int = Field(10_000, ge=1, le=100_000)
     #: WebSockets: a push not written within ws_write_timeout_s closes the socket (1013,
-    #: resume by cursor); at most ws_max_per_user sockets per user and ws_max_total per
-    #: process (each socket costs a queue and, per pushed message, a pointer).
+    #: resume by cursor); at most ws_max_per_user sockets per user and ws_max_total in all,
+    #: both counted per process (each process counts the sockets it holds; each socket
+    #: costs a queue and, per pushed message, a pointer).
     ws_write_timeout_s: float = Field(5.0, gt=0)
     ws_max_per_user: int = Field(10, ge=1)
     ws_max_total: int = Field(20_000, ge=1)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -176,30 +176,62 @@ BACKOFF_S = (0.5, 30.0)
 MAX_QUICK_DEATHS = 8
 
 
+class _Process(Protocol):
+    """What the supervisor uses of a worker process (a :class:`subprocess.Popen`)."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+    def send_signal(self, sig: int) -> None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def kill(self) -> None: ...
+
+
+def _popen(argv: list[str]) -> _Process:
+    return subprocess.Popen([sys.executable, *argv])
+
+
+def backoff_s(quick_deaths: int) -> float:
+    """The wait before respawning a worker slot after its ``quick_deaths``-th quick death
+    in a row: none after a worker that had run MIN_UPTIME_S, then BACKOFF_S[0] doubling up
+    to BACKOFF_S[1]."""
+    if quick_deaths == 0:
+        return 0.0
+    return float(min(BACKOFF_S[1], BACKOFF_S[0] * 2 ** (quick_deaths - 1)))
+
+
 @dataclass
 class _Slot:
     """One worker position: its current process, and its crash-loop state."""
 
-    proc: subprocess.Popen[bytes] | None = None
+    proc: _Process | None = None
     started: float = 0.0
     quick_deaths: int = 0
     respawn_at: float = 0.0
 
 
-def _supervise(argv: list[str], workers: int, *, clock: Callable[[], float] = time.monotonic) -> int:
+def _supervise(
+    argv: list[str],
+    workers: int,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    popen: Callable[[list[str]], _Process] = _popen,
+) -> int:
     """Run ``workers`` processes; replace any that dies, as gunicorn's arbiter does.
 
     The other workers keep serving (their sockets and streams are untouched).  A worker
     that dies within MIN_UPTIME_S of starting is respawned after a doubling backoff
     (BACKOFF_S), so a crash loop does not spin; after MAX_QUICK_DEATHS in a row the
     supervisor stops everything and exits with the worker's code.  SIGTERM/SIGINT are
-    forwarded to every worker and end supervision.
+    forwarded to every worker and end supervision.  ``clock``, ``sleep`` and ``popen`` are
+    injected so a test can run a crash loop without waiting for it.
     """
     slots = [_Slot() for _ in range(workers)]
     stopping = False
 
     def spawn(slot: _Slot) -> None:
-        slot.proc = subprocess.Popen([sys.executable, *argv])
+        slot.proc = popen(argv)
         slot.started = clock()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -233,17 +265,13 @@ def _supervise(argv: list[str], workers: int, *, clock: Callable[[], float] = ti
                     exit_code = code or 1
                     forward(signal.SIGTERM, None)
                     break
-                delay = (
-                    0.0
-                    if slot.quick_deaths == 0
-                    else min(BACKOFF_S[1], BACKOFF_S[0] * 2 ** (slot.quick_deaths - 1))
-                )
+                delay = backoff_s(slot.quick_deaths)
                 log.warning(
                     "worker died; respawning",
                     extra={"pid": slot.proc.pid, "code": code, "delay_s": delay},
                 )
                 slot.proc, slot.respawn_at = None, now + delay
-            time.sleep(0.1)
+            sleep(0.1)
         for slot in slots:
             if slot.proc is None:
                 continue

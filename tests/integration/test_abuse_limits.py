@@ -24,6 +24,7 @@ from dm.web_state import STATE
 from service_kernel.encoding import b64url_encode
 from service_kernel.openapi import document
 from service_kernel.rate_limit import rate_limit_key
+from service_kernel.redis_client import stream_entries
 
 from ..support.services import DmFactory, DmStack, EdgeFactory, bearer
 
@@ -311,3 +312,17 @@ async def test_block_list_is_capped(make_dm: DmFactory) -> None:
     with pytest.raises(DmClientError) as info:
         await alice.block("someone-3")
     assert info.value.status == 403
+
+
+async def test_held_media_queue_is_bounded(make_edge: EdgeFactory) -> None:
+    """``cdn:holds`` was a plain XADD: every bank-held upload grew it for ever.  Now it
+    keeps about ``holds_maxlen`` newest entries (MAXLEN ~ trims whole stream nodes, so a
+    little more may remain: at most one node, 100 entries by Redis's default)."""
+    edge = await make_edge(holds_maxlen=100)
+    media, _ = await edge.add_media(owner="alice", size=1000)
+    for at in range(1000):
+        await edge.state.registry.announce_hold(media, at)
+    length = await edge.state.redis.xlen(ck.MEDIA_HOLDS_STREAM)
+    assert 100 <= length <= 200
+    newest = stream_entries(await edge.state.redis.xrevrange(ck.MEDIA_HOLDS_STREAM, count=1))
+    assert newest[0][1]["at"] == "999"  # trimmed from the old end

@@ -16,7 +16,7 @@ import pytest
 from cdn_auth import pointer, revocation
 from cdn_auth.keyring import KeyRing
 from dm.identity import DevIssuer
-from dm.web_state import STATE
+from dm.web_state import STATE, DmState
 
 from ..support.services import DmFactory, DmStack, Edge, EdgeFactory, bearer, wait_until
 
@@ -46,14 +46,38 @@ async def _silent_websocket(
     return reader, writer
 
 
+def _dropped(state: DmState, reason: str) -> float:
+    value = state.metrics.registry.get_sample_value("dm_websockets_dropped_total", {"reason": reason})
+    return value or 0.0
+
+
+def _close_code(data: bytes) -> int | None:
+    """The status code of the close frame in a server's (unmasked) WebSocket byte stream."""
+    at = 0
+    while at + 2 <= len(data):
+        opcode, size = data[at] & 0x0F, data[at + 1] & 0x7F
+        at += 2
+        if size == 126:
+            size, at = int.from_bytes(data[at : at + 2]), at + 2
+        elif size == 127:
+            size, at = int.from_bytes(data[at : at + 8]), at + 8
+        if opcode == 0x8:
+            return int.from_bytes(data[at : at + 2]) if size >= 2 else None
+        at += size
+    return None
+
+
 async def test_websocket_slow_consumer_closed_with_1013(make_dm: DmFactory) -> None:
     """A client that stops reading was never reaped (send_str waited for ever on a full
-    buffer); now a push that cannot be written within the deadline closes the socket."""
+    buffer); now a push that cannot be written within the deadline closes the socket with
+    1013.  The client reads nothing until the server's write deadline has fired (the
+    ``slow_writer`` drop, not the queue-overflow one), then reads what is left: the close
+    frame 1013 ends it."""
     dm = await make_dm(ws_write_timeout_s=0.5)
     state = dm.app[STATE]
     alice, bob = await dm.user(), await dm.user()
     cid = (await alice.create_conversation([bob.uid]))["id"]  # pushes re-check membership
-    _, writer = await _silent_websocket(dm, str(bob.session_token))
+    reader, writer = await _silent_websocket(dm, str(bob.session_token))
     await wait_until(lambda: state.hub.connected_of(bob.uid) == 1, 5)
     text = "x" * 4000
     for batch in range(40):  # up to ~12 MB of frames, far beyond any socket buffer
@@ -71,11 +95,19 @@ async def test_websocket_slow_consumer_closed_with_1013(make_dm: DmFactory) -> N
                     },
                 )
             )
-        if state.hub.connected_of(bob.uid) == 0:
+        if _dropped(state, "slow_writer"):
             break
         await asyncio.sleep(0.05)
-    await wait_until(lambda: state.hub.connected_of(bob.uid) == 0, 30)
+    await wait_until(lambda: _dropped(state, "slow_writer") == 1, 30)
+    # The server now writes its close frame behind what it had buffered: read it all.
+    data = bytearray()
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(1 << 20), 10):
+            data += chunk
     await _close(writer)
+    assert _close_code(bytes(data)) == 1013  # TRY_AGAIN_LATER
+    assert _dropped(state, "slow_consumer") == 0  # the write deadline fired, not the queue cap
+    await wait_until(lambda: state.hub.connected_of(bob.uid) == 0, 30)
 
 
 async def test_websockets_capped_per_user(make_dm: DmFactory) -> None:
@@ -96,16 +128,43 @@ async def test_websockets_capped_per_user(make_dm: DmFactory) -> None:
         await c.close()
 
 
-async def test_slow_request_body_times_out(make_dm: DmFactory) -> None:
-    """One body byte every so often held the connection for ever; now 408 once the body
-    falls below the floor rate after the grace period."""
-    dm = await make_dm(body_grace_s=0.5, body_min_rate_bps=1000)
-    host, port = dm.dm_url.removeprefix("http://").split(":")
+async def test_websockets_capped_per_process(make_dm: DmFactory) -> None:
+    """ws_max_total caps the sockets one process holds, whoever holds them: 503
+    streams_full (another process may have room), with Retry-After."""
+    dm = await make_dm(ws_max_total=2, ws_max_per_user=10, rate_limits={"connect": (100, 100)})
+    state = dm.app[STATE]
+    alice, bob = await dm.user(), await dm.user()
+    url = f"{dm.dm_url}/v1/stream"
+    async with aiohttp.ClientSession() as http:
+        a = await http.ws_connect(url, headers=bearer(str(alice.session_token)))
+        b = await http.ws_connect(url, headers=bearer(str(bob.session_token)))
+        await wait_until(lambda: state.hub.connected == 2, 5)
+        async with http.get(
+            url,
+            headers={
+                **bearer(str(bob.session_token)),
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+            },
+        ) as r:
+            assert r.status == 503
+            assert (await r.json())["error"]["code"] == "streams_full"
+            assert r.headers["Retry-After"] == "1"
+        await a.close()
+        await wait_until(lambda: state.hub.connected == 1, 5)
+        c = await http.ws_connect(url, headers=bearer(str(bob.session_token)))  # room again
+        await b.close()
+        await c.close()
+
+
+async def _trickle(url: str, head: str, first: bytes) -> bytes:
+    """Send a request head and the first body bytes, then one byte every 0.25 s: the
+    service's answer (empty if it never answered within 10 s)."""
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 1000\r\n\r\n{"
-    )
+    writer.write(head.encode() + b"Content-Length: 1000\r\n\r\n" + first)
     await writer.drain()
     answer = b""
     for _ in range(40):
@@ -117,25 +176,73 @@ async def test_slow_request_body_times_out(make_dm: DmFactory) -> None:
             continue
         break
     await _close(writer)
+    return answer
+
+
+async def test_slow_request_body_times_out(make_dm: DmFactory) -> None:
+    """One body byte every so often held the connection for ever; now 408 once the body
+    falls below the floor rate after the grace period."""
+    dm = await make_dm(body_grace_s=0.5, body_min_rate_bps=1000)
+    answer = await _trickle(
+        dm.dm_url, "POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n", b"{"
+    )
+    assert b" 408 " in answer[:20] and b"body_timeout" in answer
+
+
+async def test_slow_upload_to_the_edge_times_out(make_edge: EdgeFactory, issuer: DevIssuer) -> None:
+    """The same deadline on the edge's multipart ``POST /v1/media`` (each part read is
+    bounded by what has arrived so far)."""
+    edge = await make_edge(body_grace_s=0.5, body_min_rate_bps=1000)
+    answer = await _trickle(
+        str(edge.client.make_url("")),
+        "POST /v1/media HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {issuer.mint('alice')}\r\n"
+        "Content-Type: multipart/form-data; boundary=b0undary\r\n",
+        b"--b0undary\r\nContent-Disposition: form-data; name=metadata\r\n",
+    )
+    assert b" 408 " in answer[:20] and b"body_timeout" in answer
+
+
+async def test_slow_grant_body_times_out(make_edge: EdgeFactory, issuer: DevIssuer) -> None:
+    """And on the edge's JSON ``POST /v1/grants``."""
+    edge = await make_edge(body_grace_s=0.5, body_min_rate_bps=1000)
+    answer = await _trickle(
+        str(edge.client.make_url("")),
+        "POST /v1/grants HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {issuer.mint('alice')}\r\n"
+        "Content-Type: application/json\r\n",
+        b"{",
+    )
     assert b" 408 " in answer[:20] and b"body_timeout" in answer
 
 
 async def _open_media_stream(
-    edge: Edge, issuer: DevIssuer, ring: KeyRing, media_id: str, *, rcvbuf: int | None = None
+    edge: Edge,
+    issuer: DevIssuer,
+    ring: KeyRing,
+    media_id: str,
+    *,
+    rcvbuf: int | None = None,
+    grant: str | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """GET the whole media with a raw socket and read the response head only."""
+    """GET the whole media as Bob with a raw socket and read the response head only: with
+    a pointer (conversation c_1, message 1-0), or with ``grant`` (sealed mode)."""
     # Building a large test file blocks the loop for seconds, so the revocation tail may
     # look stale (503) until its next read: wait for it, as a live edge would be.
     await wait_until(edge.state.authorizer.tail_fresh, 10)
-    ptr = pointer.mint(
-        ring.signer(),
-        media_id=media_id,
-        sub="bob",
-        conversation_id="c_1",
-        message_id="1-0",
-        now=time.time(),
-        ttl_s=300,
-    )
+    if grant is None:
+        ptr = pointer.mint(
+            ring.signer(),
+            media_id=media_id,
+            sub="bob",
+            conversation_id="c_1",
+            message_id="1-0",
+            now=time.time(),
+            ttl_s=300,
+        )
+        target = f"/m/{media_id}?pointer={ptr}"
+    else:
+        target = f"/m/{media_id}"
     url = edge.client.make_url("/")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
@@ -145,8 +252,9 @@ async def _open_media_stream(
     reader, writer = await asyncio.open_connection(sock=sock, limit=16 * 1024)
     writer.write(
         (
-            f"GET /m/{media_id}?pointer={ptr} HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: Bearer {issuer.mint('bob')}\r\n\r\n"
+            f"GET {target} HTTP/1.1\r\nHost: x\r\n"
+            + (f"X-Grant: {grant}\r\n" if grant else "")
+            + f"Authorization: Bearer {issuer.mint('bob')}\r\n\r\n"
         ).encode()
     )
     await writer.drain()
@@ -176,6 +284,43 @@ async def test_open_media_response_stops_on_takedown(
     assert len(first) == 512 * 1024
     await edge.state.revocations.publish(revocation.takedown(media.id))
     await wait_until(lambda: edge.state.authorizer.tailer.view.is_taken_down(media.id), 5)
+    rest = await _read_to_end(reader, 10)
+    await _close(writer)
+    assert len(first) + rest < size  # cut short, not the whole file
+
+
+@pytest.mark.parametrize("what", ["unsend", "leave", "grant_revoked"])
+async def test_open_media_response_stops_on_revocation(
+    make_edge: EdgeFactory, issuer: DevIssuer, ring: KeyRing, what: str
+) -> None:
+    """The same for an unsend of the message and the reader leaving the conversation (a
+    pointer's response), and a revoked grant (a sealed-mode response): each is re-checked
+    between windows (``Authorizer.still_allowed``)."""
+    edge = await make_edge(stream_window_bytes=256 * 1024)
+    size = 12 * 1024 * 1024
+    media, _ = await edge.add_media(owner="alice", size=size)
+    grant: dict[str, str] = {}
+    if what == "grant_revoked":
+        answer = await edge.client.post(
+            "/v1/grants",
+            json={"media_id": media.id, "redeemers": 1},
+            headers=bearer(issuer.mint("alice")),
+        )
+        assert answer.status == 201, await answer.text()
+        grant = await answer.json()
+    reader, writer = await _open_media_stream(edge, issuer, ring, media.id, grant=grant.get("grant"))
+    first = await reader.readexactly(512 * 1024)  # the stream is flowing
+    assert len(first) == 512 * 1024
+    view = edge.state.authorizer.tailer.view
+    if what == "unsend":
+        event, seen = revocation.unsent("c_1", "1-0"), lambda: view.is_unsent("c_1", "1-0")
+    elif what == "leave":
+        event, seen = revocation.left("c_1", "bob"), lambda: view.left_at("c_1", "bob") is not None
+    else:
+        event = revocation.grant_revoked(grant["grant_id"])
+        seen = lambda: view.is_grant_revoked(grant["grant_id"])  # noqa: E731
+    await edge.state.revocations.publish(event)
+    await wait_until(seen, 5)
     rest = await _read_to_end(reader, 10)
     await _close(writer)
     assert len(first) + rest < size  # cut short, not the whole file
