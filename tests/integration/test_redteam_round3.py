@@ -472,12 +472,8 @@ async def test_playback_session_minting_is_rate_limited(
     assert statuses[-1] == 429, f"{len(statuses)} sessions minted, none refused"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 17: operations.md 15.1's table of rate limits omits limits the code "
-    "declares (moderation, audit, legal, banks), so operators cannot see or tune them",
-)
 def test_operations_rate_limit_table_names_every_declared_limit() -> None:
+    """Finding 17 (fixed): operations.md 15.1 lists every limit the code declares."""
     from cdn_auth.settings import DEFAULT_RATE_LIMITS as EDGE_LIMITS
     from dm.settings import DEFAULT_RATE_LIMITS as DM_LIMITS
 
