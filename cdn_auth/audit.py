@@ -1,11 +1,14 @@
 """The audit log: who looked at what, and did what, under which justification.
 
-A Redis stream written by every moderator view and action and every legal
-export.  Append-only by construction: no route deletes or edits entries,
-and each append trims (``XADD MINID``) only entries older than the
-retention, which settings keep at a year or more.  Readable by the
-``auditor`` role only, and never by a session holding ``moderator`` (even
-with ``auditor``): moderators, whose work it records, cannot read it.
+One Redis stream (``redis_keys.AUDIT_STREAM``) written by every moderator view
+and action in dm, every legal export, and every takedown a moderator makes at
+the edge (``POST /v1/takedowns``), so an auditor reads one log.  Append-only by
+construction: no route deletes or edits entries, and dm's appends trim
+(``XADD MINID``) only entries older than the retention, which its settings
+keep at a year or more (the edge's appends trim nothing).  Read through dm's
+``GET /v1/audit``, by the ``auditor`` role only, and never by a session
+holding ``moderator`` (even with ``auditor``): moderators, whose work it
+records, cannot read it.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ FIELDS = (
 
 
 class AuditLog:
-    def __init__(self, redis: RedisClient, retention_s: int) -> None:
+    def __init__(self, redis: RedisClient, retention_s: int | None = None) -> None:
+        """``retention_s`` None: append without trimming (for writers that do not own the
+        retention setting)."""
         self._redis = redis
-        self._retention_ms = retention_s * 1000
+        self._retention_ms = None if retention_s is None else retention_s * 1000
 
     async def record(
         self,
@@ -63,6 +68,8 @@ class AuditLog:
             "detail": json.dumps(detail or {}, sort_keys=True, separators=(",", ":")),
             "at_ms": str(now_ms),
         }
+        if self._retention_ms is None:
+            return str(await self._redis.xadd(k.AUDIT_STREAM, field_map(entry)))
         return str(
             await self._redis.xadd(
                 k.AUDIT_STREAM, field_map(entry), minid=now_ms - self._retention_ms, approximate=True
