@@ -82,6 +82,11 @@ MEDIA_PDQ_INDEX = f"{PREFIX}:fp:pdq"
 #: Media registered with status "held" by a bank match, for the review queue.
 MEDIA_HOLDS_STREAM = f"{PREFIX}:holds"
 
+#: The moderation audit log (``cdn_auth.audit``), dm's ``dm:audit`` stream: dm writes its
+#: moderator views and actions there and the edge its moderators' takedowns, so one log
+#: holds them all (dm.redis_keys.AUDIT_STREAM is this key).
+AUDIT_STREAM = "dm:audit"
+
 
 def bank_signals(bank: str) -> str:
     """List of "<kind>,<hex>" added to a bank at run time (append-only; every process

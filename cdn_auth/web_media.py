@@ -24,6 +24,7 @@ from service_kernel.web_errors import bearer_token, parse_json, read_json
 
 from . import api_schemas as api
 from . import revocation
+from .audit import AuditLog
 from .errors import Forbidden, MediaBanked, NotModerator, SessionMissing
 from .fingerprint import FingerprintLimits, fingerprint_file
 from .media import Media, check_content_type, parse_rules
@@ -186,7 +187,12 @@ async def get_media(request: web.Request) -> web.Response:
 
 
 async def takedown(request: web.Request) -> web.Response:
-    """A moderator takes media down: the registry says so and every edge hears it."""
+    """A moderator takes media down: the registry says so and every edge hears it.
+
+    Audited like dm's moderation actions, in the same log (``cdn_auth.audit``): the
+    attempt (``take_down_media``, with the moderator's reason) before it takes effect, so
+    a failed audit write stops it, then its outcome (``:done`` or ``:failed``).  The edge
+    knows no review item, so the reason given is the justification on record."""
     state = request.app[STATE]
     session = await _session(request)
     if not session.is_moderator:
@@ -196,9 +202,27 @@ async def takedown(request: web.Request) -> web.Response:
     reason = doc.get("reason", "")
     if not isinstance(reason, str) or len(reason) > 1000:
         raise InvalidField("reason must be a string of at most 1000 characters")
-    media = await state.registry.set_status(media_id, "taken_down", reason=reason, by=session.sub)
-    # Published on every call, so a retry after a failure here still reaches every edge.
-    entry = await state.revocations.publish(revocation.takedown(media_id))
+    log_ = AuditLog(state.redis)
+
+    async def audit(action: str, detail: dict[str, Any]) -> None:
+        await log_.record(
+            actor=session.sub,
+            roles=session.roles,
+            action=action,
+            justification="",
+            media_id=media_id,
+            detail={"via": "edge", **detail},
+        )
+
+    await audit("take_down_media", {"reason": reason})
+    try:
+        media = await state.registry.set_status(media_id, "taken_down", reason=reason, by=session.sub)
+        # Published on every call, so a retry after a failure here still reaches every edge.
+        entry = await state.revocations.publish(revocation.takedown(media_id))
+    except Exception as exc:
+        await audit("take_down_media:failed", {"error": getattr(exc, "code", type(exc).__name__)})
+        raise
+    await audit("take_down_media:done", {"revocation_id": entry})
     return web.json_response(
         {"media_id": media.id, "status": media.status, "revocation_id": entry, "at": int(state.clock())}
     )

@@ -5,7 +5,11 @@ justifies the access (a review item, or a legal request), checks that the
 id covers what is asked, writes the audit entry, and only then returns
 content or acts: an action is recorded (``<action>``) before it takes
 effect, so a failed audit write stops it, and its outcome follows
-(``<action>:done`` with what it did, or ``<action>:failed``).  What each mode yields:
+(``<action>:done`` with what it did, or ``<action>:failed``); an action the item
+does not allow is refused with one entry (``<action>:refused``).  A justification
+opens only its ``Scope``: an open review item, the reported message and the
+``moderation_context_max`` messages either side; a legal request, its time scope.
+What each mode yields:
 
 * plain: the message and up to N messages either side (the platform holds
   them all), media playable through a pointer minted for the moderator
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any, cast
 
 from cdn_auth import revocation
@@ -33,6 +38,7 @@ from service_kernel.stream_tail import decode_entry
 from . import redis_keys as k
 from .errors import (
     ActionNotApplicable,
+    BadCursor,
     ItemClosed,
     JustificationRequired,
     LegalRequestNotFound,
@@ -40,8 +46,8 @@ from .errors import (
     NotFound,
     RoleRequired,
 )
-from .review import ITEM_RE, Item
-from .web_messages import _announce  # one announce path for sends and releases
+from .review import Item, canonical_item_id
+from .web_messages import _announce, check_cursor  # _announce: one path for sends, releases
 from .web_state import DmState
 
 ACTIONS = ("dismiss", "remove_message", "take_down_media", "bank_media", "suspend_user", "release")
@@ -77,11 +83,51 @@ def _entries(raw: object) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
-async def _context(state: DmState, me: Session, cid: str, mid: str, n: int) -> list[dict[str, Any]]:
-    """The message and up to ``n`` messages before and after it, oldest first."""
+_MAX_SEQ = 2**64 - 1  # a stream id's parts are unsigned 64-bit integers
+_FIRST, _LAST = (0, 0), (_MAX_SEQ, _MAX_SEQ)
+
+
+def _sid(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)
+
+
+def _render(sid: tuple[int, int]) -> str:
+    return f"{sid[0]}-{sid[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The stream ids (inclusive) of one conversation that a justification opens."""
+
+    lo: tuple[int, int] = _FIRST
+    hi: tuple[int, int] = _LAST
+
+    @classmethod
+    def of_times(cls, from_ms: int, to_ms: int) -> Scope:
+        """Every message sent from ``from_ms`` to ``to_ms``, clamped to valid stream ids."""
+        lo = (min(max(from_ms, 0), _MAX_SEQ), 0)
+        hi = (min(max(to_ms, 0), _MAX_SEQ), _MAX_SEQ)
+        return cls(lo, hi)
+
+    def covers(self, message_id: str) -> bool:
+        return self.lo <= _sid(message_id) <= self.hi
+
+    def view(self) -> dict[str, str]:
+        return {"from": _render(self.lo), "to": _render(self.hi)}
+
+
+async def _context(
+    state: DmState, me: Session, cid: str, mid: str, n: int, scope: Scope | None = None
+) -> list[dict[str, Any]]:
+    """The message and up to ``n`` messages before and after it, oldest first, none
+    outside ``scope``."""
     key = k.conv_messages(cid)
-    before = _entries(await state.redis.xrevrange(key, max=f"({mid}", count=n)) if n else []
-    rest = _entries(await state.redis.xrange(key, min=mid, count=n + 1))
+    lo, hi = (_render(scope.lo), _render(scope.hi)) if scope else ("-", "+")
+    before: list[tuple[str, dict[str, str]]] = []
+    if n and _sid(mid) > _FIRST:  # nothing precedes 0-0 (and Redis refuses "(0-0")
+        before = _entries(await state.redis.xrevrange(key, max=f"({mid}", min=lo, count=n))
+    rest = _entries(await state.redis.xrange(key, min=mid, max=hi, count=n + 1))
     return [_view(state, me, cid, i, f) for i, f in [*reversed(before), *rest]]
 
 
@@ -133,17 +179,41 @@ async def open_item(state: DmState, me: Session, item: Item, n: int) -> dict[str
     return out
 
 
-async def _justifies(state: DmState, justification: str, cid: str, mid: str) -> bool:
-    """Whether a review item or legal request covers message ``mid`` of ``cid``."""
-    if ITEM_RE.fullmatch(justification):
-        item = await state.queue.get(justification)
-        return item.fields.get("conversation_id") == cid
+async def _scope(state: DmState, justification: str, cid: str) -> Scope | None:
+    """What of conversation ``cid`` the justification opens, or None if nothing.
+
+    A review item: only while it is open, and only the reported message and the
+    ``moderation_context_max`` messages either side of it (what opening the item shows at
+    most), so a dismissed report, or one about an old message, is no key to the rest of
+    the conversation.  A legal request: its time scope, and nothing outside it (context
+    included)."""
     if justification.startswith("lr_"):
         req = await state.redis.hgetall(k.legal_request(justification))
         if not req or req.get("conversation_id") != cid:
-            return False
-        return int(req["from_ms"]) <= int(mid.split("-")[0]) <= int(req["to_ms"])
-    return False
+            return None
+        return Scope.of_times(int(req["from_ms"]), int(req["to_ms"]))
+    item = await state.queue.get(justification)
+    if not item.open or item.fields.get("conversation_id") != cid:
+        return None
+    if item.fields.get("kind") == "sealed":
+        return Scope()  # nothing in it can be opened: the caller says so (409)
+    reported = check_cursor(item.fields.get("message_id", ""))
+    key, n = k.conv_messages(cid), state.settings.moderation_context_max
+    if not n or _sid(reported) == _FIRST:  # no stream entry is 0-0 (nor precedes it)
+        return Scope(_sid(reported), _sid(reported))
+    before = stream_entries(await state.redis.xrevrange(key, max=f"({reported}", count=n))
+    after = stream_entries(await state.redis.xrange(key, min=f"({reported}", count=n))
+    # Fewer than n on a side: the window is open there (up to the n-th message to come).
+    lo = _sid(decode_entry(before[-1][0], {})[0]) if len(before) == n else _FIRST
+    hi = _sid(decode_entry(after[-1][0], {})[0]) if len(after) == n else _LAST
+    return Scope(lo, hi)
+
+
+def canonical_justification(justification: str) -> str | None:
+    """A review item id in its one spelling, a legal request id, or None."""
+    if justification.startswith("lr_"):
+        return justification
+    return canonical_item_id(justification)
 
 
 async def open_message(
@@ -154,27 +224,29 @@ async def open_message(
     if not justification:
         await _refused(state, me, cid, mid, "no justification")
         raise JustificationRequired("no justification given")
+    given = canonical_justification(justification)
     try:
-        ok = await _justifies(state, justification, cid, mid)
-    except (NotFound, ValueError):
-        ok = False
-    if not ok:
+        scope = await _scope(state, given, cid) if given else None
+    except (NotFound, BadCursor, ValueError):
+        scope = None
+    if scope is None or not scope.covers(mid):
         await _refused(state, me, cid, mid, f"{justification[:80]} does not cover it")
         raise JustificationRequired("the justification does not cover this message")
+    assert given is not None
     conv = await state.store.conversation(cid)
     if conv.mode == "sealed":
         raise ActionNotApplicable("sealed conversation: the platform cannot open its messages")
-    context = await _context(state, me, cid, mid, n)
+    context = await _context(state, me, cid, mid, n, scope)
     if not any(m["id"] == mid for m in context):
         raise MessageNotFound(mid)
     await state.audit.record(
         actor=me.sub,
         roles=me.roles,
         action="open_message",
-        justification=justification,
+        justification=given,
         conversation_id=cid,
         message_id=mid,
-        detail={"context_n": n, "messages_shown": len(context)},
+        detail={"context_n": n, "messages_shown": len(context), "scope": scope.view()},
     )
     return {"conversation_id": cid, "message_id": mid, "context": context}
 
@@ -191,14 +263,29 @@ async def _refused(state: DmState, me: Session, cid: str, mid: str, why: str) ->
     )
 
 
+def _refusal(item: Item, action: str) -> ActionNotApplicable | ItemClosed | None:
+    """Why ``action`` cannot apply to ``item`` at all (known from the item alone), or None."""
+    f = item.fields
+    if action == "release" and not item.open:
+        # Several actions may follow one another on an item (take down, then suspend), but
+        # a release comes first or not at all: never after another decision on it.
+        return ItemClosed(item.id)
+    if action == "remove_message" and (item.source == "media_hold" or f.get("kind") == "sealed"):
+        return ActionNotApplicable("only a plain message can be removed by the platform")
+    if action in ("take_down_media", "bank_media") and not f.get("media_id"):
+        return ActionNotApplicable("the item names no media")
+    target = f.get("owner" if item.source == "media_hold" else "sender", "")
+    if action == "suspend_user" and not target:
+        return ActionNotApplicable("the item names no user")
+    if action == "release" and item.source != "media_hold" and not f.get("held"):
+        return ActionNotApplicable("the message was not held")
+    return None
+
+
 async def act(state: DmState, me: Session, item: Item, action: str, reason: str) -> dict[str, Any]:
     require_role(me, "moderator")
     if action not in ACTIONS:
         raise InvalidField(f"action must be one of {ACTIONS}")
-    if action == "release" and not item.open:
-        # Several actions may follow one another on an item (take down, then suspend), but
-        # a release comes first or not at all: never after another decision on it.
-        raise ItemClosed(item.id)
     f = item.fields
     cid, mid, media_id = (f.get("conversation_id", ""), f.get("message_id", ""), f.get("media_id", ""))
     target = f.get("owner", "") if item.source == "media_hold" else f.get("sender", "")
@@ -209,6 +296,10 @@ async def act(state: DmState, me: Session, item: Item, action: str, reason: str)
             actor=me.sub, roles=me.roles, action=name, justification=item.id, **ids, detail=detail
         )
 
+    refusal = _refusal(item, action)
+    if refusal is not None:  # refused attempts are on record too: one entry, nothing done
+        await audit(f"{action}:refused", {"reason": reason[:500], "error": refusal.code})
+        raise refusal
     # The decision is on record before it takes effect: if the audit write fails, nothing
     # happens.  Its outcome follows (what was taken down, released as, ...), or the failure.
     await audit(action, {"reason": reason[:500]})
@@ -225,20 +316,22 @@ async def act(state: DmState, me: Session, item: Item, action: str, reason: str)
 async def _apply(
     state: DmState, me: Session, item: Item, action: str, reason: str, target: str
 ) -> dict[str, Any]:
+    """The effect of an action ``_refusal`` let through."""
     f = item.fields
     cid, mid, media_id = (f.get("conversation_id", ""), f.get("message_id", ""), f.get("media_id", ""))
     result: dict[str, Any] = {"item_id": item.id, "action": action}
     if action == "remove_message":
-        if item.source == "media_hold" or f.get("kind") == "sealed":
-            raise ActionNotApplicable("only a plain message can be removed by the platform")
         result["removed"] = await _remove(state, cid, mid, target, held=bool(f.get("held")))
     elif action in ("take_down_media", "bank_media"):
-        if not media_id:
-            raise ActionNotApplicable("the item names no media")
-        if action == "bank_media":
-            fp = await state.hash_index.fingerprint(media_id)
-            if fp is None:
-                raise ActionNotApplicable("the CDN holds no fingerprint for this media")
+        fp = await state.hash_index.fingerprint(media_id) if action == "bank_media" else None
+        if action == "bank_media" and fp is None:
+            raise ActionNotApplicable("the CDN holds no fingerprint for this media")
+        # The reported copy goes first: if banking then fails part-way (another copy's
+        # takedown fails), the media the item is about is not left up.
+        await state.registry.set_status(media_id, "taken_down", reason=reason or action, by=me.sub)
+        await state.revocations.publish(revocation.takedown(media_id))
+        state.media_lookup.evict(media_id)
+        if fp is not None:
             result["taken_down"] = await bank_and_take_down(
                 state.banks,
                 state.hash_index,
@@ -248,12 +341,7 @@ async def _apply(
                 fp.signals(),
                 by=me.sub,
             )
-        await state.registry.set_status(media_id, "taken_down", reason=reason or action, by=me.sub)
-        await state.revocations.publish(revocation.takedown(media_id))
-        state.media_lookup.evict(media_id)
     elif action == "suspend_user":
-        if not target:
-            raise ActionNotApplicable("the item names no user")
         await state.store.suspend(
             target, {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)}
         )
@@ -284,8 +372,6 @@ async def _release(state: DmState, item: Item) -> dict[str, Any]:
             raise ActionNotApplicable("the media is no longer held (taken down meanwhile?)")
         state.media_lookup.evict(f["media_id"])
         return {"released": f["media_id"]}
-    if not f.get("held"):
-        raise ActionNotApplicable("the message was not held")
     cid, mid = f["conversation_id"], f["message_id"]
     try:
         held = await state.store.message(cid, mid)
@@ -316,6 +402,11 @@ async def file_legal_request(state: DmState, me: Session, doc: dict[str, Any]) -
     span = to_ms - from_ms
     if span < 0 or span > state.settings.legal_max_span_s * 1000:
         raise InvalidField(f"the time scope must be 0..{state.settings.legal_max_span_s} s")
+    # Stored data only: a scope reaching past the filing time would make the export, and
+    # moderators' access under it, an ongoing interception of messages not yet sent.
+    now_ms = int(state.clock() * 1000)
+    if from_ms < 0 or to_ms > now_ms:
+        raise InvalidField("the time scope must lie between 0 and now (stored messages only)")
     await state.store.conversation(cid)  # 404 if none
     rid = new_id("lr")
     record = {
@@ -357,9 +448,10 @@ async def legal_export(state: DmState, me: Session, rid: str) -> dict[str, Any]:
     cid, lo, hi = req["conversation_id"], int(req["from_ms"]), int(req["to_ms"])
     conv = await state.store.conversation(cid)
     cap = state.settings.legal_export_max_messages
+    scope = Scope.of_times(lo, hi)  # clamped: a request filed before validation still reads
     entries = _entries(
         await state.redis.xrange(
-            k.conv_messages(cid), min=f"{lo}-0", max=f"{hi}-18446744073709551615", count=cap
+            k.conv_messages(cid), min=_render(scope.lo), max=_render(scope.hi), count=cap
         )
     )
     out: dict[str, Any] = {

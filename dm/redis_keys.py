@@ -7,6 +7,8 @@ runs on one Redis Cluster slot.  Per-user keys share ``{u_...}``.
 
 from __future__ import annotations
 
+from cdn_auth import redis_keys as cdn_keys
+
 PREFIX = "dm"
 
 #: Every new message, unsend and membership change, for push delivery; the
@@ -137,9 +139,10 @@ REVIEW_STATE = f"{PREFIX}:review:state"
 #: ``limit`` items of the asked status; a page that stops here is short and says ``more``.
 REVIEW_PAGE_SCAN_MAX = 2000
 
-#: The audit log: every moderator view and action, and every legal export.  Append-only:
-#: no API deletes or trims it; each write trims only entries older than AUDIT_RETENTION_S.
-AUDIT_STREAM = f"{PREFIX}:audit"
+#: The audit log: every moderator view and action, and every legal export (and the edge's
+#: moderator takedowns: the key is the edge's, see cdn_auth.audit).  Append-only: no API
+#: deletes or trims it; each dm write trims only entries older than AUDIT_RETENTION_S.
+AUDIT_STREAM = cdn_keys.AUDIT_STREAM
 #: Default two years (documented in docs/safety.md): an auditor's yearly review with a year
 #: to spare.  DM_AUDIT_RETENTION_S may raise it; settings refuse anything under a year.
 AUDIT_RETENTION_S = 2 * 365 * 24 * 3600

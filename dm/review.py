@@ -23,7 +23,7 @@ from . import redis_keys as k
 from .errors import BadCursor, ReviewItemNotFound
 from .scanner import Verdict
 
-ITEM_RE = re.compile(r"[qh]-\d{1,15}-\d{1,10}")
+ITEM_RE = re.compile(r"([qh])-([0-9]{1,15})-([0-9]{1,10})", re.ASCII)
 _SUMMARY = (
     "source",
     "kind",
@@ -74,13 +74,25 @@ def _item(item_id: str, fields: dict[str, str], state: str | None) -> Item:
     return Item(item_id, source, dict(fields), json.loads(state) if state else None)
 
 
+def canonical_item_id(item_id: str) -> str | None:
+    """An item id in its one spelling (``q-0017-0`` is ``q-17-0``), or None if it is none.
+
+    Redis reads ``017-0`` as entry ``17-0``, so a padded id would reach the same entry
+    under another string: with no review state of its own (an open alias of a closed
+    item), and audited under another id.  Every boundary re-renders ids from their
+    numbers, as message ids are (``web_messages.check_cursor``)."""
+    m = ITEM_RE.fullmatch(item_id)
+    return None if m is None else f"{m.group(1)}-{int(m.group(2))}-{int(m.group(3))}"
+
+
 def _order(item_id: str) -> tuple[int, int, str]:
     """The queue's order, newest first when descending: entry time, sequence, then stream
     (the two streams may hold the same entry id)."""
-    if ITEM_RE.fullmatch(item_id) is None:
+    canonical = canonical_item_id(item_id)
+    if canonical is None:
         raise BadCursor(item_id[:40])
-    ms, seq = item_id[2:].split("-")
-    return int(ms), int(seq), item_id[0]
+    ms, seq = canonical[2:].split("-")
+    return int(ms), int(seq), canonical[0]
 
 
 class _Walk:
@@ -136,8 +148,6 @@ async def _newest(walks: list[_Walk]) -> _Walk | None:
 
 
 def _stream_of(item_id: str) -> tuple[str, str]:
-    if ITEM_RE.fullmatch(item_id) is None:
-        raise ReviewItemNotFound(item_id[:40])
     prefix, entry = item_id[0], item_id[2:]
     return (k.REPORTS_STREAM if prefix == "q" else cdn_keys.MEDIA_HOLDS_STREAM), entry
 
@@ -157,6 +167,10 @@ class ReviewQueue:
             "message_id": message_id,
             "sender": fields.get("sender", ""),
             "media_id": fields.get("media_id", ""),
+            # The server's own copy, as a report files one: the sender may unsend the
+            # message (held or not) before review, and the evidence must outlive that.
+            "text": fields.get("text", ""),
+            "evidence": "server_copy",
             "verdict": verdict.action,
             "saw": verdict.saw,  # what the scanner had to go on: content, or metadata only
             "labels": ",".join(verdict.labels),
@@ -170,6 +184,11 @@ class ReviewQueue:
         )
 
     async def get(self, item_id: str) -> Item:
+        """The item, under its canonical id whatever spelling was given (404 if none)."""
+        canonical = canonical_item_id(item_id)
+        if canonical is None:
+            raise ReviewItemNotFound(item_id[:40])
+        item_id = canonical
         stream, entry = _stream_of(item_id)
         raw = stream_entries(await self._redis.xrange(stream, min=entry, max=entry))
         if not raw:
@@ -187,6 +206,7 @@ class ReviewQueue:
         holds fewer than ``limit`` items (perhaps none) and still says ``more``.
         """
         after = _order(cursor) if cursor is not None else None
+        cursor = canonical_item_id(cursor) if cursor is not None else None
         walks = [
             _Walk(self._redis, k.REPORTS_STREAM, "q", after, max(limit, 1)),
             _Walk(self._redis, cdn_keys.MEDIA_HOLDS_STREAM, "h", after, max(limit, 1)),

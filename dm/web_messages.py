@@ -18,7 +18,7 @@ from service_kernel.web_errors import parse_json, read_body, require_json
 
 from . import api_schemas_messages as api
 from .delivery import render
-from .errors import BadCursor, MessageUnsent, NotMember, SealedNeedsEnvelopes, TooLarge
+from .errors import BadCursor, MessageNotFound, MessageUnsent, NotMember, SealedNeedsEnvelopes, TooLarge
 from .sealed_send import SEALED_FIELDS, sealed_fields
 from .store import Conversation, SendResult
 from .web_state import STATE, DmState
@@ -157,17 +157,49 @@ async def read(request: web.Request) -> web.Response:
         raise BadCursor("limit must be an integer") from None
     if not 1 <= limit <= state.settings.page_limit_max:
         raise BadCursor(f"limit must be 1..{state.settings.page_limit_max}")
-    entries = await state.store.page(conv.id, after, limit)
+    entries, next_cursor, more = await _visible_page(state, conv.id, after, limit)
     blocked = await state.blocks_of(me.sub)
     messages = [
         render(state.minter, conv.id, mid, f, me.sub, me.dev)
         for mid, f in entries
-        if f.get("sender") not in blocked and not f.get("held")
+        if f.get("sender") not in blocked
     ]
-    next_cursor = entries[-1][0] if entries else after
-    return web.json_response(
-        {"messages": messages, "next_cursor": next_cursor, "more": len(entries) == limit}
-    )
+    return web.json_response({"messages": messages, "next_cursor": next_cursor, "more": more})
+
+
+#: How many stored entries one read may pass over before it stops (see ``_visible_page``).
+READ_SCAN_MAX = 10_000
+_HELD_BATCH = 100  # entries per read past a held message
+
+
+async def _visible_page(
+    state: DmState, cid: str, after: str | None, limit: int
+) -> tuple[list[tuple[str, dict[str, str]]], str | None, bool]:
+    """Up to ``limit`` entries after ``after`` that members may know of, the cursor after
+    them, and whether more may follow.
+
+    Held messages are passed over as if absent, and the page is filled past them, so it
+    ends on an entry members see: the cursor never names a held message, yet paging
+    advances past any run of them.  A run at the stream's end leaves the cursor on the
+    last visible entry (the next poll passes over it again).  Only a run longer than
+    ``READ_SCAN_MAX`` entries, not at the end, cannot be passed without naming an id in
+    it: the page then ends on the last entry scanned, so reading never stalls
+    (docs/safety.md, section 3)."""
+    out: list[tuple[str, dict[str, str]]] = []
+    start, scanned, size = after, 0, limit  # one batch of ``limit`` when nothing is held
+    while True:
+        batch = await state.store.page(cid, start, size)
+        scanned += len(batch)
+        for mid, f in batch:
+            if not f.get("held"):
+                out.append((mid, f))
+                if len(out) == limit:
+                    return out, mid, True
+        if len(batch) < size:  # the stream's end
+            return out, out[-1][0] if out else after, False
+        start, size = batch[-1][0], max(limit, _HELD_BATCH)
+        if scanned >= READ_SCAN_MAX:
+            return out, start, True
 
 
 async def unsend(request: web.Request) -> web.Response:
@@ -175,6 +207,15 @@ async def unsend(request: web.Request) -> web.Response:
     state = request.app[STATE]
     me, conv = await member_conversation(state, request)
     message_id = check_cursor(request.match_info["message_id"])
+    if await _own_held(state, conv.id, message_id, me.sub):
+        # A held message was never announced, so its unsend is announced to nobody: marked
+        # as done before the unsend, so no retry publishes it either.  The review item
+        # keeps the server's copy (``ReviewQueue.add_alert``): the evidence stays.
+        await state.store.mark_unsend_announced(conv.id, message_id)
+        # Nor is a revocation published: no member ever held a pointer to it, and the
+        # pointers minted for moderators reviewing it keep working (the media is evidence).
+        await state.store.unsend(conv.id, message_id, me.sub)
+        return web.json_response({"conversation_id": conv.id, "message_id": message_id, "unsent": True})
     gone = await state.store.unsend(conv.id, message_id, me.sub)
     if not gone.announced:
         # Published until recorded as done, so a retry after a failure here still reaches
@@ -187,6 +228,15 @@ async def unsend(request: web.Request) -> web.Response:
         )
         await state.store.mark_unsend_announced(conv.id, message_id)
     return web.json_response({"conversation_id": conv.id, "message_id": message_id, "unsent": True})
+
+
+async def _own_held(state: DmState, cid: str, message_id: str, uid: str) -> bool:
+    """Whether the message is stored, held, and sent by ``uid`` (only its sender unsends)."""
+    try:
+        fields = await state.store.message(cid, message_id)
+    except MessageNotFound:
+        return False
+    return bool(fields.get("held")) and fields.get("sender") == uid
 
 
 ROUTES = (

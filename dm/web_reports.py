@@ -23,7 +23,7 @@ from service_kernel.web_errors import read_json
 
 from . import api_schemas_moderation as api
 from . import envelope
-from .errors import NotMember, ReportUnverified
+from .errors import MessageNotFound, NotMember, ReportUnverified
 from .web_messages import check_cursor
 from .web_state import STATE, DmState
 
@@ -57,6 +57,10 @@ async def report(request: web.Request) -> web.Response:
     else:
         message_id = check_cursor(str(doc.get("message_id", "")))
         msg = await state.store.message(cid, message_id)
+        if msg.get("held"):
+            # Never delivered, so no member can have seen it: answered as if absent (its
+            # existence, sender and media stay unknown).  The scanner's alert is its item.
+            raise MessageNotFound(message_id)
         entry = {
             "message_id": message_id,
             "sender": msg.get("sender", ""),

@@ -435,7 +435,7 @@ async def test_legal_export_sealed_gives_metadata_and_says_content_unavailable(s
             "reference": "warrant-88",
             "conversation_id": conv["id"],
             "from_ms": int(time.time() * 1000) - 3_600_000,
-            "to_ms": int(time.time() * 1000) + 1000,
+            "to_ms": int(time.time() * 1000),  # stored messages only: never in the future
         },
     )
     export = await legal.request("GET", f"/v1/legal/requests/{req['id']}/export")
@@ -572,3 +572,88 @@ async def test_bank_media_action_takes_down_every_copy(sdm: DmStack, tmp_path: P
         )
     status, refused = await upload(carol, make_video(tmp_path / "c.mp4", seed=9))
     assert (status, refused["error"]["code"]) == (403, "media_banked")
+
+
+async def test_read_pages_past_held_messages_without_naming_them(sdm: DmStack) -> None:
+    """Pages of one message each: a page of held entries only is passed over (the walk
+    ends), and no page or cursor names a held message, whether the run is in the middle
+    or at the end of the conversation."""
+    alice, bob = await sdm.user(), await sdm.user()
+    conv = await alice.create_conversation([bob.uid])
+    first = (await alice.send(conv["id"], text="first"))["id"]
+    held = [
+        (await alice.request("POST", f"/v1/conversations/{conv['id']}/messages", json_body=body))["id"]
+        for body in [{"text": "our little secret"}] * 3
+    ]
+    second = (await alice.send(conv["id"], text="second"))["id"]
+    held.append(
+        (
+            await alice.request(
+                "POST",
+                f"/v1/conversations/{conv['id']}/messages",
+                json_body={"text": "our little secret"},
+            )
+        )["id"]
+    )
+    pages, after = [], None
+    for _ in range(10):  # bounded: the walk must end by itself
+        params = {"limit": "1", **({"after": after} if after else {})}
+        page = await bob.request("GET", f"/v1/conversations/{conv['id']}/messages", params=params)
+        pages.append(page)
+        after = page["next_cursor"]
+        if not page["more"]:
+            break
+    assert [[m["id"] for m in p["messages"]] for p in pages] == [[first], [second], []]
+    assert [p["next_cursor"] for p in pages] == [first, second, second]
+    assert not any(h in json.dumps(pages) for h in held)
+
+
+async def test_review_item_opens_only_its_message_and_neighbours_while_open(
+    make_dm: DmFactory, tmp_path: Path
+) -> None:
+    """A report justifies the reported message and DM_MODERATION_CONTEXT_MAX messages
+    either side, context clipped to them, and only while the item is open."""
+    dm = await make_dm(moderation_context_max=1)
+    alice, bob, mod = await dm.user(), await dm.user(), await _mod(dm)
+    conv = await alice.create_conversation([bob.uid])
+    ids = [(await alice.send(conv["id"], text=f"m{i}"))["id"] for i in range(5)]
+    await bob.report(conv["id"], ids[2])
+    [item] = await _queue(mod)
+
+    def path(mid: str) -> str:
+        return f"/v1/moderation/conversations/{conv['id']}/messages/{mid}"
+
+    seen = await mod.request("GET", path(ids[1]), params={"justification": item["id"], "context": "1"})
+    assert [m["text"] for m in seen["context"]] == ["m1", "m2"]  # m0 lies outside the item
+    for far in (ids[0], ids[4]):
+        assert await _code(
+            mod.request("GET", path(far), params={"justification": item["id"], "context": "0"})
+        ) == (403, "justification_required")
+    await mod.request(
+        "POST", f"/v1/moderation/items/{item['id']}/actions", json_body={"action": "dismiss"}
+    )
+    assert await _code(
+        mod.request("GET", path(ids[2]), params={"justification": item["id"], "context": "0"})
+    ) == (403, "justification_required")
+
+
+async def test_unsent_held_message_stays_reviewable_and_cannot_be_released(sdm: DmStack) -> None:
+    """The sender's unsend of a held message succeeds, tells nobody, and leaves the
+    alert's server copy; a release afterwards has nothing to re-send."""
+    alice, bob, mod = await sdm.user(), await sdm.user(), await _mod(sdm)
+    conv = await alice.create_conversation([bob.uid])
+    held = await alice.request(
+        "POST", f"/v1/conversations/{conv['id']}/messages", json_body={"text": "our little secret"}
+    )
+    gone = await alice.request("DELETE", f"/v1/conversations/{conv['id']}/messages/{held['id']}")
+    assert gone["unsent"] is True
+    [item] = await _queue(mod)
+    view = await mod.request("GET", f"/v1/moderation/items/{item['id']}")
+    assert view["server_copy"] == {"text": "our little secret", "media_id": None}
+    assert view["context"] == []  # the stored message itself is gone
+    assert await _code(
+        mod.request(
+            "POST", f"/v1/moderation/items/{item['id']}/actions", json_body={"action": "release"}
+        )
+    ) == (409, "action_not_applicable")
+    assert (await bob.read(conv["id"]))["messages"] == []
