@@ -318,11 +318,6 @@ async def test_open_queue_is_not_hidden_behind_newer_closed_items(sdm: DmStack) 
     assert [it["id"] for it in await _queue(mod, limit="1")] == [first]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 9: keywords are matched on raw text; an invisible soft hyphen or "
-    "zero-width joiner inside a word, or fullwidth letters, evade a hold list",
-)
 @pytest.mark.parametrize(
     "text",
     [
