@@ -111,7 +111,10 @@ class StreamLeases:
     async def _renew_forever(self) -> None:
         while True:
             await asyncio.sleep(self.renew_every_s)
-            await self.renew()
+            try:
+                await self.renew()
+            except Exception:  # one bad round must not end renewal: every lease would lapse
+                log.exception("stream lease renewal round failed")
 
     @contextlib.asynccontextmanager
     async def renewing(self, _: web.Application) -> AsyncIterator[None]:
