@@ -45,6 +45,7 @@ from .safety import SafetyCheck, TakedownListCheck
 from .scanner import build_scanner
 from .settings import DEFAULT_RATE_LIMITS, DmSettings
 from .store import DmStore
+from .stream_leases import LEASES, StreamLeases
 from .web_state import STATE, DmState
 
 ROUTES = (
@@ -168,6 +169,8 @@ def build_app(
         **api_schemas.DOCUMENT,
     )
 
+    app[LEASES] = StreamLeases(redis, cap=settings.ws_max_per_user, lease_s=settings.ws_lease_s)
     app.cleanup_ctx.append(tail_while_running(hub.tailer, owned))
+    app.cleanup_ctx.append(app[LEASES].renewing)  # exits first: before the clients close
     app.on_cleanup.append(lambda _app: scanner.close())
     return app

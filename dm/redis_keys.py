@@ -154,3 +154,10 @@ SUSPENDED = f"{PREFIX}:suspended"
 def legal_request(request_id: str) -> str:
     """Hash: reference, conversation_id, from_ms, to_ms, filed_by, at_ms."""
     return f"{PREFIX}:legal:{{{request_id}}}"
+
+
+def user_stream_leases(uid: str) -> str:
+    """Sorted set: socket lease id -> lease expiry (Redis server ms), one member per open
+    WebSocket of ``uid`` on any dm process (dm.stream_leases).  The key itself expires
+    with its latest lease (``DM_WS_LEASE_S`` after the last take or renewal)."""
+    return f"{PREFIX}:user:{{{uid}}}:stream_leases"

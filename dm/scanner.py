@@ -3,9 +3,9 @@
 Plain mode (the platform holds the text and the media id) runs three kinds
 of check, strictest verdict wins:
 
-* **lists**: keywords (whole words, case-insensitive) and regular
-  expressions, each list with a label and a verdict, read from a JSON file
-  (``DM_SCAN_LISTS``; format below);
+* **lists**: keywords (whole words, matched on folded text: see
+  :func:`fold`) and regular expressions, each list with a label and a
+  verdict, read from a JSON file (``DM_SCAN_LISTS``; format below);
 * **media hashes**: the shared media's fingerprint (recorded by the CDN at
   registration) matched against the hash banks, so a file banked after it
   was registered is held even before the takedown sweep reaches it;
@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +79,32 @@ def strictest(verdicts: Sequence[Verdict]) -> Verdict:
 
 
 _TOKEN_RE = re.compile(r"[\w'$]+")
+#: Dropped by :func:`fold`: format characters (soft hyphen, zero-width joiner and
+#: non-joiner, bidi controls, BOM: invisible when rendered) and non-spacing marks
+#: (accents, once decomposed; also variation selectors and combining overlays).
+_DROPPED_CATEGORIES = frozenset({"Cf", "Mn"})
 
 
-def _tokens(text: str) -> list[str]:
-    """Lower-case words (apostrophes and $ kept): keywords and messages split the same way."""
-    return _TOKEN_RE.findall(text.lower())
+def fold(text: str) -> str:
+    """The form keywords and messages are compared in, so what renders alike matches alike.
+
+    NFKC (fullwidth and other compatibility forms to their plain letters), case folding,
+    then compatibility decomposition with format characters and non-spacing marks dropped:
+    ``"\\uff53\\uff45\\uff43\\u00adre\\u0301t"`` (fullwidth "sec", a soft hyphen, "re", an
+    acute accent, "t") folds to ``"secret"``.  Lists and messages are folded the
+    same way, so marks that distinguish words in some scripts are dropped on both sides
+    (a hold list errs towards matching).  ASCII text, the common case, is only lower-cased
+    (the other steps cannot change it).
+    """
+    if text.isascii():
+        return text.lower()
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
+    return "".join(c for c in decomposed if unicodedata.category(c) not in _DROPPED_CATEGORIES)
+
+
+def _tokens(folded: str) -> list[str]:
+    """Words of folded text (apostrophes and $ kept): keywords and messages split the same way."""
+    return _TOKEN_RE.findall(folded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +121,10 @@ class ScanLists:
     (a few dict probes per word of the message, whatever the list sizes), not
     as a regex alternation, which Python's engine tries branch by branch at
     every position (milliseconds per message for a few hundred phrases).
-    Patterns are regular expressions, one alternation per list.
+    Both keywords (at load) and each message are :func:`fold`-ed first, so soft
+    hyphens, zero-width joiners, fullwidth letters or accents do not evade a phrase.
+    Patterns are regular expressions, one alternation per list, searched in the raw
+    text and, when it is not ASCII, in the folded text as well.
     """
 
     def __init__(
@@ -138,7 +163,7 @@ class ScanLists:
             ):
                 raise ScanListError(f"list {label!r}: keywords/patterns are non-empty strings")
             for w in keywords:
-                words = _tokens(w)
+                words = _tokens(fold(w))
                 if not words:
                     raise ScanListError(f"list {label!r}: keyword {w[:40]!r} has no words")
                 phrase = " ".join(words)
@@ -157,13 +182,17 @@ class ScanLists:
         return cls(out, phrases)
 
     def scan(self, text: str) -> Verdict:
+        ascii_only = text.isascii()
+        folded = fold(text)
+        # ASCII text folds to its lower case, which IGNORECASE patterns already cover.
         hits = [
             Verdict(lst.verdict, (lst.label,))
             for lst in self._lists
-            if lst.regex is not None and lst.regex.search(text)
+            if lst.regex is not None
+            and (lst.regex.search(text) or (not ascii_only and lst.regex.search(folded)))
         ]
         if self._phrases:
-            words = _tokens(text)
+            words = _tokens(folded)
             for n in self._sizes:
                 for i in range(len(words) - n + 1):
                     found = self._phrases.get(" ".join(words[i : i + n]))

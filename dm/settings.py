@@ -102,12 +102,15 @@ class DmSettings(ServiceSettings):
     legal_max_span_s: int = Field(366 * 24 * 3600, ge=3600)
     legal_export_max_messages: int = Field(10_000, ge=1, le=100_000)
     #: WebSockets: a push not written within ws_write_timeout_s closes the socket (1013,
-    #: resume by cursor); at most ws_max_per_user sockets per user and ws_max_total in all,
-    #: both counted per process (each process counts the sockets it holds; each socket
-    #: costs a queue and, per pushed message, a pointer).
+    #: resume by cursor); at most ws_max_per_user sockets per user across all dm processes
+    #: and ws_max_total per process (each socket costs a queue and, per pushed message, a
+    #: pointer).  The per-user count is kept by leases in Redis (dm.stream_leases): each
+    #: lasts ws_lease_s and is renewed every third of it while the socket is open, so a
+    #: crashed process's sockets stop counting within ws_lease_s.
     ws_write_timeout_s: float = Field(5.0, gt=0)
     ws_max_per_user: int = Field(10, ge=1)
     ws_max_total: int = Field(20_000, ge=1)
+    ws_lease_s: float = Field(30.0, ge=1.0, le=3600.0)
     #: Serve the web client at /app/ (static files; it signs in with the dev issuer if on,
     #: else with a pasted session token).  Media plays through the edge's browser path.
     web_client: bool = True

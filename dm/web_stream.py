@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from cdn_auth.session import Session
 from service_kernel.openapi import Route
 from service_kernel.stream_tail import Entry
 
@@ -30,6 +31,7 @@ from . import api_schemas_messages as api
 from .delivery import render
 from .errors import NotFound, StreamsFull, TooManySockets
 from .notify import CLIENT_GONE, Subscription, id_key
+from .stream_leases import LEASES
 from .web_messages import check_cursor
 from .web_state import STATE, WS_APP_PROTOCOL, DmState
 
@@ -64,13 +66,40 @@ async def stream(request: web.Request) -> web.StreamResponse:
     cursor = request.query.get("cursor")
     if cursor is not None:
         cursor = check_cursor(cursor)
-    if state.hub.connected_of(me.sub) >= state.settings.ws_max_per_user:
-        raise TooManySockets(me.sub)
     if state.hub.connected >= state.settings.ws_max_total:
         raise StreamsFull()
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096, protocols=(WS_APP_PROTOCOL,))
-    await ws.prepare(request)
-    sub = state.hub.subscribe(me.sub)  # subscribe first: live events queue while we replay
+    leases = request.app[LEASES]
+    lease = await leases.acquire(me.sub)  # the per-user cap, across every dm process
+    if lease is None:
+        raise TooManySockets(me.sub)
+    try:
+        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096, protocols=(WS_APP_PROTOCOL,))
+        await ws.prepare(request)
+        sub = state.hub.subscribe(me.sub)  # subscribe first: live events queue while we replay
+    except BaseException:
+        await leases.release(me.sub, lease)
+        raise
+    try:
+        await _serve(request, state, ws, sub, me, cursor)
+    finally:
+        try:
+            await leases.release(me.sub, lease)  # given back before the socket stops counting here
+        finally:
+            state.hub.unsubscribe(sub)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(state.settings.ws_write_timeout_s):
+                    await ws.close()
+    return ws
+
+
+async def _serve(
+    request: web.Request,
+    state: DmState,
+    ws: web.WebSocketResponse,
+    sub: Subscription,
+    me: Session,
+    cursor: str | None,
+) -> None:
     reader_task = asyncio.create_task(_drain_client(ws, sub))
     try:
         last = cursor or state.hub.tailer.last_id or "0-0"
@@ -104,14 +133,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
         state.metrics.slow_writer_drops.inc()
         await _close_slow(ws, request)
     finally:
-        state.hub.unsubscribe(sub)
         reader_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader_task
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(state.settings.ws_write_timeout_s):
-                await ws.close()
-    return ws
 
 
 async def _still_deliverable(state: DmState, entry: Entry, reader: str) -> bool:

@@ -283,11 +283,6 @@ async def test_open_queue_is_not_hidden_behind_newer_closed_items(sdm: DmStack) 
     assert [it["id"] for it in await _queue(mod, limit="1")] == [first]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 9: keywords are matched on raw text; an invisible soft hyphen or "
-    "zero-width joiner inside a word, or fullwidth letters, evade a hold list",
-)
 @pytest.mark.parametrize(
     "text",
     [
@@ -356,11 +351,6 @@ async def test_open_message_zero_id_is_not_an_outage(sdm: DmStack) -> None:
     assert status in (400, 404), status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 13: the per-user WebSocket cap is counted per process; a user holds "
-    "the cap on every dm process (docs/operations.md 15.2 says per user)",
-)
 async def test_websocket_cap_per_user_holds_across_dm_processes(make_dm: DmFactory) -> None:
     dm1 = await make_dm(ws_max_per_user=2)
     dm2 = await make_dm(edge=dm1.edge, ws_max_per_user=2)

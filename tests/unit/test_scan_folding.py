@@ -1,0 +1,69 @@
+"""Keyword lists match what renders alike: invisible characters, compatibility forms
+(fullwidth, ligatures, circled letters), case and accents do not evade a phrase."""
+
+from __future__ import annotations
+
+import pytest
+
+from dm.scanner import ScanLists, fold
+
+LISTS = ScanLists.from_doc(
+    [
+        {"label": "grooming", "verdict": "hold", "keywords": ["our little secret"]},
+        {"label": "scam", "verdict": "flag", "keywords": ["Gift Card"], "patterns": [r"\bwire\b"]},
+    ]
+)
+
+
+def _fullwidth(s: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in s)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "this is our little sec\u00adret",  # soft hyphen
+        "this is our li\u200dttle secret",  # zero-width joiner
+        "this is our\u200b little\u2060 secret",  # zero-width space (Cf), word joiner
+        "this is \ufeffour little secret",  # BOM
+        "this is our l\u200ci\u200ettle secret",  # zero-width non-joiner, LRM
+        "this is " + _fullwidth("our little secret"),  # fullwidth letters
+        "this is OUR LITTLE SECRET",
+        "this is our li\u0308ttle se\u0301cret",  # combining marks on plain letters
+        "this is our lïttle sécret",  # precomposed accented letters
+        "this is our \u24db\u24d8\u24e3\u24e3\u24db\u24d4 secret",  # circled letters
+    ],
+)
+def test_evasions_of_a_hold_phrase_are_held(text: str) -> None:
+    v = LISTS.scan(text)
+    assert (v.action, v.labels) == ("hold", ("grooming",))
+
+
+def test_keywords_are_folded_at_load_too() -> None:
+    lists = ScanLists.from_doc(
+        [
+            {
+                "label": "x",
+                "verdict": "hold",
+                "keywords": [_fullwidth("SEC") + "\u00ad" + _fullwidth("RET")],
+            }
+        ]
+    )
+    assert lists.scan("a secret").held
+
+
+def test_patterns_also_see_folded_text() -> None:
+    assert LISTS.scan("please " + _fullwidth("wire") + " it").action == "flag"
+    assert LISTS.scan("please wi\u00adre it").action == "flag"
+
+
+def test_folding_keeps_words_apart_and_innocent_text_allowed() -> None:
+    assert LISTS.scan("our little secretary").action == "allow"  # still whole words
+    assert LISTS.scan("our little\nsecret").held  # any whitespace separates words
+    assert LISTS.scan("ours is a little secret").action == "allow"
+
+
+def test_fold() -> None:
+    assert fold("Straße") == "strasse"
+    assert fold(_fullwidth("SEC") + "\u00adre\u0301t") == "secret"
+    assert fold("look at this") == "look at this"
