@@ -486,7 +486,10 @@ PLAYBACK_CREATE = Api(
             },
         )
     },
-    description="404 playback_disabled where no playback secret is configured.",
+    description="404 playback_disabled where no playback secret is configured. Each call "
+    "verifies the session and signs a cookie, so it is rate limited per user "
+    "(playback_session: the web client asks once per page load and once per cookie "
+    "lifetime); beyond it 429 rate_limited with Retry-After.",
 )
 PLAYBACK_DELETE = Api(ok={200: Answer(obj({"cleared": {"const": True}}, ("cleared",)))})
 DOCUMENT: dict[str, Any] = {

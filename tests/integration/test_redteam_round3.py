@@ -452,11 +452,6 @@ async def test_refused_moderator_action_is_audited(sdm: DmStack) -> None:
     assert len(refused) == 2, refused
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 16: POST /v1/playback-session has no rate limit (each call verifies a "
-    "session and signs a token); operations.md 15.1 neither limits nor exempts it",
-)
 async def test_playback_session_minting_is_rate_limited(
     make_edge: EdgeFactory, issuer: DevIssuer, tmp_path: Path
 ) -> None:
