@@ -226,7 +226,8 @@ CREATE_MEDIA = Api(
     },
     description="Register a video: upload it (multipart: metadata, then file; screened "
     "against the hash banks: 403 media_banked) or, with the publisher role, name "
-    "a file already in the ingest directory (JSON origin_path). 503 "
+    "a file already in the ingest directory (JSON origin_path). 403 user_suspended: "
+    "a moderator suspended the caller. 503 "
     "storage_unavailable: the origin cannot be written.",
 )
 GET_MEDIA = Api(

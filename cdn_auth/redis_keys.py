@@ -25,6 +25,11 @@ def media_key(media_id: str) -> str:
     return f"{PREFIX}:media:{{{media_id}}}"
 
 
+#: Hash: user id -> JSON {by, item, at_ms} of each user a moderator suspended (written by
+#: dm's suspend action): they register no media (cdn_auth.suspension).
+SUSPENDED_USERS = f"{PREFIX}:suspended"
+
+
 def grant_key(grant_id: str) -> str:
     """Set of the users bound to one grant (encrypted-pointer mode); expires with the grant."""
     return f"{PREFIX}:grant:{{{grant_id}}}:redeemers"

@@ -524,11 +524,6 @@ async def test_legal_request_scope_cannot_reach_into_the_future(sdm: DmStack) ->
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 21: suspension lives in dm only; a suspended user still uploads media "
-    "to the CDN (and can mint grants for it), so the account keeps distributing",
-)
 async def test_suspended_user_cannot_upload_media(sdm: DmStack, tmp_path: Path) -> None:
     alice, bob, mod = await sdm.user(), await sdm.user(), await sdm.user(roles=["moderator"])
     conv = await alice.create_conversation([bob.uid])
