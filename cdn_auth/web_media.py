@@ -88,7 +88,7 @@ async def _screen(state: EdgeState, media: Media, *, uploaded: bool) -> Media:
     limits = FingerprintLimits(
         max_frames=state.settings.fingerprint_max_frames, budget_s=state.settings.fingerprint_budget_s
     )
-    fp = await asyncio.to_thread(fingerprint_file, path, media.content_type, limits)
+    fp = await asyncio.to_thread(fingerprint_file, path, limits)
     match = await state.banks.match(fp)
     if match is not None:
         log.warning(
