@@ -30,6 +30,19 @@ def media_key(media_id: str) -> str:
 SUSPENDED_USERS = f"{PREFIX}:suspended"
 
 
+def pending_takedown(media_id: str) -> str:
+    """Hash {reason, by}: a bank sweep's takedown of an id whose record is not written yet
+    (an upload between its hash index write and its registration); beside the record-to-be
+    (same hash tag), so registering applies it atomically.  Expires: see below."""
+    return f"{PREFIX}:media:{{{media_id}}}:pending_takedown"
+
+
+#: How long a pending takedown waits for its registration.  An upload is registered within
+#: seconds of its index write (one bank match in between); one left by an upload that was
+#: refused or failed meanwhile is dropped after this.
+PENDING_TAKEDOWN_TTL_S = 3600
+
+
 def grant_key(grant_id: str) -> str:
     """Set of the users bound to one grant (encrypted-pointer mode); expires with the grant."""
     return f"{PREFIX}:grant:{{{grant_id}}}:redeemers"

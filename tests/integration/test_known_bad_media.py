@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from cdn_auth import fingerprint
+from cdn_auth import fingerprint, redis_keys
 from cdn_auth.fingerprint import FingerprintLimits, fingerprint_file, pdq_of_rgb
 from cdn_auth.hashbank import BankFormatError, parse_signals
 from cdn_auth.pdq_index import PdqIndex, distances, to_words
@@ -284,6 +285,42 @@ def test_sampling_order_spreads_every_prefix() -> None:
     assert sorted(order) == list(range(16))
     assert set(order[:2]) == {0, 8} and set(order[:4]) == {0, 4, 8, 12}
     assert sorted(fingerprint._coarse_to_fine(5)) == list(range(5))
+
+
+async def test_refused_upload_leaves_no_hashes_indexed(
+    make_edge: EdgeFactory, issuer: DevIssuer, tmp_path: Path
+) -> None:
+    """Hashes are indexed before the bank match (so a concurrent bank addition finds the
+    upload); a refused upload's are dropped again, as no record will ever carry them."""
+    data = make_video(tmp_path / "a.mp4", seed=52)
+    fp = fingerprint_file(tmp_path / "a.mp4")
+    edge = await make_edge(bank_manifest=bank_manifest(tmp_path, "refuse", [f"md5 {fp.md5}"]))
+    async with edge.client.post(
+        "/v1/media", data=upload_form(None, data), headers=bearer(issuer.mint("mallory"))
+    ) as r:
+        assert r.status == 403
+    assert await edge.state.hash_index.find(fp.signals()) == set()
+
+
+async def test_takedown_reaching_an_id_before_its_record_is_applied_at_registration(
+    make_edge: EdgeFactory,
+) -> None:
+    """A bank sweep that finds an upload in flight (indexed, not yet registered) leaves a
+    pending takedown; the registration applies it, atomically, and consumes it."""
+    edge = await make_edge()
+    registry, redis = edge.state.registry, edge.state.redis
+    media, _ = await edge.add_media()
+    early = replace(media, id=media.id + "x")
+    assert await registry.take_down(early.id, reason="matched bank moderation", by="mod") is False
+    assert (
+        0 < await redis.ttl(redis_keys.pending_takedown(early.id)) <= redis_keys.PENDING_TAKEDOWN_TTL_S
+    )
+    assert (await registry.put(early)).status == "taken_down"
+    assert (await registry.get(early.id)).status == "taken_down"
+    assert not await redis.exists(redis_keys.pending_takedown(early.id))
+    assert await registry.take_down(media.id, reason="matched bank moderation", by="mod") is True
+    assert (await registry.get(media.id)).status == "taken_down"
+    assert not await redis.exists(redis_keys.pending_takedown(media.id))
 
 
 def test_matcher_benchmark_prints_the_contracted_keys(capsys: pytest.CaptureFixture[str]) -> None:

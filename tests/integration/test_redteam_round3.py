@@ -107,13 +107,6 @@ async def test_banked_footage_after_a_long_intro_is_still_matched(
         assert r.status == 403, await r.text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 18: a hash banked while an upload is between its bank check and its "
-    "registration is missed: before the index write the sweep cannot see it; after it, "
-    "the sweep's takedown finds no record (and fails the bank add), then the upload is "
-    "registered active",
-)
 @pytest.mark.parametrize("window", ["before_index", "before_record"])
 async def test_hash_banked_during_an_upload_still_takes_it_down(
     make_edge: EdgeFactory,
@@ -529,12 +522,6 @@ async def test_suspended_user_cannot_upload_media(sdm: DmStack, tmp_path: Path) 
         assert r.status == 403, await r.text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 22: an action that fails part-way is not audited: bank_media meeting an "
-    "upload in flight (indexed, not yet recorded) has banked the hashes, then fails with "
-    "404 before any audit entry, and the reported copy stays up",
-)
 async def test_bank_media_failing_part_way_is_still_audited(sdm: DmStack) -> None:
     alice, bob, mod = await sdm.user(), await sdm.user(), await sdm.user(roles=["moderator"])
     auditor = await sdm.user(roles=["auditor"])
