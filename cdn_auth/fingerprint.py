@@ -14,11 +14,14 @@ declared: the type is the uploader's word, and a player plays the container
 it finds (a video declared ``audio/mp4`` is still a video).  A file with no
 video stream (audio, or bytes no demuxer recognises) gets no PDQ hash.
 
-Sampling covers the whole duration at a bounded cost: a video no longer than
+Sampling covers the whole length at a bounded cost.  The length is when the
+last keyframe plays (found by seeking to the end, not read from the header,
+which the uploader writes).  A video no longer than
 ``max_frames * frame_interval_s`` is read from the start, one keyframe per
-``frame_interval_s``; a longer one is cut into ``max_frames`` equal windows and
-each window's first keyframe of usable quality is hashed, reached by seeking
-(not by decoding what lies before it).  Windows are visited coarse to fine
+``frame_interval_s``; a longer one is cut into ``max_frames`` equal windows
+from the first keyframe to the last, and each window's first keyframe of
+usable quality is hashed, reached by seeking (not by decoding what lies
+before it).  Windows are visited coarse to fine
 (start, middle, quarters, ...), so a file that exhausts the wall-clock budget
 is still sampled across its length.  A file that cannot be decoded still
 gets its exact hashes.
@@ -89,16 +92,16 @@ def _pdq_frames(path: Path, limits: FingerprintLimits) -> list[str]:
 
     sampler = _Sampler(limits)
     try:
+        span = _last_keyframe_s(path)
         with av.open(str(path)) as container:
             if not container.streams.video:
                 return []
             stream = container.streams.video[0]
             stream.codec_context.skip_frame = "NONKEY"  # keyframes only: no inter-frame decoding
-            duration = _duration_s(container, stream)
-            if duration is None or duration <= limits.max_frames * limits.frame_interval_s:
+            if span is None or span <= limits.max_frames * limits.frame_interval_s:
                 sampler.from_start(container, stream)
             else:
-                sampler.spread(container, stream, duration)
+                sampler.spread(container, stream, span)
     except (av.FFmpegError, ValueError, OSError) as exc:
         log.info("no perceptual hash for %s: %s", path.name, exc)
     return sampler.out
@@ -136,10 +139,11 @@ class _Sampler:
             if self.done():
                 return
 
-    def spread(self, container: Any, stream: Any, duration: float) -> None:
-        """Long media: the first usable keyframe of each of ``max_frames`` equal windows."""
+    def spread(self, container: Any, stream: Any, span: float) -> None:
+        """Long media: the first usable keyframe of each of ``max_frames`` equal windows, the
+        first starting at 0 and the last at ``span`` (the last keyframe)."""
         n = self.limits.max_frames
-        step = duration / n
+        step = span / max(1, n - 1)
         tb = float(stream.time_base)
         start = float(stream.start_time or 0) * tb
         for i in _coarse_to_fine(n):
@@ -157,13 +161,33 @@ class _Sampler:
                 return
 
 
-def _duration_s(container: Any, stream: Any) -> float | None:
-    """The video stream's length in seconds (the container's if the stream has none)."""
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return float(container.duration) / 1_000_000  # AV_TIME_BASE
+def _last_keyframe_s(path: Path) -> float | None:
+    """When the last keyframe plays, from the stream's start: one seek to the end and one
+    keyframe decode (on a container of its own, so sampling starts from a clean state).
+    Read from the index players play by, not from the header's stated duration, which an
+    uploader can set to anything (a 40 s video stating 5 s would otherwise be read from the
+    start only).  None if there is no video, or it cannot seek: then it is read from the
+    start."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            stream.codec_context.skip_frame = "NONKEY"
+            start = float((stream.start_time or 0) * (stream.time_base or 0))
+            container.seek(_END, stream=stream, backward=True)
+            for frame in container.decode(stream):
+                return float(frame.time or 0.0) - start
+    except (av.FFmpegError, ValueError, OSError):
+        return None
     return None
+
+
+#: A timestamp past the end of any file (in stream units): a backward seek to it lands on
+#: the last keyframe.
+_END = 2**62
 
 
 def _coarse_to_fine(n: int) -> list[int]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
+import struct
 from dataclasses import replace
 from pathlib import Path
 
@@ -263,19 +265,42 @@ async def test_fingerprint_of_undecodable_file_keeps_exact_hashes(tmp_path: Path
     assert fp.pdq == () and len(fp.md5) == 32 and len(fp.sha256) == 64
 
 
-def test_long_video_is_sampled_across_its_whole_length(tmp_path: Path) -> None:
-    """40 one-second scenes, 8 samples: the first keyframe of each 5 s window is hashed
-    (not the first 8 keyframes), so footage late in a long file is seen too."""
-    make_video(tmp_path / "long.mp4", seed=51, seconds=40)
-    by_time = {}
-    with av.open(str(tmp_path / "long.mp4")) as container:
+def _keyframe_hashes(path: Path) -> dict[int, str]:
+    """PDQ of every keyframe, by second (the sample videos have one a second)."""
+    out = {}
+    with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.codec_context.skip_frame = "NONKEY"
         for frame in container.decode(stream):
-            by_time[round(float(frame.time or 0.0))] = pdq_of_rgb(frame.to_ndarray(format="rgb24"))[0]
-    assert len(by_time) == 40  # a keyframe every second
+            out[round(float(frame.time or 0.0))] = pdq_of_rgb(frame.to_ndarray(format="rgb24"))[0]
+    return out
+
+
+def test_long_video_is_sampled_across_its_whole_length(tmp_path: Path) -> None:
+    """40 one-second scenes, 8 samples: the first keyframe of each of 8 windows from the
+    first keyframe (0 s) to the last (39 s) is hashed, not the first 8 keyframes."""
+    make_video(tmp_path / "long.mp4", seed=51, seconds=40)
+    by_time = _keyframe_hashes(tmp_path / "long.mp4")
+    assert sorted(by_time) == list(range(40))
     fp = fingerprint_file(tmp_path / "long.mp4", FingerprintLimits(max_frames=8))
-    assert set(fp.pdq) == {by_time[t] for t in range(0, 40, 5)}
+    assert set(fp.pdq) == {by_time[math.ceil(i * 39 / 7)] for i in range(8)}  # 0, 6, ..., 39
+
+
+def test_a_video_stating_a_short_duration_is_still_sampled_to_its_end(tmp_path: Path) -> None:
+    """The MP4 header's durations are the uploader's to write: a 40 s video stating 5 s is
+    sampled by when its last keyframe plays, not read from the start only."""
+    make_video(tmp_path / "long.mp4", seed=53, seconds=40)
+    data = bytearray((tmp_path / "long.mp4").read_bytes())
+    for box, field in ((b"mvhd", 16), (b"tkhd", 20), (b"mdhd", 16)):  # version 0 boxes
+        at = data.index(box) + 4 + field
+        scale = 1000 if box == b"tkhd" else struct.unpack(">I", data[at - 4 : at])[0]
+        data[at : at + 4] = struct.pack(">I", 5 * scale)
+    (tmp_path / "lie.mp4").write_bytes(data)
+    with av.open(str(tmp_path / "lie.mp4")) as container:
+        assert container.duration == 5_000_000  # what the header now says
+    by_time = _keyframe_hashes(tmp_path / "lie.mp4")
+    fp = fingerprint_file(tmp_path / "lie.mp4", FingerprintLimits(max_frames=8))
+    assert by_time[39] in fp.pdq and by_time[34] in fp.pdq
 
 
 def test_sampling_order_spreads_every_prefix() -> None:
