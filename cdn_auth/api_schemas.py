@@ -226,7 +226,8 @@ CREATE_MEDIA = Api(
     },
     description="Register a video: upload it (multipart: metadata, then file; screened "
     "against the hash banks: 403 media_banked) or, with the publisher role, name "
-    "a file already in the ingest directory (JSON origin_path). 503 "
+    "a file already in the ingest directory (JSON origin_path). 403 user_suspended: "
+    "a moderator suspended the caller. 503 "
     "storage_unavailable: the origin cannot be written.",
 )
 GET_MEDIA = Api(
@@ -486,7 +487,10 @@ PLAYBACK_CREATE = Api(
             },
         )
     },
-    description="404 playback_disabled where no playback secret is configured.",
+    description="404 playback_disabled where no playback secret is configured. Each call "
+    "verifies the session and signs a cookie, so it is rate limited per user "
+    "(playback_session: the web client asks once per page load and once per cookie "
+    "lifetime); beyond it 429 rate_limited with Retry-After.",
 )
 PLAYBACK_DELETE = Api(ok={200: Answer(obj({"cleared": {"const": True}}, ("cleared",)))})
 DOCUMENT: dict[str, Any] = {

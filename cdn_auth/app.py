@@ -43,6 +43,7 @@ from .revocation import RevocationLog
 from .revocation_view import REMINT_MARGIN_S, RevocationTailer, RevocationView
 from .session import JwksSource, SessionVerifier
 from .settings import DEFAULT_RATE_LIMITS, EdgeSettings
+from .suspension import SuspendedUsers
 from .web_cors import cors_middleware
 from .web_state import STATE, EdgeState
 
@@ -172,6 +173,7 @@ def build_app(
         banks=banks_from(settings, redis),
         hash_index=MediaHashIndex(redis, settings.pdq_threshold),
         grants=GrantStore(redis),
+        suspended=SuspendedUsers(redis),
         playback=playback,
     )
     app[OPS] = web_ops.probe(state)

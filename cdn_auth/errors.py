@@ -138,6 +138,12 @@ class MediaBanked(Forbidden):
     code, public_message = "media_banked", "this file matches a list of known-bad media"
 
 
+class UserSuspended(Forbidden):
+    """A moderator suspended the caller (dm's suspend_user action): no media registrations."""
+
+    code, public_message = "user_suspended", "this account cannot register media"
+
+
 class Gone(CdnAuthError):
     status, code, public_message = 410, "gone", "gone"
 

@@ -10,6 +10,14 @@ digests in sets keyed by digest; PDQ hashes in one hash scanned in chunks),
 so a hash added to a bank finds every item already registered that matches
 it; :func:`bank_and_take_down` then takes each down through the revocation
 stream every edge tails.
+
+No registration slips between the two.  An upload indexes its hashes, *then*
+matches them against the banks (reading the run-time additions from Redis);
+an addition appends to its bank in Redis, *then* searches the index.  Whichever
+write comes first, the other side's later read sees it: the upload is refused
+or held by its own match, or found by the sweep.  An item the sweep finds
+before its record exists gets a pending takedown that its registration
+applies (:meth:`cdn_auth.registry.MediaRegistry.take_down`).
 """
 
 from __future__ import annotations
@@ -161,6 +169,15 @@ class MediaHashIndex:
                 p.hset(redis_keys.MEDIA_PDQ_INDEX, media_id, ",".join(fp.pdq))
             await p.execute()
 
+    async def forget(self, media_id: str, fp: Fingerprint) -> None:
+        """Drop an item's hashes (an upload refused after indexing them)."""
+        async with self._redis.pipeline(transaction=False) as p:
+            p.delete(redis_keys.media_fingerprint(media_id))
+            p.srem(redis_keys.exact_hash_index("md5", fp.md5), media_id)
+            p.srem(redis_keys.exact_hash_index("sha256", fp.sha256), media_id)
+            p.hdel(redis_keys.MEDIA_PDQ_INDEX, media_id)
+            await p.execute()
+
     async def fingerprint(self, media_id: str) -> Fingerprint | None:
         h = cast(dict[str, str], await self._redis.hgetall(redis_keys.media_fingerprint(media_id)))
         if not h:
@@ -220,11 +237,13 @@ async def bank_and_take_down(
     by: str,
 ) -> list[str]:
     """Add ``signals`` to ``bank``, then take down every registered item that matches them,
-    at every edge (each takedown is a revocation event the edges apply within a second)."""
+    at every edge (each takedown is a revocation event the edges apply within a second).
+    An item indexed but not yet registered (an upload in flight) is taken down as its
+    record is written; its id is in the list returned like the others."""
     await banks.add(bank, signals)
     taken = sorted(await index.find(signals))
     for media_id in taken:
-        await registry.set_status(media_id, "taken_down", reason=f"matched bank {bank}", by=by)
+        done = await registry.take_down(media_id, reason=f"matched bank {bank}", by=by)
         await revocations.publish(revocation.takedown(media_id))
-        log.info("bank %s: took down %s", bank, media_id)
+        log.info("bank %s: took down %s%s", bank, media_id, "" if done else " (at registration)")
     return taken

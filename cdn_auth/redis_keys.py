@@ -25,6 +25,24 @@ def media_key(media_id: str) -> str:
     return f"{PREFIX}:media:{{{media_id}}}"
 
 
+#: Hash: user id -> JSON {by, item, at_ms} of each user a moderator suspended (written by
+#: dm's suspend action): they register no media (cdn_auth.suspension).
+SUSPENDED_USERS = f"{PREFIX}:suspended"
+
+
+def pending_takedown(media_id: str) -> str:
+    """Hash {reason, by}: a bank sweep's takedown of an id whose record is not written yet
+    (an upload between its hash index write and its registration); beside the record-to-be
+    (same hash tag), so registering applies it atomically.  Expires: see below."""
+    return f"{PREFIX}:media:{{{media_id}}}:pending_takedown"
+
+
+#: How long a pending takedown waits for its registration.  An upload is registered within
+#: seconds of its index write (one bank match in between); one left by an upload that was
+#: refused or failed meanwhile is dropped after this.
+PENDING_TAKEDOWN_TTL_S = 3600
+
+
 def grant_key(grant_id: str) -> str:
     """Set of the users bound to one grant (encrypted-pointer mode); expires with the grant."""
     return f"{PREFIX}:grant:{{{grant_id}}}:redeemers"

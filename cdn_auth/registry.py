@@ -1,4 +1,10 @@
-"""The media registry in Redis: one hash per media item, keyed with a hash tag."""
+"""The media registry in Redis: one hash per media item, keyed with a hash tag.
+
+A bank sweep may take down an item that is being registered: its hashes are indexed (so
+the sweep finds its id) before its record is written.  :meth:`MediaRegistry.take_down`
+then leaves a pending takedown beside the record-to-be, and :meth:`MediaRegistry.put`
+registers the item taken down; each is one script, so in either order the takedown stands.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from dataclasses import replace
 from redis.exceptions import RedisError
 
 from service_kernel.errors import InvalidField
-from service_kernel.redis_client import RedisClient, field_map
+from service_kernel.redis_client import RedisClient
 
 from . import redis_keys
 from .errors import MediaNotFound, RedisUnavailable
@@ -19,12 +25,33 @@ class MediaRegistry:
         self._redis = redis
         self._holds_maxlen = holds_maxlen
         self._transition = redis.register_script(_TRANSITION)
+        self._put = redis.register_script(_PUT)
+        self._take_down = redis.register_script(_TAKE_DOWN)
 
-    async def put(self, media: Media) -> None:
+    async def put(self, media: Media) -> Media:
+        """Write the record; a takedown that reached its id first (a bank sweep racing the
+        registration) is applied in the same script.  Returns the record as written."""
+        args = [x for kv in to_redis(media).items() for x in kv]
         try:
-            await self._redis.hset(redis_keys.media_key(media.id), mapping=field_map(to_redis(media)))
+            raw = await self._put(
+                keys=[redis_keys.media_key(media.id), redis_keys.pending_takedown(media.id)], args=args
+            )
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
+        return media.taken_down() if int(raw) else media
+
+    async def take_down(self, media_id: str, *, reason: str, by: str) -> bool:
+        """Take the item down, or, if its record is not written yet (an upload between its
+        hash index write and its registration), leave the takedown for :meth:`put` to apply
+        (for :data:`redis_keys.PENDING_TAKEDOWN_TTL_S`).  True if a record was changed."""
+        try:
+            done = await self._take_down(
+                keys=[redis_keys.media_key(media_id), redis_keys.pending_takedown(media_id)],
+                args=[reason, by, redis_keys.PENDING_TAKEDOWN_TTL_S],
+            )
+        except RedisError as exc:
+            raise RedisUnavailable(str(exc)) from exc
+        return bool(int(done))
 
     async def get(self, media_id: str) -> Media:
         try:
@@ -80,6 +107,32 @@ _TRANSITION = """
 if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'status_reason', ARGV[3], 'status_by', ARGV[4])
 return 1
+"""
+
+#: KEYS: the media hash, its pending takedown.  ARGV: field, value, ...  Writes the record;
+#: with a pending takedown, its status is taken_down (with that takedown's reason and
+#: moderator) and 1 is returned, else 0.
+_PUT = """
+redis.call('HSET', KEYS[1], unpack(ARGV))
+local pending = redis.call('HMGET', KEYS[2], 'reason', 'by')
+if not pending[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'taken_down', 'status_reason', pending[1],
+  'status_by', pending[2])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+#: KEYS: the media hash, its pending takedown.  ARGV: reason, by, pending TTL (s).
+#: 1 if the record existed (and is now taken down), 0 if the takedown was left pending.
+_TAKE_DOWN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'status', 'taken_down', 'status_reason', ARGV[1],
+    'status_by', ARGV[2])
+  return 1
+end
+redis.call('HSET', KEYS[2], 'reason', ARGV[1], 'by', ARGV[2])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+return 0
 """
 
 

@@ -26,6 +26,9 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
     "grant": (10.0, 100),  # mint and revoke (each revoke is a revocation event)
     "takedown": (10.0, 100),  # moderators: each is a revocation event on every edge
     "banks": (2.0, 20),  # moderators: each addition may sweep every registered item
+    # Browser media cookies: the web client asks once per page load and once per cookie
+    # lifetime (CDN_AUTH_PLAYBACK_COOKIE_TTL_S); each call verifies a session and signs.
+    "playback_session": (0.2, 20),
 }
 
 

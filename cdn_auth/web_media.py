@@ -25,7 +25,7 @@ from service_kernel.web_errors import bearer_token, parse_json, read_json
 from . import api_schemas as api
 from . import revocation
 from .audit import AuditLog
-from .errors import Forbidden, MediaBanked, NotModerator, SessionMissing
+from .errors import Forbidden, MediaBanked, NotModerator, SessionMissing, UserSuspended
 from .fingerprint import FingerprintLimits, fingerprint_file
 from .media import Media, check_content_type, parse_rules
 from .origin import StoredObject
@@ -56,6 +56,8 @@ async def _session(request: web.Request) -> Session:
 async def create_media(request: web.Request) -> web.Response:
     state = request.app[STATE]
     session = await _session(request)
+    if await state.suspended.is_suspended(session.sub):
+        raise UserSuspended()  # before a byte of the body is read
     ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
     media_id = new_id("m")
     if ctype == "multipart/form-data":
@@ -69,7 +71,8 @@ async def create_media(request: web.Request) -> web.Response:
         stored = await state.origin.describe(meta["origin_path"])
     media = _record(meta, session, media_id, stored, int(state.clock()))
     media = await _screen(state, media, uploaded=ctype == "multipart/form-data")
-    await state.registry.put(media)
+    # A bank sweep may have reached this id since the match: put applies its takedown.
+    media = await state.registry.put(media)
     if media.status == "held":
         await state.registry.announce_hold(media, int(state.clock()))
     return web.json_response(
@@ -81,29 +84,30 @@ async def _screen(state: EdgeState, media: Media, *, uploaded: bool) -> Media:
     """Hash the file and match it against the banks (both modes: the video is on the CDN
     even when the DM that shares it is sealed).  A refusing bank's match fails the
     registration (an upload's bytes are deleted); a holding bank's registers it held.
-    The hashes are indexed before the record exists, so a bank entry added at any moment
-    finds the item (see matching.bank_and_take_down)."""
+    The hashes are indexed *before* the match, so a bank entry added at any moment is seen
+    by this match or finds the item in its sweep (see cdn_auth.matching)."""
     path = state.origin.root / media.origin
     limits = FingerprintLimits(
         max_frames=state.settings.fingerprint_max_frames, budget_s=state.settings.fingerprint_budget_s
     )
-    fp = await asyncio.to_thread(fingerprint_file, path, media.content_type, limits)
-    match = await state.banks.match(fp)
-    if match is not None:
-        log.warning(
-            "media %s (owner %s) matched bank %s: %s", media.id, media.owner, match.bank, match.action
-        )
-        state.metrics.bank_matches.labels(match.bank, match.action).inc()
-        if match.action == "refuse":
-            # An upload's bytes go; so does an origin path's catalog copy unless a registered
-            # record shares it (identical content is stored once).  The publisher's file in
-            # the ingest drop box is theirs and stays.
-            if uploaded or not await state.hash_index.find([("sha256", fp.sha256)]):
-                path.unlink(missing_ok=True)
-            raise MediaBanked(f"bank {match.bank}")
-        media = replace(media, status="held")
+    fp = await asyncio.to_thread(fingerprint_file, path, limits)
     await state.hash_index.record(media.id, fp)
-    return media
+    match = await state.banks.match(fp)
+    if match is None:
+        return media
+    log.warning(
+        "media %s (owner %s) matched bank %s: %s", media.id, media.owner, match.bank, match.action
+    )
+    state.metrics.bank_matches.labels(match.bank, match.action).inc()
+    if match.action == "hold":
+        return replace(media, status="held")
+    await state.hash_index.forget(media.id, fp)  # no record will exist
+    # An upload's bytes go; so does an origin path's catalog copy unless a registered
+    # record shares it (identical content is stored once).  The publisher's file in
+    # the ingest drop box is theirs and stays.
+    if uploaded or not await state.hash_index.find([("sha256", fp.sha256)]):
+        path.unlink(missing_ok=True)
+    raise MediaBanked(f"bank {match.bank}")
 
 
 def _record(

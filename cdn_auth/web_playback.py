@@ -83,6 +83,7 @@ ROUTES = (
         "Browser playback: set the short-lived HttpOnly media cookie (Path=/m/) for this session",
         "edge",
         responses=(201, 401, 404),
+        limit="playback_session",
         api=api.PLAYBACK_CREATE,
     ),
     Route(

@@ -19,6 +19,7 @@ from .playback import PlaybackTokens
 from .registry import MediaRegistry
 from .revocation import RevocationLog
 from .settings import EdgeSettings
+from .suspension import SuspendedUsers
 
 
 @dataclass
@@ -36,6 +37,8 @@ class EdgeState:
     hash_index: MediaHashIndex
     #: Who minted each grant (encrypted-pointer mode).
     grants: GrantStore
+    #: Users a moderator suspended (written by dm): they register no media.
+    suspended: SuspendedUsers
     #: The key ring's minting side; None on edges that only verify (they cannot mint grants).
     minter: KeyRingSource | None = None
     #: Browser media cookies; None when browser playback is off (no secret configured).

@@ -30,6 +30,7 @@ from cdn_auth import revocation
 from cdn_auth.errors import MediaNotFound
 from cdn_auth.matching import bank_and_take_down
 from cdn_auth.session import Session
+from cdn_auth.suspension import SuspendedUsers
 from service_kernel.errors import InvalidField
 from service_kernel.ids import new_id
 from service_kernel.redis_client import field_map, stream_entries
@@ -342,9 +343,9 @@ async def _apply(
                 by=me.sub,
             )
     elif action == "suspend_user":
-        await state.store.suspend(
-            target, {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)}
-        )
+        record = {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)}
+        await state.store.suspend(target, record)  # no more sends
+        await SuspendedUsers(state.redis).suspend(target, record)  # no more media registrations
         result["suspended"] = target
     elif action == "release":
         result.update(await _release(state, item))

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
+import struct
+from dataclasses import replace
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
-from cdn_auth.fingerprint import fingerprint_file
+from cdn_auth import fingerprint, redis_keys
+from cdn_auth.fingerprint import FingerprintLimits, fingerprint_file, pdq_of_rgb
 from cdn_auth.hashbank import BankFormatError, parse_signals
 from cdn_auth.pdq_index import PdqIndex, distances, to_words
 from dm import envelope
@@ -34,11 +39,11 @@ async def test_banked_video_refused_at_upload(
     original = make_video(tmp_path / "a.mp4", seed=1)
     if signal == "pdq_of_reencoded_copy":  # the bank holds a re-encode's hashes, not ours
         make_video(tmp_path / "b.mp4", seed=1, variant=True)
-        fp = fingerprint_file(tmp_path / "b.mp4", "video/mp4")
-        assert fp.md5 != fingerprint_file(tmp_path / "a.mp4", "video/mp4").md5
+        fp = fingerprint_file(tmp_path / "b.mp4")
+        assert fp.md5 != fingerprint_file(tmp_path / "a.mp4").md5
         lines = [f"pdq,{h},collab,cat," for h in fp.pdq]
     else:
-        fp = fingerprint_file(tmp_path / "a.mp4", "video/mp4")
+        fp = fingerprint_file(tmp_path / "a.mp4")
         lines = [f"{signal},{fp.md5 if signal == 'video_md5' else fp.sha256},collab,cat,"]
     edge = await make_edge(bank_manifest=bank_manifest(tmp_path, "refuse", lines, csv=True))
     async with edge.client.post(
@@ -61,7 +66,7 @@ async def test_sealed_sender_cannot_share_a_banked_video(
     """End to end in sealed mode: the SDK's upload is refused, so the sender holds no media
     id, capability or grant to seal; the recipient receives only what was not banked."""
     bad = make_video(tmp_path / "bad.mp4", seed=6)
-    fp = fingerprint_file(tmp_path / "bad.mp4", "video/mp4")
+    fp = fingerprint_file(tmp_path / "bad.mp4")
     edge = await make_edge(bank_manifest=bank_manifest(tmp_path, "refuse", [f"sha256 {fp.sha256}"]))
     dm = await make_dm(edge=edge)
     edge_url = str(edge.client.make_url("")).rstrip("/")
@@ -86,7 +91,7 @@ async def test_hold_bank_registers_media_held_until_released(
     make_dm: DmFactory, make_edge: EdgeFactory, issuer: DevIssuer, tmp_path: Path
 ) -> None:
     make_video(tmp_path / "b.mp4", seed=3, variant=True)
-    lines = [f"pdq {h}" for h in fingerprint_file(tmp_path / "b.mp4", "video/mp4").pdq]
+    lines = [f"pdq {h}" for h in fingerprint_file(tmp_path / "b.mp4").pdq]
     # A release reaches edges when their cached record expires (a takedown is pushed at once).
     edge = await make_edge(bank_manifest=bank_manifest(tmp_path, "hold", lines), media_cache_ttl_s=0.5)
     dm = await make_dm(edge=edge)
@@ -121,7 +126,7 @@ async def test_banked_video_registered_by_origin_path_refused_or_held_like_an_up
     """A publisher's origin path is screened as an upload is: a refusing bank leaves no
     record and no stored copy; a holding bank registers it held, served to nobody."""
     make_video(tmp_path / "b.mp4", seed=5, variant=True)  # the bank has a re-encode's hashes
-    lines = [f"pdq {h}" for h in fingerprint_file(tmp_path / "b.mp4", "video/mp4").pdq]
+    lines = [f"pdq {h}" for h in fingerprint_file(tmp_path / "b.mp4").pdq]
     edge = await make_edge(bank_manifest=bank_manifest(tmp_path, action, lines))
     (edge.state.origin.ingest / "show.mp4").write_bytes(make_video(tmp_path / "a.mp4", seed=5))
     publisher = bearer(issuer.mint("studio", roles=["publisher"]))
@@ -193,10 +198,7 @@ async def test_banked_later_taken_down_at_every_edge(
         assert await _fetch_ok(bob, url, grant)
     # A moderator banks a re-encoded copy's perceptual hashes (found elsewhere, say).
     make_video(tmp_path / "b.mp4", seed=4, variant=True)
-    signals = [
-        {"signal_type": "pdq", "signal": h}
-        for h in fingerprint_file(tmp_path / "b.mp4", "video/mp4").pdq
-    ]
+    signals = [{"signal_type": "pdq", "signal": h} for h in fingerprint_file(tmp_path / "b.mp4").pdq]
     async with edge2.client.post(
         "/v1/banks/moderation/signals",
         json={"signals": signals},
@@ -259,8 +261,91 @@ def test_pdq_index_finds_exactly_what_brute_force_finds() -> None:
 
 async def test_fingerprint_of_undecodable_file_keeps_exact_hashes(tmp_path: Path) -> None:
     (tmp_path / "x.mp4").write_bytes(b"not a video" * 100)
-    fp = await asyncio.to_thread(fingerprint_file, tmp_path / "x.mp4", "video/mp4")
+    fp = await asyncio.to_thread(fingerprint_file, tmp_path / "x.mp4")
     assert fp.pdq == () and len(fp.md5) == 32 and len(fp.sha256) == 64
+
+
+def _keyframe_hashes(path: Path) -> dict[int, str]:
+    """PDQ of every keyframe, by second (the sample videos have one a second)."""
+    out = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONKEY"
+        for frame in container.decode(stream):
+            out[round(float(frame.time or 0.0))] = pdq_of_rgb(frame.to_ndarray(format="rgb24"))[0]
+    return out
+
+
+def test_long_video_is_sampled_across_its_whole_length(tmp_path: Path) -> None:
+    """40 one-second scenes, 8 samples: the first keyframe of each of 8 windows from the
+    first keyframe (0 s) to the last (39 s) is hashed, not the first 8 keyframes."""
+    make_video(tmp_path / "long.mp4", seed=51, seconds=40)
+    by_time = _keyframe_hashes(tmp_path / "long.mp4")
+    assert sorted(by_time) == list(range(40))
+    fp = fingerprint_file(tmp_path / "long.mp4", FingerprintLimits(max_frames=8))
+    assert set(fp.pdq) == {by_time[math.ceil(i * 39 / 7)] for i in range(8)}  # 0, 6, ..., 39
+
+
+def test_a_video_stating_a_short_duration_is_still_sampled_to_its_end(tmp_path: Path) -> None:
+    """The MP4 header's durations are the uploader's to write: a 40 s video stating 5 s is
+    sampled by when its last keyframe plays, not read from the start only."""
+    make_video(tmp_path / "long.mp4", seed=53, seconds=40)
+    data = bytearray((tmp_path / "long.mp4").read_bytes())
+    for box, field in ((b"mvhd", 16), (b"tkhd", 20), (b"mdhd", 16)):  # version 0 boxes
+        at = data.index(box) + 4 + field
+        scale = 1000 if box == b"tkhd" else struct.unpack(">I", data[at - 4 : at])[0]
+        data[at : at + 4] = struct.pack(">I", 5 * scale)
+    (tmp_path / "lie.mp4").write_bytes(data)
+    with av.open(str(tmp_path / "lie.mp4")) as container:
+        assert container.duration == 5_000_000  # what the header now says
+    by_time = _keyframe_hashes(tmp_path / "lie.mp4")
+    fp = fingerprint_file(tmp_path / "lie.mp4", FingerprintLimits(max_frames=8))
+    assert by_time[39] in fp.pdq and by_time[34] in fp.pdq
+
+
+def test_sampling_order_spreads_every_prefix() -> None:
+    """Windows are visited coarse to fine, so a decode budget running out part-way still
+    leaves samples spread over the whole file."""
+    order = fingerprint._coarse_to_fine(16)
+    assert sorted(order) == list(range(16))
+    assert set(order[:2]) == {0, 8} and set(order[:4]) == {0, 4, 8, 12}
+    assert sorted(fingerprint._coarse_to_fine(5)) == list(range(5))
+
+
+async def test_refused_upload_leaves_no_hashes_indexed(
+    make_edge: EdgeFactory, issuer: DevIssuer, tmp_path: Path
+) -> None:
+    """Hashes are indexed before the bank match (so a concurrent bank addition finds the
+    upload); a refused upload's are dropped again, as no record will ever carry them."""
+    data = make_video(tmp_path / "a.mp4", seed=52)
+    fp = fingerprint_file(tmp_path / "a.mp4")
+    edge = await make_edge(bank_manifest=bank_manifest(tmp_path, "refuse", [f"md5 {fp.md5}"]))
+    async with edge.client.post(
+        "/v1/media", data=upload_form(None, data), headers=bearer(issuer.mint("mallory"))
+    ) as r:
+        assert r.status == 403
+    assert await edge.state.hash_index.find(fp.signals()) == set()
+
+
+async def test_takedown_reaching_an_id_before_its_record_is_applied_at_registration(
+    make_edge: EdgeFactory,
+) -> None:
+    """A bank sweep that finds an upload in flight (indexed, not yet registered) leaves a
+    pending takedown; the registration applies it, atomically, and consumes it."""
+    edge = await make_edge()
+    registry, redis = edge.state.registry, edge.state.redis
+    media, _ = await edge.add_media()
+    early = replace(media, id=media.id + "x")
+    assert await registry.take_down(early.id, reason="matched bank moderation", by="mod") is False
+    assert (
+        0 < await redis.ttl(redis_keys.pending_takedown(early.id)) <= redis_keys.PENDING_TAKEDOWN_TTL_S
+    )
+    assert (await registry.put(early)).status == "taken_down"
+    assert (await registry.get(early.id)).status == "taken_down"
+    assert not await redis.exists(redis_keys.pending_takedown(early.id))
+    assert await registry.take_down(media.id, reason="matched bank moderation", by="mod") is True
+    assert (await registry.get(media.id)).status == "taken_down"
+    assert not await redis.exists(redis_keys.pending_takedown(media.id))
 
 
 def test_matcher_benchmark_prints_the_contracted_keys(capsys: pytest.CaptureFixture[str]) -> None:

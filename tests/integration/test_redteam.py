@@ -336,7 +336,7 @@ async def test_release_of_held_media_does_not_undo_a_takedown(
     from ..support.media_samples import make_video
 
     make_video(tmp_path / "b.mp4", seed=3, variant=True)
-    lines = [f"pdq {h}" for h in fingerprint_file(tmp_path / "b.mp4", "video/mp4").pdq]
+    lines = [f"pdq {h}" for h in fingerprint_file(tmp_path / "b.mp4").pdq]
     edge = await make_edge(bank_manifest=bank_manifest(tmp_path, "hold", lines))
     dm = await make_dm(edge=edge)
     alice = await dm.user()

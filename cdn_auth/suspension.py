@@ -1,0 +1,41 @@
+"""Users a moderator suspended, as the media API sees them: they register no media.
+
+dm's ``suspend_user`` review action writes here (beside its own record, which stops
+sends); ``POST /v1/media`` reads it before accepting a byte.  One Redis hash in the CDN's
+key space, which dm already writes (it publishes to the revocation stream the edges tail
+and takes media down in the registry), so the record reaches every edge exactly when a
+takedown would.  Read on each registration, never cached: a suspension holds from the
+moment it is written, and for as long as it stands (a revocation event would be forgotten
+with the stream's 24 h retention).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from service_kernel.redis_client import RedisClient
+
+from . import redis_keys
+from .errors import RedisUnavailable
+
+
+class SuspendedUsers:
+    def __init__(self, redis: RedisClient) -> None:
+        self._redis = redis
+
+    async def suspend(self, user_id: str, record: Mapping[str, Any]) -> None:
+        """Suspend ``user_id``; ``record`` (who, why, when) is kept for the audit trail."""
+        try:
+            await self._redis.hset(redis_keys.SUSPENDED_USERS, user_id, json.dumps(dict(record)))
+        except RedisError as exc:
+            raise RedisUnavailable(str(exc)) from exc
+
+    async def is_suspended(self, user_id: str) -> bool:
+        try:
+            return bool(await self._redis.hexists(redis_keys.SUSPENDED_USERS, user_id))
+        except RedisError as exc:
+            raise RedisUnavailable(str(exc)) from exc
