@@ -139,6 +139,8 @@ def build_app(
             )
         elif kind == "blocks_changed":
             state.block_cache.evict(fields.get("user_id", ""))
+        elif kind == "user_suspended":
+            state.suspension_cache.evict(fields.get("user_id", ""))
 
     hub.listeners.append(evict)
     state.metrics.staleness_bound.set(settings.staleness_bound_s)

@@ -346,6 +346,10 @@ async def _apply(
         record = {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)}
         await state.store.suspend(target, record)  # no more sends
         await SuspendedUsers(state.redis).suspend(target, record)  # no more media registrations
+        # This process refuses the user's next send at once; every other dm process drops its
+        # cached "not suspended" when the notify stream brings this event.
+        state.suspension_cache.put(target, True, state.clock() + state.settings.suspension_cache_ttl_s)
+        await state.notify.publish(state.notify.event("user_suspended", "", [], {"user_id": target}))
         result["suspended"] = target
     elif action == "release":
         result.update(await _release(state, item))

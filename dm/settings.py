@@ -124,6 +124,11 @@ class DmSettings(ServiceSettings):
     conversation_cache_ttl_s: float = Field(2.0, ge=0)
     block_cache_size: int = Field(100_000, ge=1)
     block_cache_ttl_s: float = Field(60.0, ge=0)
+    #: Whether a sender is suspended, cached per user: a suspension evicts the entry in the
+    #: acting process at once and in every other through the notify stream, so the TTL (one
+    #: staleness bound by default) only covers a tail that stopped hearing Redis.
+    suspension_cache_size: int = Field(100_000, ge=1)
+    suspension_cache_ttl_s: float = Field(5.0, ge=0)
     #: Unsends seen on the notify stream, remembered so a queued push of an unsent message
     #: mints nothing.  At least dm.web_stream.LIVE_RECHECK_AFTER_S (30 s): a push older than
     #: that is checked in Redis instead.

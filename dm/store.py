@@ -237,7 +237,7 @@ class DmStore:
         return [u for u, hit in zip(users, rows, strict=True) if hit]
 
     async def is_suspended(self, uid: str) -> bool:
-        """Whether a moderator suspended ``uid`` (read from Redis, never cached)."""
+        """Whether a moderator suspended ``uid`` (read from Redis; DmState caches it)."""
         return bool(await self.redis.hexists(k.SUSPENDED, uid))
 
     async def suspend(self, uid: str, record: dict[str, Any]) -> None:

@@ -148,6 +148,7 @@ class DmState:
     media_cache: ExpiringCache[Media] = field(init=False)
     conv_cache: ExpiringCache[Conversation] = field(init=False)
     block_cache: ExpiringCache[frozenset[str]] = field(init=False)
+    suspension_cache: ExpiringCache[bool] = field(init=False)
     #: ``"<cid>|<message id>"`` of messages this process has seen unsent on the notify
     #: stream lately: a push still queued for a socket is dropped, not minted, once its
     #: unsend is known here (a dict lookup instead of a Redis round trip per push).
@@ -172,6 +173,7 @@ class DmState:
         )
         self.conv_cache = ExpiringCache("conversation", c.conversation_cache_size, self.clock)
         self.block_cache = ExpiringCache("blocks", c.block_cache_size, self.clock)
+        self.suspension_cache = ExpiringCache("suspension", c.suspension_cache_size, self.clock)
         self.recent_unsent = ExpiringCache("recent_unsent", c.recent_unsent_cache_size, self.clock)
         self.frame_cache = ExpiringCache("frames", c.frame_cache_size, self.clock)
 
@@ -230,7 +232,7 @@ class DmState:
         """The send path's one safety call: suspended senders are refused in both modes;
         plain content is scanned (a hold marks ``fields`` so reads skip it); sealed content
         cannot be, and the verdict says the scanner saw metadata only."""
-        if await self.store.is_suspended(me.sub):
+        if await self.is_suspended(me.sub):
             raise UserSuspended(me.sub)
         if conv.mode == "sealed":
             verdict = self.scanner.scan_sealed()
@@ -252,6 +254,17 @@ class DmState:
                 },
             )
         return verdict
+
+    async def is_suspended(self, uid: str) -> bool:
+        """Whether a moderator suspended ``uid``.  Cached (``suspension_cache_ttl_s``): a send
+        used to spend a Redis round trip on this alone.  The suspending process records it at
+        once and every other evicts on the ``user_suspended`` notify event (see app.py)."""
+        hit = self.suspension_cache.get(uid)
+        if hit is not None:
+            return hit
+        suspended = await self.store.is_suspended(uid)
+        self.suspension_cache.put(uid, suspended, self.clock() + self.settings.suspension_cache_ttl_s)
+        return suspended
 
     async def after_send(
         self, conv: Conversation, message_id: str, fields: dict[str, str], verdict: Verdict

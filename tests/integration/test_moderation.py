@@ -657,3 +657,29 @@ async def test_unsent_held_message_stays_reviewable_and_cannot_be_released(sdm: 
         )
     ) == (409, "action_not_applicable")
     assert (await bob.read(conv["id"]))["messages"] == []
+
+
+async def test_a_suspension_reaches_every_dm_process(make_dm: DmFactory) -> None:
+    """A send checks suspension from a per-process cache (a Redis round trip per send
+    otherwise).  The suspending process refuses the next send at once; another process,
+    whose cache already says "not suspended" and would keep saying so for an hour here,
+    drops that when the notify stream brings the suspension, not when the entry expires."""
+    one = await make_dm(suspension_cache_ttl_s=3600)
+    two = await make_dm(edge=one.edge, suspension_cache_ttl_s=3600)
+    alice, bob, mod = await one.user(), await one.user(), await _mod(one)
+    conv = await alice.create_conversation([bob.uid])
+    alice_two = two.client()
+    alice_two.session_token = alice.session_token
+    mid = (await alice.send(conv["id"], text="hello"))["id"]
+    await alice_two.send(conv["id"], text="from the other process")  # caches "not suspended"
+    assert two.app[STATE].suspension_cache.get(str(alice.uid)) is False
+    await bob.report(conv["id"], mid, reason="abuse")
+    [item] = await _queue(mod)
+    await mod.request(
+        "POST",
+        f"/v1/moderation/items/{item['id']}/actions",
+        json_body={"action": "suspend_user", "reason": "policy 3.1"},
+    )
+    assert await _code(alice.send(conv["id"], text="again")) == (403, "user_suspended")
+    await wait_until(lambda: two.app[STATE].suspension_cache.get(str(alice.uid)) is None, 10)
+    assert await _code(alice_two.send(conv["id"], text="again")) == (403, "user_suspended")
