@@ -17,12 +17,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cdn_auth.fingerprint import fingerprint_file
 from cdn_auth.matching import bank_and_take_down
 from dm.client import DmClient, DmClientError
 from dm.identity import DevIssuer
 
+from ..support import capabilities
 from ..support.banks import bank_manifest
 from ..support.media_api import upload_form
 from ..support.media_samples import make_spliced_video, make_video
@@ -439,6 +441,7 @@ async def test_legal_request_scope_cannot_reach_into_the_future(sdm: DmStack) ->
 
 async def test_suspended_user_cannot_upload_media(sdm: DmStack, tmp_path: Path) -> None:
     alice, bob, mod = await sdm.user(), await sdm.user(), await sdm.user(roles=["moderator"])
+    own, _ = await sdm.edge.add_media(owner=alice.uid)
     conv = await alice.create_conversation([bob.uid])
     mid = (await alice.send(conv["id"], text="abuse"))["id"]
     await bob.report(conv["id"], mid)
@@ -450,6 +453,14 @@ async def test_suspended_user_cannot_upload_media(sdm: DmStack, tmp_path: Path) 
         "/v1/media", data=upload_form(None, data), headers=bearer(alice.session_token or "")
     ) as r:
         assert r.status == 403, await r.text()
+    # Nor new tokens for media already up: no grant, no share capability.
+    session = alice.session_token or ""
+    status, doc = await capabilities.call(
+        sdm.edge, "POST", "/v1/grants", session, {"media_id": own.id, "redeemers": 1}
+    )
+    assert (status, doc["error"]["code"]) == (403, "user_suspended")
+    status, doc = await capabilities.issue(sdm.edge, session, own.id, Ed25519PrivateKey.generate())
+    assert (status, doc["error"]["code"]) == (403, "user_suspended")
 
 
 async def test_bank_media_failing_part_way_is_still_audited(sdm: DmStack) -> None:
