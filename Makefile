@@ -64,7 +64,7 @@ test-compose: $(STAMP)
 ## The rights model against the running services, for as long as you like: the long
 ## hypothesis profile, on one redis-server and on the cluster (tests/integration/test_rights_stateful.py).
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest tests/integration/test_rights_stateful.py -q
+	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest tests/integration/test_rights_stateful.py -q -s
 
 ## The API contract under a longer fuzz: schemathesis against both services' /openapi.json
 ## on real servers, all checks and the stateful phase (tests/integration/test_api_fuzz.py; FUZZ_EXAMPLES

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,45 +25,22 @@ from cdn_auth.keyring import KeyRing
 from cdn_auth.registry import MediaRegistry
 from cdn_auth.revocation import RevocationLog
 from dm.identity import JWKS_FILE, DevIssuer
-from loadtests.stack.nginx import NginxFront, NginxUnavailable, check_lua_module, find_nginx, secure_link
+from loadtests.stack.nginx import secure_link
 from service_kernel.redis_process import free_port
 
 from ..support.capabilities import call, derive, fetch, issued
 from ..support.edge import mint
-from ..support.services import Edge, EdgeFactory, bearer, wait_until
+from ..support.front import Fronted, fronted, nginx_missing
+from ..support.services import EdgeFactory, bearer, wait_until
 
 AUTH_CACHE_S = 30
 STALENESS_S = 1.0  # short, so the fail-closed tests are quick
 
 
-@dataclass
-class Fronted:
-    nginx: NginxFront
-    edge: Edge
-
-    @property
-    def url(self) -> str:
-        return self.nginx.url
-
-    async def stats(self) -> dict[str, Any]:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(
-                f"http://127.0.0.1:{self.nginx.control_port}/_front/stats",
-                headers={"X-Front-Secret": self.nginx.control_secret},
-            ) as r,
-        ):
-            assert r.status == 200
-            doc: dict[str, Any] = await r.json()
-            return doc
-
-
 def _need_nginx() -> None:
-    try:
-        find_nginx()
-        check_lua_module()
-    except NginxUnavailable as exc:
-        pytest.skip(str(exc))  # .ci/run installs nginx and its Lua module, so CI runs these
+    missing = nginx_missing()
+    if missing:
+        pytest.skip(missing)  # .ci/run installs nginx and its Lua module, so CI runs these
 
 
 @contextlib.asynccontextmanager
@@ -73,25 +48,17 @@ async def _fronted(
     make_edge: EdgeFactory, prefix: Path, *, edge_secret: str | None = None, **edge_overrides: Any
 ) -> AsyncIterator[Fronted]:
     _need_nginx()
-    control_port, secret = free_port(), secrets.token_urlsafe(24)
-    edge = await make_edge(
-        front_control_url=f"http://127.0.0.1:{control_port}/_front/revocations",
-        front_control_secret=edge_secret or secret,
+    async with fronted(
+        make_edge,
+        prefix,
+        auth_cache_s=AUTH_CACHE_S,
+        edge_secret=edge_secret,
         revocation_block_ms=200,
         staleness_bound_s=STALENESS_S,
         front_push_interval_s=0.1,
         **edge_overrides,
-    )
-    with NginxFront(
-        prefix,
-        port=free_port(),
-        authorizer=f"127.0.0.1:{edge.client.port}",
-        origin=edge.state.origin.root,
-        auth_cache_s=AUTH_CACHE_S,
-        control_port=control_port,
-        control_secret=secret,
-    ) as nginx:
-        yield Fronted(nginx, edge)
+    ) as f:
+        yield f
 
 
 @pytest.fixture
@@ -187,7 +154,7 @@ async def test_leave_stops_cached_decisions_at_the_front(
     front: Fronted, issuer: DevIssuer, ring: KeyRing, redis: Any
 ) -> None:
     media, _ = await front.edge.add_media()
-    # Minted a little in the past: the leave rule refuses pointers minted at or before it.
+    # (Minted a little in the past, as a pointer held across the leave would be.)
     url = f"{front.url}/m/{media.id}?pointer={mint(ring, media, now=time.time() - 2)}"
     auth = bearer(issuer.mint("bob"))
     other, _ = await front.edge.add_media()  # another member's copy stays served

@@ -6,12 +6,16 @@ example; :mod:`tests.support.rights_services`) through random sequences of
 the actions in :mod:`tests.support.rights_model`, and after every step asks
 through every path a client has (HTTP reads, live WebSocket pushes, a
 WebSocket replay from the start of the notify stream, grants,
-``GET|HEAD /m/{id}`` and ``GET /auth``) and compares each answer with the
-model.  Hypothesis shrinks a mismatch to a minimal history.
+``GET|HEAD /m/{id}`` with the pointer in the query or the ``X-Pointer``
+header, ``GET /auth``, and ``GET /m/{id}`` through the real nginx front
+where nginx and its Lua module are installed) and compares each answer with
+the model.  Hypothesis shrinks a mismatch to a minimal history.
 
 Propagation is waited for, never slept for: after each step the edge's
-revocation tail must have read up to the newest revocation entry, and a
-sync message from a probe user must have reached every live WebSocket.
+revocation tail must have read up to the newest revocation entry, the edge
+must have pushed every revocation it applied to the nginx front (so the
+front's cached decisions end), and a sync message from a probe user must
+have reached every live WebSocket.
 
 Budget: the ``ci`` profile (default) runs a bounded number of examples; set
 ``HYPOTHESIS_PROFILE=long`` (``make fuzz``) for a long run.
@@ -20,8 +24,11 @@ Budget: the ``ci`` profile (default) runs a bounded number of examples; set
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,8 +50,9 @@ from dm.edge_client import EdgeClient
 from dm.notify import id_key
 from dm.web_state import STATE as DM_STATE
 
+from ..support.front import fronted, nginx_missing
 from ..support.rights_model import MediaRec, Pointer, Rights, Verdict
-from ..support.rights_services import Services, Tok, bearer_of, pick
+from ..support.rights_services import FRONT_REFUSALS, Services, Tok, bearer_of, pick
 from ..support.services import DmFactory, EdgeFactory, RedisBackend, wait_until
 
 settings.register_profile(
@@ -72,6 +80,7 @@ settings.register_profile(
     print_blob=True,
 )
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+log = logging.getLogger(__name__)
 
 IDX = st.integers(0, 7)  # an index into a list the machine keeps (taken modulo its length)
 REGIONS = ("GB", "GB", "FR")
@@ -138,6 +147,25 @@ class RightsMachine(RuleBasedStateMachine):
         if PROFILE == "debug":
             print(f"  {what}: {got} (model {want.status} {want.reason})")
         assert ok, f"{what}: service answered {got}, model says {want}"
+
+    def expect_fetch(self, what: str, how: str, got: int, want: Verdict) -> None:
+        """As :meth:`expect`; through nginx a refusal is one of nginx's own codes (the
+        model's where nginx passes it on)."""
+        if not how.startswith("front"):
+            return self.expect(f"{how} {what}", got, want)
+        if PROFILE == "debug":
+            print(f"  {how} {what}: {got} (model {want.status} {want.reason})")
+        ok = (got < 400) == want.allowed and (
+            want.allowed
+            or (got in FRONT_REFUSALS and (got == want.status or want.status not in FRONT_REFUSALS))
+        )
+        assert ok, f"{how} {what}: nginx answered {got}, model says {want}"
+
+    def paths(self, *edge_paths: str) -> list[str]:
+        """The given paths, less the ``front`` ones (through nginx) where nginx is absent."""
+        if self.s.front is None:
+            return [p for p in edge_paths if not p.startswith("front")]
+        return list(edge_paths)
 
     # -- actions -----------------------------------------------------------------------
     @initialize(
@@ -308,15 +336,17 @@ class RightsMachine(RuleBasedStateMachine):
         return await client.request("POST", f"/v1/conversations/{cid}/messages", json_body=body)
 
     @precondition(lambda self: bool(self.grants))
-    @rule(user=IDX, grant=IDX)
-    def redeem(self, user: int, grant: int) -> None:
-        """A first (or repeat) redemption: a recipient's first, then anyone's (forwarded)."""
+    @rule(user=IDX, grant=IDX, how=st.sampled_from(["get", "head", "front"]))
+    def redeem(self, user: int, grant: int, how: str) -> None:
+        """A first (or repeat) redemption: a recipient's first, then anyone's (forwarded);
+        by GET, HEAD or through nginx (GET where nginx is absent)."""
         gid, token = pick(self.grants, grant)
         uid = pick(self.first_those(self.recipients(gid)), user)
         mid = self.model.grants[gid].media
         tok = Tok(uid, mid, f"{self.s.edge_url}/m/{mid}", grant=gid, grant_token=token)
-        got = self.s.run(self.s.fetch(uid, tok, "get"))
-        self.expect(f"{uid} redeems grant {gid}", got, self.model.redeem(uid, mid, gid))
+        how = (self.paths(how) or ["get"])[0]
+        got = self.s.run(self.s.fetch(uid, tok, how))
+        self.expect_fetch(f"{uid} redeems grant {gid}", how, got, self.model.redeem(uid, mid, gid))
 
     @precondition(lambda self: bool(self.msgs))
     @rule(user=IDX, msg=IDX)
@@ -581,29 +611,24 @@ class RightsMachine(RuleBasedStateMachine):
             self._media_frame(uid, f, "replay")
 
     async def check_fetches(self) -> None:
-        """Every token held, by its holder (GET, HEAD, /auth) and forwarded to someone else
-        (GET); every user with no token at all; every grant where a fetch changes nothing."""
+        """Every token held, by its holder (GET, HEAD, /auth, the pointer as a header, and
+        both through nginx) and forwarded to someone else (GET, and through nginx); every
+        user with no token at all; every grant where a fetch changes nothing."""
         checks: list[tuple[str, Tok, str, Verdict, str]] = []
         for n, tok in enumerate([*self.tokens.values(), *self.first.values()]):
             assert tok.pointer is not None
             want = self.model.fetch(tok.holder, tok.media, pointer=tok.pointer)
-            for how in ("get", "head", "auth"):
+            for how in self.paths("get", "head", "auth", "x-pointer", "front", "front-x-pointer"):
                 checks.append((tok.holder, tok, how, want, f"own pointer {tok.pointer}"))
             other = self.users[(self.users.index(tok.holder) + 1 + n) % len(self.users)]
             if other != tok.holder:
-                checks.append(
-                    (
-                        other,
-                        tok,
-                        "get",
-                        self.model.fetch(other, tok.media, pointer=tok.pointer),
-                        f"forwarded pointer {tok.pointer}",
-                    )
-                )
+                want = self.model.fetch(other, tok.media, pointer=tok.pointer)
+                for how in self.paths("get", "front"):
+                    checks.append((other, tok, how, want, f"forwarded pointer {tok.pointer}"))
         for uid in self.users:
             for mid in self.media:
                 bare = Tok(uid, mid, f"{self.s.edge_url}/m/{mid}")
-                for how in ("get", "head", "auth"):
+                for how in self.paths("get", "head", "auth", "front"):
                     checks.append((uid, bare, how, self.model.fetch(uid, mid), "no token"))
             for gid, token in self.grants:
                 g = self.model.grants[gid]
@@ -612,34 +637,62 @@ class RightsMachine(RuleBasedStateMachine):
                     tok = Tok(
                         uid, g.media, f"{self.s.edge_url}/m/{g.media}", grant=gid, grant_token=token
                     )
-                    for how in ("get", "auth"):
+                    for how in self.paths("get", "head", "auth", "front"):
                         checks.append((uid, tok, how, want, f"grant {gid}"))
         for uid, tok, how, want, what in checks:
             got = await self.s.fetch(uid, tok, how)
-            self.expect(f"{how} {tok.media} by {uid} with {what}", got, want)
+            self.expect_fetch(f"{tok.media} by {uid} with {what}", how, got, want)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900 if PROFILE == "ci" else 0)  # the long profile runs as long as asked
 async def test_rights_hold_on_every_path(
-    make_dm: DmFactory, make_edge: EdgeFactory, redis: Any, redis_server: RedisBackend, ring: Any
+    make_dm: DmFactory,
+    make_edge: EdgeFactory,
+    redis: Any,
+    redis_server: RedisBackend,
+    ring: Any,
+    tmp_path: Path,
 ) -> None:
-    """The machine over one dm and one edge.  Not modelled, so switched off: rate limits
-    (a history makes more requests per second than any user; tested on their own) and
-    dm's media cache (a takedown reaches dm's send check within its TTL, by design)."""
+    """The machine over one dm and one edge, and nginx before the edge where nginx and its
+    Lua module are installed (else the ``front`` paths are left out, with a logged
+    warning).  Not modelled, so switched off: rate limits (a history makes more requests
+    per second than any user; tested on their own) and dm's media cache (a takedown
+    reaches dm's send check within its TTL, by design).  The front's decision cache time
+    is far longer than a history, so a refusal at the front after a revocation can only
+    come from the push."""
     global SERVICES
     if redis_server.cluster and PROFILE == "ci":
         pytest.skip(
             "the ci budget runs the machine on the single server; "
             "HYPOTHESIS_PROFILE=long runs it on the cluster too"
         )
-    edge = await make_edge(rate_limits_enabled=False)
-    dm = await make_dm(edge=edge, media_cache_ttl_s=0, rate_limits_enabled=False)
-    await wait_until(lambda: dm.app[DM_STATE].hub.tailer.loaded.is_set(), 5)
-    SERVICES = Services(asyncio.get_running_loop(), dm, redis, ring.path)
-    machine_settings = settings(settings.get_profile(PROFILE))
-    try:
-        await asyncio.to_thread(run_state_machine_as_test, RightsMachine, settings=machine_settings)
-    finally:
-        await SERVICES.close_people()
-        SERVICES = None
+    async with contextlib.AsyncExitStack() as stack:
+        front = None
+        missing = nginx_missing()
+        if missing:
+            # Not warnings.warn: the suite turns warnings into errors, and this is no failure.
+            log.warning("the rights machine runs without the nginx front: %s", missing)
+            edge = await make_edge(rate_limits_enabled=False)
+        else:
+            front = await stack.enter_async_context(
+                fronted(
+                    make_edge,
+                    tmp_path / "nginx",
+                    auth_cache_s=300,
+                    rate_limits_enabled=False,
+                    front_push_interval_s=0.1,
+                )
+            )
+            edge = front.edge
+            feed = front.feed
+            await wait_until(lambda: feed.pushes > 0, 15)  # generous: a loaded machine
+        dm = await make_dm(edge=edge, media_cache_ttl_s=0, rate_limits_enabled=False)
+        await wait_until(lambda: dm.app[DM_STATE].hub.tailer.loaded.is_set(), 5)
+        SERVICES = Services(asyncio.get_running_loop(), dm, redis, ring.path, front)
+        machine_settings = settings(settings.get_profile(PROFILE))
+        try:
+            await asyncio.to_thread(run_state_machine_as_test, RightsMachine, settings=machine_settings)
+        finally:
+            await SERVICES.close_people()
+            SERVICES = None

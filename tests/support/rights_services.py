@@ -9,6 +9,7 @@ import json
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
@@ -18,6 +19,7 @@ from dm.client import DmClient, DmClientError
 from dm.notify import id_key
 from service_kernel.stream_tail import decode_entry
 
+from .front import Fronted
 from .rights_model import Pointer
 from .services import DmStack, wait_until
 
@@ -52,8 +54,16 @@ class Person:
 class Services:
     """The running stack, driven from hypothesis' thread through the services' own loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, dm: DmStack, redis: Any, ring_path: Any) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        dm: DmStack,
+        redis: Any,
+        ring_path: Any,
+        front: Fronted | None = None,
+    ) -> None:
         self.loop, self.dm, self.redis, self.ring_path = loop, dm, redis, ring_path
+        self.front = front  # nginx before the edge, where nginx is installed
         self.edge_url = str(dm.edge.client.make_url("")).rstrip("/")
         self.http: aiohttp.ClientSession | None = None
         self.people: dict[str, Person] = {}
@@ -111,8 +121,9 @@ class Services:
                 person.frames.append(json.loads(msg.data))
 
     async def sync(self, users: list[str]) -> None:
-        """Wait until the edge has read every revocation and each user's live socket has
-        every event stored so far: a probe message sent now must arrive last."""
+        """Wait until the edge has read every revocation (and, with nginx, pushed it to the
+        front's decision cache) and each user's live socket has every event stored so far:
+        a probe message sent now must arrive last."""
         newest = await self.redis.xrevrange(cdn_keys.REVOCATION_STREAM, count=1)
         if newest:
             target = id_key(decode_entry(*newest[0])[0])
@@ -120,6 +131,8 @@ class Services:
             await wait_until(
                 lambda: tailer.last_id is not None and id_key(tailer.last_id) >= target, STEP_TIMEOUT_S
             )
+            if self.front is not None:
+                await self.front.delivered(STEP_TIMEOUT_S)
         marks = {}
         assert self.probe is not None
         for u in users:
@@ -166,20 +179,38 @@ class Services:
             return err.status, None
 
     async def fetch(self, uid: str, tok: Tok, how: str) -> int:
-        """One fetch with ``uid``'s session: ``get`` (a 1-byte Range), ``head``, or ``auth``."""
+        """One fetch with ``uid``'s session, by one of :data:`PATHS`: ``get`` (a 1-byte
+        Range), ``head``, ``auth`` (the edge's answer to nginx), ``x-pointer`` (``get`` with
+        the pointer in the ``X-Pointer`` header, not the query); ``front`` and
+        ``front-x-pointer``: ``get`` and ``x-pointer`` through nginx (needs :attr:`front`)."""
         assert self.http is not None
         h = bearer_of(self.people[uid].client)
         if tok.grant_token:
             h["X-Grant"] = tok.grant_token
+        url = urlsplit(tok.url)
+        path = f"{url.path}?{url.query}" if url.query else url.path
+        if how.endswith("x-pointer"):
+            h["X-Pointer"] = parse_qs(url.query)["pointer"][0]
+            path = url.path
         if how == "auth":
-            h["X-Original-URI"] = tok.url[len(self.edge_url) :]
-            url, method = self.edge_url + "/auth", "GET"
+            h["X-Original-URI"] = path
+            target, method = self.edge_url + "/auth", "GET"
+        elif how.startswith("front"):
+            assert self.front is not None, "no nginx front here"
+            h["Range"] = "bytes=0-0"
+            target, method = self.front.url + path, "GET"
         else:
             h["Range"] = "bytes=0-0"
-            url, method = tok.url, how.upper()
-        async with self.http.request(method, url, headers=h) as resp:
+            target, method = self.edge_url + path, how.upper() if how == "head" else "GET"
+        async with self.http.request(method, target, headers=h) as resp:
             await resp.read()
             return resp.status
+
+
+#: Every way a client presents a token (:meth:`Services.fetch`).
+PATHS = ("get", "head", "auth", "x-pointer", "front", "front-x-pointer")
+#: What nginx answers itself for a refusal (any other authorizer answer becomes 503).
+FRONT_REFUSALS = frozenset({400, 401, 403, 404, 410})
 
 
 def bearer_of(c: DmClient) -> dict[str, str]:
