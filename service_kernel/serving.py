@@ -93,8 +93,10 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
 
     uvloop runs the same asyncio code on libuv: the transports, the selector and the
     callbacks that every request, WebSocket frame and Redis round trip go through are C,
-    which is where a small-request service spends much of its CPU (docs/benchmarks.md,
-    section 5).  ``auto`` falls back to asyncio's loop where uvloop is not installed.
+    which is where a small-request service spends much of its CPU.  Measured on the
+    development machine it made no difference within the noise (docs/benchmarks.md,
+    section 5), so asyncio's loop stays the default.  ``auto`` falls back to asyncio's
+    loop where uvloop is not installed.
     """
     if choice != "asyncio":
         try:

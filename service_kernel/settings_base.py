@@ -36,10 +36,11 @@ class ServiceSettings(BaseSettings):
     #: Request bodies: after body_grace_s, at least body_min_rate_bps on average (408 below).
     body_grace_s: float = Field(10.0, gt=0)
     body_min_rate_bps: int = Field(16 * 1024, ge=1)
-    #: The event loop the process runs on: ``auto`` is uvloop (libuv) where it is installed
-    #: (it is a server dependency on Linux and macOS), else asyncio's own; ``asyncio``
-    #: forces the standard loop (e.g. to rule uvloop out when chasing a bug).
-    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    #: The event loop the process runs on: ``asyncio``'s own (the default), ``uvloop``
+    #: (libuv; must be installed: ``pip install uvloop``), or ``auto`` (uvloop where
+    #: installed).  Measured with ``bench dm --event-loop``: no gain in dm's CPU per message
+    #: on the 2-core development machine, within its noise (docs/benchmarks.md, section 5).
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "asyncio"
 
     @classmethod
     def load(cls, **overrides: Any) -> Self:

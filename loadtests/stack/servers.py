@@ -149,7 +149,7 @@ def session_issuer(root: Path) -> DevIssuer:
 
 
 def dm_env(
-    root: Path, *, send_rate_per_s: int | None, log_level: str, event_loop: str = "auto"
+    root: Path, *, send_rate_per_s: int | None, log_level: str, event_loop: str = "asyncio"
 ) -> dict[str, str]:
     """dm's settings as an operator would give them; no inherited DM_* leaks in.
 
@@ -203,7 +203,7 @@ def start_dm(
     edge_url: str,
     send_rate_per_s: int | None = None,
     log_level: str = "WARNING",
-    event_loop: str = "auto",
+    event_loop: str = "asyncio",
 ) -> Server:
     """Its own Redis, then ``python -m dm serve``; both stopped when ``stack`` closes."""
     redis = stack.enter_context(RedisProcess(root / "dm-redis"))

@@ -120,8 +120,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--event-loop",
         choices=["auto", "uvloop", "asyncio"],
-        default="auto",
-        help="DM_EVENT_LOOP of the dm under test (auto: uvloop where installed)",
+        default="asyncio",
+        help="DM_EVENT_LOOP of the dm under test (uvloop must be installed for uvloop/auto)",
     )
     return common_flags(p, workdir=True)
 
