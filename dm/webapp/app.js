@@ -1,7 +1,7 @@
 // pointer-dm web client: plain JavaScript, no build step, no third-party code.
 //
 // The session JWT lives in this tab's memory (and sessionStorage, so a reload keeps you in;
-// localStorage keeps only the ids and names of users this browser created); it is sent only as "Authorization: Bearer" to dm and the edge, and as a WebSocket
+// localStorage keeps only the ids, names and dev sign-in keys of users this browser created); it is sent only as "Authorization: Bearer" to dm and the edge, and as a WebSocket
 // subprotocol to /v1/stream. It never goes into a URL. Videos play in a plain <video>:
 // the edge recognises the browser by an HttpOnly media cookie set by
 // POST /v1/playback-session, and the pointer in the video URL names the recipient.
