@@ -114,6 +114,7 @@ class MasterControl(Control):
         self.replies: dict[str, list[dict[str, Any]]] = {}
         self.last_report: dict[str, float] = {}
         runner.register_message(locustfile.MSG_DATA, self._on_data)
+        runner.register_message(locustfile.MSG_TAKE, self._on_take)
         hook: Any = env.events.worker_report
         hook.add_listener(self._on_report)
 
@@ -125,6 +126,13 @@ class MasterControl(Control):
         process = payload.pop("process")
         STATE.merger.add(payload)
         self.replies.setdefault(process["segment"], []).append(process)
+
+    def _on_take(self, environment: Environment, msg: Any, **_: Any) -> None:
+        """A worker's new user asks which seeded pair is its: the next one, whoever asks."""
+        index = STATE.next_pair_index(str(msg.data["scenario"]))
+        self.master.send_message(
+            locustfile.MSG_PAIR, {"ticket": msg.data["ticket"], "index": index}, client_id=msg.node_id
+        )
 
     def ready(self) -> int:
         """As the workers last reported (every few seconds)."""

@@ -71,6 +71,8 @@ __all__ = [
 
 #: Locust custom message types between the driver (master) and workers.
 MSG_SETUP, MSG_SEGMENT, MSG_END, MSG_DATA = "lt_setup", "lt_segment", "lt_end", "lt_data"
+#: A worker asks the master for the index of the seeded pair a new user takes, and is told.
+MSG_TAKE, MSG_PAIR = "lt_take", "lt_pair"
 
 
 # -- the request hook and shipping ------------------------------------------------------------
@@ -159,12 +161,17 @@ def _on_init(environment: Environment, **_: Any) -> None:
         runner.register_message(MSG_SETUP, _on_setup)
         runner.register_message(MSG_SEGMENT, _on_segment)
         runner.register_message(MSG_END, _on_end, concurrent=True)
+        runner.register_message(MSG_PAIR, _on_pair)
 
 
 def _on_setup(environment: Environment, msg: Any, **_: Any) -> None:
     d = msg.data
     runner = environment.runner
     index = runner.worker_index if isinstance(runner, WorkerRunner) else 0
+    if isinstance(runner, WorkerRunner):
+        STATE.ask_pair = lambda scenario, ticket: runner.send_message(
+            MSG_TAKE, {"scenario": scenario, "ticket": ticket}
+        )
     STATE.setup(
         Setup(
             d["dm_url"],
@@ -176,6 +183,10 @@ def _on_setup(environment: Environment, msg: Any, **_: Any) -> None:
         ),
         driven=True,
     )
+
+
+def _on_pair(environment: Environment, msg: Any, **_: Any) -> None:
+    STATE.pair_answered(str(msg.data["ticket"]), int(msg.data["index"]))
 
 
 def _on_segment(environment: Environment, msg: Any, **_: Any) -> None:

@@ -403,8 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--pairs",
         default=",".join(f"{s}=10" for s in SCENARIOS),
-        help="scenario=count,... (a Locust process takes one pair per user; with "
-        "N workers seed at least users + N per scenario)",
+        help="scenario=count,... (one pair per user; a hand-run locust --master with N "
+        "workers takes disjoint strides, so seed users + N per scenario, and more if "
+        "Locust spreads a class unevenly; the loadtests driver hands pairs out itself)",
     )
     p.add_argument(
         "--origin-path",

@@ -20,7 +20,7 @@ from typing import Any
 
 from gevent import sleep as gevent_sleep  # type: ignore[import-untyped]
 from gevent import spawn as gevent_spawn
-from gevent.event import Event  # type: ignore[import-untyped]
+from gevent.event import AsyncResult, Event  # type: ignore[import-untyped]
 
 from loadtests.load import seed
 from loadtests.load.arrivals import Arrivals
@@ -93,6 +93,12 @@ class ProcessState:
     #: How late the event loop woke a sleeping greenlet in the current window (ms).
     loop_lag: Any = field(default_factory=hdr.new)
     probe: Any = None
+    #: A worker asks the master which seeded pair each new user takes (``ask_pair`` sends
+    #: the request; ``pair_answered`` delivers the master's answer); the master hands out
+    #: the next index per scenario (``next_pair_index``).
+    ask_pair: Any = None
+    pending_pairs: dict[str, Any] = field(default_factory=dict)
+    tickets: int = 0
 
     # -- event-loop lag -----------------------------------------------------------------
     def _probe_loop_lag(self) -> None:
@@ -137,15 +143,36 @@ class ProcessState:
             self.setup_.scan_dm_url.rstrip("/"),
         )
 
+    def next_pair_index(self, scenario: str) -> int:
+        """The next unused index of ``scenario``'s seeded pairs, in this process."""
+        k = self.next_index.get(scenario, 0)
+        self.next_index[scenario] = k + 1
+        return k
+
+    def pair_answered(self, ticket: str, index: int) -> None:
+        waiting = self.pending_pairs.pop(ticket, None)
+        if waiting is not None:
+            waiting.set(index)
+
+    def _index_from_master(self, scenario: str, timeout_s: float = 60.0) -> int:
+        self.tickets += 1
+        ticket = str(self.tickets)
+        answer = self.pending_pairs[ticket] = AsyncResult()
+        self.ask_pair(scenario, ticket)
+        return int(answer.get(timeout=timeout_s))
+
     def take_pair(self, scenario: str) -> seed.Pair:
-        """This process's next pair: workers take disjoint strides of the seed file."""
+        """This process's next pair.  With workers, the master hands out the indices: Locust
+        does not spread each user class evenly over the workers, so fixed strides of the
+        seed file ran out on the worker that got more than its share of a class."""
         if self.seedfile is None:
             return seed.make_pair(self.targets, scenario)  # self-seeding (no seed file)
         assert self.setup_ is not None
-        k = self.next_index.get(scenario, 0)
-        self.next_index[scenario] = k + 1
+        if self.setup_.n_workers > 1 and self.ask_pair is not None:
+            idx = self._index_from_master(scenario)
+        else:  # one process; or a hand-run ``locust --master`` (no driver): disjoint strides
+            idx = self.setup_.worker_index + self.next_pair_index(scenario) * self.setup_.n_workers
         pairs = self.seedfile.pairs.get(scenario, [])
-        idx = self.setup_.worker_index + k * self.setup_.n_workers
         if idx >= len(pairs):
             raise RuntimeError(
                 f"seed file has {len(pairs)} {scenario} pairs; this process needs pair {idx}"

@@ -176,6 +176,39 @@ def test_master_with_two_workers_merges_exact_counts(stack: ProcStack, tmp_path:
     assert all(len(s["processes"]) == 2 for s in segments)
 
 
+def test_workers_take_exactly_the_seeded_pairs_however_locust_spreads_users(
+    stack: ProcStack, tmp_path: Path
+) -> None:
+    """The master hands out seeded pairs: Locust does not spread each user class evenly over
+    the workers, and fixed strides of the seed file ran out on the worker that got more than
+    half of a class (a full run with --workers 2 failed "only 308 of 600 users started")."""
+    pools = {"plain": 5, "sealed": 1, "view-plain": 3}
+    seeded = seed(Targets(stack.dm_url, stack.edge_url), pools, origin_path=stack.origin_path)
+    seeded.save(tmp_path / "seed.json")  # exactly one pair per user: no slack per worker
+    cfg = DriveConfig(
+        stack.dm_url,
+        stack.edge_url,
+        str(tmp_path / "seed.json"),
+        str(tmp_path / "out"),
+        pools,
+        modes=["plain", "sealed"],
+        workers=2,
+        view_ratio=0.5,
+        warmup_s=0,
+        rounds=1,
+        trial_rate=8,
+        trial_s=2,
+        step_rates=[],
+        refine=0,
+    )
+    cfg.save(tmp_path / "drive.json")
+    _run(["loadtests.load.drive", str(tmp_path / "drive.json")], timeout_s=100)
+    driver: dict[str, Any] = json.loads((tmp_path / "out" / "driver.json").read_text())
+    assert driver["distributed"] and all(n > 0 for n in driver["worker_recorded"].values())
+    for log in (tmp_path / "out").glob("worker-*.log"):
+        assert "this process needs pair" not in log.read_text(), log.name
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
 def test_report_page_renders_its_plots(short_run: Path, tmp_path: Path) -> None:
     from PIL import Image
