@@ -22,6 +22,7 @@ applies (:meth:`cdn_auth.registry.MediaRegistry.take_down`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -70,9 +71,17 @@ class BankSet:
         self.moderation_bank = moderation_bank
         self.threshold = threshold
         self._seen = dict.fromkeys(self.banks, 0)
+        #: One sync at a time: two reading from the same offset would both add what they
+        #: read, the offset would overshoot the list, and the next signals banked would
+        #: never be loaded by this process (every upload and media send syncs).
+        self._sync_lock = asyncio.Lock()
 
     async def sync(self) -> None:
         """Pull the run-time additions this process has not seen yet (one pipeline)."""
+        async with self._sync_lock:
+            await self._sync()
+
+    async def _sync(self) -> None:
         names = list(self.banks)
         async with self._redis.pipeline(transaction=False) as p:
             for name in names:

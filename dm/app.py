@@ -140,6 +140,7 @@ def build_app(
         elif kind == "blocks_changed":
             state.block_cache.evict(fields.get("user_id", ""))
         elif kind == "user_suspended":
+            state.suspensions_heard += 1
             state.suspension_cache.evict(fields.get("user_id", ""))
 
     hub.listeners.append(evict)

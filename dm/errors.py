@@ -167,7 +167,11 @@ class RoleConflict(DmError):
 
 
 class UserSuspended(DmError):
-    status, code, public_message = 403, "user_suspended", "this account cannot send messages"
+    status, code, public_message = (
+        403,
+        "user_suspended",
+        "this account is suspended: it cannot send or open conversations",
+    )
 
 
 class ReviewItemNotFound(NotFound):

@@ -83,6 +83,9 @@ _TOKEN_RE = re.compile(r"[\w'$]+")
 #: non-joiner, bidi controls, BOM: invisible when rendered) and non-spacing marks
 #: (accents, once decomposed; also variation selectors and combining overlays).
 _DROPPED_CATEGORIES = frozenset({"Cf", "Mn"})
+#: Letters that render blank (Hangul fillers) and the blank Braille pattern: dropped too, or
+#: "sec\u3164ret" would be one token that looks like "secret".
+_DROPPED_CHARS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def fold(text: str) -> str:
@@ -99,7 +102,11 @@ def fold(text: str) -> str:
     if text.isascii():
         return text.lower()
     decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
-    return "".join(c for c in decomposed if unicodedata.category(c) not in _DROPPED_CATEGORIES)
+    return "".join(
+        c
+        for c in decomposed
+        if unicodedata.category(c) not in _DROPPED_CATEGORIES and c not in _DROPPED_CHARS
+    )
 
 
 def _tokens(folded: str) -> list[str]:

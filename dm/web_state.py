@@ -149,6 +149,8 @@ class DmState:
     conv_cache: ExpiringCache[Conversation] = field(init=False)
     block_cache: ExpiringCache[frozenset[str]] = field(init=False)
     suspension_cache: ExpiringCache[bool] = field(init=False)
+    #: ``user_suspended`` events heard (see :meth:`is_suspended`).
+    suspensions_heard: int = 0
     #: ``"<cid>|<message id>"`` of messages this process has seen unsent on the notify
     #: stream lately: a push still queued for a socket is dropped, not minted, once its
     #: unsend is known here (a dict lookup instead of a Redis round trip per push).
@@ -262,8 +264,14 @@ class DmState:
         hit = self.suspension_cache.get(uid)
         if hit is not None:
             return hit
+        generation = self.suspensions_heard
         suspended = await self.store.is_suspended(uid)
-        self.suspension_cache.put(uid, suspended, self.clock() + self.settings.suspension_cache_ttl_s)
+        # A suspension heard while this read was in flight may be newer than what it read:
+        # answer, but do not cache it.
+        if generation == self.suspensions_heard:
+            self.suspension_cache.put(
+                uid, suspended, self.clock() + self.settings.suspension_cache_ttl_s
+            )
         return suspended
 
     async def after_send(

@@ -158,8 +158,11 @@ class ProcessState:
         self.tickets += 1
         ticket = str(self.tickets)
         answer = self.pending_pairs[ticket] = AsyncResult()
-        self.ask_pair(scenario, ticket)
-        return int(answer.get(timeout=timeout_s))
+        try:
+            self.ask_pair(scenario, ticket)
+            return int(answer.get(timeout=timeout_s))
+        finally:
+            self.pending_pairs.pop(ticket, None)
 
     def take_pair(self, scenario: str) -> seed.Pair:
         """This process's next pair.  With workers, the master hands out the indices: Locust

@@ -358,3 +358,21 @@ def test_matcher_benchmark_prints_the_contracted_keys(capsys: pytest.CaptureFixt
     for tag in ("1e3", "1e4"):
         assert doc[f"lookups_per_s_per_core_{tag}"] > 0 and doc[f"bytes_per_hash_{tag}"] > 32
     assert [r["found"] for r in doc["runs"]] == [10, 10]  # every near-duplicate query found
+
+
+async def test_concurrent_bank_syncs_load_every_signal_once(make_edge: EdgeFactory) -> None:
+    """Every upload and media send syncs the banks: two syncs reading the same tail both
+    counted it, the process's offset overshot the list, and the next banked signals were
+    never loaded there (so a re-upload of that content was accepted)."""
+    edge = await make_edge()
+    banks = edge.state.banks
+    redis = banks._redis
+    key = redis_keys.bank_signals(banks.moderation_bank)
+    before = len(banks.banks[banks.moderation_bank])
+    await redis.rpush(key, *(f"sha256,{i:064x}" for i in range(1, 4)))
+    await asyncio.gather(*(banks.sync() for _ in range(8)))
+    await redis.rpush(key, f"sha256,{99:064x}")
+    await banks.sync()
+    bank = banks.banks[banks.moderation_bank]
+    assert len(bank) == before + 4
+    assert f"{99:064x}" in bank.sha256

@@ -683,3 +683,6 @@ async def test_a_suspension_reaches_every_dm_process(make_dm: DmFactory) -> None
     assert await _code(alice.send(conv["id"], text="again")) == (403, "user_suspended")
     await wait_until(lambda: two.app[STATE].suspension_cache.get(str(alice.uid)) is None, 10)
     assert await _code(alice_two.send(conv["id"], text="again")) == (403, "user_suspended")
+    # Nor does a suspended user open conversations (each pushes "joined" to its members).
+    carol = await one.user()
+    assert await _code(alice.create_conversation([carol.uid])) == (403, "user_suspended")

@@ -32,6 +32,10 @@ def _fullwidth(s: str) -> str:
         "this is our li\u0308ttle se\u0301cret",  # combining marks on plain letters
         "this is our lïttle sécret",  # precomposed accented letters
         "this is our \u24db\u24d8\u24e3\u24e3\u24db\u24d4 secret",  # circled letters
+        "this is our little sec\u3164ret",  # Hangul filler: a letter that renders blank
+        "this is our little sec\uffa0ret",  # halfwidth Hangul filler
+        "this is our lit\u115ftle se\u1160cret",  # Hangul choseong and jungseong fillers
+        "this is our little sec\u2800ret",  # blank Braille pattern
     ],
 )
 def test_evasions_of_a_hold_phrase_are_held(text: str) -> None:
