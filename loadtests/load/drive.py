@@ -150,6 +150,7 @@ class MasterControl(Control):
                 "seed_file": cfg.seed_file,
                 "n_workers": self.workers,
                 "scan_dm_url": cfg.scan_dm_url,
+                "pools": cfg.pools,
             },
         )
 

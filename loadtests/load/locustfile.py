@@ -180,6 +180,7 @@ def _on_setup(environment: Environment, msg: Any, **_: Any) -> None:
             int(d["n_workers"]),
             index,
             d.get("scan_dm_url", ""),
+            {str(s): int(n) for s, n in d.get("pools", {}).items()},
         ),
         driven=True,
     )

@@ -40,6 +40,9 @@ class Setup:
     n_workers: int = 1
     worker_index: int = 0
     scan_dm_url: str = ""
+    #: Users per scenario over all workers (driven runs): each worker runs the share of a
+    #: scenario's rate that its own users of it are of the total.
+    pools: dict[str, int] = field(default_factory=dict)
 
 
 def _cpu_seconds() -> float:
@@ -99,6 +102,8 @@ class ProcessState:
     ask_pair: Any = None
     pending_pairs: dict[str, Any] = field(default_factory=dict)
     tickets: int = 0
+    #: Users of each scenario in this process (one pair taken each).
+    users_of: dict[str, int] = field(default_factory=dict)
 
     # -- event-loop lag -----------------------------------------------------------------
     def _probe_loop_lag(self) -> None:
@@ -143,6 +148,16 @@ class ProcessState:
             self.setup_.scan_dm_url.rstrip("/"),
         )
 
+    def _share(self, scenario: str, n: int) -> float:
+        """This process's part of a scenario's rate: its users' share of the scenario's users
+        when the driver said how many there are (Locust may give one worker all the users of
+        a class, and arrivals nobody here can take would never start), else 1/N."""
+        assert self.setup_ is not None
+        total = self.setup_.pools.get(scenario, 0)
+        if n > 1 and total > 0:
+            return self.users_of.get(scenario, 0) / total
+        return 1.0 / n
+
     def next_pair_index(self, scenario: str) -> int:
         """The next unused index of ``scenario``'s seeded pairs, in this process."""
         k = self.next_index.get(scenario, 0)
@@ -168,6 +183,7 @@ class ProcessState:
         """This process's next pair.  With workers, the master hands out the indices: Locust
         does not spread each user class evenly over the workers, so fixed strides of the
         seed file ran out on the worker that got more than its share of a class."""
+        self.users_of[scenario] = self.users_of.get(scenario, 0) + 1
         if self.seedfile is None:
             return seed.make_pair(self.targets, scenario)  # self-seeding (no seed file)
         assert self.setup_ is not None
@@ -212,7 +228,9 @@ class ProcessState:
             if s in closed:
                 self.arrivals[s].configure(segment, 0.0, t0, closed=True)
             elif rate > 0:
-                self.arrivals[s].configure(segment, rate / n, t0, offset_s=i / rate, until=until)
+                self.arrivals[s].configure(
+                    segment, rate * self._share(s, n), t0, offset_s=i / rate, until=until
+                )
             else:
                 self.arrivals[s].stop()
             self._notify(s)

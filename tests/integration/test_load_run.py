@@ -207,6 +207,16 @@ def test_workers_take_exactly_the_seeded_pairs_however_locust_spreads_users(
     assert driver["distributed"] and all(n > 0 for n in driver["worker_recorded"].values())
     for log in (tmp_path / "out").glob("worker-*.log"):
         assert "this process needs pair" not in log.read_text(), log.name
+    # Each worker runs its own users' share of a scenario's rate: with 1/N each, a worker that
+    # Locust gave no user of a class let its arrivals pass, and the run made half its rate.
+    for line in (tmp_path / "out" / "segments.jsonl").read_text().splitlines():
+        seg = json.loads(line)
+        if "trial" not in seg["segment"]:
+            continue
+        for mode, rate in seg["rates"].items():
+            offered = rate * seg["duration_s"]
+            started = seg["data"]["flows"].get(mode, {}).get("started", 0)
+            assert started >= 0.75 * offered, (seg["segment"], mode, started, offered)
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
