@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import logging
 import signal
 import subprocess
@@ -24,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 
@@ -99,13 +100,13 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
     loop where uvloop is not installed.
     """
     if choice != "asyncio":
-        try:
-            import uvloop
+        try:  # an optional package: imported by name, so type checks need not have it
+            uvloop = importlib.import_module("uvloop")
         except ImportError:
             if choice == "uvloop":
                 raise
         else:
-            return uvloop.new_event_loop()
+            return cast(asyncio.AbstractEventLoop, uvloop.new_event_loop())
     return asyncio.new_event_loop()
 
 
