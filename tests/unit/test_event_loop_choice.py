@@ -14,7 +14,7 @@ HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 
 def test_asyncio_loop_is_the_default() -> None:
-    assert ServiceSettings().event_loop == "asyncio"
+    assert ServiceSettings.model_fields["event_loop"].default == "asyncio"
     loop = new_event_loop("asyncio")
     try:
         assert type(loop).__module__.startswith("asyncio")
