@@ -141,7 +141,7 @@ class MediaBanked(Forbidden):
 class UserSuspended(Forbidden):
     """A moderator suspended the caller (dm's suspend_user action): no media registrations."""
 
-    code, public_message = "user_suspended", "this account cannot register media"
+    code, public_message = "user_suspended", "this account cannot register or share media"
 
 
 class Gone(CdnAuthError):

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from service_kernel.redis_client import RedisClient
 
 from . import redis_keys
-from .errors import RedisUnavailable
+from .errors import RedisUnavailable, UserSuspended
 
 
 class SuspendedUsers:
@@ -33,6 +33,12 @@ class SuspendedUsers:
             await self._redis.hset(redis_keys.SUSPENDED_USERS, user_id, json.dumps(dict(record)))
         except RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
+
+    async def refuse(self, user_id: str) -> None:
+        """Raise ``UserSuspended`` for a suspended user: no media registrations, grants or
+        capabilities (every route that hands out something new for media calls this)."""
+        if await self.is_suspended(user_id):
+            raise UserSuspended()
 
     async def is_suspended(self, user_id: str) -> bool:
         try:

@@ -30,7 +30,6 @@ from .errors import (
     GrantNotFound,
     MintingDisabled,
     ShareNotAllowed,
-    UserSuspended,
 )
 from .reshare import received_via
 from .session import Session
@@ -64,8 +63,7 @@ def _holder_key(value: object) -> bytes:
 async def create_capability(request: web.Request) -> web.Response:
     state = request.app[STATE]
     session = await _session(request)
-    if await state.suspended.is_suspended(session.sub):
-        raise UserSuspended()  # a suspended user hands out no new tokens for media either
+    await state.suspended.refuse(session.sub)  # no new tokens for media either
     doc = await read_json(
         request, allowed={"media_id", "holder_key", "max_redeemers", "max_grants", "ttl_s", "via_grant"}
     )

@@ -29,7 +29,6 @@ from .errors import (
     MintingDisabled,
     RevocationStale,
     ShareNeedsCapability,
-    UserSuspended,
 )
 from .reshare import received_via
 from .web_capabilities import revoke_derived
@@ -40,8 +39,7 @@ from .web_state import STATE
 async def create_grant(request: web.Request) -> web.Response:
     state = request.app[STATE]
     session = await _session(request)
-    if await state.suspended.is_suspended(session.sub):
-        raise UserSuspended()  # a suspended user hands out no new tokens for media either
+    await state.suspended.refuse(session.sub)  # no new tokens for media either
     doc = await read_json(request, allowed={"media_id", "redeemers", "via_grant", "ttl_s"})
     media = await state.registry.get(check_id(doc.get("media_id"), "media_id"))
     redeemers = doc.get("redeemers")

@@ -25,7 +25,7 @@ from service_kernel.web_errors import bearer_token, parse_json, read_json
 from . import api_schemas as api
 from . import revocation
 from .audit import AuditLog
-from .errors import Forbidden, MediaBanked, NotModerator, SessionMissing, UserSuspended
+from .errors import Forbidden, MediaBanked, NotModerator, SessionMissing
 from .fingerprint import FingerprintLimits, fingerprint_file
 from .media import Media, check_content_type, parse_rules
 from .origin import StoredObject
@@ -56,8 +56,7 @@ async def _session(request: web.Request) -> Session:
 async def create_media(request: web.Request) -> web.Response:
     state = request.app[STATE]
     session = await _session(request)
-    if await state.suspended.is_suspended(session.sub):
-        raise UserSuspended()  # before a byte of the body is read
+    await state.suspended.refuse(session.sub)  # before a byte of the body is read
     ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
     media_id = new_id("m")
     if ctype == "multipart/form-data":

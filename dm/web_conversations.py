@@ -11,7 +11,7 @@ from service_kernel.openapi import Route
 from service_kernel.web_errors import read_json
 
 from . import api_schemas as api
-from .errors import NotAllowed, NotMember, UserSuspended
+from .errors import NotAllowed, NotMember
 from .web_state import STATE
 
 
@@ -25,8 +25,7 @@ def _user_id(value: object, field: str) -> str:
 async def create_conversation(request: web.Request) -> web.Response:
     state = request.app[STATE]
     me = await state.session(request)
-    if await state.is_suspended(me.sub):
-        raise UserSuspended(me.sub)  # no new conversations (each pushes "joined" to its members)
+    await state.check_not_suspended(me)  # no new conversations (each pushes "joined" to members)
     doc = await read_json(request, allowed={"members", "mode"})
     members = doc.get("members")
     if not isinstance(members, list) or not members:

@@ -234,8 +234,7 @@ class DmState:
         """The send path's one safety call: suspended senders are refused in both modes;
         plain content is scanned (a hold marks ``fields`` so reads skip it); sealed content
         cannot be, and the verdict says the scanner saw metadata only."""
-        if await self.is_suspended(me.sub):
-            raise UserSuspended(me.sub)
+        await self.check_not_suspended(me)
         if conv.mode == "sealed":
             verdict = self.scanner.scan_sealed()
         else:
@@ -256,6 +255,11 @@ class DmState:
                 },
             )
         return verdict
+
+    async def check_not_suspended(self, me: Session) -> None:
+        """Refuse a suspended user's sends and new conversations (403 user_suspended)."""
+        if await self.is_suspended(me.sub):
+            raise UserSuspended(me.sub)
 
     async def is_suspended(self, uid: str) -> bool:
         """Whether a moderator suspended ``uid``.  Cached (``suspension_cache_ttl_s``): a send
