@@ -136,11 +136,14 @@ def test_every_user_class_runs_and_reports(stack: ProcStack, short_run: Path) ->
     assert "sealed-pq" in (short_run / "report.md").read_text()
 
 
-def test_master_with_two_workers_merges_exact_counts(stack: ProcStack, tmp_path: Path) -> None:
-    pools = {"plain": 3, "sealed": 3, "view-sealed": 2}
+def _drive_two_workers(
+    stack: ProcStack, tmp_path: Path, pools: dict[str, int], *, spare: int, trial_rate: float
+) -> dict[str, Any]:
+    """Seed ``pools`` (plus ``spare`` pairs per scenario), drive one trial per mode of
+    plain and sealed with a Locust master and two workers; the driver's summary."""
     seeded = seed(
         Targets(stack.dm_url, stack.edge_url),
-        {s: n + 2 for s, n in pools.items()},
+        {s: n + spare for s, n in pools.items()},
         origin_path=stack.origin_path,
     )
     seeded.save(tmp_path / "seed.json")
@@ -155,14 +158,19 @@ def test_master_with_two_workers_merges_exact_counts(stack: ProcStack, tmp_path:
         view_ratio=0.5,
         warmup_s=0,
         rounds=1,
-        trial_rate=12,
+        trial_rate=trial_rate,
         trial_s=2,
         step_rates=[],
         refine=0,
     )
     cfg.save(tmp_path / "drive.json")
     _run(["loadtests.load.drive", str(tmp_path / "drive.json")], timeout_s=100)
-    driver: dict[str, Any] = json.loads((tmp_path / "out" / "driver.json").read_text())
+    return dict(json.loads((tmp_path / "out" / "driver.json").read_text()))
+
+
+def test_master_with_two_workers_merges_exact_counts(stack: ProcStack, tmp_path: Path) -> None:
+    pools = {"plain": 3, "sealed": 3, "view-sealed": 2}
+    driver = _drive_two_workers(stack, tmp_path, pools, spare=2, trial_rate=12)
     segments = [
         json.loads(line) for line in (tmp_path / "out" / "segments.jsonl").read_text().splitlines()
     ]
@@ -183,27 +191,8 @@ def test_workers_take_exactly_the_seeded_pairs_however_locust_spreads_users(
     the workers, and fixed strides of the seed file ran out on the worker that got more than
     half of a class (a full run with --workers 2 failed "only 308 of 600 users started")."""
     pools = {"plain": 5, "sealed": 1, "view-plain": 3}
-    seeded = seed(Targets(stack.dm_url, stack.edge_url), pools, origin_path=stack.origin_path)
-    seeded.save(tmp_path / "seed.json")  # exactly one pair per user: no slack per worker
-    cfg = DriveConfig(
-        stack.dm_url,
-        stack.edge_url,
-        str(tmp_path / "seed.json"),
-        str(tmp_path / "out"),
-        pools,
-        modes=["plain", "sealed"],
-        workers=2,
-        view_ratio=0.5,
-        warmup_s=0,
-        rounds=1,
-        trial_rate=8,
-        trial_s=2,
-        step_rates=[],
-        refine=0,
-    )
-    cfg.save(tmp_path / "drive.json")
-    _run(["loadtests.load.drive", str(tmp_path / "drive.json")], timeout_s=100)
-    driver: dict[str, Any] = json.loads((tmp_path / "out" / "driver.json").read_text())
+    # Exactly one pair per user: no slack per worker.
+    driver = _drive_two_workers(stack, tmp_path, pools, spare=0, trial_rate=8)
     assert driver["distributed"] and all(n > 0 for n in driver["worker_recorded"].values())
     for log in (tmp_path / "out").glob("worker-*.log"):
         assert "this process needs pair" not in log.read_text(), log.name
