@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
-
 from service_kernel.cache import ExpiringCache, shared_int, token_key
 from service_kernel.clock import Clock
+from service_kernel.redis_client import RedisFailure
 
 from . import capability as cap_mod
 from . import redis_keys, rights
@@ -110,7 +109,7 @@ class DerivedBindings:
                     ],
                 )
             )
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
         if ok == -1:
             raise CapabilityExhausted(f"{c.cap_id} has {c.max_grants} grants")
@@ -121,7 +120,7 @@ class DerivedBindings:
         key = redis_keys.derived_redeemers_key(d.capability.cap_id, d.grant_id)
         try:
             return bool(await self._redis.sismember(key, user))
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
 
 

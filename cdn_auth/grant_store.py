@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from service_kernel.redis_client import RedisClient
+from service_kernel.redis_client import RedisClient, RedisFailure
 
 from . import redis_keys
 from .errors import RedisUnavailable
@@ -22,7 +21,7 @@ async def grant_sharer(redis: RedisClient, grant_id: str) -> str | None:
     """Who minted a grant (None if unknown or expired): only they may attach it to a message."""
     try:
         sharer = await redis.hget(redis_keys.grant_meta_key(grant_id), "sharer")
-    except RedisError as exc:
+    except RedisFailure as exc:
         raise RedisUnavailable(str(exc)) from exc
     return None if sharer is None else str(sharer)
 
@@ -98,14 +97,14 @@ class GrantStore:
                 p.hset(meta, mapping={"holder": holder, "owner": owner, **chain})
                 p.expireat(meta, expire_at_s)
                 await p.execute()
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
 
     async def capability_record(self, cap_id: str) -> CapabilityRecord | None:
         """A capability's record, or None if unknown or expired."""
         try:
             meta = await self._redis.hgetall(redis_keys.capability_meta_key(cap_id))
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
         fields = {str(k): str(v) for k, v in meta.items()}  # decoded by connect()
         if "holder" not in fields:
@@ -137,7 +136,7 @@ class GrantStore:
                 ],
                 args=[cap_id, holder, expire_at_s],
             )
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
         return not int(denied)
 
@@ -154,7 +153,7 @@ class GrantStore:
                 ],
                 args=[holder, expire_at_s],
             )
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
         return frozenset(str(m) for m in issued)  # decoded by connect()
 
@@ -162,5 +161,5 @@ class GrantStore:
         """Whether :meth:`deny_reissue` refused ``holder`` a capability on ``source``."""
         try:
             return bool(await self._redis.sismember(redis_keys.capability_denied_key(source), holder))
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc

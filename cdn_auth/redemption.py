@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from redis.exceptions import RedisError
-
-from service_kernel.redis_client import RedisClient
+from service_kernel.redis_client import RedisClient, RedisFailure
 
 from . import redis_keys
 from .errors import GrantExhausted, RedisUnavailable
@@ -34,7 +32,7 @@ class Redemptions:
                 keys=[redis_keys.grant_key(grant.grant_id)],
                 args=[user, grant.max_redeemers, grant.exp + self._leeway_s],
             )
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
         if int(ok) != 1:
             raise GrantExhausted(f"{grant.grant_id} has {grant.max_redeemers} redeemers")
@@ -42,5 +40,5 @@ class Redemptions:
     async def is_bound(self, grant_id: str, user: str) -> bool:
         try:
             return bool(await self._redis.sismember(redis_keys.grant_key(grant_id), user))
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from redis.exceptions import RedisError
-
 from service_kernel.errors import InvalidField
-from service_kernel.redis_client import RedisClient
+from service_kernel.redis_client import RedisClient, RedisFailure
 
 from . import redis_keys
 from .errors import MediaNotFound, RedisUnavailable
@@ -36,7 +34,7 @@ class MediaRegistry:
             raw = await self._put(
                 keys=[redis_keys.media_key(media.id), redis_keys.pending_takedown(media.id)], args=args
             )
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
         return media.taken_down() if int(raw) else media
 
@@ -49,14 +47,14 @@ class MediaRegistry:
                 keys=[redis_keys.media_key(media_id), redis_keys.pending_takedown(media_id)],
                 args=[reason, by, redis_keys.PENDING_TAKEDOWN_TTL_S],
             )
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
         return bool(int(done))
 
     async def get(self, media_id: str) -> Media:
         try:
             h = await self._redis.hgetall(redis_keys.media_key(media_id))
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
         if not h:
             raise MediaNotFound(media_id)
@@ -82,7 +80,7 @@ class MediaRegistry:
                 redis_keys.media_key(media_id),
                 mapping={"status": status, "status_reason": reason, "status_by": by},
             )
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
         return replace(media, status=status)
 
@@ -97,7 +95,7 @@ class MediaRegistry:
             changed = await self._transition(
                 keys=[redis_keys.media_key(media_id)], args=[from_status, to_status, reason, by]
             )
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
         return bool(int(changed))
 

@@ -18,10 +18,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from service_kernel.errors import InvalidField
-from service_kernel.redis_client import RedisClient, field_map
+from service_kernel.redis_client import RedisClient, RedisFailure, field_map
 
 from . import redis_keys
 from .errors import RedisUnavailable
@@ -93,6 +91,6 @@ class RevocationLog:
             entry_id = await self._redis.xadd(
                 redis_keys.REVOCATION_STREAM, field_map(event.fields()), minid=minid, approximate=True
             )
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

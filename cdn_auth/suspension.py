@@ -15,9 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from service_kernel.redis_client import RedisClient
+from service_kernel.redis_client import RedisClient, RedisFailure
 
 from . import redis_keys
 from .errors import RedisUnavailable, UserSuspended
@@ -31,7 +29,7 @@ class SuspendedUsers:
         """Suspend ``user_id``; ``record`` (who, why, when) is kept for the audit trail."""
         try:
             await self._redis.hset(redis_keys.SUSPENDED_USERS, user_id, json.dumps(dict(record)))
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
 
     async def refuse(self, user_id: str) -> None:
@@ -43,5 +41,5 @@ class SuspendedUsers:
     async def is_suspended(self, user_id: str) -> bool:
         try:
             return bool(await self._redis.hexists(redis_keys.SUSPENDED_USERS, user_id))
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc

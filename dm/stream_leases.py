@@ -24,9 +24,8 @@ import secrets
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
-from service_kernel.redis_client import RedisClient
+from service_kernel.redis_client import RedisClient, RedisFailure
 
 from .redis_keys import user_stream_leases
 
@@ -90,7 +89,7 @@ class StreamLeases:
                 del self._held[uid]
         try:
             await self._redis.zrem(user_stream_leases(uid), sid)
-        except RedisError as exc:  # the lease lapses on its own within lease_s
+        except RedisFailure as exc:  # the lease lapses on its own within lease_s
             log.warning("stream lease of %s not given back: %s", uid, type(exc).__name__)
 
     async def renew(self) -> None:
@@ -103,7 +102,7 @@ class StreamLeases:
             async with gate:
                 try:
                     await self._renew(keys=[user_stream_leases(uid)], args=[lease_ms, *sids])
-                except RedisError as exc:
+                except RedisFailure as exc:
                     log.warning("stream leases of %s not renewed: %s", uid, type(exc).__name__)
 
         await asyncio.gather(*(one(uid, sids) for uid, sids in users))

@@ -8,7 +8,6 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from redis.exceptions import RedisError
 
 from cdn_auth.errors import SessionMissing
 from cdn_auth.matching import BankSet, MediaHashIndex
@@ -19,7 +18,7 @@ from cdn_auth.session import Session, SessionVerifier
 from service_kernel.cache import ExpiringCache, token_key
 from service_kernel.cached_lookup import CachedLookup
 from service_kernel.clock import Clock
-from service_kernel.redis_client import RedisClient
+from service_kernel.redis_client import RedisClient, RedisFailure
 from service_kernel.web_errors import bearer_token
 
 from .audit import AuditLog
@@ -303,7 +302,7 @@ class DmState:
             return hit
         try:
             blocks = frozenset(await self.store.blocks_of(uid))
-        except RedisError:
+        except RedisFailure:
             if fallback_on_error:
                 return frozenset()
             raise

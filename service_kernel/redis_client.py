@@ -8,18 +8,24 @@ a caller needs ``str`` it narrows with :func:`stream_entries`, or with a ``cast`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeAlias, cast
+from typing import Any, Final, TypeAlias, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
 #: What every Redis-using class takes: a single server's client or a Cluster client, both
 #: from :func:`connect` (decode_responses=True), so values come back as ``str``.
 RedisClient: TypeAlias = Redis | RedisCluster
+#: What a Redis call raises when the store fails.  redis-py's Cluster client raises
+#: ``RedisClusterException`` (not a ``RedisError``) when no node answers its topology
+#: refresh: caught as ``RedisError`` alone it escaped as a 500, and ended a stream tail
+#: for good (a CI run's cluster test saw the edge go stale and stay stale).
+RedisFailure: Final = (RedisError, RedisClusterException)
 #: The field map HSET and XADD take, as redis-py spells it.
 Fields: TypeAlias = dict[FieldT, EncodableT]
 #: Stream entries (XRANGE, XREVRANGE) as a decoding client returns them: ``(id, fields)``.

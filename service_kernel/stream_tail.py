@@ -14,10 +14,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
-from redis.exceptions import RedisError
-
 from .clock import Clock, system_clock
-from .redis_client import RedisClient, StreamEntries, stream_entries
+from .redis_client import RedisClient, RedisFailure, StreamEntries, stream_entries
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +69,20 @@ class StreamTailer:
                     self.loaded.set()
                 await self._read_once()
                 backoff = 0.05
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (*RedisFailure, OSError, TimeoutError) as exc:
                 log.warning(
-                    "stream tail broken; retrying", extra={"stream": self.key, "err": type(exc).__name__}
+                    "stream tail broken; retrying",
+                    extra={"stream": self.key, "err": type(exc).__name__, "detail": str(exc)[:200]},
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+            except Exception:
+                # Anything else (a client library's own exception type, a bug in a callback)
+                # must not end the tail either: a dead tail is a view stale for good, every
+                # pointer refused until a restart.  Logged whole, and retried like an outage.
+                log.exception("stream tail failed unexpectedly; retrying", extra={"stream": self.key})
+            else:
+                continue
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
 
     async def _tail_id(self) -> str:
         """The id of the newest entry (read only what comes after it), or 0-0."""
@@ -99,8 +105,10 @@ class StreamTailer:
             entries = [decode_entry(i, f) for i, f in raw]
             got += len(entries)
             if entries:
-                self.last_id = entries[-1][0]
+                # Applied, then passed: a batch whose handling raises is read again (the view
+                # stays stale, so the edge fails closed) rather than skipped and lost.
                 self._on_entries(entries)
+                self.last_id = entries[-1][0]
         # A full batch means more may be waiting (catching up after an outage): fresh only
         # once a read comes back short, so nothing missed counts as heard.
         if got < self._batch:

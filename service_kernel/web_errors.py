@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from . import body_deadline, strict_json
 from .errors import InputTooLarge, InvalidField, MalformedRequest, ServiceError
+from .redis_client import RedisFailure
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def _error_middleware(roots: tuple[type[Exception], ...]) -> Any:
                 exc.reason,
                 headers={k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")},
             )
-        except RedisError as exc:
+        except RedisFailure as exc:
             log.warning("redis error", extra={"path": request.path, "err": type(exc).__name__})
             return json_error(
                 503, "redis_unavailable", "the state store is unreachable", retry_after_s=1

@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
-from .redis_client import RedisClient
+from .redis_client import RedisClient, RedisFailure
 from .stream_tail import StreamTailer, running
 
 
@@ -38,7 +37,7 @@ async def redis_answers(redis: RedisClient, timeout_s: float = 1.0) -> bool:
     try:
         async with asyncio.timeout(timeout_s):
             await redis.ping()
-    except (RedisError, OSError, TimeoutError):
+    except (*RedisFailure, OSError, TimeoutError):
         return False
     return True
 
