@@ -162,6 +162,8 @@ def build_app(
         parse_limits(settings.rate_limits, {n: Limit(*v) for n, v in DEFAULT_RATE_LIMITS.items()}),
         identify=caller,
         enabled=settings.rate_limits_enabled,
+        repeat_delay_s=settings.rate_limit_repeat_delay_s,
+        max_paced=settings.rate_limit_max_paced,
     )
     openapi.serve_document(
         app,

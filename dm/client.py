@@ -304,6 +304,7 @@ class DmClient(HttpOwner):
         delay = 0.05
         while True:
             params = {"cursor": cursor} if cursor else {}
+            wait = delay
             try:
                 async with self.http.ws_connect(
                     self.base_url + "/v1/stream", params=params, headers=self._headers(), heartbeat=20
@@ -318,11 +319,16 @@ class DmClient(HttpOwner):
             except aiohttp.WSServerHandshakeError as err:
                 if err.status in (400, 401, 403):
                     raise DmClientError(err.status, "stream_refused", err.message, None) from err
+                # 429 (a replay over its budget, too many sockets) or 503: the server's
+                # Retry-After, not the backoff (asking sooner is refused, and paced).
+                retry_after = err.headers.get("Retry-After", "") if err.headers else ""
+                if retry_after.isdigit():
+                    wait = max(delay, min(float(retry_after), 300.0))
             except (TimeoutError, aiohttp.ClientConnectionError):
                 pass
             if not reconnect:
                 return
-            await asyncio.sleep(delay)
+            await asyncio.sleep(wait)
             delay = min(delay * 2, 2.0)
 
     # -- sealed mode -------------------------------------------------------------------------

@@ -55,6 +55,16 @@ class NotifyLog:
             )
         )
 
+    async def pending(self, user: str, after: str) -> int:
+        """How many events a replay after ``after`` would read (what it costs)."""
+        ms, seq = id_key(after)
+        inbox = k.user_inbox(user)
+        async with self._redis.pipeline(transaction=False) as p:
+            p.zcount(inbox, f"({ms}", "+inf")
+            p.zrange(inbox, ms, ms, byscore=True)  # the cursor's own millisecond
+            later, same = await p.execute()
+        return int(later) + sum(1 for i in same if id_key(str(i)) > (ms, seq))
+
     async def replay(self, user: str, after: str) -> AsyncIterator[Entry]:
         """The events for ``user`` after the cursor ``after`` (exclusive), oldest first:
         read through the user's inbox, so the cost is what this user missed (at most

@@ -33,6 +33,9 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
     "read": (20.0, 100),  # a page mints up to page_limit_max pointers
     "unsend": (10.0, 100),
     "connect": (1.0, 20),  # WebSocket connects, replays included
+    # Events a resumed socket is replayed (a connect with ?cursor= costs what it replays):
+    # two full inboxes (INBOX_MAX) at once, then 50 events/s.
+    "replay": (50.0, 4000),
     "report": (0.5, 20),
     "moderation": (20.0, 200),  # staff: queue, items, actions (each audited)
     "audit": (5.0, 50),

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from cdn_auth.session import Session
 from service_kernel.openapi import Route
+from service_kernel.rate_limit import RATE_LIMITER
 from service_kernel.stream_tail import Entry
 
 from . import api_schemas_messages as api
@@ -66,6 +67,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
     cursor = request.query.get("cursor")
     if cursor is not None:
         cursor = check_cursor(cursor)
+        # A replay costs dm a Redis read, a rights check and a pointer per event: charged
+        # per event, before the upgrade (429 with Retry-After), so reconnecting with an old
+        # cursor over and over is not a CPU amplifier (issue 15 item 3).
+        missed = await state.notify.pending(me.sub, cursor)
+        if missed:
+            await request.app[RATE_LIMITER].charge("replay", f"u:{me.sub}", cost=missed)
     if state.hub.connected >= state.settings.ws_max_total:
         raise StreamsFull()
     leases = request.app[LEASES]

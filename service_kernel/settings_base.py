@@ -33,6 +33,11 @@ class ServiceSettings(BaseSettings):
     #: all off.
     rate_limits: dict[str, tuple[float, int]] = Field(default_factory=dict)
     rate_limits_enabled: bool = True
+    #: A client that asks again while refused gets its 429 after this long (at most its
+    #: remaining wait; 0 answers at once), at most ``rate_limit_max_paced`` held at once per
+    #: process: a client retrying at full speed cannot take the CPU others need.
+    rate_limit_repeat_delay_s: float = Field(0.5, ge=0, le=10)
+    rate_limit_max_paced: int = Field(1024, ge=0, le=100_000)
     #: Request bodies: after body_grace_s, at least body_min_rate_bps on average (408 below).
     body_grace_s: float = Field(10.0, gt=0)
     body_min_rate_bps: int = Field(16 * 1024, ge=1)
