@@ -322,7 +322,7 @@ class DmClient(HttpOwner):
                 # 429 (a replay over its budget, too many sockets) or 503: the server's
                 # Retry-After, not the backoff (asking sooner is refused, and paced).
                 retry_after = err.headers.get("Retry-After", "") if err.headers else ""
-                if retry_after.isdigit():
+                if retry_after.isascii() and retry_after.isdigit():
                     wait = max(delay, min(float(retry_after), 300.0))
             except (TimeoutError, aiohttp.ClientConnectionError):
                 pass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from . import scripts
 QUEUE_MAX = 1000
 #: Put in a subscriber's queue to wake its sender loop: the client left, or it overflowed.
 CLIENT_GONE: Entry = ("", {})
+
+log = logging.getLogger(__name__)
 
 
 def id_key(entry_id: str) -> tuple[int, int]:
@@ -79,7 +82,12 @@ class NotifyLog:
                 rows = await p.execute()
             for row in rows:
                 for eid, fields in row:  # empty if trimmed from the stream meanwhile
-                    yield decode(decode_entry(eid, fields))
+                    try:
+                        event = decode(decode_entry(eid, fields))
+                    except (ValueError, TypeError, AttributeError):
+                        log.error("skipping malformed notify entry", extra={"id": str(eid)})
+                        continue
+                    yield event
 
 
 def _encode(fields: dict[str, str]) -> str:
@@ -130,7 +138,15 @@ class Hub:
                 del self._subs[sub.user]
 
     def _dispatch(self, entries: list[Entry]) -> None:
-        for entry in map(decode, entries):
+        for raw in entries:
+            try:
+                entry = decode(raw)
+            except (ValueError, TypeError, AttributeError):
+                # Not an event this version wrote (another version, a script): skipped and
+                # logged, as the edge skips a malformed revocation.  Raising would have the
+                # tail read the batch again for ever: no push to anyone, every /readyz 503.
+                log.error("skipping malformed notify entry", extra={"id": raw[0]})
+                continue
             for cb in self.listeners:
                 cb(entry)
             for user in entry[1].get("to", "").split(","):

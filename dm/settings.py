@@ -15,7 +15,7 @@ from pydantic_settings import SettingsConfigDict
 
 from service_kernel.settings_base import ServiceSettings
 
-from .redis_keys import NOTIFY_BLOCK_MS
+from .redis_keys import INBOX_MAX, NOTIFY_BLOCK_MS
 
 #: Per-user limits (rate per second, burst) by name, as routes declare them
 #: (``Route(limit=...)``); ``signup`` is per client address (no session yet).
@@ -149,6 +149,15 @@ class DmSettings(ServiceSettings):
                 f"block ({NOTIFY_BLOCK_MS} ms), or a healthy but idle tail "
                 "would look stale"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _a_replay_fits_its_burst(self) -> DmSettings:
+        # A charge is capped at the burst (more could never be allowed), so a burst below
+        # the inbox's size would let a full resume pay less than it replays.
+        override = self.rate_limits.get("replay")
+        if override is not None and int(override[1]) < INBOX_MAX:
+            raise ValueError(f"rate_limits.replay: the burst must be at least INBOX_MAX ({INBOX_MAX})")
         return self
 
     @property

@@ -67,12 +67,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
     cursor = request.query.get("cursor")
     if cursor is not None:
         cursor = check_cursor(cursor)
-        # A replay costs dm a Redis read, a rights check and a pointer per event: charged
-        # per event, before the upgrade (429 with Retry-After), so reconnecting with an old
-        # cursor over and over is not a CPU amplifier (issue 15 item 3).
-        missed = await state.notify.pending(me.sub, cursor)
-        if missed:
-            await request.app[RATE_LIMITER].charge("replay", f"u:{me.sub}", cost=missed)
     if state.hub.connected >= state.settings.ws_max_total:
         raise StreamsFull()
     leases = request.app[LEASES]
@@ -80,6 +74,16 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if lease is None:
         raise TooManySockets(me.sub)
     try:
+        if cursor is not None:
+            # A replay costs dm a Redis read, a rights check and a pointer per event: charged
+            # per event before the upgrade (429 with Retry-After), so reconnecting with an old
+            # cursor over and over is no CPU amplifier (issue 15 item 3).  Charged after the
+            # capacity checks: a handshake refused for room replays nothing, and costs nothing.
+            missed = await state.notify.pending(me.sub, cursor)
+            if missed:
+                await request.app[RATE_LIMITER].charge_request(
+                    "replay", request, by_address=False, cost=missed, subject=f"u:{me.sub}"
+                )
         ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096, protocols=(WS_APP_PROTOCOL,))
         await ws.prepare(request)
         sub = state.hub.subscribe(me.sub)  # subscribe first: live events queue while we replay

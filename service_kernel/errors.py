@@ -57,3 +57,5 @@ class RateLimited(ServiceError):
 
     status, code, public_message = 429, "rate_limited", "too many requests; slow down"
     retry_after_s = 1
+    #: A repeat refusal that could not be paced: its connection is closed, not answered.
+    drop = False

@@ -29,9 +29,9 @@ at full speed on a few connections then asks a few times a second instead of
 thousands, so its refusals stop taking the CPU other users' requests need
 (the abuse benchmark measured a victim's push p99 at 2.3-2.7x its baseline
 with refusals answered at once).  At most ``max_paced`` answers wait at once
-per process (each holds a connection and a task); beyond that, refusals go
-out at once.  The first refusal is never delayed: a well-behaved client
-learns its wait without one.
+per process (each holds a connection and a task); beyond that, a repeat
+refusal is not answered: its connection is closed.  The first refusal is
+never delayed: a well-behaved client learns its wait without one.
 """
 
 from __future__ import annotations
@@ -135,16 +135,21 @@ class RateLimiter:
         if not self.enabled:
             return
         cost = min(max(cost, 1), limit.burst)
-        # A subject already refused is refused again from memory until its wait is over:
+        # A subject already refused is refused again from memory until its wait is over (for
+        # a request costing at least what was refused: a smaller one may fit, and asks Redis):
         # an attacker hammering past 429 costs no Redis round trip per request.
-        denied: dict[tuple[str, str], float] = self._denied  # type: ignore[attr-defined]
-        until = denied.get((subject, name))
+        denied: dict[tuple[str, str], tuple[float, int]] = self._denied  # type: ignore[attr-defined]
+        refused = denied.get((subject, name))
         now = time.monotonic()
-        if until is not None:
-            if now < until:
-                await self._pace(until - now)
-                raise _limited(name, until - time.monotonic())
-            del denied[(subject, name)]
+        if refused is not None:
+            until, refused_cost = refused
+            if now >= until:
+                del denied[(subject, name)]
+            elif cost >= refused_cost:
+                held = await self._pace(until - now)
+                err = _limited(name, until - time.monotonic())
+                err.drop = not held
+                raise err
         wait_us = int(
             await self._script(  # type: ignore[attr-defined]
                 keys=[rate_limit_key(subject, name)], args=[limit.interval_us, limit.burst, cost]
@@ -153,30 +158,54 @@ class RateLimiter:
         if wait_us > 0:
             if len(denied) >= DENIED_MAX:
                 denied.clear()  # bounded; forgetting only costs a Redis round trip
-            denied[(subject, name)] = now + wait_us / 1_000_000
+            denied[(subject, name)] = (now + wait_us / 1_000_000, cost)
             raise _limited(name, wait_us / 1_000_000)
 
-    async def _pace(self, wait_s: float) -> None:
+    async def _pace(self, wait_s: float) -> bool:
+        """Hold a repeat refusal; False when it cannot be held (every slot taken)."""
         held: list[int] = self._paced  # type: ignore[attr-defined]
         delay = min(self.repeat_delay_s, wait_s)
-        if delay <= 0 or held[0] >= self.max_paced:
-            return
+        if delay <= 0:
+            return True  # pacing off: answered at once, as configured
+        if held[0] >= self.max_paced:
+            return False
         held[0] += 1
         held[1] += 1
         try:
             await asyncio.sleep(delay)
         finally:
             held[0] -= 1
+        return True
 
-    async def charge_request(self, name: str, request: web.Request, *, by_address: bool) -> None:
-        subject = (
-            f"ip:{request.remote or 'unknown'}" if by_address else f"u:{await self.identify(request)}"
-        )
-        await self.charge(name, subject)
+    async def charge_request(
+        self,
+        name: str,
+        request: web.Request,
+        *,
+        by_address: bool,
+        cost: int = 1,
+        subject: str | None = None,
+    ) -> None:
+        """:meth:`charge` for a request's caller.  A repeat refusal that cannot be held (every
+        slot taken) is not answered: the connection is closed, so a client retrying on more
+        connections than there are slots gains no answers by it (each costs it a new
+        connection), and the slots bound what pacing holds."""
+        if subject is None:
+            subject = (
+                f"ip:{request.remote or 'unknown'}"
+                if by_address
+                else f"u:{await self.identify(request)}"
+            )
+        try:
+            await self.charge(name, subject, cost)
+        except RateLimited as err:
+            if err.drop and request.transport is not None:
+                request.transport.close()
+            raise
 
 
 def _limited(name: str, wait_s: float) -> RateLimited:
-    wait_s = max(wait_s, 0.001)
+    wait_s = max(wait_s, 0.001)  # a wait that ended while held still says "retry"
     err = RateLimited(f"{name}: retry in {int(wait_s * 1000)} ms")
     err.retry_after_s = max(1, math.ceil(wait_s))
     return err

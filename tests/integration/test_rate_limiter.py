@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from dm.redis_keys import INBOX_MAX
 from service_kernel.errors import RateLimited
 from service_kernel.rate_limit import RATE_LIMITER, Limit, RateLimiter
 
@@ -129,8 +130,10 @@ async def test_a_charge_can_take_several_units_of_the_burst(redis: Any) -> None:
 async def test_a_replay_is_charged_the_events_it_replays(make_dm: DmFactory) -> None:
     """Issue 15 item 3: reconnecting with an old cursor over and over made dm read, check
     and mint a pointer for every event each time; now the resume is charged per event."""
-    dm = await make_dm(rate_limits={"replay": (0.01, 6), "connect": (100, 100)})
+    dm = await make_dm(rate_limits={"replay": (0.01, INBOX_MAX), "connect": (100, 100)})
     alice, bob = await dm.user(), await dm.user()
+    # Six units of the budget left (the burst is at least INBOX_MAX: a setting below is refused).
+    await dm.app[RATE_LIMITER].charge("replay", f"u:{bob.uid}", cost=INBOX_MAX - 6)
     conv = await alice.create_conversation([bob.uid])
     for i in range(3):
         await alice.send(conv["id"], text=f"m{i}")
@@ -167,19 +170,12 @@ async def test_a_replay_is_charged_the_events_it_replays(make_dm: DmFactory) -> 
 async def test_the_sdk_stream_waits_the_retry_after_of_a_refused_resume(make_dm: DmFactory) -> None:
     """Its backoff (50 ms, doubling) would ask again at once, be refused from memory and
     paced; it waits what the server said instead."""
-    dm = await make_dm(rate_limits={"replay": (0.01, 2)})
+    dm = await make_dm(rate_limits={"replay": (0.01, INBOX_MAX)})
     alice, bob = await dm.user(), await dm.user()
     conv = await alice.create_conversation([bob.uid])
     await alice.send(conv["id"], text="m")  # bob's inbox: joined, m
     limiter = dm.app[RATE_LIMITER]
-    async with (
-        aiohttp.ClientSession() as http,
-        http.ws_connect(
-            dm.dm_url.replace("http", "ws", 1) + "/v1/stream?cursor=0-0",
-            headers={"Authorization": f"Bearer {bob.session_token}"},
-        ),
-    ):
-        pass  # the whole replay budget taken
+    await limiter.charge("replay", f"u:{bob.uid}", cost=INBOX_MAX)  # the whole budget taken
 
     async def listen() -> None:
         async for _ in bob.stream(cursor="0-0"):
@@ -191,3 +187,10 @@ async def test_the_sdk_stream_waits_the_retry_after_of_a_refused_resume(make_dm:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert limiter.paced == (0, 0)  # one refusal (by Redis), no repeat within 1.5 s
+
+
+def test_a_replay_burst_below_the_inbox_is_refused_as_a_setting() -> None:
+    from dm.settings import DmSettings
+
+    with pytest.raises(ValueError, match="INBOX_MAX"):
+        DmSettings.load(rate_limits={"replay": (1.0, INBOX_MAX - 1)})

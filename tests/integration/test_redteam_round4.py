@@ -2,9 +2,8 @@
 stream, the SDK's Retry-After, and the stream tail's retries, against real dm processes on
 Redis.
 
-Each finding's test asserts the safe behaviour and is marked ``xfail(strict=True)`` while
-the finding is real (so it turns red, as XPASS, the day it is fixed and the marker must
-go); the guard tests pin attacks that held."""
+Each finding's test asserts the safe behaviour; it failed on the code the round attacked
+(as a strict xfail) and passes since its fix; the guard tests pin attacks that held."""
 
 from __future__ import annotations
 
@@ -14,13 +13,13 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from dm import redis_keys
 from dm.client import DmClient
 from dm.notify import NotifyLog, id_key
+from dm.redis_keys import INBOX_MAX
 from dm.settings import DEFAULT_RATE_LIMITS
 from dm.web_state import STATE
 from service_kernel.rate_limit import RATE_LIMITER
@@ -55,21 +54,23 @@ async def _bob_with_inbox(stack: DmStack, messages: int) -> tuple[DmClient, DmCl
     return alice, bob
 
 
+async def _leave_replay_budget(stack: DmStack, c: DmClient, units: int) -> None:
+    """Spend ``c``'s replay budget down to ``units`` (a replay burst below INBOX_MAX is
+    refused as a setting, so the tests start from a full burst and spend it)."""
+    await stack.app[RATE_LIMITER].charge("replay", f"u:{c.uid}", cost=INBOX_MAX - units)
+
+
 # -- findings ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a resume refused for too_many_streams (429) still takes its whole replay "
-    "charge: the charge comes before the per-user socket cap, so a device retrying a "
-    "resume every Retry-After (5 s) drains the user's replay budget and its next "
-    "resume is refused 429 though nothing was ever replayed",
-)
 async def test_a_resume_refused_for_the_socket_cap_costs_no_replay_budget(
     make_dm: DmFactory,
 ) -> None:
-    dm = await make_dm(ws_max_per_user=1, rate_limits={"replay": (0.01, 10), "connect": (100, 100)})
+    dm = await make_dm(
+        ws_max_per_user=1, rate_limits={"replay": (0.01, INBOX_MAX), "connect": (100, 100)}
+    )
     _alice, bob = await _bob_with_inbox(dm, 5)  # 6 events after 0-0
+    await _leave_replay_budget(dm, bob, 10)
     resume = f"{_ws(dm)}?cursor=0-0"
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(_ws(dm), headers=_auth(bob)):
@@ -80,20 +81,14 @@ async def test_a_resume_refused_for_the_socket_cap_costs_no_replay_budget(
         assert await _handshake(http, resume, bob) == 101
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a resume refused 503 streams_full (a process full of OTHER users' sockets) "
-    "takes the resuming user's replay charge in Redis, for every dm process: retrying "
-    "as told (Retry-After 1, 'another may have room') drains it, and the resume on a "
-    "process with room is then refused 429",
-)
 async def test_a_resume_refused_by_a_full_process_costs_no_replay_budget(
     make_dm: DmFactory,
 ) -> None:
-    limits = {"replay": (0.01, 10), "connect": (100, 100)}
+    limits = {"replay": (0.01, INBOX_MAX), "connect": (100, 100)}
     full = await make_dm(ws_max_total=1, rate_limits=limits)
     roomy = await make_dm(edge=full.edge, rate_limits=limits)
     _alice, bob = await _bob_with_inbox(full, 5)  # 6 events after 0-0
+    await _leave_replay_budget(full, bob, 10)
     mallory = await full.user()
     async with (
         aiohttp.ClientSession() as http,
@@ -104,17 +99,12 @@ async def test_a_resume_refused_by_a_full_process_costs_no_replay_budget(
         assert await _handshake(http, f"{_ws(roomy)}?cursor=0-0", bob) == 101
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the refusal memory is keyed (subject, limit), not by cost: after a large "
-    "replay is refused, a small replay the bucket can afford is refused from memory "
-    "(and paced) until the large one's wait is over",
-)
 async def test_a_small_replay_is_not_refused_by_the_memory_of_a_large_one(
     make_dm: DmFactory,
 ) -> None:
-    dm = await make_dm(rate_limits={"replay": (0.01, 10), "connect": (100, 100)})
+    dm = await make_dm(rate_limits={"replay": (0.01, INBOX_MAX), "connect": (100, 100)})
     _alice, bob = await _bob_with_inbox(dm, 5)  # joined, m0..m4: 6 events
+    await _leave_replay_budget(dm, bob, 10)
     cursors: list[str] = []
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(f"{_ws(dm)}?cursor=0-0", headers=_auth(bob)) as ws:
@@ -126,13 +116,6 @@ async def test_a_small_replay_is_not_refused_by_the_memory_of_a_large_one(
         assert await _handshake(http, f"{_ws(dm)}?cursor={cursors[-2]}", bob) == 101
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pacing is capped per process, not per subject: one account on more "
-    "connections than max_paced gets every refusal beyond the cap answered at once, "
-    "so the retry flood pacing was to stop comes back (its rate grows with the "
-    "attacker's connection count)",
-)
 async def test_one_subject_cannot_escape_pacing_by_filling_the_paced_slots(
     make_dm: DmFactory,
 ) -> None:
@@ -171,14 +154,6 @@ async def test_one_subject_cannot_escape_pacing_by_filling_the_paced_slots(
     assert len(refusals) <= loops * (int(run_s / delay) + 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one undecodable dm:notify entry (not JSON; written by another version, a "
-    "script or anyone with Redis write access) now stalls dm's notify tail for good: "
-    "the batch is re-read forever, so no process pushes anything to anyone and every "
-    "dm's /readyz turns 503 (tail stale); the revocation tail skips malformed events, "
-    "the notify tail does not",
-)
 async def test_a_malformed_notify_entry_does_not_stall_push_for_everyone(
     make_dm: DmFactory,
 ) -> None:
@@ -205,12 +180,6 @@ async def test_a_malformed_notify_entry_does_not_stall_push_for_everyone(
         await redis.xdel(redis_keys.NOTIFY_STREAM, poison)  # the shared server's next tests
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the SDK's stream takes Retry-After with str.isdigit(), which accepts '\\u00b2' "
-    "(superscript two) that float() refuses: a refused handshake carrying it (a broken "
-    "proxy, a hostile server) ends the stream with ValueError instead of a backoff",
-)
 async def test_the_sdk_stream_survives_an_odd_retry_after() -> None:
     hits: list[int] = []
 
@@ -238,12 +207,6 @@ async def test_the_sdk_stream_survives_an_odd_retry_after() -> None:
                 await asyncio.gather(task, return_exceptions=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a charge is capped at the limit's burst and DM_RATE_LIMITS accepts a replay "
-    "burst below INBOX_MAX: a resume then replays (reads, checks, mints) up to INBOX_MAX "
-    "events for a charge of `burst`, the amplifier the replay limit was to close",
-)
 async def test_a_replay_burst_below_the_inbox_cannot_undercharge_a_resume(
     make_dm: DmFactory,
 ) -> None:
@@ -318,8 +281,9 @@ async def test_odd_cursors_answer_400_or_upgrade_never_500(make_dm: DmFactory) -
 async def test_a_replay_charge_lands_on_the_resuming_user_only(make_dm: DmFactory) -> None:
     """bob's resume is charged to bob's replay budget; alice (who sent the events) and a
     third user keep theirs whole."""
-    dm = await make_dm(rate_limits={"replay": (0.01, 4), "connect": (100, 100)})
+    dm = await make_dm(rate_limits={"replay": (0.01, INBOX_MAX), "connect": (100, 100)})
     alice, bob = await _bob_with_inbox(dm, 3)  # 4 events for bob, 1 ("joined") for alice
+    await _leave_replay_budget(dm, bob, 4)
     carol = await dm.user()
     await carol.create_conversation([alice.uid])  # alice: 2 events
     async with aiohttp.ClientSession() as http:
@@ -332,10 +296,11 @@ async def test_a_replay_charge_lands_on_the_resuming_user_only(make_dm: DmFactor
 
 async def test_a_replay_refusal_holds_across_dm_processes(make_dm: DmFactory) -> None:
     """The replay budget is in Redis: a second dm process refuses what the first spent."""
-    limits = {"replay": (0.01, 4), "connect": (100, 100)}
+    limits = {"replay": (0.01, INBOX_MAX), "connect": (100, 100)}
     one = await make_dm(rate_limits=limits)
     two = await make_dm(edge=one.edge, rate_limits=limits)
     _alice, bob = await _bob_with_inbox(one, 3)  # 4 events
+    await _leave_replay_budget(one, bob, 4)
     async with aiohttp.ClientSession() as http:
         assert await _handshake(http, f"{_ws(one)}?cursor=0-0", bob) == 101
         assert await _handshake(http, f"{_ws(two)}?cursor=0-0", bob) == 429
