@@ -71,7 +71,8 @@ class StreamTailer:
                 backoff = 0.05
             except (*RedisFailure, OSError, TimeoutError) as exc:
                 log.warning(
-                    "stream tail broken; retrying",
+                    "stream tail broken (%s); retrying",
+                    type(exc).__name__,
                     extra={"stream": self.key, "err": type(exc).__name__, "detail": str(exc)[:200]},
                 )
             except Exception:
