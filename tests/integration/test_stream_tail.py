@@ -10,18 +10,30 @@ failures between a real Redis and the tail.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.exceptions import RedisClusterException
 
+from service_kernel.redis_client import connect
 from service_kernel.stream_tail import Entry, StreamTailer, running
 from service_kernel.web_errors import error_middleware
 
-from ..support.services import wait_until
+from ..support.services import RedisBackend, wait_until
 
 KEY = "test:tail"
+
+
+@pytest.fixture
+async def tail_client(redis_server: RedisBackend) -> AsyncIterator[Any]:
+    """The tail's own client, as the services give theirs (no socket timeout: the blocking
+    XREAD guards itself), apart from the client the test writes with."""
+    client = connect(redis_server.url, cluster=redis_server.cluster, socket_timeout_s=None)
+    yield client
+    await client.aclose()
 
 
 class FailingOnce:
@@ -40,9 +52,11 @@ class FailingOnce:
         return await self._redis.xread(*args, **kwargs)
 
 
-async def test_the_tail_survives_a_cluster_client_exception_and_any_other(redis: Any) -> None:
+async def test_the_tail_survives_a_cluster_client_exception_and_any_other(
+    redis: Any, tail_client: Any
+) -> None:
     client = FailingOnce(
-        redis, RedisClusterException("Redis Cluster cannot be connected"), ValueError("a bug")
+        tail_client, RedisClusterException("Redis Cluster cannot be connected"), ValueError("a bug")
     )
     seen: list[Entry] = []
     tailer = StreamTailer(client, KEY, seen.extend, block_ms=100)  # type: ignore[arg-type]
@@ -53,7 +67,9 @@ async def test_the_tail_survives_a_cluster_client_exception_and_any_other(redis:
         assert tailer.age_s() < 1.0
 
 
-async def test_a_batch_whose_handling_fails_is_read_again_not_skipped(redis: Any) -> None:
+async def test_a_batch_whose_handling_fails_is_read_again_not_skipped(
+    redis: Any, tail_client: Any
+) -> None:
     seen: list[str] = []
     calls = 0
 
@@ -64,7 +80,7 @@ async def test_a_batch_whose_handling_fails_is_read_again_not_skipped(redis: Any
             raise RuntimeError("the first attempt fails")
         seen.extend(f["e"] for _, f in entries)
 
-    tailer = StreamTailer(redis, KEY, handle, block_ms=100)
+    tailer = StreamTailer(tail_client, KEY, handle, block_ms=100)
     async with running(tailer):
         await tailer.loaded.wait()
         await redis.xadd(KEY, {"e": "revoke-1"})
@@ -84,8 +100,8 @@ async def test_a_cluster_client_exception_in_a_handler_is_a_503_not_a_500() -> N
         assert resp.headers["Retry-After"] == "1"
 
 
-async def test_a_tail_cancelled_while_retrying_stops(redis: Any) -> None:
-    client = FailingOnce(redis, *(ValueError("always") for _ in range(1000)))
+async def test_a_tail_cancelled_while_retrying_stops(tail_client: Any) -> None:
+    client = FailingOnce(tail_client, *(ValueError("always") for _ in range(1000)))
     tailer = StreamTailer(client, KEY, lambda e: None, block_ms=100)  # type: ignore[arg-type]
     task = asyncio.create_task(tailer.run())
     await asyncio.sleep(0.3)
