@@ -58,8 +58,7 @@ def connect(url: str, *, cluster: bool = False, socket_timeout_s: float | None =
     seed nodes).  It fails fast so callers can answer 503 promptly: one quick retry on a
     single server; on a Cluster three (redis-py's own default), 0.14 s of backoff in
     all, because there a retry is also how the client re-learns the topology after a
-    connection error or a moved slot.  (With one, two CI runs failed on a transient Cluster
-    error, a 503 and a stopped tail, whose type the logs did not keep: they name it now.)
+    connection error or a moved slot, as during a failover.
 
     ``socket_timeout_s=None`` is for the stream tailers, whose blocking XREAD guards
     itself with ``asyncio.timeout``.
