@@ -58,23 +58,24 @@ class NotifyLog:
             )
         )
 
-    async def pending(self, user: str, after: str) -> int:
-        """How many events a replay after ``after`` would read (what it costs)."""
-        ms, seq = id_key(after)
-        inbox = k.user_inbox(user)
-        async with self._redis.pipeline(transaction=False) as p:
-            p.zcount(inbox, f"({ms}", "+inf")
-            p.zrange(inbox, ms, ms, byscore=True)  # the cursor's own millisecond
-            later, same = await p.execute()
-        return int(later) + sum(1 for i in same if id_key(str(i)) > (ms, seq))
-
-    async def replay(self, user: str, after: str) -> AsyncIterator[Entry]:
-        """The events for ``user`` after the cursor ``after`` (exclusive), oldest first:
-        read through the user's inbox, so the cost is what this user missed (at most
-        INBOX_MAX events), not the whole stream."""
+    async def missed(self, user: str, after: str) -> list[str]:
+        """The ids of ``user``'s events after the cursor ``after`` (exclusive), oldest first:
+        what a resume replays, read from the user's inbox (at most INBOX_MAX), so the cost is
+        what this user missed, not the whole stream."""
         ms, seq = id_key(after)
         ids = [str(i) for i in await self._redis.zrange(k.user_inbox(user), ms, "+inf", byscore=True)]
-        ids = [i for i in ids if id_key(i) > (ms, seq)]
+        return [i for i in ids if id_key(i) > (ms, seq)]
+
+    async def pending(self, user: str, after: str) -> int:
+        """How many events a replay after ``after`` would read (what it costs)."""
+        return len(await self.missed(user, after))
+
+    async def replay(self, user: str, after: str) -> AsyncIterator[Entry]:
+        """The events for ``user`` after the cursor ``after``, oldest first.  Reads
+        :meth:`missed` itself: a caller that charged for the ids before subscribing must not
+        pass them in, or an event published between that read and the subscription would be
+        in neither (the socket subscribes first, then replays)."""
+        ids = await self.missed(user, after)
         for start in range(0, len(ids), 200):
             async with self._redis.pipeline(transaction=False) as p:
                 for i in ids[start : start + 200]:
@@ -82,12 +83,9 @@ class NotifyLog:
                 rows = await p.execute()
             for row in rows:
                 for eid, fields in row:  # empty if trimmed from the stream meanwhile
-                    try:
-                        event = decode(decode_entry(eid, fields))
-                    except (ValueError, TypeError, AttributeError):
-                        log.error("skipping malformed notify entry", extra={"id": str(eid)})
-                        continue
-                    yield event
+                    event = decode_or_skip(decode_entry(eid, fields))
+                    if event is not None:
+                        yield event
 
 
 def _encode(fields: dict[str, str]) -> str:
@@ -99,6 +97,17 @@ def decode(entry: Entry) -> Entry:
     """A notify stream entry as the event's fields."""
     eid, raw = entry
     return eid, {str(key): str(v) for key, v in json.loads(raw.get("e", "{}")).items()}
+
+
+def decode_or_skip(entry: Entry) -> Entry | None:
+    """:func:`decode`, or None (logged) for an entry this version did not write (another
+    version, a script): skipped, as the edge skips a malformed revocation.  Raising would
+    stop a replay, or have the tail read the batch again for ever (no push to anyone)."""
+    try:
+        return decode(entry)
+    except (ValueError, TypeError, AttributeError):
+        log.error("skipping malformed notify entry", extra={"id": entry[0]})
+        return None
 
 
 @dataclass(eq=False)
@@ -139,13 +148,8 @@ class Hub:
 
     def _dispatch(self, entries: list[Entry]) -> None:
         for raw in entries:
-            try:
-                entry = decode(raw)
-            except (ValueError, TypeError, AttributeError):
-                # Not an event this version wrote (another version, a script): skipped and
-                # logged, as the edge skips a malformed revocation.  Raising would have the
-                # tail read the batch again for ever: no push to anyone, every /readyz 503.
-                log.error("skipping malformed notify entry", extra={"id": raw[0]})
+            entry = decode_or_skip(raw)
+            if entry is None:
                 continue
             for cb in self.listeners:
                 cb(entry)
