@@ -15,10 +15,11 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from service_kernel.redis_client import RedisClient
+from service_kernel.redis_client import RedisClient, RedisPipeline, queue_script, script_reply
 from service_kernel.stream_tail import Entry, StreamTailer, decode_entry
 
 from . import redis_keys as k
@@ -48,15 +49,31 @@ class NotifyLog:
     def event(self, kind: str, cid: str, to: Iterable[str], payload: dict[str, str]) -> dict[str, str]:
         return {"type": kind, "conversation_id": cid, "to": ",".join(to), **payload}
 
-    async def publish(self, fields: dict[str, str]) -> str:
+    def _invocation(self, fields: dict[str, str]) -> tuple[list[str], list[Any]]:
         minid = int(time.time() * 1000) - self._retention_ms
         recipients = sorted({u for u in fields.get("to", "").split(",") if u})
-        return str(
-            await self._notify(
-                keys=[k.NOTIFY_STREAM, *(k.user_inbox(u) for u in recipients)],
-                args=[_encode(fields), minid, k.INBOX_MAX, self._retention_ms],
-            )
+        return (
+            [k.NOTIFY_STREAM, *(k.user_inbox(u) for u in recipients)],
+            [_encode(fields), minid, k.INBOX_MAX, self._retention_ms],
         )
+
+    async def publish(self, fields: dict[str, str]) -> str:
+        keys, args = self._invocation(fields)
+        return str(await self._notify(keys=keys, args=args))
+
+    def queue_publish(
+        self, pipe: RedisPipeline, fields: dict[str, str]
+    ) -> Callable[[Any], Awaitable[str]]:
+        """Queue the publish on ``pipe``, to share one round trip with other writes (the
+        send's announce).  Returns what turns the pipeline's reply (``raise_on_error=False``)
+        into the event id, or raises the publish's error."""
+        keys, args = self._invocation(fields)
+        queue_script(pipe, self._notify, keys, args)
+
+        async def event_id(reply: Any) -> str:
+            return str(await script_reply(reply, self._notify, keys, args))
+
+        return event_id
 
     async def missed(self, user: str, after: str) -> list[str]:
         """The ids of ``user``'s events after the cursor ``after`` (exclusive), oldest first:

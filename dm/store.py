@@ -273,15 +273,24 @@ class DmStore:
         """Push the message to its recipients and record, per recipient, which message brought
         them the media (re-share rights); then mark the send announced, so an idempotent retry
         knows whether it must finish this step.  Every write here is idempotent."""
-        await notify.publish(event)  # its own script: the stream and inboxes share a slot
-        if media_id:
-            source = f"{cid}|{message_id}"
-            async with self.redis.pipeline(transaction=False) as p:
+        # One round trip for the push and the received-media sets (a Cluster pipeline sends
+        # each node its share).  The sets may be written when the publish failed: they are
+        # idempotent, and the message they name is stored and readable anyway.
+        async with self.redis.pipeline(transaction=False) as p:
+            published = notify.queue_publish(p, event)
+            if media_id:
+                source = f"{cid}|{message_id}"
                 for u in received_by:
                     key = k.user_received(u, media_id)
                     p.sadd(key, source)
                     p.expire(key, k.RECEIVED_TTL_S)
-                await p.execute()
+            replies = await p.execute(raise_on_error=False)
+        await published(replies[0])
+        for reply in replies[1:]:
+            if isinstance(reply, Exception):
+                raise reply
+        # Only once the publish is known to have happened: a failed one leaves the record
+        # "not announced", so the idempotent retry publishes it (see SEND, MARK_ANNOUNCED).
         if idempotency_key:
             await self._mark_announced(
                 keys=[k.conv_idempotency(cid, sender, idempotency_key)], args=[message_id]

@@ -12,9 +12,11 @@ from typing import Any, Final, TypeAlias, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
@@ -26,6 +28,8 @@ RedisClient: TypeAlias = Redis | RedisCluster
 #: refresh: caught as ``RedisError`` alone it escaped as a 500, and ended a stream tail
 #: for good (a CI run's cluster test saw the edge go stale and stay stale).
 RedisFailure: Final = (RedisError, RedisClusterException)
+#: What :meth:`RedisClient.pipeline` returns.
+RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
 #: The field map HSET and XADD take, as redis-py spells it.
 Fields: TypeAlias = dict[FieldT, EncodableT]
 #: Stream entries (XRANGE, XREVRANGE) as a decoding client returns them: ``(id, fields)``.
@@ -43,6 +47,32 @@ def stream_entries(reply: object) -> StreamEntries:
     """An XRANGE or XREVRANGE reply from a :func:`connect` client: ids and fields are
     ``str`` (decoded).  redis-py types the reply ``... | None``; an absent stream is ``[]``."""
     return cast(StreamEntries, reply or [])
+
+
+def queue_script(pipe: RedisPipeline, script: AsyncScript, keys: list[str], args: list[Any]) -> None:
+    """Queue ``script`` on ``pipe`` as a bare EVALSHA.
+
+    redis-py's own way (calling the script with ``client=pipe``) makes ``execute`` send
+    ``SCRIPT EXISTS`` first: a round trip more for every pipeline that holds a script.  A
+    server that lost its script cache (a restart, ``SCRIPT FLUSH``) answers NOSCRIPT
+    instead: read the reply with :func:`script_reply`, which runs the script again the
+    way that loads it.
+    """
+    # execute_command, not pipe.evalsha: redis-py blocks the method on Cluster pipelines, a
+    # blanket rule; EVALSHA is routed by its keys like any command, and ours share a slot.
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+async def script_reply(reply: Any, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    """The reply of a script queued with :func:`queue_script` in a pipeline executed with
+    ``raise_on_error=False``: the reply itself, the script run again (which loads it) after
+    NOSCRIPT, or the error raised.  Only for scripts that are safe to run again once they
+    did not run at all, which is what NOSCRIPT says."""
+    if isinstance(reply, NoScriptError):
+        return await script(keys=keys, args=args)
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 try:

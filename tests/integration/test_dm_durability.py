@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +60,35 @@ async def test_redis_restart_mid_send_retry_gives_exactly_one_message(
     finally:
         for p in (server, restarted, again):
             p.stop()
+
+
+async def test_a_server_that_lost_its_scripts_still_pushes_every_send(dm: Any, redis: Any) -> None:
+    """The announce queues its publish as a bare EVALSHA in a pipeline (no SCRIPT EXISTS
+    round trip first): after a SCRIPT FLUSH the NOSCRIPT reply must lead to the script run
+    again, not to a send whose push never went out."""
+    alice, bob = await dm.user(), await dm.user()
+    media, _ = await dm.edge.add_media(owner=alice.uid)
+    conv = await alice.create_conversation([bob.uid])
+    events = bob.stream(reconnect=False)
+    got: list[dict[str, Any]] = []
+
+    async def collect() -> None:
+        async for ev in events:
+            if ev["type"] == "message":
+                got.append(dict(ev["message"]))
+
+    task = asyncio.ensure_future(collect())
+    try:
+        await asyncio.sleep(0.2)  # let the socket subscribe
+        sent = []
+        for text in ("one", "two"):
+            await redis.script_flush()
+            sent.append(await alice.send(conv["id"], media_id=media.id, text=text))
+        await wait_until(lambda: len(got) >= 2, timeout_s=5)
+        await asyncio.sleep(0.2)  # nothing more may follow
+        assert [m["id"] for m in got] == [s["id"] for s in sent]
+        assert all(m["media"]["url"] for m in got)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await events.aclose()
