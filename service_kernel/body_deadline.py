@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from .errors import BodyTimeout
+from .errors import BodyTimeout, ClientGone
 
 T = TypeVar("T")
 
@@ -57,6 +57,8 @@ class BodyClock:
             raise BodyTimeout(
                 f"body slower than {self.deadline.min_rate_bps} B/s after {self.deadline.grace_s} s"
             ) from None
+        except ConnectionResetError:  # aiohttp's "Connection lost": the client left mid-body
+            raise ClientGone("the client closed its connection mid-body") from None
 
     def got(self, n: int) -> None:
         self.received += n

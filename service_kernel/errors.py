@@ -51,6 +51,15 @@ class BodyTimeout(ServiceError):
     expose_detail = True
 
 
+class ClientGone(ServiceError):
+    """The client closed its connection while its request body was being read.  Nobody is
+    left to answer, and it is not the server's failure: answered (to no one) and counted as
+    499, nginx's "client closed request", not logged as an unhandled 500 (which a client
+    could otherwise produce at will, and which the 5xx alerts count)."""
+
+    status, code, public_message = 499, "client_closed_request", "the client closed the connection"
+
+
 # -- 429: rate limits -------------------------------------------------------------
 class RateLimited(ServiceError):
     """A per-user (or per-address) limit of :mod:`service_kernel.rate_limit` was reached."""

@@ -12,11 +12,14 @@ import time
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from cdn_auth import pointer, revocation
 from cdn_auth.keyring import KeyRing
 from dm.identity import DevIssuer
 from dm.web_state import STATE, DmState
+from service_kernel.redis_process import free_port
+from service_kernel.web_errors import error_middleware, read_body
 
 from ..support.services import DmFactory, DmStack, Edge, EdgeFactory, bearer, wait_until
 
@@ -346,3 +349,36 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(ConnectionError, OSError):
         await writer.wait_closed()
+
+
+async def test_a_client_that_leaves_mid_body_is_a_499_not_an_unhandled_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client closing its connection half-way through its body was logged as an
+    "unhandled error" with a traceback and counted as a 500 (wrk's end of run produced them
+    in ``bench dm``): any client could fill the error log and trip the 5xx alert at will.
+    Served as ``serve`` does (aiohttp's test server cancels the handler instead, which
+    hides the read's ConnectionResetError), with the services' error middleware."""
+    statuses: list[int] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"size": len(await read_body(request, 64 * 1024))})
+
+    app = web.Application(middlewares=[error_middleware(on_response=statuses.append)])
+    app.router.add_post("/echo", echo)
+    runner = web.AppRunner(app, handler_cancellation=False)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        for _ in range(3):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.transport.abort()  # gone, mid-body
+        await wait_until(lambda: len(statuses) == 3, 5)
+        assert statuses == [499, 499, 499]
+        assert not [r for r in caplog.records if r.getMessage() == "unhandled error"]
+    finally:
+        await runner.cleanup()
