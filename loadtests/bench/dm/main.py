@@ -50,18 +50,20 @@ from loadtests.bench.wrk import Wrk
 from loadtests.stack.servers import session_issuer, start_dm
 from service_kernel.files import atomic_write
 
-from .bed import Bed, Options, say
+from .bed import SEND_ROUND_TRIPS, Bed, Options, say
+from .floor import start_floor
 from .push import PushResult, push_progress, run_push
 from .report import render_table, summarize
 from .send import SendResult, run_send, send_pool, send_progress
 
 
-def measure(bed: Bed) -> tuple[list[SendResult], list[PushResult]]:
+def measure(bed: Bed) -> tuple[list[SendResult], list[PushResult], dict[int, list[SendResult]]]:
     """A warm-up pass, then ``rounds`` rounds; each rotates the order of the workloads."""
     opts, pool = bed.opts, send_pool(bed.pairs, bed.opts.message)
-    names = ["send", *(f"push@{r}" for r in opts.rates)]
+    names = ["send", *(f"floor@{n}" for n in bed.floors), *(f"push@{r}" for r in opts.rates)]
     sends: list[SendResult] = []
     pushes: list[PushResult] = []
+    floors: dict[int, list[SendResult]] = {n: [] for n in bed.floors}
     best = 0.0
     if opts.warmup_s:
         w = run_send(bed, pool, round_no=0, seconds=opts.warmup_s, hint=best)
@@ -76,13 +78,20 @@ def measure(bed: Bed) -> tuple[list[SendResult], list[PushResult]]:
                 best = max(best, r.raw.rps)
                 sends.append(r)
                 send_progress(r, label)
+            elif name.startswith("floor@"):
+                trips = int(name.partition("@")[2])
+                f = run_send(
+                    bed, pool, round_no=n, seconds=opts.duration_s, hint=best, server=bed.floors[trips]
+                )
+                floors[trips].append(f)
+                send_progress(f, label, name)
             else:
                 p = run_push(
                     bed, int(name.partition("@")[2]), round_no=n, seconds=opts.duration_s, warmup_s=1.0
                 )
                 pushes.append(p)
                 push_progress(p, label)
-    return sends, pushes
+    return sends, pushes, floors
 
 
 def parser() -> argparse.ArgumentParser:
@@ -183,10 +192,11 @@ def run(opts: Options) -> dict[str, Any]:
         say(f"{len(pairs)} conversations ready")
         auth_file = root / "auth.txt"
         atomic_write(auth_file, b"\n", 0o600)  # every line carries its sender's session
-        bed = Bed(root, dm, pairs, wrk, auth_file, opts)
-        sends, pushes = measure(bed)
+        floors = {n: start_floor(stack, root, dm, n) for n in (0, SEND_ROUND_TRIPS)}
+        bed = Bed(root, dm, pairs, wrk, auth_file, opts, floors)
+        sends, pushes, floor_runs = measure(bed)
         say("stopping the servers")
-        return summarize(bed, sends, pushes)
+        return summarize(bed, sends, pushes, floor_runs)
 
 
 def main(argv: list[str] | None = None) -> int:

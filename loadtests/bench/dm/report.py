@@ -101,9 +101,37 @@ def push_summary(runs: list[PushResult]) -> dict[str, Any]:
     }
 
 
-def summarize(bed: Bed, sends: list[SendResult], pushes: list[PushResult]) -> dict[str, Any]:
+def floor_summary(send: dict[str, Any], floors: dict[int, list[SendResult]]) -> dict[str, Any]:
+    """The stack's own cost per request (aiohttp alone, then with a send's Redis round
+    trips) and the dm's send as a multiple of it, all medians of the same run's rounds."""
+    cpu = {n: cpu_median(runs, "server") for n, runs in floors.items()}
+    trips = max(floors)
+    http, full, dm = cpu.get(0), cpu.get(trips), send["dm_cpu_us_per_send"]
+    problems = [
+        f"floor@{n} round {r.round}: {p}" for n, runs in floors.items() for r in runs for p in r.problems
+    ]
+    return {
+        "round_trips": trips,
+        "http_us_per_request": http,
+        "redis_us_per_round_trip": round((full - http) / trips, 1) if full and http and trips else None,
+        "floor_us_per_send": full,
+        "ours_us_per_send": round(dm - full, 1) if dm and full else None,
+        "send_vs_floor": round(dm / full, 2) if dm and full else None,
+        "cpu_us_rounds": {str(n): [r.cpu_us["server"] for r in runs] for n, runs in floors.items()},
+        "valid": not problems,
+        "problems": problems,
+    }
+
+
+def summarize(
+    bed: Bed,
+    sends: list[SendResult],
+    pushes: list[PushResult],
+    floors: dict[int, list[SendResult]],
+) -> dict[str, Any]:
     opts = bed.opts
     send = send_summary(sends)
+    floor = floor_summary(send, floors)
     push = {str(rate): push_summary([p for p in pushes if p.rate == rate]) for rate in opts.rates}
     head = push[str(opts.rates[0])]
     targets = {
@@ -131,7 +159,7 @@ def summarize(bed: Bed, sends: list[SendResult], pushes: list[PushResult]) -> di
     }
     return {
         "benchmark": "dm",
-        "valid": send["valid"] and all(p["valid"] for p in push.values()),
+        "valid": send["valid"] and floor["valid"] and all(p["valid"] for p in push.values()),
         "send_rps": send["rps"],
         "send_p50_ms": send["p50_ms"],
         "send_p99_ms": send["p99_ms"],
@@ -147,6 +175,9 @@ def summarize(bed: Bed, sends: list[SendResult], pushes: list[PushResult]) -> di
         "push_p99_ms_rounds": head["p99_ms_rounds"],
         "targets": targets,
         "targets_met": all(t["met"] for t in targets.values()),
+        # What the serving stack itself costs per send on this machine (floor.py), and the
+        # dm's send as a multiple of it: the figure that travels between machines.
+        "floor": floor,
         "config": {
             "generator_send": bed.wrk.version,
             "generator_push": "python (asyncio streams + aiohttp WebSockets)",
@@ -209,6 +240,18 @@ def _send_rows(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _floor_rows(report: dict[str, Any]) -> list[str]:
+    f = report["floor"]
+    return [
+        f"the floor under a send (same request lines and wrk; aiohttp and redis-py as the dm "
+        f"uses them, no product logic): {_us(f['http_us_per_request'])} us per request with "
+        f"no Redis, {_us(f['redis_us_per_round_trip'])} us per Redis round trip, "
+        f"{_us(f['floor_us_per_send'])} us with a media send's {f['round_trips']} round trips; "
+        f"the dm's send is {f['send_vs_floor']}x that ({_us(f['ours_us_per_send'])} us of its "
+        f"own){'' if f['valid'] else '  INVALID'}",
+    ]
+
+
 def _push_rows(report: dict[str, Any]) -> list[str]:
     c, t = report["config"], report["targets"]["push_p99_ms"]
     lines = [
@@ -261,6 +304,7 @@ def render_table(report: dict[str, Any]) -> str:
         f"({c['send_rate_limit_source']}); access log off",
         "",
         *_send_rows(report),
+        *_floor_rows(report),
         "",
         *_push_rows(report),
         "",
@@ -279,6 +323,7 @@ def render_table(report: dict[str, Any]) -> str:
     else:
         lines.append("INVALID measurement; problems:")
         lines += [f"  send: {m}" for m in report["send"]["problems"]]
+        lines += [f"  {m}" for m in report["floor"]["problems"]]
         lines += [f"  push@{k}: {m}" for k, p in report["push"].items() for m in p["problems"]]
     verdict = "all met" if report["targets_met"] else "NOT all met"
     lines.append(f"targets: {verdict} (a missed target does not fail the run)")

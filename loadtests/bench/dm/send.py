@@ -11,6 +11,7 @@ from loadtests.bench.conversations import Pair, message_body, send_path
 from loadtests.bench.pool import Pool
 from loadtests.bench.probes import Cpu, metric_sum, scrape
 from loadtests.bench.wrk import WrkRun, WrkSpec, request_line, run_requests, write_lines
+from loadtests.stack.servers import Server
 
 from .bed import MIN_SEND_HINT, SETTLE_S, Bed, say
 
@@ -44,34 +45,41 @@ class SendResult:
     problems: tuple[str, ...]
 
 
-def run_send(bed: Bed, pool: Pool, *, round_no: int, seconds: int, hint: float) -> SendResult:
-    """One closed-loop wrk run, judged by wrk (statuses) and by the dm (its own counter)."""
+def run_send(
+    bed: Bed, pool: Pool, *, round_no: int, seconds: int, hint: float, server: Server | None = None
+) -> SendResult:
+    """One closed-loop wrk run, judged by wrk (statuses) and by the server (its own counter):
+    the dm, or with ``server`` one of the floor servers, on the same request lines."""
+    target = server or bed.dm
     lines = pool.reserve(int(max(hint, MIN_SEND_HINT) * (seconds + 2) * 1.5))
-    lines_file = write_lines(bed.root / "requests" / f"send-{round_no}.txt", lines)
-    bed.dm.check_alive()
-    before, cpu = accepted_sends(bed.dm.port), Cpu.of(bed.dm)
+    lines_file = write_lines(bed.root / "requests" / f"{target.name}-{round_no}.txt", lines)
+    target.check_alive()
+    before, cpu = accepted_sends(target.port), Cpu.of(target)
     raw = run_requests(
         bed.wrk,
         WrkSpec(
-            bed.dm.port, lines_file, bed.auth_file, seconds, bed.opts.connections, expected_status=201
+            target.port, lines_file, bed.auth_file, seconds, bed.opts.connections, expected_status=201
         ),
     )
     pool.retire(raw.sent)
     time.sleep(SETTLE_S)
-    bed.dm.check_alive()
-    counted = int(accepted_sends(bed.dm.port) - before)
-    cpu_us = Cpu.of(bed.dm).per_op_us(cpu, counted)
+    target.check_alive()
+    counted = int(accepted_sends(target.port) - before)
+    cpu_us = Cpu.of(target).per_op_us(cpu, counted)
     problems = raw.problems(once=True)
     # Requests still in flight when wrk stops are accepted but never counted by wrk.
     if not raw.ok <= counted <= raw.sent:
-        problems.append(f"the dm accepted {counted} sends; wrk saw {raw.ok} 201s of {raw.sent}")
+        problems.append(
+            f"the {target.name} accepted {counted} sends; wrk saw {raw.ok} 201s of {raw.sent}"
+        )
     return SendResult(round_no, raw, counted, cpu_us, tuple(problems))
 
 
-def send_progress(r: SendResult, label: str) -> None:
+def send_progress(r: SendResult, label: str, workload: str = "send") -> None:
     verdict = "ok" if not r.problems else "INVALID: " + "; ".join(r.problems)
+    who = "dm" if workload == "send" else workload
     say(
-        f"{label} send      {r.raw.rps:8.0f} sends/s  p50 {r.raw.p50_ms:7.2f} ms  "
-        f"p99 {r.raw.p99_ms:7.2f} ms  dm CPU {r.cpu_us['server']} us/send  "
+        f"{label} {workload:<9} {r.raw.rps:8.0f} sends/s  p50 {r.raw.p50_ms:7.2f} ms  "
+        f"p99 {r.raw.p99_ms:7.2f} ms  {who} CPU {r.cpu_us['server']} us/send  "
         f"errors {r.raw.errors}  {verdict}"
     )
