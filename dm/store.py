@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from service_kernel.redis_client import RedisClient, field_map, stream_entries
+from service_kernel.redis_client import RedisClient, RedisPipeline, field_map, stream_entries
 from service_kernel.stream_tail import decode_entry
 
 from . import redis_keys as k
@@ -276,25 +276,34 @@ class DmStore:
         # One round trip for the push and the received-media sets (a Cluster pipeline sends
         # each node its share).  The sets may be written when the publish failed: they are
         # idempotent, and the message they name is stored and readable anyway.
+        received = list(received_by) if media_id else []
         async with self.redis.pipeline(transaction=False) as p:
             published = notify.queue_publish(p, event)
-            if media_id:
-                source = f"{cid}|{message_id}"
-                for u in received_by:
-                    key = k.user_received(u, media_id)
-                    p.sadd(key, source)
-                    p.expire(key, k.RECEIVED_TTL_S)
+            self._queue_received(p, received, media_id, f"{cid}|{message_id}")
             replies = await p.execute(raise_on_error=False)
         await published(replies[0])
-        for reply in replies[1:]:
-            if isinstance(reply, Exception):
-                raise reply
+        if any(isinstance(reply, Exception) for reply in replies[1:]):
+            # Returned, not retried (raise_on_error=False): the idempotent set writes go
+            # again on their own, with the client's retries, and raise what still fails.
+            async with self.redis.pipeline(transaction=False) as p:
+                self._queue_received(p, received, media_id, f"{cid}|{message_id}")
+                await p.execute()
         # Only once the publish is known to have happened: a failed one leaves the record
         # "not announced", so the idempotent retry publishes it (see SEND, MARK_ANNOUNCED).
         if idempotency_key:
             await self._mark_announced(
                 keys=[k.conv_idempotency(cid, sender, idempotency_key)], args=[message_id]
             )
+
+    @staticmethod
+    def _queue_received(
+        pipe: RedisPipeline, users: list[str], media_id: str | None, source: str
+    ) -> None:
+        """Record, per user, that ``source`` ("<cid>|<message id>") brought them ``media_id``."""
+        for u in users if media_id else ():
+            key = k.user_received(u, media_id or "")
+            pipe.sadd(key, source)
+            pipe.expire(key, k.RECEIVED_TTL_S)
 
     async def holds_media(self, uid: str, media_id: str) -> bool:
         """Whether ``uid`` currently holds ``media_id`` through a plain message: one that

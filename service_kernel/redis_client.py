@@ -14,11 +14,20 @@ from urllib.parse import urlsplit
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
+from redis.asyncio.retry import Retry  # not redis.retry's: that one never awaits the call
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
-from redis.retry import Retry
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    TimeoutError,
+)
 from redis.typing import EncodableT, FieldT
+
+from .auto_pipeline import AutoPipelinedRedis
 
 #: What every Redis-using class takes: a single server's client or a Cluster client, both
 #: from :func:`connect` (decode_responses=True), so values come back as ``str``.
@@ -28,6 +37,10 @@ RedisClient: TypeAlias = Redis | RedisCluster
 #: refresh: caught as ``RedisError`` alone it escaped as a 500, and ended a stream tail
 #: for good (a CI run's cluster test saw the edge go stale and stay stale).
 RedisFailure: Final = (RedisError, RedisClusterException)
+#: The errors a client retries a lone command after (a broken connection, a timeout, a
+#: Cluster between topologies).  A pipeline executed with ``raise_on_error=False`` returns
+#: them as replies instead, unretried: :func:`script_reply` retries a script after them.
+RETRYABLE: Final = (ConnectionError, TimeoutError, ClusterDownError)
 #: What :meth:`RedisClient.pipeline` returns.
 RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
 #: The field map HSET and XADD take, as redis-py spells it.
@@ -65,10 +78,12 @@ def queue_script(pipe: RedisPipeline, script: AsyncScript, keys: list[str], args
 
 async def script_reply(reply: Any, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
     """The reply of a script queued with :func:`queue_script` in a pipeline executed with
-    ``raise_on_error=False``: the reply itself, the script run again (which loads it) after
-    NOSCRIPT, or the error raised.  Only for scripts that are safe to run again once they
-    did not run at all, which is what NOSCRIPT says."""
-    if isinstance(reply, NoScriptError):
+    ``raise_on_error=False``: the reply itself; the script run again alone after NOSCRIPT
+    (which loads it) or after a :data:`RETRYABLE` error (with the client's own retries,
+    which such a pipeline does not apply: redis-py's Cluster pipeline retries only errors it
+    raises); else the error, raised.  A script whose connection broke may have run: run
+    again, it runs twice, exactly as the client's retry of a lone command would."""
+    if isinstance(reply, (NoScriptError, *RETRYABLE)):
         return await script(keys=keys, args=args)
     if isinstance(reply, Exception):
         raise reply
@@ -83,7 +98,9 @@ except ImportError:  # older redis-py
     _MAINT_OFF = None
 
 
-def connect(url: str, *, cluster: bool = False, socket_timeout_s: float | None = 2.0) -> RedisClient:
+def connect(
+    url: str, *, cluster: bool = False, socket_timeout_s: float | None = 2.0, auto_pipeline: bool = True
+) -> RedisClient:
     """A client for ``url`` (with ``cluster``: one node's URL, or a comma-separated list of
     seed nodes).  It fails fast so callers can answer 503 promptly: one quick retry on a
     single server; on a Cluster three (redis-py's own default), 0.14 s of backoff in
@@ -92,6 +109,11 @@ def connect(url: str, *, cluster: bool = False, socket_timeout_s: float | None =
 
     ``socket_timeout_s=None`` is for the stream tailers, whose blocking XREAD guards
     itself with ``asyncio.timeout``.
+
+    A single server's client auto-pipelines the short commands that concurrent requests
+    issue together (:mod:`service_kernel.auto_pipeline`); ``auto_pipeline=False`` sends
+    each alone.  A Cluster client always does: after one node's connection error, redis-py's
+    Cluster pipeline runs again commands other nodes had already executed.
     """
     retry = (
         Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=3)
@@ -122,6 +144,6 @@ def connect(url: str, *, cluster: bool = False, socket_timeout_s: float | None =
     extra: dict[str, Any] = {}
     if _MAINT_OFF is not None:  # redis-py >= 7 asks servers for maintenance pushes; 6.2/7.0 lack it
         extra["maint_notifications_config"] = _MAINT_OFF
-    client = Redis(connection_pool=pool, **extra)
+    client = (AutoPipelinedRedis if auto_pipeline else Redis)(connection_pool=pool, **extra)
     client.auto_close_connection_pool = True  # as Redis.from_pool does: aclose() closes the pool
     return client

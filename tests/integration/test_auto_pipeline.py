@@ -1,0 +1,115 @@
+"""Auto-pipelining (service_kernel/auto_pipeline.py) on a real redis-server: batched
+commands behave exactly as separate ones, reply by reply and error by error."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.exceptions import ResponseError
+
+from service_kernel.auto_pipeline import AutoPipelinedRedis
+from service_kernel.redis_client import RedisFailure, connect
+from service_kernel.redis_process import RedisProcess
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RedisProcess]:
+    proc = RedisProcess(tmp_path / "redis").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def client(server: RedisProcess) -> AsyncIterator[AutoPipelinedRedis]:
+    c = connect(server.url)
+    assert isinstance(c, AutoPipelinedRedis)
+    yield c
+    await c.aclose()
+
+
+async def test_concurrent_commands_go_in_one_batch_and_each_gets_its_reply(
+    client: AutoPipelinedRedis,
+) -> None:
+    await client.hset("h", mapping={"a": "1", "b": "2"})
+    before = client.batches
+    replies = await asyncio.gather(
+        *(client.set(f"k{i}", str(i)) for i in range(50)),
+        client.hgetall("h"),
+        client.hexists("h", "a"),
+        client.sismember("nothing", "x"),
+    )
+    assert replies[:50] == [True] * 50
+    assert replies[50:] == [{"a": "1", "b": "2"}, True, False]  # redis-py's reply callbacks applied
+    assert client.batches - before == 1
+    assert await asyncio.gather(*(client.get(f"k{i}") for i in range(50))) == [str(i) for i in range(50)]
+
+
+async def test_one_commands_error_reaches_only_its_caller(client: AutoPipelinedRedis) -> None:
+    await client.sadd("a-set", "x")
+    results = await asyncio.gather(
+        client.get("a-set"), client.set("fine", "1"), client.get("fine"), return_exceptions=True
+    )
+    assert isinstance(results[0], ResponseError) and "WRONGTYPE" in str(results[0])
+    assert results[1:] == [True, "1"]  # one batch runs in the order the commands were issued
+
+
+async def test_scripts_survive_a_flushed_script_cache(client: AutoPipelinedRedis) -> None:
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+    assert await script(keys=["n"]) == 1
+    await client.script_flush()
+    # Every concurrent call meets NOSCRIPT in the same batch; each loads and calls again.
+    assert sorted(await asyncio.gather(*(script(keys=["n"]) for _ in range(10)))) == list(range(2, 12))
+
+
+async def test_a_broken_batch_fails_every_caller_with_a_redis_error(tmp_path: Path) -> None:
+    proc = RedisProcess(tmp_path / "gone").start()
+    c = connect(proc.url)
+    try:
+        await c.set("x", "1")
+        proc.stop()
+        results = await asyncio.gather(*(c.get("x") for _ in range(5)), return_exceptions=True)
+        assert all(isinstance(r, RedisFailure) for r in results), results
+    finally:
+        await c.aclose()
+
+
+async def test_a_cancelled_caller_leaves_the_others_alone(client: AutoPipelinedRedis) -> None:
+    first = asyncio.ensure_future(client.set("c1", "1"))
+    second = asyncio.ensure_future(client.set("c2", "2"))
+    first.cancel()
+    assert await second is True
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await client.get("c2") == "2"
+
+
+async def test_blocking_reads_are_not_batched_and_do_not_hold_up_others(
+    client: AutoPipelinedRedis,
+) -> None:
+    tail = asyncio.ensure_future(client.xread({"stream": "$"}, block=2000))
+    await asyncio.sleep(0.05)
+    # A GET queued with the tail's XREAD in one pipeline would wait out the BLOCK.
+    assert await asyncio.wait_for(client.set("quick", "1"), 0.5) is True
+    await client.xadd("stream", {"f": "v"})
+    assert (await asyncio.wait_for(tail, 2))[0][0] == "stream"
+
+
+async def test_off_when_asked(server: RedisProcess) -> None:
+    plain = connect(server.url, auto_pipeline=False)
+    try:
+        assert not isinstance(plain, AutoPipelinedRedis)
+        assert await plain.set("x", "1") is True
+    finally:
+        await plain.aclose()
+
+
+async def test_a_lone_command_is_sent_alone(client: AutoPipelinedRedis) -> None:
+    """Batching starts only when commands overlap: an idle client keeps a lone command's
+    latency (a pipeline costs more than one command)."""
+    before = client.batches
+    for i in range(5):
+        assert await client.set(f"alone{i}", "1") is True
+    assert client.batches == before
