@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from .errors import BodyTimeout, ClientGone
+from .errors import BodyTimeout, ClientGone, UnreadableBody
 
 T = TypeVar("T")
 
@@ -59,6 +59,8 @@ class BodyClock:
             ) from None
         except ConnectionResetError:  # aiohttp's "Connection lost": the client left mid-body
             raise ClientGone("the client closed its connection mid-body") from None
+        except web.RequestPayloadError as exc:  # a body aiohttp cannot decode (encoding, chunks)
+            raise UnreadableBody(f"the request body could not be read: {exc}") from None
 
     def got(self, n: int) -> None:
         self.received += n

@@ -39,6 +39,14 @@ class InvalidField(MalformedRequest):
     code, public_message = "invalid_field", "a field is missing or invalid"
 
 
+class UnreadableBody(MalformedRequest):
+    """The body's transfer or content encoding is broken (a ``Content-Encoding: deflate``
+    that is not deflate, bad chunks): the client's fault, a 400, never an unhandled 500."""
+
+    code, public_message = "unreadable_body", "the request body could not be read"
+    expose_detail = False
+
+
 class InputTooLarge(ServiceError):
     status, code, public_message = 413, "too_large", "the request is too large"
     expose_detail = True

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web import BaseRequest, StreamResponse
+from aiohttp.web import BaseRequest, RequestPayloadError, StreamResponse
 
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -206,7 +206,9 @@ class RedactBadRequests(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
+        # RequestPayloadError: aiohttp drains a body the handler could not decode after
+        # the 400 went out, meets the same error and logs it as "Unhandled exception".
+        if isinstance(exc, HttpProcessingError | RequestPayloadError):
             peer = record.args[0] if isinstance(record.args, tuple) and record.args else ""
             record.msg, record.args = "unparseable request from %s: %s", (peer, type(exc).__name__)
             record.exc_info, record.exc_text = None, None
