@@ -1,9 +1,8 @@
 """Red-team, round 5: the send's one-pipeline announce (bare EVALSHA + received-media sets),
 the 499 for a client gone mid-body, and the dm benchmark's floor.
 
-Each finding's test asserts the safe behaviour and is marked ``xfail(strict=True)`` while
-the finding is real (so it turns red, as XPASS, the day it is fixed and the marker must
-go)."""
+Each finding's test asserts the safe behaviour; each failed on the code it was found in
+(they were strict xfails until the fixes landed)."""
 
 from __future__ import annotations
 
@@ -25,34 +24,24 @@ from ..support.services import DmStack, RedisBackend, bearer
 # -- 1. the announce pipeline --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dm/store.py announce executes its pipeline with raise_on_error=False: on a "
-    "Cluster a ConnectionError read back from a node is then returned as a reply instead of "
-    "raised, so ClusterPipeline.execute never retries (it only retries raised "
-    "ERRORS_ALLOW_RETRY) and script_reply raises it: a 503 where the publish it replaced "
-    "(RedisCluster.evalsha, retried after a topology refresh) went through",
-)
 async def test_a_cluster_send_survives_the_notify_node_dropping_its_connections(
     dm: DmStack, redis: Any, redis_server: RedisBackend
 ) -> None:
     """A node restart, a failover or the server's idle ``timeout`` leaves the dm's pooled
     connections to the notify stream's node dead.  The Cluster client's retries exist for
     exactly this (service_kernel.redis_client.connect); the announce must not bypass them.
-    (A single server has no retry at all for this, before and after the change: see the
-    report; so this is the Cluster's regression.)"""
-    if not redis_server.cluster:
-        pytest.skip("the Cluster's retries: a single server never retried (sync Retry)")
+    (A single server had no retry at all then: its client was given redis-py's sync
+    ``Retry``, which never awaits the call; see the aside below.)"""
     alice, bob = await dm.user(), await dm.user()
     conv = await alice.create_conversation([bob.uid])
     await alice.send(conv["id"], text="warm")  # every pool holds a live connection now
     store = dm.app[STATE].store
     announce = store.announce
-    notify_node = redis.get_node_from_key(k.NOTIFY_STREAM)
+    where = {"target_nodes": redis.get_node_from_key(k.NOTIFY_STREAM)} if redis_server.cluster else {}
 
     async def after_a_dropped_connection(*args: Any, **kwargs: Any) -> None:
         # What a restart of the notify stream's node does to the dm's pooled connections.
-        await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", target_nodes=notify_node)
+        await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", **where)
         await asyncio.sleep(0.05)
         await announce(*args, **kwargs)
 
@@ -64,14 +53,6 @@ async def test_a_cluster_send_survives_the_notify_node_dropping_its_connections(
 # -- 2. a body that ends badly ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service_kernel/body_deadline.py BodyClock.read maps only ConnectionResetError "
-    "(and TimeoutError); a body aiohttp cannot decode (Content-Encoding: deflate/gzip that is "
-    "not) raises aiohttp's RequestPayloadError from request.content.read, which "
-    "web_errors._error_middleware logs as 'unhandled error' with a traceback and answers "
-    "500: any session holder still fills the error log and trips the 5xx alert at will",
-)
 async def test_a_body_that_does_not_decode_is_a_400_not_an_unhandled_500(
     dm: DmStack, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -100,12 +81,6 @@ async def test_a_body_that_does_not_decode_is_a_400_not_an_unhandled_500(
 # -- 3. the benchmark's floor ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loadtests/bench/dm/floor.py main() hard-codes new_event_loop('asyncio') and "
-    "start_floor passes no loop choice, while bench dm runs the dm with DM_EVENT_LOOP="
-    "--event-loop (uvloop/auto): the report then divides a uvloop dm by an asyncio floor",
-)
 def test_the_floor_runs_on_the_event_loop_the_dm_runs_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -118,9 +93,7 @@ def test_the_floor_runs_on_the_event_loop_the_dm_runs_on(
     launched: list[tuple[list[str], dict[str, str] | None]] = []
 
     @contextlib.contextmanager
-    def child_process(
-        args: list[str], log: Path, env: dict[str, str] | None = None
-    ) -> Iterator[Any]:
+    def child_process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[Any]:
         launched.append((args, env))
         yield None
 
@@ -153,13 +126,6 @@ def test_the_floor_runs_on_the_event_loop_the_dm_runs_on(
 # -- aside (older than the three changes, met while attacking 1) ----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service_kernel/redis_client.py connect() passes redis.retry.Retry (the sync "
-    "class) to the asyncio client: its call_with_retry calls do() and returns the coroutine "
-    "unawaited, so the 'one quick retry on a single server' never happens: the first command "
-    "after a dropped connection (a Redis restart, the server's idle timeout) fails",
-)
 async def test_a_single_server_client_retries_once_after_a_dropped_connection(
     redis: Any, redis_server: RedisBackend
 ) -> None:

@@ -78,12 +78,15 @@ def build(redis_url: str, round_trips: int) -> web.Application:
     return app
 
 
-def start_floor(stack: contextlib.ExitStack, root: Path, dm: Server, round_trips: int) -> Server:
-    """A floor server on the dm's own Redis (its keys are ``floor:{cid}``), stopped with
-    ``stack``; its CPU and its Redis's are read as the dm's are."""
+def start_floor(
+    stack: contextlib.ExitStack, root: Path, dm: Server, round_trips: int, event_loop: str
+) -> Server:
+    """A floor server on the dm's own Redis (its keys are ``floor:{cid}``) and the dm's
+    event loop, stopped with ``stack``; its CPU and its Redis's are read as the dm's are."""
     port, log = free_port(), root / f"floor-{round_trips}.log"
     cmd = [sys.executable, "-m", "loadtests.bench.dm.floor", "--host", HOST, "--port", str(port)]
     cmd += ["--redis-url", dm.redis_url, "--round-trips", str(round_trips)]
+    cmd += ["--event-loop", event_loop]
     proc = stack.enter_context(child_process(cmd, log))
     wait_ready(f"floor-{round_trips}", proc, port, "/readyz", log)
     return Server(f"floor-{round_trips}", port, proc, log, dm.redis_url, dm.redis_pid)
@@ -95,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--redis-url", required=True)
     p.add_argument("--round-trips", type=int, default=0)
+    p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="asyncio")
     a = p.parse_args(argv)
     logs.configure("WARNING")
     app = build(a.redis_url, a.round_trips)
-    loop = new_event_loop("asyncio")
+    loop = new_event_loop(a.event_loop)
     tune_gc()
     try:
         web.run_app(

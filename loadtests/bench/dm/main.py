@@ -192,7 +192,7 @@ def run(opts: Options) -> dict[str, Any]:
         say(f"{len(pairs)} conversations ready")
         auth_file = root / "auth.txt"
         atomic_write(auth_file, b"\n", 0o600)  # every line carries its sender's session
-        floors = {n: start_floor(stack, root, dm, n) for n in (0, SEND_ROUND_TRIPS)}
+        floors = {n: start_floor(stack, root, dm, n, opts.event_loop) for n in (0, SEND_ROUND_TRIPS)}
         bed = Bed(root, dm, pairs, wrk, auth_file, opts, floors)
         sends, pushes, floor_runs = measure(bed)
         say("stopping the servers")

@@ -247,7 +247,7 @@ def _floor_rows(report: dict[str, Any]) -> list[str]:
         f"uses them, no product logic): {_us(f['http_us_per_request'])} us per request with "
         f"no Redis, {_us(f['redis_us_per_round_trip'])} us per Redis round trip, "
         f"{_us(f['floor_us_per_send'])} us with a media send's {f['round_trips']} round trips; "
-        f"the dm's send is {f['send_vs_floor']}x that ({_us(f['ours_us_per_send'])} us of its "
+        f"the dm's send is {f['send_vs_floor'] or 'n/a '}x that ({_us(f['ours_us_per_send'])} us of its "
         f"own){'' if f['valid'] else '  INVALID'}",
     ]
 

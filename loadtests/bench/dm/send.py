@@ -15,6 +15,9 @@ from loadtests.stack.servers import Server
 
 from .bed import MIN_SEND_HINT, SETTLE_S, Bed, say
 
+#: Request lines a floor run cycles through.
+FLOOR_LINES = 5000
+
 
 def send_pool(pairs: Sequence[Pair], kind: str) -> Pool:
     """Round-robin over the conversations; every line has its own Idempotency-Key."""
@@ -49,9 +52,15 @@ def run_send(
     bed: Bed, pool: Pool, *, round_no: int, seconds: int, hint: float, server: Server | None = None
 ) -> SendResult:
     """One closed-loop wrk run, judged by wrk (statuses) and by the server (its own counter):
-    the dm, or with ``server`` one of the floor servers, on the same request lines."""
+    the dm, or with ``server`` one of the floor servers, on the same request lines.
+
+    A floor keeps no idempotency records, so its file of :data:`FLOOR_LINES` lines is
+    cycled (and left in the pool for the dm): a floor can outrun any file sized from the
+    dm's rate."""
     target = server or bed.dm
-    lines = pool.reserve(int(max(hint, MIN_SEND_HINT) * (seconds + 2) * 1.5))
+    floor = server is not None
+    wanted = FLOOR_LINES if floor else int(max(hint, MIN_SEND_HINT) * (seconds + 2) * 1.5)
+    lines = pool.reserve(wanted)
     lines_file = write_lines(bed.root / "requests" / f"{target.name}-{round_no}.txt", lines)
     target.check_alive()
     before, cpu = accepted_sends(target.port), Cpu.of(target)
@@ -61,12 +70,13 @@ def run_send(
             target.port, lines_file, bed.auth_file, seconds, bed.opts.connections, expected_status=201
         ),
     )
-    pool.retire(raw.sent)
+    if not floor:
+        pool.retire(raw.sent)
     time.sleep(SETTLE_S)
     target.check_alive()
     counted = int(accepted_sends(target.port) - before)
     cpu_us = Cpu.of(target).per_op_us(cpu, counted)
-    problems = raw.problems(once=True)
+    problems = raw.problems(once=not floor)
     # Requests still in flight when wrk stops are accepted but never counted by wrk.
     if not raw.ok <= counted <= raw.sent:
         problems.append(
