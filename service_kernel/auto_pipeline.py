@@ -18,7 +18,9 @@ a batch that fails as a whole (the connection broke) fails every command in it, 
 would have failed alone.  Commands from one caller are sequential anyway (it awaits
 each); commands from different callers had no order between them before either.
 
-Only commands in :data:`BATCHED` are queued; everything else (blocking reads such as the
+A caller's own non-transactional pipeline joins the batch too (its commands kept together
+and in order): a pipeline of three commands used to cost a round trip of its own.  Only
+commands in :data:`BATCHED` are queued alone; everything else (blocking reads such as the
 stream tails' ``XREAD BLOCK``, administrative commands, ``SCRIPT LOAD``) goes straight
 through.  Single-server clients only: after one node's connection error, redis-py's
 Cluster pipeline closes the client, waits 0.25 s and runs again every command whose reply
@@ -29,9 +31,11 @@ was empty or an error, including commands that other nodes had already executed 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 #: Short, non-blocking commands of the services' request paths.  Anything else is sent alone.
 BATCHED = frozenset(
@@ -52,19 +56,24 @@ BATCHED = frozenset(
         "ZRANGE",
     }
 )
-#: A queued command: its arguments, redis-py's options for parsing the reply, its caller's future.
-_Queued = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
+#: A queued command: its arguments and redis-py's options for parsing its reply.
+_Command = tuple[tuple[Any, ...], Mapping[str, Any]]
+#: Commands that must stay together and in order (one caller's pipeline, or a lone command),
+#: and the future of their replies (each a value or an error).
+_Entry = tuple[list[_Command], "asyncio.Future[list[Any]]"]
 #: Most commands in one pipeline; more in the same iteration start another (on its own
-#: connection), so one huge burst does not become one huge reply to parse.
+#: connection), so one huge burst does not become one huge reply to parse.  An entry is
+#: never split.
 MAX_BATCH = 256
 
 
 class AutoPipelinedRedis(Redis):
-    """A single-server client whose :data:`BATCHED` commands are auto-pipelined."""
+    """A single-server client whose :data:`BATCHED` commands, and whose non-transactional
+    pipelines, are auto-pipelined."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._queued: list[_Queued] = []
+        self._queued: list[_Entry] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()  # strong references while they run
         #: Lone commands and batches in flight.
@@ -87,51 +96,96 @@ class AutoPipelinedRedis(Redis):
                 return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
             finally:
                 self._busy -= 1
+        (reply,) = await self.enqueue([(args, options)])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        """A pipeline whose non-transactional ``execute`` joins the shared batch: a caller's
+        own pipeline of a few commands used to cost a connection checkout and a round trip
+        of its own (the send's announce was the dm's most expensive line)."""
+        return SharedPipeline(self, transaction, shard_hint)
+
+    def enqueue(self, commands: list[_Command]) -> asyncio.Future[list[Any]]:
+        """Queue ``commands`` (kept together, in order) for this iteration's batch; the
+        future gets one reply or error per command."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queued.append((args, options, future))
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._queued.append((commands, future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._start_flush)
-        return await future
+        return future
 
     def _start_flush(self) -> None:
         self._flush_scheduled = False
         queued, self._queued = self._queued, []
-        for start in range(0, len(queued), MAX_BATCH):
-            task = asyncio.ensure_future(self._send(queued[start : start + MAX_BATCH]))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+        batch: list[_Entry] = []
+        size = 0
+        for entry in queued:
+            if batch and size + len(entry[0]) > MAX_BATCH:
+                self._spawn(batch)
+                batch, size = [], 0
+            batch.append(entry)
+            size += len(entry[0])
+        if batch:
+            self._spawn(batch)
 
-    async def _send(
-        self, batch: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]]
-    ) -> None:
-        live = [item for item in batch if not item[2].done()]  # a cancelled caller's is skipped
+    def _spawn(self, batch: list[_Entry]) -> None:
+        task = asyncio.ensure_future(self._send(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _send(self, batch: list[_Entry]) -> None:
+        live = [entry for entry in batch if not entry[1].done()]  # a cancelled caller's is skipped
         if not live:
             return
+        commands = [command for entry in live for command in entry[0]]
         self.batches += 1
-        self.batched_commands += len(live)
+        self.batched_commands += len(commands)
         self._busy += 1
         try:
-            async with self.pipeline(transaction=False) as pipe:
-                for args, options, _ in live:
+            async with super().pipeline(transaction=False) as pipe:
+                for args, options in commands:
                     pipe.execute_command(*args, **options)
                 replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # the batch as a whole: every command in it failed
-            for _, _, future in live:
+            for _, future in live:
                 if not future.done():
                     future.set_exception(exc)
             return
         except BaseException:  # this task was cancelled (shutdown): so are its callers
-            for _, _, future in live:
+            for _, future in live:
                 future.cancel()
             raise
         finally:
             self._busy -= 1
-        for (_, _, future), reply in zip(live, replies, strict=True):
-            if future.done():
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+        at = 0
+        for cmds, future in live:
+            if not future.done():
+                future.set_result(replies[at : at + len(cmds)])
+            at += len(cmds)
+
+
+class SharedPipeline(Pipeline):
+    """:meth:`AutoPipelinedRedis.pipeline`: queues as any pipeline does; a non-transactional
+    ``execute`` hands its commands, together and in order, to the client's shared batch.
+    Transactions, WATCH and pipelines holding script objects run as redis-py runs them."""
+
+    def __init__(self, client: AutoPipelinedRedis, transaction: bool, shard_hint: str | None) -> None:
+        super().__init__(client.connection_pool, client.response_callbacks, transaction, shard_hint)
+        self._client = client
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if self.is_transaction or self.explicit_transaction or self.watching or self.scripts:
+            return await super().execute(raise_on_error)
+        stack, self.command_stack = list(self.command_stack), []
+        if not stack:
+            return []
+        replies = await self._client.enqueue([(args, options) for args, options in stack])
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies

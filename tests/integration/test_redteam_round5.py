@@ -88,6 +88,7 @@ def test_the_floor_runs_on_the_event_loop_the_dm_runs_on(
     loop'.  Everything but ``run``'s own wiring is stubbed: no process, no benchmark."""
     from loadtests.bench.dm import floor, main
     from loadtests.bench.dm.bed import Options
+    from loadtests.bench.wrk import Wrk
     from loadtests.stack.servers import Server
 
     launched: list[tuple[list[str], dict[str, str] | None]] = []
@@ -113,7 +114,7 @@ def test_the_floor_runs_on_the_event_loop_the_dm_runs_on(
     monkeypatch.setattr(main, "start_dm", lambda *a, **kw: dm)
     monkeypatch.setattr(main, "make_pairs", no_pairs)
     monkeypatch.setattr(main, "register_sender_media", no_pairs)
-    monkeypatch.setattr(main.Wrk, "find", staticmethod(lambda: SimpleNamespace(version="stub")))
+    monkeypatch.setattr(Wrk, "find", staticmethod(lambda: SimpleNamespace(version="stub")))
     monkeypatch.setattr(main, "measure", stop)
     opts = Options(1, 1, 0, 1, 1, 1, (1,), "media", None, "uvloop", False, tmp_path / "run")
     with pytest.raises(Stop):
