@@ -13,14 +13,23 @@ an idle service keeps a lone command's latency (ioredis calls this
 ``enableAutoPipelining``; redis-py has no equivalent).
 
 Semantics are those of separate commands: each caller gets its own reply or its own
-error (a NOSCRIPT reaches the script object, which loads the script and calls again);
-a batch that fails as a whole (the connection broke) fails every command in it, as each
-would have failed alone.  Commands from one caller are sequential anyway (it awaits
-each); commands from different callers had no order between them before either.
+error, handed over as soon as its replies are read (a NOSCRIPT reaches the script object,
+which loads the script and calls again; one caller's argument that cannot be encoded fails
+that caller alone).  A batch is retried once, as redis-py retries a lone command, only
+after a broken connection before any reply came back (a pooled connection the server had
+dropped); never after a timeout or once replies were read, since the commands still
+unanswered may have run and other callers' commands must not run twice (red-team round 6:
+redis-py's own pipeline retry did exactly that).  Commands from one caller are sequential
+anyway (it awaits each); commands from different callers had no order between them before
+either.  Redis flushes a pipeline's replies at the end of its own event-loop iteration, so
+a command batched with a slow one gets its reply after the slow one (a lone command could
+be luckier).
 
 A caller's own non-transactional pipeline joins the batch too (its commands kept together
-and in order): a pipeline of three commands used to cost a round trip of its own.  Only
-commands in :data:`BATCHED` are queued alone; everything else (blocking reads such as the
+and in order): a pipeline of three commands used to cost a round trip of its own (a
+blocking command in such a pipeline would hold up the whole batch: none of the services'
+pipelines holds one).  Of lone commands only those in :data:`BATCHED` are queued;
+everything else (blocking reads such as the
 stream tails' ``XREAD BLOCK``, administrative commands, ``SCRIPT LOAD``) goes straight
 through.  Single-server clients only: after one node's connection error, redis-py's
 Cluster pipeline closes the client, waits 0.25 s and runs again every command whose reply
@@ -31,11 +40,13 @@ was empty or an error, including commands that other nodes had already executed 
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError, DataError, ResponseError
 
 #: Short, non-blocking commands of the services' request paths.  Anything else is sent alone.
 BATCHED = frozenset(
@@ -136,36 +147,92 @@ class AutoPipelinedRedis(Redis):
         task = asyncio.ensure_future(self._send(batch))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
+        # A task cancelled before it ever ran (a shutdown) must not strand its callers.
+        task.add_done_callback(lambda _: [future.cancel() for _, future in batch])
 
     async def _send(self, batch: list[_Entry]) -> None:
+        """Send the batch's commands on one connection and hand each caller its replies as
+        they are read.  Retried once, as a lone command is, only after a broken connection
+        before any reply came back (a pooled connection the server had dropped); never
+        after a timeout or a reply: the commands still unanswered may have run, and sending
+        them again could run other callers' commands twice.  Their callers get the error
+        (a 503), as a lone command's caller would."""
         live = [entry for entry in batch if not entry[1].done()]  # a cancelled caller's is skipped
         if not live:
             return
-        commands = [command for entry in live for command in entry[0]]
-        self.batches += 1
-        self.batched_commands += len(commands)
         self._busy += 1
         try:
-            async with super().pipeline(transaction=False) as pipe:
-                for args, options in commands:
-                    pipe.execute_command(*args, **options)
-                replies = await pipe.execute(raise_on_error=False)
-        except Exception as exc:  # the batch as a whole: every command in it failed
-            for _, future in live:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        except BaseException:  # this task was cancelled (shutdown): so are its callers
-            for _, future in live:
-                future.cancel()
-            raise
+            for attempt in (1, 2):
+                live = [entry for entry in live if not entry[1].done()]
+                read_any, failure = await self._send_once(live)
+                if failure is None:
+                    return
+                if attempt == 2 or read_any or not isinstance(failure, ConnectionError):
+                    for _, future in live:
+                        if not future.done():
+                            future.set_exception(_own_copy(failure))
+                    return
         finally:
             self._busy -= 1
-        at = 0
-        for cmds, future in live:
+
+    async def _send_once(self, live: list[_Entry]) -> tuple[bool, Exception | None]:
+        """One attempt: (whether any reply was read, the error that ended it or None)."""
+        pool = self.connection_pool
+        read_any = False
+        try:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                pending, packed = _pack(conn, live)
+                if not pending:
+                    return read_any, None
+                self.batches += 1
+                self.batched_commands += sum(len(cmds) for cmds, _ in pending)
+                await conn.send_packed_command(packed)
+                for cmds, future in pending:
+                    replies = []
+                    for args, options in cmds:
+                        try:
+                            replies.append(await self.parse_response(conn, args[0], **options))
+                        except ResponseError as exc:  # this command's own error reply
+                            replies.append(exc)
+                        read_any = True
+                    if not future.done():
+                        future.set_result(replies)
+            finally:
+                await pool.release(conn)
+        except Exception as exc:  # no connection, a broken one, a timeout
+            return read_any, exc
+        return read_any, None
+
+
+def _pack(conn: Any, entries: list[_Entry]) -> tuple[list[_Entry], list[bytes]]:
+    """The entries that can be encoded, packed together.  An entry with an argument
+    redis-py refuses (None, a lone surrogate) fails alone, as it would have sent alone:
+    nothing of the batch has been sent yet."""
+    try:
+        return entries, conn.pack_commands([args for cmds, _ in entries for args, _ in cmds])
+    except (DataError, UnicodeError, TypeError):
+        pass
+    good: list[_Entry] = []
+    for cmds, future in entries:
+        try:
+            conn.pack_commands([args for args, _ in cmds])
+        except (DataError, UnicodeError, TypeError) as exc:
             if not future.done():
-                future.set_result(replies[at : at + len(cmds)])
-            at += len(cmds)
+                future.set_exception(exc)
+        else:
+            good.append((cmds, future))
+    packed = conn.pack_commands([args for cmds, _ in good for args, _ in cmds]) if good else []
+    return good, packed
+
+
+def _own_copy(exc: Exception) -> Exception:
+    """Each caller raises its own exception object (one shared object's traceback would
+    grow with every caller that raised it)."""
+    try:
+        return copy.copy(exc)
+    except Exception:
+        return exc
 
 
 class SharedPipeline(Pipeline):

@@ -118,7 +118,12 @@ def connect(
     retry = (
         Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=3)
         if cluster
-        else Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
+        # A single server retries a lone command once after a broken connection (a pooled
+        # connection the server dropped), not after a timeout: a command that timed out may
+        # have run, and a script run twice (a rate-limit charge, a push) is worse than a 503.
+        else Retry(
+            ExponentialBackoff(cap=0.05, base=0.01), retries=1, supported_errors=(ConnectionError,)
+        )
     )
     common: dict[str, Any] = {
         "decode_responses": True,

@@ -40,6 +40,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "loadtests.bench.push_render",
         "dm CPU to render one sealed group message for every device (in-process)",
     ),
+    "redis-batching": (
+        "loadtests.bench.redis_batching",
+        "Redis client CPU per command: each alone vs auto-pipelined, concurrent and lone",
+    ),
     "nginx": (
         "loadtests.bench.nginx",
         "nginx + authorizer (cached decisions) vs nginx secure_link on the same file",

@@ -60,3 +60,21 @@ def test_floor_summary_splits_the_stack_from_the_product() -> None:
     assert f["valid"]
     bad: Any = {0: [Run(200.0, ("a 500",))], 4: [Run(1000.0)]}
     assert not floor_summary({"dm_cpu_us_per_send": 2000.0}, bad)["valid"]
+
+
+def test_redis_batching_bench_reports_both_clients(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m loadtests.bench redis-batching`` on a tiny load: both clients measured,
+    at both concurrencies, and the ratios computed from the medians."""
+    import json
+
+    from loadtests.bench.redis_batching import main
+
+    assert main(["--tasks", "4", "--commands", "5", "--rounds", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cpu = report["cpu_us_per_command"]
+    assert set(cpu) == {"alone", "batched"} and all(
+        v["concurrent"] > 0 and v["one"] > 0 for v in cpu.values()
+    )
+    assert report["ratio_concurrent"] == round(
+        cpu["batched"]["concurrent"] / cpu["alone"]["concurrent"], 2
+    )
