@@ -20,6 +20,7 @@ from cdn_auth.keyring import KeyRing
 from cdn_auth.token_format import Alg
 from cdn_auth.web_state import STATE
 from dm.identity import DevIssuer
+from service_kernel.auto_pipeline import AutoPipelinedRedis
 from service_kernel.redis_client import connect
 from service_kernel.redis_process import RedisClusterProcess, RedisProcess
 
@@ -62,6 +63,24 @@ def redis_server(
         cluster = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")).start()
         yield RedisBackend("cluster", cluster.url)
         cluster.stop()
+
+
+@pytest.fixture
+async def single_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
+    """A private single redis-server for this test alone (tests of the Redis client
+    itself: restarts, script flushes, killed connections)."""
+    proc = RedisProcess(tmp_path / "single-redis").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def batching_client(single_redis: RedisProcess) -> AsyncIterator[AutoPipelinedRedis]:
+    """The services' client for :func:`single_redis`: an auto-pipelining one."""
+    c = connect(single_redis.url)
+    assert isinstance(c, AutoPipelinedRedis)
+    yield c
+    await c.aclose()
 
 
 @pytest.fixture

@@ -9,37 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from service_kernel.auto_pipeline import AutoPipelinedRedis
 from service_kernel.redis_client import RedisFailure, connect
 from service_kernel.redis_process import RedisProcess
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RedisProcess]:
-    proc = RedisProcess(tmp_path / "redis").start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-async def client(server: RedisProcess) -> AsyncIterator[AutoPipelinedRedis]:
-    c = connect(server.url)
-    assert isinstance(c, AutoPipelinedRedis)
-    yield c
-    await c.aclose()
-
-
-async def _overlapping(client: Any) -> Any:
+async def _overlapping(batching_client: Any) -> Any:
     """Something in flight, so the next commands are batched (the busy path)."""
-    busy = asyncio.ensure_future(client.get("busy"))
+    busy = asyncio.ensure_future(batching_client.get("busy"))
     await asyncio.sleep(0)
-    assert client._busy == 1
+    assert batching_client._busy == 1
     return busy
 
 
@@ -55,13 +35,13 @@ return 1
 
 
 async def test_a_slow_command_in_a_batch_reruns_and_fails_the_commands_already_answered(
-    client: Any,
+    batching_client: Any,
 ) -> None:
-    incr = client.register_script("return redis.call('INCR', KEYS[1])")  # e.g. GCRA, SEND
-    slow = client.register_script(SLOW)
+    incr = batching_client.register_script("return redis.call('INCR', KEYS[1])")  # e.g. GCRA, SEND
+    slow = batching_client.register_script(SLOW)
     await incr(keys=["warm"])
     await slow(args=[1])  # both scripts loaded
-    busy = await _overlapping(client)
+    busy = await _overlapping(batching_client)
     started = time.monotonic()
     first = asyncio.ensure_future(incr(keys=["counter"]))  # issued first, ordered first
     stall = asyncio.ensure_future(slow(args=[2_300_000]))  # past the 2 s socket timeout
@@ -72,18 +52,21 @@ async def test_a_slow_command_in_a_batch_reruns_and_fails_the_commands_already_a
     # caller waited 4 s for a TimeoutError.  Now it runs once; its caller gets its reply or,
     # since Redis flushes a pipeline's replies only after the slow script that follows
     # (the end of its event-loop iteration), the timeout: a 503, never a second run.
-    assert await client.get("counter") == "1", "the INCR ran twice"
+    assert await batching_client.get("counter") == "1", "the INCR ran twice"
     assert first_result == 1 or isinstance(first_result, RedisFailure), first_result
     assert first_s < 3.0, first_s
 
 
 async def test_one_callers_unencodable_argument_fails_every_caller_in_its_batch(
-    client: Any,
+    batching_client: Any,
 ) -> None:
-    await client.set("k", "v")
-    busy = await _overlapping(client)
+    await batching_client.set("k", "v")
+    busy = await _overlapping(batching_client)
     results = await asyncio.gather(
-        client.get("k"), client.set("bad", "\udc80"), client.get("k"), return_exceptions=True
+        batching_client.get("k"),
+        batching_client.set("bad", "\udc80"),
+        batching_client.get("k"),
+        return_exceptions=True,
     )
     await busy
     assert isinstance(results[1], UnicodeEncodeError)  # the culprit's own error: fine
@@ -91,11 +74,14 @@ async def test_one_callers_unencodable_argument_fails_every_caller_in_its_batch(
     assert results[0] == "v" and results[2] == "v", results
 
 
-async def test_one_callers_data_error_fails_every_caller_in_its_batch(client: Any) -> None:
-    await client.set("k", "v")
-    busy = await _overlapping(client)
+async def test_one_callers_data_error_fails_every_caller_in_its_batch(batching_client: Any) -> None:
+    await batching_client.set("k", "v")
+    busy = await _overlapping(batching_client)
     results = await asyncio.gather(
-        client.get("k"), client.set("bad", None), client.hexists("h", "f"), return_exceptions=True
+        batching_client.get("k"),
+        batching_client.set("bad", None),
+        batching_client.hexists("h", "f"),
+        return_exceptions=True,
     )
     await busy
     assert isinstance(results[1], RedisFailure)  # the culprit's own DataError: fine
@@ -103,15 +89,15 @@ async def test_one_callers_data_error_fails_every_caller_in_its_batch(client: An
 
 
 async def test_a_flush_task_cancelled_before_it_runs_leaves_its_callers_waiting(
-    client: Any,
+    batching_client: Any,
 ) -> None:
-    await client.set("k", "v")
-    busy = await _overlapping(client)
-    waiter = asyncio.ensure_future(client.get("k"))
+    await batching_client.set("k", "v")
+    busy = await _overlapping(batching_client)
+    waiter = asyncio.ensure_future(batching_client.get("k"))
     await asyncio.sleep(0)  # the waiter queued its GET
     await asyncio.sleep(0)  # _start_flush spawned the batch's task, not yet run
-    assert len(client._flushes) == 1
-    for task in list(client._flushes):
+    assert len(batching_client._flushes) == 1
+    for task in list(batching_client._flushes):
         task.cancel()  # as a shutdown's cancel of every task would, first
     await busy
     done, _ = await asyncio.wait({waiter}, timeout=1.0)
@@ -120,20 +106,20 @@ async def test_a_flush_task_cancelled_before_it_runs_leaves_its_callers_waiting(
 
 
 async def test_a_restart_mid_batch_answers_every_caller_and_runs_a_command_at_most_twice(
-    server: RedisProcess,
+    single_redis: RedisProcess,
 ) -> None:
-    client = connect(server.url)
+    batching_client = connect(single_redis.url)
     try:
-        incr = client.register_script("return redis.call('INCR', KEYS[1])")
-        slow = client.register_script(SLOW)
+        incr = batching_client.register_script("return redis.call('INCR', KEYS[1])")
+        slow = batching_client.register_script(SLOW)
         await incr(keys=["warm"])
         await slow(args=[1])
-        busy = await _overlapping(client)
+        busy = await _overlapping(batching_client)
         first = asyncio.ensure_future(incr(keys=["counter"]))
         later = asyncio.ensure_future(slow(args=[800_000]))
         await asyncio.sleep(0.4)  # the INCR has run and been answered; the script runs
-        server.stop()  # a graceful restart (a deploy): the INCR is in the append-only file
-        server.start()
+        single_redis.stop()  # a graceful restart (a deploy): the INCR is in the append-only file
+        single_redis.start()
         results = await asyncio.gather(first, later, busy, return_exceptions=True)
         # Redis flushes a pipeline's replies after the slow script that follows, so the
         # restart broke the connection before any reply came back.  Such a batch is retried
@@ -142,8 +128,8 @@ async def test_a_restart_mid_batch_answers_every_caller_and_runs_a_command_at_mo
         # time, exactly as a lone INCR would (docs/operations.md, section 9.1).  What was
         # found (the batch retried whole after a timeout, or after replies were read) is
         # gone: the test above.  Every caller is answered: a reply or a Redis error.
-        assert await client.get("counter") in ("1", "2")
+        assert await batching_client.get("counter") in ("1", "2")
         assert results[0] in (1, 2) or isinstance(results[0], RedisFailure), results
         assert all(r is None or isinstance(r, (int, *RedisFailure)) for r in results), results
     finally:
-        await client.aclose()
+        await batching_client.aclose()
