@@ -276,17 +276,17 @@ class DmStore:
         # One round trip for the push and the received-media sets (a Cluster pipeline sends
         # each node its share).  The sets may be written when the publish failed: they are
         # idempotent, and the message they name is stored and readable anyway.
-        received = list(received_by) if media_id else []
+        received = list(received_by) if media_id else []  # no media: no sets to write
         async with self.redis.pipeline(transaction=False) as p:
             published = notify.queue_publish(p, event)
-            self._queue_received(p, received, media_id, f"{cid}|{message_id}")
+            self._queue_received(p, received, media_id or "", f"{cid}|{message_id}")
             replies = await p.execute(raise_on_error=False)
         await published(replies[0])
         if any(isinstance(reply, Exception) for reply in replies[1:]):
             # Returned, not retried (raise_on_error=False): the idempotent set writes go
             # again on their own, with the client's retries, and raise what still fails.
             async with self.redis.pipeline(transaction=False) as p:
-                self._queue_received(p, received, media_id, f"{cid}|{message_id}")
+                self._queue_received(p, received, media_id or "", f"{cid}|{message_id}")
                 await p.execute()
         # Only once the publish is known to have happened: a failed one leaves the record
         # "not announced", so the idempotent retry publishes it (see SEND, MARK_ANNOUNCED).
@@ -296,12 +296,10 @@ class DmStore:
             )
 
     @staticmethod
-    def _queue_received(
-        pipe: RedisPipeline, users: list[str], media_id: str | None, source: str
-    ) -> None:
+    def _queue_received(pipe: RedisPipeline, users: list[str], media_id: str, source: str) -> None:
         """Record, per user, that ``source`` ("<cid>|<message id>") brought them ``media_id``."""
-        for u in users if media_id else ():
-            key = k.user_received(u, media_id or "")
+        for u in users:
+            key = k.user_received(u, media_id)
             pipe.sadd(key, source)
             pipe.expire(key, k.RECEIVED_TTL_S)
 

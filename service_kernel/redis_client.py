@@ -37,9 +37,12 @@ RedisClient: TypeAlias = Redis | RedisCluster
 #: refresh: caught as ``RedisError`` alone it escaped as a 500, and ended a stream tail
 #: for good (a CI run's cluster test saw the edge go stale and stay stale).
 RedisFailure: Final = (RedisError, RedisClusterException)
-#: The errors a client retries a lone command after (a broken connection, a timeout, a
-#: Cluster between topologies).  A pipeline executed with ``raise_on_error=False`` returns
-#: them as replies instead, unretried: :func:`script_reply` retries a script after them.
+#: The errors the Cluster client retries a lone command after (a broken connection, a
+#: timeout, a Cluster between topologies).  Its pipeline, executed with
+#: ``raise_on_error=False``, returns them as replies instead, unretried:
+#: :func:`script_reply` retries a script after them, as the lone command would have been.
+#: (A single server's pipeline never returns them: auto-pipelining fails the caller's whole
+#: pipeline instead, see :mod:`service_kernel.auto_pipeline`.)
 RETRYABLE: Final = (ConnectionError, TimeoutError, ClusterDownError)
 #: What :meth:`RedisClient.pipeline` returns.
 RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
