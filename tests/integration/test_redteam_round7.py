@@ -11,37 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from cdn_auth import redis_keys
 from cdn_auth.errors import GrantExhausted
 from cdn_auth.grant import Grant
 from cdn_auth.redemption import Redemptions
-from service_kernel.auto_pipeline import AutoPipelinedRedis
-from service_kernel.redis_client import connect
-from service_kernel.redis_process import RedisProcess
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RedisProcess]:
-    proc = RedisProcess(tmp_path / "redis").start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-async def client(server: RedisProcess) -> AsyncIterator[AutoPipelinedRedis]:
-    c = connect(server.url)
-    assert isinstance(c, AutoPipelinedRedis)
-    yield c
-    await c.aclose()
-
-
-async def test_acknowledged_revocation_is_seen_by_every_later_batched_read(client: Any) -> None:
+async def test_acknowledged_revocation_is_seen_by_every_later_batched_read(batching_client: Any) -> None:
     """Readers hammer a 'revoked' flag in shared batches while a writer sets it; every read
     issued after the write's reply came back sees it (no batch reorders across an ack)."""
     key = "unsent:c1"
@@ -52,13 +30,13 @@ async def test_acknowledged_revocation_is_seen_by_every_later_batched_read(clien
     async def reader(i: int) -> None:
         while not stop:
             issued_after_ack = acked.is_set()
-            seen = await client.hexists(key, "m1")
+            seen = await batching_client.hexists(key, "m1")
             if issued_after_ack and not seen:
                 stale_after_ack.append(i)
 
     async def writer() -> None:
         await asyncio.sleep(0.02)
-        await client.hset(key, "m1", "g|alice")
+        await batching_client.hset(key, "m1", "g|alice")
         acked.set()
         await asyncio.sleep(0.05)
 
@@ -66,12 +44,14 @@ async def test_acknowledged_revocation_is_seen_by_every_later_batched_read(clien
     await writer()
     stop = True
     await asyncio.gather(*readers)
-    assert client.batches > 0  # batching was active
+    assert batching_client.batches > 0  # batching was active
     assert stale_after_ack == []
 
 
-async def test_concurrent_binds_admit_exactly_n_and_a_rerun_admits_no_extra(client: Any) -> None:
-    redemptions = Redemptions(client, leeway_s=5)
+async def test_concurrent_binds_admit_exactly_n_and_a_rerun_admits_no_extra(
+    batching_client: Any,
+) -> None:
+    redemptions = Redemptions(batching_client, leeway_s=5)
     now = int(time.time())
     grant = Grant("g-rt7", "m-rt7", 3, "alice", now, now + 600, "k1")
     users = [f"u{i}" for i in range(40)]
@@ -91,5 +71,5 @@ async def test_concurrent_binds_admit_exactly_n_and_a_rerun_admits_no_extra(clie
     again = await asyncio.gather(*(bind(u) for u in users), *(bind(u) for u in bound))
     assert [u for u, ok in zip(users, again[: len(users)], strict=True) if ok] == bound
     assert all(again[len(users) :])
-    assert await client.scard(redis_keys.grant_key("g-rt7")) == 3
-    assert client.batches > 0
+    assert await batching_client.scard(redis_keys.grant_key("g-rt7")) == 3
+    assert batching_client.batches > 0
