@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Final, TypeAlias, cast
 from urllib.parse import urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Connection, Redis, RedisCluster
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.retry import Retry  # not redis.retry's: that one never awaits the call
@@ -28,6 +28,7 @@ from redis.exceptions import (
 from redis.typing import EncodableT, FieldT
 
 from .auto_pipeline import AutoPipelinedRedis
+from .redis_connection import LeanConnection
 
 #: What every Redis-using class takes: a single server's client or a Cluster client, both
 #: from :func:`connect` (decode_responses=True), so values come back as ``str``.
@@ -149,6 +150,8 @@ def connect(
     pool = BlockingConnectionPool.from_url(
         url, max_connections=512, timeout=1.0, health_check_interval=10, **common
     )
+    if pool.connection_class is Connection:  # TCP (a unix socket or TLS keeps redis-py's own)
+        pool.connection_class = LeanConnection
     extra: dict[str, Any] = {}
     if _MAINT_OFF is not None:  # redis-py >= 7 asks servers for maintenance pushes; 6.2/7.0 lack it
         extra["maint_notifications_config"] = _MAINT_OFF
