@@ -40,6 +40,7 @@ was empty or an error, including commands that other nodes had already executed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 from collections.abc import Mapping
 from typing import Any
@@ -76,6 +77,9 @@ _Entry = tuple[list[_Command], "asyncio.Future[list[Any]]"]
 #: connection), so one huge burst does not become one huge reply to parse.  An entry is
 #: never split.
 MAX_BATCH = 256
+#: Connections a client keeps between batches instead of returning them to the pool: as
+#: many as batches usually overlap (one being read while the next is sent).
+HELD_CONNECTIONS = 4
 
 
 class AutoPipelinedRedis(Redis):
@@ -89,6 +93,8 @@ class AutoPipelinedRedis(Redis):
         self._flushes: set[asyncio.Task[None]] = set()  # strong references while they run
         #: Lone commands and batches in flight.
         self._busy = 0
+        #: Connections kept checked out between batches (at most HELD_CONNECTIONS).
+        self._held: list[Any] = []
         #: Batches sent and commands in them (tests and curiosity read these).
         self.batches = 0
         self.batched_commands = 0
@@ -98,16 +104,17 @@ class AutoPipelinedRedis(Redis):
         if not isinstance(name, str) or name.upper() not in BATCHED:
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         if not self._busy:
-            # Nothing in flight: send it now, alone.  A pipeline costs more than a lone
-            # command (measured: ~1.5x the CPU and ~1.8x the wall time at one request in
-            # flight), so batching only starts once commands overlap ("smart batching":
-            # the idle path keeps its latency, a busy one amortizes).
-            self._busy += 1
-            try:
-                return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-            finally:
-                self._busy -= 1
-        (reply,) = await self.enqueue([(args, options)])
+            # Nothing in flight: send it now, alone, from the caller's own task (no wait for
+            # the end of the iteration, no task started), on a connection this client holds:
+            # an idle service keeps a lone command's latency, and batching starts only once
+            # commands overlap ("smart batching").  Not through redis-py's execute_command:
+            # its pool checkout and release, retry wrapper and per-read timer were about a
+            # third of a lone command's CPU (docs/benchmarks.md, section 5).
+            future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            await self._send([([(args, options)], future)], lone=True)
+            (reply,) = future.result()
+        else:
+            (reply,) = await self.enqueue([(args, options)])
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -150,7 +157,7 @@ class AutoPipelinedRedis(Redis):
         # A task cancelled before it ever ran (a shutdown) must not strand its callers.
         task.add_done_callback(lambda _: [future.cancel() for _, future in batch])
 
-    async def _send(self, batch: list[_Entry]) -> None:
+    async def _send(self, batch: list[_Entry], lone: bool = False) -> None:
         """Send the batch's commands on one connection and hand each caller its replies as
         they are read.  Retried once, as a lone command is, only after a broken connection
         before any reply came back (a pooled connection the server had dropped); never
@@ -164,7 +171,7 @@ class AutoPipelinedRedis(Redis):
         try:
             for attempt in (1, 2):
                 live = [entry for entry in live if not entry[1].done()]
-                read_any, failure = await self._send_once(live)
+                read_any, failure = await self._send_once(live, lone)
                 if failure is None:
                     return
                 if attempt == 2 or read_any or not isinstance(failure, ConnectionError):
@@ -175,18 +182,25 @@ class AutoPipelinedRedis(Redis):
         finally:
             self._busy -= 1
 
-    async def _send_once(self, live: list[_Entry]) -> tuple[bool, Exception | None]:
+    async def _send_once(self, live: list[_Entry], lone: bool = False) -> tuple[bool, Exception | None]:
         """One attempt: (whether any reply was read, the error that ended it or None)."""
-        pool = self.connection_pool
         read_any = False
         try:
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-            try:
-                pending, packed = _pack(conn, live)
-                if not pending:
-                    return read_any, None
+            conn = await self._checkout()
+        except Exception as exc:  # no connection to be had
+            return read_any, exc
+        kept = False
+        try:
+            pending, packed = _pack(conn, live)
+            if not pending:
+                kept = True
+                return read_any, None
+            if not lone:
                 self.batches += 1
                 self.batched_commands += sum(len(cmds) for cmds, _ in pending)
+            # One deadline for the whole batch, not a timer per reply (LeanConnection).
+            deadline = getattr(conn, "batch_deadline", None)
+            async with deadline() if deadline is not None else contextlib.nullcontext():
                 await conn.send_packed_command(packed)
                 for cmds, future in pending:
                     replies = []
@@ -198,11 +212,42 @@ class AutoPipelinedRedis(Redis):
                         read_any = True
                     if not future.done():
                         future.set_result(replies)
-            finally:
-                await pool.release(conn)
-        except Exception as exc:  # no connection, a broken one, a timeout
+            kept = True
+        except Exception as exc:  # a broken connection, a timeout
             return read_any, exc
+        finally:
+            # A connection that answered everything goes back to this client's own short
+            # list; one that failed (redis-py closed it) or was cancelled mid-read goes
+            # back to the pool.
+            if kept and len(self._held) < HELD_CONNECTIONS:
+                self._held.append(conn)
+            else:
+                await self.connection_pool.release(conn)
         return read_any, None
+
+    async def _checkout(self) -> Any:
+        """A connection for one batch: one this client holds from an earlier batch, else
+        the pool's.  The pool's checkout (a lock, a condition, a timer, a socket check)
+        cost more than packing and sending a small batch.  A held connection is checked
+        as the pool checks its own: one the server has closed (or that holds unread
+        bytes) is given back to the pool, which reconnects it, so a Redis restart does
+        not cost the first batches after it their only retry."""
+        while self._held:
+            conn = self._held.pop()
+            try:
+                if conn.is_connected and not await conn.can_read():
+                    return conn
+            except (ConnectionError, OSError):
+                pass
+            await conn.disconnect()
+            await self.connection_pool.release(conn)
+        return await self.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        held, self._held = self._held, []
+        for conn in held:
+            await self.connection_pool.release(conn)
+        await super().aclose(close_connection_pool)
 
 
 def _pack(conn: Any, entries: list[_Entry]) -> tuple[list[_Entry], list[bytes]]:
