@@ -78,3 +78,64 @@ def test_redis_batching_bench_reports_both_clients(capsys: pytest.CaptureFixture
     assert report["ratio_concurrent"] == round(
         cpu["batched"]["concurrent"] / cpu["alone"]["concurrent"], 2
     )
+
+
+async def test_the_open_loop_floor_sends_on_schedule_with_no_recipient(
+    redis_server: Any, redis: Any
+) -> None:
+    """``open-floor@RATE``: the push run's open-loop generator, sends only, against the full
+    floor server; every send is accepted and none waits for a push that cannot come."""
+    if redis_server.cluster:
+        pytest.skip("the floor runs on the bench's single Redis")
+    from loadtests.bench.dm.push import open_floor_problems
+    from loadtests.bench.dm.push_gen import open_loop
+
+    server = TestServer(build(redis_server.url, 4), host="127.0.0.1")
+    await server.start_server()
+    try:
+        pairs = [
+            {"cid": f"c_{i}", "sender_token": "t", "recipient_token": "t", "media_id": "m_1"}
+            for i in range(4)
+        ]
+        spec = {
+            "recipients": False,
+            "port": server.port,
+            "pairs": pairs,
+            "rate": 100,
+            "duration_s": 1,
+            "warmup_s": 0.2,
+            "drain_s": 3.0,
+            "connections": 8,
+            "message": "media",
+            "tag": "t",
+        }
+        doc = await open_loop(spec)
+    finally:
+        await server.close()
+    assert doc["accepted"] == doc["offered"] == 100 and doc["warm_accepted"] == 20
+    assert doc["received"] == 0 and doc["reconnects"] == 0
+    assert open_floor_problems(doc) == []
+    counts = [int(await redis.get(f"floor:{{c_{i}}}") or 0) for i in range(4)]
+    assert sum(counts) == 4 * 120  # 4 round trips for each of the 120 sends
+
+
+def test_floor_summary_compares_the_message_with_the_open_loop_floor() -> None:
+    class Open:
+        def __init__(self, us: float) -> None:
+            self.cpu_us = {"server": us, "redis": 10.0}
+            self.rate, self.round, self.problems = 1000, 1, ()
+
+    class Run:
+        def __init__(self, us: float) -> None:
+            self.cpu_us = {"server": us, "redis": 10.0}
+            self.round, self.problems = 1, ()
+
+    floors: Any = {0: [Run(60.0)], 4: [Run(120.0)]}
+    opens: Any = [Open(450.0), Open(500.0), Open(470.0)]
+    f = floor_summary({"dm_cpu_us_per_send": 300.0}, floors, {"dm_cpu_us_per_message": 940.0}, opens)
+    assert f["open_loop_rate"] == 1000 and f["open_loop_floor_us_per_send"] == 470.0
+    assert f["message_vs_open_loop_floor"] == 2.0 and f["valid"]
+    bad = Open(470.0)
+    bad.problems = ("3 sends not accepted",)  # type: ignore[assignment]
+    bad_opens: Any = [bad]
+    assert not floor_summary({"dm_cpu_us_per_send": 300.0}, floors, None, bad_opens)["valid"]

@@ -52,17 +52,32 @@ from service_kernel.files import atomic_write
 
 from .bed import SEND_ROUND_TRIPS, Bed, Options, say
 from .floor import start_floor
-from .push import PushResult, push_progress, run_push
+from .push import PushResult, open_floor_progress, push_progress, run_push
 from .report import render_table, summarize
 from .send import SendResult, run_send, send_pool, send_progress
 
 
-def measure(bed: Bed) -> tuple[list[SendResult], list[PushResult], dict[int, list[SendResult]]]:
-    """A warm-up pass, then ``rounds`` rounds; each rotates the order of the workloads."""
+def measure(
+    bed: Bed,
+) -> tuple[list[SendResult], list[PushResult], dict[int, list[SendResult]], list[PushResult]]:
+    """A warm-up pass, then ``rounds`` rounds; each rotates the order of the workloads.
+
+    Besides sends, floors and pushes, one ``open-floor@RATE``: the full floor server
+    (a send's round trips, no product logic) under the push run's open-loop schedule at
+    the head rate, sends only.  At 64 connections wrk keeps the floor busy, so its
+    per-request costs are shared; spread out as the push run's sends arrive, each
+    request pays its own wake-ups and system calls."""
     opts, pool = bed.opts, send_pool(bed.pairs, bed.opts.message)
-    names = ["send", *(f"floor@{n}" for n in bed.floors), *(f"push@{r}" for r in opts.rates)]
+    head, full = opts.rates[0], max(bed.floors)
+    names = [
+        "send",
+        *(f"floor@{n}" for n in bed.floors),
+        *(f"push@{r}" for r in opts.rates),
+        f"open-floor@{head}",
+    ]
     sends: list[SendResult] = []
     pushes: list[PushResult] = []
+    open_floors: list[PushResult] = []
     floors: dict[int, list[SendResult]] = {n: [] for n in bed.floors}
     best = 0.0
     if opts.warmup_s:
@@ -85,13 +100,19 @@ def measure(bed: Bed) -> tuple[list[SendResult], list[PushResult], dict[int, lis
                 )
                 floors[trips].append(f)
                 send_progress(f, label, name)
+            elif name.startswith("open-floor@"):
+                o = run_push(
+                    bed, head, round_no=n, seconds=opts.duration_s, warmup_s=1.0, floor=bed.floors[full]
+                )
+                open_floors.append(o)
+                open_floor_progress(o, label, name)
             else:
                 p = run_push(
                     bed, int(name.partition("@")[2]), round_no=n, seconds=opts.duration_s, warmup_s=1.0
                 )
                 pushes.append(p)
                 push_progress(p, label)
-    return sends, pushes, floors
+    return sends, pushes, floors, open_floors
 
 
 def parser() -> argparse.ArgumentParser:
@@ -194,9 +215,9 @@ def run(opts: Options) -> dict[str, Any]:
         atomic_write(auth_file, b"\n", 0o600)  # every line carries its sender's session
         floors = {n: start_floor(stack, root, dm, n, opts.event_loop) for n in (0, SEND_ROUND_TRIPS)}
         bed = Bed(root, dm, pairs, wrk, auth_file, opts, floors)
-        sends, pushes, floor_runs = measure(bed)
+        sends, pushes, floor_runs, open_floors = measure(bed)
         say("stopping the servers")
-        return summarize(bed, sends, pushes, floor_runs)
+        return summarize(bed, sends, pushes, floor_runs, open_floors)
 
 
 def main(argv: list[str] | None = None) -> int:

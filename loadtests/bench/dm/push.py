@@ -11,6 +11,7 @@ from typing import Any
 
 from loadtests.bench.harness import REPO_ROOT, parse_result
 from loadtests.bench.probes import Cpu
+from loadtests.stack.servers import Server
 from service_kernel.files import atomic_write
 
 from .bed import Bed, say
@@ -53,10 +54,34 @@ def push_problems(doc: dict[str, Any]) -> list[str]:
     return out
 
 
-def run_push(bed: Bed, rate: int, *, round_no: int, seconds: int, warmup_s: float) -> PushResult:
-    """Start the open-loop generator as a child process and read its one-line report."""
+def open_floor_problems(doc: dict[str, Any]) -> list[str]:
+    """The open-loop floor (sends only) is valid when every send was accepted on schedule."""
+    out = []
+    if doc["errors"]:
+        out.append(f"{doc['errors']} sends not accepted: {doc['statuses']}")
+    if not doc["rate_met"]:
+        out.append(f"achieved {doc['achieved_rps']}/s of {doc['rate']}/s")
+    return out
+
+
+def run_push(
+    bed: Bed,
+    rate: int,
+    *,
+    round_no: int,
+    seconds: int,
+    warmup_s: float,
+    floor: Server | None = None,
+) -> PushResult:
+    """Start the open-loop generator as a child process and read its one-line report.
+
+    With ``floor``: the same schedule against that floor server, sends only (it pushes
+    nothing, so no recipient connects): what the serving stack costs per send at this
+    rate, when requests arrive spread out instead of 64 at a time."""
+    server = floor or bed.dm
     spec = {
-        "port": bed.dm.port,
+        "recipients": floor is None,
+        "port": server.port,
         "pairs": [p.spec() for p in bed.pairs],
         "rate": rate,
         "duration_s": seconds,
@@ -66,18 +91,29 @@ def run_push(bed: Bed, rate: int, *, round_no: int, seconds: int, warmup_s: floa
         "message": bed.opts.message,
         "tag": f"r{round_no}x{rate}",
     }
-    spec_file = bed.root / "requests" / f"push-{round_no}-{rate}.json"
+    spec_file = bed.root / "requests" / f"push-{round_no}-{rate}-{server.name}.json"
     atomic_write(spec_file, json.dumps(spec).encode(), 0o600)  # it holds session tokens
-    bed.dm.check_alive()
+    server.check_alive()
     cmd = [sys.executable, "-m", "loadtests.bench.dm.push_gen", "--spec", str(spec_file)]
-    cpu = Cpu.of(bed.dm)
+    cpu = Cpu.of(server)
     done = subprocess.run(
         cmd, capture_output=True, text=True, check=False, cwd=REPO_ROOT, timeout=seconds + warmup_s + 120
     )
-    bed.dm.check_alive()
+    server.check_alive()
     doc = parse_result(done.stdout, "push load generator", done.stderr)
-    cpu_us = Cpu.of(bed.dm).per_op_us(cpu, int(doc["accepted"]) + int(doc["warm_accepted"]))
-    return PushResult(rate, round_no, doc, cpu_us, tuple(push_problems(doc)))
+    cpu_us = Cpu.of(server).per_op_us(cpu, int(doc["accepted"]) + int(doc["warm_accepted"]))
+    problems = open_floor_problems(doc) if floor is not None else push_problems(doc)
+    return PushResult(rate, round_no, doc, cpu_us, tuple(problems))
+
+
+def open_floor_progress(r: PushResult, label: str, name: str) -> None:
+    d = r.doc
+    verdict = "ok" if not r.problems else "INVALID: " + "; ".join(r.problems)
+    say(
+        f"{label} {name:<11} achieved {d['achieved_rps']:7.0f}/s  "
+        f"send p50 {d['send_ms']['p50']:6.2f} ms  "
+        f"floor CPU {r.cpu_us['server']} us/send  errors {d['errors']}  {verdict}"
+    )
 
 
 def push_progress(r: PushResult, label: str) -> None:

@@ -254,7 +254,8 @@ def schedule_report(sched: Schedule, receipts: Receipts) -> dict[str, Any]:
 
 
 async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
-    """Connect every recipient, warm up, then one measured open-loop run at ``rate``."""
+    """Connect every recipient (unless ``recipients`` is false), warm up, then one measured
+    open-loop run at ``rate``."""
     import aiohttp
 
     port, pairs = int(spec["port"]), list(spec["pairs"])
@@ -263,24 +264,29 @@ async def open_loop(spec: dict[str, Any]) -> dict[str, Any]:
     sender = Sender(pool, port, pairs, str(spec["message"]))
     warm = Schedule(f"w{spec['tag']}", rate, int(rate * float(spec["warmup_s"])))
     sched = Schedule(f"m{spec['tag']}", rate, int(rate * float(spec["duration_s"])))
+    # Sends only (the open-loop floor: a server that pushes nothing): no recipient connects.
+    online = pairs if spec.get("recipients", True) else []
     async with aiohttp.ClientSession(
         f"http://{HOST}:{port}", connector=aiohttp.TCPConnector(limit=0)
     ) as http:
-        connected = [asyncio.Event() for _ in pairs]
+        connected = [asyncio.Event() for _ in online]
         readers = [
             asyncio.create_task(follow_pushes(http, p["recipient_token"], receipts, c))
-            for p, c in zip(pairs, connected, strict=True)
+            for p, c in zip(online, connected, strict=True)
         ]
         try:
-            async with asyncio.timeout(30):
-                await asyncio.gather(*(c.wait() for c in connected))
-            await wait_subscribed(http, len(pairs))
+            if online:
+                async with asyncio.timeout(30):
+                    await asyncio.gather(*(c.wait() for c in connected))
+                await wait_subscribed(http, len(online))
             receipts.reconnects, receipts.close_reasons = 0, {}  # count the run's drops only
             if warm.count:
                 await paced(sender, warm)
-                await drain(receipts, warm, 1.0)
+                if online:
+                    await drain(receipts, warm, 1.0)
             await paced(sender, sched)
-            await drain(receipts, sched, float(spec["drain_s"]))
+            if online:
+                await drain(receipts, sched, float(spec["drain_s"]))
         finally:
             pool.close()
             for task in readers:

@@ -101,15 +101,27 @@ def push_summary(runs: list[PushResult]) -> dict[str, Any]:
     }
 
 
-def floor_summary(send: dict[str, Any], floors: dict[int, list[SendResult]]) -> dict[str, Any]:
+def floor_summary(
+    send: dict[str, Any],
+    floors: dict[int, list[SendResult]],
+    head: dict[str, Any] | None = None,
+    open_floors: list[PushResult] = (),  # type: ignore[assignment]
+) -> dict[str, Any]:
     """The stack's own cost per request (aiohttp alone, then with a send's Redis round
-    trips) and the dm's send as a multiple of it, all medians of the same run's rounds."""
+    trips) and the dm's send as a multiple of it, all medians of the same run's rounds.
+
+    With the head push rate's summary and the open-loop floor runs: the same full floor
+    at that rate, open loop, and the dm's CPU per message (send and push) as a multiple
+    of it."""
     cpu = {n: cpu_median(runs, "server") for n, runs in floors.items()}
     trips = max(floors)
     http, full, dm = cpu.get(0), cpu.get(trips), send["dm_cpu_us_per_send"]
     problems = [
         f"floor@{n} round {r.round}: {p}" for n, runs in floors.items() for r in runs for p in r.problems
     ]
+    problems += [f"open-floor round {r.round}: {p}" for r in open_floors for p in r.problems]
+    open_floor = cpu_median(list(open_floors), "server") if open_floors else None
+    message = head["dm_cpu_us_per_message"] if head else None
     return {
         "round_trips": trips,
         "http_us_per_request": http,
@@ -118,6 +130,10 @@ def floor_summary(send: dict[str, Any], floors: dict[int, list[SendResult]]) -> 
         "ours_us_per_send": round(dm - full, 1) if dm and full else None,
         "send_vs_floor": round(dm / full, 2) if dm and full else None,
         "cpu_us_rounds": {str(n): [r.cpu_us["server"] for r in runs] for n, runs in floors.items()},
+        "open_loop_rate": open_floors[0].rate if open_floors else None,
+        "open_loop_floor_us_per_send": open_floor,
+        "open_loop_floor_us_rounds": [r.cpu_us["server"] for r in open_floors],
+        "message_vs_open_loop_floor": round(message / open_floor, 2) if message and open_floor else None,
         "valid": not problems,
         "problems": problems,
     }
@@ -128,12 +144,13 @@ def summarize(
     sends: list[SendResult],
     pushes: list[PushResult],
     floors: dict[int, list[SendResult]],
+    open_floors: list[PushResult] = (),  # type: ignore[assignment]
 ) -> dict[str, Any]:
     opts = bed.opts
     send = send_summary(sends)
-    floor = floor_summary(send, floors)
     push = {str(rate): push_summary([p for p in pushes if p.rate == rate]) for rate in opts.rates}
     head = push[str(opts.rates[0])]
+    floor = floor_summary(send, floors, head, open_floors)
     targets = {
         "send_rps": {
             "target": f">= {TARGET_SEND_RPS:.0f}",
@@ -249,7 +266,15 @@ def _floor_rows(report: dict[str, Any]) -> list[str]:
         f"{_us(f['floor_us_per_send'])} us with a media send's {f['round_trips']} round trips; "
         f"the dm's send is {f['send_vs_floor'] or 'n/a '}x that ({_us(f['ours_us_per_send'])} us of its "
         f"own){'' if f['valid'] else '  INVALID'}",
-    ]
+    ] + (
+        [
+            f"the same floor at {f['open_loop_rate']}/s open loop (the push run's schedule, sends "
+            f"only): {_us(f['open_loop_floor_us_per_send'])} us per send; the dm's send and push "
+            f"at that rate cost {f['message_vs_open_loop_floor'] or 'n/a '}x that"
+        ]
+        if f.get("open_loop_floor_us_per_send")
+        else []
+    )
 
 
 def _push_rows(report: dict[str, Any]) -> list[str]:
