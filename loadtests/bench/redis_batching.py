@@ -11,13 +11,17 @@ private ``redis-server``, in one process, as the client's own CPU per command (f
 
 each at ``--tasks`` concurrent callers (each awaiting ``--commands`` one-line scripts in
 turn, as request handlers do) and at one caller (where nothing overlaps, so the batched
-client must cost what the lone one does).  Rounds interleave the two clients; the report
-gives medians of rounds and the ratio batched / alone.
+client must cost what the lone one does).  Beside them, the floor: the same commands on
+a bare asyncio protocol with hiredis's reader and packer, one connection, each command
+written at once and its reply matched in order (no pool, no timeouts, no retries, no
+batching): what a round trip costs this machine's kernel and event loop.  Rounds
+interleave the clients; the report gives medians of rounds and the ratio batched / alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import resource
 import statistics
@@ -25,12 +29,58 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import hiredis
 
 from loadtests.bench.harness import bench_parser
 from service_kernel.redis_client import RedisClient, connect
 from service_kernel.redis_process import RedisProcess
 
 _SCRIPT = "return redis.call('INCR', KEYS[1])"
+
+
+class _BareProtocol(asyncio.Protocol):
+    """The floor: hiredis packs each command and parses replies, matched in order."""
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader()
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while (reply := self._reader.gets()) is not False:
+            self._waiting.popleft().set_result(reply)
+
+    def command(self, *args: Any) -> asyncio.Future[Any]:
+        assert self._transport is not None
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        self._transport.write(hiredis.pack_command(args))
+        return future
+
+
+async def _bare_per_command_us(url: str, tasks: int, commands: int) -> float:
+    parts = urlsplit(url)
+    transport, proto = await asyncio.get_running_loop().create_connection(
+        _BareProtocol, parts.hostname or "127.0.0.1", parts.port or 6379
+    )
+    try:
+        sha = await proto.command("SCRIPT", "LOAD", _SCRIPT)
+
+        async def caller(i: int) -> None:
+            for _ in range(commands):
+                await proto.command("EVALSHA", sha, 1, f"k{i}")
+
+        before = _cpu_s()
+        await asyncio.gather(*(caller(i) for i in range(tasks)))
+        return (_cpu_s() - before) / (tasks * commands) * 1e6
+    finally:
+        transport.close()
 
 
 def _cpu_s() -> float:
@@ -53,11 +103,16 @@ async def _per_command_us(client: RedisClient, tasks: int, commands: int) -> flo
 
 async def measure(url: str, tasks: int, commands: int, rounds: int) -> dict[str, Any]:
     clients = {"alone": connect(url, auto_pipeline=False), "batched": connect(url)}
-    out: dict[str, dict[str, list[float]]] = {name: {"concurrent": [], "one": []} for name in clients}
+    names = [*clients, "bare"]
+    out: dict[str, dict[str, list[float]]] = {name: {"concurrent": [], "one": []} for name in names}
     try:
         for n in range(rounds):
-            order = list(clients) if n % 2 == 0 else list(reversed(clients))
+            order = names if n % 2 == 0 else list(reversed(names))
             for name in order:
+                if name == "bare":
+                    out[name]["concurrent"].append(await _bare_per_command_us(url, tasks, commands))
+                    out[name]["one"].append(await _bare_per_command_us(url, 1, commands))
+                    continue
                 out[name]["concurrent"].append(await _per_command_us(clients[name], tasks, commands))
                 out[name]["one"].append(await _per_command_us(clients[name], 1, commands))
     finally:
@@ -73,6 +128,8 @@ async def measure(url: str, tasks: int, commands: int, rounds: int) -> dict[str,
         "cpu_us_per_command": med,
         "ratio_concurrent": round(med["batched"]["concurrent"] / med["alone"]["concurrent"], 2),
         "ratio_one_caller": round(med["batched"]["one"] / med["alone"]["one"], 2),
+        # The batched client over the bare protocol: what redis-py and our batching still cost.
+        "one_caller_vs_bare": round(med["batched"]["one"] / med["bare"]["one"], 2),
         "rounds": out,
     }
 
@@ -89,6 +146,10 @@ def render_table(r: dict[str, Any]) -> str:
             f"{r['ratio_concurrent']:>8.2f}",
             f"  {'one caller':<22}{m['alone']['one']:>9.1f}{m['batched']['one']:>10.1f}"
             f"{r['ratio_one_caller']:>8.2f}",
+            f"floor (a bare asyncio protocol with hiredis, one connection): "
+            f"{m['bare']['concurrent']:.1f} us per command at {c['tasks']} callers, "
+            f"{m['bare']['one']:.1f} at one caller; the batched client at one caller is "
+            f"{r['one_caller_vs_bare']:.2f}x that",
         ]
     )
 

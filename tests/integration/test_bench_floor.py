@@ -63,8 +63,9 @@ def test_floor_summary_splits_the_stack_from_the_product() -> None:
 
 
 def test_redis_batching_bench_reports_both_clients(capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m loadtests.bench redis-batching`` on a tiny load: both clients measured,
-    at both concurrencies, and the ratios computed from the medians."""
+    """``python -m loadtests.bench redis-batching`` on a tiny load: both clients and the bare
+    protocol's floor measured, at both concurrencies, and the ratios computed from the
+    medians."""
     import json
 
     from loadtests.bench.redis_batching import main
@@ -72,9 +73,10 @@ def test_redis_batching_bench_reports_both_clients(capsys: pytest.CaptureFixture
     assert main(["--tasks", "4", "--commands", "5", "--rounds", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     cpu = report["cpu_us_per_command"]
-    assert set(cpu) == {"alone", "batched"} and all(
+    assert set(cpu) == {"alone", "batched", "bare"} and all(
         v["concurrent"] > 0 and v["one"] > 0 for v in cpu.values()
     )
+    assert report["one_caller_vs_bare"] == round(cpu["batched"]["one"] / cpu["bare"]["one"], 2)
     assert report["ratio_concurrent"] == round(
         cpu["batched"]["concurrent"] / cpu["alone"]["concurrent"], 2
     )
