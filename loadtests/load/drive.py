@@ -41,7 +41,7 @@ from loadtests.load.scenarios import VIEW_PREFIX, key
 from loadtests.load.worker_state import STATE, Setup
 from loadtests.report import hdr
 from loadtests.report.recorder import SegmentData
-from loadtests.report.slo import Slo, Verdict, judge
+from loadtests.report.slo import Slo, StallRetries, Verdict, judge
 from loadtests.stack import proc_cpu
 from service_kernel.redis_process import free_port
 
@@ -275,7 +275,9 @@ class Driver:
         self.planned_total = (
             len(cfg.modes) * (1 if cfg.warmup_s > 0 else 0) + len(cfg.modes) * cfg.rounds
         )
-        self.step_budget = len(cfg.modes) * (len(cfg.step_rates) + cfg.refine)
+        #: Steps run once more because the generator stalled (at most one per mode).
+        self.stall_retries = StallRetries(len(cfg.modes))
+        self.step_budget = len(cfg.modes) * (len(cfg.step_rates) + cfg.refine + 1)
 
     def rates(self, mode: str, rate: float) -> dict[str, float]:
         out = {mode: rate}
@@ -342,6 +344,13 @@ class Driver:
             self.run_segment(p)
         return self.step_load()
 
+    def run_step(self, p: Planned) -> Verdict:
+        """One step, run once more if it missed while the generator stalled (StallRetries)."""
+        return self.stall_retries.run(
+            lambda: self.run_segment(p),
+            lambda: say("           the generator stalled during that step: running it once more"),
+        )
+
     def step_load(self) -> dict[str, Any]:
         """Raise every mode together; a mode stops at its first miss, then bisect."""
         passed: dict[str, float | None] = dict.fromkeys(self.cfg.modes)
@@ -351,7 +360,7 @@ class Driver:
             for m in rotated(active, level - 1):
                 if Stopping.requested:
                     break
-                v = self.run_segment(Planned("step", m, rate, self.cfg.step_s, level))
+                v = self.run_step(Planned("step", m, rate, self.cfg.step_s, level))
                 if v.meets_slo:
                     passed[m] = rate
                 else:
@@ -371,7 +380,7 @@ class Driver:
                 mid = round(math.sqrt(lo * hi), 1) if lo else round(hi / 2, 1)
                 if mid <= 0 or (lo is not None and not lo < mid < hi):
                     continue
-                v = self.run_segment(Planned("step", m, mid, self.cfg.step_s, level, bisect=True))
+                v = self.run_step(Planned("step", m, mid, self.cfg.step_s, level, bisect=True))
                 if v.meets_slo:
                     passed[m] = mid
                 else:

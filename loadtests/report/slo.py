@@ -7,6 +7,7 @@ saturation point in the report is the one the run acted on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,10 @@ class Verdict:
     problems: list[str] = field(default_factory=list)
     #: The worst generator process's event-loop lag p99 (ms); None if not measured.
     loop_lag_p99_ms: float | None = None
+    #: A generator process's loop stalled longer than the SLO's latency bound: every flow
+    #: in flight then read its clock that late, so the latency percentile measures the
+    #: generator (the driver runs such a missed step once more).
+    generator_stalled: bool = False
 
     @property
     def rate_ok(self) -> bool:
@@ -111,6 +116,7 @@ class Verdict:
             "meets_slo": self.meets_slo,
             "problems": list(self.problems),
             "loop_lag_p99_ms": None if self.loop_lag_p99_ms is None else round(self.loop_lag_p99_ms, 3),
+            "generator_stalled": self.generator_stalled,
         }
 
 
@@ -154,6 +160,16 @@ def judge(
             f"generator loop lag p99 {lag:.1f} ms (bound {slo.loop_lag_p99_ms:g} ms): "
             "flows' clocks slipped"
         )
+    stall = max(
+        (float(v) for p in processes if (v := (p.get("loop_lag") or {}).get("max_ms")) is not None),
+        default=None,
+    )
+    stalled = stall is not None and stall > slo.p99_ms
+    if stalled:
+        problems.append(
+            f"generator stalled {stall:.0f} ms (over the SLO's {slo.p99_ms:g} ms): "
+            "its latency percentile measures the generator"
+        )
     if any(int(p.get("undrained", 0)) for p in processes):
         problems.append("flows still running when the segment was collected")
     meets = (
@@ -178,4 +194,25 @@ def judge(
         meets,
         problems,
         lag,
+        stalled,
     )
+
+
+@dataclass
+class StallRetries:
+    """A step missed while the generator itself stalled longer than the SLO's bound (one
+    pause of the Locust processes, seen as every flow in flight finishing late) says
+    nothing about the servers: it runs once more, and the retry's verdict counts, within
+    ``left`` such retries for the whole step load."""
+
+    left: int
+
+    def run(
+        self, segment: Callable[[], Verdict], on_retry: Callable[[], object] = lambda: None
+    ) -> Verdict:
+        v = segment()
+        if not v.meets_slo and v.generator_stalled and self.left > 0:
+            self.left -= 1
+            on_retry()
+            v = segment()
+        return v

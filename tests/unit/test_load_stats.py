@@ -180,6 +180,16 @@ def _segment(latencies_ms: list[float], started: int, failed: int) -> SegmentDat
         (20.0, 60, 0, {"cpu_pct": 30.0}, False, "achieved"),  # generator fell short
         (20.0, 100, 0, {"cpu_pct": 97.0}, True, "generator CPU"),  # valid SLO, flagged
         (20.0, 100, 0, {"cpu_pct": 10.0, "machine_cpu_pct": 99.0}, True, "machine CPU"),
+        # One pause of the generator longer than the SLO's bound: flagged as a stall.
+        (
+            80.0,
+            100,
+            0,
+            {"cpu_pct": 10.0, "loop_lag": {"p99_ms": 2.0, "max_ms": 220.0}},
+            False,
+            "stalled",
+        ),
+        (20.0, 100, 0, {"cpu_pct": 10.0, "loop_lag": {"p99_ms": 2.0, "max_ms": 40.0}}, True, None),
     ],
 )
 def test_slo_verdicts(
@@ -189,3 +199,29 @@ def test_slo_verdicts(
     v = judge(Slo(p99_ms=50.0, error_pct=0.1), "sealed", 10.0, 10.0, data, [procs])
     assert v.meets_slo is meets
     assert (problem is None and not v.problems) or any(problem in p for p in v.problems if problem)
+    assert v.generator_stalled is (problem == "stalled")
+
+
+def test_a_step_missed_while_the_generator_stalled_runs_once_more() -> None:
+    """The driver re-runs a missed step once if the generator itself stalled past the SLO's
+    bound (its p99 then measures the generator), within its budget of such retries."""
+    from loadtests.report.slo import StallRetries, Verdict
+
+    def verdict(meets: bool, stalled: bool) -> Verdict:
+        return Verdict("plain", 60, 600, 600, 0, 60, 60, 0, 9, 10, False, 20, meets, [], 1.0, stalled)
+
+    retries = StallRetries(1)
+    runs = [verdict(False, True), verdict(True, False), verdict(False, True), verdict(False, False)]
+    ran: list[int] = []
+
+    def segment() -> Verdict:
+        ran.append(1)
+        return runs.pop(0)
+
+    assert retries.run(segment).meets_slo  # a stalled miss, then a clean pass: the pass counts
+    assert len(ran) == 2 and retries.left == 0
+    assert not retries.run(segment).meets_slo  # stalled again, but no retry left
+    assert len(ran) == 3
+    retries.left = 1
+    assert not retries.run(segment).meets_slo  # a miss with no stall is a miss
+    assert len(ran) == 4 and retries.left == 1
