@@ -47,7 +47,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ConnectionError, DataError, ResponseError
+from redis.exceptions import ConnectionError, ResponseError
 
 #: Short, non-blocking commands of the services' request paths.  Anything else is sent alone.
 BATCHED = frozenset(
@@ -93,8 +93,13 @@ class AutoPipelinedRedis(Redis):
         self._flushes: set[asyncio.Task[None]] = set()  # strong references while they run
         #: Lone commands and batches in flight.
         self._busy = 0
-        #: Connections kept checked out between batches (at most HELD_CONNECTIONS).
+        #: Connections kept checked out between batches.  At most HELD_CONNECTIONS, and
+        #: none from a small pool: held connections count as in use there, and a pool of a
+        #: few would have none left for a transaction or a blocking read.
         self._held: list[Any] = []
+        pool_size = getattr(self.connection_pool, "max_connections", 0) or 0
+        self._held_cap = min(HELD_CONNECTIONS, pool_size // 8)
+        self._closing = False
         #: Batches sent and commands in them (tests and curiosity read these).
         self.batches = 0
         self.batched_commands = 0
@@ -209,6 +214,12 @@ class AutoPipelinedRedis(Redis):
                             replies.append(await self.parse_response(conn, args[0], **options))
                         except ResponseError as exc:  # this command's own error reply
                             replies.append(exc)
+                        except Exception as exc:
+                            if not conn.is_connected:
+                                raise  # the connection broke: the batch's error
+                            # Read in full and in step, then refused: a reply callback's
+                            # error, a reply that is not UTF-8.  This caller's alone.
+                            replies.append(exc)
                         read_any = True
                     if not future.done():
                         future.set_result(replies)
@@ -219,7 +230,7 @@ class AutoPipelinedRedis(Redis):
             # A connection that answered everything goes back to this client's own short
             # list; one that failed (redis-py closed it) or was cancelled mid-read goes
             # back to the pool.
-            if kept and len(self._held) < HELD_CONNECTIONS:
+            if kept and not self._closing and len(self._held) < self._held_cap:
                 self._held.append(conn)
             else:
                 await self.connection_pool.release(conn)
@@ -234,16 +245,23 @@ class AutoPipelinedRedis(Redis):
         not cost the first batches after it their only retry."""
         while self._held:
             conn = self._held.pop()
+            reusable = False
             try:
-                if conn.is_connected and not await conn.can_read():
-                    return conn
+                reusable = conn.is_connected and not await conn.can_read()
+                if not reusable:
+                    await conn.disconnect()
             except (ConnectionError, OSError):
                 pass
-            await conn.disconnect()
+            except BaseException:  # cancelled while checking or closing it: never lost
+                await self.connection_pool.release(conn)
+                raise
+            if reusable:
+                return conn
             await self.connection_pool.release(conn)
         return await self.connection_pool.get_connection()  # type: ignore[no-untyped-call]
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        self._closing = True  # a batch still in flight gives its connection back, not here
         held, self._held = self._held, []
         for conn in held:
             await self.connection_pool.release(conn)
@@ -252,17 +270,15 @@ class AutoPipelinedRedis(Redis):
 
 def _pack(conn: Any, entries: list[_Entry]) -> tuple[list[_Entry], list[bytes]]:
     """The entries that can be encoded, packed together.  An entry with an argument
-    redis-py refuses (None, a lone surrogate) fails alone, as it would have sent alone:
-    nothing of the batch has been sent yet."""
-    try:
+    redis-py refuses (None, a lone surrogate, an int too long to write out) fails alone,
+    as it would have sent alone: nothing of the batch has been sent yet."""
+    with contextlib.suppress(Exception):  # an argument's refusal: found and failed below, alone
         return entries, conn.pack_commands([args for cmds, _ in entries for args, _ in cmds])
-    except (DataError, UnicodeError, TypeError):
-        pass
     good: list[_Entry] = []
     for cmds, future in entries:
         try:
             conn.pack_commands([args for args, _ in cmds])
-        except (DataError, UnicodeError, TypeError) as exc:
+        except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
         else:

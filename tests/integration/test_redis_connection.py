@@ -132,3 +132,21 @@ async def test_held_connections_survive_a_redis_restart(single_redis: RedisProce
             assert results == ["v"] * 20, results
     finally:
         await c.aclose()
+
+
+async def test_a_batchs_deadline_moves_on_while_replies_come() -> None:
+    """The batch's one deadline is "no reply for (at least half) the socket timeout", as a
+    timer per reply would be, not "every reply within one timeout": a reply read with less
+    than half of it left pushes it on (the timer is moved rarely)."""
+    conn = LeanConnection(socket_timeout=1.0)
+    async with asyncio.timeout(1.0) as deadline:
+        conn._deadline, conn._deadline_held = deadline, True
+        first = deadline.when()
+        assert first is not None
+        conn._extend_deadline()
+        assert deadline.when() == first  # more than half of it left: not moved
+        await asyncio.sleep(0.6)
+        conn._extend_deadline()
+        moved = deadline.when()
+        assert moved is not None and moved > first + 0.5
+        await asyncio.sleep(0.6)  # past the first deadline: the batch goes on
