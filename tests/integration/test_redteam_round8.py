@@ -27,6 +27,7 @@ import redis.asyncio as plain_redis
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from service_kernel.auto_pipeline import AutoPipelinedRedis
@@ -345,12 +346,20 @@ async def test_mixed_callers_each_get_their_own_replies(batching_client: Any) ->
                 p.incr(f"t{i}").incr(f"t{i}")
                 assert await p.execute() == [1, 2]
         elif kind == 3:
-            assert await charge(keys=[f"c{i}"]) == 1
-            assert await charge(keys=[f"c{i}"]) == 2
+            assert await charged(f"c{i}") == 1
+            assert await charged(f"c{i}") == 2
         else:
             await c.sadd(f"set{i}", "m")
             assert await c.sismember(f"set{i}", "m") == 1
             assert await c.smembers(f"set{i}") == {"m"}
+
+    async def charged(key: str) -> int:
+        try:
+            return int(await charge(keys=[key]))
+        except NoScriptError:
+            # Flushed again between redis-py's reload and its second EVALSHA (plain redis-py
+            # does the same): NOSCRIPT means it did not run, so calling again is safe.
+            return int(await charge(keys=[key]))
 
     async def flusher() -> None:
         for _ in range(3):
