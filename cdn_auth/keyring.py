@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service_kernel.clock import Clock
 from service_kernel.encoding import b64url_decode, b64url_encode
-from service_kernel.files import atomic_write
+from service_kernel.files import atomic_write, create_exclusive
 from service_kernel.reloading_file import ReloadingFile
 
 from .errors import KeyRingError
@@ -84,7 +84,15 @@ class KeyRing:
         info = KeyInfo(_new_kid(ts), alg, int(ts))
         _write_secret(path, info)
         ring = cls(path, (info,), info.kid)
-        ring.save()
+        # The JWKS first, as save() does; the ring file only if none appeared meanwhile: of
+        # processes creating the ring together, one wins, and a loser rewrites the JWKS
+        # from the winner's ring, drops its own key, and reports the ring as existing.
+        ring._save_jwks()
+        if not create_exclusive(path / RING_FILE, ring._ring_doc(), 0o600):
+            winner = cls.load(path)
+            winner._save_jwks()
+            (path / PRIVATE_DIR / f"{info.kid}.key").unlink(missing_ok=True)
+            raise KeyRingError(f"{path} already holds a key ring")
         return ring
 
     @classmethod
@@ -114,7 +122,10 @@ class KeyRing:
     def load_or_create(cls, path: Path | str, alg: Alg = Alg.ED25519) -> KeyRing:
         if (Path(path) / RING_FILE).exists():
             return cls.load(path)
-        return cls.create(path, alg)
+        try:
+            return cls.create(path, alg)
+        except KeyRingError:
+            return cls.load(path)  # another process created it first: use that one
 
     # -- use ------------------------------------------------------------------
     def signer(self) -> SigningKey:
@@ -180,7 +191,7 @@ class KeyRing:
                 (self.path / PRIVATE_DIR / f"{k.kid}.key").unlink()
         return ring, [k.kid for k in gone]
 
-    def save(self) -> None:
+    def _ring_doc(self) -> bytes:
         doc = {
             "version": 1,
             "signing": self.signing_kid,
@@ -194,12 +205,18 @@ class KeyRing:
                 for k in self.keys
             ],
         }
-        # The JWKS goes first: a key must be verifiable before any ring names it signer.
+        return json.dumps(doc, indent=1).encode()
+
+    def _save_jwks(self) -> None:
         mode = 0o600 if self.has_secrets_in_jwks else 0o644
         atomic_write(
             self.path / VERIFY_JWKS_FILE, json.dumps(self.verify_jwks(), indent=1).encode(), mode
         )
-        atomic_write(self.path / RING_FILE, json.dumps(doc, indent=1).encode(), 0o600)
+
+    def save(self) -> None:
+        # The JWKS goes first: a key must be verifiable before any ring names it signer.
+        self._save_jwks()
+        atomic_write(self.path / RING_FILE, self._ring_doc(), 0o600)
 
     def _info(self, kid: str) -> KeyInfo:
         for k in self.keys:

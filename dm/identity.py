@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service_kernel.encoding import b64url_encode
-from service_kernel.files import atomic_write
+from service_kernel.files import atomic_write, create_exclusive
 
 DEFAULT_SESSION_TTL_S = 3600
 KEY_FILE = "issuer.key"
@@ -45,23 +45,24 @@ class DevIssuer:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         key_path = d / KEY_FILE
-        if key_path.exists():
-            # The same rule as every other key file: a key others can read is refused.
-            mode = key_path.stat().st_mode & 0o777
-            if mode & 0o077:
-                raise PermissionError(f"{key_path} is readable by others (mode {mode:o}); chmod 600 it")
-            loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-            if not isinstance(loaded, Ed25519PrivateKey):
-                raise ValueError(f"{key_path} is not an Ed25519 key")
-            key = loaded
-        else:
-            key = Ed25519PrivateKey.generate()
-            pem = key.private_bytes(
+        if not key_path.exists():
+            # Created exclusively: of processes starting together, one key wins and every
+            # one of them loads it below (each keeping its own signed tokens the others
+            # refused, with 401s, before).
+            pem = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-            atomic_write(key_path, pem, 0o600)
+            create_exclusive(key_path, pem, 0o600)
+        # The same rule as every other key file: a key others can read is refused.
+        mode = key_path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise PermissionError(f"{key_path} is readable by others (mode {mode:o}); chmod 600 it")
+        loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise ValueError(f"{key_path} is not an Ed25519 key")
+        key = loaded
         raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         kid = "s-" + b64url_encode(raw)[:12]
         me = cls(key, kid, issuer=issuer, audience=audience)

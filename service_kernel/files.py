@@ -24,13 +24,37 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def create_exclusive(path: Path, data: bytes, mode: int) -> bool:
+    """Publish ``data`` at ``path`` whole, unless a file is already there: True if this
+    call created it.  For keys that several processes create on first start (two dm
+    processes sharing a key directory): with a check-then-write, both saw no file, each
+    wrote its own key and kept it in memory, and each refused what the other signed.  The
+    loser of this race reads the winner's file instead."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # atomic, and fails if the name exists: never an overwrite
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def load_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
-    """A random secret kept in ``path`` (created mode 0600); refuses a file others can read."""
+    """A random secret kept in ``path`` (created mode 0600); refuses a file others can read.
+    Processes that start together on an empty directory all end with the same secret."""
     import secrets
 
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write(path, secrets.token_bytes(nbytes), 0o600)
+        create_exclusive(path, secrets.token_bytes(nbytes), 0o600)
     if path.stat().st_mode & 0o077:
         raise PermissionError(f"{path} is readable by others; chmod 600 it")
     data = path.read_bytes()
