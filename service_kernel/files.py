@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write a file so readers see the old or the new content, never a torn one."""
+@contextlib.contextmanager
+def _written_copy(path: Path, data: bytes, mode: int) -> Iterator[str]:
+    """A temporary file beside ``path`` holding ``data`` (mode set, flushed to disk),
+    removed on leaving unless it was renamed into place."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
@@ -17,11 +20,16 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        yield tmp
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+
+
+def atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Write a file so readers see the old or the new content, never a torn one."""
+    with _written_copy(path, data, mode) as tmp:
+        os.replace(tmp, path)
 
 
 def create_exclusive(path: Path, data: bytes, mode: int) -> bool:
@@ -30,21 +38,12 @@ def create_exclusive(path: Path, data: bytes, mode: int) -> bool:
     processes sharing a key directory): with a check-then-write, both saw no file, each
     wrote its own key and kept it in memory, and each refused what the other signed.  The
     loser of this race reads the winner's file instead."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with _written_copy(path, data, mode) as tmp:
         try:
             os.link(tmp, path)  # atomic, and fails if the name exists: never an overwrite
         except FileExistsError:
             return False
         return True
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def load_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
