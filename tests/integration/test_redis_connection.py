@@ -5,10 +5,6 @@ client recovers once the server answers again."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -18,17 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from service_kernel.redis_client import RedisFailure, connect
 from service_kernel.redis_connection import LeanConnection
 from service_kernel.redis_process import RedisProcess
-
-
-@contextmanager
-def stopped(proc: RedisProcess) -> Iterator[None]:
-    """The server frozen (SIGSTOP): it accepts nothing and answers nothing until SIGCONT."""
-    assert proc.proc is not None
-    os.kill(proc.proc.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(proc.proc.pid, signal.SIGCONT)
+from tests.support.redis_faults import stopped, warm
 
 
 class _NoWaitFor:
@@ -39,11 +25,6 @@ class _NoWaitFor:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(asyncio, name)
-
-
-async def warm(c: Any) -> None:
-    """Open the connections a lone command and a batch take (a lone one, then a batch)."""
-    await asyncio.gather(*(c.get("k") for _ in range(20)))
 
 
 async def test_the_services_client_uses_it_and_writes_without_a_task(

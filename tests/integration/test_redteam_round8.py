@@ -14,11 +14,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,32 +31,12 @@ from service_kernel.auto_pipeline import AutoPipelinedRedis
 from service_kernel.redis_client import RedisFailure, connect
 from service_kernel.redis_connection import LeanConnection
 from service_kernel.redis_process import RedisProcess
+from tests.support.redis_faults import kill_clients, stopped
 
 REPO = Path(__file__).resolve().parents[2]
 
 #: INCRs a counter: the charge of a rate-limit script, which must never run twice.
 CHARGE = "return redis.call('INCR', KEYS[1])"
-
-
-@contextmanager
-def stopped(proc: RedisProcess) -> Iterator[None]:
-    """The server frozen (SIGSTOP) until the block ends (SIGCONT)."""
-    assert proc.proc is not None
-    os.kill(proc.proc.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(proc.proc.pid, signal.SIGCONT)
-
-
-async def kill_clients(proc: RedisProcess) -> None:
-    """CLIENT KILL every other client connection, from a plain client of its own."""
-    admin: Any = plain_redis.Redis.from_url(proc.url)
-    try:
-        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
-    finally:
-        await admin.aclose()
-    await asyncio.sleep(0.05)  # the FINs reach the client's sockets
 
 
 async def counter(proc: RedisProcess, key: str) -> int:
