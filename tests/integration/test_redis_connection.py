@@ -14,7 +14,8 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from service_kernel.redis_client import RedisFailure, connect
 from service_kernel.redis_connection import LeanConnection
 from service_kernel.redis_process import RedisProcess
-from tests.support.redis_faults import stopped, warm
+
+from ..support.redis_faults import stopped, warm
 
 
 class _NoWaitFor:

@@ -31,7 +31,8 @@ from service_kernel.auto_pipeline import AutoPipelinedRedis
 from service_kernel.redis_client import RedisFailure, connect
 from service_kernel.redis_connection import LeanConnection
 from service_kernel.redis_process import RedisProcess
-from tests.support.redis_faults import kill_clients, stopped
+
+from ..support.redis_faults import kill_clients, stopped
 
 REPO = Path(__file__).resolve().parents[2]
 
