@@ -106,23 +106,25 @@ def run_push(
     return PushResult(rate, round_no, doc, cpu_us, tuple(problems))
 
 
+def _verdict(r: PushResult) -> str:
+    return "ok" if not r.problems else "INVALID: " + "; ".join(r.problems)
+
+
 def open_floor_progress(r: PushResult, label: str, name: str) -> None:
     d = r.doc
-    verdict = "ok" if not r.problems else "INVALID: " + "; ".join(r.problems)
     say(
         f"{label} {name:<11} achieved {d['achieved_rps']:7.0f}/s  "
         f"send p50 {d['send_ms']['p50']:6.2f} ms  "
-        f"floor CPU {r.cpu_us['server']} us/send  errors {d['errors']}  {verdict}"
+        f"floor CPU {r.cpu_us['server']} us/send  errors {d['errors']}  {_verdict(r)}"
     )
 
 
 def push_progress(r: PushResult, label: str) -> None:
     d = r.doc
-    verdict = "ok" if not r.problems else "INVALID: " + "; ".join(r.problems)
     say(
         f"{label} push@{r.rate:<5} achieved {d['achieved_rps']:7.0f}/s  "
         f"p50 {d['push_ms']['p50']:7.2f} ms  p99 {d['push_ms']['p99']:7.2f} ms  "
         f"max {d['push_ms']['max']:7.2f} ms  dm CPU {r.cpu_us['server']} us/msg  "
         f"generator CPU {d['generator_cpu_share']:.0%}  errors {d['errors']} "
-        f"{d['statuses']}  drops {d['reconnects']}  {verdict}"
+        f"{d['statuses']}  drops {d['reconnects']}  {_verdict(r)}"
     )
