@@ -116,7 +116,7 @@ class AutoPipelinedRedis(Redis):
             # its pool checkout and release, retry wrapper and per-read timer were about a
             # third of a lone command's CPU (docs/benchmarks.md, section 5).
             future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-            await self._send([([(args, options)], future)], lone=True)
+            await self._send([([(args, options)], future)])
             (reply,) = future.result()
         else:
             (reply,) = await self.enqueue([(args, options)])
@@ -156,13 +156,15 @@ class AutoPipelinedRedis(Redis):
             self._spawn(batch)
 
     def _spawn(self, batch: list[_Entry]) -> None:
+        self.batches += 1
+        self.batched_commands += sum(len(cmds) for cmds, _ in batch)
         task = asyncio.ensure_future(self._send(batch))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
         # A task cancelled before it ever ran (a shutdown) must not strand its callers.
         task.add_done_callback(lambda _: [future.cancel() for _, future in batch])
 
-    async def _send(self, batch: list[_Entry], lone: bool = False) -> None:
+    async def _send(self, batch: list[_Entry]) -> None:
         """Send the batch's commands on one connection and hand each caller its replies as
         they are read.  Retried once, as a lone command is, only after a broken connection
         before any reply came back (a pooled connection the server had dropped); never
@@ -176,7 +178,7 @@ class AutoPipelinedRedis(Redis):
         try:
             for attempt in (1, 2):
                 live = [entry for entry in live if not entry[1].done()]
-                read_any, failure = await self._send_once(live, lone)
+                read_any, failure = await self._send_once(live)
                 if failure is None:
                     return
                 if attempt == 2 or read_any or not isinstance(failure, ConnectionError):
@@ -187,7 +189,7 @@ class AutoPipelinedRedis(Redis):
         finally:
             self._busy -= 1
 
-    async def _send_once(self, live: list[_Entry], lone: bool = False) -> tuple[bool, Exception | None]:
+    async def _send_once(self, live: list[_Entry]) -> tuple[bool, Exception | None]:
         """One attempt: (whether any reply was read, the error that ended it or None)."""
         read_any = False
         try:
@@ -200,9 +202,6 @@ class AutoPipelinedRedis(Redis):
             if not pending:
                 kept = True
                 return read_any, None
-            if not lone:
-                self.batches += 1
-                self.batched_commands += sum(len(cmds) for cmds, _ in pending)
             # One deadline for the whole batch, not a timer per reply (LeanConnection).
             deadline = getattr(conn, "batch_deadline", None)
             async with deadline() if deadline is not None else contextlib.nullcontext():
