@@ -238,6 +238,56 @@ def is_derived(token: str) -> bool:
     return len(head) == 3 and head[1] == TokenType.DERIVED
 
 
+class Derivation:
+    """A held capability, parsed and checked against its holder's key once: each
+    :meth:`derive` then costs one Ed25519 signature and a few packs (a device derives
+    a grant per share from one capability)."""
+
+    __slots__ = ("_head", "_holder", "cap_id", "exp", "max_redeemers")
+
+    def __init__(self, holder: Ed25519PrivateKey, capability: str) -> None:
+        env = tf.parse_unverified(capability)
+        if env.type is not TokenType.CAPABILITY:
+            raise ValueError("not a capability")
+        cap = _parse_fields(env)
+        if holder.public_key().public_bytes_raw() != cap.holder_key:
+            raise ValueError("the capability names another holder key")
+        cap_body = env.signed[len(tf.SIGNING_CONTEXT) :]
+        kid = HOLDER_KID.encode()
+        self._holder = holder
+        #: The derived grant's type byte, then after iat/exp, the capability and its signature.
+        self._head = (
+            struct.pack(">BBBB", tf.VERSION, TokenType.DERIVED, Alg.ED25519, len(kid)) + kid,
+            struct.pack(">H", len(cap_body)) + cap_body + tf.pack_bytes(env.signature),
+        )
+        self.cap_id, self.exp, self.max_redeemers = cap.cap_id, cap.exp, cap.max_redeemers
+
+    def derive(
+        self, *, max_redeemers: int, now: float, ttl_s: int, nonce: bytes | None = None
+    ) -> tuple[str, str]:
+        """See :func:`derive`."""
+        if not 1 <= max_redeemers <= self.max_redeemers:
+            raise ValueError(f"max_redeemers must be 1..{self.max_redeemers}")
+        iat = int(now)
+        exp = min(iat + ttl_s, self.exp)
+        if exp <= iat:
+            raise ValueError("the capability has expired")
+        nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
+        if len(nonce) != NONCE_BYTES:
+            raise ValueError(f"nonce must be {NONCE_BYTES} bytes")
+        body = (
+            self._head[0]
+            + struct.pack(">QQ", iat, exp)
+            + self._head[1]
+            + tf.pack_bytes(nonce)
+            + tf.pack_u16(max_redeemers)
+        )
+        token = b64url_encode(body) + "." + b64url_encode(self._holder.sign(HOLDER_CONTEXT + body))
+        if len(token) > tf.MAX_TOKEN_CHARS:
+            raise ValueError("derived grant longer than any verifier accepts")
+        return token, derived_grant_id(self.cap_id, nonce)
+
+
 def derive(
     holder: Ed25519PrivateKey,
     capability: str,
@@ -251,33 +301,12 @@ def derive(
 
     Returns ``(token, grant_id)``.  ``exp`` is ``now + ttl_s``, cut to the capability's
     own ``exp``; ``ValueError`` if the capability is not the holder's, has expired, or
-    allows fewer redeemers.
+    allows fewer redeemers.  A device deriving many grants from one capability keeps a
+    :class:`Derivation` instead (the capability parsed once).
     """
-    env = tf.parse_unverified(capability)
-    if env.type is not TokenType.CAPABILITY:
-        raise ValueError("not a capability")
-    cap = _parse_fields(env)
-    pub = holder.public_key().public_bytes_raw()
-    if pub != cap.holder_key:
-        raise ValueError("the capability names another holder key")
-    if not 1 <= max_redeemers <= cap.max_redeemers:
-        raise ValueError(f"max_redeemers must be 1..{cap.max_redeemers}")
-    iat = int(now)
-    exp = min(iat + ttl_s, cap.exp)
-    if exp <= iat:
-        raise ValueError("the capability has expired")
-    nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
-    if len(nonce) != NONCE_BYTES:
-        raise ValueError(f"nonce must be {NONCE_BYTES} bytes")
-    cap_body = env.signed[len(tf.SIGNING_CONTEXT) :]
-    kid = HOLDER_KID.encode()
-    body = struct.pack(">BBBB", tf.VERSION, TokenType.DERIVED, Alg.ED25519, len(kid)) + kid
-    body += struct.pack(">QQ", iat, exp) + struct.pack(">H", len(cap_body)) + cap_body
-    body += tf.pack_bytes(env.signature) + tf.pack_bytes(nonce) + tf.pack_u16(max_redeemers)
-    token = b64url_encode(body) + "." + b64url_encode(holder.sign(HOLDER_CONTEXT + body))
-    if len(token) > tf.MAX_TOKEN_CHARS:
-        raise ValueError("derived grant longer than any verifier accepts")
-    return token, derived_grant_id(cap.cap_id, nonce)
+    return Derivation(holder, capability).derive(
+        max_redeemers=max_redeemers, now=now, ttl_s=ttl_s, nonce=nonce
+    )
 
 
 class DerivedClaims(NamedTuple):

@@ -19,6 +19,7 @@ tree is in :mod:`dm.sdk_errors`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -450,11 +451,19 @@ class DmClient(HttpOwner):
                 sent = cast(Message, dict(doc))
                 if derived is not None:
                     self._derived_sent[(cid, str(sent["id"]))] = (derived, edge_url)
+                    # The next share's grant, made once this one's caller has moved on.
+                    asyncio.get_running_loop().call_soon(self._prepare_spare, media_id, n)
                 return sent
             except DeviceMismatch:
                 if attempt == 1:
                     raise
         raise AssertionError("unreachable")
+
+    def _prepare_spare(self, media_id: str | None, redeemers: int) -> None:
+        if media_id is not None:
+            # ValueError: the capability ended meanwhile; the next share derives anew.
+            with contextlib.suppress(ValueError):
+                self.capabilities.prepare(media_id, redeemers)
 
     def _seal_all(
         self,

@@ -237,7 +237,8 @@ class _ShareUser(_FlowUser):
             )
             self.recipient_key = self.pair.recipient.device_key()
             # The sender's device holds a share capability for its video, obtained once
-            # (as at upload): each share then derives its grant here, with no round trip.
+            # (as at upload): each share then derives its grant here, with no round trip,
+            # and as the SDK does, the next share's grant is derived while idle (a spare).
             self.wallet = CapabilityWallet()
             self._obtain_capability()
         self.watcher = push.watcher(t.dm_url, self.pair.recipient.token, self.pair.conversation_id)
@@ -265,13 +266,13 @@ class _ShareUser(_FlowUser):
         )
 
     def before_slot(self) -> None:
-        """A capability near its end is replaced outside any measurement."""
-        if (
-            self.pair is not None
-            and hasattr(self, "wallet")
-            and self.wallet.held(self.pair.media_id) is None
-        ):
+        """Outside any measurement: a capability near its end is replaced, and the next
+        share's grant is derived ahead, as dm.client does after each sealed send."""
+        if self.pair is None or not hasattr(self, "wallet"):
+            return
+        if self.wallet.held(self.pair.media_id) is None:
             self._obtain_capability()
+        self.wallet.prepare(self.pair.media_id, redeemers=1)
 
     def _derive(self) -> DerivedGrant:
         assert self.pair is not None

@@ -1,16 +1,18 @@
 """The floor of the sealed overhead, from primitives measured in the same run.
 
 Sealing a share adds, at the very least, what no design can avoid on the
-critical path: the sender's device deriving the share's grant from its
-capability (one Ed25519 signature, protocol section 14), the sender's seal,
-the recipient's open, the edge's check of the derived grant on the first
+critical path: the sender's seal, the recipient's open, the edge's check of
+the derived grant on the first
 fetch (the holder's signature: the capability's own ring signature is
 checked once and cached), and the binding of the first redeemer (one Redis
 round trip).  Measured at the start of a run, in-process, on the same
 machine and under the same conditions as the load, their sum is the floor
 the measured overhead (sealed minus plain, p50) is compared with: a
 multiple far above 1 says the cost is design or measurement, not
-cryptography.
+cryptography.  The sender's device derives the share's grant from its
+capability (one Ed25519 signature, protocol section 14) ahead of the share,
+as a spare (dm.capabilities): that cost is measured and shown, but it is
+not on the critical path and not in the sum.
 
 Crypto and token costs are CPU time per call (the median of a few repeats
 of a few dozen calls: the scheduler's pauses on a shared machine do not
@@ -92,10 +94,9 @@ def derived_grant_us(tokens: Tokens, repeats: int) -> tuple[float, float, str]:
         now=now,
         ttl_s=TOKEN_TTL_S,
     )
-    derived, _ = cap_mod.derive(holder, cap, max_redeemers=1, now=now, ttl_s=TOKEN_TTL_S)
-    derive_us = cpu_us(
-        lambda: cap_mod.derive(holder, cap, max_redeemers=1, now=now, ttl_s=TOKEN_TTL_S), repeats
-    )
+    derivation = cap_mod.Derivation(holder, cap)  # as a wallet holds it
+    derived, _ = derivation.derive(max_redeemers=1, now=now, ttl_s=TOKEN_TTL_S)
+    derive_us = cpu_us(lambda: derivation.derive(max_redeemers=1, now=now, ttl_s=TOKEN_TTL_S), repeats)
     whole = cpu_us(
         lambda: cap_mod.verify_derived(
             derived, tokens.keys, now, max_lifetime_s=TOKEN_TTL_S, max_capability_lifetime_s=TOKEN_TTL_S
@@ -129,8 +130,8 @@ def binding_rtt_us(redis_url: str, calls: int = BIND_CALLS) -> float:
 
 
 def measure(redis_url: str | None, repeats: int = REPEATS) -> dict[str, Any]:
-    """Per sealed mode: derive, seal, open, grant check, binding round trip (µs) and their
-    sum (ms)."""
+    """Per sealed mode: seal, open, grant check, binding round trip (µs) and their sum (ms),
+    and the derivation made ahead of the share (µs, not in the sum)."""
     with tempfile.TemporaryDirectory() as tmp:
         ring = KeyRing.load_or_create(Path(tmp) / "ring", Alg.ED25519)  # as the stack's edge
         tokens = Tokens(ring.signer(), keys_from_jwks(ring.verify_jwks()), new_id("m"))
@@ -149,7 +150,6 @@ def measure(redis_url: str | None, repeats: int = REPEATS) -> dict[str, Any]:
     for mode, suite in SUITE_OF.items():
         seal_us, open_us = crypto_us(suite, payload, repeats)
         parts = {
-            "derive_us": derive_us,
             "seal_us": seal_us,
             "open_us": open_us,
             "grant_check_us": check_us,
@@ -158,6 +158,9 @@ def measure(redis_url: str | None, repeats: int = REPEATS) -> dict[str, Any]:
         out["modes"][mode] = {
             **parts,
             "floor_ms": round(sum(v for v in parts.values() if v is not None) / 1000.0, 3),
+            # Made ahead of the share (a spare grant): shown, not summed.
+            "derive_us": derive_us,
+            "derive_ahead": True,
         }
     return out
 

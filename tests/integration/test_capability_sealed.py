@@ -4,6 +4,7 @@ trip); recipients fetch with it as with any grant; unsend and the re-share chain
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -78,6 +79,29 @@ async def test_unsend_revokes_the_derived_grant(dm: DmStack) -> None:
     assert await fetch_code(bob, url, grant) == (206, "")
     await alice.unsend(conv["id"], sent["id"])
     await wait_until(lambda: _is(fetch_code(bob, url, grant), (410, "grant_revoked")), 2)
+
+
+async def test_the_next_shares_grant_is_made_ahead_and_behaves_as_any(dm: DmStack) -> None:
+    """After a sealed send the SDK derives the next share's grant while idle (a spare, off
+    the next share's critical path): the next share carries it, it binds its N, it is
+    never carried twice, and unsending that share revokes it."""
+    alice, bob, dave = await sealed_user(dm), await sealed_user(dm), await sealed_user(dm)
+    media, _ = await dm.edge.add_media(owner=alice.uid)
+    conv = await alice.create_conversation([bob.uid], mode="sealed")
+    await alice.obtain_capability(media.id, edge_url=edge_url(dm))
+    await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id)
+    first = bob.open_message(await last_message(bob, conv["id"])).grant
+    await asyncio.sleep(0)  # the spare is made once the send's caller has moved on
+    spare = alice.capabilities._spares[(media.id, 1)][0]
+    sent = await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id)
+    second = bob.open_message(await last_message(bob, conv["id"])).grant
+    assert second == spare.token and second != first
+    url = f"{edge_url(dm)}/m/{media.id}"
+    assert await fetch_code(bob, url, second) == (206, "")
+    assert await fetch_code(dave, url, second) == (403, "grant_exhausted")
+    await alice.unsend(conv["id"], sent["id"])
+    await wait_until(lambda: _is(fetch_code(bob, url, second), (410, "grant_revoked")), 2)
+    assert await fetch_code(bob, url, first) == (206, "")
 
 
 async def test_unsend_from_another_device_retries_a_failed_revocation(dm: DmStack) -> None:
