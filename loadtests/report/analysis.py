@@ -413,5 +413,6 @@ def analyze(run: Run) -> dict[str, Any]:
     doc["segments"] = spans(run)
     doc["validity"] = validity(run, slo, {m: trials[m] for m in modes})
     doc["floor"] = floor_mod.against(run.floor, doc["modes"]) if run.floor else {}
+    doc["floor_meta"] = {k: run.floor[k] for k in ("cold_gap_ms", "cold_samples") if k in run.floor}
     doc["headline"] = headline.single_run(doc)
     return doc

@@ -90,11 +90,11 @@ async def test_the_next_shares_grant_is_made_ahead_and_behaves_as_any(dm: DmStac
     conv = await alice.create_conversation([bob.uid], mode="sealed")
     await alice.obtain_capability(media.id, edge_url=edge_url(dm))
     await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id)
-    first = bob.open_message(await last_message(bob, conv["id"])).grant
+    first = bob.open_message(await last_message(bob, conv["id"])).grant or ""
     await asyncio.sleep(0)  # the spare is made once the send's caller has moved on
     spare = alice.capabilities._spares[(media.id, 1)][0]
     sent = await alice.send_sealed(conv["id"], edge_url=edge_url(dm), media_id=media.id)
-    second = bob.open_message(await last_message(bob, conv["id"])).grant
+    second = bob.open_message(await last_message(bob, conv["id"])).grant or ""
     assert second == spare.token and second != first
     url = f"{edge_url(dm)}/m/{media.id}"
     assert await fetch_code(bob, url, second) == (206, "")

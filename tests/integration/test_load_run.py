@@ -128,11 +128,20 @@ def test_every_user_class_runs_and_reports(stack: ProcStack, short_run: Path) ->
             abs=0.002,
         )
         assert f["multiple"] == pytest.approx(f["overhead_ms"] / f["floor_ms"], abs=0.01)
+        # The cold floor: the same primitives one call at a time after an idle gap.
+        cold = f["cold"]
+        assert all(cold[k] > 0 for k in ("seal_us", "open_us", "grant_check_us", "binding_rtt_us"))
+        assert cold["floor_ms"] == pytest.approx(
+            (cold["seal_us"] + cold["open_us"] + cold["grant_check_us"] + cold["binding_rtt_us"]) / 1000,
+            abs=0.002,
+        )
+        assert f["cold_multiple"] == pytest.approx(f["overhead_ms"] / cold["floor_ms"], abs=0.01)
     lags = [r["loop_lag_p99_ms"] for r in doc["validity"]["segments"]]
     assert lags and all(x is not None and x >= 0 for x in lags), lags
     assert doc["headline"] and doc["headline"] in (short_run / "report.md").read_text()
     page = (short_run / "report.html").read_text()
     assert "Server CPU per share" in page and "The floor of the sealed overhead" in page
+    assert "cold floor" in page
     assert page.count('<img src="data:image/svg+xml;base64,') == 4
     assert "sealed-pq" in (short_run / "report.md").read_text()
 
