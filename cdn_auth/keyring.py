@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service_kernel.clock import Clock
 from service_kernel.encoding import b64url_decode, b64url_encode
-from service_kernel.files import atomic_write, create_exclusive
+from service_kernel.files import atomic_write, create_exclusive, held_lock
 from service_kernel.reloading_file import ReloadingFile
 
 from .errors import KeyRingError
@@ -41,6 +41,7 @@ from .token_format import DEFAULT_LEEWAY_S, Alg, SigningKey
 RING_FILE = "ring.json"
 VERIFY_JWKS_FILE = "verify.jwks.json"
 PRIVATE_DIR = "private"
+LOCK_FILE = ".create.lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +79,25 @@ class KeyRing:
             raise KeyRingError(f"{path} already holds a key ring")
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path, 0o700)
+        # Processes creating the ring together take turns: the first creates it, the others
+        # find it made and never write a JWKS of their own (which edges could read, briefly
+        # without the winner's key, before the loser rewrote it).
+        with held_lock(path / LOCK_FILE):
+            if (path / RING_FILE).exists():
+                raise KeyRingError(f"{path} already holds a key ring")
+            return cls._create_locked(path, alg, now)
+
+    @classmethod
+    def _create_locked(cls, path: Path, alg: Alg, now: float | None) -> KeyRing:
         (path / PRIVATE_DIR).mkdir(exist_ok=True, mode=0o700)
         os.chmod(path / PRIVATE_DIR, 0o700)
         ts = time.time() if now is None else now
         info = KeyInfo(_new_kid(ts), alg, int(ts))
         _write_secret(path, info)
         ring = cls(path, (info,), info.kid)
-        # The JWKS first, as save() does; the ring file only if none appeared meanwhile: of
-        # processes creating the ring together, one wins, and a loser rewrites the JWKS
+        # The JWKS first, as save() does; the ring file only if none appeared meanwhile (a
+        # filesystem where flock is not shared between creators, e.g. some network mounts):
+        # of processes creating the ring together, one wins, and a loser rewrites the JWKS
         # from the winner's ring, drops its own key, and reports the ring as existing.
         ring._save_jwks()
         if not create_exclusive(path / RING_FILE, ring._ring_doc(), 0o600):

@@ -46,6 +46,21 @@ def create_exclusive(path: Path, data: bytes, mode: int) -> bool:
         return True
 
 
+@contextlib.contextmanager
+def held_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock(2)`` on ``path`` (created mode 0600 if missing) for the block:
+    processes of one host that create the same files on first start take turns, so none
+    of them ever publishes a partial or a losing version, even briefly."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def load_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
     """A random secret kept in ``path`` (created mode 0600); refuses a file others can read.
     Processes that start together on an empty directory all end with the same secret."""

@@ -57,8 +57,46 @@ def test_processes_starting_together_share_one_key_of_each_kind(tmp_path: Path, 
     assert len({o["issuer"] for o in outs}) == 1
     assert len({o["ring"] for o in outs}) == 1
     # Once all are up, the JWKS on disk verifies the ring's signing key, and only the ring's
-    # key is left (a loser's JWKS can be on disk for a moment before it rewrites the winner's).
+    # key is left.
     jwks = json.loads((tmp_path / "ring" / "verify.jwks.json").read_text())
     assert [k["kid"] for k in jwks["keys"]] == [outs[0]["ring"]]
     keys = {f.stem for f in (tmp_path / "ring" / "private").glob("*.key")}
     assert keys == {outs[0]["ring"]}
+
+
+def test_a_ring_creator_that_loses_the_race_never_writes_a_jwks(tmp_path: Path) -> None:
+    """A loser used to publish a JWKS of its own key (without the winner's) for a moment
+    before rewriting the winner's: tokens the winner signed then failed at edges reading
+    it.  Creators now take turns under a lock: the loser, queued behind the winner, finds
+    the ring made and writes nothing."""
+    import threading
+    import time
+
+    from cdn_auth.errors import KeyRingError
+    from cdn_auth.keyring import LOCK_FILE, VERIFY_JWKS_FILE, KeyRing
+    from cdn_auth.token_format import Alg
+    from service_kernel.files import held_lock
+
+    ring_dir = tmp_path / "ring"
+    ring_dir.mkdir(mode=0o700)
+    errors: list[BaseException] = []
+
+    def loser() -> None:
+        try:
+            KeyRing.create(ring_dir)
+        except KeyRingError as exc:
+            errors.append(exc)
+
+    with held_lock(ring_dir / LOCK_FILE):
+        t = threading.Thread(target=loser)
+        t.start()
+        time.sleep(0.3)  # past its "no ring yet" check, now waiting on the lock
+        assert t.is_alive()
+        winner = KeyRing._create_locked(ring_dir, Alg.ED25519, None)
+        jwks = ring_dir / VERIFY_JWKS_FILE
+        before = (jwks.stat().st_ino, jwks.read_bytes())
+    t.join(10)
+    assert len(errors) == 1 and "already holds" in str(errors[0])
+    assert (jwks.stat().st_ino, jwks.read_bytes()) == before  # never rewritten
+    assert [k["kid"] for k in json.loads(before[1])["keys"]] == [winner.signing_kid]
+    assert {f.stem for f in (ring_dir / "private").glob("*.key")} == {winner.signing_kid}
