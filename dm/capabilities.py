@@ -18,7 +18,9 @@ will travel with (only its N), so a device can derive the next share's grant whi
 path.  A spare is only ever in this wallet's memory, the edge learns of it only if it is
 redeemed, and an unused one costs no slot of the capability's ``max_grants`` (slots are
 taken at redemption).  It is dropped with its capability, and not used once older than
-:data:`SPARE_MAX_AGE_S` (its lifetime runs from when it was made).
+:data:`SPARE_MAX_AGE_S` or once its expiry falls short of a fresh grant's by more than a
+tenth of a grant's lifetime (its lifetime runs from when it was made, and edges may allow
+grants of a few minutes).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ DEFAULT_GRANT_TTL_S = 6 * 3600
 MIN_REMAINING_S = 60
 #: A spare grant older than this is not taken (a fresh one is derived at the share).
 SPARE_MAX_AGE_S = 600
+#: ... nor one whose expiry falls short of a fresh grant's by more than its lifetime / this.
+SPARE_MAX_LOSS_DIVISOR = 10
 #: Spares are kept for at most this many (media, N) pairs; the oldest go first.
 MAX_SPARES = 64
 
@@ -111,11 +115,21 @@ class CapabilityWallet:
         if cap is None or not 1 <= redeemers <= cap["max_redeemers"]:
             return None
         spare = self._spares.pop((media_id, redeemers), None)
-        if spare is not None and ttl_s == DEFAULT_GRANT_TTL_S:
-            grant, made_at = spare
-            if 0 <= self._clock() - made_at <= SPARE_MAX_AGE_S:
-                return grant
+        if spare is not None and ttl_s == DEFAULT_GRANT_TTL_S and self._fresh(cap, *spare):
+            return spare[0]
         return self._make(media_id, cap, redeemers, ttl_s)
+
+    def _fresh(self, cap: Capability, grant: DerivedGrant, made_at: float) -> bool:
+        """Whether a spare is as good as a grant made now: made at most SPARE_MAX_AGE_S ago
+        (and not "later" than now, after a clock step back), and short of a fresh grant's
+        expiry by at most a tenth of its lifetime (edges may allow grants far shorter than
+        SPARE_MAX_AGE_S: a spare must never reach its recipient dead or nearly so)."""
+        now = self._clock()
+        if not 0 <= now - made_at <= SPARE_MAX_AGE_S:
+            return False
+        ttl = min(DEFAULT_GRANT_TTL_S, cap["max_grant_ttl_s"])
+        fresh_exp = min(int(now) + ttl, cap["expires_at"])
+        return fresh_exp - grant.expires_at <= ttl // SPARE_MAX_LOSS_DIVISOR
 
     def prepare(self, media_id: str, redeemers: int = 1) -> bool:
         """Derive the next grant for ``redeemers`` users now, off any share's critical path
@@ -125,7 +139,7 @@ class CapabilityWallet:
         if cap is None or not 1 <= redeemers <= cap["max_redeemers"]:
             return False
         spare = self._spares.get((media_id, redeemers))
-        if spare is not None and 0 <= self._clock() - spare[1] <= SPARE_MAX_AGE_S:
+        if spare is not None and self._fresh(cap, *spare):
             return True
         made_at = self._clock()
         self._spares.pop((media_id, redeemers), None)

@@ -185,3 +185,21 @@ def test_a_non_default_lifetime_is_never_a_spare(wallet: CapabilityWallet, clock
     wallet.prepare("m_1", 1)
     g = wallet.derive("m_1", 1, ttl_s=300)
     assert g is not None and _verified(g.token, clock.now).exp == int(clock.now) + 300
+
+
+@pytest.mark.parametrize(("idle_s", "taken"), [(300, True), (400, False)])
+def test_a_spare_is_taken_only_while_nearly_as_good_as_a_fresh_grant(
+    clock: Clock, idle_s: int, taken: bool
+) -> None:
+    """With grants of an hour, a spare may fall short of a fresh grant's expiry by at most
+    a tenth of that (360 s), however young SPARE_MAX_AGE_S would allow it to be."""
+    cap = _capability("m_1", "c_1")
+    cap["max_grant_ttl_s"] = 3600
+    w = CapabilityWallet(HOLDER, clock=clock)
+    w.hold(cap)
+    w.prepare("m_1", 1)
+    clock.now += idle_s
+    g = w.derive("m_1", 1)
+    assert g is not None
+    assert (_verified(g.token, clock.now).iat == int(T0)) is taken
+    assert g.expires_at - clock.now >= 3600 - 360
