@@ -36,9 +36,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cdn_auth import capability as cap_mod
 from cdn_auth import redis_keys
+from cdn_auth.capability_gate import BIND_DERIVED
 from cdn_auth.keyring import KeyRing
 from cdn_auth.keyset import keys_from_jwks
-from cdn_auth.redemption import BIND
 from cdn_auth.token_format import Alg
 from dm import envelope
 from loadtests.bench.tokens import TEXT, TOKEN_TTL_S, Tokens
@@ -141,23 +141,33 @@ class DerivedGrantCosts:
 
 
 def binding_rtt_us(redis_url: str, calls: int = BIND_CALLS, gap_s: float = 0.0) -> float:
-    """Median wall-clock µs of the edge's binding script on a fresh grant's redeemer set
-    (each call after ``gap_s`` idle: the cold figure)."""
+    """Median wall-clock µs of the edge's binding script for a derived grant's first
+    redeemer (BIND_DERIVED: the capability's grant set and the grant's redeemer set), each
+    on a fresh capability (each call after ``gap_s`` idle: the cold figure)."""
     import redis
 
     client = redis.Redis.from_url(redis_url)
     try:
-        bind = client.register_script(BIND)
+        bind = client.register_script(BIND_DERIVED)
         expire_at = int(time.time()) + 60
-        bind(keys=[redis_keys.grant_key(new_id("g"))], args=["u_floor", 1, expire_at])  # load
-        samples = []
+
+        def call() -> None:
+            cap_id, grant_id = new_id("c"), new_id("d")
+            keys = [
+                redis_keys.capability_grants_key(cap_id),
+                redis_keys.derived_redeemers_key(cap_id, grant_id),
+            ]
+            t = time.perf_counter()
+            bind(keys=keys, args=[grant_id, "u_floor", 1, cap_mod.MAX_GRANTS, expire_at, expire_at])
+            samples.append((time.perf_counter() - t) * 1e6)
+
+        samples: list[float] = []
+        call()  # loads the script
+        samples.clear()
         for _ in range(calls):
-            key = redis_keys.grant_key(new_id("g"))
             if gap_s:
                 time.sleep(gap_s)
-            t = time.perf_counter()
-            bind(keys=[key], args=["u_floor", 1, expire_at])
-            samples.append((time.perf_counter() - t) * 1e6)
+            call()
         return round(statistics.median(samples), 1)
     finally:
         client.close()
