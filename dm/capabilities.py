@@ -98,10 +98,11 @@ class CapabilityWallet:
         return self._held.get(media_id)
 
     def held(self, media_id: str) -> Capability | None:
-        """The usable capability for ``media_id``, if any (an expiring one is dropped)."""
+        """The usable capability for ``media_id``, if any.  One near its expiry is not
+        usable (its spares are dropped) but stays :meth:`stored`: it can still be revoked."""
         cap = self._held.get(media_id)
         if cap is not None and cap["expires_at"] - self._clock() < MIN_REMAINING_S:
-            self._drop(media_id)
+            self._drop_spares(media_id)
             return None
         return cap
 

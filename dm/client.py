@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, cast
@@ -55,6 +56,9 @@ from .sdk_types import (
 
 __all__ = ["DmClient", "DmClientError", "EdgeClient", "MediaResponse"]
 _raise_for = raise_for
+#: Sent messages' derived grants are kept for their unsend; past this many, the expired
+#: ones are dropped (an expired grant needs no revoking).
+DERIVED_SENT_PRUNE_AT = 1024
 
 
 class DmClient(HttpOwner):
@@ -284,9 +288,21 @@ class DmClient(HttpOwner):
             raise NotSetUp("no edge_url, and dm names none")
         return url.rstrip("/")
 
+    def _remember_derived(
+        self, key: tuple[str, str], derived: DerivedGrant, edge_url: str | None
+    ) -> None:
+        """Keep a sent message's derived grant for its unsend; past DERIVED_SENT_PRUNE_AT
+        entries, those whose grant has expired (nothing left to revoke) are dropped."""
+        if len(self._derived_sent) >= DERIVED_SENT_PRUNE_AT:
+            now = time.time()
+            for k in [k for k, (g, _) in self._derived_sent.items() if g.expires_at < now]:
+                del self._derived_sent[k]
+        self._derived_sent[key] = (derived, edge_url)
+
     def derived_grant_of(self, cid: str, message_id: str) -> DerivedGrant | None:
         """The grant this client derived for a sealed message it sent (None if it asked
-        the media API for one, or sent no media)."""
+        the media API for one, or sent no media, or the grant has expired and was
+        forgotten)."""
         held = self._derived_sent.get((cid, message_id))
         return None if held is None else held[0]
 
@@ -450,7 +466,7 @@ class DmClient(HttpOwner):
                 doc = await self.request("POST", f"/v1/conversations/{cid}/messages", json_body=body)
                 sent = cast(Message, dict(doc))
                 if derived is not None:
-                    self._derived_sent[(cid, str(sent["id"]))] = (derived, edge_url)
+                    self._remember_derived((cid, str(sent["id"])), derived, edge_url)
                     # The next share's grant, made once this one's caller has moved on.
                     asyncio.get_running_loop().call_soon(self._prepare_spare, media_id, n)
                 return sent

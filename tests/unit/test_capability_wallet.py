@@ -5,6 +5,7 @@ out once, never outlive its capability in the wallet, and never be older than th
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -203,3 +204,37 @@ def test_a_spare_is_taken_only_while_nearly_as_good_as_a_fresh_grant(
     assert g is not None
     assert (_verified(g.token, clock.now).iat == int(T0)) is taken
     assert g.expires_at - clock.now >= 3600 - 360
+
+
+def test_a_capability_near_its_end_is_not_usable_but_can_still_be_revoked(
+    wallet: CapabilityWallet, clock: Clock
+) -> None:
+    """Round 10's note: held() used to drop it, so revoke_capability (which looks it up
+    with stored()) silently did nothing in its last minute."""
+    wallet.prepare("m_1", 1)
+    clock.now = T0 + CAP_TTL_S - wallet_mod.MIN_REMAINING_S + 1
+    assert wallet.held("m_1") is None and wallet.derive("m_1", 1) is None
+    stored = wallet.stored("m_1")
+    assert stored is not None and stored["cap_id"] == "c_1"
+    assert not wallet._spares
+    assert wallet.forget("m_1", "c_1") == stored and wallet.stored("m_1") is None
+
+
+async def test_sent_grants_kept_for_unsend_are_bounded() -> None:
+    """One entry per sealed message sent used to be kept forever; past the threshold the
+    expired ones (nothing left to revoke) are dropped, the live ones kept."""
+    from dm import client as client_mod
+    from dm.capabilities import DerivedGrant
+
+    c = client_mod.DmClient("http://127.0.0.1:9")
+    try:
+        now = int(time.time())
+        for i in range(client_mod.DERIVED_SENT_PRUNE_AT):
+            exp = now - 10 if i % 2 else now + 3600
+            c._remember_derived(("c_1", f"m{i}"), DerivedGrant(f"t{i}", f"d_{i}", exp), None)
+        c._remember_derived(("c_1", "last"), DerivedGrant("t", "d_last", now + 3600), None)
+        assert len(c._derived_sent) == client_mod.DERIVED_SENT_PRUNE_AT // 2 + 1
+        assert c.derived_grant_of("c_1", "m0") is not None
+        assert c.derived_grant_of("c_1", "m1") is None
+    finally:
+        await c.close()
