@@ -55,6 +55,17 @@ return redis.call('SMEMBERS', KEYS[2])
 """
 
 
+#: KEYS: the holder's capabilities (sorted by expiry).  ARGV: capability id, its expire-at (s),
+#: now (s).  Lists it, drops the ids already expired, and keeps the key for the latest.
+RECORD_HELD = """
+redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[2]), 'GT')
+redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[2]), 'NX')
+return 1
+"""
+
+
 class GrantStore:
     """The grant records of one Redis (or cluster)."""
 
@@ -62,6 +73,7 @@ class GrantStore:
         self._redis = redis
         self._record_issued = redis.register_script(RECORD_ISSUED)
         self._deny_reissue = redis.register_script(DENY_REISSUE)
+        self._record_held = redis.register_script(RECORD_HELD)
 
     async def record(self, grant_id: str, sharer: str, expire_at_s: int) -> None:
         """Note who minted ``grant_id``; the record expires at ``expire_at_s`` (epoch s)."""
@@ -97,6 +109,17 @@ class GrantStore:
                 p.hset(meta, mapping={"holder": holder, "owner": owner, **chain})
                 p.expireat(meta, expire_at_s)
                 await p.execute()
+        except RedisFailure as exc:
+            raise RedisUnavailable(str(exc)) from exc
+
+    async def record_held(self, holder: str, cap_id: str, expire_at_s: int, now_s: float) -> None:
+        """List ``cap_id`` among the capabilities ``holder`` holds, until ``expire_at_s``:
+        a suspension of the holder revokes what is listed (cdn_auth.suspension)."""
+        try:
+            await self._record_held(
+                keys=[redis_keys.capabilities_held_key(holder)],
+                args=[cap_id, expire_at_s, int(now_s)],
+            )
         except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
 

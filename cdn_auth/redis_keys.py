@@ -81,6 +81,13 @@ def capability_issued_key(source_id: str, holder: str) -> str:
     return f"{PREFIX}:cap:issued:{{{source_id}}}:{holder}"
 
 
+def capabilities_held_key(holder: str) -> str:
+    """Sorted set of the capability ids issued to ``holder``, scored by their expiry (s):
+    what a suspension of the holder ends (cdn_auth.suspension).  Entries past their expiry
+    are pruned at each issue; the key expires with the holder's latest capability."""
+    return f"{PREFIX}:cap:held:{{{holder}}}"
+
+
 def capability_grants_key(cap_id: str) -> str:
     """Set of the derived grant ids redeemed under a capability (at most ``max_grants``)."""
     return f"{PREFIX}:cap:{{{cap_id}}}:grants"

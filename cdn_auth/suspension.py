@@ -1,4 +1,6 @@
-"""Users a moderator suspended, as the media API sees them: they register no media.
+"""Users a moderator suspended, as the media API sees them: they register no media, get no
+grant or capability, and the capabilities they hold are revoked (by dm, with the ids
+:meth:`SuspendedUsers.suspend` returns).
 
 dm's ``suspend_user`` review action writes here (beside its own record, which stops
 sends); ``POST /v1/media`` reads it before accepting a byte.  One Redis hash in the CDN's
@@ -12,6 +14,7 @@ with the stream's 24 h retention).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,12 +28,22 @@ class SuspendedUsers:
     def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
 
-    async def suspend(self, user_id: str, record: Mapping[str, Any]) -> None:
-        """Suspend ``user_id``; ``record`` (who, why, when) is kept for the audit trail."""
+    async def suspend(self, user_id: str, record: Mapping[str, Any]) -> list[str]:
+        """Suspend ``user_id``; ``record`` (who, why, when) is kept for the audit trail.
+
+        Returns the share capabilities the user holds, which the caller revokes
+        (``capability_revoked`` for each): a suspended user makes no new shares, and a
+        capability would let them derive grants offline until it expires.  Read after the
+        suspension is written, as an issue lists its capability before it checks the
+        suspension again (cdn_auth.web_capabilities): one of the two sees the other."""
         try:
             await self._redis.hset(redis_keys.SUSPENDED_USERS, user_id, json.dumps(dict(record)))
+            held = await self._redis.zrangebyscore(
+                redis_keys.capabilities_held_key(user_id), int(time.time()), "+inf"
+            )
         except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
+        return sorted(str(c) for c in held)
 
     async def refuse(self, user_id: str) -> None:
         """Raise ``UserSuspended`` for a suspended user: no media registrations, grants or

@@ -125,6 +125,11 @@ async def create_capability(request: web.Request) -> web.Response:
         source=sources[0] if sources else None,
         source_exp=source_exp,
     )
+    # Listed under its holder before it is handed out, then the suspension checked again: a
+    # suspension the first check missed either reads it listed (and revokes it) or is seen
+    # here (each side writes, then reads the other's key; docs/protocol.md, section 14.5).
+    await state.grants.record_held(session.sub, cap_id, iat + ttl_s + state.settings.token_leeway_s, now)
+    await state.suspended.refuse(session.sub)
     return web.json_response(
         {
             "capability": token,

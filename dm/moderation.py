@@ -345,7 +345,9 @@ async def _apply(
     elif action == "suspend_user":
         record = {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)}
         await state.store.suspend(target, record)  # no more sends
-        await SuspendedUsers(state.redis).suspend(target, record)  # no more media registrations
+        # No more media registrations, grants or capabilities; the ones held end now.
+        for cap_id in await SuspendedUsers(state.redis).suspend(target, record):
+            await state.revocations.publish(revocation.capability_revoked(cap_id))
         # This process refuses the user's next send at once; every other dm process drops its
         # cached "not suspended" when the notify stream brings this event.
         state.suspension_cache.put(target, True, state.clock() + state.settings.suspension_cache_ttl_s)
