@@ -36,34 +36,52 @@ class CapabilityRecord(NamedTuple):
     source_exp: int
 
 
+#: Lua: move KEYS-side ``key``'s expiry to ``at`` (epoch s) unless it already ends later;
+#: never shortened.  ``EXPIREAT ... GT/NX`` says the same from Redis 7.0 only, and Redis 6.2
+#: is supported (docs/operations.md, section 9): TTL against the server's own TIME instead.
+EXPIRE_NOT_BEFORE = """
+local function expire_not_before(key, at)
+  local ttl = redis.call('TTL', key)
+  if ttl == -1 or (ttl >= 0 and tonumber(redis.call('TIME')[1]) + ttl < at) then
+    redis.call('EXPIREAT', key, at)
+  end
+end
+"""
+
 #: KEYS: the (source, holder) issued set, the source's denied set (one slot: the source's tag).
 #: ARGV: capability id, holder, expire-at (s).  Returns 1 if the holder is denied on source.
-RECORD_ISSUED = """
+RECORD_ISSUED = (
+    EXPIRE_NOT_BEFORE
+    + """
 redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[3]), 'GT')
-redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[3]), 'NX')
+expire_not_before(KEYS[1], tonumber(ARGV[3]))
 return redis.call('SISMEMBER', KEYS[2], ARGV[2])
 """
+)
 
 #: KEYS: the source's denied set, the (source, holder) issued set (one slot).
 #: ARGV: holder, expire-at (s).  Returns the capability ids issued to the holder on source.
-DENY_REISSUE = """
+DENY_REISSUE = (
+    EXPIRE_NOT_BEFORE
+    + """
 redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[2]), 'GT')
-redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[2]), 'NX')
+expire_not_before(KEYS[1], tonumber(ARGV[2]))
 return redis.call('SMEMBERS', KEYS[2])
 """
+)
 
-
-#: KEYS: the holder's capabilities (sorted by expiry).  ARGV: capability id, its expire-at (s),
-#: now (s).  Lists it, drops the ids already expired, and keeps the key for the latest.
-RECORD_HELD = """
+#: KEYS: the user's held tokens (sorted by expiry + slack).  ARGV: capability or grant id,
+#: its score (expire-at + HELD_SLACK_S, s), now (s).  Lists it, drops the entries whose
+#: score has passed, and keeps the key until the latest score.
+RECORD_HELD = (
+    EXPIRE_NOT_BEFORE
+    + """
 redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[2]), 'GT')
-redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[2]), 'NX')
+expire_not_before(KEYS[1], tonumber(ARGV[2]))
 return 1
 """
+)
 
 
 class GrantStore:
@@ -112,13 +130,13 @@ class GrantStore:
         except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
 
-    async def record_held(self, holder: str, cap_id: str, expire_at_s: int, now_s: float) -> None:
-        """List ``cap_id`` among the capabilities ``holder`` holds, until ``expire_at_s``:
-        a suspension of the holder revokes what is listed (cdn_auth.suspension)."""
+    async def record_held(self, user: str, token_id: str, expire_at_s: int, now_s: float) -> None:
+        """List a capability or minted grant issued to ``user`` (``token_id``, expiring at
+        ``expire_at_s``) among what a suspension of the user revokes (cdn_auth.suspension)."""
         try:
             await self._record_held(
-                keys=[redis_keys.capabilities_held_key(holder)],
-                args=[cap_id, expire_at_s, int(now_s)],
+                keys=[redis_keys.held_tokens_key(user)],
+                args=[token_id, expire_at_s + redis_keys.HELD_SLACK_S, int(now_s)],
             )
         except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc

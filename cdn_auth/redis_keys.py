@@ -81,11 +81,18 @@ def capability_issued_key(source_id: str, holder: str) -> str:
     return f"{PREFIX}:cap:issued:{{{source_id}}}:{holder}"
 
 
-def capabilities_held_key(holder: str) -> str:
-    """Sorted set of the capability ids issued to ``holder``, scored by their expiry (s):
-    what a suspension of the holder ends (cdn_auth.suspension).  Entries past their expiry
-    are pruned at each issue; the key expires with the holder's latest capability."""
-    return f"{PREFIX}:cap:held:{{{holder}}}"
+def held_tokens_key(user: str) -> str:
+    """Sorted set of the share capabilities (``c_...``) and minted grants (``g_...``) issued
+    to ``user``, scored by their expiry (s) plus HELD_SLACK_S: what a suspension of the user
+    revokes (cdn_auth.suspension).  Entries past their score are pruned at each issue; the
+    key expires with the latest score."""
+    return f"{PREFIX}:held:{{{user}}}"
+
+
+#: Added to a held token's expiry in ``held_tokens_key``: its score and the key's expiry are
+#: the issuing edge's clock, and a suspension reads the list by dm's, while every other
+#: edge honours the token by its own; clocks apart by up to this much still revoke it.
+HELD_SLACK_S = 300
 
 
 def capability_grants_key(cap_id: str) -> str:

@@ -94,3 +94,26 @@ class RevocationLog:
         except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def publish_many(self, events: list[RevocationEvent], batch: int = 1000) -> list[str]:
+        """Append ``events`` in order, ``batch`` to a round trip (one stream, one slot): a
+        suspension may revoke thousands of tokens at once.  On a failure, the events of the
+        batches already sent are published and the rest are not: the caller repeats the
+        whole action (every revocation is idempotent)."""
+        minid = int(time.time() * 1000) - self._retention_ms
+        ids: list[str] = []
+        for i in range(0, len(events), batch):
+            try:
+                async with self._redis.pipeline(transaction=False) as p:
+                    for ev in events[i : i + batch]:
+                        p.xadd(
+                            redis_keys.REVOCATION_STREAM,
+                            field_map(ev.fields()),
+                            minid=minid,
+                            approximate=True,
+                        )
+                    replies = await p.execute()
+            except RedisFailure as exc:
+                raise RedisUnavailable(str(exc)) from exc
+            ids += [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
+        return ids

@@ -20,30 +20,39 @@ from typing import Any
 
 from service_kernel.redis_client import RedisClient, RedisFailure
 
-from . import redis_keys
+from . import redis_keys, revocation
 from .errors import RedisUnavailable, UserSuspended
+from .revocation import RevocationEvent
 
 
 class SuspendedUsers:
     def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
 
-    async def suspend(self, user_id: str, record: Mapping[str, Any]) -> list[str]:
+    async def suspend(self, user_id: str, record: Mapping[str, Any]) -> list[RevocationEvent]:
         """Suspend ``user_id``; ``record`` (who, why, when) is kept for the audit trail.
 
-        Returns the share capabilities the user holds, which the caller revokes
-        (``capability_revoked`` for each): a suspended user makes no new shares, and a
-        capability would let them derive grants offline until it expires.  Read after the
-        suspension is written, as an issue lists its capability before it checks the
-        suspension again (cdn_auth.web_capabilities): one of the two sees the other."""
+        Returns the revocations the caller publishes: ``capability_revoked`` for each share
+        capability the user holds and ``grant_revoked`` for each grant they minted that
+        may still live.  A suspended user makes no new shares, and either would let them
+        share offline (derive grants, or hand out a grant kept back) until it expired.
+        Read after the suspension is written, as an issue lists its token before it checks
+        the suspension again (cdn_auth.web_capabilities, web_grants): one of the two sees
+        the other.  Tokens issued before that listing existed are not in it."""
         try:
             await self._redis.hset(redis_keys.SUSPENDED_USERS, user_id, json.dumps(dict(record)))
             held = await self._redis.zrangebyscore(
-                redis_keys.capabilities_held_key(user_id), int(time.time()), "+inf"
+                redis_keys.held_tokens_key(user_id), int(time.time()), "+inf"
             )
         except RedisFailure as exc:
             raise RedisUnavailable(str(exc)) from exc
-        return sorted(str(c) for c in held)
+        out = []
+        for token_id in sorted(str(t) for t in held):
+            if token_id.startswith("c_"):
+                out.append(revocation.capability_revoked(token_id))
+            elif token_id.startswith("g_"):
+                out.append(revocation.grant_revoked(token_id))
+        return out
 
     async def refuse(self, user_id: str) -> None:
         """Raise ``UserSuspended`` for a suspended user: no media registrations, grants or

@@ -93,7 +93,12 @@ async def create_grant(request: web.Request) -> web.Response:
         now=now,
         ttl_s=ttl_s,
     )
-    await state.grants.record(grant_id, session.sub, int(now) + ttl_s + state.settings.token_leeway_s)
+    expire_at = int(now) + ttl_s + state.settings.token_leeway_s
+    await state.grants.record(grant_id, session.sub, expire_at)
+    # Listed under its sharer, then the suspension checked again, as for a capability
+    # (web_capabilities.create_capability): a suspension either revokes it or refuses it.
+    await state.grants.record_held(session.sub, grant_id, expire_at, now)
+    await state.suspended.refuse(session.sub)
     return web.json_response(
         {
             "grant": token,

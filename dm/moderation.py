@@ -346,8 +346,7 @@ async def _apply(
         record = {"by": me.sub, "item": item.id, "at_ms": int(time.time() * 1000)}
         await state.store.suspend(target, record)  # no more sends
         # No more media registrations, grants or capabilities; the ones held end now.
-        for cap_id in await SuspendedUsers(state.redis).suspend(target, record):
-            await state.revocations.publish(revocation.capability_revoked(cap_id))
+        await state.revocations.publish_many(await SuspendedUsers(state.redis).suspend(target, record))
         # This process refuses the user's next send at once; every other dm process drops its
         # cached "not suspended" when the notify stream brings this event.
         state.suspension_cache.put(target, True, state.clock() + state.settings.suspension_cache_ttl_s)
