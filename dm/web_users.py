@@ -165,6 +165,7 @@ ROUTES = (
         body="age, region, roles (only with DM_DEV_ISSUER_ROLES), ttl_s",
         limit="signup",
         api=api.CREATE_USER,
+        dev_only=True,
     ),
     Route(
         "POST",
@@ -177,6 +178,7 @@ ROUTES = (
         body="user_id, sign_in_key, ttl_s",
         limit="signup",
         api=api.DEV_SESSION,
+        dev_only=True,
     ),
     Route(
         "POST",
@@ -187,6 +189,7 @@ ROUTES = (
         responses=(201, 401, 404),
         limit="device_link",
         api=api.LINK_DEVICE,
+        dev_only=True,
     ),
     Route(
         "GET",
@@ -197,5 +200,6 @@ ROUTES = (
         auth="none",
         responses=(200, 404),
         api=api.JWKS,
+        dev_only=True,
     ),
 )

@@ -158,6 +158,9 @@ class Route:
     limit: str | None = None
     #: The contract in detail (the service's ``api_schemas`` module).
     api: Api | None = None
+    #: Served only by a development feature (the dm's dev issuer): registered always (it
+    #: answers 404 when the feature is off), documented only when it is on.
+    dev_only: bool = False
 
 
 def add_routes(app: web.Application, routes: Iterable[Route]) -> None:
@@ -387,10 +390,12 @@ def serve_document(
     **extra: Any,
 ) -> None:
     """Register ``routes`` and ``GET /openapi.json`` describing them (``extra``: see
-    :func:`document`)."""
+    :func:`document`); ``dev_only`` routes are described only when ``settings.dev_issuer``
+    is on: a production document lists no development route."""
     routes = tuple(routes)
     add_routes(app, routes)
-    doc = document(title, version, routes, settings, **extra)
+    dev = bool(getattr(settings, "dev_issuer", False))
+    doc = document(title, version, [r for r in routes if dev or not r.dev_only], settings, **extra)
 
     async def openapi_json(_: web.Request) -> web.Response:
         return web.json_response(doc)

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from openapi_spec_validator import validate
 
 from dm.client import DmClient, DmClientError
 from dm.sdk_types import Conversation
@@ -354,6 +355,36 @@ async def test_dev_issuer_off_in_production(make_dm: Any) -> None:
         )
     assert (info.value.status, info.value.code) == (404, "dev_issuer_disabled")
     await c.close()
+
+
+async def test_a_production_document_lists_no_development_route(make_dm: Any, dm: DmStack) -> None:
+    """With the dev issuer off, /openapi.json describes none of its routes (they still
+    answer 404 dev_issuer_disabled); with it on, all of them."""
+    dev_paths = {"/v1/users", "/v1/dev/sessions", "/v1/devices", "/.well-known/jwks.json"}
+    prod = await make_dm(dev_issuer=False)
+    off = prod.client()
+    on = dm.client()
+    try:
+        prod_doc = await off.request("GET", "/openapi.json")
+        prod_paths = set(prod_doc["paths"])
+        dev_doc_paths = set((await on.request("GET", "/openapi.json"))["paths"])
+    finally:
+        await off.close()
+        await on.close()
+    assert not prod_paths & dev_paths, prod_paths & dev_paths
+    assert dev_paths <= dev_doc_paths
+    assert "/v1/conversations" in prod_paths  # the rest is all there
+    assert prod_paths == dev_doc_paths - dev_paths
+    validate(prod_doc)  # still a valid OpenAPI 3.1 document
+    ops = [op for item in prod_doc["paths"].values() for op in item.values() if isinstance(op, dict)]
+    ids = {op.get("operationId") for op in ops}
+    linked = {
+        link.get("operationId")
+        for op in ops
+        for response in op.get("responses", {}).values()
+        for link in response.get("links", {}).values()
+    }
+    assert linked and linked <= ids, linked - ids  # no link to an operation left out
 
 
 async def test_dev_issuer_sign_in_again_needs_the_users_key(dm: DmStack) -> None:
