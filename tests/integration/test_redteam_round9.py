@@ -12,6 +12,7 @@ import json
 import random
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from cdn_auth.errors import GrantExhausted
 from cdn_auth.grant import Grant
 from cdn_auth.keyring import PRIVATE_DIR, VERIFY_JWKS_FILE, KeyRing
 from cdn_auth.redemption import Redemptions
-from dm.client import DmClientError
+from dm.client import DmClient, DmClientError
 from service_kernel.redis_process import RedisProcess
 
 from ..support.services import DmStack
@@ -98,6 +99,38 @@ async def test_binds_under_killed_connections_never_admit_more_than_n(
         await admin.aclose()
 
 
+async def _reads_around(
+    reader: DmClient, cid: str, revoke: Callable[[], Awaitable[Any]], shows_media: Callable[[Any], bool]
+) -> tuple[int, int]:
+    """16 tasks read ``cid`` as ``reader`` in a loop while ``revoke`` runs; returns (reads
+    issued after its answer that still showed the media, reads issued after it that were
+    answered or refused other than by 429)."""
+    acked = stop = False
+    leaked = answered_after = 0
+
+    async def read_loop() -> None:
+        nonlocal leaked, answered_after
+        while not stop:
+            after_ack = acked
+            try:
+                page = await reader.read(cid)
+            except DmClientError as exc:  # a refusal (or a 429 under the hammering)
+                answered_after += after_ack and exc.status != 429
+                await asyncio.sleep(0.01)
+                continue
+            answered_after += after_ack
+            leaked += after_ack and shows_media(page)
+
+    readers = [asyncio.ensure_future(read_loop()) for _ in range(16)]
+    await asyncio.sleep(0.1)
+    await revoke()
+    acked = True
+    await asyncio.sleep(0.3)
+    stop = True
+    await asyncio.gather(*readers)
+    return leaked, answered_after
+
+
 async def test_reads_issued_after_an_unsend_ack_mint_no_pointer(dm: DmStack) -> None:
     """Bob's reads hammer the message list (rights checks batched with everything else)
     while Alice unsends: no read issued after the unsend's answer shows the media."""
@@ -105,33 +138,13 @@ async def test_reads_issued_after_an_unsend_ack_mint_no_pointer(dm: DmStack) -> 
     media, _ = await dm.edge.add_media(owner=alice.uid)
     conv = await alice.create_conversation([bob.uid])
     sent = await alice.send(conv["id"], media_id=media.id, text="x")
-    acked = False
-    stop = False
-    leaked: list[dict[str, Any]] = []
-    answered_after = 0  # reads issued after the unsend that were answered (not throttled)
-
-    async def reader() -> None:
-        nonlocal answered_after
-        while not stop:
-            after_ack = acked
-            try:
-                page = await bob.read(conv["id"])
-            except DmClientError:  # 429 under the hammering: try again shortly
-                await asyncio.sleep(0.01)
-                continue
-            answered_after += after_ack
-            for m in page["messages"]:
-                if after_ack and m["id"] == sent["id"] and m.get("media"):
-                    leaked.append(dict(m))
-
-    readers = [asyncio.ensure_future(reader()) for _ in range(16)]
-    await asyncio.sleep(0.1)
-    await alice.unsend(conv["id"], sent["id"])
-    acked = True
-    await asyncio.sleep(0.3)
-    stop = True
-    await asyncio.gather(*readers)
-    assert leaked == []
+    leaked, answered_after = await _reads_around(
+        bob,
+        conv["id"],
+        lambda: alice.unsend(conv["id"], sent["id"]),
+        lambda page: any(m["id"] == sent["id"] and m.get("media") for m in page["messages"]),
+    )
+    assert leaked == 0
     assert answered_after > 0  # the check was exercised, not throttled away
 
 
@@ -143,33 +156,13 @@ async def test_removed_member_reads_under_load_mint_no_pointer(dm: DmStack) -> N
     media, _ = await dm.edge.add_media(owner=alice.uid)
     conv = await alice.create_conversation([bob.uid, carol.uid])
     await alice.send(conv["id"], media_id=media.id, text="x")
-    acked = False
-    stop = False
-    leaked: list[str] = []
-    answered_after = 0  # reads issued after the leave that were answered or refused (not 429)
-
-    async def reader() -> None:
-        nonlocal answered_after
-        while not stop:
-            after_ack = acked
-            try:
-                page = await bob.read(conv["id"])
-            except DmClientError as exc:  # a refusal is the point (or a 429)
-                answered_after += after_ack and exc.status != 429
-                await asyncio.sleep(0.01)
-                continue
-            answered_after += after_ack
-            if after_ack and any(m.get("media") for m in page["messages"]):
-                leaked.append("media after leave")
-
-    readers = [asyncio.ensure_future(reader()) for _ in range(16)]
-    await asyncio.sleep(0.1)
-    await bob.leave(conv["id"])
-    acked = True
-    await asyncio.sleep(0.3)
-    stop = True
-    await asyncio.gather(*readers)
-    assert leaked == []
+    leaked, answered_after = await _reads_around(
+        bob,
+        conv["id"],
+        lambda: bob.leave(conv["id"]),
+        lambda page: any(m.get("media") for m in page["messages"]),
+    )
+    assert leaked == 0
     assert answered_after > 0  # the check was exercised, not throttled away
 
 

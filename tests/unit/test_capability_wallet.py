@@ -4,70 +4,28 @@ out once, never outlive its capability in the wallet, and never be older than th
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cdn_auth import capability as cap_mod
-from cdn_auth.token_format import Alg, SigningKey, VerifyKey
 from dm import capabilities as wallet_mod
 from dm.capabilities import MAX_SPARES, SPARE_MAX_AGE_S, CapabilityWallet
-from dm.sdk_types import Capability
 
-from ..support.paths import VECTORS_DIR
+from ..support.wallet import (
+    CAP_TTL_S,
+    HOLDER,
+    MALLORY,
+    T0,
+    VECTORS,
+    Clock,
+    held_capability,
+    verified,
+)
 
-VECTORS = json.loads((VECTORS_DIR / "capability_v1.json").read_text())
-KEYS = VECTORS["keys"]
-RING = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS["ring_ed25519"]["private_seed_hex"]))
-HOLDER = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS["holder"]["private_seed_hex"]))
-MALLORY = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS["mallory"]["private_seed_hex"]))
-VERIFY = {"k1": VerifyKey("k1", Alg.ED25519, RING.public_key())}
-T0 = 1_700_000_000.0
-CAP_TTL_S = 6 * 3600
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _capability(
-    media_id: str, cap_id: str, *, holder: Ed25519PrivateKey = HOLDER, n: int = 2
-) -> Capability:
-    token = cap_mod.mint(
-        SigningKey("k1", Alg.ED25519, RING),
-        cap_id=cap_id,
-        media_id=media_id,
-        holder="alice",
-        holder_key=holder.public_key().public_bytes_raw(),
-        max_redeemers=n,
-        max_grants=100,
-        now=T0,
-        ttl_s=CAP_TTL_S,
-    )
-    return Capability(
-        capability=token,
-        cap_id=cap_id,
-        media_id=media_id,
-        holder="alice",
-        max_redeemers=n,
-        max_grants=100,
-        sources=[],
-        expires_at=int(T0) + CAP_TTL_S,
-        max_grant_ttl_s=CAP_TTL_S,
-    )
-
-
-def _verified(token: str, now: float) -> cap_mod.Derived:
-    return cap_mod.verify_derived(
-        token, VERIFY, now, max_lifetime_s=CAP_TTL_S, max_capability_lifetime_s=CAP_TTL_S
-    )
+_capability = held_capability
+_verified = verified
 
 
 @pytest.fixture

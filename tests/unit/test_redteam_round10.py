@@ -12,7 +12,6 @@ refuses everything the old derive() refused.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from typing import Any
@@ -21,72 +20,26 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cdn_auth import capability as cap_mod
-from cdn_auth.token_format import Alg, SigningKey, VerifyKey
 from dm.capabilities import MAX_SPARES, MIN_REMAINING_S, SPARE_MAX_AGE_S, CapabilityWallet
 from dm.sdk_types import Capability
 
-from ..support.paths import VECTORS_DIR
-
-VECTORS = json.loads((VECTORS_DIR / "capability_v1.json").read_text())
-KEYS = VECTORS["keys"]
-RING = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS["ring_ed25519"]["private_seed_hex"]))
-HOLDER = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS["holder"]["private_seed_hex"]))
-MALLORY = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS["mallory"]["private_seed_hex"]))
-VERIFY = {"k1": VerifyKey("k1", Alg.ED25519, RING.public_key())}
-T0 = 1_700_000_000.0
-CAP_TTL_S = 6 * 3600
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
+from ..support.wallet import (
+    CAP_TTL_S,
+    HOLDER,
+    MALLORY,
+    T0,
+    VECTORS,
+    Clock,
+    held_capability,
+    verified,
+)
 
 
-def _capability(
-    media_id: str,
-    cap_id: str,
-    *,
-    n: int = 4,
-    grant_ttl_s: int = CAP_TTL_S,
-    now: float = T0,
-    holder: Ed25519PrivateKey = HOLDER,
-) -> Capability:
-    token = cap_mod.mint(
-        SigningKey("k1", Alg.ED25519, RING),
-        cap_id=cap_id,
-        media_id=media_id,
-        holder="alice",
-        holder_key=holder.public_key().public_bytes_raw(),
-        max_redeemers=n,
-        max_grants=100,
-        now=now,
-        ttl_s=CAP_TTL_S,
-    )
-    return Capability(
-        capability=token,
-        cap_id=cap_id,
-        media_id=media_id,
-        holder="alice",
-        max_redeemers=n,
-        max_grants=100,
-        sources=[],
-        expires_at=int(now) + CAP_TTL_S,
-        max_grant_ttl_s=grant_ttl_s,
-    )
+def _capability(media_id: str, cap_id: str, **kw: Any) -> Capability:
+    return held_capability(media_id, cap_id, **{"n": 4, **kw})
 
 
-def _verified(token: str, now: float, leeway_s: int = 5) -> cap_mod.Derived:
-    return cap_mod.verify_derived(
-        token,
-        VERIFY,
-        now,
-        max_lifetime_s=CAP_TTL_S,
-        max_capability_lifetime_s=CAP_TTL_S,
-        leeway_s=leeway_s,
-    )
+_verified = verified
 
 
 @pytest.mark.parametrize("idle_s", [250, 400])
