@@ -60,9 +60,8 @@ class CapabilityWallet:
     ) -> None:
         self.key = key if key is not None else Ed25519PrivateKey.generate()
         self._clock = clock
-        self._held: dict[str, Capability] = {}
-        #: media id -> the held capability parsed once (cap_mod.Derivation).
-        self._derivations: dict[str, cap_mod.Derivation] = {}
+        #: media id -> the held capability, and it parsed once (cap_mod.Derivation).
+        self._held: dict[str, tuple[Capability, cap_mod.Derivation]] = {}
         #: (media id, N) -> a grant derived ahead of its share, and when it was made.
         self._spares: dict[tuple[str, int], tuple[DerivedGrant, float]] = {}
 
@@ -80,27 +79,28 @@ class CapabilityWallet:
         derivation = cap_mod.Derivation(self.key, cap["capability"])
         media_id = cap["media_id"]
         self._drop_spares(media_id)
-        self._held[media_id] = cap
-        self._derivations[media_id] = derivation
+        self._held[media_id] = (cap, derivation)
 
     def forget(self, media_id: str, cap_id: str | None = None) -> Capability | None:
         """Drop the capability for ``media_id`` (only if it is ``cap_id``, when given), with
         the spare grants derived from it."""
-        cap = self._held.get(media_id)
+        cap = self.stored(media_id)
         if cap is None or (cap_id is not None and cap["cap_id"] != cap_id):
             return None
-        self._drop(media_id)
+        del self._held[media_id]
+        self._drop_spares(media_id)
         return cap
 
     def stored(self, media_id: str) -> Capability | None:
         """The capability kept for ``media_id``, even one too near its end to derive from
         (it still has to be revoked)."""
-        return self._held.get(media_id)
+        entry = self._held.get(media_id)
+        return None if entry is None else entry[0]
 
     def held(self, media_id: str) -> Capability | None:
         """The usable capability for ``media_id``, if any.  One near its expiry is not
         usable (its spares are dropped) but stays :meth:`stored`: it can still be revoked."""
-        cap = self._held.get(media_id)
+        cap = self.stored(media_id)
         if cap is not None and cap["expires_at"] - self._clock() < MIN_REMAINING_S:
             self._drop_spares(media_id)
             return None
@@ -155,13 +155,8 @@ class CapabilityWallet:
     def _make(self, media_id: str, cap: Capability, redeemers: int, ttl_s: int) -> DerivedGrant:
         now = self._clock()
         ttl = min(ttl_s, cap["max_grant_ttl_s"])
-        token, grant_id = self._derivations[media_id].derive(max_redeemers=redeemers, now=now, ttl_s=ttl)
+        token, grant_id = self._held[media_id][1].derive(max_redeemers=redeemers, now=now, ttl_s=ttl)
         return DerivedGrant(token, grant_id, min(int(now) + ttl, cap["expires_at"]))
-
-    def _drop(self, media_id: str) -> None:
-        del self._held[media_id]
-        self._derivations.pop(media_id, None)
-        self._drop_spares(media_id)
 
     def _drop_spares(self, media_id: str) -> None:
         for k in [k for k in self._spares if k[0] == media_id]:
