@@ -49,25 +49,31 @@ class NotifyLog:
     def event(self, kind: str, cid: str, to: Iterable[str], payload: dict[str, str]) -> dict[str, str]:
         return {"type": kind, "conversation_id": cid, "to": ",".join(to), **payload}
 
-    def _invocation(self, fields: dict[str, str]) -> tuple[list[str], list[Any]]:
+    def _invocation(
+        self, fields: dict[str, str], once: tuple[str, int] | None
+    ) -> tuple[list[str], list[Any]]:
         minid = int(time.time() * 1000) - self._retention_ms
         recipients = sorted({u for u in fields.get("to", "").split(",") if u})
+        marker, ttl_s = once if once is not None else (None, 0)
         return (
-            [k.NOTIFY_STREAM, *(k.user_inbox(u) for u in recipients)],
-            [_encode(fields), minid, k.INBOX_MAX, self._retention_ms],
+            [k.NOTIFY_STREAM, *([marker] if marker else []), *(k.user_inbox(u) for u in recipients)],
+            [_encode(fields), minid, k.INBOX_MAX, self._retention_ms, ttl_s if marker else 0],
         )
 
     async def publish(self, fields: dict[str, str]) -> str:
-        keys, args = self._invocation(fields)
+        keys, args = self._invocation(fields, None)
         return str(await self._notify(keys=keys, args=args))
 
     def queue_publish(
-        self, pipe: RedisPipeline, fields: dict[str, str]
+        self, pipe: RedisPipeline, fields: dict[str, str], *, once: tuple[str, int] | None = None
     ) -> Callable[[Any], Awaitable[str]]:
         """Queue the publish on ``pipe``, to share one round trip with other writes (the
         send's announce).  Returns what turns the pipeline's reply (``raise_on_error=False``)
-        into the event id, or raises the publish's error."""
-        keys, args = self._invocation(fields)
+        into the event id, or raises the publish's error.
+
+        ``once`` (a :func:`~dm.redis_keys.notify_once` key and its TTL in s) publishes the
+        event at most once under that key: a repeat returns the first event's id."""
+        keys, args = self._invocation(fields, once)
         queue_script(pipe, self._notify, keys, args)
 
         async def event_id(reply: Any) -> str:

@@ -29,6 +29,16 @@ def user_inbox(uid: str) -> str:
     return f"{{{NOTIFY_STREAM}}}:inbox:{uid}"
 
 
+def notify_once(cid: str, message_id: str) -> str:
+    """String: the notify event id a send's announce published, written by the same script
+    as the event (``NOTIFY`` with a marker), so publishing a message's event again (an
+    idempotent retry, a script re-run after a broken connection) returns the first event
+    instead of pushing the message twice.  Same slot as the stream (see :func:`user_inbox`).
+    Written only for sends with an idempotency key (only those are retried), and kept as
+    long as their idempotency record (``DM_IDEMPOTENCY_TTL_S``)."""
+    return f"{{{NOTIFY_STREAM}}}:sent:{cid}:{message_id}"
+
+
 #: A reconnecting client is replayed at most this many of its latest events.
 INBOX_MAX = 2000
 

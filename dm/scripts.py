@@ -10,8 +10,10 @@ from __future__ import annotations
 #: rate/pttl-ms.  ``members`` (ok and dup) are the conversation's members read in the same
 #: script as the append: the message's recipients are exactly who was a member when it was
 #: stored, so a removal racing the send cannot leave the removed user on the push list.
-#: The idempotency record ends in "|0" until the send's announce step is done ("|1"), so a
-#: retry can finish an announce that failed (see ``MARK_ANNOUNCED``).
+#: The idempotency record ends in "|0": a retry announces again, and ``NOTIFY``'s marker
+#: makes that a no-op when the first attempt's announce went out.  Records that end in "|1"
+#: were marked announced by an earlier version (a separate MARK_ANNOUNCED round trip) and
+#: are not announced again.
 SEND = """
 if ARGV[2] ~= '' then
   local seen = redis.call('GET', KEYS[1])
@@ -32,16 +34,6 @@ end
 local out = {'ok', id}
 for _, u in ipairs(redis.call('HKEYS', KEYS[2])) do out[#out + 1] = u end
 return out
-"""
-
-#: KEYS: idempotency.  ARGV: message id.  Marks the send's announce step as done, keeping
-#: the record's TTL (a record of another message id is left alone).
-MARK_ANNOUNCED = """
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '|' and string.sub(v, -2) == '|0' then
-  redis.call('SET', KEYS[1], string.sub(v, 1, -2) .. '1', 'KEEPTTL')
-end
-return 1
 """
 
 #: KEYS: messages, unsent (hash: message id -> "grant id|sender", and "<id>:announced" -> "1"
@@ -89,19 +81,31 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-#: KEYS: the notify stream, then one inbox per recipient (same slot: see user_inbox).
-#: ARGV: the event JSON, the trim MINID (ms), the inbox cap, the retention (ms).
+#: KEYS: the notify stream, [the send's marker (``notify_once``) when ARGV[5] > 0,] then one
+#: inbox per recipient (all one slot: see user_inbox).
+#: ARGV: the event JSON, the trim MINID (ms), the inbox cap, the retention (ms), the marker's
+#: TTL in s (0: no marker).
 #: Returns the event id.  Appends and indexes in one step, so an event is either
-#: replayable from every recipient's inbox or was never published.
+#: replayable from every recipient's inbox or was never published.  With a marker, a
+#: message is published once: a second call returns the first call's event id and writes
+#: nothing, so an idempotent retry, or a re-run after a connection broke mid-reply, cannot
+#: push it twice.
 NOTIFY = """
+local first = 2
+if tonumber(ARGV[5]) > 0 then
+  local seen = redis.call('GET', KEYS[2])
+  if seen then return seen end
+  first = 3
+end
 local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', ARGV[1])
 local ms = tonumber(string.match(id, '^(%d+)'))
-for i = 2, #KEYS do
+for i = first, #KEYS do
   redis.call('ZADD', KEYS[i], ms, id)
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[2])
   redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(tonumber(ARGV[3]) + 1))
   redis.call('PEXPIRE', KEYS[i], ARGV[4])
 end
+if first == 3 then redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[5])) end
 return id
 """
 

@@ -58,7 +58,9 @@ class SendResult:
     replayed: bool
     #: The conversation's members when the message was stored (on a replay: now).
     members: tuple[str, ...] = ()
-    #: False when the original send stored the message but its announce step did not finish.
+    #: False unless a version that marked finished announces ("|1") recorded this one as
+    #: announced: a replay then announces again, which the publish's marker makes a no-op
+    #: when the first attempt's announce went out (see ``DmStore.announce``).
     announced: bool = True
 
 
@@ -83,7 +85,6 @@ class DmStore:
         self._idem_ttl_s = idempotency_ttl_s
         self._rate = send_rate_per_s
         self._send = redis.register_script(scripts.SEND)
-        self._mark_announced = redis.register_script(scripts.MARK_ANNOUNCED)
         self._unsend = redis.register_script(scripts.UNSEND)
         self._put_device = redis.register_script(scripts.PUT_DEVICE)
         self._block = redis.register_script(scripts.BLOCK)
@@ -176,7 +177,8 @@ class DmStore:
             seen_hash, _, flag = rest.partition("|")
             if seen_hash != request_hash:
                 raise IdempotencyConflict(idempotency_key or "")
-            # Records written before the flag existed ("id|hash") count as announced.
+            # Records written before the flag existed ("id|hash") count as announced, as do
+            # those an earlier version marked "|1"; "|0" is announced again (deduplicated).
             return SendResult(message_id, replayed=True, members=tuple(members), announced=flag != "0")
         if status == "not_member":
             raise NotMember(cid)
@@ -268,17 +270,19 @@ class DmStore:
         received_by: Iterable[str],
         media_id: str | None,
         idempotency_key: str | None,
-        sender: str,
     ) -> None:
         """Push the message to its recipients and record, per recipient, which message brought
-        them the media (re-share rights); then mark the send announced, so an idempotent retry
-        knows whether it must finish this step.  Every write here is idempotent."""
+        them the media (re-share rights), in one round trip.  Every write here is idempotent,
+        and the push too when the send has an idempotency key: its event is published under
+        a marker (``NOTIFY``), so the idempotent retry of a send whose first attempt failed
+        anywhere after storing the message publishes it if and only if it was not yet."""
         # One round trip for the push and the received-media sets (a Cluster pipeline sends
         # each node its share).  The sets may be written when the publish failed: they are
         # idempotent, and the message they name is stored and readable anyway.
         received = list(received_by) if media_id else []  # no media: no sets to write
+        once = (k.notify_once(cid, message_id), self._idem_ttl_s) if idempotency_key else None
         async with self.redis.pipeline(transaction=False) as p:
-            published = notify.queue_publish(p, event)
+            published = notify.queue_publish(p, event, once=once)
             self._queue_received(p, received, media_id or "", f"{cid}|{message_id}")
             replies = await p.execute(raise_on_error=False)
         await published(replies[0])
@@ -288,12 +292,6 @@ class DmStore:
             async with self.redis.pipeline(transaction=False) as p:
                 self._queue_received(p, received, media_id or "", f"{cid}|{message_id}")
                 await p.execute()
-        # Only once the publish is known to have happened: a failed one leaves the record
-        # "not announced", so the idempotent retry publishes it (see SEND, MARK_ANNOUNCED).
-        if idempotency_key:
-            await self._mark_announced(
-                keys=[k.conv_idempotency(cid, sender, idempotency_key)], args=[message_id]
-            )
 
     @staticmethod
     def _queue_received(pipe: RedisPipeline, users: list[str], media_id: str, source: str) -> None:

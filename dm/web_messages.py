@@ -76,7 +76,8 @@ async def send(request: web.Request) -> web.Response:
         fields = await state.store.message(conv.id, result.message_id)  # what was stored
     if not result.announced and not fields.get("held"):
         # A first attempt that stored the message but failed before announcing it (e.g. a
-        # 503 from Redis) is completed by its idempotent retry, never skipped for good.
+        # 503 from Redis) is completed by its idempotent retry, never skipped for good; one
+        # that did announce is not announced twice (the publish's marker, DmStore.announce).
         # A held message is announced by nobody until a moderator releases it.
         await _announce(state, conv.id, result, fields, idem)
     if not result.replayed:
@@ -141,7 +142,6 @@ async def _announce(
         received_by=[u for u in recipients if u != fields.get("sender")],
         media_id=fields.get("media_id"),
         idempotency_key=idempotency_key,
-        sender=fields.get("sender", ""),
     )
 
 

@@ -19,9 +19,9 @@ TARGET_PUSH_P99_MS = 20.0
 #: dm CPU per message when one process both accepts the send and pushes it (issue 10).
 TARGET_CPU_US_PER_MESSAGE = 400.0
 #: Redis round trips of a media send once the dm's caches are warm: the route's rate-limit
-#: charge, the SEND script, the announce pipeline (publish and received-media sets) and
-#: MARK_ANNOUNCED.  The floor servers make this many (see floor.py).
-SEND_ROUND_TRIPS = 4
+#: charge, the SEND script and the announce pipeline (the publish, deduplicated by its
+#: marker, and the received-media sets).  The floor servers make this many (see floor.py).
+SEND_ROUND_TRIPS = 3
 #: An open-loop run met its rate if at least this share of it was accepted on schedule.
 RATE_MET_FRACTION = 0.98
 SETTLE_S = 0.3  # lets the last responses land before the server's counters are read
