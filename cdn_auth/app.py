@@ -90,7 +90,10 @@ def build_app(
     metrics = Metrics()
     metrics.staleness_bound.set(settings.staleness_bound_s)
     view = RevocationView(
-        settings.max_token_lifetime_s + settings.token_leeway_s + REMINT_MARGIN_S,
+        # The longest-lived token an event can concern: a pointer or grant, or a media cookie.
+        max(settings.max_token_lifetime_s, settings.playback_cookie_ttl_s)
+        + settings.token_leeway_s
+        + REMINT_MARGIN_S,
         clock,
         capability_window_s=settings.max_capability_lifetime_s
         + settings.token_leeway_s

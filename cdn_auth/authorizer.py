@@ -25,6 +25,7 @@ from .capability_gate import CapabilityGate, check_live
 from .errors import (
     GrantMediaMismatch,
     GrantRevoked,
+    PlaybackEnded,
     PointerMissing,
     RevocationStale,
     SessionMissing,
@@ -203,10 +204,13 @@ class Authorizer:
     ) -> Decision:
         if not is_id(media_id):
             raise InvalidField("media id")
+        by_cookie = False
         if session_token:
             session = await self.session(session_token)
         elif playback_token and self._playback is not None:
             session = self.playback_session(playback_token)
+            by_cookie = True
+            self._check_cookie_live(session)  # before the media lookup: no probing with it
         else:
             raise SessionMissing()
         media = await self.media(media_id)
@@ -214,6 +218,8 @@ class Authorizer:
         # least the events up to here (the grant path awaits only after its checks).
         through = stream_ms(self.tailer.stream.last_id)
         view = self.tailer.view
+        if by_cookie:
+            self._check_cookie_live(session)
         if media.is_public or media.owner == session.sub:
             rights.check_active(media, view if self.tail_fresh() else None)
             rights.may_view(media, session)
@@ -302,6 +308,17 @@ class Authorizer:
         s = self._playback.verify(token, self._clock())
         self.playback_cache.put(token, s, s.exp)
         return s
+
+    def _check_cookie_live(self, session: Session) -> None:
+        """A media cookie is refused once its device signed out (``playback_ended``, from
+        ``DELETE /v1/playback-session``) at or after it was issued: copies of it too.  Fails
+        closed (503) when the revocation tail is stale, for public and own media as well:
+        a cookie is a credential the view may have revoked."""
+        if not self.tail_fresh():
+            raise RevocationStale(f"tail age {self.tailer.age_s():.1f}s")
+        ended = self.tailer.view.playback_ended_at(session.sub, session.dev)
+        if ended is not None and session.iat <= ended:
+            raise PlaybackEnded()
 
     async def media(self, media_id: str) -> Media:
         return await self.media_lookup.get(media_id)

@@ -32,6 +32,10 @@ class SessionExpired(SessionInvalid):
     code, public_message = "session_expired", "the session token has expired"
 
 
+class PlaybackEnded(SessionInvalid):
+    code, public_message = "playback_ended", "this media cookie was ended by a sign-out"
+
+
 # -- 403 / 410: tokens that authorize one fetch ------------------------------
 class TokenError(CdnAuthError):
     """A pointer or grant failed verification."""

@@ -20,6 +20,8 @@ kind       a decision depends on it    revoked by
 ``k``      pointer/grant: signing key  the key leaving verify.jwks.json
 ``s``      bearer session: the         the key leaving the session JWKS
            identity provider's key
+``b``      media cookie: its user and  ``playback_ended`` (a sign-out)
+           device
 =========  ==========================  ===============================
 
 Times are revocation-stream milliseconds: a decision records the stream
@@ -82,6 +84,8 @@ def decision_deps(d: Decision) -> list[str]:
     deps = [dep("m", d.media.id)]
     if d.session.kid:  # a bearer session (a playback cookie names no session key)
         deps.append(dep("s", d.session.kid))
+    else:  # a media cookie: ended by its device's sign-out
+        deps.append(dep("b", d.session.sub, d.session.dev))
     if d.pointer is not None:
         p = d.pointer
         deps += [
@@ -108,6 +112,8 @@ def event_deps(ev: RevocationEvent) -> list[str]:
         return [dep("m", ev.media_id)]
     if ev.kind == "capability_revoked":
         return [dep("c", ev.cap_id)]
+    if ev.kind == "playback_ended":
+        return [dep("b", ev.user_id, ev.device_id)]
     return [dep("g", ev.grant_id)]
 
 

@@ -8,6 +8,8 @@ Event kinds and their fields (all strings)::
     grant_revoked  grant_id                           -> the grant: 410
     capability_revoked  cap_id                        -> every grant derived from it, and
                                                          every capability re-shared from it: 410
+    playback_ended user_id, device_id                 -> that device's media cookies issued
+                                                         at or before it: 401 (a sign-out)
 
 A stream, not pub/sub: an edge that reconnects reads on from its last id
 and misses nothing; a starting edge reads the last max-token-lifetime of it.
@@ -24,8 +26,8 @@ from service_kernel.redis_client import RedisClient, RedisFailure, field_map
 from . import redis_keys
 from .errors import RedisUnavailable
 
-KINDS = ("unsent", "left", "takedown", "grant_revoked", "capability_revoked")
-_FIELDS = ("conversation_id", "message_id", "user_id", "media_id", "grant_id", "cap_id")
+KINDS = ("unsent", "left", "takedown", "grant_revoked", "capability_revoked", "playback_ended")
+_FIELDS = ("conversation_id", "message_id", "user_id", "media_id", "grant_id", "cap_id", "device_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,7 @@ class RevocationEvent:
     media_id: str = ""
     grant_id: str = ""
     cap_id: str = ""
+    device_id: str = ""
     at_ms: int = 0  # from the stream id when read back
 
     def fields(self) -> dict[str, str]:
@@ -74,6 +77,11 @@ def grant_revoked(grant_id: str) -> RevocationEvent:
 
 def capability_revoked(cap_id: str) -> RevocationEvent:
     return RevocationEvent("capability_revoked", cap_id=cap_id)
+
+
+def playback_ended(user_id: str, device_id: str) -> RevocationEvent:
+    """``DELETE /v1/playback-session``: the device's media cookies stop working, copies too."""
+    return RevocationEvent("playback_ended", user_id=user_id, device_id=device_id)
 
 
 class RevocationLog:

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 #: by a process whose cached view of it was briefly stale (dm caches a conversation for at
 #: most a few seconds, and evicts it on the membership event itself).
 REMINT_MARGIN_S = 60.0
+#: Kinds whose table holds the event's time (tokens issued at or before it are refused), not
+#: a forget-at time (the thing itself is refused).
+_BY_TIME = frozenset({"left", "playback_ended"})
 #: Window events read and applied per step when an edge starts.
 LOAD_BATCH = 1000
 
@@ -51,6 +54,7 @@ class RevocationView:
         self._clock = clock
         self._unsent: dict[tuple[str, str], float] = {}
         self._left: dict[tuple[str, str], float] = {}  # -> left at (s)
+        self._playback: dict[tuple[str, str], float] = {}  # (user, device) -> ended at (s)
         self._takedowns: dict[str, float] = {}
         self._grants: dict[str, float] = {}
         self._expiry: deque[tuple[float, str, Any]] = deque()
@@ -61,6 +65,7 @@ class RevocationView:
         return (
             len(self._unsent)
             + len(self._left)
+            + len(self._playback)
             + len(self._takedowns)
             + len(self._grants)
             + len(self.capabilities)
@@ -84,13 +89,15 @@ class RevocationView:
             key = (ev.conversation_id, ev.message_id)
         elif ev.kind == "left":
             key = (ev.conversation_id, ev.user_id)
+        elif ev.kind == "playback_ended":
+            key = (ev.user_id, ev.device_id)
         elif ev.kind == "takedown":
             key = ev.media_id
         else:
             key = ev.grant_id
         table = self._table(ev.kind)
         known = key in table
-        table[key] = at_s if ev.kind == "left" else expires
+        table[key] = at_s if ev.kind in _BY_TIME else expires
         if not known:
             # One expiry item per distinct revoked thing, not per event: a repeat only
             # moves the table's time, and expire() re-queues the item when it finds that.
@@ -107,7 +114,7 @@ class RevocationView:
             current = table.get(key)
             if current is None:
                 continue
-            until = current + self.window_s if kind == "left" else current
+            until = current + self.window_s if kind in _BY_TIME else current
             if until <= now:
                 del table[key]
                 n += 1
@@ -127,6 +134,8 @@ class RevocationView:
             return self._unsent
         if kind == "left":
             return self._left
+        if kind == "playback_ended":
+            return self._playback
         return self._takedowns if kind == "takedown" else self._grants
 
     def is_unsent(self, conversation_id: str, message_id: str) -> bool:
@@ -134,6 +143,10 @@ class RevocationView:
 
     def left_at(self, conversation_id: str, user_id: str) -> float | None:
         return self._left.get((conversation_id, user_id))
+
+    def playback_ended_at(self, user_id: str, device_id: str) -> float | None:
+        """When the device's media cookies were last ended (a sign-out), or None."""
+        return self._playback.get((user_id, device_id))
 
     def is_taken_down(self, media_id: str) -> bool:
         return media_id in self._takedowns

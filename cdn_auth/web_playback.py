@@ -14,6 +14,7 @@ from service_kernel.openapi import Route
 from service_kernel.web_errors import bearer_token
 
 from . import api_schemas as api
+from . import revocation
 from .errors import PlaybackDisabled, SessionMissing
 from .playback import COOKIE_NAME, COOKIE_PATH, PlaybackTokens
 from .session import Session
@@ -61,9 +62,13 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
+    """Clear the cookie and end it: the browser drops it, and every edge refuses it (and any
+    copy of it, and any other cookie this device was issued until now) within a second.  The
+    device asks for a new one when it signs in again."""
     state = request.app[STATE]
     _tokens(state)
-    await _bearer_session(request)
+    session = await _bearer_session(request)
+    await state.revocations.publish(revocation.playback_ended(session.sub, session.dev))
     resp = web.json_response({"cleared": True}, headers={"Cache-Control": "no-store"})
     resp.del_cookie(
         COOKIE_NAME,
@@ -90,9 +95,10 @@ ROUTES = (
         "DELETE",
         "/v1/playback-session",
         delete,
-        "Browser playback: clear the media cookie",
+        "Browser playback: clear the media cookie and end it on every edge",
         "edge",
         responses=(200, 401, 404),
+        limit="playback_session",  # each one is a revocation event every edge reads
         api=api.PLAYBACK_DELETE,
     ),
 )

@@ -18,6 +18,7 @@ const WORDS = {
   session_missing: "you are not signed in to the video server",
   session_invalid: "your sign-in is not valid for the video server",
   session_expired: "your sign-in has expired; sign in again",
+  playback_ended: "this browser signed out of the video server; sign in again",
   pointer_wrong_recipient: "this link was shared with someone else, not with you",
   pointer_required: "this video can only be watched from a message it was shared in",
   pointer_media_mismatch: "this link is for a different video",

@@ -19,7 +19,7 @@ from service_kernel.redis_process import free_port
 
 from ..support.edge import mint
 from ..support.playback import APP_ORIGIN, cookie_for
-from ..support.services import Edge, EdgeFactory, wait_until
+from ..support.services import Edge, EdgeFactory, bearer, wait_until
 
 AUTH_CACHE_S = 30  # long on purpose: a cached decision must never serve another cookie
 
@@ -105,6 +105,27 @@ async def test_cached_decision_not_shared_across_cookies(
     assert status == 403
     assert h["Access-Control-Allow-Origin"] == APP_ORIGIN, "the page must be able to read why"
     assert (await _req("GET", url))[0] == 401
+
+
+async def test_a_signed_out_cookie_loses_its_cached_allow_at_nginx(
+    front: NginxFront, web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
+    """nginx caches Bob's allow for 30 s here; his sign-out (``playback_ended``) must end
+    it at once, for a copy of the cookie replayed straight at the front too."""
+    media, _ = await web_edge.add_media()
+    bob, _ = await cookie_for(web_edge, issuer.mint("bob"))
+    url = f"{front.url}/m/{media.id}?pointer={mint(ring, media, 'bob')}"
+    assert (await _req("GET", url, bob))[0] == 200
+    hits = front.stats()["hits"]
+    assert (await _req("GET", url, bob))[0] == 200
+    assert front.stats()["hits"] == int(hits) + 1  # the allow is cached
+    async with web_edge.client.delete("/v1/playback-session", headers=bearer(issuer.mint("bob"))) as r:
+        assert r.status == 200
+
+    async def refused() -> bool:
+        return (await _req("GET", url, bob))[0] == 401
+
+    await wait_until(refused, 3)
 
 
 async def test_cookie_ignored_for_post_through_nginx(

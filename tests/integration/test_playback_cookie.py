@@ -7,6 +7,8 @@ test client's own jar is cleared) so each test says exactly what the
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -24,7 +26,7 @@ from dm.identity import DevIssuer
 
 from ..support.edge import mint
 from ..support.playback import APP_ORIGIN, cookie_for
-from ..support.services import Edge, EdgeFactory, bearer
+from ..support.services import Edge, EdgeFactory, bearer, wait_until
 
 
 @pytest.fixture
@@ -198,6 +200,59 @@ async def test_clear_playback_cookie(web_edge: Edge, issuer: DevIssuer) -> None:
         assert r.status == 200
         morsel = SimpleCookie(r.headers["Set-Cookie"])[COOKIE_NAME]
         assert morsel.value == "" and morsel["path"] == "/m/" and int(morsel["max-age"]) == 0
+
+
+async def test_a_signed_out_cookie_is_refused_everywhere_copies_included(
+    web_edge: Edge, issuer: DevIssuer, ring: KeyRing
+) -> None:
+    """DELETE /v1/playback-session ends the device's cookies on every edge (a revocation
+    event), not only in the browser that cleared it: a copied cookie stops working too."""
+    media, _ = await web_edge.add_media()
+    ptr = mint(ring, media, "bob")
+    copied, _ = await cookie_for(web_edge, issuer.mint("bob", dev="laptop"))
+    other_device, _ = await cookie_for(web_edge, issuer.mint("bob", dev="phone"))
+    assert (await get_media(web_edge, media.id, cookie=copied, ptr=ptr))[0] == 200
+    async with web_edge.client.delete(
+        "/v1/playback-session", headers=bearer(issuer.mint("bob", dev="laptop"))
+    ) as r:
+        assert r.status == 200
+
+    async def refused() -> bool:
+        return (await get_media(web_edge, media.id, cookie=copied, ptr=ptr))[0] == 401
+
+    await wait_until(refused, 3)
+    status, body, _ = await get_media(web_edge, media.id, cookie=copied, ptr=ptr)
+    assert (status, code(body)) == (401, "playback_ended")
+    # nginx's subrequest path refuses it too; an unknown media id learns nothing either.
+    headers = {"X-Original-URI": f"/m/{media.id}?pointer={ptr}", "X-Original-Method": "GET"}
+    async with web_edge.client.get(
+        "/auth", headers={**headers, "Cookie": f"{COOKIE_NAME}={copied}"}
+    ) as r:
+        assert r.status == 401
+    assert (await get_media(web_edge, "m_" + "x" * 22, cookie=copied))[0] == 401
+    # Only that device: the user's other device keeps playing.
+    assert (await get_media(web_edge, media.id, cookie=other_device, ptr=ptr))[0] == 200
+    # Signing in again gives a cookie that works (issued after the sign-out's second).
+    ended = web_edge.state.authorizer.tailer.view.playback_ended_at("bob", "laptop")
+    assert ended is not None
+    await asyncio.sleep(max(0.0, int(ended) + 1 - time.time()))
+    fresh, _ = await cookie_for(web_edge, issuer.mint("bob", dev="laptop"))
+    assert (await get_media(web_edge, media.id, cookie=fresh, ptr=ptr))[0] == 200
+
+
+async def test_a_cookie_is_not_honoured_on_a_stale_revocation_view(
+    web_edge: Edge, issuer: DevIssuer
+) -> None:
+    """A sign-out the edge has not heard of must not be outlived: with the revocation tail
+    stale, a cookie is refused (503) even for public media, as pointers are."""
+    media, _ = await web_edge.add_media(visibility="public")
+    value, _ = await cookie_for(web_edge, issuer.mint("bob"))
+    assert (await get_media(web_edge, media.id, cookie=value))[0] == 200
+    authorizer = web_edge.state.authorizer
+    authorizer.config = dataclasses.replace(authorizer.config, staleness_bound_s=-1.0)
+    status, body, _ = await get_media(web_edge, media.id, cookie=value)
+    assert (status, code(body)) == (503, "revocation_stale")
+    assert (await get_media(web_edge, media.id, session=issuer.mint("bob")))[0] == 200
 
 
 # -- CORS -----------------------------------------------------------------------------------
