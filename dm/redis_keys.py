@@ -135,6 +135,14 @@ def report_dedup(reporter: str, cid: str, message_id: str) -> str:
 #: A repeat report of the same message by the same reporter is a no-op this long.
 REPORT_DEDUP_TTL_S = 30 * 24 * 3600
 
+
+def conv_alerted(cid: str, message_id: str) -> str:
+    """String: the review item id of the scanner's alert for one message, written once the
+    alert is queued, so the send's idempotent retry queues it if (and only if) the first
+    attempt failed to.  Kept as long as a report's de-duplication."""
+    return f"{PREFIX}:conv:{{{cid}}}:alerted:{message_id}"
+
+
 #: The moderation queue keeps at most about this many reports (XADD MAXLEN ~): with
 #: per-user limits and de-duplication, reaching it means moderators are far behind.
 REPORTS_MAXLEN = 1_000_000

@@ -158,8 +158,20 @@ class ReviewQueue:
         self._scan_max = scan_max
 
     async def add_alert(
-        self, cid: str, message_id: str, fields: dict[str, str], verdict: Verdict
+        self, cid: str, message_id: str, fields: dict[str, str], verdict: Verdict, *, retry: bool = False
     ) -> str:
+        """Queue the scanner's alert for a stored message, and record that it is queued.
+
+        ``retry`` (the send's idempotent replay): queue it only if no attempt recorded it,
+        so a first attempt that stored (and held) the message but failed to queue its
+        alert is completed, and a held message never ends up with no review item.  Two
+        attempts racing may both queue it: a second item for one message is harmless (its
+        release or removal finds the message already handled); none would not be."""
+        done = k.conv_alerted(cid, message_id)
+        if retry:
+            seen = await self._redis.get(done)
+            if seen is not None:
+                return "q-" + str(seen)
         entry = {
             "source": "alert",
             "kind": "plain",
@@ -177,11 +189,13 @@ class ReviewQueue:
             "held": "1" if verdict.held else "",
             "at": str(int(time.time())),
         }
-        return "q-" + str(
+        entry_id = str(
             await self._redis.xadd(
                 k.REPORTS_STREAM, field_map(entry), maxlen=k.REPORTS_MAXLEN, approximate=True
             )
         )
+        await self._redis.set(done, entry_id, ex=k.REPORT_DEDUP_TTL_S)
+        return "q-" + entry_id
 
     async def get(self, item_id: str) -> Item:
         """The item, under its canonical id whatever spelling was given (404 if none)."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 #: rate/pttl-ms.  ``members`` (ok and dup) are the conversation's members read in the same
 #: script as the append: the message's recipients are exactly who was a member when it was
 #: stored, so a removal racing the send cannot leave the removed user on the push list.
-#: The idempotency record ends in "|0": a retry announces again, and ``NOTIFY``'s marker
-#: makes that a no-op when the first attempt's announce went out.  Records that end in "|1"
-#: were marked announced by an earlier version (a separate MARK_ANNOUNCED round trip) and
-#: are not announced again.
+#: The idempotency record ends in "|m": a retry announces again, and ``NOTIFY``'s marker
+#: makes that a no-op when the first attempt's announce went out.  Versions before the
+#: marker wrote "|0" (not announced yet) and then "|1" (announced, by a separate
+#: MARK_ANNOUNCED round trip), and read any flag but "0" as announced: so during a rolling
+#: upgrade, or after a rollback, they never push a marked send twice (see DmStore.append).
 SEND = """
 if ARGV[2] ~= '' then
   local seen = redis.call('GET', KEYS[1])
@@ -29,7 +30,7 @@ if n == 1 then redis.call('PEXPIRE', KEYS[4], 1000) end
 if n > tonumber(ARGV[4]) then return {'rate', tostring(redis.call('PTTL', KEYS[4]))} end
 local id = redis.call('XADD', KEYS[3], '*', 'm', ARGV[5])
 if ARGV[2] ~= '' then
-  redis.call('SET', KEYS[1], id .. '|' .. ARGV[2] .. '|0', 'EX', tonumber(ARGV[3]))
+  redis.call('SET', KEYS[1], id .. '|' .. ARGV[2] .. '|m', 'EX', tonumber(ARGV[3]))
 end
 local out = {'ok', id}
 for _, u in ipairs(redis.call('HKEYS', KEYS[2])) do out[#out + 1] = u end

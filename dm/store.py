@@ -58,9 +58,10 @@ class SendResult:
     replayed: bool
     #: The conversation's members when the message was stored (on a replay: now).
     members: tuple[str, ...] = ()
-    #: False unless a version that marked finished announces ("|1") recorded this one as
-    #: announced: a replay then announces again, which the publish's marker makes a no-op
-    #: when the first attempt's announce went out (see ``DmStore.announce``).
+    #: False for a replay of this version's record ("|m"): it announces again, which the
+    #: publish's marker makes a no-op when the first attempt's announce went out (see
+    #: ``DmStore.announce``); and for an earlier version's record of a send whose announce
+    #: had not finished ("|0").
     announced: bool = True
 
 
@@ -177,9 +178,12 @@ class DmStore:
             seen_hash, _, flag = rest.partition("|")
             if seen_hash != request_hash:
                 raise IdempotencyConflict(idempotency_key or "")
-            # Records written before the flag existed ("id|hash") count as announced, as do
-            # those an earlier version marked "|1"; "|0" is announced again (deduplicated).
-            return SendResult(message_id, replayed=True, members=tuple(members), announced=flag != "0")
+            # "m": announce again, which the publish's marker makes a no-op if it went out.
+            # Earlier versions' records: "0" (their announce had not finished: announce it),
+            # "1" and none ("id|hash", from before the flag existed): announced.
+            return SendResult(
+                message_id, replayed=True, members=tuple(members), announced=flag not in ("m", "0")
+            )
         if status == "not_member":
             raise NotMember(cid)
         err = RateLimited(f"retry in {value} ms")

@@ -80,8 +80,9 @@ async def send(request: web.Request) -> web.Response:
         # that did announce is not announced twice (the publish's marker, DmStore.announce).
         # A held message is announced by nobody until a moderator releases it.
         await _announce(state, conv.id, result, fields, idem)
-    if not result.replayed:
-        await state.after_send(conv, result.message_id, fields, verdict)
+    # On a replay too: a first attempt that stored the message but failed to queue its
+    # alert is completed here (a held message must never be left with no review item).
+    await state.after_send(conv, result.message_id, fields, verdict, replayed=result.replayed)
     state.metrics.sends.labels(conv.mode, str(result.replayed).lower()).inc()
     state.metrics.send_seconds.observe(time.perf_counter() - started)
     # The sender's copy carries no pointer (minting one costs a signature per send and the

@@ -278,12 +278,20 @@ class DmState:
         return suspended
 
     async def after_send(
-        self, conv: Conversation, message_id: str, fields: dict[str, str], verdict: Verdict
+        self,
+        conv: Conversation,
+        message_id: str,
+        fields: dict[str, str],
+        verdict: Verdict,
+        *,
+        replayed: bool = False,
     ) -> None:
-        """A flag or hold becomes an alert in the review queue."""
+        """A flag or hold becomes an alert in the review queue; on a replay (the send's
+        idempotent retry), only if the first attempt did not queue it."""
         if verdict.alerts:
-            await self.queue.add_alert(conv.id, message_id, fields, verdict)
-            self.metrics.alerts.labels(verdict.action).inc()
+            await self.queue.add_alert(conv.id, message_id, fields, verdict, retry=replayed)
+            if not replayed:
+                self.metrics.alerts.labels(verdict.action).inc()
 
     async def check_not_blocked(self, me: Session, conv: Conversation) -> None:
         """In a one-to-one conversation, a user the other has blocked cannot write."""
