@@ -36,7 +36,7 @@ from .keyset import KeySet
 from .matching import MediaHashIndex, banks_from
 from .metrics import Metrics
 from .origin import Origin
-from .playback import PlaybackTokens
+from .playback import MAX_PLAYBACK_TTL_S, PlaybackTokens
 from .redemption import Redemptions
 from .registry import MediaRegistry
 from .revocation import RevocationLog
@@ -90,8 +90,9 @@ def build_app(
     metrics = Metrics()
     metrics.staleness_bound.set(settings.staleness_bound_s)
     view = RevocationView(
-        # The longest-lived token an event can concern: a pointer or grant, or a media cookie.
-        max(settings.max_token_lifetime_s, settings.playback_cookie_ttl_s)
+        # The longest-lived token an event can concern: a pointer or grant, or a media cookie
+        # (any edge's: the verifier accepts up to MAX_PLAYBACK_TTL_S whatever this edge mints).
+        max(settings.max_token_lifetime_s, MAX_PLAYBACK_TTL_S)
         + settings.token_leeway_s
         + REMINT_MARGIN_S,
         clock,

@@ -261,9 +261,12 @@ class Authorizer:
         """Re-check a decision against the revocation view *now*, between the windows of a
         long response: a takedown, unsend, leave or grant revocation that arrives while
         bytes are flowing stops them (pointer and grant decisions also stop when the view
-        goes stale, as a new request would be refused)."""
+        goes stale, as a new request would be refused).  A response to a media cookie stops
+        when its device signs out (or the view goes stale), whatever the media."""
         view = self.tailer.view
         try:
+            if not d.session.kid:  # a media cookie (a session JWT always names its key)
+                self._check_cookie_live(d.session)
             if d.pointer is None and d.grant is None:
                 rights.check_active(d.media, view if self.tail_fresh() else None)
                 return True
@@ -311,13 +314,17 @@ class Authorizer:
 
     def _check_cookie_live(self, session: Session) -> None:
         """A media cookie is refused once its device signed out (``playback_ended``, from
-        ``DELETE /v1/playback-session``) at or after it was issued: copies of it too.  Fails
-        closed (503) when the revocation tail is stale, for public and own media as well:
-        a cookie is a credential the view may have revoked."""
+        ``DELETE /v1/playback-session``) at or after it was issued: copies of it too.  Its
+        ``iat`` is the minting edge's clock and the event's time Redis's, so the comparison
+        allows the token leeway the edges already tolerate between clocks: a cookie issued
+        up to that long after the sign-out is refused too (signing in again makes a new
+        device, whose cookies this does not touch).  Fails closed (503) when the revocation
+        tail is stale, for public and own media as well: a cookie is a credential the view
+        may have revoked."""
         if not self.tail_fresh():
             raise RevocationStale(f"tail age {self.tailer.age_s():.1f}s")
         ended = self.tailer.view.playback_ended_at(session.sub, session.dev)
-        if ended is not None and session.iat <= ended:
+        if ended is not None and session.iat <= ended + self.config.token_leeway_s:
             raise PlaybackEnded()
 
     async def media(self, media_id: str) -> Media:

@@ -29,6 +29,9 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[float, int]] = {
     # Browser media cookies: the web client asks once per page load and once per cookie
     # lifetime (CDN_AUTH_PLAYBACK_COOKIE_TTL_S); each call verifies a session and signs.
     "playback_session": (0.2, 20),
+    # Sign-outs (DELETE /v1/playback-session): each is a revocation event on every edge, as a
+    # grant revoke is, and a budget of their own, so renewals never make a sign-out fail.
+    "playback_sign_out": (1.0, 10),
 }
 
 

@@ -98,7 +98,7 @@ ROUTES = (
         "Browser playback: clear the media cookie and end it on every edge",
         "edge",
         responses=(200, 401, 404),
-        limit="playback_session",  # each one is a revocation event every edge reads
+        limit="playback_sign_out",  # each one is a revocation event every edge reads
         api=api.PLAYBACK_DELETE,
     ),
 )
