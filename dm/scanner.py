@@ -29,6 +29,7 @@ List file::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import unicodedata
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import decancer_py
 
 from cdn_auth.matching import BankSet, MediaHashIndex
 from cdn_auth.media import Media
@@ -94,19 +96,40 @@ def fold(text: str) -> str:
     NFKC (fullwidth and other compatibility forms to their plain letters), case folding,
     then compatibility decomposition with format characters and non-spacing marks dropped:
     ``"\\uff53\\uff45\\uff43\\u00adre\\u0301t"`` (fullwidth "sec", a soft hyphen, "re", an
-    acute accent, "t") folds to ``"secret"``.  Lists and messages are folded the
-    same way, so marks that distinguish words in some scripts are dropped on both sides
-    (a hold list errs towards matching).  ASCII text, the common case, is only lower-cased
-    (the other steps cannot change it).
+    acute accent, "t") folds to ``"secret"``.  Then letters of other scripts that look like
+    Latin ones become those (decancer's confusables tables): Cyrillic ``"\\u043e"`` and Greek
+    ``"\\u03bf"`` read as "o", so ``"\\u043eur little secret"`` folds to ``"our little secret"``.
+    Lists and messages are folded the same way, so marks that distinguish words in some
+    scripts are dropped, and Cyrillic or Greek words are spelled in Latin look-alikes, on
+    both sides: a keyword in those scripts still matches its own words, and a hold list
+    errs towards matching (a Russian word that looks like an English keyword matches it).
+    Scripts with no Latin look-alikes (CJK, Arabic, ...) are left as they are.  ASCII
+    text, the common case, is only lower-cased (the other steps cannot change it).
     """
     if text.isascii():
         return text.lower()
     decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
-    return "".join(
+    kept = "".join(
         c
         for c in decomposed
         if unicodedata.category(c) not in _DROPPED_CATEGORIES and c not in _DROPPED_CHARS
     )
+    return kept if kept.isascii() else "".join(map(_latin_lookalike, kept))
+
+
+#: Scripts whose letters pass for Latin ones (by the character's Unicode name).  Only these
+#: are mapped: decancer also turns emoji, CJK, Arabic or Hebrew letters into Latin-ish
+#: strings ("\U0001f600" -> "o"), which would make words out of what is not text.
+_LOOKALIKE_SCRIPTS = ("LATIN ", "CYRILLIC ", "GREEK ", "COPTIC ", "ARMENIAN ", "CHEROKEE ")
+
+
+@functools.lru_cache(maxsize=4096)
+def _latin_lookalike(c: str) -> str:
+    """``c`` as the Latin letters it looks like (decancer's confusables tables), if it is a
+    letter of a script in :data:`_LOOKALIKE_SCRIPTS`; else ``c`` itself."""
+    if c.isascii() or not unicodedata.name(c, "").startswith(_LOOKALIKE_SCRIPTS):
+        return c
+    return str(decancer_py.parse(c)) or c
 
 
 def _tokens(folded: str) -> list[str]:

@@ -36,6 +36,11 @@ def _fullwidth(s: str) -> str:
         "this is our little sec\uffa0ret",  # halfwidth Hangul filler
         "this is our lit\u115ftle se\u1160cret",  # Hangul choseong and jungseong fillers
         "this is our little sec\u2800ret",  # blank Braille pattern
+        "this is \u043eur l\u0456ttl\u0435 s\u0435cr\u0435t",  # Cyrillic o, i, e
+        "this is \u03bf\u03c5r l\u03b9ttle secret",  # Greek omicron, upsilon, iota
+        "this is our little \uabaa\u0435\u0441ret",  # Cherokee S, Cyrillic e and es
+        "this is our little \U0001d530\U0001d522\U0001d520\U0001d52f\U0001d522\U0001d531",  # Fraktur
+        "this is OUR LITTLE \u0405\u0415\u0421RET",  # Cyrillic capitals DZE, IE, ES
     ],
 )
 def test_evasions_of_a_hold_phrase_are_held(text: str) -> None:
@@ -71,3 +76,33 @@ def test_fold() -> None:
     assert fold("Straße") == "strasse"
     assert fold(_fullwidth("SEC") + "\u00adre\u0301t") == "secret"
     assert fold("look at this") == "look at this"
+
+
+def test_other_scripts_match_their_own_keywords_and_non_letters_stay_apart() -> None:
+    """Look-alike folding applies to lists and messages alike: a Cyrillic keyword still
+    matches its own words.  Only letters of scripts that pass for Latin are mapped: emoji,
+    CJK, Arabic or Hebrew are never turned into letters that could make up a keyword."""
+    lists = ScanLists.from_doc(
+        [
+            {
+                "label": "ru",
+                "verdict": "hold",
+                "keywords": ["\u043d\u0430\u0448 \u0441\u0435\u043a\u0440\u0435\u0442"],
+            },
+            {"label": "go", "verdict": "flag", "keywords": ["go now"]},
+        ]
+    )
+    assert lists.scan("\u044d\u0442\u043e \u041d\u0410\u0428 \u0441\u0435\u043a\u0440\u0435\u0442").held
+    assert (
+        lists.scan(
+            "\u043f\u0440\u0438\u0432\u0435\u0442, \u043a\u0430\u043a \u0434\u0435\u043b\u0430?"
+        ).action
+        == "allow"
+    )
+    for text in ("g\U0001f600 now", "g\u2764 now", "g\u65e5 now", "g\u05d5 now"):
+        assert lists.scan(text).action == "allow", text
+    assert (
+        fold("\U0001f600 \u6771\u4eac \u05e9\u05dc\u05d5\u05dd")
+        == "\U0001f600 \u6771\u4eac \u05e9\u05dc\u05d5\u05dd"
+    )
+    assert fold("\u043eur l\u0456ttl\u0435") == "our little"
