@@ -96,15 +96,15 @@ def fold(text: str) -> str:
     NFKC (fullwidth and other compatibility forms to their plain letters), case folding,
     then compatibility decomposition with format characters and non-spacing marks dropped:
     ``"\\uff53\\uff45\\uff43\\u00adre\\u0301t"`` (fullwidth "sec", a soft hyphen, "re", an
-    acute accent, "t") folds to ``"secret"``.  Then letters of other scripts that look like
-    Latin ones become those (decancer's confusables tables): Cyrillic ``"\\u043e"`` and Greek
-    ``"\\u03bf"`` read as "o", so ``"\\u043eur little secret"`` folds to ``"our little secret"``.
+    acute accent, "t") folds to ``"secret"``.  Then letters and digits of other scripts that
+    look like Latin ones become those (decancer's confusables tables): Cyrillic ``"\\u043e"``,
+    Greek ``"\\u03bf"`` and Devanagari digit zero ``"\\u0966"`` read as "o", so
+    ``"\\u043eur little secret"`` folds to ``"our little secret"`` (:func:`_latin_lookalike`).
     Lists and messages are folded the same way, so marks that distinguish words in some
-    scripts are dropped, and Cyrillic or Greek words are spelled in Latin look-alikes, on
+    scripts are dropped, and words of other scripts are spelled in Latin look-alikes, on
     both sides: a keyword in those scripts still matches its own words, and a hold list
     errs towards matching (a Russian word that looks like an English keyword matches it).
-    Scripts with no Latin look-alikes (CJK, Arabic, ...) are left as they are.  ASCII
-    text, the common case, is only lower-cased (the other steps cannot change it).
+    ASCII text, the common case, is only lower-cased (the other steps cannot change it).
     """
     if text.isascii():
         return text.lower()
@@ -117,17 +117,19 @@ def fold(text: str) -> str:
     return kept if kept.isascii() else "".join(map(_latin_lookalike, kept))
 
 
-#: Scripts whose letters pass for Latin ones (by the character's Unicode name).  Only these
-#: are mapped: decancer also turns emoji, CJK, Arabic or Hebrew letters into Latin-ish
-#: strings ("\U0001f600" -> "o"), which would make words out of what is not text.
-_LOOKALIKE_SCRIPTS = ("LATIN ", "CYRILLIC ", "GREEK ", "COPTIC ", "ARMENIAN ", "CHEROKEE ")
-
-
 @functools.lru_cache(maxsize=4096)
 def _latin_lookalike(c: str) -> str:
     """``c`` as the Latin letters it looks like (decancer's confusables tables), if it is a
-    letter of a script in :data:`_LOOKALIKE_SCRIPTS`; else ``c`` itself."""
-    if c.isascii() or not unicodedata.name(c, "").startswith(_LOOKALIKE_SCRIPTS):
+    letter or a digit of any script (Cyrillic, Greek, Cherokee, Lisu, Canadian syllabics,
+    Tifinagh, Devanagari digits, ...: every script spammers borrow look-alikes from), but
+    not a CJK ideograph, which decancer reads as a digit ("\u65e5" -> "8"); else ``c``.
+    Symbols, emoji and punctuation are left alone: decancer would turn them into letters
+    ("\U0001f600" -> "o", "\u2764" -> "o"), making words out of what is not text."""
+    if (
+        c.isascii()
+        or unicodedata.category(c)[0] not in "LN"
+        or unicodedata.name(c, "").startswith("CJK ")
+    ):
         return c
     return str(decancer_py.parse(c)) or c
 
