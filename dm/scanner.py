@@ -84,7 +84,7 @@ _TOKEN_RE = re.compile(r"[\w'$]+")
 #: Dropped by :func:`fold`: format characters (soft hyphen, zero-width joiner and
 #: non-joiner, bidi controls, BOM: invisible when rendered) and non-spacing marks
 #: (accents, once decomposed; also variation selectors and combining overlays).
-_DROPPED_CATEGORIES = frozenset({"Cf", "Mn"})
+_DROPPED_CATEGORIES = frozenset({"Cf", "Mn", "Me"})
 #: Letters that render blank (Hangul fillers) and the blank Braille pattern: dropped too, or
 #: "sec\u3164ret" would be one token that looks like "secret".
 _DROPPED_CHARS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
@@ -93,45 +93,89 @@ _DROPPED_CHARS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 def fold(text: str) -> str:
     """The form keywords and messages are compared in, so what renders alike matches alike.
 
-    NFKC (fullwidth and other compatibility forms to their plain letters), case folding,
-    then compatibility decomposition with format characters and non-spacing marks dropped:
+    Look-alikes of Latin letters become those letters, and NFKC turns fullwidth,
+    mathematical and other compatibility forms into their plain letters
+    (:func:`_latin_lookalike`, before and after NFKC:
+    Cyrillic ``"\\u043e"``, Greek ``"\\u039f"``, Lisu ``"\\ua4f3"`` and Devanagari digit zero
+    ``"\\u0966"`` read as "o"), before case folding, which would turn a Greek capital Eta
+    (an "H") into a small eta (an "n"); then case folding, and compatibility decomposition
+    with format characters and non-spacing and enclosing marks dropped:
     ``"\\uff53\\uff45\\uff43\\u00adre\\u0301t"`` (fullwidth "sec", a soft hyphen, "re", an
-    acute accent, "t") folds to ``"secret"``.  Then letters and digits of other scripts that
-    look like Latin ones become those (decancer's confusables tables): Cyrillic ``"\\u043e"``,
-    Greek ``"\\u03bf"`` and Devanagari digit zero ``"\\u0966"`` read as "o", so
-    ``"\\u043eur little secret"`` folds to ``"our little secret"`` (:func:`_latin_lookalike`).
-    Lists and messages are folded the same way, so marks that distinguish words in some
-    scripts are dropped, and words of other scripts are spelled in Latin look-alikes, on
-    both sides: a keyword in those scripts still matches its own words, and a hold list
-    errs towards matching (a Russian word that looks like an English keyword matches it).
-    ASCII text, the common case, is only lower-cased (the other steps cannot change it).
+    acute accent, "t") folds to ``"secret"``, ``"\\u043eur little secret"`` to ``"our little
+    secret"``.  Lists and messages are folded the same way, so marks that distinguish words
+    in some scripts are dropped, and Cyrillic or Greek words are spelled in Latin
+    look-alikes, on both sides: a keyword in those scripts still matches its own words,
+    and a hold list errs towards matching (a Russian word that looks like an English keyword
+    matches it).  ASCII text, the common case, is only lower-cased (the other steps cannot
+    change it).
     """
     if text.isascii():
         return text.lower()
-    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
-    kept = "".join(
+    # Look-alikes are mapped before NFKC too, which would turn some into other letters first
+    # (the lunate sigma "\u03f9", a "C", into a sigma; a parenthesized "o" into "(o)"), and
+    # after it, for the letters NFKC makes (a mathematical bold capital Eta, an "H").
+    composed = unicodedata.normalize("NFKC", "".join(map(_latin_lookalike, text)))
+    if not composed.isascii():
+        composed = "".join(map(_latin_lookalike, composed))
+    decomposed = unicodedata.normalize("NFKD", composed.casefold())
+    return "".join(
         c
         for c in decomposed
         if unicodedata.category(c) not in _DROPPED_CATEGORIES and c not in _DROPPED_CHARS
     )
-    return kept if kept.isascii() else "".join(map(_latin_lookalike, kept))
+
+
+#: Scripts whose letters serve as look-alikes of Latin ones, by the Unicode character name's
+#: first words.  Only these are mapped: decancer also maps the letters of scripts with no
+#: resemblance to Latin (Hangul "\u3145" -> "^", Hebrew "\u05e7\u05d8\u05e8\u05ea" ->
+#: "porn", katakana "\u30a8\u30ed" -> "io"), which would hold innocent messages in those
+#: scripts and break keywords written in them.
+_LOOKALIKE_SCRIPTS = (
+    "LATIN ",
+    "CYRILLIC ",
+    "GREEK ",
+    "COPTIC ",
+    "ARMENIAN ",
+    "CHEROKEE ",
+    "LISU ",
+    "CANADIAN SYLLABICS ",
+    "TIFINAGH ",
+    "NKO ",
+    "OLD ITALIC ",
+    "CARIAN ",
+    "LYCIAN ",
+)
+
+
+def _plain(c: str) -> str:
+    """What fold() makes of ``c`` without the look-alike map."""
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", c).casefold())
+    return "".join(x for x in decomposed if unicodedata.category(x) not in _DROPPED_CATEGORIES)
 
 
 @functools.lru_cache(maxsize=4096)
 def _latin_lookalike(c: str) -> str:
     """``c`` as the Latin letters it looks like (decancer's confusables tables), if it is a
-    letter or a digit of any script (Cyrillic, Greek, Cherokee, Lisu, Canadian syllabics,
-    Tifinagh, Devanagari digits, ...: every script spammers borrow look-alikes from), but
-    not a CJK ideograph, which decancer reads as a digit ("\u65e5" -> "8"); else ``c``.
-    Symbols, emoji and punctuation are left alone: decancer would turn them into letters
-    ("\U0001f600" -> "o", "\u2764" -> "o"), making words out of what is not text."""
-    if (
-        c.isascii()
-        or unicodedata.category(c)[0] not in "LN"
-        or unicodedata.name(c, "").startswith("CJK ")
-    ):
+    letter of a script in :data:`_LOOKALIKE_SCRIPTS`, a decimal digit of another script
+    (Devanagari ``"\\u0966"`` is an "o"), or a symbol drawn as a Latin letter (negative
+    squared or circled letters, regional indicator letters, the estimated symbol
+    ``"\\u212e"``); else ``c``.  Emoji and other symbols are left alone: decancer would turn
+    them into letters (``"\\U0001f600"`` -> "o"), making words out of what is not text."""
+    if c.isascii():
         return c
-    return str(decancer_py.parse(c)) or c
+    name, category = unicodedata.name(c, ""), unicodedata.category(c)
+    if category[0] == "L":
+        # A letter the rest of fold() makes plain ASCII is left to it ("\u00df" -> "ss",
+        # "\u00e9" -> "e"): decancer reads some by shape instead ("\u00df" -> "b").
+        mapped = name.startswith(_LOOKALIKE_SCRIPTS) and not _plain(c).isascii()
+    elif category == "Nd":
+        mapped = True
+    elif category[0] == "S":
+        mapped = " LATIN " in f" {name} " or name.startswith("REGIONAL INDICATOR SYMBOL LETTER")
+        mapped = mapped or name == "ESTIMATED SYMBOL"
+    else:
+        mapped = False
+    return (str(decancer_py.parse(c)) or c) if mapped else c
 
 
 def _tokens(folded: str) -> list[str]:
