@@ -7,7 +7,7 @@ started (never the machine's own 127.0.0.1:6379).
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,14 +105,17 @@ def ring(tmp_path: Path) -> KeyRing:
 async def make_edge(
     tmp_path: Path, redis_server: RedisBackend, redis: Any, issuer: DevIssuer, ring: KeyRing
 ) -> AsyncIterator[EdgeFactory]:
-    """Start edges (real aiohttp servers on free ports) with settings overrides."""
+    """Start edges (real aiohttp servers on free ports) with settings overrides, and their
+    own ``clock`` if given (a host whose clock is off)."""
     started: list[TestClient[web.Request, web.Application]] = []
 
-    async def factory(redis_url: str | None = None, **overrides: Any) -> Edge:
+    async def factory(
+        redis_url: str | None = None, *, clock: Callable[[], float] | None = None, **overrides: Any
+    ) -> Edge:
         # A test's own redis-server (redis_url given) is a single server.
         overrides.setdefault("redis_cluster", redis_url is None and redis_server.cluster)
         settings = make_settings(tmp_path, redis_url or redis_server.url, ring, **overrides)
-        app = build_app(settings)
+        app = build_app(settings) if clock is None else build_app(settings, clock=clock)
         client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
         await client.start_server()
         started.append(client)

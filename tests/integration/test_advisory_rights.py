@@ -7,7 +7,6 @@ reference model and the stateful test (test_rights_stateful.py) look for the nex
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import os
@@ -25,7 +24,7 @@ from dm.sdk_types import Message, StreamEvent
 from dm.settings import DmSettings
 from dm.web_state import STATE as STATE_DM
 
-from ..support.messages import media_of
+from ..support.messages import media_of, stored_unannounced
 from ..support.services import DmStack, Edge, bearer, wait_until
 
 
@@ -346,18 +345,9 @@ async def test_idempotent_retry_completes_a_failed_announce(dm: DmStack) -> None
     alice, bob, carol = await dm.user(), await dm.user(), await dm.user()
     media, _ = await dm.edge.add_media(owner=alice.uid, allow_reshare=True)
     conv = await alice.create_conversation([bob.uid])
-    body = json.dumps({"media_id": media.id}).encode()
-    # The state a first attempt leaves when Redis fails between storing and announcing:
-    # the message and its idempotency record, nothing else.
-    store = dm.app[STATE_DM].store
-    first = await store.append(
-        conv["id"],
-        alice.uid,
-        {"sender": alice.uid, "kind": "plain", "media_id": media.id},
-        idempotency_key="retry-1",
-        request_hash=hashlib.sha256(body).hexdigest()[:32],
+    first, body = await stored_unannounced(
+        dm.app[STATE_DM].store, conv["id"], alice.uid, media.id, "retry-1"
     )
-    assert not first.announced
     events = bob.stream()
     nxt = asyncio.ensure_future(events.__anext__())
     await asyncio.sleep(0.2)

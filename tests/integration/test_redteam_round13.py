@@ -32,7 +32,6 @@ when the release's announce runs again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 from collections.abc import AsyncGenerator
@@ -51,6 +50,7 @@ from dm.web_state import STATE as STATE_DM
 from dm.web_state import DmState
 from service_kernel.redis_client import stream_entries
 
+from ..support.messages import stored_unannounced
 from ..support.services import DmFactory, DmStack, bearer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,15 +179,7 @@ async def test_racing_retries_of_a_stored_unannounced_send_push_it_once(dm: DmSt
     alice, bob, carol = await dm.user(), await dm.user(), await dm.user()
     media, _ = await dm.edge.add_media(owner=alice.uid, allow_reshare=True)
     conv = await alice.create_conversation([bob.uid])
-    body = json.dumps({"media_id": media.id}).encode()
-    first = await state.store.append(
-        conv["id"],
-        alice.uid,
-        {"sender": alice.uid, "kind": "plain", "media_id": media.id},
-        idempotency_key="race-1",
-        request_hash=hashlib.sha256(body).hexdigest()[:32],
-    )
-    assert not first.announced
+    first, body = await stored_unannounced(state.store, conv["id"], alice.uid, media.id, "race-1")
     indexed = await state.redis.zcard(k.user_inbox(bob.uid))
     events = bob.stream()
     pending = asyncio.ensure_future(_next_message(events))

@@ -43,23 +43,19 @@ import contextlib
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
-from cdn_auth.app import build_app
 from cdn_auth.keyring import KeyRing
 from cdn_auth.playback import COOKIE_NAME
-from cdn_auth.web_state import STATE
 from dm.identity import DevIssuer
 
 from ..support.edge import mint
 from ..support.playback import cookie_for
-from ..support.services import Edge, EdgeFactory, RedisBackend, bearer, make_settings, wait_until
+from ..support.services import Edge, EdgeFactory, bearer, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,28 +63,15 @@ ClockedEdge = Callable[..., Any]
 
 
 @pytest.fixture
-async def clocked_edge(
-    tmp_path: Path, redis_server: RedisBackend, redis: Any, ring: KeyRing
-) -> AsyncIterator[ClockedEdge]:
+def clocked_edge(make_edge: EdgeFactory, tmp_path: Path) -> ClockedEdge:
     """Start edges with their own clock (a host whose clock is off), browser playback on,
     sharing the playback secret with ``playback_edge``."""
-    started: list[TestClient[web.Request, web.Application]] = []
 
     async def factory(clock: Callable[[], float], **overrides: Any) -> Edge:
         overrides.setdefault("playback_secret_path", tmp_path / "playback.key")
-        settings = make_settings(
-            tmp_path, redis_server.url, ring, redis_cluster=redis_server.cluster, **overrides
-        )
-        app = build_app(settings, clock=clock)
-        client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
-        await client.start_server()
-        started.append(client)
-        await wait_until(lambda: app[STATE].authorizer.tailer.loaded.is_set(), 30)
-        return Edge(client, app, tmp_path)
+        return await make_edge(clock=clock, **overrides)
 
-    yield factory
-    for c in started:
-        await c.close()
+    return factory
 
 
 @pytest.fixture

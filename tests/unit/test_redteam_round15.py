@@ -80,36 +80,26 @@ def test_letter_shaped_symbols_are_held(text: str) -> None:
 # (a) Vertical strokes that pass for "l" fold to "i" ------------------------------------
 
 
+#: A bare vertical stroke passes for l as well as for I; decancer reads these as i (the
+#: Arabic alef is not mapped at all), so in place of an l they evade.  Matching i and l as
+#: one letter on both sides would close it, and was not done: a known limit.
+_STROKE_AS_I = pytest.mark.xfail(strict=True, reason="known limit (b): a vertical stroke reads as i")
+
+
 @pytest.mark.parametrize(
     "lookalike",
     [
         "\ua748",  # LATIN CAPITAL LETTER L WITH HIGH STROKE (was cased first, to an i)
         "\u0196",  # LATIN CAPITAL LETTER IOTA (likewise)
+        pytest.param("\u04cf", marks=_STROKE_AS_I),  # CYRILLIC SMALL LETTER PALOCHKA
+        pytest.param("\u04c0", marks=_STROKE_AS_I),  # CYRILLIC LETTER PALOCHKA
+        pytest.param("\u01c0", marks=_STROKE_AS_I),  # LATIN LETTER DENTAL CLICK
+        pytest.param("\u0627", marks=_STROKE_AS_I),  # ARABIC LETTER ALEF
+        pytest.param("\u0661", marks=_STROKE_AS_I),  # ARABIC-INDIC DIGIT ONE
+        pytest.param("\u05df", marks=_STROKE_AS_I),  # HEBREW LETTER FINAL NUN (folds to j)
     ],
 )
 def test_vertical_stroke_lookalikes_of_l_are_held(lookalike: str) -> None:
-    text = "our little secret".replace("l", lookalike)
-    assert HOLD.scan(text).held, fold(text)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit (b): a bare vertical stroke passes for l as well as for I; decancer "
-    "reads these as i (the Arabic alef is not mapped at all), so in place of an l they "
-    "evade; matching i and l as one letter on both sides would close it, and was not done",
-)
-@pytest.mark.parametrize(
-    "lookalike",
-    [
-        "\u04cf",  # CYRILLIC SMALL LETTER PALOCHKA (UTS #39: confusable with l)
-        "\u04c0",  # CYRILLIC LETTER PALOCHKA
-        "\u01c0",  # LATIN LETTER DENTAL CLICK
-        "\u0627",  # ARABIC LETTER ALEF
-        "\u0661",  # ARABIC-INDIC DIGIT ONE
-        "\u05df",  # HEBREW LETTER FINAL NUN (folds to j)
-    ],
-)
-def test_vertical_strokes_in_place_of_l_are_a_known_limit(lookalike: str) -> None:
     text = "our little secret".replace("l", lookalike)
     assert HOLD.scan(text).held, fold(text)
 
