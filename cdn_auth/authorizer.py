@@ -204,12 +204,10 @@ class Authorizer:
     ) -> Decision:
         if not is_id(media_id):
             raise InvalidField("media id")
-        by_cookie = False
         if session_token:
             session = await self.session(session_token)
         elif playback_token and self._playback is not None:
             session = self.playback_session(playback_token)
-            by_cookie = True
             self._check_cookie_live(session)  # before the media lookup: no probing with it
         else:
             raise SessionMissing()
@@ -218,7 +216,7 @@ class Authorizer:
         # least the events up to here (the grant path awaits only after its checks).
         through = stream_ms(self.tailer.stream.last_id)
         view = self.tailer.view
-        if by_cookie:
+        if session.from_cookie:
             self._check_cookie_live(session)
         if media.is_public or media.owner == session.sub:
             rights.check_active(media, view if self.tail_fresh() else None)
@@ -265,7 +263,7 @@ class Authorizer:
         when its device signs out (or the view goes stale), whatever the media."""
         view = self.tailer.view
         try:
-            if not d.session.kid:  # a media cookie (a session JWT always names its key)
+            if d.session.from_cookie:
                 self._check_cookie_live(d.session)
             if d.pointer is None and d.grant is None:
                 rights.check_active(d.media, view if self.tail_fresh() else None)

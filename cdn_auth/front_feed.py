@@ -82,10 +82,10 @@ def stream_ms(stream_id: str | None) -> int:
 def decision_deps(d: Decision) -> list[str]:
     """Everything whose revocation must end a cached copy of this decision."""
     deps = [dep("m", d.media.id)]
-    if d.session.kid:  # a bearer session (a playback cookie names no session key)
-        deps.append(dep("s", d.session.kid))
-    else:  # a media cookie: ended by its device's sign-out
+    if d.session.from_cookie:  # ended by its device's sign-out
         deps.append(dep("b", d.session.sub, d.session.dev))
+    else:  # a bearer session: ended by its signing key's retirement
+        deps.append(dep("s", d.session.kid))
     if d.pointer is not None:
         p = d.pointer
         deps += [

@@ -61,6 +61,12 @@ class Session:
     def is_moderator(self) -> bool:
         return "moderator" in self.roles
 
+    @property
+    def from_cookie(self) -> bool:
+        """Whether a browser media cookie stands for this session (a session JWT always
+        names the key that signed it): ended by its device's sign-out, not by that key."""
+        return not self.kid
+
 
 def age_from_claim(claim: object, now: float) -> int | None:
     """Map the ``age`` claim to the lowest age it allows: "adult", "minor" or a birth year."""

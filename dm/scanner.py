@@ -117,6 +117,12 @@ def fold(text: str) -> str:
     composed = unicodedata.normalize("NFKC", "".join(map(_latin_lookalike, text)))
     if not composed.isascii():
         composed = "".join(map(_latin_lookalike, composed))
+    return _plain(composed)
+
+
+def _plain(composed: str) -> str:
+    """The rest of :func:`fold` for NFKC text: case folding, compatibility decomposition,
+    and format characters, non-spacing and enclosing marks and blank letters dropped."""
     decomposed = unicodedata.normalize("NFKD", composed.casefold())
     return "".join(
         c
@@ -147,12 +153,6 @@ _LOOKALIKE_SCRIPTS = (
 )
 
 
-def _plain(c: str) -> str:
-    """What fold() makes of ``c`` without the look-alike map."""
-    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", c).casefold())
-    return "".join(x for x in decomposed if unicodedata.category(x) not in _DROPPED_CATEGORIES)
-
-
 @functools.lru_cache(maxsize=4096)
 def _latin_lookalike(c: str) -> str:
     """``c`` as the Latin letters it looks like (decancer's confusables tables), if it is a
@@ -167,7 +167,8 @@ def _latin_lookalike(c: str) -> str:
     if category[0] == "L":
         # A letter the rest of fold() makes plain ASCII is left to it ("\u00df" -> "ss",
         # "\u00e9" -> "e"): decancer reads some by shape instead ("\u00df" -> "b").
-        mapped = name.startswith(_LOOKALIKE_SCRIPTS) and not _plain(c).isascii()
+        plain = _plain(unicodedata.normalize("NFKC", c))  # what fold() makes of it unmapped
+        mapped = name.startswith(_LOOKALIKE_SCRIPTS) and not plain.isascii()
     elif category == "Nd":
         mapped = True
     elif category[0] == "S":
